@@ -1,0 +1,135 @@
+"""Data-set sensitivity: the mean of |J| over many inputs, streamed batch by batch.
+
+A single map explains one decision; the average over a data set says how much the model uses
+each input element overall. It describes the model, not the world: of two correlated pixels a
+model may use one and ignore the other, and the average will say the other does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from ._gradients import _target_gradients, jacobian
+from ._validate import OutputSelector, check_input, check_score, eval_mode, model_device
+
+TARGETS = ("label", "predicted", "all")
+
+
+def _batches(data: Any) -> tuple[Iterable, int | None]:
+    """An iterable of (x, y-or-None) batches, and the number of examples if it is known."""
+    if isinstance(data, torch.Tensor):
+        return [(data, None)], data.shape[0]
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+        and data[1].ndim == 1
+        and data[0].ndim >= 2
+        and data[0].shape[0] == data[1].shape[0]
+        and not data[1].is_floating_point()
+    ):
+        return [tuple(data)], data[0].shape[0]  # one (X, y) pair, not two batches
+    total = None
+    dataset = getattr(data, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__"):
+        total = len(dataset)  # a DataLoader
+
+    def split(item: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(item, torch.Tensor):
+            return item, None
+        if isinstance(item, (tuple, list)) and len(item) >= 1:
+            return item[0], (item[1] if len(item) > 1 else None)
+        raise TypeError(f"data must yield tensors or (x, y) batches, got {type(item).__name__}")
+
+    return (split(item) for item in data), total
+
+
+def average_sensitivity(
+    model: Callable,
+    data: Any,
+    *,
+    target: str | int = "label",
+    by_class: bool = False,
+    absolute: bool = True,
+    score: str = "logit",
+    output: OutputSelector = None,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int | None], Any] | None = None,
+) -> torch.Tensor:
+    """Mean (absolute by default) input gradient over a data set, accumulated in float64.
+
+    Args:
+        data: an iterable of `(x, y)` batches (a DataLoader, a list of pairs) or of `x` tensors,
+            or one tensor `X`, or one pair `(X, y)`. Batches are moved to `device` (default: the
+            model's device).
+        target: "label" (each example's true class; needs y), "predicted", an int, or "all"
+            (every class: one map per class from a Jacobian).
+        by_class: group the average by the example's label (needs y).
+        absolute: average |gradient| (how much each input is used) instead of the signed one.
+        progress: called as `progress(examples_done, total_or_None)` after every batch; it may
+            raise to cancel.
+
+    Returns (float64, on the model's device), with S = the shape of one example:
+        - target "label"/"predicted"/int: `S`, or `(K, *S)` with `by_class` (row k averages the
+          examples labelled k);
+        - target "all": `(K, *S)` (row c averages d score_c / dx over all examples), or
+          `(K, K, *S)` with `by_class` (`[k, c]`: examples labelled k, class c).
+        Groups with no examples are NaN. K is the model's number of outputs (or `num_classes`).
+
+    Evaluated in eval mode, like every function here.
+    """
+    check_score(score)
+    if not (isinstance(target, int) and not isinstance(target, bool)) and target not in TARGETS:
+        raise ValueError(f"target must be 'label', 'predicted', 'all' or an int, got {target!r}")
+    batches, total = _batches(data)
+    sums: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+    done = 0
+    with eval_mode(model):
+        for x, y in batches:
+            check_input(x)
+            dev = torch.device(device) if device is not None else model_device(model, x.device)
+            x = x.to(dev)
+            needs_y = by_class or target == "label"
+            if needs_y and y is None:
+                raise ValueError(
+                    f"target={target!r}, by_class={by_class} needs labels: pass (x, y) batches"
+                )
+            if y is not None:
+                y = torch.as_tensor(y, device=dev).long().reshape(-1)
+                if y.shape[0] != x.shape[0]:
+                    raise ValueError(f"a batch has {x.shape[0]} inputs but {y.shape[0]} labels")
+            if target == "all":
+                g = jacobian(model, x, score=score, output=output)  # (n, K, ...)
+                k = g.shape[1]
+            else:
+                t = y if target == "label" else (None if target == "predicted" else target)
+                g, out, _ = _target_gradients(model, x, t, score=score, output=output)  # (n, ...)
+                k = out.shape[1]
+            g = g.double()
+            if absolute:
+                g = g.abs()
+            k = num_classes or k
+            if sums is None:
+                groups = (k,) if by_class else ()
+                sums = g.new_zeros((*groups, *g.shape[1:]))
+                counts = g.new_zeros(groups)
+            if by_class:
+                if int(y.min()) < 0 or int(y.max()) >= k:
+                    raise ValueError(f"labels must lie in 0..{k - 1}, got {int(y.max())}")
+                sums.index_add_(0, y, g)
+                counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            else:
+                sums += g.sum(0)
+                counts += x.shape[0]
+            done += x.shape[0]
+            if progress is not None:
+                progress(done, total)
+    if sums is None:
+        raise ValueError("data is empty: no batch was seen")
+    shape = counts.shape + (1,) * (sums.ndim - counts.ndim)
+    return sums / counts.reshape(shape).where(counts.reshape(shape) > 0, torch.nan)

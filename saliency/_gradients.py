@@ -1,0 +1,252 @@
+"""Input gradients by automatic differentiation: one class per example, or every class.
+
+J_kj(x) = d score_k(x) / d x_j. A backward pass from a batch of scores gives the gradient of each
+example's own score with respect to its own input, because in eval mode the examples of a batch
+do not interact; that is why every function here switches the model to eval mode (and restores
+each submodule's flag afterwards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ._validate import (
+    OutputSelector,
+    Target,
+    check_classes,
+    check_input,
+    check_score,
+    eval_mode,
+    forward_scores,
+    resolve_target,
+)
+
+
+def _target_gradients(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target,
+    *,
+    score: str,
+    output: OutputSelector,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Signed d score_target / dx for a batch, plus the raw outputs and the targets used."""
+    xd = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out, scores = forward_scores(model, xd, score=score, output=output)  # (N, K)
+        t = resolve_target(target, out)  # (N,)
+        # The seed is a one-hot (N, K) matrix: one backward gives every example its own row.
+        seed = torch.zeros_like(scores)
+        seed[torch.arange(len(t), device=t.device), t] = 1
+        (g,) = torch.autograd.grad(scores, xd, grad_outputs=seed)
+    return g, out.detach(), t
+
+
+def gradients(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    score: str = "logit",
+    absolute: bool = True,
+    output: OutputSelector = None,
+) -> torch.Tensor:
+    """Gradient of one class score per example with respect to the input (a saliency map).
+
+    Args:
+        model: a module (or callable) mapping a batch `(N, ...)` to scores `(N, K)`, `(N,)`, or a
+            tuple/dict holding them (see `output`).
+        x: batch-first input `(N, ...)`, floating point, finite. Not modified.
+        target: None (each example's predicted class), an int, or N ints (list or tensor).
+            A model with one output unit has target 0.
+        score: "logit" (the raw output), "probability" (softmax; sigmoid for one unit) or
+            "log_probability".
+        absolute: return |gradient| (Simonyan et al. 2013) instead of the signed gradient.
+        output: which output of a model returning a tuple/list (an index), a dict (a key), or a
+            callable applied to the raw output.
+
+    Returns:
+        A tensor shaped like `x`, on its device and dtype.
+
+    The model is evaluated in eval mode (BatchNorm/Dropout in training mode would mix the
+    examples of a batch); each submodule's training flag is restored afterwards. Parameters'
+    `.grad` are never written.
+
+    Example:
+        >>> s = gradients(model, images[:8], target=3)   # |d logit_3 / d x|, (8, 1, 28, 28)
+    """
+    check_input(x)
+    check_score(score)
+    with eval_mode(model):
+        g, _, _ = _target_gradients(model, x, target, score=score, output=output)
+    return g.abs() if absolute else g
+
+
+def _has_conv(model: Callable) -> bool:
+    if not isinstance(model, nn.Module):
+        return True  # unknown structure: the per-class loop works for anything
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+# Intermediate results of one vmapped backward are (classes, n, ...): keep them under ~32M
+# elements by splitting the classes into groups.
+_BATCHED_BUDGET = 1 << 25
+# Large chunks slow conv backward down on this kind of CPU (cache misses): measured in
+# benchmarks/bench_saliency.py, 64 examples a chunk is as fast as any.
+_LOOP_CHUNK = 64
+_BATCHED_CHUNK = 256
+
+
+def _jacobian_chunk(
+    model: Callable,
+    x: torch.Tensor,
+    classes: Sequence[int] | torch.Tensor | None,
+    *,
+    score: str,
+    output: OutputSelector,
+    strategy: str,
+) -> torch.Tensor:
+    """(n, C, ...) signed Jacobian rows for one chunk, from one forward pass."""
+    xd = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        _, scores = forward_scores(model, xd, score=score, output=output)  # (n, K)
+        cls = check_classes(classes, scores.shape[1])
+        jac = x.new_empty((x.shape[0], len(cls), *x.shape[1:]))  # (n, C, ...)
+        rows = torch.arange(x.shape[0], device=x.device)
+        if strategy == "batched":
+            # One vmapped backward per group of classes: fastest for fully connected nets.
+            group = max(1, _BATCHED_BUDGET // max(1, xd.numel()))
+            for start in range(0, len(cls), group):
+                part = cls[start : start + group]
+                seeds = scores.new_zeros((len(part), *scores.shape))  # (c, n, K)
+                for j, k in enumerate(part):
+                    seeds[j, rows, k] = 1
+                (g,) = torch.autograd.grad(
+                    scores,
+                    xd,
+                    grad_outputs=seeds,
+                    is_grads_batched=True,
+                    retain_graph=start + group < len(cls),
+                )
+                jac[:, start : start + len(part)] = g.transpose(0, 1)
+            return jac
+        # One forward, then one backward per class reusing the graph: cheapest for conv nets.
+        for j, k in enumerate(cls):
+            seed = torch.zeros_like(scores)
+            seed[:, k] = 1
+            (g,) = torch.autograd.grad(scores, xd, grad_outputs=seed, retain_graph=j < len(cls) - 1)
+            jac[:, j] = g
+    return jac
+
+
+def _auto_strategy(model: Callable) -> str:
+    # Measured on a 2-core CPU (benchmarks/bench_saliency.py): the vmapped backward wins for
+    # fully connected nets, the per-class loop for conv nets (vmap over conv backward is slow).
+    return "loop" if _has_conv(model) else "batched"
+
+
+def jacobian(
+    model: Callable,
+    x: torch.Tensor,
+    *,
+    score: str = "logit",
+    output: OutputSelector = None,
+    classes: Sequence[int] | torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    strategy: str = "auto",
+) -> torch.Tensor:
+    """Signed gradients of every class score (or of `classes`) for every example.
+
+    Returns a tensor `(N, C, *x.shape[1:])` where C is the number of classes (or of
+    `classes`, in the given order): `J[n, c] = d score_c(x_n) / d x_n`.
+
+    `strategy`: "loop" (one forward, then one backward per class), "batched" (one vmapped
+    backward over all classes with `is_grads_batched`), or "auto" (batched for networks without
+    convolutions, loop otherwise; both measured in `benchmarks/`). The batch is processed in
+    chunks of `chunk_size` examples (default 64 for the loop, 256 for batched), and the batched
+    backward splits classes into groups, so the memory beyond the result stays bounded. To keep
+    the result itself small for a model with many classes, pass only the `classes` you need.
+
+    Evaluated in eval mode; the model's flags, parameters' `.grad` and `x` are left untouched.
+
+    Example:
+        >>> J = jacobian(model, images[:8])        # (8, 10, 1, 28, 28)
+        >>> torch.equal(J[:, 3].abs(), gradients(model, images[:8], target=3))
+    """
+    check_input(x)
+    check_score(score)
+    if strategy not in ("auto", "loop", "batched"):
+        raise ValueError(f"strategy must be 'auto', 'loop' or 'batched', got {strategy!r}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
+    strategy = _auto_strategy(model) if strategy == "auto" else strategy
+    if chunk_size is None:
+        chunk_size = _LOOP_CHUNK if strategy == "loop" else _BATCHED_CHUNK
+    n = x.shape[0]
+    result = None
+    with eval_mode(model):
+        for i in range(0, n, chunk_size):
+            part = _jacobian_chunk(
+                model, x[i : i + chunk_size], classes, score=score, output=output, strategy=strategy
+            )
+            if part.shape[0] == n:
+                return part
+            if result is None:
+                result = part.new_empty((n, *part.shape[1:]))
+            result[i : i + part.shape[0]] = part
+    return result
+
+
+def _default_eps(dtype: torch.dtype) -> float:
+    # Central differences balance truncation (h^2) against rounding (eps_machine / h): the best
+    # step is about eps_machine ** (1/3) for inputs of order one.
+    return 6e-6 if dtype == torch.float64 else 5e-3
+
+
+def finite_differences(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    eps: float | None = None,
+    score: str = "logit",
+    output: OutputSelector = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Central differences (f(x + eps e_j) - f(x - eps e_j)) / (2 eps) for every input element.
+
+    Signed, shaped like `x`. Uses 2·D forward passes per example (D = elements per example),
+    evaluated `batch_size` perturbed copies at a time. Only for checking autograd, or for models
+    that are not differentiable: `gradients` gets the same answer from one backward pass.
+    `target` None means each example's predicted class at `x`. `eps` defaults to 6e-6 for
+    float64 and 5e-3 otherwise. For a tight check, run a float64 copy of the model on float64
+    inputs. Evaluated in eval mode without gradients.
+    """
+    check_input(x)
+    check_score(score)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size}")
+    eps = _default_eps(x.dtype) if eps is None else float(eps)
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    shape = x.shape[1:]
+    d = x[0].numel()
+    result = torch.empty_like(x)
+    with eval_mode(model), torch.no_grad():
+        out, _ = forward_scores(model, x, score=score, output=output)
+        t = resolve_target(target, out)  # (N,)
+        steps = torch.eye(d, dtype=x.dtype, device=x.device) * eps  # (D, D)
+        for n in range(x.shape[0]):
+            base = x[n].reshape(1, d)
+            copies = torch.cat([base + steps, base - steps])  # (2D, D)
+            values = []
+            for i in range(0, 2 * d, batch_size):
+                chunk = copies[i : i + batch_size].reshape(-1, *shape)
+                _, s = forward_scores(model, chunk, score=score, output=output)
+                values.append(s[:, t[n]])
+            v = torch.cat(values)  # (2D,)
+            result[n] = ((v[:d] - v[d:]) / (2 * eps)).reshape(shape)
+    return result

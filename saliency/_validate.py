@@ -1,0 +1,208 @@
+"""Checks and small pieces shared by every public function.
+
+Everything here turns a caller's mistake into a `ValueError`/`TypeError` that says what was
+expected and what arrived, before any gradient is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+# Type aliases (typing.Union keeps them valid at run time on Python 3.9).
+OutputSelector = Union[int, str, Callable[[Any], torch.Tensor], None]  # noqa: UP007
+Target = Union[int, Sequence[int], torch.Tensor, None]  # noqa: UP007
+
+SCORES = ("logit", "probability", "log_probability")
+
+
+def check_input(x: torch.Tensor, *, name: str = "x") -> torch.Tensor:
+    """A batch-first floating tensor with finite values, or a clear error."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must be batch-first with at least 2 dimensions (N, ...), got shape "
+            f"{tuple(x.shape)}; for a single example use {name}.unsqueeze(0)"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor to be differentiated, got dtype {x.dtype}; "
+            f"convert it with {name}.float()"
+        )
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} non-finite values (NaN or inf)")
+    return x
+
+
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))}, got {score!r}")
+    return score
+
+
+def select_output(raw: Any, output: OutputSelector) -> torch.Tensor:
+    """The one output tensor the caller wants from whatever the model's forward returned.
+
+    `output` is None (the model returns a tensor), an index (tuple or list outputs), a key (dict
+    outputs) or a callable applied to the raw output. The result is reshaped to (N, K): a model
+    with a single output unit that returns (N,) gives (N, 1).
+    """
+    if callable(output):
+        out = output(raw)
+    elif output is None:
+        if isinstance(raw, torch.Tensor):
+            out = raw
+        elif isinstance(raw, Mapping):
+            raise ValueError(
+                f"the model returned a dict with keys {list(raw)}; pass output=<key> to choose one"
+            )
+        elif isinstance(raw, Sequence):
+            raise ValueError(
+                f"the model returned a {type(raw).__name__} of {len(raw)} outputs; "
+                f"pass output=<index> (0..{len(raw) - 1}) or a callable to choose one"
+            )
+        else:
+            raise TypeError(f"the model returned {type(raw).__name__}, not a tensor")
+    elif isinstance(raw, Mapping):
+        if output not in raw:
+            raise ValueError(f"output={output!r} is not a key of the model's output {list(raw)}")
+        out = raw[output]
+    elif isinstance(raw, Sequence) and not isinstance(raw, str):
+        if not isinstance(output, int) or isinstance(output, bool):
+            raise ValueError(
+                f"the model returned a {type(raw).__name__} of {len(raw)} outputs; "
+                f"output must be an index, got {output!r}"
+            )
+        if not -len(raw) <= output < len(raw):
+            raise ValueError(
+                f"output={output} is out of range: the model returned {len(raw)} outputs"
+            )
+        out = raw[output]
+    else:
+        raise ValueError(
+            f"output={output!r} was given but the model returned a single "
+            f"{type(raw).__name__}; drop output= or pass a callable"
+        )
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the selected output is a {type(out).__name__}, not a tensor")
+    if out.ndim == 1:
+        out = out.unsqueeze(1)
+    if out.ndim != 2:
+        raise ValueError(
+            f"the model's output must be (N, K) scores after output selection, got shape "
+            f"{tuple(out.shape)}"
+        )
+    return out
+
+
+def scores_from(out: torch.Tensor, score: str) -> torch.Tensor:
+    """Turn (N, K) raw outputs into the class scores to differentiate.
+
+    With one output unit "probability" means the sigmoid (a binary classifier's logit).
+    """
+    if score == "logit":
+        return out
+    if out.shape[1] == 1:
+        return torch.sigmoid(out) if score == "probability" else nn.functional.logsigmoid(out)
+    if score == "probability":
+        return out.softmax(dim=1)
+    return out.log_softmax(dim=1)
+
+
+def forward_scores(
+    model: Callable, x: torch.Tensor, *, score: str, output: OutputSelector
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw (N, K) outputs and the (N, K) scores for one batch, with the usual checks."""
+    out = select_output(model(x), output)
+    if out.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"the model returned {out.shape[0]} rows for a batch of {x.shape[0]} examples; "
+            "its output must be batch-first (N, K)"
+        )
+    if not torch.isfinite(out).all():
+        raise ValueError("the model returned non-finite scores (NaN or inf) for this input")
+    return out, scores_from(out, score)
+
+
+def resolve_target(target: Target, out: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 class indices on out's device: None means each example's predicted class."""
+    n, k = out.shape
+    if target is None:
+        return out.argmax(dim=1)
+    if isinstance(target, bool):
+        raise TypeError("target must be an int, a sequence of ints or an integer tensor")
+    if isinstance(target, int):
+        t = torch.full((n,), target, dtype=torch.long, device=out.device)
+    else:
+        if isinstance(target, torch.Tensor):
+            if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+                raise TypeError(f"target must hold integers, got dtype {target.dtype}")
+            t = target.to(device=out.device, dtype=torch.long).reshape(-1)
+            if target.ndim > 1:
+                raise ValueError(f"target must be 1-D, got shape {tuple(target.shape)}")
+        else:
+            try:
+                values = [int(v) for v in target]
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"target must be None, an int, or a sequence of ints, got {target!r}"
+                ) from err
+            t = torch.tensor(values, dtype=torch.long, device=out.device)
+        if t.numel() != n:
+            raise ValueError(f"target has {t.numel()} entries but x has {n} examples")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
+        bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+        raise ValueError(
+            f"target {bad} is out of range for a model with {k} output"
+            f"{'s' if k != 1 else ''} (valid: 0..{k - 1})"
+        )
+    return t
+
+
+def check_classes(classes: Sequence[int] | torch.Tensor | None, k: int) -> list[int]:
+    if classes is None:
+        return list(range(k))
+    values = [int(c) for c in (classes.tolist() if isinstance(classes, torch.Tensor) else classes)]
+    if not values:
+        raise ValueError("classes is empty")
+    bad = [c for c in values if not 0 <= c < k]
+    if bad:
+        raise ValueError(f"classes {bad} out of range for a model with {k} outputs (0..{k - 1})")
+    return values
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Put every submodule in eval mode; restore each one's own flag afterwards.
+
+    One backward pass serves a whole batch only when examples do not interact: BatchNorm in
+    training mode mixes the batch's statistics and Dropout makes the map random.
+    """
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, was_training in flags:
+            m.training = was_training
+
+
+def model_device(model: Any, fallback: torch.device) -> torch.device:
+    """The device of the model's first parameter or buffer; `fallback` for parameter-free ones."""
+    if isinstance(model, nn.Module):
+        for t in model.parameters():
+            return t.device
+        for t in model.buffers():
+            return t.device
+    return fallback
