@@ -17,7 +17,7 @@ world; see the README for the caveats.
 
 from ._average import average_sensitivity
 from ._gradients import finite_differences, gradients, jacobian
-from ._methods import METHODS, attribute
+from ._methods import METHODS, attribute, class_maps, contrast
 from ._tabular import FeatureRanking, feature_ranking
 from ._validate import SCORES, eval_mode
 
@@ -27,6 +27,8 @@ __all__ = [
     "FeatureRanking",
     "attribute",
     "average_sensitivity",
+    "class_maps",
+    "contrast",
     "eval_mode",
     "feature_ranking",
     "finite_differences",

@@ -7,7 +7,7 @@ sigma = 15% of the input range and 50 samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -137,4 +137,86 @@ def attribute(
         result = result.abs()
     if return_delta:
         return result, delta.detach()
+    return result
+
+
+def class_maps(
+    model: Callable,
+    x: torch.Tensor,
+    classes: Sequence[int] | None = None,
+    *,
+    method: str = "gradient",
+    absolute: bool | None = None,
+    score: str = "logit",
+    output: OutputSelector = None,
+    **options,
+) -> torch.Tensor:
+    """The `method`'s map for several classes of every example: `(N, C, *x.shape[1:])`.
+
+    "gradient" takes one `jacobian` call (one forward, C backward passes); other methods run
+    once on the batch repeated C times, one target per copy. `classes` None means every class.
+    Options are those of `attribute`.
+    """
+    from ._gradients import jacobian
+
+    check_input(x)
+    if method == "gradient":
+        jac = jacobian(model, x, score=score, output=output, classes=classes)
+        return jac if absolute is False else jac.abs()
+    if classes is None:
+        with eval_mode(model), torch.no_grad():
+            classes = range(forward_scores(model, x[:1], score=score, output=output)[0].shape[1])
+    cls = list(classes)
+    n, c = x.shape[0], len(cls)
+    repeated = x.repeat_interleave(c, dim=0)  # (N*C, ...): example n's copies side by side
+    targets = torch.tensor(cls, device=x.device).repeat(n)
+    maps = attribute(
+        model,
+        repeated,
+        targets,
+        method=method,
+        absolute=absolute,
+        score=score,
+        output=output,
+        **options,
+    )
+    return maps.reshape(n, c, *x.shape[1:])
+
+
+def contrast(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target,
+    versus: Target,
+    *,
+    method: str = "gradient",
+    score: str = "logit",
+    output: OutputSelector = None,
+    **options,
+) -> torch.Tensor:
+    """Signed map of the score difference score_target - score_versus, shaped like `x`.
+
+    Answers "why 4 and not 9?": positive where raising the input favours `target` over
+    `versus`. The `method` is applied to the difference itself (signed; SmoothGrad averages the
+    signed gradient of the difference over the noise). `target`/`versus`: as in `gradients`.
+    """
+    check_input(x)
+    check_score(score)
+    with eval_mode(model), torch.no_grad():
+        out, _ = forward_scores(model, x, score=score, output=output)
+    t = resolve_target(target, out)
+    v = resolve_target(versus, out)
+    result = torch.empty_like(x)
+    # The difference is one scalar output per example; examples sharing `versus` go together.
+    for pair in torch.unique(torch.stack([t, v], 1), dim=0).tolist():
+        rows = ((t == pair[0]) & (v == pair[1])).nonzero().flatten()
+
+        def difference(xx: torch.Tensor, a: int = pair[0], b: int = pair[1]) -> torch.Tensor:
+            s = scores_from(select_output(model(xx), output), score)
+            return (s[:, a] - s[:, b]).unsqueeze(1)  # (n, 1)
+
+        with eval_mode(model):  # `difference` is a plain function: set the mode here
+            result[rows] = attribute(
+                difference, x[rows], 0, method=method, absolute=False, **options
+            )
     return result

@@ -525,3 +525,28 @@ def test_library_does_not_import_ui():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("method", ["gradient", "input_x_gradient", "integrated_gradients"])
+def test_class_maps_match_per_class_attribute(method):
+    m = SmallCNN().double()
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    maps = saliency.class_maps(m, x, [2, 7, 0], method=method, absolute=False, steps=16)
+    assert maps.shape == (3, 3, 1, 28, 28)
+    for j, k in enumerate([2, 7, 0]):
+        ref = saliency.attribute(m, x, k, method=method, absolute=False, steps=16)
+        torch.testing.assert_close(maps[:, j], ref)
+    every = saliency.class_maps(m, x)  # gradient, absolute, all classes = |jacobian|
+    torch.testing.assert_close(every, saliency.jacobian(m, x).abs())
+
+
+def test_contrast_is_gradient_of_score_difference():
+    m = linear_model(dtype=torch.float64)
+    x = torch.randn(4, 12, dtype=torch.float64)
+    versus = [1, 1, 4, 0]
+    got = saliency.contrast(m, x, 3, versus)
+    w = m.weight.detach()
+    torch.testing.assert_close(got, w[3] - w[versus])
+    # With IG on a linear model the contrast is x * (W_t - W_v), exactly.
+    ig = saliency.contrast(m, x, 3, versus, method="integrated_gradients")
+    torch.testing.assert_close(ig, x * (w[3] - w[versus]))
