@@ -1,0 +1,57 @@
+"""Real models trained on real MNIST and Fashion-MNIST, with the test sets they are measured on.
+
+    >>> import pretrained
+    >>> pretrained.list_models("mnist")
+    ['mnist-linear', 'mnist-mlp', 'mnist-cnn', 'mnist-cnn-bn']
+    >>> model = pretrained.load_model("mnist-cnn")             # eval mode, weights_only load
+    >>> x, y = pretrained.load_dataset("mnist", "test")[:8]    # (8, 1, 28, 28) in [0, 1], (8,)
+    >>> model(x).shape
+    torch.Size([8, 10])
+
+Models take raw [0, 1] pixels; normalisation is their first layer, so input gradients are
+with respect to pixels. Never imports streamlit or the saliency package.
+"""
+
+from .architectures import ARCHITECTURES, Normalize, build_model, count_parameters
+from .data import (
+    CLASS_NAMES,
+    DATASETS,
+    SPLITS,
+    Dataset,
+    IdxFormatError,
+    load_dataset,
+    read_idx,
+    write_idx,
+)
+from .evaluation import Evaluation, evaluate
+from .registry import (
+    ModelInfo,
+    default_device,
+    list_models,
+    load_model,
+    model_from_weights,
+    model_info,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "CLASS_NAMES",
+    "DATASETS",
+    "SPLITS",
+    "Dataset",
+    "Evaluation",
+    "IdxFormatError",
+    "ModelInfo",
+    "Normalize",
+    "build_model",
+    "count_parameters",
+    "default_device",
+    "evaluate",
+    "list_models",
+    "load_dataset",
+    "load_model",
+    "model_from_weights",
+    "model_info",
+    "read_idx",
+    "write_idx",
+]

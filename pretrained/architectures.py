@@ -1,0 +1,113 @@
+"""The network architectures, untrained.
+
+Every model takes images in [0, 1] shaped `(N, 1, 28, 28)` and returns logits `(N, 10)`.
+Normalisation by the data set's mean and std is the model's first layer, so gradients
+(saliency) are with respect to raw pixel values, and callers never preprocess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+ARCHITECTURES: dict[str, str] = {
+    "linear": "Logistic regression: Flatten -> Linear(784, 10).",
+    "mlp": "Two-layer fully connected net: Linear(784, 256) -> ReLU -> Linear(256, 10).",
+    "cnn": (
+        "Small CNN: Conv(32, 3x3) -> ReLU -> MaxPool -> Conv(64, 3x3) -> ReLU -> MaxPool -> "
+        "Linear(3136, 128) -> ReLU -> Dropout -> Linear(128, 10)."
+    ),
+    "cnn-bn": (
+        "The small CNN with BatchNorm after each convolution (its output depends on the batch "
+        "in train mode, so eval mode matters)."
+    ),
+}
+
+
+class Normalize(nn.Module):
+    """`(x - mean) / std` with scalar statistics, as a layer: `(N, C, H, W)` -> same shape.
+
+    The statistics are non-persistent buffers: they follow the model's device and dtype but
+    are not part of the state dict, so a state dict holds only learned parameters.
+    """
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        if std <= 0:
+            raise ValueError(f"std must be positive, got {std}")
+        self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.item():.4f}, std={self.std.item():.4f}"
+
+
+def _linear(num_classes: int) -> list[nn.Module]:
+    return [nn.Flatten(), nn.Linear(28 * 28, num_classes)]
+
+
+def _mlp(num_classes: int, hidden: int = 256) -> list[nn.Module]:
+    return [
+        nn.Flatten(),
+        nn.Linear(28 * 28, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    ]
+
+
+def _cnn(num_classes: int, batch_norm: bool = False) -> list[nn.Module]:
+    def block(c_in: int, c_out: int) -> list[nn.Module]:
+        # A conv followed by BatchNorm needs no bias: BatchNorm's shift replaces it.
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(c_out))
+        return [*layers, nn.ReLU(), nn.MaxPool2d(2)]
+
+    return [
+        *block(1, 32),  # (N, 32, 14, 14)
+        *block(32, 64),  # (N, 64, 7, 7)
+        nn.Flatten(),  # (N, 3136)
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(128, num_classes),  # (N, 10)
+    ]
+
+
+_BUILDERS: dict[str, Callable[[int], list[nn.Module]]] = {
+    "linear": _linear,
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "cnn-bn": lambda k: _cnn(k, batch_norm=True),
+}
+
+
+def build_model(
+    architecture: str,
+    num_classes: int = 10,
+    *,
+    normalisation: tuple[float, float] = (0.0, 1.0),
+) -> nn.Sequential:
+    """A freshly initialised model of a registry architecture.
+
+    Maps `(N, 1, 28, 28)` images in [0, 1] to `(N, num_classes)` logits; layer 0 is
+    `Normalize(*normalisation)`. Parameter names match the shipped weights, so a state dict
+    trained elsewhere for the same architecture loads with `load_state_dict`. Uses the global
+    torch RNG for initialisation (seed it for reproducibility).
+    """
+    if architecture not in _BUILDERS:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; known architectures: {', '.join(_BUILDERS)}"
+        )
+    mean, std = normalisation
+    return nn.Sequential(Normalize(mean, std), *_BUILDERS[architecture](num_classes))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of learned scalars (BatchNorm running statistics are not counted)."""
+    return sum(p.numel() for p in model.parameters())

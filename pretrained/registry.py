@@ -1,0 +1,282 @@
+"""The model registry: the one place that builds models and opens weight files.
+
+Each entry's static part (name, data set, architecture, description) lives in `_ENTRIES`;
+its measurements (test accuracy, per-class accuracy, confusion matrix, training time and
+command) are read from `weights/<name>.json`, which training writes next to the weights, so
+the numbers reported always come from the run that produced the weights.
+
+Example:
+    >>> model = load_model("mnist-cnn")        # eval mode, on default_device()
+    >>> model_info("mnist-cnn").test_accuracy  # fraction of the 10,000 test images
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architectures import ARCHITECTURES, build_model
+from .data import CLASS_NAMES, DATASETS, NORMALISATION
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    dataset: str
+    architecture: str
+    description: str
+
+
+_ENTRIES: dict[str, _Entry] = {
+    e.name: e
+    for e in (
+        _Entry(
+            "mnist-linear",
+            "mnist",
+            "linear",
+            "Logistic regression on MNIST digits; its input gradient for class c is W[c] for "
+            "every image, a teaching anchor for saliency.",
+        ),
+        _Entry(
+            "mnist-mlp",
+            "mnist",
+            "mlp",
+            "Two-layer fully connected net (784-256-10, ReLU) on MNIST digits.",
+        ),
+        _Entry(
+            "mnist-cnn",
+            "mnist",
+            "cnn",
+            "Small two-block convolutional net on MNIST digits.",
+        ),
+        _Entry(
+            "fashion-mnist-linear",
+            "fashion-mnist",
+            "linear",
+            "Logistic regression on Fashion-MNIST clothing images; its input gradient for "
+            "class c is W[c] for every image.",
+        ),
+        _Entry(
+            "fashion-mnist-mlp",
+            "fashion-mnist",
+            "mlp",
+            "Two-layer fully connected net (784-256-10, ReLU) on Fashion-MNIST clothing images.",
+        ),
+        _Entry(
+            "fashion-mnist-cnn",
+            "fashion-mnist",
+            "cnn",
+            "Small two-block convolutional net on Fashion-MNIST clothing images.",
+        ),
+        _Entry(
+            "mnist-cnn-bn",
+            "mnist",
+            "cnn-bn",
+            "The small CNN with BatchNorm on MNIST digits; in train mode its outputs depend on "
+            "the rest of the batch, which is why saliency needs eval mode.",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything known about one registered model.
+
+    Accuracies are fractions measured on the full 10,000-image test set by the training run;
+    `confusion_matrix[i][j]` counts test images of class i predicted as j.
+    """
+
+    name: str
+    dataset: str
+    architecture: str
+    description: str
+    class_names: tuple[str, ...]
+    normalisation: tuple[float, float]  # (mean, std), applied inside the model's forward
+    n_params: int
+    test_accuracy: float
+    per_class_accuracy: tuple[float, ...]
+    confusion_matrix: tuple[tuple[int, ...], ...]
+    train_command: str
+    n_train: int
+    train_seconds: float
+    epochs: int
+    batch_size: int
+    optimiser: str
+    seed: int
+    threads: int
+    torch_version: str
+    weights_file: Path
+    weights_sha256: str
+    metrics_file: Path
+    card_file: Path
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+
+    @property
+    def n_test(self) -> int:
+        return sum(sum(row) for row in self.confusion_matrix)
+
+    @property
+    def architecture_description(self) -> str:
+        return ARCHITECTURES[self.architecture]
+
+
+def list_models(dataset: str | None = None) -> list[str]:
+    """Registered model names, optionally only those trained on `dataset`."""
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    return [n for n, e in _ENTRIES.items() if dataset is None or e.dataset == dataset]
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _ENTRIES[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(_ENTRIES)}") from None
+
+
+def train_command(name: str) -> str:
+    """The command that trains `name` with its default recipe."""
+    _entry(name)
+    return f"python -m pretrained.train {name}"
+
+
+def model_info(name: str) -> ModelInfo:
+    """Metadata and measured accuracy of a registered model.
+
+    Raises `KeyError` listing the known names for an unknown one, and `FileNotFoundError`
+    (saying how to train it) if the model has no training record yet.
+    """
+    e = _entry(name)
+    metrics_file = WEIGHTS_DIR / f"{name}.json"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(
+            f"{metrics_file}: no training record for {name}; train it with `{train_command(name)}`"
+        )
+    m = json.loads(metrics_file.read_text())
+    return ModelInfo(
+        name=name,
+        dataset=e.dataset,
+        architecture=e.architecture,
+        description=e.description,
+        class_names=CLASS_NAMES[e.dataset],
+        normalisation=NORMALISATION[e.dataset],
+        n_params=int(m["n_params"]),
+        test_accuracy=float(m["test_accuracy"]),
+        per_class_accuracy=tuple(float(a) for a in m["per_class_accuracy"]),
+        confusion_matrix=tuple(tuple(int(c) for c in row) for row in m["confusion_matrix"]),
+        train_command=m["train_command"],
+        n_train=int(m["n_train"]),
+        train_seconds=float(m["train_seconds"]),
+        epochs=int(m["epochs"]),
+        batch_size=int(m["batch_size"]),
+        optimiser=m["optimiser"],
+        seed=int(m["seed"]),
+        threads=int(m["threads"]),
+        torch_version=m["torch_version"],
+        weights_file=WEIGHTS_DIR / f"{name}.pt",
+        weights_sha256=m["weights_sha256"],
+        metrics_file=metrics_file,
+        card_file=CARDS_DIR / f"{name}.md",
+    )
+
+
+def default_device() -> torch.device:
+    """CUDA if available, else CPU: the single place a device is chosen."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_model(name: str, device: str | torch.device | None = None) -> nn.Module:
+    """A fresh instance of a registered model with its trained weights, in eval mode.
+
+    Maps `(N, 1, 28, 28)` images in [0, 1] to `(N, 10)` logits. Parameters are frozen
+    (`requires_grad=False`): input gradients still flow, but nothing accumulates in `.grad`.
+    The weights file must match the hash its training record states, so the recorded
+    accuracy belongs to these weights.
+    """
+    info = model_info(name)
+    device = default_device() if device is None else torch.device(device)
+    if not info.weights_file.is_file():
+        raise FileNotFoundError(
+            f"{info.weights_file}: weights for {name} missing; train them with "
+            f"`{info.train_command}`"
+        )
+    digest = sha256(info.weights_file)
+    if digest != info.weights_sha256:
+        raise ValueError(
+            f"{info.weights_file}: sha256 {digest[:12]}... does not match the training record "
+            f"{info.metrics_file.name} ({info.weights_sha256[:12]}...); retrain with "
+            f"`{info.train_command}`"
+        )
+    state = torch.load(info.weights_file, map_location=device, weights_only=True)
+    return _ready(info.architecture, info.dataset, state, device)
+
+
+def model_from_weights(
+    source: str | os.PathLike | bytes | io.IOBase,
+    *,
+    architecture: str,
+    dataset: str,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """A registry architecture with weights from elsewhere (e.g. a user's upload).
+
+    `source` is a path, the file's bytes, or a binary file object holding a state dict saved
+    with `torch.save(model.state_dict())` from `build_model(architecture)`; it is read with
+    `weights_only=True`. The data set fixes class names and normalisation. Returns the model
+    like `load_model` does: eval mode, frozen parameters. Raises `ValueError` saying which keys
+    or shapes do not match.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    device = default_device() if device is None else torch.device(device)
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        state = torch.load(source, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+        raise ValueError(f"not a readable PyTorch weights file: {err}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("expected a state dict (a mapping of names to tensors)")
+    return _ready(architecture, dataset, state, device)
+
+
+def _ready(
+    architecture: str, dataset: str, state: dict[str, torch.Tensor], device: torch.device
+) -> nn.Module:
+    """Build, load `state` strictly, freeze, move and switch to eval mode."""
+    model = build_model(
+        architecture, len(CLASS_NAMES[dataset]), normalisation=NORMALISATION[dataset]
+    )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        problems = [f"missing {k} {expected[k]}" for k in expected if k not in got]
+        problems += [f"unexpected {k} {got[k]}" for k in got if k not in expected]
+        problems += [
+            f"{k} has shape {got[k]}, expected {expected[k]}"
+            for k in expected
+            if k in got and got[k] != expected[k]
+        ]
+        raise ValueError(
+            f"weights do not fit architecture {architecture!r}: " + "; ".join(problems[:6])
+        )
+    model.load_state_dict(
+        {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    )
+    model.requires_grad_(False)
+    return model.to(device).eval()
