@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: `app.py` routes to thin views over `saliency` and `pretrained`."""

@@ -1,0 +1,45 @@
+"""Saliency dashboard: the router. Run with `bash scripts/dashboard.sh`.
+
+The shared sidebar picks the data set and the model; each view lives in `views/`. Every choice
+is mirrored in the URL query (see `state.py`), so a link reopens the exact view.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import pretrained
+from dashboard import state
+from dashboard.views import explore
+
+st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
+
+view = state.init()
+with st.sidebar:
+    st.markdown("## 🔥 Saliency dashboard")
+    st.caption("Which pixels does the network's decision depend on?")
+    st.selectbox(
+        "Data set",
+        pretrained.DATASETS,
+        key="dataset",
+        format_func={"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST"}.get,
+    )
+    st.selectbox(
+        "Model",
+        pretrained.list_models(view["dataset"]),
+        key="model",
+        format_func=lambda m: f"{m} ({pretrained.model_info(m).test_accuracy:.2%})",
+        help="Every model trained for this data set, with its accuracy on the 10,000 test images.",
+    )
+
+page = st.navigation(
+    {
+        "Look at one image": [
+            st.Page(
+                explore.render_view, title="Explore", icon="🔍", url_path="explore", default=True
+            )
+        ],
+    }
+)
+page.run()
+state.sync()

@@ -1,0 +1,105 @@
+"""Everything slow, computed once: models per process, maps and predictions in bounded caches.
+
+Models are shared by every session (`st.cache_resource`) and never mutated: the saliency
+functions leave a model's flags and parameters as they found them. Computed arrays go through
+`st.cache_data` (each caller gets a copy), bounded so a long-running classroom server does not
+grow without limit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+import pretrained
+import saliency
+
+# Method options used everywhere in the app (named on screen): images live in [0, 1].
+METHOD_OPTIONS = {
+    "smoothgrad": {"n_samples": 50, "noise": 0.15, "noise_range": (0.0, 1.0), "seed": 0},
+    "smoothgrad_sq": {"n_samples": 50, "noise": 0.15, "noise_range": (0.0, 1.0), "seed": 0},
+    "vargrad": {"n_samples": 50, "noise": 0.15, "noise_range": (0.0, 1.0), "seed": 0},
+    "integrated_gradients": {"steps": 50, "baseline": 0.0},
+}
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=32)
+def model(name: str) -> torch.nn.Module:
+    return pretrained.load_model(name)
+
+
+@st.cache_resource(show_spinner="Loading the test set…")
+def dataset(name: str) -> pretrained.Dataset:
+    return pretrained.load_dataset(name, "test")
+
+
+def _batch(name: str, image: np.ndarray) -> torch.Tensor:
+    m = model(name)
+    device = next(m.parameters()).device
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)[None, None]
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def probabilities(name: str, image: np.ndarray) -> np.ndarray:
+    """(K,) softmax probabilities of one 28x28 image."""
+    with torch.no_grad():
+        return model(name)(_batch(name, image)).softmax(1)[0].cpu().numpy()
+
+
+@st.cache_data(show_spinner="Classifying the whole test set…", max_entries=32)
+def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
+    """(10000, K) float32 probabilities of every bundled test image, computed once per model."""
+    m = model(name)
+    device = next(m.parameters()).device
+    parts = []
+    with torch.no_grad():
+        for x, _ in dataset(dataset_name).batches(1000):
+            parts.append(m(x.to(device)).softmax(1).cpu())
+    return torch.cat(parts).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def class_maps(name: str, image: np.ndarray, method: str, score: str, absolute: bool) -> np.ndarray:
+    """(K, 28, 28) maps of every class for one image (gradient: one `jacobian` call)."""
+    maps = saliency.class_maps(
+        model(name),
+        _batch(name, image),
+        method=method,
+        score=score,
+        absolute=absolute,
+        **METHOD_OPTIONS.get(method, {}),
+    )  # (1, K, 1, 28, 28)
+    return maps[0, :, 0].cpu().numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def contrast_map(
+    name: str, image: np.ndarray, target: int, versus: int, method: str, score: str
+) -> np.ndarray:
+    """(28, 28) signed map of score_target - score_versus."""
+    m = saliency.contrast(
+        model(name),
+        _batch(name, image),
+        target,
+        versus,
+        method=method,
+        score=score,
+        **METHOD_OPTIONS.get(method, {}),
+    )
+    return m[0, 0].cpu().numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def integrated_gradients_delta(name: str, image: np.ndarray, target: int, score: str) -> float:
+    """Completeness delta of IG for one image and class: sum(map) - (f(x) - f(baseline))."""
+    _, delta = saliency.attribute(
+        model(name),
+        _batch(name, image),
+        target,
+        method="integrated_gradients",
+        score=score,
+        return_delta=True,
+        **METHOD_OPTIONS["integrated_gradients"],
+    )
+    return float(delta[0])

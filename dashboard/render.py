@@ -1,0 +1,88 @@
+"""Small render helpers: maps to crisp pictures with a labelled colour bar, and PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+from PIL import Image, ImageDraw, ImageFont
+
+from saliency import display
+
+SCALE = 10  # 28 x 28 -> 280 x 280, nearest neighbour: every pixel stays a crisp square
+
+
+@dataclass(frozen=True)
+class Style:
+    """The rendering choices in force, so every picture and caption says the same thing."""
+
+    signed: bool
+    cmap: str
+    alpha: float
+    clip: float
+    shared: bool
+
+    def range(self, maps: list[np.ndarray]) -> tuple[float, float]:
+        return display.display_range(maps, signed=self.signed, percentile=self.clip)
+
+    def describe(self, lo: float, hi: float) -> str:
+        kind = "signed (diverging colours, 0 = white)" if self.signed else "absolute"
+        scale = "shared by every map on screen" if self.shared else "per map"
+        return (
+            f"{kind} · colour scale {scale}, clipped at the {self.clip:g}th percentile "
+            f"({lo:.3g} … {hi:.3g}) · colour map {self.cmap} · overlay alpha {self.alpha:g}"
+        )
+
+
+def picture(
+    m: np.ndarray,
+    lo: float,
+    hi: float,
+    style: Style,
+    *,
+    image: np.ndarray | None = None,
+    scale: int = SCALE,
+) -> np.ndarray:
+    """(H, W) map -> upscaled uint8 RGB, over `image` when given."""
+    return display.render(
+        m, lo=lo, hi=hi, cmap=style.cmap, image=image, alpha=style.alpha, scale=scale
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def colorbar(lo: float, hi: float, cmap: str, width: int = 280) -> np.ndarray:
+    """A colour bar with its numeric range written under it, as uint8 RGB."""
+    strip, ticks = display.colorbar(lo, hi, cmap, length=width, thickness=14)
+    canvas = Image.new("RGB", (width + 40, 34), "white")
+    canvas.paste(Image.fromarray(strip), (20, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=11)
+    for pos, value in ticks:
+        x = 20 + round(pos * (width - 1))
+        draw.line([(x, 14), (x, 17)], fill="black")
+        text = f"{value:.2g}"
+        w = draw.textlength(text, font=font)
+        draw.text((min(max(x - w / 2, 0), width + 40 - w), 19), text, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def grey(image: np.ndarray, scale: int = SCALE) -> np.ndarray:
+    return display.upscale(display.to_rgb(image), scale)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, dtype=np.float32))
+    return buf.getvalue()
+
+
+def show(rgb: np.ndarray, caption: str | None = None, width: int | None = None) -> None:
+    st.image(rgb, caption=caption, output_format="PNG", width=width or rgb.shape[1])

@@ -1,0 +1,231 @@
+"""The dashboard driven through Streamlit's AppTest, by widget keys (no browser)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import pretrained  # noqa: E402
+import saliency  # noqa: E402
+from pretrained.images import decode_image28, encode_image  # noqa: E402
+from saliency.metrics import spearman  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+def run_app(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [s.value for s in at.subheader]
+    parts += [c.value for c in at.caption] + [w.value for w in at.warning]
+    parts += [i.value for i in at.info] + [e.value for e in at.error]
+    parts += [img.caption for el in at.get("image") for img in el.proto.imgs]
+    return "\n".join(str(p) for p in parts)
+
+
+def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def default_app() -> AppTest:
+    return run_app()
+
+
+def test_default_view_is_mnist_cnn_on_test_image_0(default_app):
+    at = default_app
+    ds = pretrained.load_dataset("mnist")
+    model = pretrained.load_model("mnist-cnn")
+    with torch.no_grad():
+        probs = model(ds.images[:1]).softmax(1)[0]
+    pred = int(probs.argmax())
+    assert at.selectbox(key="dataset").value == "mnist"
+    assert at.selectbox(key="model").value == "mnist-cnn"
+    assert at.number_input(key="index").value == 0
+    heading = at.subheader[0].value
+    assert f"mnist-cnn says **{pred}** ({float(probs[pred]):.1%})" in heading
+    assert f"true class {int(ds.labels[0])}" in heading
+    assert "Vanilla gradient" in texts(at)
+    # image, map, its colour bar, overlay, contrast map and its bar, 10 grid maps
+    assert len(at.get("image")) == 16
+    assert dict(at.query_params) == {}
+
+
+def test_every_map_control_by_key_and_url_follows():
+    at = run_app()
+    at.selectbox(key="target").select("3").run()
+    at.selectbox(key="method").select("smoothgrad").run()
+    at.radio(key="score").set_value("log_probability").run()
+    at.radio(key="sign").set_value("signed").run()
+    at.radio(key="scale").set_value("shared").run()
+    at.slider(key="clip").set_value(95.0).run()
+    at.slider(key="alpha").set_value(0.8).run()
+    at.selectbox(key="cmap").select("viridis").run()
+    at.selectbox(key="cmap_signed").select("coolwarm").run()
+    assert not at.exception, [e.value for e in at.exception]
+    q = {k: at.query_params[k] for k in at.query_params}
+    assert q == {
+        "target": "3",
+        "method": "smoothgrad",
+        "score": "log_probability",
+        "sign": "signed",
+        "scale": "shared",
+        "clip": "95.0",
+        "alpha": "0.8",
+        "cmap": "viridis",
+        "cmap_signed": "coolwarm",
+    }
+    page = texts(at)
+    assert "SmoothGrad" in page and "∂ log p[3] / ∂x" in page
+    assert "signed (diverging colours" in page and "shared by every map on screen" in page
+    assert "clipped at the 95th percentile" in page and "colour map coolwarm" in page
+
+    # The same link opens the same view in a new session.
+    again = run_app(**q)
+    for key in ("target", "method", "cmap", "cmap_signed"):
+        assert again.selectbox(key=key).value == at.selectbox(key=key).value
+    for key in ("score", "sign", "scale"):
+        assert again.radio(key=key).value == at.radio(key=key).value
+    assert again.slider(key="clip").value == 95.0 and again.slider(key="alpha").value == 0.8
+    assert again.subheader[0].value == at.subheader[0].value
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_every_method_renders(method):
+    at = run_app(method=method, index="7")
+    page = texts(at)
+    assert "Showing" in page
+    if method == "integrated_gradients":
+        assert "Completeness: sum(map)" in page
+
+
+def test_image_navigation_and_filters():
+    at = run_app()
+    ds = pretrained.load_dataset("mnist")
+    labels = ds.labels.numpy()
+    at.selectbox(key="true_class").select("4").run()
+    at.button(key="next").click().run()
+    first_four = int(np.flatnonzero(labels == 4)[0])
+    assert at.number_input(key="index").value == first_four
+    at.button(key="next").click().run()
+    assert at.number_input(key="index").value == int(np.flatnonzero(labels == 4)[1])
+    at.button(key="previous").click().run()
+    assert at.number_input(key="index").value == first_four
+    at.button(key="random").click().run()
+    assert labels[at.number_input(key="index").value] == 4
+    # Only the images the CNN gets wrong.
+    at.radio(key="correctness").set_value("wrong").run()
+    model = pretrained.load_model("mnist-cnn")
+    with torch.no_grad():
+        pred = torch.cat([model(x).argmax(1) for x, _ in ds.batches(1000)]).numpy()
+    wrong_fours = np.flatnonzero((labels == 4) & (pred != 4))
+    assert f"{len(wrong_fours):,} of 10,000 test images match" in texts(at)
+    at.button(key="next").click().run()
+    assert at.number_input(key="index").value in set(wrong_fours.tolist())
+    assert "✗ wrong" in at.subheader[0].value
+    at.number_input(key="index").set_value(3).run()
+    assert at.query_params["index"] == "3"
+
+
+def test_dataset_switch_resets_model_and_compare():
+    at = run_app(compare="mnist-linear,mnist-mlp")
+    assert at.multiselect(key="compare").value == ["mnist-linear", "mnist-mlp"]
+    assert "mnist-linear (" in texts(at)
+    at.selectbox(key="dataset").select("fashion-mnist").run()
+    assert not at.exception
+    assert at.selectbox(key="model").value == "fashion-mnist-cnn"
+    assert at.multiselect(key="compare").value == []
+    assert at.selectbox(key="model").options == [
+        f"{m} ({pretrained.model_info(m).test_accuracy:.2%})"
+        for m in pretrained.list_models("fashion-mnist")
+    ]
+    at.selectbox(key="model").select("fashion-mnist-mlp").run()
+    assert "fashion-mnist-mlp says" in at.subheader[0].value
+    assert at.query_params["model"] == "fashion-mnist-mlp"
+
+
+def test_bad_url_values_are_reported_and_ignored():
+    at = run_app(model="no-such-model", method="gradcam", index="123456", clip="abc")
+    page = texts(at)
+    for key in ("model", "method", "index", "clip"):
+        assert f"`{key}=" in page
+    assert at.selectbox(key="model").value == "mnist-cnn"
+    assert at.selectbox(key="method").value == "gradient"
+
+
+def test_target_matters_message_agrees_with_rank_correlation():
+    # The message appears exactly when the two maps' Spearman correlation is >= 0.9.
+    ds = pretrained.load_dataset("mnist")
+    for name in ("mnist-linear", "mnist-cnn"):
+        model = pretrained.load_model(name)
+        x = ds.images[:1]
+        maps = saliency.jacobian(model, x)[0, :, 0].abs().numpy()  # (10, 28, 28)
+        pred = int(model(x).argmax())
+        at = run_app(model=name, target="2")
+        rho = spearman(maps[2], maps[pred])
+        shown = "The target hardly matters here" in texts(at)
+        assert shown == (rho >= 0.9), (name, rho)
+
+
+def test_upload_then_bad_uploads_keep_the_image():
+    at = run_app(source="upload")
+    assert "No image yet" in texts(at)
+    digit = pretrained.load_dataset("mnist").images[0, 0].numpy()
+    big = np.kron(255 - np.round(digit * 255).astype(np.uint8), np.ones((8, 8), np.uint8))
+    at.file_uploader(key="upload_file").set_value(("seven.png", png(big), "image/png")).run()
+    assert not at.exception and not at.error
+    assert "your upload" in texts(at)
+    shared = at.query_params["image"]
+    seen = decode_image28(shared)
+    assert seen.shape == (28, 28) and np.corrcoef(seen.ravel(), digit.ravel())[0, 1] > 0.8
+    for name, data in [
+        ("notes.txt", b"hello, this is not an image"),
+        ("broken.png", png(big)[:200]),
+        ("empty.png", b""),
+    ]:
+        at.file_uploader(key="upload_file").set_value((name, data, "image/png")).run()
+        assert not at.exception
+        assert at.error and name in at.error[0].value, name
+        assert "The image shown below is the one you had before" in at.error[0].value
+        assert at.query_params["image"] == shared  # the previous image is still shown
+        assert "your upload" in texts(at)
+
+
+def test_shared_link_carries_a_drawn_image():
+    img = np.zeros((28, 28), np.float32)
+    img[6:22, 12:16] = 1.0  # a "1"
+    at = run_app(source="draw", image=encode_image(img))
+    assert "your drawing" in texts(at)
+    model = pretrained.load_model("mnist-cnn")
+    with torch.no_grad():
+        pred = int(model(torch.from_numpy(decode_image28(encode_image(img)))[None, None]).argmax())
+    assert f"mnist-cnn says **{pred}**" in at.subheader[0].value
+
+
+def test_saturation_note_for_probability_maps():
+    at = run_app(score="probability")  # test image 0 is a confident 7
+    assert "The softmax is saturated" in texts(at)
+    assert "The softmax is saturated" not in texts(run_app(score="logit"))
+
+
+def test_downloads_exist():
+    at = run_app()
+    keys = {b.proto.id for b in at.get("download_button")}
+    assert len(keys) == 3
