@@ -8,6 +8,7 @@ model may use one and ignore the other, and the average will say the other does 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -133,3 +134,100 @@ def average_sensitivity(
         raise ValueError("data is empty: no batch was seen")
     shape = counts.shape + (1,) * (sums.ndim - counts.ndim)
     return sums / counts.reshape(shape).where(counts.reshape(shape) > 0, torch.nan)
+
+
+@dataclass(frozen=True)
+class SensitivitySummary:
+    """Every class's input gradients over a labelled data set, grouped by label (float64).
+
+    `abs_sums[k, c]` and `signed_sums[k, c]`: sums over the examples labelled k of
+    |d score_c / dx| and d score_c / dx, shape `(K, K, *S)`; `counts[k]`: examples labelled k.
+    The properties give the means a dashboard shows; groups with no examples are NaN.
+    """
+
+    abs_sums: torch.Tensor
+    signed_sums: torch.Tensor
+    counts: torch.Tensor
+
+    def _per_label(self, sums: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (sums.ndim - 1)
+        counts = self.counts.reshape(shape)
+        return sums / counts.where(counts > 0, torch.nan)
+
+    @property
+    def own_class(self) -> torch.Tensor:
+        """`(K, *S)`: row c = mean |d score_c / dx| over the examples labelled c."""
+        k = self.counts.shape[0]
+        return self._per_label(self.abs_sums)[torch.arange(k), torch.arange(k)]
+
+    @property
+    def all_examples(self) -> torch.Tensor:
+        """`(K, *S)`: row c = mean |d score_c / dx| over every example."""
+        return self.abs_sums.sum(0) / self.counts.sum()
+
+    @property
+    def signed_own_class(self) -> torch.Tensor:
+        """`(K, *S)`: row c = mean d score_c / dx over the examples labelled c (signed)."""
+        k = self.counts.shape[0]
+        return self._per_label(self.signed_sums)[torch.arange(k), torch.arange(k)]
+
+    @property
+    def signed_all_examples(self) -> torch.Tensor:
+        """`(K, *S)`: row c = mean d score_c / dx over every example (signed)."""
+        return self.signed_sums.sum(0) / self.counts.sum()
+
+    @property
+    def overall(self) -> torch.Tensor:
+        """`S`: mean over classes and examples of |d score_c / dx|."""
+        return self.all_examples.mean(0)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+
+def sensitivity_summary(
+    model: Callable,
+    data: Any,
+    *,
+    score: str = "logit",
+    output: OutputSelector = None,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int | None], Any] | None = None,
+) -> SensitivitySummary:
+    """One pass over labelled data giving every class's mean |J| and signed mean J, by label.
+
+    The same Jacobian (one forward and K backward passes per chunk) feeds both the absolute
+    and the signed sums, so the dashboard's whole data-set view costs one pass. `data` and
+    `progress` are as in `average_sensitivity`. Evaluated in eval mode.
+    """
+    check_score(score)
+    batches, total = _batches(data)
+    abs_sums = signed_sums = counts = None
+    done = 0
+    with eval_mode(model):
+        for x, y in batches:
+            check_input(x)
+            if y is None:
+                raise ValueError("sensitivity_summary needs labels: pass (x, y) batches")
+            dev = torch.device(device) if device is not None else model_device(model, x.device)
+            x = x.to(dev)
+            y = torch.as_tensor(y, device=dev).long().reshape(-1)
+            g = jacobian(model, x, score=score, output=output).double()  # (n, K, ...)
+            if abs_sums is None:
+                k = num_classes or g.shape[1]
+                abs_sums = g.new_zeros((k, *g.shape[1:]))
+                signed_sums = g.new_zeros((k, *g.shape[1:]))
+                counts = g.new_zeros(k)
+            if int(y.min()) < 0 or int(y.max()) >= counts.shape[0]:
+                raise ValueError(f"labels must lie in 0..{counts.shape[0] - 1}")
+            abs_sums.index_add_(0, y, g.abs())
+            signed_sums.index_add_(0, y, g)
+            counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            done += x.shape[0]
+            if progress is not None:
+                progress(done, total)
+    if abs_sums is None:
+        raise ValueError("data is empty: no batch was seen")
+    return SensitivitySummary(abs_sums=abs_sums, signed_sums=signed_sums, counts=counts)

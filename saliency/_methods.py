@@ -80,8 +80,6 @@ def attribute(
     `target`, `score` and `output` are as in `gradients`. Computed in eval mode; `x` and the
     model are left untouched.
     """
-    from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     check_input(x)
@@ -94,6 +92,9 @@ def attribute(
         )
     if n_samples < 1 or steps < 1:
         raise ValueError(f"n_samples and steps must be positive, got {n_samples} and {steps}")
+    # Imported here: plain gradients never pay for importing Captum.
+    from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+
     forward = _score_function(model, score, output)
     # Captum flips requires_grad on its inputs: give it a private copy that already requires it.
     xc = x.detach().clone().requires_grad_(True)

@@ -354,7 +354,7 @@ def test_average_sensitivity_equals_mean_of_per_example_maps():
     signed = saliency.average_sensitivity(m, x, target=2, absolute=False)
     torch.testing.assert_close(signed, saliency.gradients(m, x, 2, absolute=False).double().mean(0))
     pred = saliency.average_sensitivity(m, x, target="predicted")
-    torch.testing.assert_close(pred, per.new_tensor(saliency.gradients(m, x)).mean(0))
+    torch.testing.assert_close(pred, saliency.gradients(m, x).double().mean(0))
     both = saliency.average_sensitivity(m, batches, target="all", by_class=True)
     assert both.shape == (10, 10, 1, 28, 28)
     torch.testing.assert_close(both[1], jac[y == 1].mean(0))
