@@ -23,7 +23,14 @@ from .data import (
     read_idx,
     write_idx,
 )
-from .evaluation import Evaluation, evaluate
+from .evaluation import (
+    Evaluation,
+    confusion_matrix,
+    disagreements,
+    evaluate,
+    least_confident_correct,
+    mistakes,
+)
 from .registry import (
     ModelInfo,
     default_device,
@@ -44,12 +51,16 @@ __all__ = [
     "ModelInfo",
     "Normalize",
     "build_model",
+    "confusion_matrix",
     "count_parameters",
+    "disagreements",
     "default_device",
     "evaluate",
+    "least_confident_correct",
     "list_models",
     "load_dataset",
     "load_model",
+    "mistakes",
     "model_from_weights",
     "model_info",
     "read_idx",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,3 +55,47 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 1000) -> E
     finally:
         model.train(was_training)
     return Evaluation(confusion=tuple(tuple(int(c) for c in row) for row in confusion.tolist()))
+
+
+# --- galleries over a model's test-set predictions (numpy in, indices out) --------------------
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = 10) -> np.ndarray:
+    """(k, k) int64 counts: row = true class, column = predicted class."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    return np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+
+
+def mistakes(
+    probs: np.ndarray, labels: np.ndarray, *, true: int | None = None, predicted: int | None = None
+) -> np.ndarray:
+    """Indices of misclassified examples, most confident mistakes first.
+
+    `probs` (N, K), `labels` (N,). `true` / `predicted` restrict to one cell of the confusion
+    matrix (or one row or column). Ties keep file order.
+    """
+    pred = probs.argmax(1)
+    keep = pred != labels
+    if true is not None:
+        keep &= labels == true
+    if predicted is not None:
+        keep &= pred == predicted
+    idx = np.flatnonzero(keep)
+    return idx[np.argsort(-probs[idx, pred[idx]], kind="stable")]
+
+
+def least_confident_correct(probs: np.ndarray, labels: np.ndarray, n: int = 40) -> np.ndarray:
+    """Indices of the `n` correct predictions with the lowest winning probability."""
+    pred = probs.argmax(1)
+    idx = np.flatnonzero(pred == labels)
+    return idx[np.argsort(probs[idx, pred[idx]], kind="stable")][:n]
+
+
+def disagreements(probs_a: np.ndarray, probs_b: np.ndarray) -> np.ndarray:
+    """Indices where two models predict different classes, the most confident clash first
+    (ordered by the smaller of the two winning probabilities, highest first)."""
+    pa, pb = probs_a.argmax(1), probs_b.argmax(1)
+    idx = np.flatnonzero(pa != pb)
+    both = np.minimum(probs_a[idx, pa[idx]], probs_b[idx, pb[idx]])
+    return idx[np.argsort(-both, kind="stable")]
