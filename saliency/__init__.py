@@ -15,24 +15,38 @@ parameters' `.grad`, and leaves its input unmodified. What a map describes is th
 world; see the README for the caveats.
 """
 
-from ._average import average_sensitivity
+from ._average import SensitivitySummary, average_sensitivity, sensitivity_summary
 from ._gradients import finite_differences, gradients, jacobian
 from ._methods import METHODS, attribute, class_maps, contrast
 from ._tabular import FeatureRanking, feature_ranking
 from ._validate import SCORES, eval_mode
+from .faithfulness import Curve, blur, deletion_curve, insertion_curve
+from .sanity import SanityStep, cascading_randomisation, sanity_check
+from .taylor import Nudge, nudge
 
 __all__ = [
     "METHODS",
     "SCORES",
+    "Curve",
     "FeatureRanking",
+    "SensitivitySummary",
+    "Nudge",
+    "SanityStep",
     "attribute",
     "average_sensitivity",
+    "blur",
+    "cascading_randomisation",
     "class_maps",
     "contrast",
+    "deletion_curve",
     "eval_mode",
     "feature_ranking",
     "finite_differences",
     "gradients",
+    "insertion_curve",
     "jacobian",
+    "sensitivity_summary",
+    "nudge",
+    "sanity_check",
 ]
 __version__ = "0.1.0"
