@@ -10,7 +10,6 @@ import streamlit as st
 
 import pretrained
 from dashboard import state
-from dashboard.views import explore
 
 st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
 
@@ -26,7 +25,7 @@ with st.sidebar:
     )
     st.selectbox(
         "Model",
-        pretrained.list_models(view["dataset"]),
+        state.models(view["dataset"]),
         key="model",
         format_func=lambda m: f"{m} ({pretrained.model_info(m).test_accuracy:.2%})",
         help="Every model trained for this data set, with its accuracy on the 10,000 test images.",
@@ -35,9 +34,19 @@ with st.sidebar:
 page = st.navigation(
     {
         "Look at one image": [
+            # File pages (not callables) so AppTest and st.switch_page can open them by path.
             st.Page(
-                explore.render_view, title="Explore", icon="🔍", url_path="explore", default=True
-            )
+                "views/explore.py", title="Explore", icon="🔍", url_path="explore", default=True
+            ),
+            st.Page(
+                "views/mistakes.py", title="Misclassifications", icon="❌", url_path="mistakes"
+            ),
+        ],
+        "Look at a whole data set": [
+            st.Page("views/dataset.py", title="Data-set sensitivity", icon="🗺️", url_path="dataset"),
+        ],
+        "Teach": [
+            st.Page("views/classroom.py", title="Classroom", icon="🎓", url_path="classroom")
         ],
     }
 )

@@ -8,6 +8,9 @@ grow without limit.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 import torch
@@ -103,3 +106,64 @@ def integrated_gradients_delta(name: str, image: np.ndarray, target: int, score:
         **METHOD_OPTIONS["integrated_gradients"],
     )
     return float(delta[0])
+
+
+# --- data-set sensitivity, cached on disk so a second visit (and other users) get it at once ---
+
+
+def cache_dir() -> Path:
+    """$SALIENCY_CACHE_DIR, else ~/.cache/saliency-dashboard (read on every call)."""
+    return Path(
+        os.environ.get("SALIENCY_CACHE_DIR") or Path.home() / ".cache" / "saliency-dashboard"
+    )
+
+
+_SUMMARY_VERSION = 1  # bump when the summary's meaning or layout changes
+
+
+def summary_path(model_name: str, dataset_name: str, n: int) -> Path:
+    """Keyed by model name and weights hash, data set, number of test images, and format."""
+    sha = pretrained.model_info(model_name).weights_sha256[:12]
+    name = f"{model_name}-{sha}-{dataset_name}-test{n}-logit-v{_SUMMARY_VERSION}.npz"
+    return cache_dir() / "sensitivity" / name
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _read_summary(path: str, mtime: float) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in ("abs_sums", "signed_sums", "counts")}
+
+
+def stored_summary(
+    model_name: str, dataset_name: str, n: int
+) -> saliency.SensitivitySummary | None:
+    path = summary_path(model_name, dataset_name, n)
+    if not path.is_file():
+        return None
+    try:
+        arrays = _read_summary(str(path), path.stat().st_mtime)
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache file is recomputed, not fatal
+    return saliency.SensitivitySummary(**{k: torch.from_numpy(v) for k, v in arrays.items()})
+
+
+def compute_summary(
+    model_name: str, dataset_name: str, n: int, progress=None
+) -> saliency.SensitivitySummary:
+    """One pass over the first `n` test images; saved atomically to the disk cache."""
+    ds = dataset(dataset_name)
+    batches = (ds[i : min(i + 256, n)] for i in range(0, n, 256))
+    summary = saliency.sensitivity_summary(
+        model(model_name), batches, progress=lambda done, _: progress and progress(done, n)
+    )
+    path = summary_path(model_name, dataset_name, n)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(
+        tmp,
+        abs_sums=summary.abs_sums.cpu().numpy(),
+        signed_sums=summary.signed_sums.cpu().numpy(),
+        counts=summary.counts.cpu().numpy(),
+    )
+    os.replace(tmp, path)
+    return summary

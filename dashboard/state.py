@@ -25,11 +25,26 @@ SCORES = saliency.SCORES
 SIGNS = ("absolute", "signed")
 SCALES = ("map", "shared")
 CORRECTNESS = ("all", "correct", "wrong")
+# Classroom lessons (dashboard/views/classroom.py), in teaching order.
+LESSONS = ("nudge", "autograd", "saturation", "linear", "sanity", "deletion", "tabular")
+
+
+def models(dataset: str | None = None) -> list[str]:
+    """Registry models that have weights and a training record (a model registered but not
+    yet trained is left out, so one missing file cannot break every page)."""
+    ready = []
+    for name in pretrained.list_models(dataset):
+        try:
+            pretrained.model_info(name)
+        except FileNotFoundError:
+            continue
+        ready.append(name)
+    return ready
 
 
 def default_model(dataset: str) -> str:
-    models = pretrained.list_models(dataset)
-    return f"{dataset}-cnn" if f"{dataset}-cnn" in models else models[0]
+    ready = models(dataset)
+    return f"{dataset}-cnn" if f"{dataset}-cnn" in ready else ready[0]
 
 
 @dataclass(frozen=True)
@@ -58,9 +73,15 @@ def _number(kind: type, lo: float, hi: float) -> Callable[[str], Any]:
     return parse
 
 
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return text.lower() == "true"
+
+
 def _model(text: str) -> str:
-    if text not in pretrained.list_models():
-        raise ValueError(f"unknown model; known: {', '.join(pretrained.list_models())}")
+    if text not in models():
+        raise ValueError(f"unknown model; known: {', '.join(models())}")
     return text
 
 
@@ -93,6 +114,8 @@ FIELDS: dict[str, Field] = {
     "clip": Field(99.0, _number(float, 50.0, 100.0)),
     "scale": Field("map", _choice(SCALES)),
     "compare": Field([], _models, lambda v: ",".join(v)),
+    "lesson": Field("nudge", _choice(LESSONS)),
+    "present": Field(False, _flag, lambda v: "true" if v else "false"),
 }
 
 
@@ -119,14 +142,22 @@ def init() -> dict[str, Any]:
         if key in st.session_state:
             view[key] = st.session_state[key]
     # A model from another data set (an edited link, or a data-set switch) falls back.
-    models = pretrained.list_models(view["dataset"])
-    if view["model"] not in models:
+    ready = models(view["dataset"])
+    if view["model"] not in ready:
         view["model"] = default_model(view["dataset"])
-    view["compare"] = [m for m in view["compare"] if m in models and m != view["model"]]
+    view["compare"] = [m for m in view["compare"] if m in ready and m != view["model"]]
     for key, value in view.items():
         if key not in st.session_state or st.session_state[key] != value:
             st.session_state[key] = value
     return view
+
+
+def keep(*keys: str) -> None:
+    """Keep a view's own widget values while other widgets or pages show: Streamlit drops a
+    widget's value on a run that does not draw it; writing it back makes it survive."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def get(key: str) -> Any:

@@ -10,7 +10,7 @@ if [ ! -x /usr/bin/chromium ]; then
   else APT=(); fi
   if [ ${#APT[@]} -gt 0 ]; then
     echo "test: installing Debian's chromium for the browser tests"
-    "${APT[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq chromium >/dev/null
+    "${APT[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq chromium fonts-noto-color-emoji >/dev/null
   else
     echo "test: /usr/bin/chromium is missing and apt needs root: browser tests will be skipped" >&2
   fi

@@ -136,7 +136,6 @@ def _uploaded_image() -> None:
 def _drawn_image() -> None:
     from streamlit_drawable_canvas import st_canvas
 
-    st.caption("Draw one digit, large, in the middle. It is converted like MNIST digits were.")
     result = st_canvas(
         stroke_width=22,
         stroke_color="#FFFFFF",
@@ -147,6 +146,7 @@ def _drawn_image() -> None:
         return_image_data=True,
         key="canvas",
     )
+    st.caption("Draw one digit, large, in the middle. It is converted like MNIST digits were.")
     data = result.image_data
     if data is None:
         return
@@ -201,18 +201,18 @@ def prediction_chart(probs: np.ndarray, names: tuple[str, ...], pred: int, true:
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y("class:N", sort=None, title=None),
+            y=alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
             color=alt.Color(
                 "role:N",
                 scale=alt.Scale(
                     domain=["predicted", "true", "predicted = true", "other"],
                     range=["#ff8c00", "#28aa3c", "#28aa3c", "#9aa5b1"],
                 ),
-                legend=alt.Legend(orient="bottom", title=None),
+                legend=alt.Legend(orient="top", title=None),
             ),
             tooltip=["class", alt.Tooltip("probability:Q", format=".4f")],
         )
-        .properties(height=260)
+        .properties(height=300)
     )
     st.altair_chart(chart, width="stretch")
 
@@ -406,7 +406,7 @@ def render_view() -> None:
             render.show(_framed(rgb, colour), f"{class_label(k, names)}{marks}")
 
     st.markdown("#### Compare models")
-    others = [m for m in pretrained.list_models(view["dataset"]) if m != model_name]
+    others = [m for m in state.models(view["dataset"]) if m != model_name]
     st.multiselect(
         "Models to show beside this one (same image, same settings, one shared colour scale)",
         others,
@@ -468,3 +468,7 @@ def render_view() -> None:
         key="download_json",
         on_click="ignore",
     )
+
+
+if __name__ == "__main__":  # run as a page by the router (st.Page("views/explore.py"))
+    render_view()

@@ -1,0 +1,497 @@
+"""Classroom: seven short lessons on sensitivity analysis, run live on the model chosen in Explore.
+
+Each lesson shows its formula beside the live numbers and says in two sentences what to notice.
+A file page (run by `st.navigation` as a script), so AppTest can open it with `switch_page`.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache, render, state
+from dashboard import classroom_cache as lessons
+from dashboard.render import Style
+from pretrained.images import ImageError, decode_image28
+from saliency.metrics import spearman
+
+TITLES = {
+    "nudge": "1 · Nudge a pixel",
+    "autograd": "2 · Autograd vs finite differences",
+    "saturation": "3 · Saturation",
+    "linear": "4 · The linear model",
+    "sanity": "5 · Sanity check",
+    "deletion": "6 · Does the map point at what matters?",
+    "tabular": "7 · Tabular sensitivity",
+}
+ABS = Style(signed=False, cmap="inferno", alpha=0.5, clip=100.0, shared=False)
+SIGNED = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=100.0, shared=False)
+PRESENTATION_CSS = """
+<style>
+section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}
+.block-container {max-width: 100% !important; padding-left: 2rem; padding-right: 2rem;}
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
+[data-testid="stCaptionContainer"], [data-testid="stAlertContainer"] p
+  {font-size: 1.5rem !important;}
+h1 {font-size: 3.2rem !important;} h2 {font-size: 2.5rem !important;}
+[data-testid="stMetricValue"] {font-size: 2.8rem !important;}
+.katex {font-size: 1.7em !important;}
+</style>
+"""
+
+
+def notice(text: str) -> None:
+    st.info(f"**What to notice.** {text}")
+
+
+def _subject(view: dict) -> tuple[np.ndarray | None, int | None, str]:
+    """The image chosen in Explore, its true class if known, and a short description."""
+    if view["source"] == "test":
+        ds = cache.dataset(view["dataset"])
+        i = int(view["index"])
+        return ds.images[i, 0].numpy(), int(ds.labels[i]), f"test image #{i}"
+    try:
+        image = decode_image28(view["image"]) if view["image"] else None
+    except ImageError:
+        image = None
+    return image, None, "your drawing" if view["source"] == "draw" else "your upload"
+
+
+def _target(view: dict, probs: np.ndarray, true: int | None) -> int:
+    if view["target"] == "true" and true is not None:
+        return true
+    if view["target"] in ("predicted", "true"):
+        return int(probs.argmax())
+    return int(view["target"])
+
+
+def _marked(rgb: np.ndarray, row: int, col: int, scale: int = render.SCALE) -> np.ndarray:
+    """The picture with a green square around pixel (row, col)."""
+    out = rgb.copy()
+    r0, c0 = row * scale, col * scale
+    r1, c1 = min(r0 + scale, out.shape[0]) - 1, min(c0 + scale, out.shape[1]) - 1
+    for r, c in ((slice(r0, r1 + 1), c0), (slice(r0, r1 + 1), c1), (r0, slice(c0, c1 + 1))):
+        out[r, c] = (0, 220, 0)
+    out[r1, c0 : c1 + 1] = (0, 220, 0)
+    return out
+
+
+def _map(m: np.ndarray, style: Style, caption: str, image: np.ndarray | None = None) -> None:
+    lo, hi = style.range([m])
+    render.show(render.picture(m, lo, hi, style, image=image, scale=8), caption)
+
+
+# --- lessons --------------------------------------------------------------------------------
+
+
+def _most_salient(jac: np.ndarray) -> None:
+    row, col = np.unravel_index(int(np.abs(jac).argmax()), jac.shape)
+    st.session_state["nudge_row"], st.session_state["nudge_col"] = int(row), int(col)
+
+
+def lesson_nudge(ctx: dict, controls) -> None:
+    jac = cache.class_maps(ctx["model"], ctx["image"], "gradient", "logit", False)[ctx["target"]]
+    if "nudge_row" not in st.session_state:
+        _most_salient(jac)
+    with controls:
+        c1, c2, c3, c4 = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
+        c1.number_input("Row i", 0, 27, step=1, key="nudge_row")
+        c2.number_input("Column j", 0, 27, step=1, key="nudge_col")
+        c3.slider("Δ (change of the pixel)", -1.0, 1.0, 0.2, step=0.05, key="nudge_delta")
+        c4.button("Most salient pixel", key="nudge_reset", on_click=_most_salient, args=(jac,))
+    row, col = int(st.session_state["nudge_row"]), int(st.session_state["nudge_col"])
+    delta = float(st.session_state["nudge_delta"])
+    deltas = tuple(np.round(np.linspace(-1, 1, 41), 4).tolist())
+    res = lessons.nudge(ctx["model"], ctx["image"], ctx["target"], row, col, deltas + (delta,))
+    predicted, actual = float(res["predicted"][-1]), float(res["actual"][-1])
+    left, right = st.columns([1, 1])
+    with left:
+        st.latex(
+            r"z_c(x + \Delta\, e_{ij}) - z_c(x) \;\approx\; \Delta \cdot J_{ij},"
+            r"\qquad J_{ij} = \frac{\partial z_c}{\partial x_{ij}}"
+        )
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Predicted Δ·J_ij", f"{predicted:+.4f}")
+        m2.metric("Actual change", f"{actual:+.4f}")
+        m3.metric("Error", f"{actual - predicted:+.4f}")
+        st.caption(
+            f"Pixel ({row}, {col}) is {ctx['image'][row, col]:.3f}; J_ij = {res['gradient']:+.4f} "
+            f"(logit of class {ctx['target']}, {ctx['model']}). The nudged pixel is not clipped "
+            "to [0, 1]."
+        )
+        rgb = render.picture(jac, *SIGNED.range([jac]), SIGNED, scale=8)
+        render.show(_marked(rgb, row, col, 8), "Signed gradient map; the green square: (i, j)")
+    with right:
+        df = pd.DataFrame(
+            {
+                "Δ": np.tile(res["deltas"][:-1], 2),
+                "change of the logit": np.r_[res["predicted"][:-1], res["actual"][:-1]],
+                "curve": ["predicted Δ·J_ij"] * 41 + ["actual"] * 41,
+            }
+        )
+        lines = (
+            alt.Chart(df)
+            .mark_line(point=True)
+            .encode(x="Δ:Q", y="change of the logit:Q", color=alt.Color("curve:N", title=None))
+        )
+        rule = alt.Chart(pd.DataFrame({"Δ": [delta]})).mark_rule(strokeDash=[4, 4]).encode(x="Δ:Q")
+        st.altair_chart((lines + rule).properties(height=360), width="stretch")
+    notice(
+        "For small Δ the two agree: the gradient is the slope of the score along that pixel. "
+        "As Δ grows the actual curve bends away (ReLUs switch, pooling picks another pixel), "
+        "except for the linear model, where the prediction is exact for every Δ."
+    )
+
+
+def _time_again() -> None:
+    st.session_state["fd_run"] = st.session_state.get("fd_run", 0) + 1
+
+
+def lesson_autograd(ctx: dict, controls) -> None:
+    with controls:
+        st.button("Time again", key="fd_again", on_click=_time_again)
+    res = lessons.autograd_vs_fd(
+        ctx["model"], ctx["image"], ctx["target"], st.session_state.get("fd_run", 0)
+    )
+    left, right = st.columns([1, 1])
+    with left:
+        st.latex(
+            r"\frac{\partial z_c}{\partial x_j} \approx "
+            r"\frac{z_c(x + h e_j) - z_c(x - h e_j)}{2h},\quad h = 6\cdot 10^{-6}"
+        )
+        ratio = res["fd_ms"] / res["autograd_ms"]
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Autograd (1 backward)", f"{res['autograd_ms']:.1f} ms")
+        m2.metric(f"Finite differences ({res['forwards']} forwards)", f"{res['fd_ms']:.0f} ms")
+        m3.metric("Ratio", f"{ratio:.0f}×")
+        st.markdown(
+            f"Largest difference between the maps: **{res['max_diff']:.2e}** (largest |J| "
+            f"{res['max_abs']:.3f}); on the digit (pixels > 0): {res['max_diff_digit']:.2e}, on "
+            f"the black background: {res['max_diff_background']:.2e}."
+        )
+        st.caption(
+            f"Both computed live on a float64 copy of {ctx['model']}, timed on this server "
+            "(autograd: best of 5). 'Time again' measures once more."
+        )
+    with right:
+        c1, c2, c3 = st.columns(3)
+        with c1:
+            _map(res["autograd"], SIGNED, "Autograd")
+        with c2:
+            _map(res["fd"], SIGNED, "Finite differences")
+        with c3:
+            _map(np.abs(res["autograd"] - res["fd"]), ABS, "|difference|")
+    notice(
+        "Both give the same map wherever the model is smooth, but autograd needs one backward "
+        "pass where finite differences need 2·784 forward passes. Where they differ the model "
+        "has a corner (a ReLU at 0, max-pool ties on a flat black background): there neither "
+        "is 'the' derivative. Finite differences are the right tool only to check autograd, or "
+        "for a model that isn't differentiable (a tree, a black-box service)."
+    )
+
+
+def _confident(model: str, dataset: str) -> None:
+    probs = cache.test_set_probabilities(model, dataset)
+    state.put("source", "test")
+    state.put("index", int(np.flatnonzero(probs.max(1) > 0.9999)[0]))
+
+
+def lesson_saturation(ctx: dict, controls) -> None:
+    with controls:
+        st.button(
+            "Show a confident test image",
+            key="saturation_confident",
+            on_click=_confident,
+            args=(ctx["model"], ctx["dataset"]),
+        )
+    logit = cache.class_maps(ctx["model"], ctx["image"], "gradient", "logit", True)[ctx["target"]]
+    prob = cache.class_maps(ctx["model"], ctx["image"], "gradient", "probability", True)
+    prob = prob[ctx["target"]]
+    p = float(ctx["probs"][ctx["target"]])
+    left, right = st.columns([1, 1])
+    with left:
+        st.latex(
+            r"\frac{\partial p_c}{\partial x} = p_c\Big(\frac{\partial z_c}{\partial x} - "
+            r"\sum_k p_k \frac{\partial z_k}{\partial x}\Big) \;\to\; 0 \text{ as } p_c \to 1"
+        )
+        m1, m2, m3 = st.columns(3)
+        m1.metric(f"p (class {ctx['target']})", f"{p:.6f}")
+        m2.metric("max |∂z/∂x| (logit)", f"{logit.max():.3g}")
+        m3.metric("max |∂p/∂x| (probability)", f"{prob.max():.3g}")
+        st.caption(f"1 − p = {1 - p:.2e}. Each map on its own colour scale.")
+    with right:
+        c1, c2 = st.columns(2)
+        with c1:
+            _map(logit, ABS, "Logit map |∂z_c/∂x|")
+        with c2:
+            # One scale for both: the probability map drawn on the logit map's scale.
+            lo, hi = ABS.range([logit])
+            render.show(render.picture(prob, lo, hi, ABS, scale=8), "Probability map, same scale")
+    notice(
+        "When the model is sure, p is stuck near 1 and small changes of any pixel barely move "
+        "it, so the probability map goes flat although the logit map still shows structure. "
+        "A flat probability map means 'saturated', not 'no pixel matters'."
+    )
+
+
+def lesson_linear(ctx: dict, controls) -> None:
+    dataset = ctx["dataset"]
+    linear, cnn = f"{dataset}-linear", f"{dataset}-cnn"
+    ds = cache.dataset(dataset)
+    with controls:
+        other = st.number_input("Second test image", 0, len(ds) - 1, step=1, key="linear_other")
+    b = ds.images[int(other), 0].numpy()
+    a = ctx["image"]
+    c = ctx["target"]
+    maps = {
+        (m, k): cache.class_maps(m, img, "gradient", "logit", True)[c]
+        for m in (linear, cnn)
+        for k, img in (("a", a), ("b", b))
+    }
+    w = lessons.linear_map_facts(linear, c)["w_over_std"]
+    lin_diff = float(np.abs(maps[linear, "a"] - maps[linear, "b"]).max())
+    w_diff = float(np.abs(maps[linear, "a"] - np.abs(w)).max())
+    cnn_diff = float(np.abs(maps[cnn, "a"] - maps[cnn, "b"]).max())
+    cnn_rho = spearman(maps[cnn, "a"], maps[cnn, "b"])
+    left, right = st.columns([1, 1])
+    with left:
+        st.latex(
+            r"z = W\,\frac{x - \mu}{\sigma} + b \;\Rightarrow\; "
+            r"\Big|\frac{\partial z_c}{\partial x}\Big| = \frac{|W_c|}{\sigma}"
+            r"\quad\text{(no } x \text{ in it)}"
+        )
+        st.markdown(
+            f"**{linear}**, class {c}: the maps of {ctx['described']} and test image #{other} "
+            f"are **identical**: max |difference| = {lin_diff:.1e}; against |W_c|/σ read from "
+            f"the weights: {w_diff:.1e}."
+        )
+        st.markdown(
+            f"**{cnn}**, same class: max |difference| = {cnn_diff:.3g}, Spearman ρ = "
+            f"{cnn_rho:.2f}: its map depends on the image."
+        )
+    with right:
+        cols = st.columns(4)
+        for col, ((m, k), mp) in zip(cols, maps.items(), strict=True):
+            with col:
+                name = ctx["described"] if k == "a" else f"#{other}"
+                img = a if k == "a" else b
+                _map(mp, ABS, f"{m} · {name}", image=img)
+    notice(
+        "The linear model's map is one template per class, |W_c|/σ, the same for every image: "
+        "it says which pixels the class weighs, never why this image got its score. A CNN's "
+        "gradient changes with the image, because its slope depends on where it is evaluated."
+    )
+
+
+def lesson_sanity(ctx: dict, controls) -> None:
+    steps = lessons.sanity(ctx["model"], ctx["image"], ctx["target"])
+    left, right = st.columns([1, 2])
+    with left:
+        st.latex(
+            r"\rho_{\text{Spearman}}\big(|\nabla_x z_c|_{\theta},\;"
+            r"|\nabla_x z_c|_{\tilde\theta_{L..l}}\big)"
+        )
+        df = pd.DataFrame(
+            {
+                "step": [f"{i}. " + s["step"] for i, s in enumerate(steps)],
+                "Spearman ρ": [s["spearman"] for s in steps],
+                "SSIM": [s["ssim"] for s in steps],
+            }
+        )
+        st.dataframe(df, hide_index=True, width="stretch")
+        st.caption(
+            "Layers re-initialised cumulatively from the output down (on a deep copy; the "
+            f"shared {ctx['model']} is untouched). SSIM on maps scaled to [0, 1]."
+        )
+    with right:
+        cols = st.columns(min(len(steps), 5))
+        for i, s in enumerate(steps):
+            with cols[i % len(cols)]:
+                label = "original" if i == 0 else f"randomised to {s['step']}"
+                _map(s["map"], ABS, f"{label} · ρ {s['spearman']:.2f}")
+    notice(
+        "As the network is destroyed layer by layer, an honest map should change beyond "
+        "recognition. A map that doesn't change when the model is destroyed is a warning sign: "
+        "it shows the image (edges, strokes), not what the model learned."
+    )
+
+
+def lesson_deletion(ctx: dict, controls) -> None:
+    with controls:
+        start = st.radio(
+            "Insertion starts from",
+            ("blank", "blurred"),
+            key="deletion_start",
+            horizontal=True,
+            format_func={"blank": "a black image", "blurred": "the blurred image (σ = 3)"}.get,
+        )
+    res = lessons.faithfulness(ctx["model"], ctx["image"], ctx["target"], start)
+    left, right = st.columns([1, 2])
+    with left:
+        st.latex(r"\mathrm{AUC} = \int_0^1 p_c\big(x^{(t)}\big)\,dt \;\;\text{(trapezoid rule)}")
+        rows = [
+            ("deletion ↓ better", res["deletion_auc"], res["deletion_random_auc"]),
+            ("insertion ↑ better", res["insertion_auc"], res["insertion_random_auc"]),
+        ]
+        st.dataframe(
+            pd.DataFrame(rows, columns=["curve", "gradient order", "random order"]),
+            hide_index=True,
+            width="stretch",
+        )
+        st.caption(
+            f"Probability of class {ctx['target']} as pixels are set to 0 (deletion) or revealed "
+            f"(insertion), 14 at a time; random: mean of {lessons.N_RANDOM_ORDERS} orders."
+        )
+    with right:
+        n = len(res["fractions"])
+        frames = []
+        for kind in ("deletion", "insertion"):
+            for order, key in (("gradient", kind), ("random", f"{kind}_random")):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "fraction of pixels": res["fractions"],
+                            "probability": res[key],
+                            "order": [order] * n,
+                            "curve": [kind] * n,
+                        }
+                    )
+                )
+        chart = (
+            alt.Chart(pd.concat(frames))
+            .mark_line()
+            .encode(
+                x="fraction of pixels:Q",
+                y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
+                color=alt.Color("order:N", title=None),
+                column=alt.Column("curve:N", title=None),
+            )
+            .properties(height=300, width=300)
+        )
+        st.altair_chart(chart)
+    notice(
+        "If the map points at the evidence, deleting its top pixels first makes the probability "
+        "fall faster than a random order (lower deletion AUC), and revealing them first makes it "
+        "rise faster (higher insertion AUC). Setting pixels to 0 creates images unlike any "
+        "training digit, so the curves also measure how the model copes with that."
+    )
+
+
+def _ranking_table(r: dict, scaled: bool) -> pd.DataFrame:
+    learned = r["learned_std"] if scaled else r["learned"]
+    analytic = r["analytic_std"] if scaled else r["analytic"]
+    order = np.argsort(-learned, kind="stable")
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, 4),
+            "feature": [f"{r['features'][j]} ({r['units'][j]})" for j in order],
+            "learned mean |∂y/∂x|" + (" · std" if scaled else ""): learned[order],
+            "analytic" + (" · std" if scaled else ""): analytic[order],
+        }
+    )
+
+
+def lesson_tabular(ctx: dict, controls) -> None:
+    cubic = lessons.tabular_ranking("cubic")
+    left, right = st.columns([1, 1])
+    with left:
+        st.latex(
+            r"y = 3x_1^3 - x_2^2 + 0\cdot x_3 + \varepsilon,\quad "
+            r"\Big|\frac{\partial y}{\partial x}\Big| = (|9x_1^2|,\ |2x_2|,\ 0)"
+        )
+        st.caption(
+            "x ~ Uniform(−1, 1), 2000 rows, seed 0; a 3-32-32-1 tanh MLP that standardises its "
+            f"inputs inside forward, trained here in about a second (RMSE {cubic['rmse']:.3f})."
+        )
+    with right:
+        st.dataframe(_ranking_table(cubic, False), hide_index=True, width="stretch")
+
+    st.markdown("#### Caveat 1: units. The same x1, in millimetres")
+    mm = lessons.tabular_ranking("cubic-mm")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.latex(
+            r"x_1^{\mathrm{mm}} = 1000\,x_1 \Rightarrow "
+            r"\frac{\partial y}{\partial x_1^{\mathrm{mm}}} = "
+            r"\frac{1}{1000}\frac{\partial y}{\partial x_1}"
+        )
+        st.markdown("Ranked raw:")
+        st.dataframe(_ranking_table(mm, False), hide_index=True, width="stretch")
+    with c2:
+        st.latex(r"\text{scaled: } \overline{|\partial y/\partial x_j|}\cdot \mathrm{std}(x_j)")
+        st.markdown('Scaled by each feature\'s std (`scale="std"`):')
+        st.dataframe(_ranking_table(mm, True), hide_index=True, width="stretch")
+
+    st.markdown("#### Caveat 2: correlated inputs")
+    corr = lessons.tabular_ranking("correlated")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.latex(r"y = 2x_1 + \varepsilon,\qquad x_2 = x_1 + 0.1\,\eta")
+        st.markdown(
+            f"corr(x1, x2) = **{corr['corr'][0, 1]:.3f}**; corr(x2, y) = "
+            f"**{corr['corr_y'][1]:.3f}**: x2 alone predicts y almost as well as x1."
+        )
+    with c2:
+        st.dataframe(_ranking_table(corr, False), hide_index=True, width="stretch")
+    notice(
+        "A gradient is per unit of input: the same feature in millimetres looks 1000 times less "
+        "important until sensitivities are scaled by each feature's spread. And with correlated "
+        "inputs the model leans on one; the other looks unimportant although it carries the "
+        "same information: a low rank describes the model, not the world."
+    )
+
+
+LESSONS = {
+    "nudge": lesson_nudge,
+    "autograd": lesson_autograd,
+    "saturation": lesson_saturation,
+    "linear": lesson_linear,
+    "sanity": lesson_sanity,
+    "deletion": lesson_deletion,
+    "tabular": lesson_tabular,
+}
+
+
+def render_view() -> None:
+    view = state.init()
+    present = bool(view["present"])
+    if present:
+        st.markdown(PRESENTATION_CSS, unsafe_allow_html=True)
+    head, toggle = st.columns([4, 1], vertical_alignment="bottom")
+    head.title("Classroom")
+    toggle.toggle(
+        "Presentation mode",
+        key="present",
+        help="Large type, no sidebar, controls tucked into an expander: for a projector.",
+    )
+    st.radio("Lesson", state.LESSONS, key="lesson", horizontal=True, format_func=TITLES.get)
+    image, true, described = _subject(view)
+    if image is None:
+        st.info("No image yet: choose, upload or draw one in Explore.")
+        return
+    model = view["model"]
+    probs = cache.probabilities(model, image)
+    target = _target(view, probs, true)
+    ctx = {
+        "model": model,
+        "dataset": view["dataset"],
+        "image": image,
+        "target": target,
+        "probs": probs,
+        "described": described,
+    }
+    st.caption(
+        f"Live on **{model}** and {described} (class {target}, p = {probs[target]:.3f}), as "
+        "chosen in Explore"
+        + (". Turn presentation mode off to change them." if present else " and the sidebar.")
+    )
+    lesson = view["lesson"]
+    st.header(TITLES[lesson])
+    controls = st.expander("Controls", expanded=False) if present else st.container()
+    LESSONS[lesson](ctx, controls)
+
+
+if __name__ == "__main__":  # run as a page by st.navigation
+    render_view()
