@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 
 import torch
 from captum.attr import Saliency
@@ -66,11 +67,35 @@ def floor_all_chunked(model, x, chunk=64):
     return [floor_all(model, x[i : i + chunk]) for i in range(0, len(x), chunk)]
 
 
+def row(name: str, model, captum: Saliency, x: torch.Tensor, min_time: float) -> str:
+    """One table row: every timing for one model and batch, measured back to back."""
+    b = len(x)
+    with torch.no_grad():
+        t = model(x).argmax(1)
+
+    def tm(fn) -> float:
+        return timed(fn, min_time=min_time)
+
+    t_floor1 = tm(lambda: floor_one(model, x, t))
+    t_ours1 = tm(lambda: saliency.gradients(model, x))
+    t_cap1 = tm(lambda: captum.attribute(x, target=t, abs=True))
+    # The 10-class floor: the faster of one chunk and chunks of 64 (what suits the model).
+    t_floor10 = min(tm(lambda: floor_all(model, x)), tm(lambda: floor_all_chunked(model, x)))
+    t_ours10 = tm(lambda: saliency.jacobian(model, x))
+    t_cap10 = tm(lambda: [captum.attribute(x, target=k, abs=False) for k in range(10)])
+    return (
+        f"{name:10} {b:5d} | {b / t_ours1:13.0f} {t_floor1 / t_ours1:6.2f} "
+        f"{t_cap1 / t_ours1:7.2f} | {b / t_ours10:16.0f} {t_floor10 / t_ours10:6.2f} "
+        f"{t_cap10 / t_ours10:7.2f} {t_ours10 / t_floor10:16.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    warnings.filterwarnings("ignore", module="captum")  # "did not already require gradients"
     min_time = 0.2 if args.quick else 0.6
     images = pretrained.load_dataset("mnist", "test").images
     cases = [("mnist-mlp", (1, 64, 1024)), ("mnist-cnn", (1, 64, 256))]
@@ -85,24 +110,7 @@ def main() -> None:
         model = pretrained.load_model(name, device="cpu")
         captum = Saliency(model)
         for b in batches:
-            x = images[:b].clone()
-            with torch.no_grad():
-                t = model(x).argmax(1)
-            tm = lambda fn: timed(fn, min_time=min_time)  # noqa: E731
-            t_floor1 = tm(lambda: floor_one(model, x, t))
-            t_ours1 = tm(lambda: saliency.gradients(model, x))
-            t_cap1 = tm(lambda: captum.attribute(x, target=t, abs=True))
-            # The floor for all classes is measured with the same chunking rule as jacobian's
-            # conv default would be unfair to the MLP (no chunking is its best): take the
-            # faster of one chunk and chunks of 64.
-            t_floor10 = min(tm(lambda: floor_all(model, x)), tm(lambda: floor_all_chunked(model, x)))
-            t_ours10 = tm(lambda: saliency.jacobian(model, x))
-            t_cap10 = tm(lambda: [captum.attribute(x, target=k, abs=False) for k in range(10)])
-            print(
-                f"{name:10} {b:5d} | {b / t_ours1:13.0f} {t_floor1 / t_ours1:6.2f} "
-                f"{t_cap1 / t_ours1:7.2f} | {b / t_ours10:16.0f} {t_floor10 / t_ours10:6.2f} "
-                f"{t_cap10 / t_ours10:7.2f} {t_ours10 / t_floor10:16.2f}x"
-            )
+            print(row(name, model, captum, images[:b].clone(), min_time))
     print(
         "\n/floor: our speed as a fraction of the floor's (1.00 = as fast as the bare passes).\n"
         "/Captum: how many times faster than Captum's Saliency (10 classes: a loop of 10).\n"

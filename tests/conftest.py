@@ -1,0 +1,17 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """`artifacts/browser/` at the repo root (git-ignored): screenshots, timings, server logs."""
+    path = REPO / "artifacts" / "browser"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
