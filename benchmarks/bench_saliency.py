@@ -24,24 +24,38 @@ import pretrained
 import saliency
 
 
-def timed(fn, *, min_time: float = 0.4, repeats: int = 5) -> float:
-    """Median seconds per call over `repeats` rounds of at least `min_time` each (after warm-up)."""
-    fn()
-    n = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if time.perf_counter() - start > min_time / repeats or n > 10_000:
-            break
-        n *= 2
-    rounds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        rounds.append((time.perf_counter() - start) / n)
-    return statistics.median(rounds)
+def timed(fns: dict, *, min_time: float = 0.4, rounds: int = 7) -> dict[str, float]:
+    """Median seconds per call of each function, measured in interleaved rounds.
+
+    Each round times every function once (back to back), so a slow spell of the machine hits
+    all of them alike; ratios are then medians over rounds of per-round ratios (see `ratio`).
+    Returns {name: list of per-round seconds per call}.
+    """
+    reps = {}
+    for name, fn in fns.items():
+        fn()  # warm-up
+        n = 1
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - start > min_time / rounds or n > 10_000:
+                break
+            n *= 2
+        reps[name] = n
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / reps[name])
+    return samples
+
+
+def ratio(samples: dict, a: str, b: str) -> float:
+    """Median over rounds of time[a] / time[b]."""
+    return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
 
 
 def floor_one(model, x, t):
@@ -68,25 +82,44 @@ def floor_all_chunked(model, x, chunk=64):
 
 
 def row(name: str, model, captum: Saliency, x: torch.Tensor, min_time: float) -> str:
-    """One table row: every timing for one model and batch, measured back to back."""
+    """One table row: every timing for one model and batch, in interleaved rounds."""
     b = len(x)
     with torch.no_grad():
         t = model(x).argmax(1)
-
-    def tm(fn) -> float:
-        return timed(fn, min_time=min_time)
-
-    t_floor1 = tm(lambda: floor_one(model, x, t))
-    t_ours1 = tm(lambda: saliency.gradients(model, x))
-    t_cap1 = tm(lambda: captum.attribute(x, target=t, abs=True))
+    one = timed(
+        {
+            "floor": lambda: floor_one(model, x, t),
+            "ours": lambda: saliency.gradients(model, x),
+            "captum": lambda: captum.attribute(x, target=t, abs=True),
+        },
+        min_time=min_time,
+    )
     # The 10-class floor: the faster of one chunk and chunks of 64 (what suits the model).
-    t_floor10 = min(tm(lambda: floor_all(model, x)), tm(lambda: floor_all_chunked(model, x)))
-    t_ours10 = tm(lambda: saliency.jacobian(model, x))
-    t_cap10 = tm(lambda: [captum.attribute(x, target=k, abs=False) for k in range(10)])
+    chunked = timed(
+        {"one": lambda: floor_all(model, x), "chunks": lambda: floor_all_chunked(model, x)},
+        min_time=min_time,
+    )
+    best = (
+        "one"
+        if statistics.median(chunked["one"]) <= statistics.median(chunked["chunks"])
+        else "chunks"
+    )
+    floor10 = floor_all if best == "one" else floor_all_chunked
+    every = timed(
+        {
+            "floor": lambda: floor10(model, x),
+            "ours": lambda: saliency.jacobian(model, x),
+            "captum": lambda: [captum.attribute(x, target=k, abs=False) for k in range(10)],
+        },
+        min_time=min_time,
+    )
+    speed1 = b / statistics.median(one["ours"])
+    speed10 = b / statistics.median(every["ours"])
+    r1 = f"{ratio(one, 'floor', 'ours'):6.2f} {ratio(one, 'captum', 'ours'):7.2f}"
+    r10 = f"{ratio(every, 'floor', 'ours'):6.2f} {ratio(every, 'captum', 'ours'):7.2f}"
     return (
-        f"{name:10} {b:5d} | {b / t_ours1:13.0f} {t_floor1 / t_ours1:6.2f} "
-        f"{t_cap1 / t_ours1:7.2f} | {b / t_ours10:16.0f} {t_floor10 / t_ours10:6.2f} "
-        f"{t_cap10 / t_ours10:7.2f} {t_ours10 / t_floor10:16.2f}x"
+        f"{name:10} {b:5d} | {speed1:13.0f} {r1} | {speed10:16.0f} {r10} "
+        f"{ratio(every, 'ours', 'floor'):16.2f}x"
     )
 
 

@@ -82,7 +82,11 @@ def gradients(
     check_score(score)
     with eval_mode(model):
         g, _, _ = _target_gradients(model, x, target, score=score, output=output)
-    return g.abs() if absolute else g
+    if not absolute:
+        return g
+    # Autograd's result is a fresh tensor, so abs can work in place, unless it is a broadcast
+    # view (a model like x.sum(1) gets an expanded gradient), which is never contiguous.
+    return g.abs_() if g.is_contiguous() else g.abs()
 
 
 def _has_conv(model: Callable) -> bool:
@@ -94,10 +98,11 @@ def _has_conv(model: Callable) -> bool:
 # Intermediate results of one vmapped backward are (classes, n, ...): keep them under ~32M
 # elements by splitting the classes into groups.
 _BATCHED_BUDGET = 1 << 25
-# Large chunks slow conv backward down on this kind of CPU (cache misses): measured in
-# benchmarks/bench_saliency.py, 64 examples a chunk is as fast as any.
-_LOOP_CHUNK = 64
-_BATCHED_CHUNK = 256
+# Chunk sizes measured on a 2-core CPU (benchmarks/bench_saliency.py): conv backward slows
+# down past ~128 examples a chunk (cache misses); fully connected nets like large chunks.
+_CONV_CHUNK = 128
+_DENSE_CHUNK = 1024
+_BATCHED_MAX = 256
 
 
 def _jacobian_chunk(
@@ -109,16 +114,20 @@ def _jacobian_chunk(
     output: OutputSelector,
     strategy: str,
 ) -> torch.Tensor:
-    """(n, C, ...) signed Jacobian rows for one chunk, from one forward pass."""
+    """Signed Jacobian of one chunk from one forward pass, class-major: `(C, n, ...)`.
+
+    Class-major is the layout autograd produces (one `(n, ...)` gradient per class), so no
+    strided copy is needed; `jacobian` returns a transposed view of it.
+    """
     xd = x.detach().requires_grad_(True)
     with torch.enable_grad():
         _, scores = forward_scores(model, xd, score=score, output=output)  # (n, K)
         cls = check_classes(classes, scores.shape[1])
-        jac = x.new_empty((x.shape[0], len(cls), *x.shape[1:]))  # (n, C, ...)
         rows = torch.arange(x.shape[0], device=x.device)
         if strategy == "batched":
-            # One vmapped backward per group of classes: fastest for fully connected nets.
+            # One vmapped backward per group of classes: fastest for small nets.
             group = max(1, _BATCHED_BUDGET // max(1, xd.numel()))
+            parts = []
             for start in range(0, len(cls), group):
                 part = cls[start : start + group]
                 seeds = scores.new_zeros((len(part), *scores.shape))  # (c, n, K)
@@ -131,21 +140,24 @@ def _jacobian_chunk(
                     is_grads_batched=True,
                     retain_graph=start + group < len(cls),
                 )
-                jac[:, start : start + len(part)] = g.transpose(0, 1)
-            return jac
-        # One forward, then one backward per class reusing the graph: cheapest for conv nets.
+                parts.append(g)  # (c, n, ...)
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        # One forward, then one backward per class reusing the graph.
+        jac = x.new_empty((len(cls), *x.shape))  # (C, n, ...)
         for j, k in enumerate(cls):
             seed = torch.zeros_like(scores)
             seed[:, k] = 1
-            (g,) = torch.autograd.grad(scores, xd, grad_outputs=seed, retain_graph=j < len(cls) - 1)
-            jac[:, j] = g
+            (jac[j],) = torch.autograd.grad(
+                scores, xd, grad_outputs=seed, retain_graph=j < len(cls) - 1
+            )
     return jac
 
 
-def _auto_strategy(model: Callable) -> str:
+def _auto_strategy(model: Callable, n: int) -> str:
     # Measured on a 2-core CPU (benchmarks/bench_saliency.py): the vmapped backward wins for
-    # fully connected nets, the per-class loop for conv nets (vmap over conv backward is slow).
-    return "loop" if _has_conv(model) else "batched"
+    # fully connected nets on up to a few hundred examples, where per-call overhead matters;
+    # past that, and for conv nets (whose vmapped backward falls behind), the per-class loop.
+    return "batched" if n <= _BATCHED_MAX and not _has_conv(model) else "loop"
 
 
 def jacobian(
@@ -165,11 +177,14 @@ def jacobian(
 
     `strategy`: "loop" (one forward, then one backward per class), "batched" (one vmapped
     backward over all classes with `is_grads_batched`), or "auto" (batched for networks without
-    convolutions, loop otherwise; both measured in `benchmarks/`). The batch is processed in
-    chunks of `chunk_size` examples (default 64 for the loop, 256 for batched), and the batched
-    backward splits classes into groups, so the memory beyond the result stays bounded. To keep
-    the result itself small for a model with many classes, pass only the `classes` you need.
+    convolutions on chunks of up to 256 examples, loop otherwise; measured in `benchmarks/`).
+    The batch is processed in chunks of `chunk_size` examples (default 128 for conv nets, 1024
+    otherwise), and the batched backward splits classes into groups, so the memory beyond the
+    result stays bounded. To keep the result itself small for a model with many classes, pass
+    only the `classes` you need.
 
+    The result is a transposed view of a class-major buffer (that is how autograd produces the
+    gradients, so nothing is copied twice); call `.contiguous()` if you need a packed tensor.
     Evaluated in eval mode; the model's flags, parameters' `.grad` and `x` are left untouched.
 
     Example:
@@ -182,22 +197,23 @@ def jacobian(
         raise ValueError(f"strategy must be 'auto', 'loop' or 'batched', got {strategy!r}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
-    strategy = _auto_strategy(model) if strategy == "auto" else strategy
     if chunk_size is None:
-        chunk_size = _LOOP_CHUNK if strategy == "loop" else _BATCHED_CHUNK
+        chunk_size = _CONV_CHUNK if _has_conv(model) else _DENSE_CHUNK
     n = x.shape[0]
-    result = None
+    result = None  # (C, N, ...): class-major, returned as an (N, C, ...) view
     with eval_mode(model):
         for i in range(0, n, chunk_size):
+            xc = x[i : i + chunk_size]
+            how = _auto_strategy(model, len(xc)) if strategy == "auto" else strategy
             part = _jacobian_chunk(
-                model, x[i : i + chunk_size], classes, score=score, output=output, strategy=strategy
-            )
-            if part.shape[0] == n:
-                return part
+                model, xc, classes, score=score, output=output, strategy=how
+            )  # (C, n, ...)
+            if part.shape[1] == n:
+                return part.transpose(0, 1)
             if result is None:
-                result = part.new_empty((n, *part.shape[1:]))
-            result[i : i + part.shape[0]] = part
-    return result
+                result = part.new_empty((part.shape[0], n, *part.shape[2:]))
+            result[:, i : i + part.shape[1]] = part
+    return result.transpose(0, 1)
 
 
 def _default_eps(dtype: torch.dtype) -> float:
