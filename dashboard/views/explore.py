@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -190,31 +189,45 @@ def choose_image(view: dict, ds: pretrained.Dataset) -> tuple[np.ndarray | None,
 
 
 def prediction_chart(probs: np.ndarray, names: tuple[str, ...], pred: int, true: int | None):
+    """Horizontal bars of the class probabilities, predicted and true classes coloured.
+
+    A plain Vega-Lite spec rather than Altair: Altair validates its schema on every rerun,
+    which cost more than everything else this chart does.
+    """
     role = ["predicted" if k == pred else "true" if k == true else "other" for k in range(10)]
     if true is not None and true == pred:
         role[pred] = "predicted = true"
     df = pd.DataFrame(
         {"class": [class_label(k, names) for k in range(10)], "probability": probs, "role": role}
     )
-    chart = (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
-            color=alt.Color(
-                "role:N",
-                scale=alt.Scale(
-                    domain=["predicted", "true", "predicted = true", "other"],
-                    range=["#ff8c00", "#28aa3c", "#28aa3c", "#9aa5b1"],
-                ),
-                legend=alt.Legend(orient="top", title=None),
-            ),
-            tooltip=["class", alt.Tooltip("probability:Q", format=".4f")],
-        )
-        .properties(height=300)
-    )
-    st.altair_chart(chart, width="stretch")
+    spec = {
+        "mark": {"type": "bar"},
+        "height": 300,
+        "encoding": {
+            "x": {"field": "probability", "type": "quantitative", "scale": {"domain": [0, 1]}},
+            "y": {
+                "field": "class",
+                "type": "nominal",
+                "sort": None,
+                "title": None,
+                "axis": {"labelOverlap": False},
+            },
+            "color": {
+                "field": "role",
+                "type": "nominal",
+                "scale": {
+                    "domain": ["predicted", "true", "predicted = true", "other"],
+                    "range": ["#ff8c00", "#28aa3c", "#28aa3c", "#9aa5b1"],
+                },
+                "legend": {"orient": "top", "title": None},
+            },
+            "tooltip": [
+                {"field": "class", "type": "nominal"},
+                {"field": "probability", "type": "quantitative", "format": ".4f"},
+            ],
+        },
+    }
+    st.vega_lite_chart(df, spec, width="stretch")
 
 
 def _framed(rgb: np.ndarray, colour: tuple[int, int, int] | None, width: int = 4) -> np.ndarray:
