@@ -192,6 +192,7 @@ def test_upload_then_bad_uploads_keep_the_image():
     at.file_uploader(key="upload_file").set_value(("seven.png", png(big), "image/png")).run()
     assert not at.exception and not at.error
     assert "your upload" in texts(at)
+    assert "Your image, as uploaded" in texts(at) and "centred by mass in 28 × 28" in texts(at)
     shared = at.query_params["image"]
     seen = decode_image28(shared)
     assert seen.shape == (28, 28) and np.corrcoef(seen.ravel(), digit.ravel())[0, 1] > 0.8

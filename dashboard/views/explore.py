@@ -121,7 +121,9 @@ def _uploaded_image() -> None:
         except ImageError as err:
             st.session_state["upload_error"] = f"{file.name}: {err}"
         else:
-            st.session_state["upload_preview"] = np.asarray(picture.convert("RGB"))
+            preview = picture.convert("RGB")
+            preview.thumbnail((280, 280))  # keep only a small copy per session
+            st.session_state["upload_preview"] = np.asarray(preview)
             st.session_state["upload_note"] = picture.info.get("saliency_note")
             _remember_image(image)
     if st.session_state.get("upload_error"):
@@ -130,6 +132,17 @@ def _uploaded_image() -> None:
         )
     elif st.session_state.get("upload_note"):
         st.info(st.session_state["upload_note"])
+    if st.session_state.get("upload_preview") is not None and state.get("image"):
+        c1, c2, _ = st.columns([2, 2, 3])
+        with c1:
+            render.show(st.session_state["upload_preview"], "Your image, as uploaded")
+        with c2:
+            seen = decode_image28(state.get("image"))
+            render.show(
+                render.grey(seen, 5),
+                "What the model sees: greyscale, light background inverted, cropped to the ink, "
+                "fitted into 20 × 20 and centred by mass in 28 × 28, like MNIST",
+            )
 
 
 def _drawn_image() -> None:
@@ -288,8 +301,8 @@ def render_view() -> None:
     for problem in st.session_state.get("url_problems", []):
         st.warning(f"Link: {problem}")
     ds = cache.dataset(view["dataset"])
-    names = ds.classes
-    info = pretrained.model_info(view["model"])
+    info = cache.model_info(view["model"])
+    names = info.class_names  # the data set's, or an uploaded model's own
 
     sidebar_controls(view, names)
     st.title("Explore")
@@ -433,7 +446,7 @@ def render_view() -> None:
         cols = st.columns(len(chosen))
         for col, m in zip(cols, chosen, strict=True):
             p = cache.probabilities(m, image)
-            acc = pretrained.model_info(m).test_accuracy
+            acc = cache.model_info(m).test_accuracy
             with col:
                 render.show(
                     render.picture(shown[m], s_lo, s_hi, style, image=image, scale=8),
