@@ -214,17 +214,21 @@ def sensitivity_summary(
             dev = torch.device(device) if device is not None else model_device(model, x.device)
             x = x.to(dev)
             y = torch.as_tensor(y, device=dev).long().reshape(-1)
-            g = jacobian(model, x, score=score, output=output).double()  # (n, K, ...)
+            # jacobian's result is a view of a class-major (K, n, ...) buffer: use that layout.
+            g = jacobian(model, x, score=score, output=output).transpose(0, 1)  # (K, n, ...)
+            g = g.reshape(g.shape[0], g.shape[1], -1).double()  # (K, n, D)
             if abs_sums is None:
-                k = num_classes or g.shape[1]
-                abs_sums = g.new_zeros((k, *g.shape[1:]))
-                signed_sums = g.new_zeros((k, *g.shape[1:]))
+                k = num_classes or g.shape[0]
+                shape = (k, g.shape[0], *x.shape[1:])
+                abs_sums, signed_sums = g.new_zeros(shape), g.new_zeros(shape)
                 counts = g.new_zeros(k)
             if int(y.min()) < 0 or int(y.max()) >= counts.shape[0]:
                 raise ValueError(f"labels must lie in 0..{counts.shape[0] - 1}")
-            abs_sums.index_add_(0, y, g.abs())
-            signed_sums.index_add_(0, y, g)
-            counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            # Group sums by label as one float64 matmul per class: (L, n) @ (n, D).
+            onehot = torch.nn.functional.one_hot(y, counts.shape[0]).to(g.dtype).T  # (L, n)
+            signed_sums += (onehot @ g).transpose(0, 1).reshape(signed_sums.shape)
+            abs_sums += (onehot @ g.abs_()).transpose(0, 1).reshape(abs_sums.shape)
+            counts += onehot.sum(1)
             done += x.shape[0]
             if progress is not None:
                 progress(done, total)
