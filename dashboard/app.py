@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 import pretrained
-from dashboard import state
+from dashboard import cache, state
 
 st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
 
@@ -27,8 +27,9 @@ with st.sidebar:
         "Model",
         state.models(view["dataset"]),
         key="model",
-        format_func=lambda m: f"{m} ({pretrained.model_info(m).test_accuracy:.2%})",
-        help="Every model trained for this data set, with its accuracy on the 10,000 test images.",
+        format_func=lambda m: f"{m} ({cache.model_info(m).test_accuracy:.2%})",
+        help="Every model trained for this data set, with its accuracy on the 10,000 test images "
+        "(and the models you uploaded on the Your model page).",
     )
 
 page = st.navigation(
@@ -47,6 +48,10 @@ page = st.navigation(
         ],
         "Teach": [
             st.Page("views/classroom.py", title="Classroom", icon="🎓", url_path="classroom")
+        ],
+        "Bring your own": [
+            st.Page("views/your_model.py", title="Your model", icon="📦", url_path="your-model"),
+            st.Page("views/photos.py", title="Photos (ImageNet)", icon="📷", url_path="photos"),
         ],
     }
 )

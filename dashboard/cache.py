@@ -9,6 +9,8 @@ grow without limit.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,9 @@ import torch
 
 import pretrained
 import saliency
+from pretrained import imagenet
+from pretrained.user_models import UserModelInfo
+from saliency import display
 
 # Method options used everywhere in the app (named on screen): images live in [0, 1].
 METHOD_OPTIONS = {
@@ -28,8 +33,60 @@ METHOD_OPTIONS = {
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=32)
-def model(name: str) -> torch.nn.Module:
+def _registry_model(name: str) -> torch.nn.Module:
     return pretrained.load_model(name)
+
+
+# --- users' own models: accepted uploads, shared by name like registry models ---------------
+
+UPLOAD_PREFIX = "upload:"
+MAX_UPLOADS = 16  # accepted uploads kept per process; the oldest is forgotten first
+
+
+class _Uploads:
+    """A bounded, thread-safe name -> (model, info) store, one per process. Names are content
+    hashes, so two sessions uploading the same file with the same settings share one model."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.entries: OrderedDict[str, tuple[torch.nn.Module, UserModelInfo]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def add(self, model: torch.nn.Module, info: UserModelInfo) -> None:
+        with self.lock:
+            self.entries[info.name] = (model, info)
+            self.entries.move_to_end(info.name)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+
+    def get(self, name: str) -> tuple[torch.nn.Module, UserModelInfo]:
+        with self.lock:
+            if name not in self.entries:
+                raise KeyError(f"{name} is no longer loaded on this server: upload it again")
+            return self.entries[name]
+
+    def __contains__(self, name: str) -> bool:
+        with self.lock:
+            return name in self.entries
+
+
+@st.cache_resource(show_spinner=False)
+def uploads() -> _Uploads:
+    return _Uploads(MAX_UPLOADS)
+
+
+def is_upload(name: str) -> bool:
+    return isinstance(name, str) and name.startswith(UPLOAD_PREFIX)
+
+
+def model(name: str) -> torch.nn.Module:
+    """A registry model, or an accepted upload (`upload:<sha256[:12]>`); shared, never mutated."""
+    return uploads().get(name)[0] if is_upload(name) else _registry_model(name)
+
+
+def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo:
+    """The registry's model card, or what was measured when an upload was accepted."""
+    return uploads().get(name)[1] if is_upload(name) else pretrained.model_info(name)
 
 
 @st.cache_resource(show_spinner="Loading the test set…")
@@ -123,8 +180,9 @@ _SUMMARY_VERSION = 1  # bump when the summary's meaning or layout changes
 
 def summary_path(model_name: str, dataset_name: str, n: int) -> Path:
     """Keyed by model name and weights hash, data set, number of test images, and format."""
-    sha = pretrained.model_info(model_name).weights_sha256[:12]
-    name = f"{model_name}-{sha}-{dataset_name}-test{n}-logit-v{_SUMMARY_VERSION}.npz"
+    sha = model_info(model_name).weights_sha256[:12]
+    stem = model_name.replace(":", "-")  # uploads are named "upload:<hash>"
+    name = f"{stem}-{sha}-{dataset_name}-test{n}-logit-v{_SUMMARY_VERSION}.npz"
     return cache_dir() / "sensitivity" / name
 
 
@@ -167,3 +225,42 @@ def compute_summary(
     )
     os.replace(tmp, path)
     return summary
+
+
+# --- ImageNet photos: torchvision models, maps for the classes asked for only --------------
+
+PHOTO_METHODS = {
+    "gradient": {},
+    # 10 noisy copies, not 50: each is a 224 x 224 ResNet backward pass on the CPU.
+    "smoothgrad": {"n_samples": 10, "noise": 0.15, "noise_range": (0.0, 1.0), "seed": 0},
+}
+
+
+@st.cache_resource(show_spinner="Loading the ImageNet model…", max_entries=4)
+def imagenet_model(name: str, weights: str) -> torch.nn.Module:
+    """Raises `imagenet.WeightsUnavailable` (not cached) when pretrained weights are missing."""
+    return imagenet.load(name, weights=weights, download=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def photo_probabilities(name: str, weights: str, pixels: np.ndarray) -> np.ndarray:
+    """(1000,) softmax probabilities of one (3, 224, 224) photo."""
+    m = imagenet_model(name, weights)
+    with torch.no_grad():
+        return m(torch.from_numpy(pixels)[None]).softmax(1)[0].numpy()
+
+
+@st.cache_data(show_spinner="Computing the map…", max_entries=64)
+def photo_map(
+    name: str, weights: str, pixels: np.ndarray, target: int, method: str, reduction: str
+) -> np.ndarray:
+    """(224, 224) map of one class: signed gradients (3, 224, 224) reduced over channels
+    ("max": max |g|, Simonyan's choice; "sum": signed sum). One class at a time: never the
+    1000-class Jacobian."""
+    m = imagenet_model(name, weights)
+    x = torch.from_numpy(pixels)[None]  # (1, 3, 224, 224)
+    signed = reduction != "max"  # "max" takes |g| anyway; SmoothGrad then averages |g|
+    g = saliency.attribute(
+        m, x, target, method=method, absolute=False if signed else None, **PHOTO_METHODS[method]
+    )  # (1, 3, 224, 224)
+    return display.reduce_channels(g[0].numpy(), reduction)  # (224, 224)

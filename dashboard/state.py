@@ -17,6 +17,7 @@ import streamlit as st
 
 import pretrained
 import saliency
+from dashboard import cache
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 
 SOURCES = ("test", "upload", "draw")
@@ -31,7 +32,8 @@ LESSONS = ("nudge", "autograd", "saturation", "linear", "sanity", "deletion", "t
 
 def models(dataset: str | None = None) -> list[str]:
     """Registry models that have weights and a training record (a model registered but not
-    yet trained is left out, so one missing file cannot break every page)."""
+    yet trained is left out, so one missing file cannot break every page), then the models
+    this session uploaded and that are still loaded."""
     ready = []
     for name in pretrained.list_models(dataset):
         try:
@@ -39,6 +41,9 @@ def models(dataset: str | None = None) -> list[str]:
         except FileNotFoundError:
             continue
         ready.append(name)
+    for name in st.session_state.get("user_models", []):  # this session's accepted uploads
+        if name in cache.uploads() and dataset in (None, cache.model_info(name).dataset):
+            ready.append(name)
     return ready
 
 

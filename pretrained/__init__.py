@@ -39,6 +39,7 @@ from .registry import (
     model_from_weights,
     model_info,
 )
+from .user_models import UserModelError, UserModelInfo, load_user_model
 
 __all__ = [
     "ARCHITECTURES",
@@ -49,6 +50,8 @@ __all__ = [
     "Evaluation",
     "IdxFormatError",
     "ModelInfo",
+    "UserModelError",
+    "UserModelInfo",
     "Normalize",
     "build_model",
     "confusion_matrix",
@@ -60,6 +63,7 @@ __all__ = [
     "list_models",
     "load_dataset",
     "load_model",
+    "load_user_model",
     "mistakes",
     "model_from_weights",
     "model_info",

@@ -7,7 +7,6 @@ import time
 import numpy as np
 import streamlit as st
 
-import pretrained
 import saliency
 from dashboard import cache, render, state
 from dashboard.render import Style
@@ -52,7 +51,7 @@ def show_summary(summary: saliency.SensitivitySummary, names: tuple[str, ...]) -
 
 
 def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
-    info = pretrained.model_info(model_name)
+    info = cache.model_info(model_name)
     st.subheader(f"{model_name} ({info.test_accuracy:.2%})")
     summary = cache.stored_summary(model_name, dataset_name, n)
     if summary is None:

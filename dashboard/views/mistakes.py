@@ -175,7 +175,7 @@ def render_view() -> None:
     model_name, dataset_name = view["model"], view["dataset"]
     ds = cache.dataset(dataset_name)
     names = ds.classes
-    info = pretrained.model_info(model_name)
+    info = cache.model_info(model_name)
     probs = cache.test_set_probabilities(model_name, dataset_name)  # (10000, K)
     labels = ds.labels.numpy()
     pred = probs.argmax(1)
