@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,13 @@ def artifacts_dir() -> Path:
     path = REPO / "artifacts" / "browser"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def server(artifacts_dir: Path) -> Iterator:
+    """One dashboard server for every browser test module (started on first use)."""
+    from browser_support import start_server
+
+    s = start_server(artifacts_dir / "server.log")
+    yield s
+    s.stop()

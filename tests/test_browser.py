@@ -13,39 +13,20 @@ import json
 import math
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, IDLE, Server, require_browser, start_server
 from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1400, "height": 2600}
 TIMEOUT_MS = 60_000  # first run imports torch and loads models; 2 cores shared with other work
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 # Mean absolute pixel difference (0-255, RGB) above which a heat map "really changed".
 # Measured on MNIST test image #0: class or model switches give 20-60; an unchanged map gives 0.
 MIN_MAP_DIFF = 4.0
@@ -68,87 +49,8 @@ IMAGES_LOADED_JS = """
 """
 
 
-def _need_browser(reason: str) -> None:
-    if os.environ.get("SALIENCY_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (SALIENCY_REQUIRE_BROWSER=1, so this is an error)", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
-
-
-if not Path(CHROMIUM).exists():
-    _need_browser(f"{CHROMIUM} not found: apt-get install chromium (never `playwright install`)")
-try:
-    from playwright.sync_api import Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the environment
-    _need_browser("the playwright Python package is not installed: pip install playwright")
-
-
-# --- server ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    spawned: float  # time.perf_counter() at spawn
-    healthy: float  # ... when /_stcore/health first answered "ok"
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(log: Path) -> Server:
-    port = _free_port()
-    cmd = [
-        # What the README's command runs: the server, with torch warmed up meanwhile.
-        sys.executable, "-m", "dashboard",
-        "--server.headless", "true",
-        "--server.port", str(port),
-        "--browser.gatherUsageStats", "false",
-        # Others edit the source while tests run: a file change must not alter the app under test.
-        "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        spawned = time.perf_counter()
-        # A fresh disk cache: the data-set page must compute, not find an earlier result.
-        env = {**os.environ, "SALIENCY_CACHE_DIR": tempfile.mkdtemp(prefix="saliency-cache-")}
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(proc, f"http://localhost:{port}", spawned, math.nan, log)
-    deadline = spawned + 60
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    server.healthy = time.perf_counter()
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    pytest.fail(f"streamlit not healthy after 60 s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def server(artifacts_dir: Path) -> Iterator[Server]:
-    s = start_server(artifacts_dir / "server.log")
-    yield s
-    s.stop()
+require_browser()
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")

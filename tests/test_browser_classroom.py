@@ -1,32 +1,17 @@
 """The classroom page in a real Chromium: every lesson's heading, and presentation mode.
 
-Needs /usr/bin/chromium (never `playwright install`): skips without it, fails instead when
-SALIENCY_REQUIRE_BROWSER=1. Starts its own Streamlit server (tests/conftest.py has no shared
-server fixture yet); the server log goes to artifacts/browser/classroom-server.log.
+Needs /usr/bin/chromium (see tests/browser_support.py); uses the session's dashboard server
+(tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, IDLE, require_browser
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]  # fmt: skip
 TIMEOUT_MS = 90_000  # first run imports torch and trains the tabular nets on 2 shared cores
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 HEADINGS = {
     "nudge": "1 · Nudge a pixel",
     "autograd": "2 · Autograd vs finite differences",
@@ -38,62 +23,20 @@ HEADINGS = {
 }
 
 
-def _need_browser(reason: str) -> None:
-    if os.environ.get("SALIENCY_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (SALIENCY_REQUIRE_BROWSER=1, so this is an error)", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
-
-
-if not Path(CHROMIUM).exists():
-    _need_browser(f"{CHROMIUM} not found: apt-get install chromium (never `playwright install`)")
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the environment
-    _need_browser("the playwright Python package is not installed: pip install playwright")
-
-
-@pytest.fixture(scope="module")
-def server(artifacts_dir: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = artifacts_dir / "classroom-server.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-           "--server.headless", "true", "--server.port", str(port),
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://localhost:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
+require_browser()
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
 def test_every_lesson_heading_and_presentation_mode(server, artifacts_dir):
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
         page.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         # The MLP keeps lesson 2's 2·784 forward passes quick.
-        page.goto(f"{server}/classroom?model=mnist-mlp")
+        page.goto(f"{server.url}/classroom?model=mnist-mlp")
         expect(page.get_by_role("heading", name=HEADINGS["nudge"])).to_be_visible()
         for lesson, heading in HEADINGS.items():
             page.get_by_test_id("stRadio").first.get_by_text(heading, exact=True).click()

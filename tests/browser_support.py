@@ -1,0 +1,111 @@
+"""Shared plumbing of the real-browser tests: Debian's Chromium, and dashboard servers.
+
+Needs /usr/bin/chromium (never `playwright install`, which downloads browsers): without it the
+browser tests skip, or fail when SALIENCY_REQUIRE_BROWSER=1 (CI).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
+def require_browser() -> None:
+    """Skip the calling test module when Chromium or Playwright is missing (fail in CI)."""
+    reason = None
+    if not Path(CHROMIUM).exists():
+        reason = f"{CHROMIUM} not found: apt-get install chromium (never `playwright install`)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "the playwright Python package is not installed: pip install playwright"
+    if reason is None:
+        return
+    if os.environ.get("SALIENCY_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (SALIENCY_REQUIRE_BROWSER=1, so this is an error)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    spawned: float  # time.perf_counter() at spawn
+    healthy: float  # ... when /_stcore/health first answered "ok"
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(log: Path) -> Server:
+    """`python -m dashboard` (what the README runs) on a free port, with a fresh disk cache."""
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "dashboard",
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--browser.gatherUsageStats", "false",
+        # Others edit the source while tests run: a file change must not alter the app under test.
+        "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    # A fresh disk cache: the data-set page must compute, not find an earlier result.
+    env = {**os.environ, "SALIENCY_CACHE_DIR": tempfile.mkdtemp(prefix="saliency-cache-")}
+    with log.open("wb") as out:
+        spawned = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(proc, f"http://localhost:{port}", spawned, math.nan, log)
+    deadline = spawned + 90
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    server.healthy = time.perf_counter()
+                    return server
+        except OSError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    pytest.fail(f"the dashboard was not healthy after 90 s:\n{log.read_text()[-3000:]}")
