@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 import struct
 import warnings
@@ -109,7 +110,16 @@ def decode_image(
                 "decoded."
             ) from e
         img = _upright(img)
-        img, note = _to_l_or_rgb(img)
+        try:
+            img, shrunk = _working_size(img)
+            img, note = _to_l_or_rgb(img)
+        except MemoryError as e:
+            raise ImageError(
+                f"The image ({img.width} × {img.height}) is too large to process here; "
+                "please shrink it first."
+            ) from e
+    if shrunk:
+        notes.append(shrunk)
     if note:
         notes.append(note)
     img.info = {NOTE_KEY: "; ".join(notes)} if notes else {}
@@ -247,6 +257,29 @@ def _upright(img: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(img)
     except (*_DECODE_ERRORS, KeyError):  # broken EXIF is not worth refusing a picture for
         return img
+
+
+WORKING_PIXELS = 4_000_000  # larger images are reduced before any per-pixel float work
+
+
+def _working_size(img: Image.Image) -> tuple[Image.Image, str | None]:
+    """Reduce an image above WORKING_PIXELS by an integer factor (box average), keeping its mode
+    family, so later float conversions stay small: a 40 MP RGBA photo would otherwise need
+    gigabytes of float32 copies. Palette and 1-bit images are expanded to 8 bits first (box
+    averaging palette indices would be meaningless)."""
+    pixels = img.width * img.height
+    if pixels <= WORKING_PIXELS:
+        return img, None
+    factor = math.ceil(math.sqrt(pixels / WORKING_PIXELS))
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    w, h = img.size
+    small = img.reduce(factor)
+    return small, f"large image: reduced from {w} × {h} to {small.width} × {small.height}"
 
 
 def _to_l_or_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
+from pretrained import images
 from pretrained.images import (
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
@@ -409,3 +410,41 @@ def test_decode_garbage_codes():
         decode_image28("!" + good[1:])
     with pytest.raises(ImageError, match="corrupt"):
         decode_image28(good[:-1] + "B")  # decodes, but no image encodes to it
+
+
+def test_large_transparent_image_is_reduced_before_float_work():
+    # A valid, very compressible 24 MP RGBA PNG with one transparent pixel: flattening its alpha
+    # at full size would take gigabytes of float copies.
+    rgba = np.zeros((4000, 6000, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[1500:2500, 2800:3200, :3] = 255  # a white bar on black
+    rgba[0, 0, 3] = 0
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", compress_level=1)
+    img = decode_image(buf.getvalue())
+    assert img.mode in ("L", "RGB")
+    assert img.width * img.height <= images.WORKING_PIXELS
+    assert img.size == (2000, 1334)  # reduced by 3
+    assert "reduced from 6000 × 4000 to 2000 × 1334" in img.info[images.NOTE_KEY]
+    digit = mnist_style(img)
+    assert digit.shape == (28, 28) and digit.max() == pytest.approx(1.0)
+
+
+def test_large_palette_image_is_expanded_then_reduced():
+    p = Image.new("P", (3000, 2000), 0)
+    p.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    p.paste(1, (1400, 500, 1600, 1500))
+    buf = io.BytesIO()
+    p.save(buf, format="PNG", transparency=0)
+    img = decode_image(buf.getvalue())
+    assert img.width * img.height <= images.WORKING_PIXELS
+    assert mnist_style(img).max() == pytest.approx(1.0)
+
+
+def test_running_out_of_memory_is_a_clear_message(monkeypatch):
+    def boom(img):
+        raise MemoryError
+
+    monkeypatch.setattr(images, "_to_l_or_rgb", boom)
+    with pytest.raises(ImageError, match=r"too large to process here; please shrink it first"):
+        decode_image(png_bytes(Image.new("L", (8, 8))))
