@@ -13,12 +13,9 @@ from pathlib import Path
 
 
 def warm_up() -> None:
-    # Not the dashboard's own modules: their st.cache_* functions must be created inside the
-    # Streamlit runtime, which does not exist yet.
-    import altair  # noqa: F401
-    import captum.attr  # noqa: F401
-    import pandas  # noqa: F401
-
+    # Only what the default view needs (not Captum, pandas or altair, which other views import
+    # when they are opened), and not the dashboard's own modules: their st.cache_* functions
+    # must be created inside the Streamlit runtime, which does not exist yet.
     import pretrained
     import saliency
 

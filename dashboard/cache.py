@@ -19,7 +19,6 @@ import torch
 
 import pretrained
 import saliency
-from pretrained import imagenet
 from pretrained.user_models import UserModelInfo
 from saliency import display
 
@@ -239,6 +238,9 @@ PHOTO_METHODS = {
 @st.cache_resource(show_spinner="Loading the ImageNet model…", max_entries=4)
 def imagenet_model(name: str, weights: str) -> torch.nn.Module:
     """Raises `imagenet.WeightsUnavailable` (not cached) when pretrained weights are missing."""
+    # Imported here: torchvision takes seconds to import, and only the Photos page needs it.
+    from pretrained import imagenet
+
     return imagenet.load(name, weights=weights, download=False)
 
 

@@ -230,3 +230,13 @@ def test_downloads_exist():
     at = run_app()
     keys = {b.proto.id for b in at.get("download_button")}
     assert len(keys) == 3
+
+
+def test_app_start_does_not_import_torchvision():
+    # torchvision takes seconds to import; only the Photos page needs it.
+    import subprocess
+    import sys
+
+    code = "import sys, pretrained, dashboard.cache; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

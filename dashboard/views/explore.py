@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 import pretrained
@@ -204,16 +203,19 @@ def choose_image(view: dict, ds: pretrained.Dataset) -> tuple[np.ndarray | None,
 def prediction_chart(probs: np.ndarray, names: tuple[str, ...], pred: int, true: int | None):
     """Horizontal bars of the class probabilities, predicted and true classes coloured.
 
-    A plain Vega-Lite spec rather than Altair: Altair validates its schema on every rerun,
-    which cost more than everything else this chart does.
+    A plain Vega-Lite spec with inline data rather than Altair and pandas: Altair validates its
+    schema on every rerun, which cost more than everything else this chart does, and neither
+    library then has to be imported before the first page shows.
     """
     role = ["predicted" if k == pred else "true" if k == true else "other" for k in range(10)]
     if true is not None and true == pred:
         role[pred] = "predicted = true"
-    df = pd.DataFrame(
-        {"class": [class_label(k, names) for k in range(10)], "probability": probs, "role": role}
-    )
+    rows = [
+        {"class": class_label(k, names), "probability": float(probs[k]), "role": role[k]}
+        for k in range(len(probs))
+    ]
     spec = {
+        "data": {"values": rows},
         "mark": {"type": "bar"},
         "height": 300,
         "encoding": {
@@ -240,7 +242,7 @@ def prediction_chart(probs: np.ndarray, names: tuple[str, ...], pred: int, true:
             ],
         },
     }
-    st.vega_lite_chart(df, spec, width="stretch")
+    st.vega_lite_chart(None, spec, width="stretch")
 
 
 def _framed(rgb: np.ndarray, colour: tuple[int, int, int] | None, width: int = 4) -> np.ndarray:
