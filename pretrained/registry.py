@@ -17,6 +17,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,6 +28,13 @@ from .data import CLASS_NAMES, DATASETS, NORMALISATION
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
+
+
+@lru_cache(maxsize=64)
+def _training_record(path: Path, mtime_ns: int) -> dict:
+    """The parsed JSON record, read once per file version: the dashboard asks for model info
+    (accuracy in menus) on every rerun. `mtime_ns` is part of the key so retraining is seen."""
+    return json.loads(path.read_text())
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ def model_info(name: str) -> ModelInfo:
         raise FileNotFoundError(
             f"{metrics_file}: no training record for {name}; train it with `{train_command(name)}`"
         )
-    m = json.loads(metrics_file.read_text())
+    m = _training_record(metrics_file, metrics_file.stat().st_mtime_ns)
     return ModelInfo(
         name=name,
         dataset=e.dataset,
