@@ -33,6 +33,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+VIEWPORT = {"width": 1400, "height": 2600}  # tall: Streamlit scrolls inside its own container
+TIMEOUT_MS = 90_000  # a first run imports torch (and trains the tabular nets) on 2 shared cores
 
 
 def require_browser() -> None:

@@ -26,3 +26,33 @@ def server(artifacts_dir: Path) -> Iterator:
     s = start_server(artifacts_dir / "server.log")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium for every browser test (see tests/browser_support.py)."""
+    from browser_support import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, require_browser
+
+    require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    """A fresh page (own context); fails the test on any uncaught JavaScript error."""
+    from browser_support import TIMEOUT_MS, VIEWPORT
+
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    p = context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    yield p
+    context.close()
+    assert not errors, f"uncaught JavaScript errors in the page: {errors}"

@@ -15,18 +15,15 @@ import os
 import re
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, IDLE, Server, require_browser, start_server
+from browser_support import IDLE, TIMEOUT_MS, VIEWPORT, Server, require_browser, start_server
 from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-VIEWPORT = {"width": 1400, "height": 2600}
-TIMEOUT_MS = 60_000  # first run imports torch and loads models; 2 cores shared with other work
 # Mean absolute pixel difference (0-255, RGB) above which a heat map "really changed".
 # Measured on MNIST test image #0: class or model switches give 20-60; an unchanged map gives 0.
 MIN_MAP_DIFF = 4.0
@@ -50,29 +47,7 @@ IMAGES_LOADED_JS = """
 
 
 require_browser()
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser():
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    yield p
-    context.close()
-    assert not errors, f"uncaught JavaScript errors in the page: {errors}"
-
+from playwright.sync_api import Page, expect  # noqa: E402
 
 LATENCY: dict[str, object] = {}
 

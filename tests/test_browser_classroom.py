@@ -7,11 +7,10 @@ Needs /usr/bin/chromium (see tests/browser_support.py); uses the session's dashb
 from __future__ import annotations
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, IDLE, require_browser
+from browser_support import IDLE, require_browser
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT_MS = 90_000  # first run imports torch and trains the tabular nets on 2 shared cores
 HEADINGS = {
     "nudge": "1 · Nudge a pixel",
     "autograd": "2 · Autograd vs finite differences",
@@ -24,43 +23,34 @@ HEADINGS = {
 
 
 require_browser()
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 
-def test_every_lesson_heading_and_presentation_mode(server, artifacts_dir):
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.set_default_timeout(TIMEOUT_MS)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        # The MLP keeps lesson 2's 2·784 forward passes quick.
-        page.goto(f"{server.url}/classroom?model=mnist-mlp")
-        expect(page.get_by_role("heading", name=HEADINGS["nudge"])).to_be_visible()
-        for lesson, heading in HEADINGS.items():
-            page.get_by_test_id("stRadio").first.get_by_text(heading, exact=True).click()
-            expect(page.get_by_role("heading", name=heading)).to_be_visible()
-            page.wait_for_selector(IDLE)
-            expect(page.locator('[data-stale="true"]')).to_have_count(0)
-            expect(page.get_by_text("What to notice.")).to_be_visible()
-            assert page.get_by_test_id("stException").count() == 0, lesson
-            assert f"lesson={lesson}" in page.url or lesson == "nudge"
-        # Presentation mode: the sidebar goes, the type grows, the controls fold away.
-        sidebar = page.get_by_test_id("stSidebar")
-        expect(sidebar).to_be_visible()
-        size = page.get_by_text("What to notice.").evaluate(
-            "e => parseFloat(getComputedStyle(e.closest('p')).fontSize)"
-        )
-        page.get_by_text("Presentation mode", exact=True).click()
-        expect(sidebar).to_be_hidden()
-        expect(page.get_by_test_id("stExpander").get_by_text("Controls")).to_be_visible()
+def test_every_lesson_heading_and_presentation_mode(server, page, artifacts_dir):
+    # The MLP keeps lesson 2's 2·784 forward passes quick.
+    page.goto(f"{server.url}/classroom?model=mnist-mlp")
+    expect(page.get_by_role("heading", name=HEADINGS["nudge"])).to_be_visible()
+    for lesson, heading in HEADINGS.items():
+        page.get_by_test_id("stRadio").first.get_by_text(heading, exact=True).click()
+        expect(page.get_by_role("heading", name=heading)).to_be_visible()
         page.wait_for_selector(IDLE)
-        bigger = page.get_by_text("What to notice.").evaluate(
-            "e => parseFloat(getComputedStyle(e.closest('p')).fontSize)"
-        )
-        assert bigger > 1.3 * size
-        assert "present=true" in page.url
-        page.screenshot(path=str(artifacts_dir / "classroom-presentation.png"))
-        browser.close()
-    assert not errors, errors
+        expect(page.locator('[data-stale="true"]')).to_have_count(0)
+        expect(page.get_by_text("What to notice.")).to_be_visible()
+        assert page.get_by_test_id("stException").count() == 0, lesson
+        assert f"lesson={lesson}" in page.url or lesson == "nudge"
+    # Presentation mode: the sidebar goes, the type grows, the controls fold away.
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar).to_be_visible()
+    size = page.get_by_text("What to notice.").evaluate(
+        "e => parseFloat(getComputedStyle(e.closest('p')).fontSize)"
+    )
+    page.get_by_text("Presentation mode", exact=True).click()
+    expect(sidebar).to_be_hidden()
+    expect(page.get_by_test_id("stExpander").get_by_text("Controls")).to_be_visible()
+    page.wait_for_selector(IDLE)
+    bigger = page.get_by_text("What to notice.").evaluate(
+        "e => parseFloat(getComputedStyle(e.closest('p')).fontSize)"
+    )
+    assert bigger > 1.3 * size
+    assert "present=true" in page.url
+    page.screenshot(path=str(artifacts_dir / "classroom-presentation.png"))

@@ -11,16 +11,14 @@ import re
 
 import numpy as np
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, IDLE, require_browser
+from browser_support import IDLE, require_browser
 from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT_MS = 90_000  # first run imports torch and torchvision on 2 shared cores
-
 
 require_browser()
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 
 def photo_png() -> bytes:
@@ -31,35 +29,26 @@ def photo_png() -> bytes:
     return buf.getvalue()
 
 
-def test_photos_page_shows_the_offline_message_or_a_prediction(server, artifacts_dir):
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.set_default_timeout(TIMEOUT_MS)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{server.url}/photos")
-        expect(page.get_by_role("heading", name="Photos (ImageNet)")).to_be_visible()
+def test_photos_page_shows_the_offline_message_or_a_prediction(server, page, artifacts_dir):
+    page.goto(f"{server.url}/photos")
+    expect(page.get_by_role("heading", name="Photos (ImageNet)")).to_be_visible()
+    page.wait_for_selector(IDLE)
+    offline = page.get_by_text(re.compile("weights are not in the torch cache"))
+    if offline.count():  # this machine: no weights, no network
+        expect(offline).to_be_visible()
+        page.get_by_text("Use random weights", exact=False).click()
         page.wait_for_selector(IDLE)
-        offline = page.get_by_text(re.compile("weights are not in the torch cache"))
-        if offline.count():  # this machine: no weights, no network
-            expect(offline).to_be_visible()
-            page.get_by_text("Use random weights", exact=False).click()
-            page.wait_for_selector(IDLE)
-        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
-            files=[{"name": "photo.png", "mimeType": "image/png", "buffer": photo_png()}]
-        )
-        expect(page.get_by_role("heading", name=re.compile(r" says "))).to_be_visible()
-        expect(page.get_by_test_id("stImageCaption").filter(has_text="Map: ")).to_be_visible()
-        page.wait_for_selector(IDLE)
-        assert page.get_by_test_id("stException").count() == 0
-        page.screenshot(path=str(artifacts_dir / "photos.png"))
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+        files=[{"name": "photo.png", "mimeType": "image/png", "buffer": photo_png()}]
+    )
+    expect(page.get_by_role("heading", name=re.compile(r" says "))).to_be_visible()
+    expect(page.get_by_test_id("stImageCaption").filter(has_text="Map: ")).to_be_visible()
+    page.wait_for_selector(IDLE)
+    assert page.get_by_test_id("stException").count() == 0
+    page.screenshot(path=str(artifacts_dir / "photos.png"))
 
-        # The Your model page opens too, with its form.
-        page.goto(f"{server.url}/your-model")
-        expect(page.get_by_role("heading", name="Your model")).to_be_visible()
-        expect(page.get_by_role("button", name="Check and add")).to_be_visible()
-        assert page.get_by_test_id("stException").count() == 0
-        browser.close()
-    assert not errors, errors
+    # The Your model page opens too, with its form.
+    page.goto(f"{server.url}/your-model")
+    expect(page.get_by_role("heading", name="Your model")).to_be_visible()
+    expect(page.get_by_role("button", name="Check and add")).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0
