@@ -92,6 +92,8 @@ def attribute(
         )
     if n_samples < 1 or steps < 1:
         raise ValueError(f"n_samples and steps must be positive, got {n_samples} and {steps}")
+    if not float(noise) >= 0:  # also refuses NaN
+        raise ValueError(f"noise must be >= 0 (sigma as a fraction of the data range), got {noise}")
     # Imported here: plain gradients never pay for importing Captum.
     from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
@@ -207,6 +209,13 @@ def contrast(
         out, _ = forward_scores(model, x, score=score, output=output)
     t = resolve_target(target, out)
     v = resolve_target(versus, out)
+    same = (t == v).nonzero().flatten()
+    if len(same):
+        i = int(same[0])
+        raise ValueError(
+            f"target and versus are both class {int(t[i])} for example {i}: the map of a score "
+            "minus itself is zero everywhere; choose two different classes"
+        )
     result = torch.empty_like(x)
     # The difference is one scalar output per example; examples sharing `versus` go together.
     for pair in torch.unique(torch.stack([t, v], 1), dim=0).tolist():

@@ -6,10 +6,12 @@ expected and what arrived, before any gradient is computed.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -133,6 +135,7 @@ def forward_scores(
     model: Callable, x: torch.Tensor, *, score: str, output: OutputSelector
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw (N, K) outputs and the (N, K) scores for one batch, with the usual checks."""
+    check_dtype(model, x)
     out = select_output(model(x), output)
     if out.shape[0] != x.shape[0]:
         raise ValueError(
@@ -144,13 +147,41 @@ def forward_scores(
     return out, scores_from(out, score)
 
 
+def check_dtype(model: Any, x: torch.Tensor) -> None:
+    """A clear error when the input's floating dtype is not the model's (torch would say
+    "mat1 and mat2 must have the same dtype" from deep inside the first layer)."""
+    if not isinstance(model, nn.Module):
+        return
+    for p in model.parameters():
+        if p.is_floating_point():
+            if p.dtype != x.dtype:
+                raise TypeError(
+                    f"x is {x.dtype} but the model's parameters are {p.dtype}: convert the input "
+                    f"(x.to({p.dtype})) or the model (model.to({x.dtype}))"
+                )
+            return
+
+
 def resolve_target(target: Target, out: torch.Tensor) -> torch.Tensor:
-    """(N,) int64 class indices on out's device: None means each example's predicted class."""
+    """(N,) int64 class indices on out's device: None means each example's predicted class.
+
+    An int may be any integer type (`np.int64(3)`, what `labels.numpy()[i]` gives) or a 0-d
+    integer tensor or array; it applies to every example."""
     n, k = out.shape
     if target is None:
         return out.argmax(dim=1)
-    if isinstance(target, bool):
+    if isinstance(target, bool | np.bool_):
         raise TypeError("target must be an int, a sequence of ints or an integer tensor")
+    if isinstance(target, torch.Tensor) and target.ndim == 0:
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integers, got dtype {target.dtype}")
+        target = int(target)
+    elif isinstance(target, np.ndarray) and target.ndim == 0:
+        if not np.issubdtype(target.dtype, np.integer):
+            raise TypeError(f"target must hold integers, got dtype {target.dtype}")
+        target = int(target)
+    if isinstance(target, numbers.Integral):
+        target = int(target)
     if isinstance(target, int):
         t = torch.full((n,), target, dtype=torch.long, device=out.device)
     else:

@@ -550,3 +550,49 @@ def test_contrast_is_gradient_of_score_difference():
     # With IG on a linear model the contrast is x * (W_t - W_v), exactly.
     ig = saliency.contrast(m, x, 3, versus, method="integrated_gradients")
     torch.testing.assert_close(ig, x * (w[3] - w[versus]))
+
+
+# --- inputs people actually pass (issue 15) -------------------------------------------------
+
+
+def test_numpy_and_zero_dim_integer_targets_are_ints():
+    m = linear_model()
+    x = torch.randn(4, 12)
+    expected = m.weight[3].abs().expand(4, -1)
+    labels = np.array([3, 1, 2])
+    for target in (np.int64(3), np.int32(3), torch.tensor(3), np.array(3), labels[0]):
+        torch.testing.assert_close(saliency.gradients(m, x, target), expected)
+    with pytest.raises(TypeError, match="target must hold integers"):
+        saliency.gradients(m, x, torch.tensor(3.0))
+    with pytest.raises(TypeError, match="target must be an int"):
+        saliency.gradients(m, x, np.bool_(True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_an_input_of_another_dtype_than_the_model_gets_a_clear_message(dtype):
+    m = linear_model()
+    x = torch.randn(2, 12, dtype=dtype)
+    message = f"x is {dtype} but the model's parameters are torch.float32"
+    for call in (
+        lambda: saliency.gradients(m, x, 0),
+        lambda: saliency.jacobian(m, x),
+        lambda: saliency.attribute(m, x, 0, method="integrated_gradients", steps=2),
+    ):
+        with pytest.raises(TypeError, match=message):
+            call()
+
+
+@pytest.mark.parametrize("noise", [-1.0, float("nan")])
+def test_negative_noise_is_refused(noise):
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        saliency.attribute(linear_model(), torch.randn(2, 12), 0, method="smoothgrad", noise=noise)
+
+
+def test_contrast_of_a_class_with_itself_is_refused():
+    m, x = linear_model(), torch.randn(3, 12)
+    with pytest.raises(ValueError, match="target and versus are both class 3 for example 0"):
+        saliency.contrast(m, x, 3, 3)
+    with pytest.raises(ValueError, match="both class 1 for example 2"):
+        saliency.contrast(m, x, [0, 0, 1], [1, 2, 1])
+    diff = saliency.contrast(m, x, [0, 0, 1], [1, 2, 2])  # all different: exact W[a] - W[b]
+    torch.testing.assert_close(diff[2], m.weight[1] - m.weight[2])
