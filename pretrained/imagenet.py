@@ -25,9 +25,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import functional as F
 
+from .images import ImageError
 from .registry import default_device
 
 __all__ = [
+    "MAX_ASPECT",
     "MODELS",
     "ChannelNormalize",
     "WeightsUnavailable",
@@ -35,6 +37,7 @@ __all__ = [
     "how_to_get",
     "load",
     "pixels",
+    "resized_size",
     "weights_available",
     "weights_file",
 ]
@@ -150,11 +153,42 @@ def _state_dict(name: str, *, download: bool) -> dict[str, torch.Tensor]:
         raise WeightsUnavailable(f"{how_to_get(name)} ({type(err).__name__}: {err})") from None
 
 
+MAX_ASPECT = 10.0  # longer side / shorter side of a photo; beyond it the photo is refused
+MAX_RESIZED_PIXELS = 4_000_000  # the resize before the crop never makes more pixels than this
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to `short_side` with the aspect ratio
+    kept (torchvision's rule), refusing extreme aspect ratios *before* anything is allocated:
+    a 1 x 40,000 strip would otherwise become 256 x 10,240,000 pixels."""
+    if width < 1 or height < 1:
+        raise ImageError(f"The photo has no pixels ({width} × {height}).")
+    aspect = max(width, height) / min(width, height)
+    if aspect > MAX_ASPECT:
+        raise ImageError(
+            f"This photo is {width} × {height} pixels, an aspect ratio of {aspect:,.0f} : 1. "
+            f"Photos up to {MAX_ASPECT:g} : 1 are accepted: crop it to the object first."
+        )
+    if width <= height:
+        size = (short_side, int(short_side * height / width))
+    else:
+        size = (int(short_side * width / height), short_side)
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:  # unreachable with the aspect limit; kept as a bound
+        raise ImageError(f"Resizing this photo would make {size[0]} × {size[1]} pixels.")
+    return size
+
+
 def pixels(name: str, image: Image.Image) -> torch.Tensor:
     """`(3, 224, 224)` float32 in [0, 1]: the photo resized and centre-cropped exactly as
-    `weights.transforms()` does, without its normalisation (the model's first layer does it)."""
+    `weights.transforms()` does, without its normalisation (the model's first layer does it).
+
+    Raises `ImageError` for a photo more than `MAX_ASPECT` times longer than it is wide, whose
+    resize would be huge; the output of the resize is computed (and bounded) before it is made.
+    """
     t = _spec(name).enum.transforms()
+    short = t.resize_size[0] if isinstance(t.resize_size, list | tuple) else int(t.resize_size)
+    width, height = resized_size(image.width, image.height, short)
     image = image.convert("RGB")
-    image = F.resize(image, t.resize_size, interpolation=t.interpolation, antialias=t.antialias)
+    image = F.resize(image, [height, width], interpolation=t.interpolation, antialias=t.antialias)
     image = F.center_crop(image, t.crop_size)
     return F.convert_image_dtype(F.pil_to_tensor(image), torch.float)

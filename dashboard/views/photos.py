@@ -53,7 +53,11 @@ def _weights(name: str) -> str | None:
 
 
 def _photo(name: str) -> np.ndarray | None:
-    """(3, 224, 224) pixels of the uploaded photo; a bad upload keeps the previous one."""
+    """(3, 224, 224) pixels of the uploaded photo; a bad upload keeps the previous one, and a
+    photo that can't be prepared is dropped from the session with a message."""
+    if not cache.uploads_allowed():
+        st.info("Uploading photos is turned off on this server.")
+        return None
     file = st.file_uploader(
         "A photo (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)", key="ph_file", type=None
     )
@@ -63,16 +67,25 @@ def _photo(name: str) -> np.ndarray | None:
             st.session_state["ph_seen"] = digest
             st.session_state["ph_error"] = None
             try:
-                st.session_state["ph_image"] = decode_image(file.getvalue()).convert("RGB")
+                photo = decode_image(file.getvalue())
+                imagenet.resized_size(photo.width, photo.height, 256)  # refuse before keeping
+                st.session_state["ph_image"] = photo.convert("RGB")
                 st.session_state["ph_name"] = file.name
             except ImageError as err:
                 st.session_state["ph_error"] = f"{file.name}: {err}"
     if st.session_state.get("ph_error"):
-        st.error(st.session_state["ph_error"] + " The photo shown is the one you had before.")
+        had = "ph_image" in st.session_state
+        kept = " The photo shown is the one you had before." if had else ""
+        st.error(render.plain(st.session_state["ph_error"]) + kept)
     if "ph_image" not in st.session_state:
         st.info("No photo yet: upload one above.")
         return None
-    return imagenet.pixels(name, st.session_state["ph_image"]).numpy()
+    try:
+        return imagenet.pixels(name, st.session_state["ph_image"]).numpy()
+    except (ImageError, ValueError, OverflowError, MemoryError) as err:
+        st.session_state.pop("ph_image", None)  # never fail again on every later click
+        st.error(f"That photo can't be prepared for the model ({render.plain(err)}).")
+        return None
 
 
 def render_view() -> None:
