@@ -9,7 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 import pretrained
-from dashboard import cache, state
+from dashboard import cache, render, state
+from pretrained.worker import ModelFailure
 
 st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
 
@@ -55,5 +56,13 @@ page = st.navigation(
         ],
     }
 )
-page.run()
+for note in st.session_state.pop("gone_models", []):
+    st.warning(note)
+try:
+    page.run()
+except ModelFailure as err:  # an uploaded model failed in its worker: this page says so
+    st.error(
+        f"{render.plain(err)} The rest of the dashboard is unaffected: the bundled models and "
+        "your other choices are still here."
+    )
 state.sync()

@@ -1,17 +1,23 @@
 """Everything slow, computed once: models per process, maps and predictions in bounded caches.
 
-Models are shared by every session (`st.cache_resource`) and never mutated: the saliency
-functions leave a model's flags and parameters as they found them. Computed arrays go through
-`st.cache_data` (each caller gets a copy), bounded so a long-running classroom server does not
-grow without limit.
+Registry models are shared by every session (`st.cache_resource`) and never mutated: the
+saliency functions leave a model's flags and parameters as they found them. Uploaded models
+never run in this process: each lives in a sandboxed worker (`pretrained.worker`), and every
+computation is a job of `pretrained.jobs`, run here or there by `run`. Computed arrays go
+through `st.cache_data` (each caller gets a copy), bounded so a long-running classroom server
+does not grow without limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
-from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -19,8 +25,14 @@ import torch
 
 import pretrained
 import saliency
+from pretrained import jobs, worker
 from pretrained.user_models import UserModelInfo
 from saliency import display
+
+try:
+    import fcntl  # a lock file shared by servers on one machine (POSIX only)
+except ImportError:  # pragma: no cover - Windows: the in-process lock still holds
+    fcntl = None
 
 # Method options used everywhere in the app (named on screen): images live in [0, 1].
 METHOD_OPTIONS = {
@@ -36,42 +48,25 @@ def _registry_model(name: str) -> torch.nn.Module:
     return pretrained.load_model(name)
 
 
-# --- users' own models: accepted uploads, shared by name like registry models ---------------
+# --- users' own models: each in its own sandboxed worker process (pretrained.worker) ---------
 
 UPLOAD_PREFIX = "upload:"
-MAX_UPLOADS = 16  # accepted uploads kept per process; the oldest is forgotten first
-
-
-class _Uploads:
-    """A bounded, thread-safe name -> (model, info) store, one per process. Names are content
-    hashes, so two sessions uploading the same file with the same settings share one model."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self.entries: OrderedDict[str, tuple[torch.nn.Module, UserModelInfo]] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def add(self, model: torch.nn.Module, info: UserModelInfo) -> None:
-        with self.lock:
-            self.entries[info.name] = (model, info)
-            self.entries.move_to_end(info.name)
-            while len(self.entries) > self.max_entries:
-                self.entries.popitem(last=False)
-
-    def get(self, name: str) -> tuple[torch.nn.Module, UserModelInfo]:
-        with self.lock:
-            if name not in self.entries:
-                raise KeyError(f"{name} is no longer loaded on this server: upload it again")
-            return self.entries[name]
-
-    def __contains__(self, name: str) -> bool:
-        with self.lock:
-            return name in self.entries
+MAX_UPLOADS = 16  # accepted uploads kept per server; the least recently used is forgotten first
+MAX_LIVE_WORKERS = 4  # running workers; an idle one is stopped and restarted when used again
 
 
 @st.cache_resource(show_spinner=False)
-def uploads() -> _Uploads:
-    return _Uploads(MAX_UPLOADS)
+def uploads() -> worker.Pool:
+    """The server's accepted uploads. Uploads are content-addressed (`upload:<hash>`), so two
+    sessions uploading the same file with the same settings share one worker; a session only
+    lists the uploads it made or claimed with their secret token (see `state.models`)."""
+    return worker.Pool(max_models=MAX_UPLOADS, max_live=MAX_LIVE_WORKERS)
+
+
+def uploads_allowed() -> bool:
+    """False when the server was started with `--no-uploads` (SALIENCY_UPLOADS=off): no model,
+    image or photo can be uploaded; drawing and the bundled models still work."""
+    return os.environ.get("SALIENCY_UPLOADS", "on").lower() not in ("off", "0", "false", "no")
 
 
 def is_upload(name: str) -> bool:
@@ -79,13 +74,26 @@ def is_upload(name: str) -> bool:
 
 
 def model(name: str) -> torch.nn.Module:
-    """A registry model, or an accepted upload (`upload:<sha256[:12]>`); shared, never mutated."""
-    return uploads().get(name)[0] if is_upload(name) else _registry_model(name)
+    """A registry model, shared by every session and never mutated. Uploaded models have no
+    object in this process: their computations go through `run`."""
+    if is_upload(name):
+        raise TypeError(f"{name} runs in its sandboxed worker: use cache.run, not cache.model")
+    return _registry_model(name)
 
 
 def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo:
     """The registry's model card, or what was measured when an upload was accepted."""
-    return uploads().get(name)[1] if is_upload(name) else pretrained.model_info(name)
+    return uploads().get(name).info if is_upload(name) else pretrained.model_info(name)
+
+
+def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
+    """`pretrained.jobs.run(job, model, x, **kwargs)`: in this process for a registry model, in
+    the upload's sandboxed worker for an uploaded one (which raises `worker.ModelFailure`, with
+    a message for the page, when the model hangs, hoards memory or crashes)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if is_upload(name):
+        return uploads().call(name, job, x, **kwargs)
+    return jobs.run(job, _registry_model(name), x, **kwargs)
 
 
 @st.cache_resource(show_spinner="Loading the test set…")
@@ -93,43 +101,39 @@ def dataset(name: str) -> pretrained.Dataset:
     return pretrained.load_dataset(name, "test")
 
 
-def _batch(name: str, image: np.ndarray) -> torch.Tensor:
-    m = model(name)
-    device = next(m.parameters()).device
-    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)[None, None]
+def _one(image: np.ndarray) -> np.ndarray:
+    """(1, 1, 28, 28) float32 batch of one 28x28 image."""
+    return np.ascontiguousarray(image, dtype=np.float32)[None, None]
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
 def probabilities(name: str, image: np.ndarray) -> np.ndarray:
     """(K,) softmax probabilities of one 28x28 image."""
-    with torch.no_grad():
-        return model(name)(_batch(name, image)).softmax(1)[0].cpu().numpy()
+    return run(name, "probabilities", _one(image))[0]
 
 
 @st.cache_data(show_spinner="Classifying the whole test set…", max_entries=32)
 def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
-    """(10000, K) float32 probabilities of every bundled test image, computed once per model."""
-    m = model(name)
-    device = next(m.parameters()).device
-    parts = []
-    with torch.no_grad():
-        for x, _ in dataset(dataset_name).batches(1000):
-            parts.append(m(x.to(device)).softmax(1).cpu())
-    return torch.cat(parts).numpy()
+    """(10000, K) float32 probabilities of every bundled test image, computed once per model
+    (in chunks of 1000, each under the worker's deadline for an upload)."""
+    images = dataset(dataset_name).images.numpy()
+    chunks = [run(name, "probabilities", images[i : i + 1000]) for i in range(0, len(images), 1000)]
+    return np.concatenate(chunks)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def class_maps(name: str, image: np.ndarray, method: str, score: str, absolute: bool) -> np.ndarray:
     """(K, 28, 28) maps of every class for one image (gradient: one `jacobian` call)."""
-    maps = saliency.class_maps(
-        model(name),
-        _batch(name, image),
+    maps = run(
+        name,
+        "class_maps",
+        _one(image),
         method=method,
         score=score,
         absolute=absolute,
         **METHOD_OPTIONS.get(method, {}),
     )  # (1, K, 1, 28, 28)
-    return maps[0, :, 0].cpu().numpy()
+    return maps[0, :, 0]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -137,28 +141,28 @@ def contrast_map(
     name: str, image: np.ndarray, target: int, versus: int, method: str, score: str
 ) -> np.ndarray:
     """(28, 28) signed map of score_target - score_versus."""
-    m = saliency.contrast(
-        model(name),
-        _batch(name, image),
-        target,
-        versus,
+    m = run(
+        name,
+        "contrast",
+        _one(image),
+        target=int(target),
+        versus=int(versus),
         method=method,
         score=score,
         **METHOD_OPTIONS.get(method, {}),
     )
-    return m[0, 0].cpu().numpy()
+    return m[0, 0]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def integrated_gradients_delta(name: str, image: np.ndarray, target: int, score: str) -> float:
     """Completeness delta of IG for one image and class: sum(map) - (f(x) - f(baseline))."""
-    _, delta = saliency.attribute(
-        model(name),
-        _batch(name, image),
-        target,
-        method="integrated_gradients",
+    delta = run(
+        name,
+        "ig_delta",
+        _one(image),
+        target=int(target),
         score=score,
-        return_delta=True,
         **METHOD_OPTIONS["integrated_gradients"],
     )
     return float(delta[0])
@@ -185,45 +189,127 @@ def summary_path(model_name: str, dataset_name: str, n: int) -> Path:
     return cache_dir() / "sensitivity" / name
 
 
+_SUMMARY_KEYS = ("abs_sums", "signed_sums", "counts")
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def _read_summary(path: str, mtime: float) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {k: f[k] for k in ("abs_sums", "signed_sums", "counts")}
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in _SUMMARY_KEYS}
+
+
+def _summary_problem(arrays: dict[str, np.ndarray], k: int, shape: tuple, n: int) -> str | None:
+    """Why a stored summary can't be this model's on `n` images of `shape`, or None."""
+    want = {"abs_sums": (k, k, *shape), "signed_sums": (k, k, *shape), "counts": (k,)}
+    for key, expected in want.items():
+        if arrays[key].shape != expected:
+            return f"{key} has shape {arrays[key].shape}, expected {expected}"
+    if not all(np.issubdtype(a.dtype, np.number) for a in arrays.values()):
+        return "it holds arrays that are not numbers"
+    if int(arrays["counts"].sum()) != n:
+        return f"its counts add up to {int(arrays['counts'].sum())}, not {n}"
+    if not np.isfinite(arrays["abs_sums"]).all():
+        return "it holds NaN or inf"
+    return None
 
 
 def stored_summary(
     model_name: str, dataset_name: str, n: int
-) -> saliency.SensitivitySummary | None:
+) -> tuple[saliency.SensitivitySummary | None, str | None]:
+    """`(summary, None)` from the disk cache, `(None, None)` when there is none, and
+    `(None, note)` when the file is damaged, empty or of the wrong shape: it is then treated
+    as missing (computing again replaces it), and the note says what was wrong with it."""
     path = summary_path(model_name, dataset_name, n)
     if not path.is_file():
-        return None
+        return None, None
     try:
         arrays = _read_summary(str(path), path.stat().st_mtime)
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged cache file is recomputed, not fatal
-    return saliency.SensitivitySummary(**{k: torch.from_numpy(v) for k, v in arrays.items()})
+    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError, …
+        return None, f"the saved result was unreadable ({type(err).__name__}) and is ignored"
+    ds = dataset(dataset_name)
+    problem = _summary_problem(arrays, len(ds.classes), tuple(ds.images.shape[1:]), n)
+    if problem:
+        return None, f"the saved result does not fit ({problem}) and is ignored"
+    return saliency.SensitivitySummary(**{k: torch.from_numpy(v) for k, v in arrays.items()}), None
+
+
+_FLIGHTS: dict[str, threading.Lock] = {}
+_FLIGHTS_LOCK = threading.Lock()
+
+
+@contextmanager
+def single_flight(key: str, waiting: Callable[[], Any] | None = None) -> Iterator[None]:
+    """One computation per key at a time in this server (and, through a lock file, across
+    servers sharing the cache folder): the others wait, calling `waiting()` first, and then
+    find the result on disk."""
+    with _FLIGHTS_LOCK:
+        lock = _FLIGHTS.setdefault(key, threading.Lock())
+    if not lock.acquire(blocking=False):
+        if waiting:
+            waiting()
+        lock.acquire()
+    try:
+        if fcntl is None:
+            yield
+            return
+        lock_file = Path(key).with_suffix(".lock")
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        lock.release()
+
+
+def save_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """Write an .npz to a uniquely named temporary file beside `path`, then move it into place
+    (`os.replace`): readers see the old file or the whole new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def compute_summary(
-    model_name: str, dataset_name: str, n: int, progress=None
+    model_name: str, dataset_name: str, n: int, progress=None, waiting=None
 ) -> saliency.SensitivitySummary:
-    """One pass over the first `n` test images; saved atomically to the disk cache."""
-    ds = dataset(dataset_name)
-    batches = (ds[i : min(i + 256, n)] for i in range(0, n, 256))
-    summary = saliency.sensitivity_summary(
-        model(model_name), batches, progress=lambda done, _: progress and progress(done, n)
-    )
+    """One pass over the first `n` test images, in chunks of 256 (each a job: in this process,
+    or in the upload's worker under its deadline), saved atomically to the disk cache.
+
+    Single-flight: when another session is already computing the same entry, this waits for
+    it (calling `waiting()`) and returns what it saved."""
     path = summary_path(model_name, dataset_name, n)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        abs_sums=summary.abs_sums.cpu().numpy(),
-        signed_sums=summary.signed_sums.cpu().numpy(),
-        counts=summary.counts.cpu().numpy(),
-    )
-    os.replace(tmp, path)
-    return summary
+    with single_flight(str(path), waiting):
+        done, _ = stored_summary(model_name, dataset_name, n)
+        if done is not None:
+            return done
+        ds = dataset(dataset_name)
+        k = len(ds.classes)
+        sums: dict[str, np.ndarray] = {}
+        for i in range(0, n, 256):
+            x, y = ds[i : min(i + 256, n)]
+            part = run(model_name, "summary", x.numpy(), labels=y.numpy(), num_classes=k)
+            shapes = ((k, k, *x.shape[1:]), (k, k, *x.shape[1:]), (k,))
+            for key, shape in zip(_SUMMARY_KEYS, shapes, strict=True):
+                value = np.asarray(part[key], dtype=np.float64)  # from a worker: check it
+                if value.shape != shape:
+                    raise worker.ModelFailure(
+                        f"The model's worker returned {key} of shape {value.shape}, not {shape}."
+                    )
+                sums[key] = sums[key] + value if key in sums else value
+            if progress:
+                progress(min(i + 256, n), n)
+        save_atomically(path, **sums)
+    return saliency.SensitivitySummary(**{k: torch.from_numpy(v) for k, v in sums.items()})
 
 
 # --- ImageNet photos: torchvision models, maps for the classes asked for only --------------

@@ -12,6 +12,19 @@ from PIL import Image, ImageDraw, ImageFont
 from saliency import display
 
 SCALE = 10  # 28 x 28 -> 280 x 280, nearest neighbour: every pixel stays a crisp square
+_MARKUP = set("\\`*[]<>~$")  # code, emphasis, links, HTML, strikethrough, LaTeX
+
+
+def plain(text: object) -> str:
+    """Text that may hold a user's or a model's own words, escaped so Markdown shows it as it
+    is (no links, no emphasis, no HTML). An underscore inside a word (state_dict) stays: it
+    can't start emphasis."""
+    t = str(text)
+    out = []
+    for i, c in enumerate(t):
+        inside = 0 < i < len(t) - 1 and t[i - 1].isalnum() and t[i + 1].isalnum()
+        out.append("\\" + c if c in _MARKUP or (c == "_" and not inside) else c)
+    return "".join(out)
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,14 @@ CORRECTNESS = ("all", "correct", "wrong")
 LESSONS = ("nudge", "autograd", "saturation", "linear", "sanity", "deletion", "tabular")
 
 
+MAX_COMPARE = 3  # models shown beside the main one
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def models(dataset: str | None = None) -> list[str]:
     """Registry models that have weights and a training record (a model registered but not
     yet trained is left out, so one missing file cannot break every page), then the models
-    this session uploaded and that are still loaded."""
+    this session uploaded (or claimed with their token) that are still on the server."""
     ready = []
     for name in pretrained.list_models(dataset):
         try:
@@ -41,10 +45,55 @@ def models(dataset: str | None = None) -> list[str]:
         except FileNotFoundError:
             continue
         ready.append(name)
-    for name in st.session_state.get("user_models", []):  # this session's accepted uploads
-        if name in cache.uploads() and dataset in (None, cache.model_info(name).dataset):
+    pool = cache.uploads()
+    for name in list(st.session_state.get("user_models", [])):  # this session's uploads
+        if name not in pool:
+            forget_upload(name)
+            continue
+        if dataset in (None, cache.model_info(name).dataset):
             ready.append(name)
     return ready
+
+
+def remember_upload(name: str, token: str) -> None:
+    """This session may use upload `name`; its secret token goes into the URL (`mine=`), so a
+    reload (or the uploader's own bookmark) gets it back. Nobody without the token can."""
+    mine = st.session_state.setdefault("user_models", [])
+    if name not in mine:
+        mine.append(name)
+    st.session_state.setdefault("upload_tokens", {})[name] = token
+
+
+def forget_upload(name: str) -> None:
+    """Drop an upload that left the server, and say so once on the next page."""
+    mine = st.session_state.get("user_models", [])
+    if name in mine:
+        mine.remove(name)
+        st.session_state.get("upload_tokens", {}).pop(name, None)
+        why = cache.uploads().evicted.get(name, "the server no longer has it")
+        st.session_state.setdefault("gone_models", []).append(
+            f"Your model **{name}** is gone: {why}. Upload it again on the Your model page; "
+            "everything else you chose is kept."
+        )
+
+
+def _claim(tokens: list[str]) -> None:
+    """Give this session the uploads whose tokens a link carries (a reload keeps the URL)."""
+    pool = cache.uploads()
+    lost = 0
+    for token in tokens:
+        name = pool.claim(token)
+        if name is None:
+            lost += 1
+        else:
+            remember_upload(name, token)
+    if lost:
+        st.session_state.setdefault("gone_models", []).append(
+            f"{lost} model{'s' if lost > 1 else ''} you uploaded earlier "
+            f"{'are' if lost > 1 else 'is'} no longer on this server (it was restarted, or it "
+            f"keeps only the last {cache.MAX_UPLOADS} uploads): upload "
+            f"{'them' if lost > 1 else 'it'} again on the Your model page."
+        )
 
 
 def default_model(dataset: str) -> str:
@@ -91,7 +140,19 @@ def _model(text: str) -> str:
 
 
 def _models(text: str) -> list[str]:
-    return [_model(t) for t in text.split(",") if t]
+    names = list(dict.fromkeys(t for t in text.split(",") if t))  # each model once
+    if len(names) > MAX_COMPARE:
+        raise ValueError(f"at most {MAX_COMPARE} models can be compared")
+    return [_model(t) for t in names]
+
+
+def _tokens(text: str) -> list[str]:
+    tokens = list(dict.fromkeys(t for t in text.split(",") if t))
+    if len(tokens) > cache.MAX_UPLOADS or not all(
+        0 < len(t) <= 32 and set(t) <= TOKEN_CHARS for t in tokens
+    ):
+        raise ValueError("not a list of upload keys")
+    return tokens
 
 
 def _image(text: str) -> str:
@@ -121,6 +182,8 @@ FIELDS: dict[str, Field] = {
     "compare": Field([], _models, lambda v: ",".join(v)),
     "lesson": Field("nudge", _choice(LESSONS)),
     "present": Field(False, _flag, lambda v: "true" if v else "false"),
+    # Secret keys of this session's uploads: a reload (which keeps the URL) gets them back.
+    "mine": Field([], _tokens, lambda v: ",".join(v)),
 }
 
 
@@ -128,8 +191,13 @@ def _canonical() -> dict[str, Any]:
     if "view" not in st.session_state:
         view = {k: f.default for k, f in FIELDS.items()}
         problems = []
-        for key, text in st.query_params.to_dict().items():
-            if key not in FIELDS:
+        query = st.query_params.to_dict()
+        try:  # first: the uploads this link may use, so that model= and compare= can name them
+            _claim(_tokens(query.get("mine", "")))
+        except ValueError as err:
+            problems.append(f"`mine=` ignored ({err})")
+        for key, text in query.items():
+            if key not in FIELDS or key == "mine":
                 continue
             try:
                 view[key] = FIELDS[key].parse(text)
@@ -150,7 +218,11 @@ def init() -> dict[str, Any]:
     ready = models(view["dataset"])
     if view["model"] not in ready:
         view["model"] = default_model(view["dataset"])
-    view["compare"] = [m for m in view["compare"] if m in ready and m != view["model"]]
+    view["compare"] = [
+        m for m in dict.fromkeys(view["compare"]) if m in ready and m != view["model"]
+    ][:MAX_COMPARE]
+    tokens = st.session_state.get("upload_tokens", {})
+    view["mine"] = [tokens[m] for m in st.session_state.get("user_models", []) if m in tokens]
     for key, value in view.items():
         if key not in st.session_state or st.session_state[key] != value:
             st.session_state[key] = value
@@ -191,6 +263,7 @@ def sync() -> None:
 def settings_json(extra: dict[str, Any] | None = None) -> str:
     """The view's settings (and `extra` facts, e.g. the prediction) as pretty JSON."""
     view = dict(st.session_state["view"])
+    view.pop("mine", None)  # upload keys are secrets, not settings
     if view["source"] == "test":
         view.pop("image", None)
     return json.dumps({"settings": view, **(extra or {})}, indent=2, default=str)

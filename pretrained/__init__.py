@@ -39,7 +39,7 @@ from .registry import (
     model_from_weights,
     model_info,
 )
-from .user_models import UserModelError, UserModelInfo, load_user_model
+from .user_models import UserModelError, UserModelInfo, accept_upload, load_user_model
 
 __all__ = [
     "ARCHITECTURES",
@@ -53,6 +53,7 @@ __all__ = [
     "UserModelError",
     "UserModelInfo",
     "Normalize",
+    "accept_upload",
     "build_model",
     "confusion_matrix",
     "count_parameters",

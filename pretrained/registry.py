@@ -244,18 +244,27 @@ def model_from_weights(
     """A registry architecture with weights from elsewhere (e.g. a user's upload).
 
     `source` is a path, the file's bytes, or a binary file object holding a state dict saved
-    with `torch.save(model.state_dict())` from `build_model(architecture)`; it is read with
-    `weights_only=True`. The data set fixes class names and normalisation. Returns the model
-    like `load_model` does: eval mode, frozen parameters. Raises `ValueError` saying which keys
-    or shapes do not match.
+    with `torch.save(model.state_dict())` from `build_model(architecture)`; its ZIP directory
+    is checked first (`gate.check_archive`: no compressed tensors, a bounded total, so a ZIP
+    bomb is refused before anything is inflated), then it is read with `weights_only=True`.
+    The data set fixes class names and normalisation. Returns the model like `load_model`
+    does: eval mode, frozen parameters. Raises `ValueError` saying which keys or shapes do not
+    match.
     """
+    from .gate import check_archive
+
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
     device = default_device() if device is None else torch.device(device)
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
+    if isinstance(source, str | os.PathLike):
+        data = Path(source).read_bytes()
+    elif isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        data = source.read()
+    check_archive(data)
     try:
-        state = torch.load(source, map_location=device, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
         raise ValueError(f"not a readable PyTorch weights file: {err}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -1,8 +1,15 @@
 """A user's own model for the bundled data sets: load it safely, check it, measure it.
 
-    >>> model, info = load_user_model(data, dataset="mnist")  # kind detected from the file
+    >>> worker, info = accept_upload(data, dataset="mnist")  # a server: in a sandboxed worker
+    >>> worker.call("probabilities", x)                       # (N, 1, 28, 28) -> (N, K)
+    >>> model, info = load_user_model(data, dataset="mnist")  # your own file, in this process
     >>> info.name, info.kind, info.test_accuracy  # "upload:3f2a...", "torchscript", 0.98
-    >>> model(x).shape  # (N, 1, 28, 28) -> (N, K)
+
+A model file is a program. `accept_upload` is what a server uses for a file it did not write:
+the gate (`pretrained.gate`) checks the archive, and the file is read, checked and run only
+inside a sandboxed worker process (`pretrained.worker`), which the program's operators are
+checked in too before it runs once. `load_user_model` and `read_model` run in the calling
+process, for files you trust as much as your own code; they apply the same gate.
 
 Three kinds of file are accepted, and nothing else is ever unpickled:
 
@@ -27,18 +34,20 @@ import io
 import json
 import os
 import threading
-import time
 import zipfile
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 
+from . import gate as gate_module
 from .architectures import ARCHITECTURES, Normalize
 from .data import CLASS_NAMES, DATASETS, load_dataset
 from .evaluation import evaluate
+from .gate import UserModelError
 from .registry import default_device, model_from_weights
 
 __all__ = [
@@ -47,11 +56,13 @@ __all__ = [
     "Preprocessed",
     "UserModelError",
     "UserModelInfo",
+    "accept_upload",
     "check_model",
     "detect_kind",
     "load_user_model",
     "parse_class_names",
     "read_model",
+    "read_model_with_ops",
 ]
 
 KINDS = ("torchscript", "export", "state_dict")
@@ -59,10 +70,6 @@ TIME_LIMIT = 2.0  # seconds for one example's forward pass; slower models are re
 TEST_IMAGES: int | None = None  # test images to measure accuracy on (None: all 10,000)
 MAX_CLASS_NAMES = 1000
 _FORCE_WEIGHTS_ONLY = threading.Lock()
-
-
-class UserModelError(ValueError):
-    """A user-facing message: what is wrong with the uploaded model, in plain words."""
 
 
 @dataclass(frozen=True)
@@ -147,20 +154,10 @@ def parse_class_names(text: str | bytes | None) -> tuple[str, ...] | None:
 
 def detect_kind(data: bytes) -> str:
     """ "torchscript", "export" or "state_dict", from the archive's file names (nothing is
-    unpickled). Raises UserModelError for anything else."""
-    if len(data) == 0:
-        raise UserModelError("The file is empty (0 bytes).")
-    if not data.startswith(b"PK\x03\x04"):
-        if data[:1] == b"\x80":  # a bare pickle (torch.save's legacy format): weights only
-            return "state_dict"
-        raise UserModelError(
-            "This file is not a PyTorch model: expected a TorchScript file (torch.jit.save), a "
-            "torch.export program (torch.export.save) or a state dict (torch.save)."
-        )
-    try:
-        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise UserModelError("The file is a damaged ZIP archive, not a readable model.") from None
+    unpickled or inflated: `gate.check_archive` runs first). Raises UserModelError for anything
+    else."""
+    gate_module.check_archive(data)
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
     if "models/model.json" in inner or "serialized_exported_program.json" in inner:
         return "export"
@@ -190,9 +187,88 @@ def _weights_only_everywhere():
                 os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]
+def error_line(err: BaseException) -> str:
+    """The line of an error that says what went wrong: for TorchScript, the last "…Error: …"
+    line of its interpreter traceback, not its boilerplate first line; and a word on the
+    sandbox when that is what refused."""
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    if lines and lines[0].startswith("The following operation failed in the TorchScript"):
+        errors = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception"))]
+        if errors:
+            lines = [errors[-1].split(":", 1)[1].strip() or errors[-1]]
+    text = lines[0] if lines else type(err).__name__
+    if "Operation not permitted" in text:
+        text += " (the sandbox lets a model compute, not open files, start programs or connect)"
+    return text[:400]
+
+
+_first_line = error_line
+
+
+def _resolve_kind(data: bytes, kind: str) -> str:
+    detected = detect_kind(data)
+    if kind == "auto":
+        return detected
+    if kind not in KINDS:
+        raise UserModelError(f"Unknown kind {kind!r}; known: {', '.join(KINDS)}.")
+    if kind != detected:
+        raise UserModelError(f"You chose {kind}, but the file is a {detected} file.")
+    return kind
+
+
+def read_model_with_ops(
+    data: bytes,
+    *,
+    kind: str = "auto",
+    dataset: str = "mnist",
+    architecture: str | None = None,
+    normalisation: tuple[float, float] = (0.0, 1.0),
+    device: str | torch.device | None = None,
+    gate: bool = True,
+) -> tuple[nn.Module, set[str]]:
+    """`read_model`, and the operators the program calls (empty for a state dict, whose code
+    is the registry's own). `gate=False` skips the operator allowlist: only the sandbox's own
+    tests do that."""
+    if dataset not in DATASETS:
+        raise UserModelError(f"Unknown data set {dataset!r}; known: {', '.join(DATASETS)}.")
+    kind = _resolve_kind(data, kind)
+    device = default_device() if device is None else torch.device(device)
+    mean, std = normalisation
+    if not std > 0:
+        raise UserModelError(f"The normalisation std must be positive, got {std}.")
+    if kind == "state_dict" and architecture not in ARCHITECTURES:
+        raise UserModelError(
+            f"A state dict needs an architecture: one of {', '.join(ARCHITECTURES)}."
+        )
+    try:
+        if kind == "torchscript":
+            program = torch.jit.load(io.BytesIO(data), map_location="cpu")
+            inner = program
+        elif kind == "export":
+            with _weights_only_everywhere():
+                program = torch.export.load(io.BytesIO(data))
+            inner = program.module()
+        else:
+            model = model_from_weights(
+                data, architecture=architecture, dataset=dataset, device=device
+            )
+            return model, set()
+    except UserModelError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        if kind == "state_dict" and "weights only" in str(err).lower():
+            raise UserModelError(
+                "Refused: this file holds Python objects, not just tensors, and unpickling them "
+                "could run code. Save only the weights: torch.save(model.state_dict(), path); or "
+                "upload TorchScript (torch.jit.save) or a torch.export program."
+            ) from None
+        raise UserModelError(f"Could not read this {kind} file: {_first_line(err)}") from None
+    ops = gate_module.program_ops(program)
+    if gate:
+        gate_module.check_ops(ops)
+    model = Preprocessed(inner, mean, std)
+    model.requires_grad_(False)
+    return model.to(device), ops
 
 
 def read_model(
@@ -204,88 +280,45 @@ def read_model(
     normalisation: tuple[float, float] = (0.0, 1.0),
     device: str | torch.device | None = None,
 ) -> nn.Module:
-    """The uploaded file as a model taking `(N, 1, 28, 28)` pixels in [0, 1], in eval mode,
-    with frozen parameters. Not yet checked: see `check_model`.
+    """The file as a model taking `(N, 1, 28, 28)` pixels in [0, 1], in eval mode, with frozen
+    parameters, read in *this* process. Not yet checked: see `check_model`.
 
+    The gate applies: the archive is checked before it is read, and a program's operators
+    before it runs (`pretrained.gate`). Reading a TorchScript file runs its `__setstate__`,
+    so a server reads uploads with `accept_upload` (in a sandbox), not with this.
     `normalisation` (mean, std) is applied before TorchScript and exported models; a state
     dict's registry architecture already normalises with the data set's statistics.
     """
-    if dataset not in DATASETS:
-        raise UserModelError(f"Unknown data set {dataset!r}; known: {', '.join(DATASETS)}.")
-    detected = detect_kind(data)
-    if kind == "auto":
-        kind = detected
-    elif kind not in KINDS:
-        raise UserModelError(f"Unknown kind {kind!r}; known: {', '.join(KINDS)}.")
-    elif kind != detected:
-        raise UserModelError(f"You chose {kind}, but the file is a {detected} file.")
-    device = default_device() if device is None else torch.device(device)
-    mean, std = normalisation
-    if not std > 0:
-        raise UserModelError(f"The normalisation std must be positive, got {std}.")
-    try:
-        if kind == "torchscript":
-            inner = torch.jit.load(io.BytesIO(data), map_location="cpu")
-        elif kind == "export":
-            with _weights_only_everywhere():
-                inner = torch.export.load(io.BytesIO(data)).module()
-        else:
-            if architecture not in ARCHITECTURES:
-                raise UserModelError(
-                    f"A state dict needs an architecture: one of {', '.join(ARCHITECTURES)}."
-                )
-            return model_from_weights(
-                data, architecture=architecture, dataset=dataset, device=device
-            )
-    except UserModelError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        if kind == "state_dict" and "weights only" in str(err).lower():
-            raise UserModelError(
-                "Refused: this file holds Python objects, not just tensors, and unpickling them "
-                "could run code. Save only the weights: torch.save(model.state_dict(), path); or "
-                "upload TorchScript (torch.jit.save) or a torch.export program."
-            ) from None
-        raise UserModelError(f"Could not read this {kind} file: {_first_line(err)}") from None
-    model = Preprocessed(inner, mean, std)
-    model.requires_grad_(False)
-    return model.to(device)
+    return read_model_with_ops(
+        data,
+        kind=kind,
+        dataset=dataset,
+        architecture=architecture,
+        normalisation=normalisation,
+        device=device,
+    )[0]
 
 
-def check_model(
-    model: nn.Module, x: torch.Tensor, *, n_classes: int, time_limit: float = TIME_LIMIT
-) -> float:
-    """Run one example `x` `(1, 1, 28, 28)`; return the seconds it took.
-
-    Raises UserModelError when the model fails on it (first line of its error), returns
-    anything but a `(1, n_classes)` tensor, returns NaN or inf, or takes more than
-    `time_limit` seconds (measured, then refused: nothing is interrupted).
-    """
-    start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except Exception as err:  # noqa: BLE001 - any failure of user code is reported, not raised
+def judge_check(facts: dict, *, n_classes: int, time_limit: float = TIME_LIMIT) -> float:
+    """Refuse a model from what one example gave (`jobs.check`'s facts); its seconds if fine."""
+    if facts.get("type") != "Tensor":
         raise UserModelError(
-            f"The model failed on one {tuple(x.shape)} image: {_first_line(err)}"
-        ) from None
-    seconds = time.perf_counter() - start
-    if not isinstance(out, torch.Tensor):
-        raise UserModelError(
-            f"The model returned a {type(out).__name__}, expected a tensor of shape "
+            f"The model returned a {facts.get('type')}, expected a tensor of shape "
             f"(1, {n_classes})."
         )
-    if out.ndim != 2 or out.shape[0] != 1:
+    shape = tuple(facts["shape"])
+    if len(shape) != 2 or shape[0] != 1:
         raise UserModelError(
-            f"The model returned shape {tuple(out.shape)} for one image; expected (1, K) "
+            f"The model returned shape {shape} for one image; expected (1, K) "
             f"scores, K = {n_classes}."
         )
-    if out.shape[1] != n_classes:
+    if shape[1] != n_classes:
         raise UserModelError(
-            f"The model returns {out.shape[1]} scores but there are {n_classes} class names."
+            f"The model returns {shape[1]} scores but there are {n_classes} class names."
         )
-    if not torch.isfinite(out).all():
+    if not facts["finite"]:
         raise UserModelError("The model's output contains NaN or inf for a test image.")
+    seconds = float(facts["seconds"])
     if seconds > time_limit:
         raise UserModelError(
             f"The model is too slow: {seconds:.1f} s for one image (the limit is "
@@ -294,10 +327,101 @@ def check_model(
     return seconds
 
 
+def check_model(
+    model: nn.Module, x: torch.Tensor, *, n_classes: int, time_limit: float = TIME_LIMIT
+) -> float:
+    """Run one example `x` `(1, 1, 28, 28)` in this process; return the seconds it took.
+
+    Raises UserModelError when the model fails on it (first line of its error), returns
+    anything but a `(1, n_classes)` tensor, returns NaN or inf, or takes more than
+    `time_limit` seconds (measured, then refused: nothing is interrupted here; the sandboxed
+    worker of `accept_upload` does interrupt).
+    """
+    from .jobs import check
+
+    try:
+        facts = check(model, x, n_classes=n_classes)
+    except Exception as err:  # noqa: BLE001 - any failure of user code is reported, not raised
+        raise UserModelError(
+            f"The model failed on one {tuple(x.shape)} image: {_first_line(err)}"
+        ) from None
+    return judge_check(facts, n_classes=n_classes, time_limit=time_limit)
+
+
 def _digest(data: bytes, settings: dict) -> str:
     h = hashlib.sha256(data)
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
+
+
+def _class_names(dataset: str, class_names: Sequence[str] | None) -> tuple[str, ...]:
+    if dataset not in DATASETS:
+        raise UserModelError(f"Unknown data set {dataset!r}; known: {', '.join(DATASETS)}.")
+    names = tuple(class_names) if class_names else CLASS_NAMES[dataset]
+    if len(names) != len(CLASS_NAMES[dataset]):
+        raise UserModelError(
+            f"{len(names)} class names given, but {dataset} has {len(CLASS_NAMES[dataset])} "
+            "classes: a model for this data set must score each of them."
+        )
+    return names
+
+
+def _batch_failure(err: BaseException, kind: str) -> UserModelError:
+    hint = (
+        " (export it with a dynamic batch size: torch.export.export(model, (x,), "
+        'dynamic_shapes=({0: torch.export.Dim("batch")},)))'
+        if kind == "export"
+        else ""
+    )
+    return UserModelError(
+        f"The model works on one image but failed on a batch of test images: "
+        f"{_first_line(err)}{hint}"
+    )
+
+
+def _info(
+    data: bytes,
+    *,
+    dataset: str,
+    kind: str,
+    architecture: str | None,
+    normalisation: tuple[float, float],
+    names: tuple[str, ...],
+    filename: str,
+    n_params: int,
+    accuracy: float,
+    n_test: int,
+    seconds: float,
+) -> UserModelInfo:
+    settings = {
+        "dataset": dataset,
+        "kind": kind,
+        "architecture": architecture if kind == "state_dict" else None,
+        "normalisation": list(normalisation) if kind != "state_dict" else None,
+        "class_names": list(names),
+    }
+    return UserModelInfo(
+        name=f"upload:{_digest(data, settings)[:12]}",
+        dataset=dataset,
+        kind=kind,
+        architecture=settings["architecture"],
+        class_names=names,
+        normalisation=tuple(normalisation),
+        filename=filename,
+        weights_sha256=hashlib.sha256(data).hexdigest(),
+        n_params=int(n_params),
+        test_accuracy=float(accuracy),
+        n_test=n_test,
+        seconds_per_example=seconds,
+    )
+
+
+def _test_set(dataset: str):
+    test = load_dataset(dataset, "test")
+    n_test = len(test) if TEST_IMAGES is None else min(TEST_IMAGES, len(test))
+    if n_test < len(test):
+        test = replace(test, images=test.images[:n_test], labels=test.labels[:n_test])
+    return test
 
 
 def load_user_model(
@@ -312,14 +436,17 @@ def load_user_model(
     time_limit: float | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[nn.Module, UserModelInfo]:
-    """Read, check and measure an uploaded model; `(model, info)` if it is usable.
+    """Read, check and measure a model file *in this process*; `(model, info)` if usable.
 
-    Class names default to the data set's; the model must return one score per class name,
-    and there must be as many as the data set has classes (its labels are what accuracy is
-    measured against). Raises UserModelError saying what is wrong otherwise.
+    For your own files (the gate still applies). A server uses `accept_upload`, which does
+    the same inside a sandboxed worker. Class names default to the data set's; the model must
+    return one score per class name, and there must be as many as the data set has classes
+    (its labels are what accuracy is measured against). Raises UserModelError saying what is
+    wrong otherwise.
     """
     data = bytes(data)
-    kind = detect_kind(data) if kind == "auto" else kind
+    names = _class_names(dataset, class_names)
+    kind = _resolve_kind(data, kind)
     model = read_model(
         data,
         kind=kind,
@@ -328,52 +455,124 @@ def load_user_model(
         normalisation=normalisation,
         device=device,
     )
-    names = tuple(class_names) if class_names else CLASS_NAMES[dataset]
-    if len(names) != len(CLASS_NAMES[dataset]):
-        raise UserModelError(
-            f"{len(names)} class names given, but {dataset} has {len(CLASS_NAMES[dataset])} "
-            "classes: a model for this data set must score each of them."
-        )
-    test = load_dataset(dataset, "test")
+    test = _test_set(dataset)
     device_ = next(iter(model.parameters()), torch.empty(0)).device
     limit = TIME_LIMIT if time_limit is None else time_limit
     x = test.images[:1].to(device_)  # (1, 1, 28, 28): the first test image
     seconds = check_model(model, x, n_classes=len(names), time_limit=limit)
-    n_test = len(test) if TEST_IMAGES is None else min(TEST_IMAGES, len(test))
-    if n_test < len(test):
-        test = replace(test, images=test.images[:n_test], labels=test.labels[:n_test])
     try:
         accuracy = evaluate(model, test).accuracy
     except Exception as err:  # noqa: BLE001 - e.g. a model that only accepts batches of one
-        hint = (
-            " (export it with a dynamic batch size: torch.export.export(model, (x,), "
-            'dynamic_shapes=({0: torch.export.Dim("batch")},)))'
-            if kind == "export"
-            else ""
-        )
-        raise UserModelError(
-            f"The model works on one image but failed on a batch of test images: "
-            f"{_first_line(err)}{hint}"
-        ) from None
-    settings = {
-        "dataset": dataset,
-        "kind": kind,
-        "architecture": architecture if kind == "state_dict" else None,
-        "normalisation": list(normalisation) if kind != "state_dict" else None,
-        "class_names": list(names),
-    }
-    info = UserModelInfo(
-        name=f"upload:{_digest(data, settings)[:12]}",
+        raise _batch_failure(err, kind) from None
+    info = _info(
+        data,
         dataset=dataset,
         kind=kind,
-        architecture=settings["architecture"],
-        class_names=names,
-        normalisation=tuple(normalisation),
+        architecture=architecture,
+        normalisation=normalisation,
+        names=names,
         filename=filename,
-        weights_sha256=hashlib.sha256(data).hexdigest(),
         n_params=sum(p.numel() for p in model.parameters()),
-        test_accuracy=float(accuracy),
-        n_test=n_test,
-        seconds_per_example=seconds,
+        accuracy=accuracy,
+        n_test=len(test),
+        seconds=seconds,
     )
     return model, info
+
+
+def accept_upload(
+    data: bytes,
+    *,
+    dataset: str,
+    kind: str = "auto",
+    architecture: str | None = None,
+    normalisation: tuple[float, float] = (0.0, 1.0),
+    class_names: Sequence[str] | None = None,
+    filename: str = "",
+    time_limit: float | None = None,
+    limits=None,
+    progress=None,
+):
+    """Check and measure an uploaded file without running any of it in this process.
+
+    Returns `(worker, info)`: a started `pretrained.worker.Worker` that holds the model in
+    its sandbox, and what was measured. In this process only the archive is inspected
+    (`gate.check_archive`, which also refuses ZIP bombs before anything is inflated). The
+    worker reads the file, checks its operators against the allowlist, runs one image; then
+    the bundled test set goes through it in chunks, each under the worker's deadline, with
+    `progress(done, total)` after each. Raises UserModelError with the reason otherwise (a
+    model that hangs, hoards memory or crashes included); the worker is stopped then.
+    """
+    from . import sandbox
+    from .worker import Limits, ModelFailure, Worker, run_chunks
+
+    data = bytes(data)
+    names = _class_names(dataset, class_names)
+    kind = _resolve_kind(data, kind)
+    if kind == "state_dict" and architecture not in ARCHITECTURES:
+        raise UserModelError(
+            f"A state dict needs an architecture: one of {', '.join(ARCHITECTURES)}."
+        )
+    mean, std = normalisation
+    if not std > 0:
+        raise UserModelError(f"The normalisation std must be positive, got {std}.")
+    limits = limits or Limits()
+    if sandbox.unavailable() and kind == "state_dict":
+        # Weights only, for the registry's own code: no program of the user's runs.
+        from dataclasses import replace as _replace
+
+        limits = _replace(limits, confine=False)
+    test = _test_set(dataset)
+    settings = {
+        "kind": kind,
+        "dataset": dataset,
+        "architecture": architecture,
+        "normalisation": [float(mean), float(std)],
+    }
+    worker = Worker(
+        data, settings, example=test.images[:1].numpy(), n_classes=len(names), limits=limits
+    )
+    try:
+        facts = worker.start()
+        limit = TIME_LIMIT if time_limit is None else time_limit
+        try:
+            seconds = judge_check(facts, n_classes=len(names), time_limit=limit)
+        except (KeyError, TypeError, ValueError) as err:  # facts come from the sandbox
+            if isinstance(err, UserModelError):
+                raise
+            raise UserModelError("The model's worker sent a malformed reply.") from None
+        # Chunks of about a second each, so progress moves and a deadline means something.
+        chunk = int(min(1000, max(16, 1.0 / max(seconds, 1e-4))))
+        parts = run_chunks(
+            worker.call, "logits", test.images.numpy(), chunk=chunk, progress=progress
+        )
+    except UserModelError:
+        worker.stop()
+        raise
+    except ModelFailure as err:
+        worker.stop()
+        if worker.facts is None:
+            raise UserModelError(str(err)) from None
+        raise _batch_failure(err, kind) from None
+    logits = torch.from_numpy(np.concatenate(parts))  # (n_test, K)
+    if logits.shape != (len(test), len(names)):
+        worker.stop()
+        raise UserModelError(
+            f"The model returned shape {tuple(logits.shape)} for {len(test)} test images; "
+            f"expected ({len(test)}, {len(names)})."
+        )
+    accuracy = float((logits.argmax(1) == test.labels).double().mean())
+    info = _info(
+        data,
+        dataset=dataset,
+        kind=kind,
+        architecture=architecture,
+        normalisation=normalisation,
+        names=names,
+        filename=filename,
+        n_params=facts.get("n_params", 0),
+        accuracy=accuracy,
+        n_test=len(test),
+        seconds=seconds,
+    )
+    return worker, info

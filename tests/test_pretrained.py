@@ -405,8 +405,11 @@ def test_model_from_weights_rejects_mismatches():
     cnn = pretrained.model_info("mnist-cnn").weights_file
     with pytest.raises(ValueError, match=r"do not fit architecture 'mlp'.*missing 2.weight"):
         pretrained.model_from_weights(cnn, architecture="mlp", dataset="mnist")
-    with pytest.raises(ValueError, match="not a readable PyTorch weights file"):
+    with pytest.raises(ValueError, match="This file is not a PyTorch model"):  # the gate
         pretrained.model_from_weights(b"garbage", architecture="mlp", dataset="mnist")
+    truncated = cnn.read_bytes()[:-100]  # a damaged archive: refused from its directory
+    with pytest.raises(ValueError, match="damaged ZIP archive"):
+        pretrained.model_from_weights(truncated, architecture="cnn", dataset="mnist")
     with pytest.raises(ValueError, match="known datasets"):
         pretrained.model_from_weights(cnn, architecture="cnn", dataset="svhn")
 

@@ -53,7 +53,9 @@ def show_summary(summary: saliency.SensitivitySummary, names: tuple[str, ...]) -
 def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
     info = cache.model_info(model_name)
     st.subheader(f"{model_name} ({info.test_accuracy:.2%})")
-    summary = cache.stored_summary(model_name, dataset_name, n)
+    summary, note = cache.stored_summary(model_name, dataset_name, n)
+    if note:
+        st.warning(f"For {model_name}: {note}; compute it again below.")
     if summary is None:
         st.info(
             f"Not computed yet for {n:,} images: one forward and ten backward passes per image. "
@@ -71,7 +73,10 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.progress(done / total, text=f"{done:,} / {total:,} images · {rate:,.0f} images/s")
 
-        summary = cache.compute_summary(model_name, dataset_name, n, progress)
+        def waiting() -> None:
+            bar.progress(0.0, text="Another visitor is computing this right now: waiting for it…")
+
+        summary = cache.compute_summary(model_name, dataset_name, n, progress, waiting)
         bar.empty()
         st.success(f"Computed in {time.perf_counter() - start:.1f} s and saved.")
     show_summary(summary, cache.dataset(dataset_name).classes)

@@ -104,6 +104,9 @@ def _remember_image(image: np.ndarray) -> None:
 
 
 def _uploaded_image() -> None:
+    if not cache.uploads_allowed():
+        st.info("Uploading images is turned off on this server: draw one instead.")
+        return
     file = st.file_uploader(
         "An image of one digit or garment (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)",
         key="upload_file",
@@ -127,7 +130,8 @@ def _uploaded_image() -> None:
             _remember_image(image)
     if st.session_state.get("upload_error"):
         st.error(
-            st.session_state["upload_error"] + " The image shown below is the one you had before."
+            render.plain(st.session_state["upload_error"])
+            + " The image shown below is the one you had before."
         )
     elif st.session_state.get("upload_note"):
         st.info(st.session_state["upload_note"])
@@ -439,6 +443,7 @@ def render_view() -> None:
         "Models to show beside this one (same image, same settings, one shared colour scale)",
         others,
         key="compare",
+        max_selections=state.MAX_COMPARE,
     )
     if view["compare"]:
         chosen = [model_name, *view["compare"]]
@@ -461,6 +466,12 @@ def render_view() -> None:
     st.caption(
         "The address bar holds this whole view (data set, model, image, target, method and "
         "options): copy it to share, or bookmark it. Drawn and uploaded images travel in the link."
+        + (
+            " It also holds the secret keys of the models you uploaded (`mine=…`): remove that "
+            "part before you share it, unless the others may use your models."
+            if view.get("mine")
+            else ""
+        )
     )
     c1, c2, c3 = st.columns(3)
     stem = f"{model_name}_{described.replace(' ', '_').replace('#', '')}_class{target}_{method}"

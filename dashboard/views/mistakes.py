@@ -90,7 +90,10 @@ def detail(model_name: str, ds: pretrained.Dataset, index: int, probs: np.ndarra
     maps = cache.class_maps(model_name, image, "gradient", "logit", True)
     style = Style(signed=False, cmap="inferno", alpha=0.5, clip=99.0, shared=True)
     lo, hi = style.range([maps[true], maps[pred]])
-    diff = cache.contrast_map(model_name, image, pred, true, "gradient", "logit")
+    # Right or wrong, the contrast asks "why this class and not the other?": the true class
+    # for a mistake, the runner-up for a correct answer (a class minus itself would be 0).
+    versus = true if pred != true else int(np.argsort(-p)[1])
+    diff = cache.contrast_map(model_name, image, pred, versus, "gradient", "logit")
     c_style = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=99.0, shared=False)
     c_lo, c_hi = c_style.range([diff])
     st.markdown(
@@ -113,7 +116,8 @@ def detail(model_name: str, ds: pretrained.Dataset, index: int, probs: np.ndarra
     with cols[3]:
         render.show(
             render.picture(diff, c_lo, c_hi, c_style, scale=7),
-            f"∂ (logit[{pred}] − logit[{true}]) / ∂x",
+            f"∂ (logit[{pred}] − logit[{versus}]) / ∂x"
+            + ("" if versus == true else ": predicted minus runner-up"),
         )
     c1, c2 = st.columns(2)
     with c1:
@@ -123,7 +127,7 @@ def detail(model_name: str, ds: pretrained.Dataset, index: int, probs: np.ndarra
         render.show(render.colorbar(c_lo, c_hi, "RdBu_r", width=196), None)
         st.caption(
             f"Contrast, signed: red pixels pushed the model towards {class_label(pred, names)}, "
-            f"blue ones towards {class_label(true, names)}."
+            f"blue ones towards {class_label(versus, names)}."
         )
     st.button(
         "🔍 Open in Explore",

@@ -1,8 +1,10 @@
 """Your model: upload a TorchScript file, a torch.export program or a state dict, then explore it.
 
-Loading and checking live in `pretrained.user_models`; this page asks, reports and registers
+Checking lives in `pretrained.user_models.accept_upload`: the file is never run in this
+process, only in a sandboxed worker (`pretrained.worker`). This page asks, reports and keeps
 the accepted model in `cache.uploads()` under `upload:<sha256[:12]>`, and in this session's
-model list (`st.session_state["user_models"]`), so every view can use it by name.
+model list (`state.remember_upload`, with the secret key that a reload uses to get it back),
+so every view can use it by name.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import pandas as pd
 import streamlit as st
 
 import pretrained
-from dashboard import cache, state
-from pretrained import user_models
+from dashboard import cache, render, state
+from pretrained import user_models, worker
 
 KIND_LABELS = {
     "auto": "detect from the file",
@@ -29,32 +31,37 @@ def _open_in_explore(name: str, dataset: str) -> None:
 
 
 def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
-    """Check the upload; remember either the accepted model or the message why not."""
+    """Check the upload in a sandboxed worker; remember the accepted model or why not."""
     st.session_state["um_error"] = None
     st.session_state["um_accepted"] = None
     if file is None:
         st.session_state["um_error"] = "Choose a model file first."
         return
+    bar = st.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Measuring accuracy: {done:,} / {total:,} test images")
+
     try:
         names = user_models.parse_class_names(names_file.getvalue() if names_file else None)
-        with st.spinner("Checking the model on one image, then on the test set…"):
-            model, info = user_models.load_user_model(
-                file.getvalue(),
-                dataset=dataset,
-                kind=kind,
-                architecture=architecture,
-                normalisation=(float(mean), float(std)),
-                class_names=names,
-                filename=file.name,
-            )
+        model_worker, info = user_models.accept_upload(
+            file.getvalue(),
+            dataset=dataset,
+            kind=kind,
+            architecture=architecture,
+            normalisation=(float(mean), float(std)),
+            class_names=names,
+            filename=file.name,
+            progress=progress,
+        )
     except user_models.UserModelError as err:
         st.session_state["um_error"] = f"{file.name}: {err}"
         return
-    cache.uploads().add(model, info)
-    mine = st.session_state.setdefault("user_models", [])
-    if info.name not in mine:
-        mine.append(info.name)
-    st.session_state["um_accepted"] = info.name
+    finally:
+        bar.empty()
+    kept = cache.uploads().add(worker.Upload(info.name, model_worker, info))
+    state.remember_upload(kept.name, kept.token)
+    st.session_state["um_accepted"] = kept.name
 
 
 def render_view() -> None:
@@ -63,6 +70,12 @@ def render_view() -> None:
     for key, default in (("um_arch", "cnn"), ("um_mean", 0.0), ("um_std", 1.0)):
         st.session_state.setdefault(key, default)
     st.title("Your model")
+    if not cache.uploads_allowed():
+        st.info(
+            "Uploading models is turned off on this server (it was started with "
+            "`--no-uploads`). The bundled models work everywhere in the dashboard."
+        )
+        return
     st.markdown(
         "Upload a classifier for the project's images (**1 × 28 × 28 greyscale, pixels in "
         "[0, 1]**) and explore it like the built-in models. Accepted: **TorchScript** "
@@ -70,6 +83,13 @@ def render_view() -> None:
         "(`torch.export.save(...)`, with a dynamic batch size), or a **state dict** of one of "
         "the registry's architectures (`torch.save(model.state_dict(), 'w.pt')`). Files are "
         "never unpickled as Python objects: anything but these is refused."
+    )
+    st.caption(
+        "A model is a program, so it never runs inside this server: it is read and run in a "
+        "sandboxed worker process that can't open files, start programs or use the network, "
+        f"with {worker.Limits().memory_bytes // 2**20} MB of memory and "
+        f"{worker.Limits().job_seconds:g} s per request. Programs may only call pure tensor "
+        "operators; compressed tensor records (ZIP bombs) are refused before they are read."
     )
     with st.form("um_form", border=True):
         file = st.file_uploader("Model file (.pt, .pth, .pt2; up to 20 MB)", key="um_file")
@@ -105,7 +125,10 @@ def render_view() -> None:
             st.rerun()  # so the sidebar's model list, drawn before this page, includes it
 
     if st.session_state.get("um_error"):
-        st.error(st.session_state["um_error"] + " The models you added before are still available.")
+        st.error(
+            render.plain(st.session_state["um_error"])
+            + " The models you added before are still available."
+        )
     accepted = st.session_state.get("um_accepted")
     if accepted and accepted in cache.uploads():
         info = cache.model_info(accepted)
@@ -128,7 +151,9 @@ def render_view() -> None:
         st.caption(
             "Each also appears in the sidebar's model list (for its data set), in Explore, "
             "Misclassifications and the other views. The server keeps the last "
-            f"{cache.MAX_UPLOADS} uploads."
+            f"{cache.MAX_UPLOADS} uploads. Your page's link holds a secret key for each "
+            "(`mine=`): reloading it gets them back, and nobody without the key can use them, "
+            "so share that link only with people who may use your models."
         )
         rows = [cache.model_info(n) for n in mine]
         st.dataframe(

@@ -1,0 +1,33 @@
+"""Imported once by the workers' fork server (see `pretrained.worker`): everything a worker
+needs, imported and exercised here so that each forked worker starts in a fraction of a second.
+
+Only what starts no thread runs here (TorchScript and torch.export readers, forward passes on
+one thread): a process with threads is not safe to fork. The gradient methods, whose first
+backward starts autograd's threads, are warmed up in each worker after the fork.
+"""
+
+import io
+import warnings
+
+import captum.attr  # noqa: F401 - the methods other than the gradient import it lazily
+import torch
+
+import saliency  # noqa: F401
+from pretrained import gate, jobs, sandbox, user_models  # noqa: F401
+
+torch.set_num_threads(1)  # forward passes inline, no OpenMP pool before the fork
+_net = torch.nn.Sequential(
+    torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(392, 3)
+).eval()
+_x = torch.rand(2, 1, 16, 16)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    _buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(_net), _buf)
+    gate.program_ops(torch.jit.load(io.BytesIO(_buf.getvalue())))
+    _buf = io.BytesIO()
+    torch.export.save(torch.export.export(_net, (_x,)), _buf)
+    gate.program_ops(torch.export.load(io.BytesIO(_buf.getvalue())))
+    with torch.no_grad():
+        torch.export.load(io.BytesIO(_buf.getvalue())).module()(_x)
+del _net, _x, _buf

@@ -1,0 +1,256 @@
+"""Every computation a view asks of a model, as a plain function of (model, arrays) -> arrays.
+
+The dashboard runs these in its own process for the bundled, trusted models, and inside the
+sandboxed worker (`pretrained.worker`) for uploaded ones: the same function either way, so an
+uploaded model gets exactly the maths a registry model gets. Arguments and results are numpy
+arrays, numbers, strings and lists/dicts of them, which is what the worker's wire format
+carries.
+
+    >>> maps = run("class_maps", model, x, method="gradient", score="logit", absolute=True)
+    >>> maps.shape  # (N, K, C, H, W)
+
+Never imports streamlit.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import saliency
+from saliency._validate import model_device
+
+__all__ = ["JOBS", "check_result", "run"]
+
+N_RANDOM_ORDERS = 5  # random pixel orders averaged in the faithfulness baseline
+
+
+def _tensor(model: Any, x: np.ndarray | torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """`x` as a tensor of `dtype` on the model's device."""
+    device = model_device(model, torch.device("cpu"))
+    t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    return t.to(device=device, dtype=dtype)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """(N, K) float32 raw outputs."""
+    with torch.no_grad():
+        return _np(model(_tensor(model, x)).float())
+
+
+def probabilities(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """(N, K) float32 softmax probabilities."""
+    with torch.no_grad():
+        return _np(model(_tensor(model, x)).float().softmax(1))
+
+
+def check(model: nn.Module, x: np.ndarray, *, n_classes: int) -> dict:
+    """Run one example and describe what came back, for the acceptance check: the output's
+    shape, whether it is finite, and the seconds it took. Raises nothing the model didn't."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = model(_tensor(model, x))
+    seconds = time.perf_counter() - start
+    if not isinstance(out, torch.Tensor):
+        return {"type": type(out).__name__, "seconds": seconds}
+    return {
+        "type": "Tensor",
+        "shape": list(out.shape),
+        "finite": bool(torch.isfinite(out).all()),
+        "seconds": seconds,
+        "n_classes": n_classes,
+    }
+
+
+def class_maps(
+    model: nn.Module, x: np.ndarray, *, method: str, score: str, absolute: bool, **options
+) -> np.ndarray:
+    """(N, K, *S) maps of every class by one method (gradient: one `jacobian` call)."""
+    return _np(
+        saliency.class_maps(
+            model, _tensor(model, x), method=method, score=score, absolute=absolute, **options
+        )
+    )
+
+
+def contrast(
+    model: nn.Module, x: np.ndarray, *, target: int, versus: int, method: str, score: str, **options
+) -> np.ndarray:
+    """(N, *S) signed map of score_target - score_versus."""
+    return _np(
+        saliency.contrast(
+            model, _tensor(model, x), target, versus, method=method, score=score, **options
+        )
+    )
+
+
+def ig_delta(model: nn.Module, x: np.ndarray, *, target: int, score: str, **options) -> np.ndarray:
+    """(N,) completeness delta of Integrated Gradients: sum(map) - (f(x) - f(baseline))."""
+    _, delta = saliency.attribute(
+        model,
+        _tensor(model, x),
+        target,
+        method="integrated_gradients",
+        score=score,
+        return_delta=True,
+        **options,
+    )
+    return _np(delta)
+
+
+def summary(model: nn.Module, x: np.ndarray, *, labels: np.ndarray, num_classes: int) -> dict:
+    """One chunk's `saliency.sensitivity_summary` sums (float64; add chunks to combine)."""
+    s = saliency.sensitivity_summary(
+        model,
+        [(_tensor(model, x), torch.as_tensor(labels))],
+        num_classes=num_classes,
+    )
+    return {"abs_sums": _np(s.abs_sums), "signed_sums": _np(s.signed_sums), "counts": _np(s.counts)}
+
+
+def nudge(
+    model: nn.Module, x: np.ndarray, *, pixel: tuple[int, ...], deltas: tuple, target: int
+) -> dict:
+    """Predicted (Δ·J) and actual change of the target's logit for each Δ, at one pixel."""
+    n = saliency.nudge(model, _tensor(model, x), tuple(pixel), tuple(deltas), target)
+    return {
+        "deltas": _np(n.deltas),
+        "gradient": float(n.gradient[0]),
+        "predicted": _np(n.predicted[0]),
+        "actual": _np(n.actual[0]),
+    }
+
+
+def _best_ms(fn: Callable, repeat: int) -> tuple[Any, float]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return result, best * 1e3
+
+
+def autograd_vs_fd(model: nn.Module, x: np.ndarray, *, target: int) -> dict:
+    """Signed maps by autograd and by central differences on a float64 copy, and their cost
+    (the copy: the shared model is never changed)."""
+    model64 = copy.deepcopy(model).double()
+    x64 = _tensor(model64, x, torch.float64)
+    saliency.gradients(model64, x64, target)  # warm-up: first calls allocate
+    ag, ag_ms = _best_ms(lambda: saliency.gradients(model64, x64, target, absolute=False), 5)
+    fd, fd_ms = _best_ms(lambda: saliency.finite_differences(model64, x64, target), 1)
+    ag, fd = _np(ag[0]), _np(fd[0])
+    image = np.asarray(x)[0]
+    diff = np.abs(ag - fd)
+    lit = image > 0
+    return {
+        "autograd": ag,
+        "fd": fd,
+        "autograd_ms": ag_ms,
+        "fd_ms": fd_ms,
+        "forwards": 2 * int(image.size),
+        "max_diff": float(diff.max()),
+        "max_diff_digit": float(diff[lit].max()) if lit.any() else float("nan"),
+        "max_diff_background": float(diff[~lit].max()) if (~lit).any() else float("nan"),
+        "max_abs": float(np.abs(ag).max()),
+    }
+
+
+def sanity(model: nn.Module, x: np.ndarray, *, target: int) -> list[dict]:
+    """Cascading randomisation (on deep copies): map, Spearman and SSIM after each step."""
+    steps = saliency.sanity_check(model, _tensor(model, x), target)
+    return [
+        {
+            "step": s.name,
+            "map": _np(s.map[0]),
+            "spearman": float(s.spearman[0]),
+            "ssim": float(s.ssim[0]),
+        }
+        for s in steps
+    ]
+
+
+def faithfulness(model: nn.Module, x: np.ndarray, *, target: int, start: str) -> dict:
+    """Deletion and insertion curves of the target's probability, gradient order vs random.
+
+    `start` is "blank" (all 0) or "blurred" (Gaussian blur, sigma 3) for insertion. The random
+    curve is the mean over `N_RANDOM_ORDERS` seeded orders.
+    """
+    xt = _tensor(model, x)
+    grad = saliency.gradients(model, xt, target)
+    begin = saliency.blur(xt) if start == "blurred" else 0.0
+    curves = {
+        "deletion": saliency.deletion_curve(model, xt, grad, target),
+        "insertion": saliency.insertion_curve(model, xt, grad, target, start=begin),
+    }
+    out: dict[str, Any] = {"fractions": _np(curves["deletion"].fractions)}
+    for kind, curve in curves.items():
+        random_scores = []
+        for seed in range(N_RANDOM_ORDERS):
+            g = torch.Generator().manual_seed(seed)
+            order = torch.rand(xt.shape, generator=g).to(xt.device)
+            fn = saliency.deletion_curve if kind == "deletion" else saliency.insertion_curve
+            extra = {} if kind == "deletion" else {"start": begin}
+            random_scores.append(fn(model, xt, order, target, **extra).scores[0])
+        rand = torch.stack(random_scores).mean(0)  # (S + 1,)
+        out[kind] = _np(curve.scores[0])
+        out[f"{kind}_random"] = _np(rand)
+        out[f"{kind}_auc"] = float(curve.auc[0])
+        out[f"{kind}_random_auc"] = float(saliency.faithfulness.auc(curve.fractions, rand[None])[0])
+    return out
+
+
+JOBS: dict[str, Callable[..., Any]] = {
+    f.__name__: f
+    for f in (
+        logits,
+        probabilities,
+        check,
+        class_maps,
+        contrast,
+        ig_delta,
+        summary,
+        nudge,
+        autograd_vs_fd,
+        sanity,
+        faithfulness,
+    )
+}
+
+
+def check_result(job: str, result: Any, x_shape: tuple[int, ...], n_classes: int) -> str | None:
+    """What is wrong with a job's result for an input of `x_shape`, or None. For results that
+    come back from a worker, which is not trusted to send what it should."""
+    n, sample = x_shape[0], tuple(x_shape[1:])
+    expected = {
+        "logits": (n, n_classes),
+        "probabilities": (n, n_classes),
+        "class_maps": (n, n_classes, *sample),
+        "contrast": (n, *sample),
+        "ig_delta": (n,),
+    }.get(job)
+    if expected is None:
+        kind = list if job == "sanity" else dict
+        ok = isinstance(result, kind)
+        return None if ok else f"a {type(result).__name__} instead of a {kind.__name__}"
+    if not isinstance(result, np.ndarray) or not np.issubdtype(result.dtype, np.floating):
+        return f"a {type(result).__name__} instead of an array of numbers"
+    if result.shape != expected:
+        return f"shape {result.shape} instead of {expected}"
+    return None
+
+
+def run(job: str, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """`JOBS[job](model, *args, **kwargs)`; an unknown job name is a KeyError naming the known."""
+    if job not in JOBS:
+        raise KeyError(f"unknown job {job!r}; known: {', '.join(JOBS)}")
+    return JOBS[job](model, *args, **kwargs)
