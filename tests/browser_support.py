@@ -90,7 +90,12 @@ def start_server(log: Path) -> Server:
         "--server.fileWatcherType", "none",
     ]  # fmt: skip
     # A fresh disk cache: the data-set page must compute, not find an earlier result.
-    env = {**os.environ, "SALIENCY_CACHE_DIR": tempfile.mkdtemp(prefix="saliency-cache-")}
+    # A short deadline for uploaded models, so the hostile-upload test waits seconds, not 30 s.
+    env = {
+        **os.environ,
+        "SALIENCY_CACHE_DIR": tempfile.mkdtemp(prefix="saliency-cache-"),
+        "SALIENCY_WORKER_TIMEOUT_S": "8",
+    }
     with log.open("wb") as out:
         spawned = time.perf_counter()
         proc = subprocess.Popen(
