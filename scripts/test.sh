@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Set up (first run only), install Chromium for the browser tests, lint, and run every test.
-# Extra arguments go to pytest, e.g. -k explore or -m "not browser".
+# Set up (first run only), install Chromium for the browser tests and libseccomp for the upload
+# sandbox, lint, and run every test. Extra arguments go to pytest, e.g. -k explore or
+# -m "not browser".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ]; then APT=(apt-get); elif sudo -n true 2>/dev/null; then APT=(sudo apt-get);
-  else APT=(); fi
+if [ "$(id -u)" = 0 ]; then APT=(apt-get); elif sudo -n true 2>/dev/null; then APT=(sudo apt-get);
+else APT=(); fi
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-noto-color-emoji)
+if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q libseccomp.so.2; then
+  missing+=(libseccomp2)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   if [ ${#APT[@]} -gt 0 ]; then
-    echo "test: installing Debian's chromium for the browser tests"
-    "${APT[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq chromium fonts-noto-color-emoji >/dev/null
+    echo "test: installing Debian's ${missing[*]} (browser tests, upload sandbox)"
+    "${APT[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "test: /usr/bin/chromium is missing and apt needs root: browser tests will be skipped" >&2
+    echo "test: ${missing[*]} missing and apt needs root: their tests will be skipped" >&2
   fi
 fi
 
