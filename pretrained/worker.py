@@ -38,6 +38,7 @@ import contextlib
 import json
 import math
 import multiprocessing
+import multiprocessing.spawn
 import os
 import resource
 import secrets
@@ -381,6 +382,25 @@ def _serve(conn: Any, limits: Limits) -> None:
 # The fork server: one per server process, started on first use.
 _CONTEXT: Any = None
 _CONTEXT_LOCK = threading.Lock()
+_PROCESS_NAME = "saliency-model-worker"
+
+
+def _preparation_data(name: str) -> dict:
+    """multiprocessing's data for a new process, without the parent's `__main__` for ours.
+
+    A child normally re-imports its parent's main module first. Inside Streamlit that is the
+    app's script (Streamlit runs it as `__main__`), so every worker would first run the whole
+    dashboard, in bare mode, before its own code: slow, noisy, and not what a sandboxed model
+    worker should execute."""
+    data = _original_preparation_data(name)
+    if name == _PROCESS_NAME:
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+_original_preparation_data = multiprocessing.spawn.get_preparation_data
+multiprocessing.spawn.get_preparation_data = _preparation_data
 
 
 def _context() -> Any:
@@ -502,7 +522,9 @@ class Worker:
                     f"This server can't run uploaded programs safely: {why}. The bundled models "
                     "still work."
                 )
-        process = ctx.Process(target=_serve, args=(child_conn, limits), daemon=True, name="model")
+        process = ctx.Process(
+            target=_serve, args=(child_conn, limits), daemon=True, name=_PROCESS_NAME
+        )
         process.start()
         child_conn.close()
         os.set_blocking(parent_conn.fileno(), False)  # reads and writes wait in select()

@@ -322,7 +322,9 @@ def test_dataset_sensitivity_page(server: Server, page: Page, artifacts_dir: Pat
     wait_idle(page)
     page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
     expect(page.get_by_text("Each class, over the images of that class")).to_be_visible()
-    assert page.get_by_test_id("stImage").count() == 35
+    # The 35 pictures follow the text: wait for them (a busy machine renders them late).
+    expect(page.get_by_test_id("stImage")).to_have_count(35)
+    page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
     assert_no_exception(page)
     page.get_by_test_id("stMainBlockContainer").screenshot(
         path=str(artifacts_dir / "dataset_sensitivity.png")

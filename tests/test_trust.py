@@ -373,6 +373,22 @@ def test_a_worker_is_filtered_and_holds_nothing_but_its_socket():
     w.stop()
 
 
+def test_a_worker_does_not_rerun_the_servers_main_script(tmp_path, monkeypatch):
+    """Inside Streamlit, `__main__` is the app's script: a worker must not run it again."""
+    import types
+
+    marker = tmp_path / "main-ran"
+    script = tmp_path / "app.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    fake_main.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    w, info = accept(hostile.scripted(nn.Sequential(nn.Flatten(), nn.Linear(784, 10))))
+    assert w.alive and not marker.exists()
+    w.stop()
+
+
 def test_a_model_that_never_returns_is_stopped_and_its_worker_is_gone():
     start = time.monotonic()
     with pytest.raises(UserModelError, match="did not run on one image within 4 s"):
