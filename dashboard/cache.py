@@ -91,8 +91,9 @@ def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
     the upload's sandboxed worker for an uploaded one (which raises `worker.ModelFailure`, with
     a message for the page, when the model hangs, hoards memory or crashes)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    timeout = kwargs.pop("timeout", None)  # seconds an upload's worker may take (a long job)
     if is_upload(name):
-        return uploads().call(name, job, x, **kwargs)
+        return uploads().call(name, job, x, timeout=timeout, **kwargs)
     return jobs.run(job, _registry_model(name), x, **kwargs)
 
 

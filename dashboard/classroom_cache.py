@@ -43,10 +43,22 @@ def autograd_vs_fd(name: str, image: np.ndarray, target: int, run: int) -> dict:
     return {**res, "autograd": res["autograd"][0], "fd": res["fd"][0]}  # (28, 28) maps
 
 
+# The four methods of the sanity lesson, with the options the rest of the dashboard uses.
+SANITY_METHODS = {
+    "gradient": {},
+    "smoothgrad": cache.METHOD_OPTIONS["smoothgrad"],
+    "integrated_gradients": cache.METHOD_OPTIONS["integrated_gradients"],
+    "input_x_gradient": {},
+}
+
+
 @st.cache_data(show_spinner="Randomising the layers one by one…", max_entries=64)
-def sanity(name: str, image: np.ndarray, target: int) -> list[dict]:
-    """Cascading randomisation (on deep copies): map, Spearman and SSIM after each step."""
-    steps = cache.run(name, "sanity", _one(image), target=target)
+def sanity(name: str, images: np.ndarray, method: str) -> list[dict]:
+    """Cascading randomisation of `name` (on deep copies), maps of (N, 28, 28) `images` by
+    `method`, each image's predicted class: per step its name, how its layer was
+    re-initialised, the first image's map, and each image's Spearman ρ and SSIM."""
+    x = np.ascontiguousarray(images, dtype=np.float32)[:, None]  # (N, 1, 28, 28)
+    steps = cache.run(name, "sanity", x, method=method, timeout=120, **SANITY_METHODS[method])
     return [{**s, "map": s["map"][0]} for s in steps]
 
 

@@ -165,15 +165,26 @@ def autograd_vs_fd(model: nn.Module, x: np.ndarray, *, target: int) -> dict:
     }
 
 
-def sanity(model: nn.Module, x: np.ndarray, *, target: int) -> list[dict]:
-    """Cascading randomisation (on deep copies): map, Spearman and SSIM after each step."""
-    steps = saliency.sanity_check(model, _tensor(model, x), target)
+def sanity(
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    target: int | None = None,
+    method: str = "gradient",
+    **options,
+) -> list[dict]:
+    """Cascading randomisation (on deep copies) with one method: per step, the first example's
+    map, each example's Spearman ρ and SSIM against the original, and how the step's layer was
+    re-initialised. `target` None: each example's predicted class."""
+    steps = saliency.sanity_check(model, _tensor(model, x), target, method=method, **options)
     return [
         {
             "step": s.name,
             "map": _np(s.map[0]),
-            "spearman": float(s.spearman[0]),
-            "ssim": float(s.ssim[0]),
+            "spearman": _np(s.spearman),
+            "ssim": _np(s.ssim),
+            "init": s.init,
+            "note": s.note,
         }
         for s in steps
     ]

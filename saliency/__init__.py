@@ -21,7 +21,15 @@ from ._methods import METHODS, attribute, class_maps, contrast
 from ._tabular import FeatureRanking, feature_ranking
 from ._validate import SCORES, eval_mode
 from .faithfulness import Curve, blur, deletion_curve, insertion_curve
-from .sanity import SanityStep, cascading_randomisation, sanity_check
+from .sanity import (
+    LayerOrder,
+    RandomisedStep,
+    SanityStep,
+    cascade,
+    cascading_randomisation,
+    layer_order,
+    sanity_check,
+)
 from .taylor import Nudge, nudge
 
 __all__ = [
@@ -29,12 +37,15 @@ __all__ = [
     "SCORES",
     "Curve",
     "FeatureRanking",
+    "LayerOrder",
+    "RandomisedStep",
     "SensitivitySummary",
     "Nudge",
     "SanityStep",
     "attribute",
     "average_sensitivity",
     "blur",
+    "cascade",
     "cascading_randomisation",
     "class_maps",
     "contrast",
@@ -45,6 +56,7 @@ __all__ = [
     "gradients",
     "insertion_curve",
     "jacobian",
+    "layer_order",
     "sensitivity_summary",
     "nudge",
     "sanity_check",

@@ -37,6 +37,13 @@ METHODS = (
 SIGNED = {"input_x_gradient": True, "integrated_gradients": True, "gradient": False}
 
 
+def _generator(device: torch.device) -> torch.Generator:
+    """The global generator that sampling on `device` uses."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index or torch.cuda.current_device()]
+    return torch.random.default_generator
+
+
 def _score_function(model: Callable, score: str, output: OutputSelector) -> Callable:
     def forward(x: torch.Tensor) -> torch.Tensor:
         return scores_from(select_output(model(x), output), score)
@@ -109,10 +116,12 @@ def attribute(
         if method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
             lo, hi = noise_range if noise_range is not None else (float(x.min()), float(x.max()))
             sigma = float(noise) * (hi - lo)
+            # Seed only the generator the noise comes from (x's device), inside fork_rng, which
+            # restores it: torch.manual_seed would also (re)seed every CUDA device.
             rng = torch.random.fork_rng(devices=[x.device] if x.is_cuda else [])
             with rng if seed is not None else nullcontext():
                 if seed is not None:
-                    torch.manual_seed(seed)
+                    _generator(x.device).manual_seed(seed)
                 tunnel = NoiseTunnel(Saliency(forward))
                 result = tunnel.attribute(
                     xc,

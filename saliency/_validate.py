@@ -236,7 +236,8 @@ def eval_mode(model: Any) -> Iterator[None]:
     if not any(training for _, training in flags):  # the usual case: already in eval mode
         yield
         return
-    model.eval()
+    for m, _ in flags:  # the flags themselves: an exported program refuses .eval()
+        m.training = False
     try:
         yield
     finally:

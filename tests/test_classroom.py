@@ -77,10 +77,11 @@ def test_finite_differences_match_autograd_on_a_float64_copy(mnist):
 # --- 5. sanity check ------------------------------------------------------------------------
 
 
-def test_cascading_randomisation_leaves_the_model_alone(cnn):
+def test_cascading_randomisation_leaves_the_model_alone(mnist, cnn):
+    x = mnist[0][:1]
     before = {k: v.clone() for k, v in cnn.state_dict().items()}
     rng = torch.get_rng_state()
-    steps = list(saliency.cascading_randomisation(cnn, seed=0))
+    steps = list(saliency.cascading_randomisation(cnn, x, seed=0))
     assert torch.equal(torch.get_rng_state(), rng)
     for k, v in cnn.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -97,7 +98,7 @@ def test_cascading_randomisation_leaves_the_model_alone(cnn):
     assert torch.equal(last["11.weight"], first["11.weight"])
     assert not torch.equal(last["1.weight"], before["1.weight"])
     assert all(not m.training for _, m in steps)
-    again = [m.state_dict()["11.weight"] for _, m in saliency.cascading_randomisation(cnn, seed=0)]
+    again = [m.state_dict()["11.weight"] for _, m in saliency.cascading_randomisation(cnn, x)]
     assert torch.equal(again[0], first["11.weight"])  # seeded
 
 
@@ -115,7 +116,7 @@ def test_sanity_check_spearman_and_ssim(mnist, cnn):
     # The target stays the class the original model predicts.
     target = int(cnn(x).argmax())
     with torch.no_grad():
-        _, last = list(saliency.cascading_randomisation(cnn))[-1]
+        _, last = list(saliency.cascading_randomisation(cnn, x))[-1]
     torch.testing.assert_close(steps[-1].map, saliency.gradients(last, x, target))
 
 

@@ -285,36 +285,129 @@ def lesson_linear(ctx: dict, controls) -> None:
     )
 
 
-def lesson_sanity(ctx: dict, controls) -> None:
-    steps = lessons.sanity(ctx["model"], ctx["image"], ctx["target"])
-    left, right = st.columns([1, 2])
-    with left:
-        st.latex(
-            r"\rho_{\text{Spearman}}\big(|\nabla_x z_c|_{\theta},\;"
-            r"|\nabla_x z_c|_{\tilde\theta_{L..l}}\big)"
-        )
-        df = pd.DataFrame(
+SANITY_LABELS = {
+    "gradient": "Gradient",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "Integrated Gradients",
+    "input_x_gradient": "Input × Gradient",
+}
+# Adebayo et al. 2018, cascading randomisation of an MNIST CNN (their figures): what each
+# method's rank correlation with the original map does as the layers are randomised.
+PAPER_MNIST = {
+    "gradient": "falls towards 0",
+    "smoothgrad": "falls towards 0",
+    "integrated_gradients": "stays ≈ 0.99",
+    "input_x_gradient": "stays ≈ 0.99",
+}
+
+
+def _sanity_chart(steps: list[dict]) -> dict:
+    """A Vega-Lite spec: mean Spearman ρ and SSIM per step, with a ±1 std band."""
+    rows = []
+    for i, s in enumerate(steps):
+        for metric, key in (("Spearman ρ", "spearman"), ("SSIM", "ssim")):
+            v = np.asarray(s[key], dtype=float)
+            mean, sd = float(np.nanmean(v)), float(np.nanstd(v))
+            rows.append(
+                {"step": i, "metric": metric, "mean": mean, "lo": mean - sd, "hi": mean + sd}
+            )
+    x = {"field": "step", "type": "ordinal", "title": "layers randomised (0 = none)"}
+    colour = {
+        "field": "metric",
+        "type": "nominal",
+        "scale": {"domain": ["Spearman ρ", "SSIM"], "range": ["#1f5fa8", "#e07b00"]},
+        "legend": {"orient": "bottom", "title": None},
+    }
+    return {
+        "data": {"values": rows},
+        "height": 200,
+        "layer": [
             {
-                "step": [f"{i}. " + s["step"] for i, s in enumerate(steps)],
-                "Spearman ρ": [s["spearman"] for s in steps],
-                "SSIM": [s["ssim"] for s in steps],
-            }
+                "mark": {"type": "area", "opacity": 0.2},
+                "encoding": {"x": x, "y": {"field": "lo", "type": "quantitative"},
+                             "y2": {"field": "hi"}, "color": colour},
+            },
+            {
+                "mark": {"type": "line", "point": True},
+                "encoding": {
+                    "x": x,
+                    "y": {"field": "mean", "type": "quantitative", "title": None,
+                          "scale": {"domain": [-0.2, 1.0]}},
+                    "color": colour,
+                },
+            },
+        ],
+    }  # fmt: skip
+
+
+def lesson_sanity(ctx: dict, controls) -> None:
+    with controls:
+        n = st.radio(
+            "Images averaged",
+            (1, 5, 10),
+            index=1,
+            key="sanity_n",
+            horizontal=True,
+            format_func=lambda k: "this image" if k == 1 else f"this image and {k - 1} more",
+            help="The image chosen in Explore, then the first test images of the data set; "
+            "the band around each line is ±1 standard deviation over them.",
         )
-        st.dataframe(df, hide_index=True, width="stretch")
-        st.caption(
-            "Layers re-initialised cumulatively from the output down (on a deep copy; the "
-            f"shared {ctx['model']} is untouched). SSIM on maps scaled to [0, 1]."
-        )
-    with right:
-        cols = st.columns(min(len(steps), 5))
-        for i, s in enumerate(steps):
-            with cols[i % len(cols)]:
-                label = "original" if i == 0 else f"randomised to {s['step']}"
-                _map(s["map"], ABS, f"{label} · ρ {s['spearman']:.2f}")
+    ds = cache.dataset(ctx["dataset"])
+    others = ds.images[: n - 1, 0].numpy()
+    images = np.concatenate([ctx["image"][None], others]).astype(np.float32)
+    runs = {m: lessons.sanity(ctx["model"], images, m) for m in SANITY_LABELS}
+    st.latex(
+        r"\rho_{\text{Spearman}}\big(|A(x)|_{\theta},\;|A(x)|_{\tilde\theta_{L..l}}\big)"
+        r"\quad\text{for } A \in \{\nabla,\ \text{SmoothGrad},\ \text{IG},\ x \odot \nabla\}"
+    )
+    cols = st.columns(len(runs))
+    for col, (method, steps) in zip(cols, runs.items(), strict=True):
+        with col:
+            st.markdown(f"**{SANITY_LABELS[method]}**")
+            st.vega_lite_chart(_sanity_chart(steps), width="stretch", key=f"sanity_chart_{method}")
+            last = len(steps) - 1
+            for i in sorted({0, 1, last}):
+                s = steps[i]
+                label = "original" if i == 0 else f"to {s['step']}"
+                _map(s["map"], ABS, f"{label} · ρ {float(np.mean(s['spearman'])):.2f}")
+    gradient_steps = runs["gradient"]
+    table = pd.DataFrame(
+        {
+            "method": [SANITY_LABELS[m] for m in runs],
+            "paper, MNIST": [PAPER_MNIST[m] for m in runs],
+            "ours: ρ after the top layer": [
+                f"{np.mean(s[1]['spearman']):.2f} ± {np.std(s[1]['spearman']):.2f}"
+                for s in runs.values()
+            ],
+            "ours: ρ, all layers random": [
+                f"{np.mean(s[-1]['spearman']):.2f} ± {np.std(s[-1]['spearman']):.2f}"
+                for s in runs.values()
+            ],
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch", key="sanity_table")
+    steps_df = pd.DataFrame(
+        {
+            "step": [f"{i}. {s['step']}" for i, s in enumerate(gradient_steps)],
+            "re-initialised with": [s["init"] or "—" for s in gradient_steps],
+            "note": [s["note"] for s in gradient_steps],
+        }
+    )
+    st.dataframe(steps_df, hide_index=True, width="stretch", key="sanity_steps")
+    st.caption(
+        f"Layers re-initialised cumulatively from the output down, in the order forward uses "
+        f"them (on deep copies; the shared {ctx['model']} is untouched). Maps are absolute "
+        f"values; each image's target is the class the original model predicts. SSIM on maps "
+        "scaled to [0, 1]. A layer without its own reset_parameters (inside TorchScript or an "
+        "exported program) gets N(0, 0.05²)."
+    )
     notice(
-        "As the network is destroyed layer by layer, an honest map should change beyond "
-        "recognition. A map that doesn't change when the model is destroyed is a warning sign: "
-        "it shows the image (edges, strokes), not what the model learned."
+        "Gradient and SmoothGrad change beyond recognition as the network is destroyed: they "
+        "depend on what the model learned. Integrated Gradients and Input × Gradient barely "
+        "move, because both multiply by the input: on MNIST most pixels are exactly 0, so "
+        "their maps are 0 wherever the image is black, whatever the weights, and what is left "
+        "is the digit's outline. A map that survives the destruction of the model shows the "
+        "image, not the model."
     )
 
 
