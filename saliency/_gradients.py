@@ -53,7 +53,8 @@ def gradients(
     score: str = "logit",
     absolute: bool = True,
     output: OutputSelector = None,
-) -> torch.Tensor:
+    return_outputs: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Gradient of one class score per example with respect to the input (a saliency map).
 
     Args:
@@ -67,9 +68,12 @@ def gradients(
         absolute: return |gradient| (Simonyan et al. 2013) instead of the signed gradient.
         output: which output of a model returning a tuple/list (an index), a dict (a key), or a
             callable applied to the raw output.
+        return_outputs: also return the model's selected `(N, K)` outputs (detached), from the
+            same forward pass: predictions and maps for the price of one forward and one
+            backward.
 
     Returns:
-        A tensor shaped like `x`, on its device and dtype.
+        A tensor shaped like `x`, on its device and dtype (and the outputs, if asked).
 
     The model is evaluated in eval mode (BatchNorm/Dropout in training mode would mix the
     examples of a batch); each submodule's training flag is restored afterwards. Parameters'
@@ -81,12 +85,12 @@ def gradients(
     check_input(x)
     check_score(score)
     with eval_mode(model):
-        g, _, _ = _target_gradients(model, x, target, score=score, output=output)
-    if not absolute:
-        return g
-    # Autograd's result is a fresh tensor, so abs can work in place, unless it is a broadcast
-    # view (a model like x.sum(1) gets an expanded gradient), which is never contiguous.
-    return g.abs_() if g.is_contiguous() else g.abs()
+        g, out, _ = _target_gradients(model, x, target, score=score, output=output)
+    if absolute:
+        # Autograd's result is a fresh tensor, so abs can work in place, unless it is a broadcast
+        # view (a model like x.sum(1) gets an expanded gradient), which is never contiguous.
+        g = g.abs_() if g.is_contiguous() else g.abs()
+    return (g, out) if return_outputs else g
 
 
 def _has_conv(model: Callable) -> bool:

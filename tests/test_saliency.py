@@ -596,3 +596,16 @@ def test_contrast_of_a_class_with_itself_is_refused():
         saliency.contrast(m, x, [0, 0, 1], [1, 2, 1])
     diff = saliency.contrast(m, x, [0, 0, 1], [1, 2, 2])  # all different: exact W[a] - W[b]
     torch.testing.assert_close(diff[2], m.weight[1] - m.weight[2])
+
+
+def test_gradients_can_return_the_outputs_of_the_same_forward_pass():
+    m = linear_model()
+    x = torch.randn(4, 12)
+    calls = []
+    m.register_forward_hook(lambda *args: calls.append(1))
+    g, out = saliency.gradients(m, x, [0, 1, 2, 3], return_outputs=True)
+    assert len(calls) == 1  # one forward for both
+    torch.testing.assert_close(out, m(x).detach())
+    assert not out.requires_grad
+    torch.testing.assert_close(g, saliency.gradients(m, x, [0, 1, 2, 3]))
+    torch.testing.assert_close(g[2], m.weight[2].abs())
