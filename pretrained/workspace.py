@@ -1,0 +1,490 @@
+"""Workspaces: one model, one labelled image data set, its class names and its preprocessing.
+
+    >>> pre = Preprocessing(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229,) * 3)
+    >>> config = WorkspaceConfig(model="net.pt", data="images/", preprocessing=pre)
+    >>> items, classes, problems = list_items(config)      # ImageFolder tree or CSV of path,label
+    >>> model = load_model(config, len(classes))           # (N, C, H, W) pixels in [0, 1] -> (N, K)
+    >>> x = config.preprocessing(picture)                  # (C, H, W) float32 in [0, 1]
+
+- **Model**: TorchScript, a `torch.export` program, or a state dict of a torchvision
+  classification architecture (`resnet18`, `mobilenet_v3_small`, …, built with
+  `num_classes=K`) or of a registry architecture. Weights only: nothing is ever unpickled, and
+  programs pass the gate (`pretrained.gate`) before they run.
+- **Data**: an ImageFolder tree (one subfolder per class, sorted names are the classes, as in
+  torchvision) or a CSV with a header `path,label` (label: a class index or name; paths
+  relative to the CSV's folder).
+- **Preprocessing**: optional resize of the shorter side and centre crop, grey (1 channel) or
+  RGB (3), pixels scaled to [0, 1]; the mean and std are applied *inside* the model, as its
+  first layer, so that maps are with respect to pixels. Without a resize, images keep their own
+  size (a data set of several sizes then needs one).
+
+A workspace is written down as a small TOML file (`WorkspaceConfig.to_toml`), the same
+settings the CLI flags of `python -m pretrained.index` give. Never imports streamlit.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import gate
+from .architectures import ARCHITECTURES, build_model
+from .gate import UserModelError
+from .images import ImageError, decode_image
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Item",
+    "Preprocessing",
+    "Standardize",
+    "WorkspaceConfig",
+    "WorkspaceError",
+    "file_digest",
+    "list_items",
+    "load_model",
+    "read_bytes",
+    "read_image",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+MAX_CLASSES = 1000
+MAX_IMAGE_BYTES = 50 * 2**20  # one image file
+
+
+class WorkspaceError(ValueError):
+    """A user-facing message: what is wrong with the workspace's model, data or settings."""
+
+
+def _floats(values: Any, name: str) -> tuple[float, ...]:
+    if isinstance(values, int | float):
+        values = (values,)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise WorkspaceError(
+            f"{name} must be a number or a list of numbers, got {values!r}"
+        ) from None
+    if not out:
+        raise WorkspaceError(f"{name} is empty")
+    return out
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a picture becomes the model's input `(C, H, W)` in [0, 1].
+
+    `resize`: the shorter side in pixels (aspect kept, torchvision's rule), or None to keep
+    the size. `crop`: a centre crop to `crop × crop`, or None. `channels`: 1 (grey) or 3
+    (RGB). `mean`, `std`: per channel (or one value for all), applied inside the model.
+    """
+
+    resize: int | None = None
+    crop: int | None = None
+    channels: int = 3
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise WorkspaceError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        for name in ("resize", "crop"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and 1 <= v <= 4096):
+                raise WorkspaceError(f"{name} must be a whole number of pixels (1-4096), got {v}")
+        mean, std = _floats(self.mean, "mean"), _floats(self.std, "std")
+        for values, name in ((mean, "mean"), (std, "std")):
+            if len(values) not in (1, self.channels):
+                raise WorkspaceError(
+                    f"{name} has {len(values)} values for {self.channels} channel(s)"
+                )
+        if not all(s > 0 for s in std):
+            raise WorkspaceError(f"std must be positive, got {std}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def describe(self) -> str:
+        """The steps, for a person: what the model sees."""
+        steps = ["grey (1 channel)" if self.channels == 1 else "RGB (3 channels)"]
+        steps.append(
+            f"shorter side resized to {self.resize} px" if self.resize else "own size kept"
+        )
+        if self.crop:
+            steps.append(f"centre crop {self.crop} × {self.crop}")
+        steps.append("pixels scaled to [0, 1]")
+        if self.mean != (0.0,) or self.std != (1.0,):
+            fmt = lambda v: ", ".join(f"{x:g}" for x in v)  # noqa: E731
+            steps.append(f"then (x − ({fmt(self.mean)})) / ({fmt(self.std)}) inside the model")
+        return " · ".join(steps)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """`(C, H, W)` float32 in [0, 1]. Raises ImageError for a photo whose resize would be
+        extreme (`imagenet.resized_size`'s aspect limit)."""
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        if self.resize:
+            from .imagenet import resized_size
+
+            w, h = resized_size(image.width, image.height, self.resize)
+            image = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+        if self.crop:
+            c = self.crop
+            if image.width < c or image.height < c:  # torchvision pads; we say so instead
+                raise ImageError(
+                    f"The image is {image.width} × {image.height}, smaller than the "
+                    f"{c} × {c} crop: add a resize."
+                )
+            left, top = (image.width - c) // 2, (image.height - c) // 2
+            image = image.crop((left, top, left + c, top + c))
+        a = np.asarray(image, dtype=np.float32) / 255.0
+        return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    """One model and one labelled image data set, and how to read them."""
+
+    model: str
+    data: str
+    kind: str = "auto"
+    architecture: str | None = None
+    classes: tuple[str, ...] | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocessing"] = {k: v for k, v in d["preprocessing"].items() if v is not None}
+        d["preprocessing"]["mean"] = list(self.preprocessing.mean)
+        d["preprocessing"]["std"] = list(self.preprocessing.std)
+        if self.classes is not None:
+            d["classes"] = list(self.classes)
+        return {k: v for k, v in d.items() if v is not None}
+
+    def to_toml(self) -> str:
+        """The settings as TOML (what `from_toml` reads back)."""
+
+        def value(v: Any) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, int | float):
+                return repr(v)
+            if isinstance(v, str):
+                return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return "[" + ", ".join(value(x) for x in v) + "]"
+
+        d = self.to_dict()
+        pre = d.pop("preprocessing")
+        lines = ["# A workspace: python -m pretrained.index --config THIS_FILE --out FOLDER"]
+        lines += [f"{k} = {value(v)}" for k, v in d.items()]
+        lines += ["", "[preprocessing]"] + [f"{k} = {value(v)}" for k, v in pre.items()]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict, *, base: Path | None = None) -> WorkspaceConfig:
+        """From a parsed TOML table; relative paths are taken from `base` (the file's folder)."""
+        known = {"model", "data", "kind", "architecture", "classes", "preprocessing"}
+        unknown = set(d) - known
+        if unknown:
+            raise WorkspaceError(f"unknown workspace settings: {', '.join(sorted(unknown))}")
+        if "model" not in d or "data" not in d:
+            raise WorkspaceError("a workspace needs `model` and `data`")
+        pre = dict(d.get("preprocessing", {}))
+        bad = set(pre) - {"resize", "crop", "channels", "mean", "std"}
+        if bad:
+            raise WorkspaceError(f"unknown preprocessing settings: {', '.join(sorted(bad))}")
+
+        def path(p: str) -> str:
+            return str((base / p) if base is not None and not Path(p).is_absolute() else p)
+
+        classes = d.get("classes")
+        return cls(
+            model=path(d["model"]),
+            data=path(d["data"]),
+            kind=d.get("kind", "auto"),
+            architecture=d.get("architecture"),
+            classes=tuple(str(c) for c in classes) if classes is not None else None,
+            preprocessing=Preprocessing(**pre),
+        )
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> WorkspaceConfig:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        p = Path(path)
+        try:
+            d = tomllib.loads(p.read_text())
+        except OSError as err:
+            raise WorkspaceError(f"can't read {p}: {err.strerror or err}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise WorkspaceError(f"{p} is not valid TOML: {err}") from None
+        return cls.from_dict(d, base=p.parent)
+
+    def with_(self, **changes: Any) -> WorkspaceConfig:
+        return replace(self, **changes)
+
+
+# --- the data ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled image: `path` as found under the data folder (or as the CSV gives it)."""
+
+    path: str
+    label: int
+
+
+def _folder_items(root: Path, classes: Sequence[str] | None):
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise WorkspaceError(
+            f"{root} has no class folders: an ImageFolder tree has one subfolder per class"
+        )
+    names = tuple(classes) if classes is not None else tuple(folders)
+    index = {n: i for i, n in enumerate(names)}
+    items, problems = [], []
+    for folder in folders:
+        files = sorted(
+            p for p in (root / folder).rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        if folder not in index:
+            problems.append(
+                {"path": folder, "reason": "a folder whose name is not in the class list"}
+            )
+            continue
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        for p in files:
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                problems.append({"path": str(p.relative_to(root)), "reason": "not an image file"})
+        if not images:
+            problems.append({"path": folder, "reason": f"the class folder {folder!r} is empty"})
+        items += [Item(str(p.relative_to(root)), index[folder]) for p in images]
+    for name in names:
+        if name not in folders:
+            problems.append({"path": name, "reason": f"no folder for class {name!r}"})
+    return items, names, problems
+
+
+def _csv_items(path: Path, classes: Sequence[str] | None):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise WorkspaceError(f"can't read {path}: {err}") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["path", "label"]:
+        raise WorkspaceError(f"{path} must start with a header row `path,label`")
+    body = [(r[0].strip(), r[1].strip()) for r in rows[1:] if len(r) >= 2 and r[0].strip()]
+    if not body:
+        raise WorkspaceError(f"{path} lists no images")
+    labels = [label for _, label in body]
+    numeric = all(label.lstrip("-").isdigit() for label in labels)
+    if classes is not None:
+        names = tuple(classes)
+    elif numeric:
+        names = tuple(str(k) for k in range(max(int(v) for v in labels) + 1))
+    else:
+        names = tuple(sorted(set(labels)))
+    index = {n: i for i, n in enumerate(names)}
+    items, problems = [], []
+    for line, (p, label) in enumerate(body, start=2):
+        k = int(label) if numeric and label not in index else index.get(label)
+        if k is None or not 0 <= k < len(names):
+            problems.append(
+                {"path": p, "reason": f"line {line}: label {label!r} is not in the class list"}
+            )
+            continue
+        items.append(Item(p, k))
+    return items, names, problems
+
+
+def list_items(config: WorkspaceConfig) -> tuple[list[Item], tuple[str, ...], list[dict]]:
+    """The labelled images of a workspace, its class names, and the problems found (entries
+    skipped, each `{"path", "reason"}`). Raises WorkspaceError when there is no data at all."""
+    root = Path(config.data)
+    if not root.exists():
+        raise WorkspaceError(f"the data path {root} does not exist")
+    if root.is_dir():
+        items, names, problems = _folder_items(root, config.classes)
+    else:
+        items, names, problems = _csv_items(root, config.classes)
+    if not 2 <= len(names) <= MAX_CLASSES:
+        raise WorkspaceError(f"a workspace has 2 to {MAX_CLASSES} classes, this one {len(names)}")
+    if not items:
+        raise WorkspaceError(f"no images found in {root}")
+    return items, names, problems
+
+
+def data_root(config: WorkspaceConfig) -> Path:
+    root = Path(config.data)
+    return root if root.is_dir() else root.parent
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_bytes(root: Path, item: Item) -> bytes:
+    """The file of one image, at most MAX_IMAGE_BYTES; raises ImageError saying why not."""
+    p = root / item.path
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as err:
+        raise ImageError(f"can't read the file ({err.strerror or err})") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"the file is over {MAX_IMAGE_BYTES >> 20} MB")
+    return data
+
+
+def read_image(root: Path, item: Item, pre: Preprocessing) -> np.ndarray:
+    """One image as the model's input `(C, H, W)`; raises ImageError saying why not."""
+    return pre(decode_image(read_bytes(root, item), max_bytes=MAX_IMAGE_BYTES))
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+class Standardize(nn.Module):
+    """`(x - mean[c]) / std[c]` per channel, as a model's first layer: `(N, C, H, W)`."""
+
+    def __init__(self, mean: Iterable[float], std: Iterable[float]) -> None:
+        super().__init__()
+        mean, std = list(mean), list(std)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Prepared(nn.Module):
+    """`model(standardize(x))`, frozen and in eval mode (an exported program refuses
+    `.eval()`, so the flags are set directly and only this wrapper switches)."""
+
+    def __init__(self, model: nn.Module, pre: Preprocessing) -> None:
+        super().__init__()
+        identity = set(pre.mean) == {0.0} and set(pre.std) == {1.0}
+        self.standardize = nn.Identity() if identity else Standardize(pre.mean, pre.std)
+        self.model = model
+        for m in self.modules():
+            m.training = False
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.standardize(x))
+
+    def train(self, mode: bool = True) -> Prepared:
+        self.training = mode
+        return self
+
+
+def torchvision_classifiers() -> list[str]:
+    """The classification architectures torchvision can build (`resnet18`, `vit_b_16`, …)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def load_model(
+    config: WorkspaceConfig,
+    num_classes: int,
+    *,
+    device: str | torch.device = "cpu",
+    data: bytes | None = None,
+) -> nn.Module:
+    """The workspace's model, `(N, C, H, W)` pixels in [0, 1] -> `(N, K)` scores, read in
+    this process (a CLI user's own file; a server reads uploads in the sandbox instead).
+
+    The file is checked by the gate first (its ZIP directory; for programs, every operator).
+    `data`: the file's bytes when already read. Raises WorkspaceError saying what is wrong.
+    """
+    from .user_models import _resolve_kind, _weights_only_everywhere, error_line
+
+    if data is None:
+        try:
+            data = Path(config.model).read_bytes()
+        except OSError as err:
+            raise WorkspaceError(f"can't read the model {config.model}: {err.strerror}") from None
+    pre = config.preprocessing
+    try:
+        kind = _resolve_kind(data, config.kind)
+        if kind == "state_dict":
+            return _from_state_dict(data, config.architecture, num_classes, pre).to(device)
+        if kind == "torchscript":
+            program = torch.jit.load(io.BytesIO(data), map_location="cpu")
+            inner = program
+        else:
+            with _weights_only_everywhere():
+                program = torch.export.load(io.BytesIO(data))
+            inner = program.module()
+        gate.check_program(program)
+    except UserModelError as err:
+        raise WorkspaceError(str(err)) from None
+    except WorkspaceError:
+        raise
+    except Exception as err:  # noqa: BLE001 - reading a model file fails in many ways
+        raise WorkspaceError(
+            f"could not read the model {config.model}: {error_line(err)}"
+        ) from None
+    return Prepared(inner, pre).to(device)
+
+
+def _from_state_dict(
+    data: bytes, architecture: str | None, num_classes: int, pre: Preprocessing
+) -> nn.Module:
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WorkspaceError("the state dict file does not hold a mapping of names to tensors")
+    if architecture in ARCHITECTURES:
+        if pre.channels != 1:
+            raise WorkspaceError(f"the registry architecture {architecture!r} takes grey images")
+        net = build_model(architecture, num_classes, normalisation=(pre.mean[0], pre.std[0]))
+        wrap = False  # the registry's architectures normalise inside
+    else:
+        import torchvision
+
+        known = torchvision_classifiers()
+        if architecture not in known:
+            raise WorkspaceError(
+                "a state dict needs `architecture`: a torchvision classifier ("
+                + ", ".join(known[:8])
+                + ", …) or one of the registry's ("
+                + ", ".join(ARCHITECTURES)
+                + ")"
+            )
+        net = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
+        wrap = True
+    missing, unexpected = [], []
+    expected = net.state_dict()
+    for k, v in expected.items():
+        if k not in state:
+            missing.append(k)
+        elif tuple(state[k].shape) != tuple(v.shape):
+            raise WorkspaceError(
+                f"the weights do not fit {architecture} with {num_classes} classes: {k} has "
+                f"shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+            )
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        what = [f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]]
+        raise WorkspaceError(f"the weights do not fit {architecture}: " + "; ".join(what))
+    net.load_state_dict(state)
+    if wrap:
+        return Prepared(net, pre)
+    net.requires_grad_(False)
+    return net.eval()
