@@ -543,6 +543,9 @@ class Worker:
                     f"gives one model ({error})."
                 )
             raise ModelError(f"The model could not be read: {error}")
+        if not isinstance(reply.get("result"), dict):
+            self._kill()
+            raise ProtocolError("The model's worker sent a malformed reply to loading.")
         facts = dict(reply["result"])
         try:
             facts.update(self._call("check", self.example, n_classes=self.n_classes))
