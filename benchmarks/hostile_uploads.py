@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the hostile model files of the test suite
 
 import hostile  # noqa: E402
-import torch  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 import pretrained  # noqa: E402
@@ -47,15 +46,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-sync"]  # fmt: skip
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-class Trap(hostile._Base):
-    """A fine classifier that loops forever on an almost white image."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        while bool(x.mean() > 0.9):
-            x = x + 0.0
-        return self.classify(x)
 
 
 def _rss(pid: int) -> int:
@@ -180,7 +170,7 @@ def main() -> None:
         ("memory hoarder", hostile.hoarder()),
         ("deflate bomb (1 GB)", hostile.deflate_bomb(1024)),
         ("legitimate CNN", hostile.scripted(cnn)),
-        ("trap (accepted, then hangs)", hostile.scripted(Trap())),
+        ("trap (accepted, then hangs)", hostile.trap()),
     ]
     proc, url = start_server(args.timeout, args.out.with_suffix(".server.log"))
     results = []

@@ -202,9 +202,6 @@ def error_line(err: BaseException) -> str:
     return text[:400]
 
 
-_first_line = error_line
-
-
 def _resolve_kind(data: bytes, kind: str) -> str:
     detected = detect_kind(data)
     if kind == "auto":
@@ -262,7 +259,7 @@ def read_model_with_ops(
                 "could run code. Save only the weights: torch.save(model.state_dict(), path); or "
                 "upload TorchScript (torch.jit.save) or a torch.export program."
             ) from None
-        raise UserModelError(f"Could not read this {kind} file: {_first_line(err)}") from None
+        raise UserModelError(f"Could not read this {kind} file: {error_line(err)}") from None
     ops = gate_module.program_ops(program)
     if gate:
         gate_module.check_ops(ops)
@@ -343,7 +340,7 @@ def check_model(
         facts = check(model, x, n_classes=n_classes)
     except Exception as err:  # noqa: BLE001 - any failure of user code is reported, not raised
         raise UserModelError(
-            f"The model failed on one {tuple(x.shape)} image: {_first_line(err)}"
+            f"The model failed on one {tuple(x.shape)} image: {error_line(err)}"
         ) from None
     return judge_check(facts, n_classes=n_classes, time_limit=time_limit)
 
@@ -375,7 +372,7 @@ def _batch_failure(err: BaseException, kind: str) -> UserModelError:
     )
     return UserModelError(
         f"The model works on one image but failed on a batch of test images: "
-        f"{_first_line(err)}{hint}"
+        f"{error_line(err)}{hint}"
     )
 
 

@@ -307,12 +307,6 @@ def _memory_error(err: BaseException) -> bool:
     )
 
 
-def _first_line(err: BaseException) -> str:
-    from pretrained.user_models import error_line
-
-    return error_line(err)
-
-
 def _quiet() -> None:
     """stdin, stdout and stderr to /dev/null: what a model prints must not reach the server's
     terminal or log file (SALIENCY_WORKER_STDERR=1 keeps stderr, for debugging)."""
@@ -332,6 +326,7 @@ def _serve(conn: Any, limits: Limits) -> None:
     _warm_up(limits.threads)
     request = read_message(fd)
     from pretrained import gate, jobs, sandbox, user_models
+    from pretrained.user_models import error_line
 
     # Keep only the socket to the server (and /dev/null on 0-2): not the fork server's pipes,
     # not multiprocessing's resource tracker, nothing a warm-up left open.
@@ -351,7 +346,7 @@ def _serve(conn: Any, limits: Limits) -> None:
         os._exit(0)
     except Exception as err:  # noqa: BLE001 - the model's own failure, reported to the server
         kind = "memory" if _memory_error(err) else "error"
-        write_message(fd, {"ok": False, "kind": kind, "error": _first_line(err)})
+        write_message(fd, {"ok": False, "kind": kind, "error": error_line(err)})
         os._exit(0)
     del request
     while True:
@@ -370,13 +365,13 @@ def _serve(conn: Any, limits: Limits) -> None:
             reply = {"ok": True, "result": result}
         except Exception as err:  # noqa: BLE001 - the model's own failure, reported
             if _memory_error(err):
-                write_message(fd, {"ok": False, "kind": "memory", "error": _first_line(err)})
+                write_message(fd, {"ok": False, "kind": "memory", "error": error_line(err)})
                 os._exit(0)  # drop whatever the model hoarded
-            reply = {"ok": False, "kind": "error", "error": _first_line(err)}
+            reply = {"ok": False, "kind": "error", "error": error_line(err)}
         try:
             write_message(fd, reply)
         except (TypeError, ValueError) as err:  # a result the wire format can't carry
-            write_message(fd, {"ok": False, "kind": "error", "error": _first_line(err)})
+            write_message(fd, {"ok": False, "kind": "error", "error": error_line(err)})
 
 
 # The fork server: one per server process, started on first use.
@@ -474,7 +469,6 @@ class Worker:
         self.lock = threading.Lock()
         self.starts = 0
         self.failures = 0  # consecutive failures (deaths or time-outs); reset by a success
-        self.last_failure: str | None = None
         self.last_used = 0.0
         self.facts: dict | None = None
 
@@ -569,17 +563,17 @@ class Worker:
             return reply
         except TimeoutError:
             self._kill()
-            self._failed("timeout")
+            self._failed()
             raise ModelTimeout(
                 f"The model did not {what} within {seconds:g} s, so its worker was stopped."
             ) from None
         except ProtocolError as err:
             self._kill()
-            self._failed("protocol")
+            self._failed()
             raise ProtocolError(f"The model's worker sent a malformed reply ({err}).") from None
         except (EOFError, OSError):
             code = self._reap()
-            self._failed("crash")
+            self._failed()
             raise _describe_exit(code) from None
 
     def call(self, job: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
@@ -608,16 +602,15 @@ class Worker:
         error = _plain(reply.get("error", ""))
         if reply.get("kind") == "memory":
             self._reap()
-            self._failed("memory")
+            self._failed()
             raise ModelOutOfMemory(
                 f"The model needed more than the {self.limits.memory_bytes // 2**20} MB this "
                 f"server gives one model, so its worker was stopped ({error})."
             )
         raise ModelError(f"The model failed: {error}")
 
-    def _failed(self, why: str) -> None:
+    def _failed(self) -> None:
         self.failures += 1
-        self.last_failure = why
 
     def _reap(self, timeout: float = 5.0) -> int | None:
         """Wait for a worker that is exiting; kill it if it doesn't. Its exit code."""

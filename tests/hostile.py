@@ -83,6 +83,15 @@ class BatchLoop(_Base):
         return self.classify(x)
 
 
+class Trap(_Base):
+    """A fine classifier that loops forever on an almost white image: accepted, hangs later."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        while bool(x.mean() > 0.9):
+            x = x + 0.0
+        return self.classify(x)
+
+
 class Hoarder(_Base):
     """Keeps 256 MB more on every forward, in a list attribute."""
 
@@ -122,6 +131,10 @@ def forever_loop() -> bytes:
 
 def batch_loop() -> bytes:
     return scripted(BatchLoop())
+
+
+def trap() -> bytes:
+    return scripted(Trap())
 
 
 def hoarder() -> bytes:

@@ -13,7 +13,6 @@ import urllib.parse
 import hostile
 import numpy as np
 import pytest
-import torch
 from browser_support import IDLE, VIEWPORT, require_browser
 
 from pretrained.images import encode_image
@@ -24,15 +23,6 @@ require_browser()
 from playwright.sync_api import expect  # noqa: E402
 
 ALERTS = '[data-testid="stAlertContentError"], [data-testid="stAlertContentSuccess"]'
-
-
-class Trap(hostile._Base):
-    """A fine classifier that loops forever on an almost white image."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        while bool(x.mean() > 0.9):
-            x = x + 0.0
-        return self.classify(x)
 
 
 def rss_mb(pid: int) -> float:
@@ -76,7 +66,7 @@ def test_hostile_uploads_in_a_real_browser(server, browser, tmp_path, artifacts_
     # A model that works on the test set, then hangs on one image: a message, then it recovers.
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
-    assert upload(page, server.url, "trap.pt", hostile.scripted(Trap())).startswith("Accepted")
+    assert upload(page, server.url, "trap.pt", hostile.trap()).startswith("Accepted")
     page.get_by_role("button", name="Open it in Explore").click()
     expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible()
     page.wait_for_selector(IDLE)

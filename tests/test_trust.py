@@ -416,17 +416,8 @@ def test_the_kernel_stops_a_job_past_its_cpu_budget():
     assert not w.alive
 
 
-class Trap(hostile._Base):
-    """A fine classifier, except that an almost white image makes it loop forever."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        while bool(x.mean() > 0.9):
-            x = x + 0.0
-        return self.classify(x)
-
-
 def test_a_hang_kills_only_that_worker_which_restarts_on_the_next_request():
-    w, info = accept(hostile.scripted(Trap()))
+    w, info = accept(hostile.trap())
     x = example()
     first_pid = w.pid
     with pytest.raises(ModelTimeout, match="within 4 s"):
@@ -567,7 +558,7 @@ def test_the_pool_bounds_live_workers_and_says_when_a_model_is_gone():
 
 def test_a_model_that_keeps_failing_is_disabled_with_the_reason():
     pool = worker.Pool(max_failures=2)
-    u = pool.add(_upload(hostile.scripted(Trap())))
+    u = pool.add(_upload(hostile.trap()))
     white = np.ones_like(example())
     for _ in range(2):
         with pytest.raises(ModelTimeout, match=u.name):

@@ -89,18 +89,9 @@ def test_hostile_uploads_get_a_message_and_nothing_else(tmp_path, build, message
     assert all(not m.startswith("upload:") for m in model_names(at))
 
 
-class Trap(hostile._Base):
-    """A fine classifier that loops forever on an almost white image."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        while bool(x.mean() > 0.9):
-            x = x + 0.0
-        return self.classify(x)
-
-
 @needs_sandbox
 def test_a_model_that_hangs_later_gets_a_message_and_a_fresh_worker():
-    at = upload_model(run_app(), "trap.pt", hostile.scripted(Trap()))
+    at = upload_model(run_app(), "trap.pt", hostile.trap())
     name = at.session_state["um_accepted"]
     at.switch_page("views/explore.py").run()
     at.selectbox(key="model").set_value(name).run()
