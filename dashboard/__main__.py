@@ -1,4 +1,8 @@
-"""`python -m dashboard [--class] [--no-uploads] [streamlit options]`: start the dashboard.
+"""`python -m dashboard [--workspace W]… [--class] [--no-uploads] [streamlit options]`.
+
+`--workspace W` (as often as you like) adds a folder written by `python -m pretrained.index`
+to the sidebar's data sets and opens the dashboard on the first one: Explore,
+Misclassifications and Data-set sensitivity then show that model on those images.
 
 By default the server listens on this machine only (localhost), as `.streamlit/config.toml`
 says. `--class` opens it to the network (every interface, port 8501 unless `--server.port`
@@ -33,18 +37,38 @@ def warm_up() -> None:
 
 
 def streamlit_args(argv: list[str]) -> list[str]:
-    """Our own switches turned into Streamlit options (and SALIENCY_UPLOADS); the rest of
-    `argv` is passed through unchanged."""
+    """Our own switches turned into Streamlit options (and SALIENCY_UPLOADS,
+    SALIENCY_WORKSPACES); the rest of `argv` is passed through unchanged. Raises SystemExit
+    with a message when a `--workspace` folder is not a finished index."""
     args = []
     explicit = any(a.startswith("--server.address") for a in argv)
     if not explicit:  # also when started from another folder, where config.toml isn't read
         args += ["--server.address", "0.0.0.0" if "--class" in argv else "localhost"]
-    for arg in argv:
+    workspaces = []
+    rest = iter(argv)
+    for arg in rest:
         if arg == "--no-uploads":
             os.environ["SALIENCY_UPLOADS"] = "off"
+        elif arg == "--workspace" or arg.startswith("--workspace="):
+            folder = arg.partition("=")[2] if "=" in arg else next(rest, "")
+            workspaces.append(_checked_workspace(folder))
         elif arg != "--class":
             args.append(arg)
+    if workspaces:
+        os.environ["SALIENCY_WORKSPACES"] = os.pathsep.join(workspaces)
     return args
+
+
+def _checked_workspace(folder: str) -> str:
+    from pretrained.workspace import WorkspaceError, open_indexed
+
+    if not folder:
+        raise SystemExit("--workspace needs a folder written by python -m pretrained.index")
+    try:
+        open_indexed(folder)
+    except WorkspaceError as err:
+        raise SystemExit(f"--workspace {folder}: {err}") from None
+    return str(Path(folder).resolve())
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-import pretrained
-from dashboard import cache, render, state
+from dashboard import cache, render, sources, state
 from pretrained.worker import ModelFailure
+from pretrained.workspace import WorkspaceError
 
 st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
 
@@ -20,17 +20,27 @@ with st.sidebar:
     st.caption("Which pixels does the network's decision depend on?")
     st.selectbox(
         "Data set",
-        pretrained.DATASETS,
+        sources.keys(),
         key="dataset",
-        format_func={"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST"}.get,
+        format_func=sources.title,
+        help="The bundled test sets, and the workspaces this server was started on "
+        "(python -m dashboard --workspace FOLDER): any image classifier on any image folder, "
+        "indexed with python -m pretrained.index.",
     )
+
+    def _model_label(m: str) -> str:
+        try:
+            return f"{m} ({cache.model_info(m).test_accuracy:.2%})"
+        except WorkspaceError:
+            return m
+
     st.selectbox(
         "Model",
         state.models(view["dataset"]),
         key="model",
-        format_func=lambda m: f"{m} ({cache.model_info(m).test_accuracy:.2%})",
-        help="Every model trained for this data set, with its accuracy on the 10,000 test images "
-        "(and the models you uploaded on the Your model page).",
+        format_func=_model_label,
+        help="Every model trained for this data set, with its accuracy on the test images "
+        "(and the models you uploaded on the Your model page). A workspace has its own model.",
     )
 
 page = st.navigation(
@@ -64,5 +74,10 @@ except ModelFailure as err:  # an uploaded model failed in its worker: this page
     st.error(
         f"{render.plain(err)} The rest of the dashboard is unaffected: the bundled models and "
         "your other choices are still here."
+    )
+except WorkspaceError as err:  # a workspace's folder or model went bad since it was indexed
+    st.error(
+        f"This workspace can't be shown: {render.plain(err)}. Pick another data set in the "
+        "sidebar; everything else you chose is kept."
     )
 state.sync()

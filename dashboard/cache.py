@@ -11,11 +11,13 @@ does not grow without limit.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ import torch
 
 import pretrained
 import saliency
-from pretrained import jobs, worker
+from dashboard import sources
+from pretrained import jobs, worker, workspace
 from pretrained.user_models import UserModelInfo
 from saliency import display
 
@@ -73,17 +76,70 @@ def is_upload(name: str) -> bool:
     return isinstance(name, str) and name.startswith(UPLOAD_PREFIX)
 
 
+# --- a workspace's model: the operator's own file (python -m dashboard --workspace W) -------
+
+
+@dataclass(frozen=True)
+class WorkspaceModelInfo:
+    """What the index measured: a workspace's model is named like its workspace (`ws:<name>`)."""
+
+    name: str
+    dataset: str
+    description: str
+    class_names: tuple[str, ...]
+    weights_sha256: str
+    test_accuracy: float  # on the workspace's own images, as indexed
+    n_test: int
+
+
+@st.cache_resource(show_spinner="Loading the workspace's model…", max_entries=8)
+def _workspace_model(key: str, sha256: str) -> torch.nn.Module:
+    """Read as the index read it (behind the gate); refused when the file changed since."""
+    src = sources.source(key)
+    config = src.indexed.config
+    try:
+        data = Path(config.model).read_bytes()
+    except OSError as err:
+        raise workspace.WorkspaceError(
+            f"can't read the model {config.model}: {err.strerror or err}"
+        ) from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise workspace.WorkspaceError(
+            f"the model file {config.model} changed since the workspace was indexed: index it "
+            "again (python -m pretrained.index --config workspace.toml --out FOLDER)"
+        )
+    return workspace.load_model(
+        config, len(src.classes), data=data, device=pretrained.default_device()
+    )
+
+
 def model(name: str) -> torch.nn.Module:
-    """A registry model, shared by every session and never mutated. Uploaded models have no
-    object in this process: their computations go through `run`."""
+    """A registry model or a workspace's, shared by every session and never mutated. Uploaded
+    models have no object in this process: their computations go through `run`."""
     if is_upload(name):
         raise TypeError(f"{name} runs in its sandboxed worker: use cache.run, not cache.model")
+    if sources.is_workspace(name):
+        return _workspace_model(name, model_info(name).weights_sha256)
     return _registry_model(name)
 
 
-def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo:
-    """The registry's model card, or what was measured when an upload was accepted."""
-    return uploads().get(name).info if is_upload(name) else pretrained.model_info(name)
+def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo | WorkspaceModelInfo:
+    """The registry's model card, what was measured when an upload was accepted, or what the
+    index of a workspace measured."""
+    if is_upload(name):
+        return uploads().get(name).info
+    if sources.is_workspace(name):
+        ws = sources.source(name).indexed
+        return WorkspaceModelInfo(
+            name=name,
+            dataset=name,
+            description=f"{Path(ws.config.model).name}, indexed on {len(ws.paths):,} images",
+            class_names=ws.classes,
+            weights_sha256=ws.model_sha256,
+            test_accuracy=ws.accuracy,
+            n_test=len(ws.paths),
+        )
+    return pretrained.model_info(name)
 
 
 def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
@@ -94,7 +150,7 @@ def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
     timeout = kwargs.pop("timeout", None)  # seconds an upload's worker may take (a long job)
     if is_upload(name):
         return uploads().call(name, job, x, timeout=timeout, **kwargs)
-    return jobs.run(job, _registry_model(name), x, **kwargs)
+    return jobs.run(job, model(name), x, **kwargs)
 
 
 @st.cache_resource(show_spinner="Loading the test set…")
@@ -102,14 +158,40 @@ def dataset(name: str) -> pretrained.Dataset:
     return pretrained.load_dataset(name, "test")
 
 
+def predictions(name: str, key: str) -> sources.Predictions:
+    """What model `name` says about every image of source `key`: computed once for a bundled
+    test set (`test_set_probabilities`), read from the index for a workspace."""
+    if sources.is_workspace(key):
+        ws = sources.source(key).indexed
+        return sources.Predictions(
+            ws.predicted, ws.p_predicted, ws.p_label, ws.top_classes, ws.top_probabilities
+        )
+    return _bundled_predictions(name, key)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _bundled_predictions(name: str, key: str) -> sources.Predictions:
+    labels = sources.source(key).labels
+    return sources.Predictions.from_probabilities(test_set_probabilities(name, key), labels)
+
+
 def _one(image: np.ndarray) -> np.ndarray:
-    """(1, 1, 28, 28) float32 batch of one 28x28 image."""
-    return np.ascontiguousarray(image, dtype=np.float32)[None, None]
+    """A batch of one: `(1, C, H, W)` float32 from `(C, H, W)`, or from `(H, W)` grey."""
+    image = np.asarray(image, dtype=np.float32)
+    return np.ascontiguousarray(image[None] if image.ndim == 3 else image[None, None])
+
+
+def _reduce(m: np.ndarray, absolute: bool) -> np.ndarray:
+    """`(C, H, W)` -> `(H, W)` the way the Photos page does: max |g| over the channels for
+    absolute maps (Simonyan et al.), the signed sum for signed ones; one channel is kept."""
+    if m.shape[0] == 1:
+        return m[0]
+    return display.reduce_channels(m, "max" if absolute else "sum")
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
 def probabilities(name: str, image: np.ndarray) -> np.ndarray:
-    """(K,) softmax probabilities of one 28x28 image."""
+    """(K,) softmax probabilities of one image `(C, H, W)` (or `(H, W)` grey)."""
     return run(name, "probabilities", _one(image))[0]
 
 
@@ -123,25 +205,30 @@ def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def class_maps(name: str, image: np.ndarray, method: str, score: str, absolute: bool) -> np.ndarray:
-    """(K, 28, 28) maps of every class for one image (gradient: one `jacobian` call)."""
+def class_maps(
+    name: str,
+    image: np.ndarray,
+    method: str,
+    score: str,
+    absolute: bool,
+    classes: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """`(len(classes), H, W)` maps of one image (every class when `classes` is None: `(K, H,
+    W)`), channels reduced by `_reduce` (gradient: one `jacobian` call)."""
+    options = dict(METHOD_OPTIONS.get(method, {}))
+    if classes is not None:
+        options["classes"] = [int(c) for c in classes]
     maps = run(
-        name,
-        "class_maps",
-        _one(image),
-        method=method,
-        score=score,
-        absolute=absolute,
-        **METHOD_OPTIONS.get(method, {}),
-    )  # (1, K, 1, 28, 28)
-    return maps[0, :, 0]
+        name, "class_maps", _one(image), method=method, score=score, absolute=absolute, **options
+    )[0]  # (k, C, H, W)
+    return np.stack([_reduce(m, absolute) for m in maps])
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def contrast_map(
     name: str, image: np.ndarray, target: int, versus: int, method: str, score: str
 ) -> np.ndarray:
-    """(28, 28) signed map of score_target - score_versus."""
+    """`(H, W)` signed map of score_target - score_versus (channels summed)."""
     m = run(
         name,
         "contrast",
@@ -152,7 +239,7 @@ def contrast_map(
         score=score,
         **METHOD_OPTIONS.get(method, {}),
     )
-    return m[0, 0]
+    return _reduce(m[0], absolute=False)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

@@ -27,6 +27,11 @@ def plain(text: object) -> str:
     return "".join(out)
 
 
+def class_label(k: int, names: tuple[str, ...]) -> str:
+    """The label of class k: its number alone (MNIST's "7"), or "3 · Dress"."""
+    return str(k) if names[k] == str(k) else f"{k} · {names[k]}"
+
+
 @dataclass(frozen=True)
 class Style:
     """The rendering choices in force, so every picture and caption says the same thing."""
@@ -82,7 +87,24 @@ def colorbar(lo: float, hi: float, cmap: str, width: int = 280) -> np.ndarray:
 
 
 def grey(image: np.ndarray, scale: int = SCALE) -> np.ndarray:
+    """An image (grey `(H, W)` or `(C, H, W)`, grey or RGB) as upscaled uint8 RGB."""
     return display.upscale(display.to_rgb(image), scale)
+
+
+def scale_for(shape: tuple[int, ...], px: int = 280) -> int:
+    """The whole-number upscale that brings an image's longer side near `px` (1 for images
+    already that big): 28 × 28 -> 10, 64 × 64 -> 4, 224 × 224 -> 1."""
+    return max(1, px // max(shape[-2:]))
+
+
+def thumbnail(rgb: np.ndarray, px: int) -> np.ndarray:
+    """A picture whose longer side is at most `px`: shrunk smoothly (a big photo), or kept."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= px:
+        return rgb
+    f = px / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

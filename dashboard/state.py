@@ -17,11 +17,12 @@ import streamlit as st
 
 import pretrained
 import saliency
-from dashboard import cache
+from dashboard import cache, sources
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 
 SOURCES = ("test", "upload", "draw")
-TARGETS = ("predicted", "true") + tuple(str(k) for k in range(10))
+TARGETS = ("predicted", "true")  # or a class index, "0" to "999"
+MAX_CLASSES = 1000
 SCORES = saliency.SCORES
 SIGNS = ("absolute", "signed")
 SCALES = ("map", "shared")
@@ -37,8 +38,12 @@ TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 def models(dataset: str | None = None) -> list[str]:
     """Registry models that have weights and a training record (a model registered but not
     yet trained is left out, so one missing file cannot break every page), then the models
-    this session uploaded (or claimed with their token) that are still on the server."""
-    ready = []
+    this session uploaded (or claimed with their token) that are still on the server. A
+    workspace has one model, named like it."""
+    workspaces = sources.workspace_folders()
+    if dataset in workspaces:
+        return [dataset]
+    ready = [] if dataset is not None else list(workspaces)
     for name in pretrained.list_models(dataset):
         try:
             pretrained.model_info(name)
@@ -98,14 +103,31 @@ def _claim(tokens: list[str]) -> None:
 
 def default_model(dataset: str) -> str:
     ready = models(dataset)
+    if sources.is_workspace(dataset):
+        return ready[0]
     return f"{dataset}-cnn" if f"{dataset}-cnn" in ready else ready[0]
 
 
 @dataclass(frozen=True)
 class Field:
-    default: Any
+    initial: Any  # the value, or a function giving it (read when a session starts)
     parse: Callable[[str], Any]  # raises ValueError for a bad URL value
     dump: Callable[[Any], str] = str
+
+    @property
+    def default(self) -> Any:
+        return self.initial() if callable(self.initial) else self.initial
+
+
+def _first_source() -> str:
+    """The first workspace the server was started on (python -m dashboard --workspace W),
+    else MNIST."""
+    return sources.keys()[0]
+
+
+def _first_model() -> str:
+    first = _first_source()
+    return first if sources.is_workspace(first) else "mnist-cnn"
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -125,6 +147,23 @@ def _number(kind: type, lo: float, hi: float) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+def _class_or(*words: str) -> Callable[[str], str]:
+    """One of `words`, or a class index "0" … "999" (a view checks it against its K)."""
+
+    def parse(text: str) -> str:
+        if text in words or (text.isdigit() and int(text) < MAX_CLASSES and text == str(int(text))):
+            return text
+        raise ValueError(f"expected {', '.join(words)} or a class number")
+
+    return parse
+
+
+def _source_key(text: str) -> str:
+    if text not in sources.keys():
+        raise ValueError(f"unknown data set; known: {', '.join(sources.keys())}")
+    return text
 
 
 def _flag(text: str) -> bool:
@@ -163,14 +202,14 @@ def _image(text: str) -> str:
 
 
 FIELDS: dict[str, Field] = {
-    "dataset": Field("mnist", _choice(pretrained.DATASETS)),
-    "model": Field("mnist-cnn", _model),
+    "dataset": Field(_first_source, _source_key),
+    "model": Field(_first_model, _model),
     "source": Field("test", _choice(SOURCES)),
-    "index": Field(0, _number(int, 0, 9999)),
+    "index": Field(0, _number(int, 0, 10_000_000)),
     "image": Field("", _image),
-    "true_class": Field("any", _choice(("any",) + tuple(str(k) for k in range(10)))),
+    "true_class": Field("any", _class_or("any")),
     "correctness": Field("all", _choice(CORRECTNESS)),
-    "target": Field("predicted", _choice(TARGETS)),
+    "target": Field("predicted", _class_or(*TARGETS)),
     "method": Field("gradient", _choice(saliency.METHODS)),
     "score": Field("logit", _choice(SCORES)),
     "sign": Field("absolute", _choice(SIGNS)),
@@ -211,6 +250,8 @@ def _canonical() -> dict[str, Any]:
 def init() -> dict[str, Any]:
     """Seed every widget key from the canonical state and return the canonical dict."""
     view = _canonical()
+    if view["dataset"] not in sources.keys():  # a workspace the server no longer serves
+        view["dataset"] = FIELDS["dataset"].default
     for key in FIELDS:  # a widget changed in the last interaction is newer than the canonical
         if key in st.session_state:
             view[key] = st.session_state[key]
@@ -253,7 +294,8 @@ def sync() -> None:
     for key in FIELDS:
         if key in st.session_state:
             view[key] = st.session_state[key]
-    query = {k: FIELDS[k].dump(v) for k, v in view.items() if v != FIELDS[k].default}
+    defaults = {k: f.default for k, f in FIELDS.items()}
+    query = {k: FIELDS[k].dump(v) for k, v in view.items() if v != defaults[k]}
     if view["source"] == "test":
         query.pop("image", None)
     if query != st.query_params.to_dict():

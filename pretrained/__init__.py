@@ -30,6 +30,9 @@ from .evaluation import (
     evaluate,
     least_confident_correct,
     mistakes,
+    ranked_disagreements,
+    ranked_least_confident,
+    ranked_mistakes,
 )
 from .registry import (
     ModelInfo,
@@ -68,6 +71,9 @@ __all__ = [
     "mistakes",
     "model_from_weights",
     "model_info",
+    "ranked_disagreements",
+    "ranked_least_confident",
+    "ranked_mistakes",
     "read_idx",
     "write_idx",
 ]

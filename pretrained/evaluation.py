@@ -67,35 +67,63 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = 10) -> 
     return np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
 
 
+def ranked_mistakes(
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    labels: np.ndarray,
+    *,
+    true: int | None = None,
+    predicted_as: int | None = None,
+) -> np.ndarray:
+    """Indices of misclassified examples, most confident mistakes first, from each example's
+    predicted class and its probability (`confidence`), all `(N,)`. `true` / `predicted_as`
+    restrict to one cell of the confusion matrix (or one row or column). Ties keep file order.
+    """
+    keep = predicted != labels
+    if true is not None:
+        keep &= labels == true
+    if predicted_as is not None:
+        keep &= predicted == predicted_as
+    idx = np.flatnonzero(keep)
+    return idx[np.argsort(-confidence[idx], kind="stable")]
+
+
+def ranked_least_confident(
+    predicted: np.ndarray, confidence: np.ndarray, labels: np.ndarray, n: int = 40
+) -> np.ndarray:
+    """Indices of the `n` correct predictions with the lowest winning probability."""
+    idx = np.flatnonzero(predicted == labels)
+    return idx[np.argsort(confidence[idx], kind="stable")][:n]
+
+
+def ranked_disagreements(
+    predicted_a: np.ndarray, confidence_a: np.ndarray, predicted_b: np.ndarray,
+    confidence_b: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Indices where two models predict different classes, the most confident clash first
+    (ordered by the smaller of the two winning probabilities, highest first)."""
+    idx = np.flatnonzero(predicted_a != predicted_b)
+    both = np.minimum(confidence_a[idx], confidence_b[idx])
+    return idx[np.argsort(-both, kind="stable")]
+
+
+def _winners(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = probs.argmax(1)
+    return pred, probs[np.arange(len(probs)), pred]
+
+
 def mistakes(
     probs: np.ndarray, labels: np.ndarray, *, true: int | None = None, predicted: int | None = None
 ) -> np.ndarray:
-    """Indices of misclassified examples, most confident mistakes first.
-
-    `probs` (N, K), `labels` (N,). `true` / `predicted` restrict to one cell of the confusion
-    matrix (or one row or column). Ties keep file order.
-    """
-    pred = probs.argmax(1)
-    keep = pred != labels
-    if true is not None:
-        keep &= labels == true
-    if predicted is not None:
-        keep &= pred == predicted
-    idx = np.flatnonzero(keep)
-    return idx[np.argsort(-probs[idx, pred[idx]], kind="stable")]
+    """`ranked_mistakes` from probabilities `(N, K)`."""
+    return ranked_mistakes(*_winners(probs), labels, true=true, predicted_as=predicted)
 
 
 def least_confident_correct(probs: np.ndarray, labels: np.ndarray, n: int = 40) -> np.ndarray:
-    """Indices of the `n` correct predictions with the lowest winning probability."""
-    pred = probs.argmax(1)
-    idx = np.flatnonzero(pred == labels)
-    return idx[np.argsort(probs[idx, pred[idx]], kind="stable")][:n]
+    """`ranked_least_confident` from probabilities `(N, K)`."""
+    return ranked_least_confident(*_winners(probs), labels, n)
 
 
 def disagreements(probs_a: np.ndarray, probs_b: np.ndarray) -> np.ndarray:
-    """Indices where two models predict different classes, the most confident clash first
-    (ordered by the smaller of the two winning probabilities, highest first)."""
-    pa, pb = probs_a.argmax(1), probs_b.argmax(1)
-    idx = np.flatnonzero(pa != pb)
-    both = np.minimum(probs_a[idx, pa[idx]], probs_b[idx, pb[idx]])
-    return idx[np.argsort(-both, kind="stable")]
+    """`ranked_disagreements` from two models' probabilities `(N, K)`."""
+    return ranked_disagreements(*_winners(probs_a), *_winners(probs_b))

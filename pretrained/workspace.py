@@ -45,6 +45,7 @@ from .images import ImageError, decode_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "Indexed",
     "Item",
     "Preprocessing",
     "Standardize",
@@ -53,6 +54,7 @@ __all__ = [
     "file_digest",
     "list_items",
     "load_model",
+    "open_indexed",
     "read_bytes",
     "read_image",
 ]
@@ -488,3 +490,129 @@ def _from_state_dict(
         return Prepared(net, pre)
     net.requires_grad_(False)
     return net.eval()
+
+
+# --- an indexed workspace, opened (what the dashboard shows) ------------------------------------
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A folder written by `python -m pretrained.index`, read back: the settings, every image's
+    label and prediction, and the summary. Opening reads three small files (no image, no model):
+    10,000 images take well under a second.
+
+    `paths[i]`, `labels[i]`, `predicted[i]`, `p_predicted[i]`, `p_label[i]`: row i of
+    `predictions.csv`; `top_classes`, `top_probabilities` `(N, 5)`; `shape` `(C, H, W)`.
+    """
+
+    folder: Path
+    config: WorkspaceConfig
+    manifest: dict
+    classes: tuple[str, ...]
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    predicted: np.ndarray
+    p_predicted: np.ndarray
+    p_label: np.ndarray
+    top_classes: np.ndarray
+    top_probabilities: np.ndarray
+    shape: tuple[int, int, int]
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean()) if len(self.labels) else 0.0
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.manifest.get("model", {}).get("sha256", ""))
+
+    @property
+    def skipped(self) -> list[dict]:
+        return list(self.manifest.get("skipped", []))
+
+    def find(self, path: str) -> int | None:
+        """The row of an image given by its path under the data folder (or None)."""
+        wanted = path.strip().lstrip("./").replace("\\", "/")
+        for i, p in enumerate(self.paths):
+            if p == wanted:
+                return i
+        return None
+
+    def image(self, i: int) -> np.ndarray:
+        """Image `i` as the model's input `(C, H, W)` float32 in [0, 1]. Raises ImageError when
+        the file is gone, damaged or changed size since indexing."""
+        x = read_image(data_root(self.config), Item(self.paths[i], int(self.labels[i])),
+                       self.config.preprocessing)  # fmt: skip
+        if tuple(x.shape) != self.shape:
+            raise ImageError(
+                f"{self.paths[i]} is now {tuple(x.shape)}, not the indexed {self.shape}"
+            )
+        return x
+
+    def summary(self) -> dict[str, np.ndarray]:
+        """`summary.npz`'s arrays (mean_abs_grad_by_class is missing after --predictions-only)."""
+        try:
+            with np.load(self.folder / "summary.npz", allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError) as err:
+            raise WorkspaceError(f"can't read {self.folder / 'summary.npz'}: {err}") from None
+
+
+def open_indexed(folder: str | os.PathLike) -> Indexed:
+    """Read an indexed workspace folder; raises WorkspaceError saying what is missing or
+    inconsistent (an unfinished index included: run `python -m pretrained.index` again)."""
+    folder = Path(folder)
+    need = ("manifest.json", "workspace.toml", "predictions.csv", "top5.npz")
+    missing = [n for n in need if not (folder / n).is_file()]
+    if missing:
+        raise WorkspaceError(
+            f"{folder} is not an indexed workspace (missing {', '.join(missing)}): run "
+            f"python -m pretrained.index --model M --data D --out {folder}"
+        )
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError) as err:
+        raise WorkspaceError(f"can't read {folder / 'manifest.json'}: {err}") from None
+    if manifest.get("status") != "complete":
+        raise WorkspaceError(
+            f"the index in {folder} is unfinished: run the same python -m pretrained.index "
+            "command again, and it continues where it stopped"
+        )
+    config = WorkspaceConfig.from_toml(folder / "workspace.toml")
+    classes = tuple(str(c) for c in manifest["classes"])
+    try:
+        with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        body = rows[1:]
+        paths = tuple(r[0] for r in body)
+        cols = np.array([r[1:5] for r in body], dtype=np.float64).reshape(-1, 4)
+        with np.load(folder / "top5.npz", allow_pickle=False) as f:
+            top_i, top_p = f["indices"], f["probabilities"]
+    except (OSError, ValueError, IndexError, KeyError) as err:
+        raise WorkspaceError(f"the index in {folder} is damaged ({err}): index again") from None
+    labels, predicted = cols[:, 0].astype(np.int64), cols[:, 1].astype(np.int64)
+    k = len(classes)
+    if len(top_i) != len(paths) or (len(paths) and not (
+        0 <= labels.min() and labels.max() < k and 0 <= predicted.min() and predicted.max() < k
+    )):  # fmt: skip
+        raise WorkspaceError(f"the index in {folder} is inconsistent: index again")
+    return Indexed(
+        folder=folder,
+        config=config,
+        manifest=manifest,
+        classes=classes,
+        paths=paths,
+        labels=labels,
+        predicted=predicted,
+        p_predicted=cols[:, 2].astype(np.float32),
+        p_label=cols[:, 3].astype(np.float32),
+        top_classes=np.asarray(top_i, dtype=np.int64),
+        top_probabilities=np.asarray(top_p, dtype=np.float32),
+        shape=tuple(int(v) for v in manifest["input_shape"]),
+    )

@@ -162,7 +162,7 @@ def test_dataset_switch_resets_model_and_compare():
 
 
 def test_bad_url_values_are_reported_and_ignored():
-    at = run_app(model="no-such-model", method="gradcam", index="123456", clip="abc")
+    at = run_app(model="no-such-model", method="gradcam", index="-3", clip="abc")
     page = texts(at)
     for key in ("model", "method", "index", "clip"):
         assert f"`{key}=" in page

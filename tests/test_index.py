@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from workspaces import Tiny, colour_images
 
 import pretrained
 import saliency
@@ -239,33 +240,6 @@ def test_a_finished_index_is_reused_until_an_image_changes(tmp_path, cnn_file):
 
 
 # --- another shape: RGB 64 x 64, five classes, a model trained here ------------------------------
-COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [230, 210, 30], [150, 40, 190]])
-
-
-def colour_images(folder: Path, per_class: int, seed: int = 0) -> Path:
-    """Five classes of 96 x 72 RGB pictures: a coloured square on noise, placed at random."""
-    rng = np.random.default_rng(seed)
-    for k, colour in enumerate(COLOURS):
-        d = folder / f"class-{k}"
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = rng.integers(0, 90, (72, 96, 3)).astype(np.uint8)
-            r, c = rng.integers(4, 72 - 30), rng.integers(14, 96 - 44)
-            img[r : r + 26, c : c + 26] = colour
-            Image.fromarray(img).save(d / f"{i:03d}.png")
-    return folder
-
-
-class Tiny(nn.Module):
-    def __init__(self, k: int = 5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 5, stride=2)
-        self.head = nn.Linear(8, k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
-
-
 def test_rgb_64x64_with_five_classes_and_a_model_trained_here(tmp_path):
     folder = colour_images(tmp_path / "data", 24)
     pre = Preprocessing(resize=64, crop=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25,) * 3)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, render, state
+from dashboard import cache, render, sources, state
 from dashboard import classroom_cache as lessons
 from dashboard.render import Style
 from pretrained.images import ImageError, decode_image28
@@ -62,7 +62,7 @@ def _subject(view: dict) -> tuple[np.ndarray | None, int | None, str]:
 def _target(view: dict, probs: np.ndarray, true: int | None) -> int:
     if view["target"] == "true" and true is not None:
         return true
-    if view["target"] in ("predicted", "true"):
+    if view["target"] in ("predicted", "true") or int(view["target"]) >= len(probs):
         return int(probs.argmax())
     return int(view["target"])
 
@@ -560,6 +560,12 @@ def render_view() -> None:
         help="Large type, no sidebar, controls tucked into an expander: for a projector.",
     )
     st.radio("Lesson", state.LESSONS, key="lesson", horizontal=True, format_func=TITLES.get)
+    if sources.is_workspace(view["dataset"]):
+        st.info(
+            "The lessons are written for the bundled models: pick MNIST digits or Fashion-MNIST "
+            "as the data set in the sidebar. Your workspace stays one click away."
+        )
+        return
     image, true, described = _subject(view)
     if image is None:
         st.info("No image yet: choose, upload or draw one in Explore.")

@@ -8,22 +8,40 @@ import numpy as np
 import streamlit as st
 
 import saliency
-from dashboard import cache, render, state
-from dashboard.render import Style
-from dashboard.views.explore import class_label
+from dashboard import cache, render, sources, state
+from dashboard.render import Style, class_label
+from dashboard.sources import Source
+from saliency import display
 
 SIZES = (10_000, 1_000)
 ABS = Style(signed=False, cmap="inferno", alpha=0.5, clip=99.0, shared=True)
 SIGNED = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=99.0, shared=True)
 
 
-def grid(maps: np.ndarray, style: Style, names: tuple[str, ...], caption: str) -> None:
-    """K maps on one shared scale, five to a row, with the scale's range under them."""
-    lo, hi = style.range(list(maps))
+GRID_UP_TO = 20  # more classes than this: the classes the user picks (searchable)
+
+
+def grid(
+    maps: np.ndarray,
+    style: Style,
+    names: tuple[str, ...],
+    caption: str,
+    classes: list[int] | None = None,
+) -> None:
+    """Maps on one shared scale, five to a row, with the scale's range under them: every
+    class's (`maps` is `(K, H, W)`), or those of `classes` (`maps[i]` is class `classes[i]`)."""
+    classes = list(range(len(maps))) if classes is None else classes
+    finite = [m for m in maps if np.isfinite(m).all()]  # a class without images is NaN
+    lo, hi = style.range(finite) if finite else (0.0, 1.0)
+    scale = render.scale_for(maps.shape, 112)
     cols = st.columns(5)
-    for k, m in enumerate(maps):
-        with cols[k % 5]:
-            render.show(render.picture(m, lo, hi, style, scale=4), class_label(k, names))
+    for i, (k, m) in enumerate(zip(classes, maps, strict=True)):
+        with cols[i % 5]:
+            if not np.isfinite(m).all():
+                st.caption(f"{class_label(k, names)}: no images of this class")
+                continue
+            rgb = render.thumbnail(render.picture(m, lo, hi, style, scale=scale), 160)
+            render.show(rgb, class_label(k, names))
     render.show(render.colorbar(lo, hi, style.cmap, width=200), None)
     st.caption(f"{caption} One shared scale ({lo:.3g} … {hi:.3g}).")
 
@@ -82,6 +100,63 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
     show_summary(summary, cache.dataset(dataset_name).classes)
 
 
+def _reduce(m: np.ndarray) -> np.ndarray:
+    """`(K, C, H, W)` mean |g| -> `(K, H, W)`: the larger channel's, as Explore shows one map."""
+    return m[:, 0] if m.shape[1] == 1 else display.reduce_channels(m, "max", channel_axis=1)
+
+
+def workspace_summary(src: Source) -> None:
+    """What `python -m pretrained.index` computed: each class's mean |∂logit/∂x| over its own
+    images (and, for K ≤ 20, over all images)."""
+    ws = src.indexed
+    summary = ws.summary()
+    names = src.classes
+    k = len(names)
+    if "mean_abs_grad_by_class" not in summary:
+        st.info(
+            "This workspace was indexed with --predictions-only, so there are no gradients to "
+            "show. Index it again without that flag (the predictions are reused):\n\n"
+            f"`python -m pretrained.index --config {ws.folder / 'workspace.toml'} "
+            f"--out {ws.folder}`"
+        )
+        return
+    own = _reduce(summary["mean_abs_grad_by_class"])  # (K, H, W), NaN for an empty class
+    counts = summary["counts"]
+    st.caption(
+        f"Computed by the index on {int(counts.sum()):,} images ({src.description}); "
+        + ("" if src.shape[0] == 1 else "max over the three colour channels; ")
+        + "float64 sums, so every image counts the same."
+    )
+    weights = counts / max(counts.sum(), 1)
+    overall = np.nansum(own * weights[:, None, None], axis=0)
+    if k <= GRID_UP_TO:
+        st.markdown("**Each class, over the images of that class**: mean |∂ logit_c / ∂x|")
+        grid(own, ABS, names, "Row c averages over the images labelled c.")
+    else:
+        biggest = [int(c) for c in np.argsort(-counts, kind="stable")[:10]]
+        st.multiselect(
+            f"Classes to show (type to search {k:,} names)",
+            range(k),
+            default=biggest,
+            key=f"sens_classes_{src.key}",
+            format_func=lambda c: class_label(c, names),
+            max_selections=40,
+        )
+        chosen = list(st.session_state[f"sens_classes_{src.key}"]) or biggest
+        st.markdown("**Each chosen class, over the images of that class**: mean |∂ logit_c / ∂x|")
+        grid(own[chosen], ABS, names, "Each averages over the images of its class.", chosen)
+    if "mean_abs_grad_all" in summary:
+        every = _reduce(summary["mean_abs_grad_all"])
+        st.markdown("**Each class, over all images**")
+        grid(every, ABS, names, f"Averaged over all {int(counts.sum()):,} images.")
+    st.markdown("**Overall**: mean of the maps above, each class weighted by its images")
+    lo, hi = ABS.range([overall])
+    render.show(
+        render.picture(overall, lo, hi, ABS, scale=render.scale_for(overall.shape, 168)), None
+    )
+    render.show(render.colorbar(lo, hi, ABS.cmap, width=168), None)
+
+
 def render_view() -> None:
     view = state.init()
     state.keep("sens_n", "sens_other")
@@ -97,6 +172,12 @@ def render_view() -> None:
         "strongly correlated, so a model can rely on one and ignore the other; another model "
         "trained on the same data may choose differently (compare two models below)."
     )
+    if sources.is_workspace(dataset_name):
+        src = sources.source(dataset_name)
+        for note in src.notes:
+            st.caption(note)
+        workspace_summary(src)
+        return
     for slot in ("a", "b"):
         if st.session_state.get(f"sens_cancel_{slot}"):
             st.info("Computation cancelled; nothing was saved.")

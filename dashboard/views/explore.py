@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-import pretrained
-from dashboard import cache, render, state
-from dashboard.render import Style
+from dashboard import cache, render, sources, state
+from dashboard.render import Style, class_label
+from dashboard.sources import Source
 from pretrained.images import (
     ImageError,
     canvas_to_mnist,
@@ -33,23 +33,21 @@ SCORE_SYMBOL = {"logit": "logit", "probability": "p", "log_probability": "log p"
 SAME_MAP_RHO = 0.9
 PREDICTED_COLOUR = (255, 140, 0)
 TRUE_COLOUR = (40, 170, 60)
-
-
-def class_label(k: int, names: tuple[str, ...]) -> str:
-    return str(k) if names[k] == str(k) else f"{k} · {names[k]}"
+ALL_CLASSES_UP_TO = 20  # more classes than this: the grid and the chart show the top ones
+TOP_CLASSES = 10
 
 
 # --- choosing the image ---------------------------------------------------------------------
 
 
-def _candidates(view: dict, ds: pretrained.Dataset) -> np.ndarray:
-    """Test-set indices matching the true-class and correct/wrong filters."""
-    keep = np.ones(len(ds), dtype=bool)
+def _candidates(view: dict, src: Source) -> np.ndarray:
+    """Indices of the images matching the true-class and correct/wrong filters."""
+    keep = np.ones(len(src), dtype=bool)
     if view["true_class"] != "any":
-        keep &= ds.labels.numpy() == int(view["true_class"])
+        keep &= src.labels == int(view["true_class"])
     if view["correctness"] != "all":
-        pred = cache.test_set_probabilities(view["model"], view["dataset"]).argmax(1)
-        right = pred == ds.labels.numpy()
+        pred = cache.predictions(view["model"], src.key).predicted
+        right = pred == src.labels
         keep &= right if view["correctness"] == "correct" else ~right
     return np.flatnonzero(keep)
 
@@ -68,14 +66,35 @@ def _step(candidates: np.ndarray, direction: int) -> None:
         state.put("index", int(before[-1] if len(before) else candidates[-1]))
 
 
-def _test_image(view: dict, ds: pretrained.Dataset) -> tuple[np.ndarray, int, str]:
-    names = ds.classes
+def _open_path(src: Source) -> None:
+    """The path typed into "Open by path": that image, or a message saying it isn't here."""
+    text = st.session_state.get("open_path", "").strip()
+    if not text:
+        return
+    i = src.find(text)
+    if i is None:
+        st.session_state["open_path_error"] = f"No image {text!r} in this workspace."
+        return
+    st.session_state["open_path_error"] = None
+    state.put("index", i)
+    state.put("true_class", "any")
+    state.put("correctness", "all")
+
+
+def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
+    names = src.classes
+    if view["true_class"] != "any" and int(view["true_class"]) >= len(names):
+        state.put("true_class", "any")  # a class number from another data set's link
+    if int(state.get("index")) >= len(src):  # a link or another data set's index
+        st.info(f"There is no image #{state.get('index')} in {len(src):,} images: #0 is shown.")
+        state.put("index", 0)
     c1, c2 = st.columns(2)
     c1.selectbox(
         "True class",
-        ("any",) + tuple(str(k) for k in range(10)),
+        ("any",) + tuple(str(k) for k in range(len(names))),
         key="true_class",
         format_func=lambda v: "any class" if v == "any" else class_label(int(v), names),
+        help="Type to search the class names.",
     )
     c2.radio(
         f"{view['model']} got it",
@@ -84,23 +103,80 @@ def _test_image(view: dict, ds: pretrained.Dataset) -> tuple[np.ndarray, int, st
         horizontal=True,
         format_func={"all": "either", "correct": "right", "wrong": "wrong"}.get,
     )
-    candidates = _candidates(view, ds)
+    candidates = _candidates(view, src)
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
-    c1.number_input("Test image index", 0, len(ds) - 1, step=1, key="index")
+    c1.number_input("Image index", 0, len(src) - 1, step=1, key="index")
     c2.button("◀ Previous", key="previous", on_click=_step, args=(candidates, -1))
     c3.button("Next ▶", key="next", on_click=_step, args=(candidates, 1))
     c4.button("🎲 Random", key="random", on_click=_step, args=(candidates, 0))
+    if src.paths is not None:
+        st.text_input(
+            "Open by path",
+            key="open_path",
+            on_change=_open_path,
+            args=(src,),
+            placeholder=src.paths[0],
+            help="The image's path under the data folder, as in predictions.csv.",
+        )
+        if st.session_state.get("open_path_error"):
+            st.error(render.plain(st.session_state["open_path_error"]))
     index = int(st.session_state["index"])
-    note = f"{len(candidates):,} of {len(ds):,} test images match the filters."
-    if len(candidates) and index not in set(candidates.tolist()):
+    kind = "test images" if src.paths is None else "images"
+    note = f"{len(candidates):,} of {len(src):,} {kind} match the filters."
+    if len(candidates) and not np.isin(index, candidates):
         note += f" Image #{index} does not: use Next or Random."
     st.caption(note)
-    image = ds.images[index, 0].numpy()
-    return image, int(ds.labels[index]), f"test image #{index}"
+    try:
+        image = src.image(index)
+    except ImageError as err:
+        st.error(
+            f"{render.plain(src.name(index))} can't be read now: {render.plain(err)}. Pick "
+            "another image; the rest of the workspace is fine."
+        )
+        return None, None, ""
+    described = f"test image #{index}" if src.paths is None else f"#{index} {src.paths[index]}"
+    return image, int(src.labels[index]), described
 
 
 def _remember_image(image: np.ndarray) -> None:
     state.put("image", encode_image(image))
+
+
+def _workspace_upload(src: Source) -> np.ndarray | None:
+    """An image of the user's, prepared as the workspace's images are (kept in this session,
+    not in the link: a 224 × 224 RGB image is too big for a URL)."""
+    kept = st.session_state.setdefault("ws_uploads", {})
+    if not cache.uploads_allowed():
+        st.info("Uploading images is turned off on this server: pick one from the data set.")
+        return None
+    file = st.file_uploader(
+        "An image (PNG, JPEG, GIF, BMP, WebP; up to 20 MB), prepared like the workspace's: "
+        + src.description,
+        key="ws_upload_file",
+    )
+    if file is not None:
+        digest = hashlib.sha256(file.getvalue()).hexdigest()
+        if st.session_state.get("ws_upload_seen") != (src.key, digest):
+            st.session_state["ws_upload_seen"] = (src.key, digest)
+            st.session_state["ws_upload_error"] = None
+            try:
+                x = src.indexed.config.preprocessing(decode_image(file.getvalue()))
+                if tuple(x.shape) != src.shape:
+                    raise ImageError(
+                        f"it becomes {x.shape[1]} × {x.shape[2]}, but the model takes "
+                        f"{src.shape[1]} × {src.shape[2]} (this workspace keeps images at their "
+                        "own size)"
+                    )
+            except ImageError as err:
+                st.session_state["ws_upload_error"] = f"{file.name}: {err}"
+            else:
+                kept[src.key] = x
+    if st.session_state.get("ws_upload_error"):
+        st.error(
+            render.plain(st.session_state["ws_upload_error"])
+            + " The image shown below is the one you had before."
+        )
+    return kept.get(src.key)
 
 
 def _uploaded_image() -> None:
@@ -175,17 +251,27 @@ def _drawn_image() -> None:
         st.info(str(err))
 
 
-def choose_image(view: dict, ds: pretrained.Dataset) -> tuple[np.ndarray | None, int | None, str]:
-    """The 28x28 image to explain, its true class if known, and a short description."""
+def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
+    """The image to explain `(C, H, W)`, its true class if known, and a short description."""
+    bundled = src.paths is None
+    if not bundled and view["source"] == "draw":  # drawing makes 28 x 28 digits only
+        state.put("source", "test")
     st.radio(
         "Image",
-        state.SOURCES,
+        state.SOURCES if bundled else state.SOURCES[:2],
         key="source",
         horizontal=True,
-        format_func={"test": "Test set", "upload": "Upload", "draw": "Draw"}.get,
-    )
+        format_func={"test": "Test set" if bundled else "Data set", "upload": "Upload",
+                     "draw": "Draw"}.get,
+    )  # fmt: skip
     if view["source"] == "test":
-        return _test_image(view, ds)
+        return _test_image(view, src)
+    if not bundled:
+        image = _workspace_upload(src)
+        if image is None:
+            st.info("No image yet: upload one above.")
+            return None, None, ""
+        return image, None, "your upload"
     if view["source"] == "upload":
         _uploaded_image()
     else:
@@ -198,7 +284,7 @@ def choose_image(view: dict, ds: pretrained.Dataset) -> tuple[np.ndarray | None,
     except ImageError as err:  # a hand-edited link
         st.error(f"The image in the link is damaged: {err}")
         return None, None, ""
-    return image, None, "your drawing" if view["source"] == "draw" else "your upload"
+    return image[None], None, "your drawing" if view["source"] == "draw" else "your upload"
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -211,17 +297,24 @@ def prediction_chart(probs: np.ndarray, names: tuple[str, ...], pred: int, true:
     schema on every rerun, which cost more than everything else this chart does, and neither
     library then has to be imported before the first page shows.
     """
-    role = ["predicted" if k == pred else "true" if k == true else "other" for k in range(10)]
-    if true is not None and true == pred:
-        role[pred] = "predicted = true"
+    k_all = len(probs)
+    shown = range(k_all) if k_all <= ALL_CLASSES_UP_TO else np.argsort(-probs)[:TOP_CLASSES]
+    if true is not None and true not in shown:  # the true class, however unlikely
+        shown = [*shown, true]
+
+    def role(k: int) -> str:
+        if k == pred:
+            return "predicted = true" if k == true else "predicted"
+        return "true" if k == true else "other"
+
     rows = [
-        {"class": class_label(k, names), "probability": float(probs[k]), "role": role[k]}
-        for k in range(len(probs))
+        {"class": class_label(int(k), names), "probability": float(probs[k]), "role": role(k)}
+        for k in shown
     ]
     spec = {
         "data": {"values": rows},
         "mark": {"type": "bar"},
-        "height": 300,
+        "height": 300 if len(rows) <= 12 else 25 * len(rows),
         "encoding": {
             "x": {"field": "probability", "type": "quantitative", "scale": {"domain": [0, 1]}},
             "y": {
@@ -261,10 +354,13 @@ def _framed(rgb: np.ndarray, colour: tuple[int, int, int] | None, width: int = 4
 def sidebar_controls(view: dict, names: tuple[str, ...]) -> None:
     with st.sidebar:
         st.markdown("### Map")
+        if state.get("target") not in state.TARGETS and int(state.get("target")) >= len(names):
+            state.put("target", "predicted")  # a class number this model doesn't have
         st.selectbox(
             "Target class",
-            state.TARGETS,
+            state.TARGETS + tuple(str(k) for k in range(len(names))),
             key="target",
+            help="Type to search the class names.",
             format_func=lambda t: (
                 {"predicted": "the predicted class", "true": "the true class"}.get(t, None)
                 or class_label(int(t), names)
@@ -302,18 +398,33 @@ def saliency_methods() -> tuple[str, ...]:
     return tuple(METHOD_LABELS)
 
 
+def _maps_shown(probs: np.ndarray, target: int, versus: int, true: int | None):
+    """The classes whose maps are computed: all K up to ALL_CLASSES_UP_TO, else the
+    TOP_CLASSES most probable and the target, the contrast's other class and the true class
+    (never the K-class Jacobian of a 1000-class model)."""
+    k = len(probs)
+    if k <= ALL_CLASSES_UP_TO:
+        return None, list(range(k))
+    top = [int(c) for c in np.argsort(-probs)[:TOP_CLASSES]]
+    extra = [c for c in (target, versus, true) if c is not None and c not in top]
+    chosen = top + list(dict.fromkeys(extra))
+    return tuple(sorted(chosen)), chosen
+
+
 def render_view() -> None:
     view = state.init()
     for problem in st.session_state.get("url_problems", []):
         st.warning(f"Link: {problem}")
-    ds = cache.dataset(view["dataset"])
+    src = sources.source(view["dataset"])
     info = cache.model_info(view["model"])
     names = info.class_names  # the data set's, or an uploaded model's own
 
     sidebar_controls(view, names)
     st.title("Explore")
+    for note in src.notes:
+        st.caption(note)
     with st.container(border=True):
-        image, true, described = choose_image(view, ds)
+        image, true, described = choose_image(view, src)
     if image is None:
         return
 
@@ -340,14 +451,16 @@ def render_view() -> None:
         clip=float(view["clip"]),
         shared=view["scale"] == "shared",
     )
-    maps = cache.class_maps(model_name, image, method, score, not signed)  # (K, 28, 28)
+    asked, grid_classes = _maps_shown(probs, target, versus, true)
+    computed = cache.class_maps(model_name, image, method, score, not signed, asked)
+    maps = dict(zip(range(len(probs)) if asked is None else asked, computed, strict=True))
     main = maps[target]
-    compare = {m: cache.class_maps(m, image, method, score, not signed) for m in view["compare"]}
-    compare_targets = {}
-    for m in compare:
+    compare, compare_targets = {}, {}
+    for m in view["compare"]:
         p = cache.probabilities(m, image)
         compare_targets[m] = int(p.argmax()) if view["target"] == "predicted" else target
-    on_screen = [main, *maps] + [compare[m][compare_targets[m]] for m in compare]
+        compare[m] = cache.class_maps(m, image, method, score, not signed, (compare_targets[m],))[0]
+    on_screen = [main, *(maps[k] for k in grid_classes), *compare.values()]
     lo, hi = style.range(on_screen if style.shared else [main])
 
     verdict = (
@@ -362,20 +475,31 @@ def render_view() -> None:
 
     symbol = SCORE_SYMBOL[score]
     what = f"∂ {symbol}[{class_label(target, names)}] / ∂x"
+    c, h, w = image.shape
+    reduced = (
+        ""
+        if c == 1
+        else " Three colour channels, one map: max |g| over the channels"
+        + (" (signed maps: their sum)." if signed else ".")
+    )
     st.markdown(
         f"**Showing** {METHOD_LABELS[method]} of {'|' + what + '|' if not signed else what} "
-        f"for {described}, model {model_name} ({info.test_accuracy:.2%} test accuracy)."
+        f"for {described}, model {model_name} ({info.test_accuracy:.2%} accuracy).{reduced}"
     )
     st.caption(style.describe(lo, hi))
 
+    big = render.scale_for(image.shape)
     c1, c2, c3 = st.columns(3)
     with c1:
-        render.show(render.grey(image), "What the model sees (28 × 28)")
+        render.show(
+            render.grey(image, big),
+            f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
+        )
     with c2:
-        render.show(render.picture(main, lo, hi, style), f"Map: {what}")
+        render.show(render.picture(main, lo, hi, style, scale=big), f"Map: {what}")
         render.show(render.colorbar(lo, hi, style.cmap), None)
     with c3:
-        overlay = render.picture(main, lo, hi, style, image=image)
+        overlay = render.picture(main, lo, hi, style, image=image, scale=big)
         render.show(overlay, f"Overlay (alpha {style.alpha:g})")
 
     if score == "probability" and probs.max() > 0.99:
@@ -403,13 +527,15 @@ def render_view() -> None:
     left, right = st.columns([1, 1])
     with left:
         st.markdown("#### Prediction")
+        if len(probs) > ALL_CLASSES_UP_TO:
+            st.caption(f"The {TOP_CLASSES} most probable of {len(probs):,} classes.")
         prediction_chart(probs, names, pred, true)
     with right:
         st.markdown(f"#### Why {class_label(target, names)} and not {class_label(versus, names)}?")
         diff = cache.contrast_map(model_name, image, target, versus, method, score)
         c_style = Style(True, view["cmap_signed"], style.alpha, style.clip, False)
         c_lo, c_hi = c_style.range([diff])
-        render.show(render.picture(diff, c_lo, c_hi, c_style), None)
+        render.show(render.picture(diff, c_lo, c_hi, c_style, scale=big), None)
         render.show(render.colorbar(c_lo, c_hi, c_style.cmap), None)
         st.caption(
             f"Map of {symbol}[{target}] − {symbol}[{versus}]: red pixels, when brighter, favour "
@@ -417,55 +543,80 @@ def render_view() -> None:
             f"Signed, on its own symmetric scale ({c_lo:.3g} … {c_hi:.3g})."
         )
 
-    st.markdown("#### Every class")
+    _class_grid(maps, grid_classes, image, style, (lo, hi), pred, true, names, method)
+    _compare_models(view, image, main, compare, compare_targets, target, style, names)
+    _export(view, info, described, target, method, overlay, main, probs, pred, true, (lo, hi))
+
+
+def _class_grid(maps, classes, image, style, scale_range, pred, true, names, method) -> None:
+    """Every class's map (the most probable ones for a large K), five to a row."""
+    everything = len(classes) == len(names)
+    st.markdown("#### Every class" if everything else f"#### The top {TOP_CLASSES} classes")
     st.caption(
-        "One map per class"
+        ("One map per class" if everything else
+         f"One map for each of the {TOP_CLASSES} most probable of {len(names):,} classes "
+         "(and the true class), most probable first")
         + (
-            " from one Jacobian call (one forward, ten backward passes)"
+            " from one Jacobian call (one forward pass, one backward pass per class)"
             if method == "gradient"
             else f", {METHOD_LABELS[method]}, all classes in one batch"
         )
         + ". Orange frame: predicted class; green frame: true class."
         + (" Shared colour scale." if style.shared else " Each map on its own scale.")
-    )
+    )  # fmt: skip
+    small = render.scale_for(image.shape, 140)
     cols = st.columns(5)
-    for k in range(len(maps)):
-        k_lo, k_hi = (lo, hi) if style.shared else style.range([maps[k]])
-        rgb = render.picture(maps[k], k_lo, k_hi, style, image=image, scale=5)
+    for i, k in enumerate(classes):
+        k_lo, k_hi = scale_range if style.shared else style.range([maps[k]])
+        rgb = render.picture(maps[k], k_lo, k_hi, style, image=image, scale=small)
         colour = PREDICTED_COLOUR if k == pred else TRUE_COLOUR if k == true else None
         marks = (" · predicted" if k == pred else "") + (" · true" if k == true else "")
-        with cols[k % 5]:
-            render.show(_framed(rgb, colour), f"{class_label(k, names)}{marks}")
+        with cols[i % 5]:
+            render.show(
+                _framed(render.thumbnail(rgb, 160), colour), f"{class_label(k, names)}{marks}"
+            )
 
-    st.markdown("#### Compare models")
+
+def _compare_models(view, image, main, compare, compare_targets, target, style, names) -> None:
+    """The same image and settings on up to MAX_COMPARE other models of the data set."""
+    model_name = view["model"]
     others = [m for m in state.models(view["dataset"]) if m != model_name]
+    if not others:
+        return
+    st.markdown("#### Compare models")
     st.multiselect(
         "Models to show beside this one (same image, same settings, one shared colour scale)",
         others,
         key="compare",
         max_selections=state.MAX_COMPARE,
     )
-    if view["compare"]:
-        chosen = [model_name, *view["compare"]]
-        targets = {model_name: target, **compare_targets}
-        shown = {model_name: main} | {m: compare[m][compare_targets[m]] for m in compare}
-        s_lo, s_hi = style.range(list(shown.values()))
-        cols = st.columns(len(chosen))
-        for col, m in zip(cols, chosen, strict=True):
-            p = cache.probabilities(m, image)
-            acc = cache.model_info(m).test_accuracy
-            with col:
-                render.show(
-                    render.picture(shown[m], s_lo, s_hi, style, image=image, scale=8),
-                    f"{m} ({acc:.1%}): says {class_label(int(p.argmax()), names)} "
-                    f"({p.max():.0%}); map of class {targets[m]}",
-                )
-        render.show(render.colorbar(s_lo, s_hi, style.cmap), None)
+    if not view["compare"]:
+        return
+    chosen = [model_name, *view["compare"]]
+    targets = {model_name: target, **compare_targets}
+    shown = {model_name: main, **compare}
+    s_lo, s_hi = style.range(list(shown.values()))
+    scale = render.scale_for(image.shape, 224)
+    cols = st.columns(len(chosen))
+    for col, m in zip(cols, chosen, strict=True):
+        p = cache.probabilities(m, image)
+        acc = cache.model_info(m).test_accuracy
+        with col:
+            render.show(
+                render.picture(shown[m], s_lo, s_hi, style, image=image, scale=scale),
+                f"{m} ({acc:.1%}): says {class_label(int(p.argmax()), names)} "
+                f"({p.max():.0%}); map of class {targets[m]}",
+            )
+    render.show(render.colorbar(s_lo, s_hi, style.cmap), None)
 
+
+def _export(view, info, described, target, method, overlay, main, probs, pred, true, lo_hi):
+    """The link, and the map as PNG, .npy and its settings as JSON."""
     st.markdown("#### Share and export")
     st.caption(
         "The address bar holds this whole view (data set, model, image, target, method and "
-        "options): copy it to share, or bookmark it. Drawn and uploaded images travel in the link."
+        "options): copy it to share, or bookmark it. Drawn and uploaded digits travel in the "
+        "link (a workspace's uploaded image does not: it stays in this session)."
         + (
             " It also holds the secret keys of the models you uploaded (`mine=…`): remove that "
             "part before you share it, unless the others may use your models."
@@ -474,7 +625,8 @@ def render_view() -> None:
         )
     )
     c1, c2, c3 = st.columns(3)
-    stem = f"{model_name}_{described.replace(' ', '_').replace('#', '')}_class{target}_{method}"
+    safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in described)
+    stem = f"{view['model'].replace(':', '-')}_{safe}_class{target}_{method}"
     c1.download_button(
         "Map as PNG",
         render.png_bytes(overlay),
@@ -491,13 +643,19 @@ def render_view() -> None:
         key="download_npy",
         on_click="ignore",
     )
+    top = np.argsort(-probs)[:TOP_CLASSES]
     extra = {
         "model_test_accuracy": info.test_accuracy,
+        "image": described,
         "predicted": pred,
         "true": true,
         "target": target,
-        "probabilities": [round(float(p), 6) for p in probs],
-        "display_range": [lo, hi],
+        "probabilities": (
+            [round(float(p), 6) for p in probs]
+            if len(probs) <= ALL_CLASSES_UP_TO
+            else {int(k): round(float(probs[k]), 6) for k in top}
+        ),
+        "display_range": list(lo_hi),
     }
     c3.download_button(
         "Settings as JSON",

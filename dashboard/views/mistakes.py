@@ -8,11 +8,14 @@ import pandas as pd
 import streamlit as st
 
 import pretrained
-from dashboard import cache, render, state
-from dashboard.render import Style
-from dashboard.views.explore import class_label
+from dashboard import cache, render, sources, state
+from dashboard.render import Style, class_label
+from dashboard.sources import Predictions, Source
+from pretrained.images import ImageError
 
-GALLERY_SIZE = 40
+GALLERY_SIZE = 40  # thumbnails a page
+GRID_UP_TO = 20  # more classes than this: a table of the most confused pairs, not the grid
+THUMBNAIL_PX = 84
 KINDS = ("cell", "all", "unsure", "disagree")
 KIND_LABELS = {
     "cell": "mistakes in one cell",
@@ -57,6 +60,40 @@ def confusion_chart(confusion: np.ndarray, names: tuple[str, ...]) -> alt.Chart:
     return (cells + text).add_params(pick).properties(height=380)
 
 
+def confused_pairs(confusion: np.ndarray, names: tuple[str, ...]) -> pd.DataFrame:
+    """Every (true, predicted) pair with a mistake, the most frequent first: the confusion
+    matrix of a model with many classes, as a table that sorts by any column."""
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    t, p = np.nonzero(off)
+    order = np.argsort(-off[t, p], kind="stable")
+    t, p = t[order], p[order]
+    per_true = np.maximum(confusion.sum(1), 1)
+    return pd.DataFrame(
+        {
+            "true": [class_label(int(i), names) for i in t],
+            "predicted": [class_label(int(j), names) for j in p],
+            "mistakes": off[t, p],
+            "share of the true class": off[t, p] / per_true[t],
+            "t": t,
+            "p": p,
+        }
+    )
+
+
+def _apply_table_click(event, pairs: pd.DataFrame) -> None:
+    rows = (event or {}).get("selection", {}).get("rows") or []
+    if not rows or rows[0] >= len(pairs):
+        return
+    t, p = int(pairs["t"].iloc[rows[0]]), int(pairs["p"].iloc[rows[0]])
+    if st.session_state.get("mis_last_click") == (t, p):
+        return
+    st.session_state["mis_last_click"] = (t, p)
+    st.session_state["mis_kind"] = "cell"
+    st.session_state["mis_true"] = t
+    st.session_state["mis_pred"] = p
+
+
 def _apply_chart_click(event) -> None:
     """A click on an off-diagonal cell selects that (true, predicted) pair, once per click."""
     points = (event or {}).get("selection", {}).get("cell") or []
@@ -80,42 +117,49 @@ def _open_in_explore(index: int, target: str) -> None:
     state.put("correctness", "all")
 
 
-def detail(model_name: str, ds: pretrained.Dataset, index: int, probs: np.ndarray) -> None:
+def detail(model_name: str, src: Source, index: int, preds: Predictions) -> None:
     """Image, true-class map, predicted-class map, contrast; one shared scale; probabilities."""
-    names = ds.classes
-    image = ds.images[index, 0].numpy()
-    true = int(ds.labels[index])
-    p = probs[index]
-    pred = int(p.argmax())
-    maps = cache.class_maps(model_name, image, "gradient", "logit", True)
-    style = Style(signed=False, cmap="inferno", alpha=0.5, clip=99.0, shared=True)
-    lo, hi = style.range([maps[true], maps[pred]])
+    names = src.classes
+    try:
+        image = src.image(index)
+    except ImageError as err:
+        st.error(f"{render.plain(src.name(index))} can't be read now: {render.plain(err)}.")
+        return
+    true = int(src.labels[index])
+    pred = int(preds.predicted[index])
     # Right or wrong, the contrast asks "why this class and not the other?": the true class
     # for a mistake, the runner-up for a correct answer (a class minus itself would be 0).
-    versus = true if pred != true else int(np.argsort(-p)[1])
+    versus = true if pred != true else int(preds.top_classes[index, 1])
+    classes = tuple(sorted({true, pred}))
+    computed = cache.class_maps(model_name, image, "gradient", "logit", True, classes)
+    maps = dict(zip(classes, computed, strict=True))
+    style = Style(signed=False, cmap="inferno", alpha=0.5, clip=99.0, shared=True)
+    lo, hi = style.range([maps[true], maps[pred]])
     diff = cache.contrast_map(model_name, image, pred, versus, "gradient", "logit")
     c_style = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=99.0, shared=False)
     c_lo, c_hi = c_style.range([diff])
     st.markdown(
-        f"**Test image #{index}**: true {class_label(true, names)} "
-        f"(p = {p[true]:.3f}), predicted {class_label(pred, names)} (p = {p[pred]:.3f})"
+        f"**{render.plain(src.name(index))}**: true {class_label(true, names)} "
+        f"(p = {preds.p_label[index]:.3f}), predicted {class_label(pred, names)} "
+        f"(p = {preds.p_predicted[index]:.3f})"
     )
+    scale = render.scale_for(image.shape, 196)
     cols = st.columns(4)
     with cols[0]:
-        render.show(render.grey(image, 7), "The image")
+        render.show(render.grey(image, scale), "The image")
     with cols[1]:
         render.show(
-            render.picture(maps[true], lo, hi, style, image=image, scale=7),
+            render.picture(maps[true], lo, hi, style, image=image, scale=scale),
             f"|∂ logit[{true}] / ∂x|: true class",
         )
     with cols[2]:
         render.show(
-            render.picture(maps[pred], lo, hi, style, image=image, scale=7),
+            render.picture(maps[pred], lo, hi, style, image=image, scale=scale),
             f"|∂ logit[{pred}] / ∂x|: predicted class",
         )
     with cols[3]:
         render.show(
-            render.picture(diff, c_lo, c_hi, c_style, scale=7),
+            render.picture(diff, c_lo, c_hi, c_style, scale=scale),
             f"∂ (logit[{pred}] − logit[{versus}]) / ∂x"
             + ("" if versus == true else ": predicted minus runner-up"),
         )
@@ -140,24 +184,40 @@ def detail(model_name: str, ds: pretrained.Dataset, index: int, probs: np.ndarra
         st.switch_page("views/explore.py")
 
 
-def gallery(indices: np.ndarray, ds: pretrained.Dataset, probs: np.ndarray, *, note: str) -> int:
-    """Thumbnails of `indices` (first GALLERY_SIZE) and a picker; returns the chosen index."""
-    names = ds.classes
-    shown = indices[:GALLERY_SIZE]
-    st.caption(
+def _thumbnail(src: Source, index: int) -> np.ndarray:
+    try:
+        image = src.image(index)
+    except ImageError:  # a file gone since indexing: a grey square, said in the caption
+        return np.full((THUMBNAIL_PX, THUMBNAIL_PX, 3), 128, np.uint8)
+    rgb = render.grey(image, render.scale_for(image.shape, THUMBNAIL_PX))
+    return render.thumbnail(rgb, THUMBNAIL_PX)
+
+
+def gallery(indices: np.ndarray, src: Source, preds: Predictions, *, note: str) -> int:
+    """Thumbnails of `indices`, GALLERY_SIZE a page, and a picker; returns the chosen index."""
+    names = src.classes
+    pages = max(1, -(-len(indices) // GALLERY_SIZE))
+    if int(st.session_state.get("mis_page", 1)) > pages:
+        st.session_state["mis_page"] = 1
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    page = 1
+    if pages > 1:
+        page = int(c2.number_input(f"Page (of {pages:,})", 1, pages, step=1, key="mis_page"))
+    first = (page - 1) * GALLERY_SIZE
+    shown = indices[first : first + GALLERY_SIZE]
+    c1.caption(
         f"{len(indices):,} images {note}"
-        + (f"; the first {len(shown)} shown." if len(indices) > len(shown) else ".")
+        + (f"; {first + 1:,} to {first + len(shown):,} shown." if pages > 1 else ".")
     )
     if len(shown) == 0:
         return -1
     cols = st.columns(10)
     for i, index in enumerate(shown):
-        p = probs[index]
-        pred = int(p.argmax())
+        pred = int(preds.predicted[index])
         with cols[i % 10]:
             render.show(
-                render.grey(ds.images[index, 0].numpy(), 3),
-                f"#{index}: {class_label(pred, names)} {p[pred]:.2f}",
+                _thumbnail(src, int(index)),
+                f"#{index}: {class_label(pred, names)} {preds.p_predicted[index]:.2f}",
             )
     options = [int(i) for i in shown]
     if st.session_state.get("mis_index") not in options:
@@ -167,45 +227,73 @@ def gallery(indices: np.ndarray, ds: pretrained.Dataset, probs: np.ndarray, *, n
         options,
         key="mis_index",
         format_func=lambda i: (
-            f"#{i}: true {class_label(int(ds.labels[i]), names)}, predicted "
-            f"{class_label(int(probs[i].argmax()), names)} ({probs[i].max():.3f})"
+            f"#{i}{'' if src.paths is None else ' ' + src.paths[i]}: "
+            f"true {class_label(int(src.labels[i]), names)}, predicted "
+            f"{class_label(int(preds.predicted[i]), names)} ({preds.p_predicted[i]:.3f})"
         ),
     )
 
 
 def render_view() -> None:
     view = state.init()
-    state.keep("mis_kind", "mis_true", "mis_pred", "mis_index", "mis_other")
-    model_name, dataset_name = view["model"], view["dataset"]
-    ds = cache.dataset(dataset_name)
-    names = ds.classes
+    state.keep("mis_kind", "mis_true", "mis_pred", "mis_index", "mis_other", "mis_page")
+    model_name, key = view["model"], view["dataset"]
+    src = sources.source(key)
+    names = src.classes
+    k = len(names)
     info = cache.model_info(model_name)
-    probs = cache.test_set_probabilities(model_name, dataset_name)  # (10000, K)
-    labels = ds.labels.numpy()
-    pred = probs.argmax(1)
-    confusion = pretrained.confusion_matrix(labels, pred, len(names))
-    accuracy = float(np.trace(confusion)) / confusion.sum()
+    preds = cache.predictions(model_name, key)
+    labels = src.labels
+    confusion = pretrained.confusion_matrix(labels, preds.predicted, k)
+    right = int(np.trace(confusion))
+    accuracy = right / max(confusion.sum(), 1)
 
     st.title("Misclassifications")
+    for note in src.notes:
+        st.caption(note)
     st.markdown(
-        f"**{model_name}** on all {confusion.sum():,} {dataset_name} test images: "
-        f"accuracy **{accuracy:.2%}** ({np.trace(confusion):,} right, "
-        f"{confusion.sum() - np.trace(confusion):,} wrong); the model card says "
-        f"{info.test_accuracy:.2%}."
+        f"**{model_name}** on all {confusion.sum():,} images of {src.title}: accuracy "
+        f"**{accuracy:.2%}** ({right:,} right, {confusion.sum() - right:,} wrong)"
+        + (f"; the model card says {info.test_accuracy:.2%}." if src.paths is None else ".")
     )
-    left, right = st.columns([3, 2])
+    left, right_col = st.columns([3, 2])
     with left:
-        event = st.altair_chart(
-            confusion_chart(confusion, names), on_select="rerun", key="mis_chart", width="stretch"
-        )
-        st.caption("Click an off-diagonal cell to see exactly those mistakes.")
-    _apply_chart_click(event)
-    with right:
+        if k <= GRID_UP_TO:
+            event = st.altair_chart(
+                confusion_chart(confusion, names),
+                on_select="rerun",
+                key="mis_chart",
+                width="stretch",
+            )
+            st.caption("Click an off-diagonal cell to see exactly those mistakes.")
+            _apply_chart_click(event)
+        else:
+            pairs = confused_pairs(confusion, names)
+            st.markdown(f"**The most confused pairs** ({len(pairs):,} of {k * (k - 1):,} pairs)")
+            event = st.dataframe(
+                pairs,
+                column_config={
+                    "share of the true class": st.column_config.ProgressColumn(format="percent"),
+                    "t": None,
+                    "p": None,
+                },
+                hide_index=True,
+                on_select="rerun",
+                selection_mode="single-row",
+                key="mis_pairs",
+                height=380,
+            )
+            st.caption(
+                f"{k:,} classes are too many for a grid. Sort by any column; pick a row to see "
+                "exactly those mistakes."
+            )
+            _apply_table_click(event, pairs)
+    with right_col:
         per_class = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
         st.dataframe(
             pd.DataFrame(
                 {
-                    "class": [class_label(k, names) for k in range(len(names))],
+                    "class": [class_label(c, names) for c in range(k)],
                     "accuracy": per_class,
                     "images": confusion.sum(1),
                     "mistakes": confusion.sum(1) - np.diag(confusion),
@@ -217,37 +305,53 @@ def render_view() -> None:
         )
 
     st.session_state.setdefault("mis_kind", "cell")
-    st.radio("Show", KINDS, key="mis_kind", horizontal=True, format_func=KIND_LABELS.get)
+    others = [m for m in state.models(key) if m != model_name]
+    kinds = KINDS if others else KINDS[:3]
+    if st.session_state["mis_kind"] not in kinds:
+        st.session_state["mis_kind"] = "cell"
+    st.radio("Show", kinds, key="mis_kind", horizontal=True, format_func=KIND_LABELS.get)
     kind = st.session_state["mis_kind"]
     if kind == "cell":
-        if "mis_true" not in st.session_state:  # start at the model's most frequent confusion
+        if not (0 <= st.session_state.get("mis_true", -1) < k) or not (
+            0 <= st.session_state.get("mis_pred", -1) < k
+        ):  # start at the model's most frequent confusion (also after a data-set switch)
             off = confusion - np.diag(np.diag(confusion))
             t, p = np.unravel_index(off.argmax(), off.shape)
             st.session_state["mis_true"], st.session_state["mis_pred"] = int(t), int(p)
         c1, c2 = st.columns(2)
-        fmt = lambda k: class_label(k, names)  # noqa: E731
-        true = c1.selectbox("True class", range(len(names)), key="mis_true", format_func=fmt)
-        predicted = c2.selectbox("Predicted as", range(len(names)), key="mis_pred", format_func=fmt)
-        indices = pretrained.mistakes(probs, labels, true=true, predicted=predicted)
+        fmt = lambda c: class_label(c, names)  # noqa: E731
+        true = c1.selectbox(
+            "True class", range(k), key="mis_true", format_func=fmt, help="Type to search."
+        )
+        predicted = c2.selectbox(
+            "Predicted as", range(k), key="mis_pred", format_func=fmt, help="Type to search."
+        )
+        indices = pretrained.ranked_mistakes(
+            preds.predicted, preds.p_predicted, labels, true=true, predicted_as=predicted
+        )
         note = (
             f"are {class_label(true, names)} taken for {class_label(predicted, names)}, "
             "the most confident mistakes first"
         )
     elif kind == "all":
-        indices = pretrained.mistakes(probs, labels)
+        indices = pretrained.ranked_mistakes(preds.predicted, preds.p_predicted, labels)
         note = "are misclassified, the most confident mistakes first"
     elif kind == "unsure":
-        indices = pretrained.least_confident_correct(probs, labels, n=GALLERY_SIZE)
-        note = "are the least confident right answers, lowest probability first"
+        indices = pretrained.ranked_least_confident(
+            preds.predicted, preds.p_predicted, labels, n=len(labels)
+        )
+        note = "are right, the least confident answers first"
     else:
-        others = [m for m in state.models(dataset_name) if m != model_name]
         other = st.selectbox("Compare with", others, key="mis_other")
-        indices = pretrained.disagreements(probs, cache.test_set_probabilities(other, dataset_name))
+        theirs = cache.predictions(other, key)
+        indices = pretrained.ranked_disagreements(
+            preds.predicted, preds.p_predicted, theirs.predicted, theirs.p_predicted
+        )
         note = f"get different answers from {model_name} and {other}, most confident clash first"
-    index = gallery(indices, ds, probs, note=note)
+    index = gallery(indices, src, preds, note=note)
     if index >= 0:
         st.divider()
-        detail(model_name, ds, index, probs)
+        detail(model_name, src, index, preds)
 
 
 if __name__ == "__main__":  # run as a page by the router
