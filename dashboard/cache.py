@@ -161,11 +161,9 @@ def dataset(name: str) -> pretrained.Dataset:
 def predictions(name: str, key: str) -> sources.Predictions:
     """What model `name` says about every image of source `key`: computed once for a bundled
     test set (`test_set_probabilities`), read from the index for a workspace."""
-    if sources.is_workspace(key):
-        ws = sources.source(key).indexed
-        return sources.Predictions(
-            ws.predicted, ws.p_predicted, ws.p_label, ws.top_classes, ws.top_probabilities
-        )
+    src = sources.source(key)
+    if src.predictions is not None and name == src.model:
+        return src.predictions
     return _bundled_predictions(name, key)
 
 

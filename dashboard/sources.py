@@ -7,15 +7,23 @@ A view asks `source(key)` for the images (`image(i)` is `(C, H, W)` in [0, 1], a
 said about each of them. It never asks which kind of source it has, except to offer what only
 one kind can do (drawing a digit; comparing several models on one set).
 
-Workspaces are named on the command line (`python -m dashboard --workspace W`, which sets
-SALIENCY_WORKSPACES) and keyed `ws:<folder name>`. Their model is the operator's own file, read
-in this process behind the gate (`pretrained.workspace.load_model`), as the index read it.
+Workspaces come two ways:
+
+- named on the command line (`python -m dashboard --workspace W`, which sets
+  SALIENCY_WORKSPACES), keyed `ws:<folder name>`, for every session. Their model is the
+  operator's own file, read in this process behind the gate (`pretrained.workspace.load_model`),
+  as the index read it;
+- uploaded on the Your model page (a model and a ZIP of an ImageFolder), keyed
+  `ws:upload-<hash>`, for the session that uploaded it (and whoever has its model's secret
+  key). Indexed in memory (`pretrained.folder_upload`); the model runs in its sandboxed worker.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +32,12 @@ import numpy as np
 import streamlit as st
 
 import pretrained
+from pretrained.folder_upload import Built
 from pretrained.workspace import Indexed, WorkspaceError, open_indexed
 
 WORKSPACE_PREFIX = "ws:"
+UPLOADED_PREFIX = "ws:upload-"
+MAX_UPLOADED = 4  # uploaded workspaces kept by a server (their images are in memory)
 TITLES = {"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST"}
 
 
@@ -50,12 +61,15 @@ def workspace_folders() -> dict[str, Path]:
 
 
 def keys() -> list[str]:
-    """Every source the sidebar offers: the workspaces first (when the server was started on
-    them), then the bundled test sets."""
-    return list(workspace_folders()) + list(pretrained.DATASETS)
+    """Every source the sidebar offers: the server's workspaces first (when it was started on
+    them), then this session's uploaded ones, then the bundled test sets."""
+    return list(workspace_folders()) + mine() + list(pretrained.DATASETS)
 
 
 def title(key: str) -> str:
+    if key.startswith(UPLOADED_PREFIX):
+        src = uploaded().get(key)
+        return f"Your images: {src.title}" if src else key
     return TITLES.get(key) or f"Workspace {key.removeprefix(WORKSPACE_PREFIX)}"
 
 
@@ -71,8 +85,14 @@ class Source:
     description: str  # what the model sees, in words
     read: Callable[[int], np.ndarray]
     paths: tuple[str, ...] | None = None  # a workspace's image paths (None: bundled)
-    indexed: Indexed | None = None
+    indexed: Indexed | None = None  # a server workspace's index
+    predictions: Predictions | None = None  # a workspace's one model's, from its index
+    summary: Callable[[], dict] | None = None  # the index's summary arrays
+    prepare: Callable[[object], np.ndarray] | None = None  # a picture -> the model's input
+    model: str | None = None  # a workspace's one model
+    again: str = ""  # how to index it again, with gradients
     notes: tuple[str, ...] = ()  # files skipped when indexing, etc.
+    problems: tuple[dict, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,7 +105,11 @@ class Source:
         return f"Test image #{i}" if self.paths is None else self.paths[i]
 
     def find(self, path: str) -> int | None:
-        return None if self.indexed is None else self.indexed.find(path)
+        """The index of the image at `path` (as under the data folder), or None."""
+        if self.paths is None:
+            return None
+        wanted = path.strip().removeprefix("./").replace("\\", "/")
+        return self.paths.index(wanted) if wanted in self.paths else None
 
 
 @dataclass(frozen=True)
@@ -146,7 +170,15 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
         read=read,
         paths=ws.paths,
         indexed=ws,
+        predictions=Predictions(
+            ws.predicted, ws.p_predicted, ws.p_label, ws.top_classes, ws.top_probabilities
+        ),
+        summary=ws.summary,
+        prepare=ws.config.preprocessing,
+        model=key,
+        again=f"python -m pretrained.index --config {folder / 'workspace.toml'} --out {folder}",
         notes=(f"{skipped:,} files were skipped when indexing.",) if skipped else (),
+        problems=tuple(ws.skipped),
     )
 
 
@@ -156,8 +188,107 @@ def source(key: str) -> Source:
     index, or not one of this server's workspaces."""
     if not is_workspace(key):
         return _bundled(key)
+    if key.startswith(UPLOADED_PREFIX):
+        src = uploaded().get(key)
+        if src is None:
+            raise WorkspaceError(
+                f"{key} is gone from this server (it keeps the last {MAX_UPLOADED} uploaded "
+                "workspaces, until it restarts): upload it again on the Your model page"
+            )
+        return src
     folder = workspace_folders().get(key)
     if folder is None:
         raise WorkspaceError(f"{key} is not one of this server's workspaces")
     manifest = folder / "manifest.json"
     return _workspace(key, folder, manifest.stat().st_mtime if manifest.is_file() else 0.0)
+
+
+# --- workspaces uploaded on the Your model page ------------------------------------------------
+
+
+class _Uploaded:
+    """The server's uploaded workspaces, the least recently added forgotten first."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[str, Source] = OrderedDict()
+
+    def get(self, key: str) -> Source | None:
+        with self.lock:
+            return self.entries.get(key)
+
+    def add(self, src: Source) -> None:
+        with self.lock:
+            self.entries[src.key] = src
+            self.entries.move_to_end(src.key)
+            while len(self.entries) > MAX_UPLOADED:
+                self.entries.popitem(last=False)
+
+    def for_model(self, model: str) -> str | None:
+        with self.lock:
+            return next((k for k, s in self.entries.items() if s.model == model), None)
+
+
+@st.cache_resource(show_spinner=False)
+def uploaded() -> _Uploaded:
+    return _Uploaded()
+
+
+def uploaded_key(model_name: str) -> str:
+    """`ws:upload-<hash>` for the workspace whose model is `upload:<hash>`."""
+    return UPLOADED_PREFIX + model_name.split(":", 1)[1]
+
+
+def add_uploaded(built: Built, filename: str) -> str:
+    """Keep an uploaded workspace for this server (its model already in the upload pool) and
+    for this session; returns its key."""
+    imgs = built.images
+    x = imgs.x
+    x.setflags(write=False)
+    key = uploaded_key(built.name)
+    summary = dict(built.summary)
+    uploaded().add(
+        Source(
+            key=key,
+            title=f"{filename or 'your model'} on {len(imgs.paths):,} images",
+            classes=imgs.classes,
+            labels=imgs.labels,
+            shape=tuple(x.shape[1:]),
+            description=imgs.preprocessing.describe(),
+            read=lambda i: x[i],
+            paths=tuple(imgs.paths),
+            predictions=Predictions(
+                built.predicted, built.p_predicted, built.p_label, built.top_classes,
+                built.top_probabilities,
+            ),
+            summary=lambda: summary,
+            prepare=imgs.preprocessing,
+            model=built.name,
+            notes=(
+                (f"Files of the ZIP skipped: {len(imgs.problems):,} (Your model lists them).",)
+                if imgs.problems
+                else ()
+            ),
+            problems=tuple(imgs.problems),
+        )
+    )  # fmt: skip
+    remember(key)
+    return key
+
+
+def remember(key: str) -> None:
+    """This session may open uploaded workspace `key` (a reload with its model's secret key
+    gets it back: `state._claim`)."""
+    mine_ = st.session_state.setdefault("my_workspaces", [])
+    if key not in mine_:
+        mine_.append(key)
+
+
+def mine() -> list[str]:
+    """This session's uploaded workspaces still on the server."""
+    store = uploaded()
+    try:
+        keys_ = st.session_state.get("my_workspaces", [])
+    except Exception:  # noqa: BLE001 - no session (a script outside Streamlit)
+        return []
+    return [k for k in keys_ if store.get(k) is not None]

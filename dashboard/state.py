@@ -44,7 +44,8 @@ def models(dataset: str | None = None) -> list[str]:
     if dataset in workspaces:
         return [dataset]
     ready = [] if dataset is not None else list(workspaces)
-    for name in pretrained.list_models(dataset):
+    registry = [] if sources.is_workspace(dataset) else pretrained.list_models(dataset)
+    for name in registry:
         try:
             pretrained.model_info(name)
         except FileNotFoundError:
@@ -92,6 +93,9 @@ def _claim(tokens: list[str]) -> None:
             lost += 1
         else:
             remember_upload(name, token)
+            workspace = sources.uploaded().for_model(name)
+            if workspace:  # a model uploaded with its images: the workspace comes back too
+                sources.remember(workspace)
     if lost:
         st.session_state.setdefault("gone_models", []).append(
             f"{lost} model{'s' if lost > 1 else ''} you uploaded earlier "

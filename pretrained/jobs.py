@@ -118,6 +118,15 @@ def summary(model: nn.Module, x: np.ndarray, *, labels: np.ndarray, num_classes:
     return {"abs_sums": _np(s.abs_sums), "signed_sums": _np(s.signed_sums), "counts": _np(s.counts)}
 
 
+def own_class(model: nn.Module, x: np.ndarray, *, labels: np.ndarray) -> dict:
+    """`logits` `(N, K)` and `maps` `(N, *S)`, |∂logit_label/∂x| of each image for its own
+    label, from one forward and one backward pass (what indexing a workspace needs)."""
+    maps, out = saliency.gradients(
+        model, _tensor(model, x), torch.as_tensor(labels), return_outputs=True
+    )
+    return {"logits": _np(out.float()), "maps": _np(maps)}
+
+
 def nudge(
     model: nn.Module, x: np.ndarray, *, pixel: tuple[int, ...], deltas: tuple, target: int
 ) -> dict:
@@ -230,6 +239,7 @@ JOBS: dict[str, Callable[..., Any]] = {
         contrast,
         ig_delta,
         summary,
+        own_class,
         nudge,
         autograd_vs_fd,
         sanity,

@@ -220,12 +220,17 @@ def read_model_with_ops(
     dataset: str = "mnist",
     architecture: str | None = None,
     normalisation: tuple[float, float] = (0.0, 1.0),
+    preprocessing: dict | None = None,
     device: str | torch.device | None = None,
     gate: bool = True,
 ) -> tuple[nn.Module, set[str]]:
     """`read_model`, and the operators the program calls (empty for a state dict, whose code
     is the registry's own). `gate=False` skips the operator allowlist: only the sandbox's own
-    tests do that."""
+    tests do that. `preprocessing` (a workspace's `Preprocessing` as a dict: channels, mean and
+    std per channel) replaces `dataset` and `normalisation` for a program trained on images
+    of any shape (a workspace uploaded on the Your model page)."""
+    if preprocessing is not None:
+        return _read_workspace_program(data, kind, preprocessing, device, gate)
     if dataset not in DATASETS:
         raise UserModelError(f"Unknown data set {dataset!r}; known: {', '.join(DATASETS)}.")
     kind = _resolve_kind(data, kind)
@@ -266,6 +271,37 @@ def read_model_with_ops(
     model = Preprocessed(inner, mean, std)
     model.requires_grad_(False)
     return model.to(device), ops
+
+
+def _read_workspace_program(data, kind, preprocessing, device, gate) -> tuple[nn.Module, set]:
+    from .workspace import Prepared, Preprocessing, WorkspaceError
+
+    try:
+        pre = Preprocessing(**preprocessing)
+    except (TypeError, WorkspaceError) as err:
+        raise UserModelError(f"Bad preprocessing settings: {err}") from None
+    kind = _resolve_kind(data, kind)
+    if kind == "state_dict":
+        raise UserModelError(
+            "For your own images, upload the model as TorchScript (torch.jit.save("
+            "torch.jit.script(model), 'm.pt')) or a torch.export program: a state dict needs "
+            "the architecture's code, which the sandbox does not import."
+        )
+    try:
+        if kind == "torchscript":
+            program = torch.jit.load(io.BytesIO(data), map_location="cpu")
+            inner = program
+        else:
+            with _weights_only_everywhere():
+                program = torch.export.load(io.BytesIO(data))
+            inner = program.module()
+    except Exception as err:  # noqa: BLE001
+        raise UserModelError(f"Could not read this {kind} file: {error_line(err)}") from None
+    ops = gate_module.program_ops(program)
+    if gate:
+        gate_module.check_ops(ops)
+    device = default_device() if device is None else torch.device(device)
+    return Prepared(inner, pre).to(device), ops
 
 
 def read_model(

@@ -325,7 +325,7 @@ def _serve(conn: Any, limits: Limits) -> None:
         os.nice(limits.nice)
     _warm_up(limits.threads)
     request = read_message(fd)
-    from pretrained import gate, jobs, sandbox, user_models
+    from pretrained import gate, jobs, sandbox, user_models, workspace  # noqa: F401
     from pretrained.user_models import error_line
 
     # Keep only the socket to the server (and /dev/null on 0-2): not the fork server's pipes,

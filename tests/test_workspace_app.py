@@ -5,8 +5,10 @@ Misclassifications and Data-set sensitivity; values checked against the models t
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,14 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
+import hostile  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 from workspaces import resnet_workspace, rgb_workspace  # noqa: E402
 
 from dashboard import cache  # noqa: E402
 from dashboard.__main__ import streamlit_args  # noqa: E402
-from pretrained.workspace import load_model, open_indexed  # noqa: E402
+from pretrained.folder_upload import build, read_zip_images  # noqa: E402
+from pretrained.workspace import WorkspaceError, load_model, open_indexed  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
@@ -50,6 +54,7 @@ def texts(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [s.value for s in at.subheader]
     parts += [c.value for c in at.caption] + [w.value for w in at.warning]
     parts += [i.value for i in at.info] + [e.value for e in at.error]
+    parts += [s.value for s in at.success]
     parts += [img.caption for el in at.get("image") for img in el.proto.imgs]
     return "\n".join(str(p) for p in parts)
 
@@ -244,3 +249,114 @@ def test_predictions_file_is_what_the_views_read(folders):
     assert [r["path"] for r in rows] == list(ws.paths)
     assert [int(r["predicted"]) for r in rows] == ws.predicted.tolist()
     assert (ws.top_classes[:, 0] == ws.predicted).all()
+
+
+# --- a model and a ZIP of an ImageFolder, uploaded on the Your model page -----------------------
+
+
+def zipped(folder: Path, top: str = "my-images", extra: dict[str, bytes] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in sorted(folder.rglob("*.png")):
+            z.write(p, f"{top}/{p.relative_to(folder)}")
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def upload_folder(at: AppTest, model: tuple[str, bytes], images: tuple[str, bytes], **choices):
+    at.file_uploader(key="ws_model_file").set_value((*model, "application/octet-stream"))
+    at.file_uploader(key="ws_zip").set_value((*images, "application/zip"))
+    for key, value in choices.items():
+        widget = at.text_input(key=key) if key in ("ws_mean", "ws_std") else None
+        if widget is not None:
+            widget.input(value)
+        else:
+            at.number_input(key=key).set_value(value)
+    at.button(key="ws_submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@hostile.needs_sandbox
+def test_a_zipped_folder_and_a_model_become_a_workspace_like_the_cli_index(folders):
+    ws = open_indexed(folders["rgb"])
+    data_folder = Path(ws.config.data)
+    model = ("tiny.pt2", Path(ws.config.model).read_bytes())
+    at = run_app(dataset="mnist", model="mnist-cnn")
+    at.switch_page("views/your_model.py").run()
+    at = upload_folder(
+        at, model, ("pictures.zip", zipped(data_folder, extra={"notes.txt": b"hello"})),
+        ws_resize=64, ws_crop=64, ws_mean="0.5", ws_std="0.25",
+    )  # fmt: skip
+    page = texts(at)
+    assert "Indexed **120 images** of 5 classes (3 × 64 × 64)" in page, page[-2000:]
+    assert "accuracy 100.00%" in page
+    assert "1 file of the ZIP was skipped" in page  # notes.txt: not an image
+    key = next(k for k in at.selectbox(key="dataset").options if k.startswith("Your images"))
+    assert key.startswith("Your images: tiny.pt2 on 120 images")
+    at.button(key="ws_explore").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="dataset").value.startswith("ws:upload-")
+    model_name = at.selectbox(key="model").value
+    assert model_name.startswith("upload:")
+    # Image #0 of the upload is class-0/000.png; the sandboxed model's answer on the page is
+    # the CLI index's for the same file.
+    expected = int(ws.predicted[ws.find("class-0/000.png")])
+    assert f"says **{expected} · class-{expected}**" in texts(at)
+    assert "for #0 class-0/000.png" in texts(at)
+    at.switch_page("views/mistakes.py").run()
+    assert not at.exception and "accuracy **100.00%**" in texts(at)
+    at.switch_page("views/dataset.py").run()
+    assert not at.exception and "Computed by the index on 120 images" in texts(at)
+
+
+@hostile.needs_sandbox
+def test_the_upload_index_equals_the_cli_index(folders):
+    ws = open_indexed(folders["rgb"])
+    images = read_zip_images(zipped(Path(ws.config.data)), ws.config.preprocessing)
+    worker, built = build(Path(ws.config.model).read_bytes(), images)
+    try:
+        order = [ws.find(p) for p in images.paths]
+        assert (built.predicted == ws.predicted[order]).all()
+        np.testing.assert_allclose(built.p_predicted, ws.p_predicted[order], rtol=1e-5)
+        cli = ws.summary()
+        for name in ("mean_abs_grad_by_class", "mean_abs_grad_all", "counts", "confusion"):
+            np.testing.assert_allclose(built.summary[name], cli[name], rtol=1e-6, atol=1e-12)
+    finally:
+        worker.stop()
+
+
+def test_hostile_zips_are_refused_before_anything_is_inflated(folders):
+    pre = open_indexed(folders["rgb"]).config.preprocessing
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a/x.png", b"x")
+        z.writestr("../../etc/evil.png", b"x")
+    with pytest.raises(WorkspaceError, match="unsafe path"):
+        read_zip_images(buf.getvalue(), pre)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/bomb.png", b"\0" * (64 * 2**20))  # 64 MB of zeros: ~64 KB compressed
+        z.writestr("b/x.png", b"x")
+    with pytest.raises(WorkspaceError, match="ZIP bomb"):
+        read_zip_images(buf.getvalue(), pre)
+    with pytest.raises(WorkspaceError, match="not a readable ZIP"):
+        read_zip_images(b"PK\x03\x04 not really", pre)
+    one_class = zipped(Path(open_indexed(folders["rgb"]).config.data) / "class-0", top="x")
+    with pytest.raises(WorkspaceError, match="one folder per class"):
+        read_zip_images(one_class, pre)
+
+
+def test_a_bad_zip_on_the_page_gets_a_message_and_loses_nothing(folders):
+    ws = open_indexed(folders["rgb"])
+    at = run_app(dataset="mnist", model="mnist-cnn")
+    at.switch_page("views/your_model.py").run()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../evil/x.png", b"x")
+    at = upload_folder(
+        at, ("tiny.pt2", Path(ws.config.model).read_bytes()), ("a.zip", buf.getvalue())
+    )
+    assert "Refused: the ZIP has an unsafe path" in texts(at)
+    assert at.selectbox(key="dataset").options[-2:] == ["MNIST digits", "Fashion-MNIST"]

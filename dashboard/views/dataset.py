@@ -108,16 +108,13 @@ def _reduce(m: np.ndarray) -> np.ndarray:
 def workspace_summary(src: Source) -> None:
     """What `python -m pretrained.index` computed: each class's mean |∂logit/∂x| over its own
     images (and, for K ≤ 20, over all images)."""
-    ws = src.indexed
-    summary = ws.summary()
+    summary = src.summary()
     names = src.classes
     k = len(names)
     if "mean_abs_grad_by_class" not in summary:
         st.info(
             "This workspace was indexed with --predictions-only, so there are no gradients to "
-            "show. Index it again without that flag (the predictions are reused):\n\n"
-            f"`python -m pretrained.index --config {ws.folder / 'workspace.toml'} "
-            f"--out {ws.folder}`"
+            f"show. Index it again without that flag:\n\n`{src.again}`"
         )
         return
     own = _reduce(summary["mean_abs_grad_by_class"])  # (K, H, W), NaN for an empty class

@@ -160,7 +160,7 @@ def _workspace_upload(src: Source) -> np.ndarray | None:
             st.session_state["ws_upload_seen"] = (src.key, digest)
             st.session_state["ws_upload_error"] = None
             try:
-                x = src.indexed.config.preprocessing(decode_image(file.getvalue()))
+                x = src.prepare(decode_image(file.getvalue()))
                 if tuple(x.shape) != src.shape:
                     raise ImageError(
                         f"it becomes {x.shape[1]} × {x.shape[2]}, but the model takes "

@@ -9,12 +9,16 @@ so every view can use it by name.
 
 from __future__ import annotations
 
+import hashlib
+import time
+
 import pandas as pd
 import streamlit as st
 
 import pretrained
-from dashboard import cache, render, state
-from pretrained import user_models, worker
+from dashboard import cache, render, sources, state
+from pretrained import folder_upload, user_models, worker
+from pretrained.workspace import Preprocessing, WorkspaceError
 
 KIND_LABELS = {
     "auto": "detect from the file",
@@ -62,6 +66,178 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
     kept = cache.uploads().add(worker.Upload(info.name, model_worker, info))
     state.remember_upload(kept.name, kept.token)
     st.session_state["um_accepted"] = kept.name
+
+
+def _numbers(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
+    except ValueError:
+        raise WorkspaceError(f"{name} must be numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise WorkspaceError(f"{name} is empty")
+    return values
+
+
+def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std) -> None:
+    """Prepare the ZIP's images, check the model on them in a sandboxed worker and index them
+    there; keep the workspace, or say why not."""
+    st.session_state["ws_error"] = None
+    st.session_state["ws_accepted"] = None
+    st.session_state["ws_problems"] = []
+    if model_file is None or zip_file is None:
+        st.session_state["ws_error"] = "Choose a model file and a ZIP of your images first."
+        return
+    bar = st.progress(0.0, text="Checking the ZIP…")
+    start = time.perf_counter()
+
+    def step(what: str):
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.progress(
+                min(done / max(total, 1), 1.0),
+                text=f"{what}: {done:,} / {total:,} · {rate:,.0f} images/s",
+            )
+
+        return progress
+
+    try:
+        pre = Preprocessing(
+            resize=int(resize) or None,
+            crop=int(crop) or None,
+            channels=int(channels),
+            mean=_numbers(mean, "mean"),
+            std=_numbers(std, "std"),
+        )
+        images = folder_upload.read_zip_images(
+            zip_file.getvalue(), pre, progress=step("Reading your images")
+        )
+        start = time.perf_counter()
+        bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
+        model_worker, built = folder_upload.build(
+            model_file.getvalue(),
+            images,
+            kind=kind,
+            filename=model_file.name,
+            progress=step("Indexing in the sandbox (prediction and gradient of each image)"),
+        )
+    except (WorkspaceError, user_models.UserModelError) as err:
+        st.session_state["ws_error"] = f"{model_file.name} and {zip_file.name}: {err}"
+        return
+    finally:
+        bar.empty()
+    pre = images.preprocessing
+    info = user_models.UserModelInfo(
+        name=built.name,
+        dataset=sources.uploaded_key(built.name),
+        kind=user_models.detect_kind(model_file.getvalue()),
+        architecture=None,
+        class_names=images.classes,
+        normalisation=(pre.mean[0], pre.std[0]),
+        filename=model_file.name,
+        weights_sha256=hashlib.sha256(model_file.getvalue()).hexdigest(),
+        n_params=built.n_params,
+        test_accuracy=built.accuracy,
+        n_test=len(images.paths),
+        seconds_per_example=built.seconds_per_image,
+    )
+    kept = cache.uploads().add(worker.Upload(info.name, model_worker, info))
+    state.remember_upload(kept.name, kept.token)
+    key = sources.add_uploaded(built, model_file.name)
+    st.session_state["ws_accepted"] = key
+    st.session_state["ws_problems"] = images.problems
+    st.session_state["ws_csv"] = built.predictions_csv()
+    st.session_state["ws_seconds"] = time.perf_counter() - start
+
+
+def folder_section() -> None:
+    """Your model on your own images: a ZIP of an ImageFolder becomes a workspace."""
+    st.markdown("### Your model on your own images")
+    st.markdown(
+        "Any image classifier, on a **ZIP of an ImageFolder**: one folder per class, the "
+        "folder names are the class names (sorted), as in torchvision. The images are "
+        "prepared as you say below, the model is checked and then runs on every image in its "
+        "sandbox, one forward and one backward pass each, as `python -m pretrained.index` "
+        "does. Then Explore, Misclassifications and Data-set sensitivity show it. Upload the "
+        "model as TorchScript or a torch.export program (with a dynamic batch size); its "
+        "output must be one score per class."
+    )
+    st.caption(
+        f"Limits: a ZIP of at most {folder_upload.MAX_ZIP_BYTES >> 20} MB and "
+        f"{folder_upload.MAX_FILES:,} files, {folder_upload.MAX_PIXELS >> 20} MB of prepared "
+        "images; nothing is written to the server's disk, and the server keeps the last "
+        f"{sources.MAX_UPLOADED} such workspaces in memory. For bigger data sets, index on "
+        "your own machine and start the dashboard on the result: "
+        "`python -m pretrained.index …` then `python -m dashboard --workspace W`."
+    )
+    for key, default in (("ws_resize", 0), ("ws_crop", 0), ("ws_channels", 3),
+                         ("ws_mean", "0"), ("ws_std", "1")):  # fmt: skip
+        st.session_state.setdefault(key, default)
+    with st.form("ws_form", border=True):
+        c1, c2 = st.columns(2)
+        model_file = c1.file_uploader("Model file (.pt, .pt2)", key="ws_model_file")
+        zip_file = c2.file_uploader("Your images: a ZIP of class folders", type=["zip"],
+                                    key="ws_zip")  # fmt: skip
+        c1, c2, c3, c4, c5 = st.columns(5)
+        kind = c1.selectbox(
+            "Kind of file", ("auto", "torchscript", "export"), key="ws_kind",
+            format_func=KIND_LABELS.get,
+        )  # fmt: skip
+        channels = c2.selectbox(
+            "Colours", (3, 1), key="ws_channels", format_func={3: "RGB", 1: "grey"}.get
+        )
+        resize = c3.number_input(
+            "Resize shorter side to (px; 0 keeps the size)", 0, 4096, key="ws_resize"
+        )
+        crop = c4.number_input("Centre crop (px; 0: none)", 0, 4096, key="ws_crop")
+        with c5:
+            mean = st.text_input(
+                "Normalise: mean",
+                key="ws_mean",
+                help="One value, or one per channel: 0.485, 0.456, 0.406",
+            )
+            std = st.text_input(
+                "std", key="ws_std", help="One value, or one per channel: 0.229, 0.224, 0.225"
+            )
+        # fmt: skip
+        submitted = st.form_submit_button("Check and index", type="primary", key="ws_submit")
+    if submitted:
+        _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std)
+        if st.session_state.get("ws_accepted"):
+            st.rerun()  # so the sidebar's data sets, drawn before this page, include it
+    if st.session_state.get("ws_error"):
+        st.error(
+            render.plain(st.session_state["ws_error"])
+            + " Everything you added before is still available."
+        )
+    key = st.session_state.get("ws_accepted")
+    src = sources.uploaded().get(key) if key else None
+    if src is None:
+        return
+    info = cache.model_info(src.model)
+    st.success(
+        f"Indexed **{len(src):,} images** of {len(src.classes):,} classes "
+        f"({src.shape[0]} × {src.shape[1]} × {src.shape[2]}) in "
+        f"{st.session_state.get('ws_seconds', 0):.1f} s: accuracy {info.test_accuracy:.2%}, "
+        f"{info.seconds_per_example * 1000:.0f} ms for one image."
+    )
+    problems = st.session_state.get("ws_problems") or []
+    if problems:
+        n = len(problems)
+        st.warning(f"{n:,} file{'s' if n != 1 else ''} of the ZIP {'were' if n != 1 else 'was'} "
+                   "skipped:")  # fmt: skip
+        st.dataframe(pd.DataFrame(problems), hide_index=True, key="ws_problem_table")
+    c1, c2 = st.columns(2)
+    if c1.button("Open it in Explore", key="ws_explore", on_click=_open_in_explore,
+                 args=(src.model, key)):  # fmt: skip
+        st.switch_page("views/explore.py")
+    c2.download_button(
+        "predictions.csv",
+        st.session_state.get("ws_csv", ""),
+        "predictions.csv",
+        "text/csv",
+        key="ws_download",
+        on_click="ignore",
+    )
 
 
 def render_view() -> None:
@@ -144,6 +320,9 @@ def render_view() -> None:
             args=(info.name, info.dataset),
         ):
             st.switch_page("views/explore.py")
+
+    st.divider()
+    folder_section()
 
     mine = [n for n in st.session_state.get("user_models", []) if n in cache.uploads()]
     if mine:
