@@ -25,15 +25,42 @@ from pathlib import Path
 
 
 def warm_up() -> None:
-    # Only what the default view needs (not Captum, pandas or altair, which other views import
-    # when they are opened), and not the dashboard's own modules: their st.cache_* functions
-    # must be created inside the Streamlit runtime, which does not exist yet.
+    # What the first page needs, and not the dashboard's own modules: their st.cache_*
+    # functions must be created inside the Streamlit runtime, which does not exist yet. Each
+    # line here was seen costing the first visitor (py-spy on a cold server): the charts'
+    # pandas and pyarrow (~0.4 s), Streamlit's emoji pattern for the page icon (~0.3 s), and
+    # altair for Misclassifications. Captum stays out: only some methods need it.
+    import altair  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+    from streamlit.string_util import is_emoji
+
     import pretrained
     import saliency
+
+    is_emoji("🔥")
 
     model = pretrained.load_model("mnist-cnn")
     x, _ = pretrained.load_dataset("mnist", "test")[:1]
     saliency.jacobian(model, x.to(next(model.parameters()).device))
+    folders = [f for f in os.environ.get("SALIENCY_WORKSPACES", "").split(os.pathsep) if f]
+    if folders:  # the first workspace's model, read and run once as its first view will
+        import torch
+
+        from pretrained.workspace import open_indexed, shared_model
+
+        try:
+            ws = open_indexed(folders[0])
+            device = str(pretrained.default_device())
+            net = shared_model(ws.config, len(ws.classes), ws.model_sha256, device)
+            x = torch.from_numpy(ws.image(0))[None].to(device)
+            for _ in range(3):  # TorchScript optimises a graph after its first runs
+                if len(ws.classes) <= 20:
+                    saliency.jacobian(net, x)
+                else:
+                    saliency.gradients(net, x, 0)
+        except Exception:  # noqa: BLE001, S110 - the view says what is wrong, on the page
+            pass
 
 
 def streamlit_args(argv: list[str]) -> list[str]:

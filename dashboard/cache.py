@@ -11,7 +11,6 @@ does not grow without limit.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 import threading
@@ -92,25 +91,12 @@ class WorkspaceModelInfo:
     n_test: int
 
 
-@st.cache_resource(show_spinner="Loading the workspace's model…", max_entries=8)
 def _workspace_model(key: str, sha256: str) -> torch.nn.Module:
-    """Read as the index read it (behind the gate); refused when the file changed since."""
+    """Read as the index read it (behind the gate), once per process (`python -m dashboard`'s
+    warm-up reads it before the first visitor comes); refused when the file changed since."""
     src = sources.source(key)
-    config = src.indexed.config
-    try:
-        data = Path(config.model).read_bytes()
-    except OSError as err:
-        raise workspace.WorkspaceError(
-            f"can't read the model {config.model}: {err.strerror or err}"
-        ) from None
-    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-        raise workspace.WorkspaceError(
-            f"the model file {config.model} changed since the workspace was indexed: index it "
-            "again (python -m pretrained.index --config workspace.toml --out FOLDER)"
-        )
-    return workspace.load_model(
-        config, len(src.classes), data=data, device=pretrained.default_device()
-    )
+    device = str(pretrained.default_device())
+    return workspace.shared_model(src.indexed.config, len(src.classes), sha256, device)
 
 
 def model(name: str) -> torch.nn.Module:

@@ -25,6 +25,7 @@ settings the CLI flags of `python -m pretrained.index` give. Never imports strea
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -444,6 +445,27 @@ def load_model(
             f"could not read the model {config.model}: {error_line(err)}"
         ) from None
     return Prepared(inner, pre).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def shared_model(
+    config: WorkspaceConfig, num_classes: int, sha256: str, device: str = "cpu"
+) -> nn.Module:
+    """`load_model`, once per process for these settings (a server's sessions and its warm-up
+    share it; never mutated). Refused when the file's content is not `sha256`, the hash its
+    index recorded: results would not match the index's."""
+    try:
+        data = Path(config.model).read_bytes()
+    except OSError as err:
+        raise WorkspaceError(
+            f"can't read the model {config.model}: {err.strerror or err}"
+        ) from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise WorkspaceError(
+            f"the model file {config.model} changed since the workspace was indexed: index it "
+            "again (python -m pretrained.index --config workspace.toml --out FOLDER)"
+        )
+    return load_model(config, num_classes, data=data, device=device)
 
 
 def _from_state_dict(

@@ -23,7 +23,12 @@ from workspaces import resnet_workspace, rgb_workspace  # noqa: E402
 from dashboard import cache  # noqa: E402
 from dashboard.__main__ import streamlit_args  # noqa: E402
 from pretrained.folder_upload import build, read_zip_images  # noqa: E402
-from pretrained.workspace import WorkspaceError, load_model, open_indexed  # noqa: E402
+from pretrained.workspace import (  # noqa: E402
+    WorkspaceError,
+    load_model,
+    open_indexed,
+    shared_model,
+)
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
@@ -219,7 +224,7 @@ def test_files_changed_after_indexing_get_messages_and_the_app_keeps_running(fol
         at.number_input(key="index").set_value(1).run()
         assert not at.exception and "ws:W-broken says" in texts(at)
         model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
-        cache._workspace_model.clear()
+        shared_model.cache_clear()
         at = run_app(dataset="ws:W-broken", model="ws:W-broken", index="9")
         assert "changed since the workspace was indexed" in texts(at)
     finally:

@@ -149,6 +149,11 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
     st.session_state["ws_seconds"] = time.perf_counter() - start
 
 
+def _zip_limit_mb() -> int:
+    """The smaller of the server's upload limit (`server.maxUploadSize`) and the library's."""
+    return min(int(st.get_option("server.maxUploadSize")), folder_upload.MAX_ZIP_BYTES >> 20)
+
+
 def folder_section() -> None:
     """Your model on your own images: a ZIP of an ImageFolder becomes a workspace."""
     st.markdown("### Your model on your own images")
@@ -162,7 +167,7 @@ def folder_section() -> None:
         "output must be one score per class."
     )
     st.caption(
-        f"Limits: a ZIP of at most {folder_upload.MAX_ZIP_BYTES >> 20} MB and "
+        f"Limits: a ZIP of at most {_zip_limit_mb()} MB and "
         f"{folder_upload.MAX_FILES:,} files, {folder_upload.MAX_PIXELS >> 20} MB of prepared "
         "images; nothing is written to the server's disk, and the server keeps the last "
         f"{sources.MAX_UPLOADED} such workspaces in memory. For bigger data sets, index on "
