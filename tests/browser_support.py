@@ -78,8 +78,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(log: Path) -> Server:
-    """`python -m dashboard` (what the README runs) on a free port, with a fresh disk cache."""
+def start_server(log: Path, *args: str) -> Server:
+    """`python -m dashboard [args]` (what the README runs) on a free port, with a fresh disk
+    cache."""
     port = _free_port()
     cmd = [
         sys.executable, "-m", "dashboard",
@@ -88,6 +89,7 @@ def start_server(log: Path) -> Server:
         "--browser.gatherUsageStats", "false",
         # Others edit the source while tests run: a file change must not alter the app under test.
         "--server.fileWatcherType", "none",
+        *args,
     ]  # fmt: skip
     # A fresh disk cache: the data-set page must compute, not find an earlier result.
     # A short deadline for uploaded models, so the hostile-upload test waits seconds, not 30 s.
