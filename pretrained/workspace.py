@@ -343,10 +343,15 @@ def file_digest(path: Path) -> str:
 
 def read_bytes(root: Path, item: Item) -> bytes:
     """The file of one image, at most MAX_IMAGE_BYTES; raises ImageError saying why not."""
-    p = root / item.path
+    p = os.path.join(root, item.path)
     try:
         with open(p, "rb") as f:
-            data = f.read(MAX_IMAGE_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_IMAGE_BYTES:
+                raise ImageError(f"the file is over {MAX_IMAGE_BYTES >> 20} MB")
+            # Its own size (+1, to notice a file still growing), not the limit: read(50 MB)
+            # allocates 50 MB first, which cost more than decoding a small PNG.
+            data = f.read(size + 1)
     except OSError as err:
         raise ImageError(f"can't read the file ({err.strerror or err})") from None
     if len(data) > MAX_IMAGE_BYTES:
