@@ -71,6 +71,8 @@ def streamlit_args(argv: list[str]) -> list[str]:
     explicit = any(a.startswith("--server.address") for a in argv)
     if not explicit:  # also when started from another folder, where config.toml isn't read
         args += ["--server.address", "0.0.0.0" if "--class" in argv else "localhost"]
+    if not any(a.startswith("--runner.postScriptGC") for a in argv):  # see config.toml
+        args += ["--runner.postScriptGC", "false"]
     workspaces = []
     rest = iter(argv)
     for arg in rest:
@@ -98,14 +100,26 @@ def _checked_workspace(folder: str) -> str:
     return str(Path(folder).resolve())
 
 
+def _freeze_after(thread) -> None:
+    import gc
+
+    thread.join()
+    gc.collect()
+    gc.freeze()
+
+
 def main() -> None:
     import threading
 
     args = streamlit_args(sys.argv[1:])
-    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
+    warm.start()
     from streamlit.web import cli
 
     app = Path(__file__).with_name("app.py")
+    # gc.freeze() once the warm-up is done: the modules and models it loaded never become
+    # garbage, so the collector stops walking them on every full collection.
+    threading.Thread(target=_freeze_after, args=(warm,), name="gc-freeze", daemon=True).start()
     sys.exit(cli.main(["run", str(app), *args], prog_name="streamlit"))
 
 

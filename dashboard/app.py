@@ -13,6 +13,7 @@ from pretrained.worker import ModelFailure
 from pretrained.workspace import WorkspaceError
 
 st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
+st.html(render.PIXELATED_CSS)  # pictures are sent at their own size and scaled up crisply
 
 view = state.init()
 with st.sidebar:

@@ -178,7 +178,13 @@ def test_default_view(server: Server, page: Page, artifacts_dir: Path) -> None:
     expect(heading(page)).to_contain_text("mnist-cnn says")
     expect(heading(page)).to_contain_text("true class 7")
     expect(page.get_by_text("Map: ∂ logit[7] / ∂x", exact=True)).to_be_visible()
-    assert page.get_by_test_id("stImage").count() >= 15  # 3 + colour bars + contrast + 10 classes
+    # 3 + colour bars + contrast + 10 classes; every picture loaded, none blank
+    assert (
+        page.locator('[data-testid="stImage"] img, [data-testid="stImageContainer"] img').count()
+        >= 15
+    )
+    sizes = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    assert sum(w > 0 for w in sizes) >= 15
     page.screenshot(path=str(artifacts_dir / "explore_default.png"))
 
 

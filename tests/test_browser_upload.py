@@ -49,6 +49,6 @@ def test_photos_page_shows_the_offline_message_or_a_prediction(server, page, art
 
     # The Your model page opens too, with its form.
     page.goto(f"{server.url}/your-model")
-    expect(page.get_by_role("heading", name="Your model")).to_be_visible()
+    expect(page.get_by_role("heading", name="Your model", exact=True)).to_be_visible()
     expect(page.get_by_role("button", name="Check and add")).to_be_visible()
     assert page.get_by_test_id("stException").count() == 0

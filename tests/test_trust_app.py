@@ -294,11 +294,12 @@ def test_the_server_listens_on_localhost_unless_told_to_serve_a_class(monkeypatc
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"
-    assert streamlit_args([]) == ["--server.address", "localhost"]
-    assert streamlit_args(["--class"]) == ["--server.address", "0.0.0.0"]
+    gc = ["--runner.postScriptGC", "false"]
+    assert streamlit_args([]) == ["--server.address", "localhost", *gc]
+    assert streamlit_args(["--class"]) == ["--server.address", "0.0.0.0", *gc]
     monkeypatch.setenv("SALIENCY_UPLOADS", "on")  # restored after the test, whatever it sets
     args = streamlit_args(["--class", "--no-uploads", "--server.port", "8600"])
-    assert args == ["--server.address", "0.0.0.0", "--server.port", "8600"]
+    assert args == ["--server.address", "0.0.0.0", *gc, "--server.port", "8600"]
     import os
 
     assert os.environ["SALIENCY_UPLOADS"] == "off"

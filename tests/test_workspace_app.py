@@ -234,7 +234,9 @@ def test_files_changed_after_indexing_get_messages_and_the_app_keeps_running(fol
 def test_the_command_line_checks_its_workspaces(folders, tmp_path, monkeypatch):
     monkeypatch.delenv("SALIENCY_WORKSPACES", raising=False)
     args = streamlit_args(["--workspace", str(folders["rgb"]), "--server.port", "8600"])
-    assert args == ["--server.address", "localhost", "--server.port", "8600"]
+    assert args == [
+        "--server.address", "localhost", "--runner.postScriptGC", "false", "--server.port", "8600"
+    ]  # fmt: skip
     assert os.environ["SALIENCY_WORKSPACES"] == str(folders["rgb"].resolve())
     with pytest.raises(SystemExit, match="is not an indexed workspace"):
         streamlit_args(["--workspace", str(tmp_path)])

@@ -50,7 +50,7 @@ def _subject(view: dict) -> tuple[np.ndarray | None, int | None, str]:
     """The image chosen in Explore, its true class if known, and a short description."""
     if view["source"] == "test":
         ds = cache.dataset(view["dataset"])
-        i = int(view["index"])
+        i = int(view["index"]) if int(view["index"]) < len(ds) else 0  # a workspace's index
         return ds.images[i, 0].numpy(), int(ds.labels[i]), f"test image #{i}"
     try:
         image = decode_image28(view["image"]) if view["image"] else None

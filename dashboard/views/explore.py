@@ -492,15 +492,16 @@ def render_view() -> None:
     c1, c2, c3 = st.columns(3)
     with c1:
         render.show(
-            render.grey(image, big),
+            render.grey(image, 1),
             f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
+            scale=big,
         )
     with c2:
-        render.show(render.picture(main, lo, hi, style, scale=big), f"Map: {what}")
+        render.show(render.picture(main, lo, hi, style, scale=1), f"Map: {what}", scale=big)
         render.show(render.colorbar(lo, hi, style.cmap), None)
     with c3:
-        overlay = render.picture(main, lo, hi, style, image=image, scale=big)
-        render.show(overlay, f"Overlay (alpha {style.alpha:g})")
+        overlay = render.picture(main, lo, hi, style, image=image, scale=1)
+        render.show(overlay, f"Overlay (alpha {style.alpha:g})", scale=big)
 
     if score == "probability" and probs.max() > 0.99:
         st.info(
@@ -535,7 +536,7 @@ def render_view() -> None:
         diff = cache.contrast_map(model_name, image, target, versus, method, score)
         c_style = Style(True, view["cmap_signed"], style.alpha, style.clip, False)
         c_lo, c_hi = c_style.range([diff])
-        render.show(render.picture(diff, c_lo, c_hi, c_style, scale=big), None)
+        render.show(render.picture(diff, c_lo, c_hi, c_style, scale=1), None, scale=big)
         render.show(render.colorbar(c_lo, c_hi, c_style.cmap), None)
         st.caption(
             f"Map of {symbol}[{target}] − {symbol}[{versus}]: red pixels, when brighter, favour "
@@ -545,6 +546,7 @@ def render_view() -> None:
 
     _class_grid(maps, grid_classes, image, style, (lo, hi), pred, true, names, method)
     _compare_models(view, image, main, compare, compare_targets, target, style, names)
+    overlay = render.upscale(overlay, big)  # the download: crisp pixels, as on screen
     _export(view, info, described, target, method, overlay, main, probs, pred, true, (lo, hi))
 
 
@@ -565,16 +567,17 @@ def _class_grid(maps, classes, image, style, scale_range, pred, true, names, met
         + (" Shared colour scale." if style.shared else " Each map on its own scale.")
     )  # fmt: skip
     small = render.scale_for(image.shape, 140)
-    cols = st.columns(5)
-    for i, k in enumerate(classes):
+    pictures, captions = [], []
+    for k in classes:
         k_lo, k_hi = scale_range if style.shared else style.range([maps[k]])
-        rgb = render.picture(maps[k], k_lo, k_hi, style, image=image, scale=small)
+        rgb = render.thumbnail(
+            render.picture(maps[k], k_lo, k_hi, style, image=image, scale=1), 160
+        )
         colour = PREDICTED_COLOUR if k == pred else TRUE_COLOUR if k == true else None
         marks = (" · predicted" if k == pred else "") + (" · true" if k == true else "")
-        with cols[i % 5]:
-            render.show(
-                _framed(render.thumbnail(rgb, 160), colour), f"{class_label(k, names)}{marks}"
-            )
+        pictures.append(_framed(rgb, colour, max(1, round(4 / small))))  # ~4 px on screen
+        captions.append(f"{class_label(k, names)}{marks}")
+    render.show_row(pictures, captions, scale=small)
 
 
 def _compare_models(view, image, main, compare, compare_targets, target, style, names) -> None:
@@ -629,7 +632,7 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
     stem = f"{view['model'].replace(':', '-')}_{safe}_class{target}_{method}"
     c1.download_button(
         "Map as PNG",
-        render.png_bytes(overlay),
+        render.png(overlay),
         f"{stem}.png",
         "image/png",
         key="download_png",
