@@ -3,6 +3,10 @@ an RGB 64 x 64 model with five classes and on a resnet18 with 1000 classes."""
 
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from browser_support import IDLE, require_browser, start_server
@@ -63,3 +67,38 @@ def test_explore_misclassifications_and_sensitivity_on_workspaces(ws_server, pag
     first = int(np.bincount(rn.predicted, minlength=1000).argmax())
     expect(page.get_by_text(f"taken for {first} · category {first}").first).to_be_visible()
     page.screenshot(path=str(artifacts_dir / "workspace-mistakes-resnet.png"))
+
+
+def test_a_model_and_a_zipped_folder_uploaded_in_the_browser(ws_server, page, tmp_path):
+    """The Your model page's second form, in Chromium: a torch.export file and a ZIP of an
+    ImageFolder become a workspace (indexed in the sandbox) that Explore then shows."""
+    from playwright.sync_api import expect
+
+    server, rgb, _ = ws_server
+    ws = open_indexed(rgb)
+    data = ws.config.data
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in sorted(Path(data).rglob("*.png")):
+            z.write(p, f"pictures/{p.relative_to(data)}")
+    (tmp_path / "pictures.zip").write_bytes(buf.getvalue())
+    page.goto(f"{server.url}/your-model")
+    wait(page)
+    form = page.get_by_test_id("stForm").nth(1)
+    files = form.locator('input[type="file"]')
+    files.nth(0).set_input_files(ws.config.model)
+    files.nth(1).set_input_files(str(tmp_path / "pictures.zip"))
+    form.get_by_role("spinbutton", name="Resize shorter side to (px; 0 keeps the size)").fill("64")
+    form.get_by_role("spinbutton", name="Centre crop (px; 0: none)").fill("64")
+    form.get_by_role("textbox", name="Normalise: mean").fill("0.5")
+    form.get_by_role("textbox", name="std", exact=True).fill("0.25")
+    form.get_by_role("button", name="Check and index").click()
+    expect(page.get_by_text("Indexed 120 images of 5 classes (3 × 64 × 64)")).to_be_visible()
+    expect(page.get_by_text("accuracy 100.00%")).to_be_visible()
+    page.get_by_role("button", name="Open it in Explore").click()
+    wait(page)
+    pred = int(ws.predicted[ws.find("class-0/000.png")])
+    expect(
+        page.get_by_role("heading").filter(has_text=f"says {pred} · class-{pred}")
+    ).to_be_visible()
+    expect(page.get_by_text("for #0 class-0/000.png")).to_be_visible()
