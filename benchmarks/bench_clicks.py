@@ -165,7 +165,14 @@ def main() -> None:
                     f"{r['click_to_map_ms_median']:13.0f} {r['click_to_map_ms_p95']:6.0f}"
                 )
             if args.soak:
-                # Start from values outside the cycles, so every click changes the map.
+                # Absolute maps (so the sequential colour map is the one on screen), and
+                # values outside the cycles, so that every click changes the map.
+                values = page.get_by_test_id("stRadio").filter(has_text="Values")
+                if not values.get_by_role("radio", name="absolute").is_checked():
+                    old = page.evaluate(MAP_SRC_JS)
+                    radio(page, "Values", "absolute")
+                    page.wait_for_function(MAP_UPDATED_JS, arg=old, polling="raf",
+                                           timeout=180_000)  # fmt: skip
                 starts = (("Colour map", "gray"), ("Target class", "the predicted class"))
                 for label, name in starts:
                     old = page.evaluate(MAP_SRC_JS)

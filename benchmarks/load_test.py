@@ -115,6 +115,7 @@ SERVERS: list[subprocess.Popen] = []  # stopped at exit too, e.g. after SIGTERM 
 def start_server(log: Path, tree: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
+        "taskset", "-c", "0",  # the server on one core; this process and Chromium on the other
         sys.executable, "-m", "dashboard",
         "--server.headless", "true",
         "--server.port", str(port),
@@ -254,8 +255,12 @@ class Session:
         else:
             self.latencies[action].append(elapsed)
 
-    async def loop(self, deadline: float) -> None:
+    async def loop(self, deadline: float, think: float = 0.0) -> None:
         while time.monotonic() < deadline:
+            if think:  # a student looks at the map before the next click: ±50 % of `think`
+                await asyncio.sleep(think * self.rng.uniform(0.5, 1.5))
+                if time.monotonic() >= deadline:
+                    break
             action = self.rng.choice(ACTIONS)
             if VERBOSE:
                 print(f"  session {self.n}: {action}", flush=True)
@@ -306,7 +311,7 @@ async def load_phase(browser, url: str, args, sampler: RssSampler) -> dict:
     load_before = os.getloadavg()
     deadline = time.monotonic() + args.seconds
     t1 = time.monotonic()
-    await asyncio.gather(*(s.loop(deadline) for s in sessions))
+    await asyncio.gather(*(s.loop(deadline, args.think) for s in sessions))
     wall = time.monotonic() - t1
     load_after = os.getloadavg()
     exceptions_left = 0
@@ -445,12 +450,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=120, help="per action, seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--think", type=float, default=0.0, help="seconds a session waits between its clicks"
+    )
+    parser.add_argument(
         "--tree",
         default=str(REPO),
         help='app directory to serve; "HEAD": a copy of the last commit',
     )
     parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "load_test.json")
     args = parser.parse_args()
+    os.sched_setaffinity(0, {1})  # Chromium and this process: CPU 1 (the server: CPU 0)
     atexit.register(lambda: [stop_server(p) for p in SERVERS])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(main_async(args))

@@ -39,8 +39,7 @@ def _target_gradients(
         out, scores = forward_scores(model, xd, score=score, output=output)  # (N, K)
         t = resolve_target(target, out)  # (N,)
         # The seed is a one-hot (N, K) matrix: one backward gives every example its own row.
-        seed = torch.zeros_like(scores)
-        seed[torch.arange(len(t), device=t.device), t] = 1
+        seed = torch.zeros_like(scores).scatter_(1, t[:, None], 1.0)
         (g,) = torch.autograd.grad(scores, xd, grad_outputs=seed)
     return g, out.detach(), t
 
