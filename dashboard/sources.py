@@ -33,7 +33,7 @@ import streamlit as st
 
 import pretrained
 from pretrained.folder_upload import Built
-from pretrained.workspace import Indexed, WorkspaceError, open_indexed
+from pretrained.workspace import Indexed, WorkspaceError, find_path, open_indexed
 
 WORKSPACE_PREFIX = "ws:"
 UPLOADED_PREFIX = "ws:upload-"
@@ -106,10 +106,7 @@ class Source:
 
     def find(self, path: str) -> int | None:
         """The index of the image at `path` (as under the data folder), or None."""
-        if self.paths is None:
-            return None
-        wanted = path.strip().removeprefix("./").replace("\\", "/")
-        return self.paths.index(wanted) if wanted in self.paths else None
+        return None if self.paths is None else find_path(self.paths, path)
 
 
 @dataclass(frozen=True)

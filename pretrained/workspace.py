@@ -563,11 +563,7 @@ class Indexed:
 
     def find(self, path: str) -> int | None:
         """The row of an image given by its path under the data folder (or None)."""
-        wanted = path.strip().lstrip("./").replace("\\", "/")
-        for i, p in enumerate(self.paths):
-            if p == wanted:
-                return i
-        return None
+        return find_path(self.paths, path)
 
     def image(self, i: int) -> np.ndarray:
         """Image `i` as the model's input `(C, H, W)` float32 in [0, 1]. Raises ImageError when
@@ -587,6 +583,13 @@ class Indexed:
                 return {k: f[k] for k in f.files}
         except (OSError, ValueError) as err:
             raise WorkspaceError(f"can't read {self.folder / 'summary.npz'}: {err}") from None
+
+
+def find_path(paths: Sequence[str], text: str) -> int | None:
+    """The index of `text` in `paths` (paths as under the data folder, "/"-separated), with
+    a leading "./" and Windows separators forgiven; None when it is not there."""
+    wanted = text.strip().removeprefix("./").replace("\\", "/")
+    return next((i for i, p in enumerate(paths) if p == wanted), None)
 
 
 def open_indexed(folder: str | os.PathLike) -> Indexed:
