@@ -98,9 +98,9 @@ def grey(image: np.ndarray, scale: int = SCALE) -> np.ndarray:
 
 
 def scale_for(shape: tuple[int, ...], px: int = 280) -> int:
-    """The whole-number upscale that brings an image's longer side near `px` (1 for images
-    already that big): 28 × 28 -> 10, 64 × 64 -> 4, 224 × 224 -> 1."""
-    return max(1, px // max(shape[-2:]))
+    """The whole-number upscale that brings an image's longer side nearest to `px` (1 for
+    images already that big): 28 × 28 -> 10, 64 × 64 -> 4, 224 × 224 -> 1."""
+    return max(1, round(px / max(shape[-2:])))
 
 
 def thumbnail(rgb: np.ndarray, px: int) -> np.ndarray:

@@ -42,7 +42,7 @@ def grid(
                 continue
             rgb = render.thumbnail(render.picture(m, lo, hi, style, scale=scale), 160)
             render.show(rgb, class_label(k, names))
-    render.show(render.colorbar(lo, hi, style.cmap, width=200), None)
+    render.show(render.colorbar(lo, hi, style.cmap), None)
     st.caption(f"{caption} One shared scale ({lo:.3g} … {hi:.3g}).")
 
 
@@ -130,7 +130,8 @@ def workspace_summary(src: Source) -> None:
         st.markdown("**Each class, over the images of that class**: mean |∂ logit_c / ∂x|")
         grid(own, ABS, names, "Row c averages over the images labelled c.")
     else:
-        biggest = [int(c) for c in np.argsort(-counts, kind="stable")[:10]]
+        # The ten classes with the most images (never a class without any).
+        biggest = [int(c) for c in np.argsort(-counts, kind="stable")[:10] if counts[c] > 0]
         st.multiselect(
             f"Classes to show (type to search {k:,} names)",
             range(k),
@@ -151,7 +152,7 @@ def workspace_summary(src: Source) -> None:
     render.show(
         render.picture(overall, lo, hi, ABS, scale=render.scale_for(overall.shape, 168)), None
     )
-    render.show(render.colorbar(lo, hi, ABS.cmap, width=168), None)
+    render.show(render.colorbar(lo, hi, ABS.cmap), None)
 
 
 def render_view() -> None:
