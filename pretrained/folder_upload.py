@@ -253,8 +253,8 @@ def build(
     """Check the model in a sandboxed worker on these images, then index them there. Returns
     `(worker, Built)`; the worker keeps running (the views use it). Raises UserModelError
     saying why not (the worker is stopped then)."""
-    from .user_models import TIME_LIMIT, _batch_failure, judge_check
-    from .worker import Limits, ModelFailure, Worker
+    from .user_models import checked_worker
+    from .worker import Limits, Worker
 
     x, labels = images.x, images.labels
     k = len(images.classes)
@@ -273,16 +273,7 @@ def build(
     }  # fmt: skip
     digest = hashlib.sha256(model + images.sha256.encode() + repr(settings).encode()).hexdigest()
     worker = Worker(model, settings, example=x[:1], n_classes=k, limits=limits or Limits())
-    try:
-        facts = worker.start()
-        try:
-            seconds = judge_check(
-                facts, n_classes=k, time_limit=TIME_LIMIT if time_limit is None else time_limit
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            if isinstance(err, UserModelError):
-                raise
-            raise UserModelError("The model's worker sent a malformed reply.") from None
+    with checked_worker(worker, kind, n_classes=k, time_limit=time_limit) as seconds:
         # A forward and a backward pass cost about three forwards: chunks of about a second.
         chunk = int(min(256, max(1, 0.3 / max(seconds, 1e-4))))
         n = len(x)
@@ -319,14 +310,6 @@ def build(
                 every += maps.sum(0)
                 if progress:
                     progress(n + i + b, total)
-    except UserModelError:
-        worker.stop()
-        raise
-    except ModelFailure as err:
-        worker.stop()
-        if worker.facts is None:
-            raise UserModelError(str(err)) from None
-        raise _batch_failure(err, kind) from None
     probs = _softmax(logits)
     top = np.argsort(-probs, axis=1, kind="stable")[:, : min(5, k)]
     rows = np.arange(n)
@@ -350,6 +333,6 @@ def build(
         top_probabilities=np.take_along_axis(probs, top, 1).astype(np.float32),
         summary=summary,
         seconds_per_image=seconds,
-        n_params=int(facts.get("n_params", 0)),
+        n_params=int((worker.facts or {}).get("n_params", 0)),
         kind=kind,
     )

@@ -332,6 +332,37 @@ def read_model(
     )[0]
 
 
+@contextmanager
+def checked_worker(worker, kind: str, *, n_classes: int, time_limit: float | None = None):
+    """Start `worker` (the model is read and run on one example in its sandbox), judge that
+    check, and yield the seconds one example took. Whatever fails, at the start or in the
+    body (a refusal, a malformed reply, a model that hangs, hoards memory or crashes), stops
+    the worker and raises UserModelError saying why."""
+    from .worker import ModelFailure
+
+    try:
+        facts = worker.start()
+        try:
+            seconds = judge_check(
+                facts,
+                n_classes=n_classes,
+                time_limit=TIME_LIMIT if time_limit is None else time_limit,
+            )
+        except (KeyError, TypeError, ValueError) as err:  # facts come from the sandbox
+            if isinstance(err, UserModelError):
+                raise
+            raise UserModelError("The model's worker sent a malformed reply.") from None
+        yield seconds
+    except UserModelError:
+        worker.stop()
+        raise
+    except ModelFailure as err:
+        worker.stop()
+        if worker.facts is None:
+            raise UserModelError(str(err)) from None
+        raise _batch_failure(err, kind) from None
+
+
 def judge_check(facts: dict, *, n_classes: int, time_limit: float = TIME_LIMIT) -> float:
     """Refuse a model from what one example gave (`jobs.check`'s facts); its seconds if fine."""
     if facts.get("type") != "Tensor":
@@ -537,7 +568,7 @@ def accept_upload(
     model that hangs, hoards memory or crashes included); the worker is stopped then.
     """
     from . import sandbox
-    from .worker import Limits, ModelFailure, Worker, run_chunks
+    from .worker import Limits, Worker, run_chunks
 
     data = bytes(data)
     names = _class_names(dataset, class_names)
@@ -565,28 +596,12 @@ def accept_upload(
     worker = Worker(
         data, settings, example=test.images[:1].numpy(), n_classes=len(names), limits=limits
     )
-    try:
-        facts = worker.start()
-        limit = TIME_LIMIT if time_limit is None else time_limit
-        try:
-            seconds = judge_check(facts, n_classes=len(names), time_limit=limit)
-        except (KeyError, TypeError, ValueError) as err:  # facts come from the sandbox
-            if isinstance(err, UserModelError):
-                raise
-            raise UserModelError("The model's worker sent a malformed reply.") from None
+    with checked_worker(worker, kind, n_classes=len(names), time_limit=time_limit) as seconds:
         # Chunks of about a second each, so progress moves and a deadline means something.
         chunk = int(min(1000, max(16, 1.0 / max(seconds, 1e-4))))
         parts = run_chunks(
             worker.call, "logits", test.images.numpy(), chunk=chunk, progress=progress
         )
-    except UserModelError:
-        worker.stop()
-        raise
-    except ModelFailure as err:
-        worker.stop()
-        if worker.facts is None:
-            raise UserModelError(str(err)) from None
-        raise _batch_failure(err, kind) from None
     logits = torch.from_numpy(np.concatenate(parts))  # (n_test, K)
     if logits.shape != (len(test), len(names)):
         worker.stop()
@@ -603,7 +618,7 @@ def accept_upload(
         normalisation=normalisation,
         names=names,
         filename=filename,
-        n_params=facts.get("n_params", 0),
+        n_params=(worker.facts or {}).get("n_params", 0),
         accuracy=accuracy,
         n_test=len(test),
         seconds=seconds,

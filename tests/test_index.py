@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from workspaces import Tiny, colour_images
+from workspaces import colour_images, train_tiny
 
 import pretrained
 import saliency
@@ -249,16 +249,7 @@ def test_rgb_64x64_with_five_classes_and_a_model_trained_here(tmp_path):
     x = torch.stack([torch.from_numpy(read_image(folder, it, pre)) for it in items])
     y = torch.tensor([it.label for it in items])
     assert x.shape == (120, 3, 64, 64)
-    torch.manual_seed(0)
-    net = Tiny()
-    opt = torch.optim.Adam(net.parameters(), lr=0.03)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net((x - 0.5) / 0.25), y).backward()
-        opt.step()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    ep = torch.export.export(net.eval(), (x[:2],), dynamic_shapes=({0: batch},))
-    torch.export.save(ep, str(tmp_path / "tiny.pt2"))
+    train_tiny(x, y, tmp_path / "tiny.pt2")
 
     result = index(config, tmp_path / "W", progress=False, batch_size=16)
     assert result.manifest["input_shape"] == [3, 64, 64]

@@ -40,15 +40,9 @@ class Tiny(nn.Module):
         return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-def rgb_workspace(tmp: Path, per_class: int = 24) -> Path:
-    """Five classes of RGB pictures at 64 x 64, a `Tiny` net trained on them here and saved as
-    a torch.export program, indexed into `tmp / "W-rgb"`."""
-    folder = colour_images(tmp / "rgb-data", per_class)
-    pre = Preprocessing(resize=64, crop=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25,) * 3)
-    config = WorkspaceConfig(model=str(tmp / "tiny.pt2"), data=str(folder), preprocessing=pre)
-    items, _, _ = list_items(config)
-    x = torch.stack([torch.from_numpy(read_image(folder, it, pre)) for it in items])
-    y = torch.tensor([it.label for it in items])
+def train_tiny(x: torch.Tensor, y: torch.Tensor, path: Path) -> Tiny:
+    """A `Tiny` net trained on pixels `x` (normalised by 0.5, 0.25 as the workspace does) and
+    labels `y`, saved to `path` as a torch.export program with a dynamic batch size."""
     torch.manual_seed(0)
     net = Tiny()
     opt = torch.optim.Adam(net.parameters(), lr=0.03)
@@ -58,7 +52,20 @@ def rgb_workspace(tmp: Path, per_class: int = 24) -> Path:
         opt.step()
     batch = torch.export.Dim("batch", min=1, max=4096)
     ep = torch.export.export(net.eval(), (x[:2],), dynamic_shapes=({0: batch},))
-    torch.export.save(ep, str(tmp / "tiny.pt2"))
+    torch.export.save(ep, str(path))
+    return net
+
+
+def rgb_workspace(tmp: Path, per_class: int = 24) -> Path:
+    """Five classes of RGB pictures at 64 x 64, a `Tiny` net trained on them here and saved as
+    a torch.export program, indexed into `tmp / "W-rgb"`."""
+    folder = colour_images(tmp / "rgb-data", per_class)
+    pre = Preprocessing(resize=64, crop=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25,) * 3)
+    config = WorkspaceConfig(model=str(tmp / "tiny.pt2"), data=str(folder), preprocessing=pre)
+    items, _, _ = list_items(config)
+    x = torch.stack([torch.from_numpy(read_image(folder, it, pre)) for it in items])
+    y = torch.tensor([it.label for it in items])
+    train_tiny(x, y, tmp / "tiny.pt2")
     index(config, tmp / "W-rgb", progress=False, batch_size=16)
     return tmp / "W-rgb"
 
