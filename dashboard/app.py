@@ -64,6 +64,7 @@ page = st.navigation(
         "Bring your own": [
             st.Page("views/your_model.py", title="Your model", icon="📦", url_path="your-model"),
             st.Page("views/photos.py", title="Photos (ImageNet)", icon="📷", url_path="photos"),
+            st.Page("views/tables.py", title="Tables", icon="📊", url_path="tables"),
         ],
     }
 )

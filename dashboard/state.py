@@ -9,6 +9,7 @@ first run), the widgets render, then `sync()` copies widget values back and rewr
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,11 @@ CORRECTNESS = ("all", "correct", "wrong")
 # Classroom lessons (dashboard/views/classroom.py), in teaching order.
 LESSONS = ("nudge", "autograd", "saturation", "linear", "sanity", "deletion", "tabular")
 
+
+# The Tables page (dashboard/views/tables.py).
+TABLE_SOURCES = ("example", "upload")
+TABLE_SCALES = ("none", "std")
+MAX_NAME = 100  # characters of a column name in a link
 
 MAX_COMPARE = 3  # models shown beside the main one
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -205,6 +211,36 @@ def _image(text: str) -> str:
     return text
 
 
+def _column_name(text: str) -> str:
+    if len(text) > MAX_NAME:
+        raise ValueError(f"a column name of at most {MAX_NAME} characters")
+    return text
+
+
+def _column_names(text: str) -> list[str]:
+    names = [urllib.parse.unquote(t) for t in text.split(",") if t]
+    if len(names) > 500:
+        raise ValueError("at most 500 columns")
+    return [_column_name(n) for n in dict.fromkeys(names)]
+
+
+def _dump_names(names: list[str]) -> str:
+    return ",".join(urllib.parse.quote(n, safe="") for n in names)
+
+
+def _output(text: str) -> str:
+    """An output of a table model: JSON `[key, column]`, key null, an index or a dict key."""
+    try:
+        key, column = json.loads(text)
+    except (ValueError, TypeError):
+        raise ValueError("expected [key, column]") from None
+    if not (key is None or isinstance(key, int | str)) or not isinstance(column, int):
+        raise ValueError("expected [key, column]")
+    if column < 0 or (isinstance(key, str) and len(key) > MAX_NAME):
+        raise ValueError("expected [key, column]")
+    return text
+
+
 FIELDS: dict[str, Field] = {
     "dataset": Field(_first_source, _source_key),
     "model": Field(_first_model, _model),
@@ -225,6 +261,15 @@ FIELDS: dict[str, Field] = {
     "compare": Field([], _models, lambda v: ",".join(v)),
     "lesson": Field("nudge", _choice(LESSONS)),
     "present": Field(False, _flag, lambda v: "true" if v else "false"),
+    # Tables: "" and [] mean "this table's default" (every numeric column but the target...).
+    "t_source": Field("example", _choice(TABLE_SOURCES)),
+    "t_features": Field([], _column_names, _dump_names),
+    "t_target": Field("", _column_name),
+    "t_drop": Field(False, _flag, lambda v: "true" if v else "false"),
+    "t_output": Field("", _output),
+    "t_scale": Field("none", _choice(TABLE_SCALES)),
+    "t_row": Field(1, _number(int, 1, 10_000_000)),
+    "t_nudge": Field("", _column_name),
     # Secret keys of this session's uploads: a reload (which keeps the URL) gets them back.
     "mine": Field([], _tokens, lambda v: ",".join(v)),
 }

@@ -111,3 +111,32 @@ def build_model(
 def count_parameters(model: nn.Module) -> int:
     """Number of learned scalars (BatchNorm running statistics are not counted)."""
     return sum(p.numel() for p in model.parameters())
+
+
+class StandardisedRegressor(nn.Module):
+    """A regression net for a table in raw units, the kind people ask about: it standardises
+    its inputs inside `forward` and returns a tuple, `(y, y_scaled)`, the prediction in the
+    target's units and in standard units, each `(N, 1)`.
+
+    Input `(N, D)` in each feature's own unit. The statistics are persistent buffers (set from
+    the training rows), so the state dict holds everything the model computes with. Tanh
+    hidden layers make it smooth, so autograd and finite differences agree closely.
+    """
+
+    def __init__(self, n_features: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("x_mean", torch.zeros(n_features))
+        self.register_buffer("x_std", torch.ones(n_features))
+        self.register_buffer("y_mean", torch.zeros(()))
+        self.register_buffer("y_std", torch.ones(()))
+        self.net = nn.Sequential(
+            nn.Linear(n_features, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y_scaled = self.net((x - self.x_mean) / self.x_std)
+        return y_scaled * self.y_std + self.y_mean, y_scaled

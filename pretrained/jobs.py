@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import saliency
-from saliency._validate import model_device
+from saliency._validate import model_device, select_output
 
 __all__ = ["JOBS", "check_result", "run"]
 
@@ -229,6 +229,135 @@ def faithfulness(model: nn.Module, x: np.ndarray, *, target: int, start: str) ->
     return out
 
 
+# Table models: rows (N, D) in; a tensor, tuple or dict out. `output` picks the entry of a
+# tuple (an index) or dict (a key), None for a tensor; `column` one column of it.
+
+MAX_OUTPUTS = 16  # entries of a tuple or dict output that are described
+
+
+def _column_of(output: Any, column: int) -> Callable[[Any], torch.Tensor]:
+    """The selector `saliency` takes: one column of one output, as (N, 1)."""
+
+    def pick(raw: Any) -> torch.Tensor:
+        out = select_output(raw, output)
+        if not 0 <= column < out.shape[1]:
+            raise ValueError(f"column {column} is out of range: that output has {out.shape[1]}")
+        return out[:, column : column + 1]
+
+    return pick
+
+
+def table_outputs(model: nn.Module, x: np.ndarray, **_: Any) -> dict:
+    """Run the rows `x` and describe what came back, for choosing what to explain: each
+    output's key (None for a plain tensor, an index for a tuple, a key for a dict), shape and
+    whether it is finite; and the seconds it took."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        raw = model(_tensor(model, x))
+    seconds = time.perf_counter() - start
+    if isinstance(raw, torch.Tensor):
+        entries = [(None, raw)]
+    elif isinstance(raw, dict):
+        entries = list(raw.items())
+    elif isinstance(raw, list | tuple):
+        entries = list(enumerate(raw))
+    else:
+        return {"type": type(raw).__name__, "seconds": seconds, "outputs": []}
+    outputs = []
+    for key, value in entries[:MAX_OUTPUTS]:
+        if not isinstance(key, int | str | None) or not isinstance(value, torch.Tensor):
+            continue
+        outputs.append(
+            {
+                "key": key,
+                "shape": list(value.shape),
+                "finite": bool(torch.isfinite(value).all()) if value.is_floating_point() else True,
+                "floating": bool(value.is_floating_point()),
+            }
+        )
+    return {"type": type(raw).__name__, "seconds": seconds, "outputs": outputs}
+
+
+def table_jacobian(model: nn.Module, x: np.ndarray, *, output: Any, column: int) -> dict:
+    """`values` `(N,)` of the chosen output column and its `jacobian` `(N, D)` by autograd
+    (`saliency.jacobian`), both float64. Rows whose output is NaN or inf get NaN gradients
+    (`saliency` refuses non-finite scores; the caller leaves those rows out)."""
+    pick = _column_of(output, column)
+    xt = _tensor(model, x)
+    with torch.no_grad():
+        values = pick(model(xt))[:, 0].double()
+    jac = torch.full(xt.shape, torch.nan, dtype=torch.float64)
+    ok = torch.isfinite(values)
+    if bool(ok.any()):
+        jac[ok] = saliency.jacobian(model, xt[ok], output=pick)[:, 0].double().cpu()
+    return {"values": _np(values), "jacobian": _np(jac)}
+
+
+def table_differences(
+    model: nn.Module, x: np.ndarray, *, output: Any, column: int, steps: np.ndarray
+) -> dict:
+    """Like `table_jacobian`, by central differences with a step per feature
+    (`saliency.column_differences`): for a model autograd can't differentiate."""
+    pick = _column_of(output, column)
+    xt = _tensor(model, x)
+    with torch.no_grad():
+        values = pick(model(xt))[:, 0]
+    jac = saliency.column_differences(model, xt, torch.as_tensor(steps), output=pick)
+    return {"values": _np(values.double()), "jacobian": _np(jac.double())}
+
+
+def table_check(
+    model: nn.Module, x: np.ndarray, *, output: Any, column: int, steps: np.ndarray
+) -> dict:
+    """Autograd against central differences on a few rows: `autograd` `(n, D)` (None and an
+    `error` when autograd fails: an integer output, a detached graph), `differences` `(n, D)`
+    and `values` `(n,)`, on the rows whose output is finite (`kept`, their positions in `x`).
+    On a float64 copy of the model when it converts (then `float64`), else in float32."""
+    pick = _column_of(output, column)
+    try:
+        copy64 = copy.deepcopy(model).double()
+        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)
+        with torch.no_grad():
+            values = pick(copy64(xt))[:, 0]
+        model, float64 = copy64, True
+    except Exception:  # noqa: BLE001 - a program that won't run in float64: check in float32
+        xt = _tensor(model, x)
+        with torch.no_grad():
+            values = pick(model(xt))[:, 0]
+        float64 = False
+    kept = torch.isfinite(values)
+    xt, values = xt[kept], values[kept]
+    differences = saliency.column_differences(model, xt, torch.as_tensor(steps), output=pick)
+    try:
+        autograd, error = _np(saliency.jacobian(model, xt, output=pick)[:, 0].double()), None
+    except Exception as err:  # noqa: BLE001 - reported: the page switches to differences
+        autograd, error = None, str(err).strip().splitlines()[0][:300] if str(err) else repr(err)
+    return {
+        "kept": _np(torch.nonzero(kept)[:, 0]),
+        "values": _np(values.double()),
+        "autograd": autograd,
+        "differences": _np(differences.double()),
+        "error": error,
+        "float64": float64,
+    }
+
+
+def table_nudge(
+    model: nn.Module, x: np.ndarray, *, output: Any, column: int, feature: int, deltas: np.ndarray
+) -> dict:
+    """One row `x` `(1, D)`, one feature moved by each Δ: the predicted change Δ·∂y/∂x_j
+    against the actual one (`saliency.nudge`)."""
+    pick = _column_of(output, column)
+    n = saliency.nudge(
+        model, _tensor(model, x), (feature,), torch.as_tensor(deltas), target=0, output=pick
+    )
+    return {
+        "gradient": float(n.gradient[0]),
+        "predicted": _np(n.predicted[0].double()),
+        "actual": _np(n.actual[0].double()),
+    }
+
+
 JOBS: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (
@@ -244,6 +373,11 @@ JOBS: dict[str, Callable[..., Any]] = {
         autograd_vs_fd,
         sanity,
         faithfulness,
+        table_outputs,
+        table_jacobian,
+        table_differences,
+        table_check,
+        table_nudge,
     )
 }
 

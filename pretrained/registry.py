@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import ARCHITECTURES, build_model
+from .architectures import ARCHITECTURES, StandardisedRegressor, build_model
 from .data import CLASS_NAMES, DATASETS, NORMALISATION
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 
 
@@ -295,5 +296,124 @@ def _ready(
     model.load_state_dict(
         {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
     )
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+# Table models: regression nets on a bundled table (the Tables page's offline example). Their
+# inputs are rows of named features in raw units, not images, so they have their own entries.
+
+
+@dataclass(frozen=True)
+class _TableEntry:
+    name: str
+    table: str  # pretrained/data/<table>/<table>.csv
+    target: str  # the CSV column the model predicts; every other column is an input
+    hidden: int
+    description: str
+
+
+_TABLE_ENTRIES: dict[str, _TableEntry] = {
+    e.name: e
+    for e in (
+        _TableEntry(
+            "diabetes-mlp",
+            "diabetes",
+            "progression",
+            8,
+            "Regression net (10 -> 8 -> 8 -> 1, tanh) predicting diabetes progression one year "
+            "on from ten baseline measurements in their own units. It standardises its inputs "
+            "inside forward and returns (y, y_scaled).",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class TableModelInfo:
+    """A registered table model and what its training run measured on the held-out rows."""
+
+    name: str
+    description: str
+    data_file: Path
+    features: tuple[str, ...]
+    target: str
+    outputs: tuple[str, ...]  # names of the forward's tuple entries
+    hidden: int
+    n_train: int
+    n_test: int
+    test_r2: float
+    test_rmse: float
+    linear_r2: float  # least squares on the same split, for comparison
+    train_command: str
+    train_seconds: float
+    steps: int
+    optimiser: str
+    seed: int
+    torch_version: str
+    weights_file: Path
+    weights_sha256: str
+    metrics_file: Path
+    card_file: Path
+
+
+def list_table_models() -> list[str]:
+    return list(_TABLE_ENTRIES)
+
+
+def table_model_info(name: str) -> TableModelInfo:
+    """Like `model_info`, for a table model."""
+    if name not in _TABLE_ENTRIES:
+        raise KeyError(f"unknown table model {name!r}; known: {', '.join(_TABLE_ENTRIES)}")
+    e = _TABLE_ENTRIES[name]
+    metrics_file = WEIGHTS_DIR / f"{name}.json"
+    command = f"python -m pretrained.tables train {name}"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"{metrics_file}: no training record for {name}; run `{command}`")
+    m = _training_record(metrics_file, metrics_file.stat().st_mtime_ns)
+    return TableModelInfo(
+        name=name,
+        description=e.description,
+        data_file=DATA_DIR / e.table / f"{e.table}.csv",
+        features=tuple(m["features"]),
+        target=e.target,
+        outputs=tuple(m["outputs"]),
+        hidden=e.hidden,
+        n_train=int(m["n_train"]),
+        n_test=int(m["n_test"]),
+        test_r2=float(m["test_r2"]),
+        test_rmse=float(m["test_rmse"]),
+        linear_r2=float(m["linear_r2"]),
+        train_command=m["train_command"],
+        train_seconds=float(m["train_seconds"]),
+        steps=int(m["steps"]),
+        optimiser=m["optimiser"],
+        seed=int(m["seed"]),
+        torch_version=m["torch_version"],
+        weights_file=WEIGHTS_DIR / f"{name}.pt",
+        weights_sha256=m["weights_sha256"],
+        metrics_file=metrics_file,
+        card_file=CARDS_DIR / f"{name}.md",
+    )
+
+
+def build_table_model(name: str, n_features: int) -> StandardisedRegressor:
+    return StandardisedRegressor(n_features, hidden=_TABLE_ENTRIES[name].hidden)
+
+
+def load_table_model(name: str, device: str | torch.device | None = None) -> nn.Module:
+    """A registered table model with its trained weights: eval mode, frozen parameters, the
+    weights' hash checked against the training record (as `load_model` does)."""
+    info = table_model_info(name)
+    device = default_device() if device is None else torch.device(device)
+    digest = sha256(info.weights_file)
+    if digest != info.weights_sha256:
+        raise ValueError(
+            f"{info.weights_file}: sha256 {digest[:12]}... does not match the training record "
+            f"{info.metrics_file.name}; retrain with `{info.train_command}`"
+        )
+    state = torch.load(info.weights_file, map_location=device, weights_only=True)
+    model = build_table_model(name, len(info.features))
+    model.load_state_dict(state)
     model.requires_grad_(False)
     return model.to(device).eval()

@@ -38,6 +38,7 @@ import zipfile
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,6 +122,24 @@ class Preprocessed(nn.Module):
         return self.model(self.normalize(x))
 
     def train(self, mode: bool = True) -> Preprocessed:
+        self.training = mode  # the inner model stays in eval mode: it was trained elsewhere
+        return self
+
+
+class TableProgram(nn.Module):
+    """A table model read from a file, as it is: rows `(N, D)` in, whatever it returns out.
+    Kept in eval mode by setting the flags (an exported program refuses `.eval()`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        for m in self.modules():
+            m.training = False
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+    def train(self, mode: bool = True) -> TableProgram:
         self.training = mode  # the inner model stays in eval mode: it was trained elsewhere
         return self
 
@@ -223,14 +242,18 @@ def read_model_with_ops(
     preprocessing: dict | None = None,
     device: str | torch.device | None = None,
     gate: bool = True,
+    table: bool = False,
 ) -> tuple[nn.Module, set[str]]:
     """`read_model`, and the operators the program calls (empty for a state dict, whose code
     is the registry's own). `gate=False` skips the operator allowlist: only the sandbox's own
     tests do that. `preprocessing` (a workspace's `Preprocessing` as a dict: channels, mean and
     std per channel) replaces `dataset` and `normalisation` for a program trained on images
-    of any shape (a workspace uploaded on the Your model page)."""
+    of any shape (a workspace uploaded on the Your model page). `table=True` reads a table
+    model instead (`read_table_model`)."""
     if preprocessing is not None:
         return _read_workspace_program(data, kind, preprocessing, device, gate)
+    if table:
+        return read_table_model(data, kind=kind, device=device, gate=gate)
     if dataset not in DATASETS:
         raise UserModelError(f"Unknown data set {dataset!r}; known: {', '.join(DATASETS)}.")
     kind = _resolve_kind(data, kind)
@@ -280,12 +303,21 @@ def _read_workspace_program(data, kind, preprocessing, device, gate) -> tuple[nn
         pre = Preprocessing(**preprocessing)
     except (TypeError, WorkspaceError) as err:
         raise UserModelError(f"Bad preprocessing settings: {err}") from None
+    inner, ops = _read_program(data, kind, gate, "For your own images")
+    device = default_device() if device is None else torch.device(device)
+    return Prepared(inner, pre).to(device), ops
+
+
+def _read_program(data: bytes, kind: str, gate: bool, what: str) -> tuple[nn.Module, set]:
+    """A TorchScript or torch.export file as a module, and its operators (checked against
+    the allowlist when `gate`). A state dict is refused: it needs the model's Python code,
+    which is never imported from an upload. `what` starts that refusal."""
     kind = _resolve_kind(data, kind)
     if kind == "state_dict":
         raise UserModelError(
-            "For your own images, upload the model as TorchScript (torch.jit.save("
-            "torch.jit.script(model), 'm.pt')) or a torch.export program: a state dict needs "
-            "the architecture's code, which the sandbox does not import."
+            f"{what}, upload the model as TorchScript (torch.jit.save(torch.jit.script(model), "
+            "'m.pt')) or a torch.export program: a state dict needs the architecture's code, "
+            "which the sandbox does not import."
         )
     try:
         if kind == "torchscript":
@@ -300,8 +332,27 @@ def _read_workspace_program(data, kind, preprocessing, device, gate) -> tuple[nn
     ops = gate_module.program_ops(program)
     if gate:
         gate_module.check_ops(ops)
+    return inner, ops
+
+
+def read_table_model(
+    data: bytes, *, kind: str = "auto", device: str | torch.device | None = None, gate: bool = True
+) -> tuple[nn.Module, set[str]]:
+    """A table model (rows `(N, D)` in, a tensor, tuple or dict out) from a TorchScript or
+    torch.export file, taken as it is: no preprocessing is added (a model that standardises
+    does it in its own forward). Eval mode, frozen parameters; and its operators."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise UserModelError(
+            "This is not a TorchScript or torch.export file (both are ZIP archives): a pickle "
+            "or a legacy torch.save file is never unpickled here. Save the model with "
+            "torch.export.save(torch.export.export(model, (x,)), 'm.pt2') or "
+            "torch.jit.save(torch.jit.script(model), 'm.pt')."
+        )
+    inner, ops = _read_program(data, kind, gate, "For a table")
+    for p in inner.parameters():  # a ScriptModule has no requires_grad_()
+        p.requires_grad_(False)
     device = default_device() if device is None else torch.device(device)
-    return Prepared(inner, pre).to(device), ops
+    return TableProgram(inner).to(device), ops
 
 
 def read_model(
@@ -333,21 +384,24 @@ def read_model(
 
 
 @contextmanager
-def checked_worker(worker, kind: str, *, n_classes: int, time_limit: float | None = None):
+def checked_worker(
+    worker, kind: str, *, n_classes: int, time_limit: float | None = None, judge=None
+):
     """Start `worker` (the model is read and run on one example in its sandbox), judge that
-    check, and yield the seconds one example took. Whatever fails, at the start or in the
-    body (a refusal, a malformed reply, a model that hangs, hoards memory or crashes), stops
-    the worker and raises UserModelError saying why."""
+    check (`judge(facts)`, by default `judge_check` for an image classifier), and yield the
+    seconds one example took. Whatever fails, at the start or in the body (a refusal, a
+    malformed reply, a model that hangs, hoards memory or crashes), stops the worker and
+    raises UserModelError saying why."""
     from .worker import ModelFailure
 
     try:
         facts = worker.start()
+        limit = TIME_LIMIT if time_limit is None else time_limit
         try:
-            seconds = judge_check(
-                facts,
-                n_classes=n_classes,
-                time_limit=TIME_LIMIT if time_limit is None else time_limit,
-            )
+            if judge is not None:
+                seconds = judge(facts)
+            else:
+                seconds = judge_check(facts, n_classes=n_classes, time_limit=limit)
         except (KeyError, TypeError, ValueError) as err:  # facts come from the sandbox
             if isinstance(err, UserModelError):
                 raise
@@ -389,6 +443,18 @@ def judge_check(facts: dict, *, n_classes: int, time_limit: float = TIME_LIMIT) 
             f"{time_limit:g} s), so the maps would take minutes."
         )
     return seconds
+
+
+def judge_table_check(facts: dict) -> float:
+    """Refuse a table model from what one row gave (`jobs.table_outputs`'s facts): it must
+    return a tensor, or a tuple or dict holding at least one float tensor of (1, K) values."""
+    outputs = [o for o in facts["outputs"] if o["floating"] and len(o["shape"]) in (1, 2)]
+    if not outputs:
+        raise UserModelError(
+            f"The model returned a {facts.get('type')} with no float tensor of one row's "
+            "outputs in it ((1,) or (1, K)): there is nothing to differentiate."
+        )
+    return float(facts["seconds"])
 
 
 def check_model(

@@ -447,7 +447,8 @@ class Worker:
 
     `settings` are `user_models.read_model`'s keyword arguments (kind, dataset, architecture,
     normalisation); `example` is one input `(1, C, H, W)` for the check at start, and
-    `n_classes` the number of scores the model must return.
+    `n_classes` the number of scores the model must return. `check_job` is the job that check
+    runs (a table model's, `table_outputs`, describes its outputs instead).
     """
 
     def __init__(
@@ -458,8 +459,10 @@ class Worker:
         example: np.ndarray,
         n_classes: int,
         limits: Limits | None = None,
+        check_job: str = "check",
     ) -> None:
         self.data = bytes(data)
+        self.check_job = check_job
         self.settings = dict(settings)
         self.example = np.ascontiguousarray(example, dtype=np.float32)
         self.n_classes = int(n_classes)
@@ -542,11 +545,12 @@ class Worker:
             raise ProtocolError("The model's worker sent a malformed reply to loading.")
         facts = dict(reply["result"])
         try:
-            facts.update(self._call("check", self.example, n_classes=self.n_classes))
+            facts.update(self._call(self.check_job, self.example, n_classes=self.n_classes))
         except ModelError as err:
             why = str(err).removeprefix("The model failed: ")
             shape = tuple(self.example.shape)
-            raise ModelError(f"The model failed on one {shape} image: {why}") from None
+            what = "row" if self.check_job == "table_outputs" else "image"
+            raise ModelError(f"The model failed on one {shape} {what}: {why}") from None
         self.facts = facts
         return facts
 
@@ -596,7 +600,7 @@ class Worker:
         }
         reply = self._exchange(request, seconds, what=_WHAT.get(job, f"finish {job}"))
         if reply.get("ok"):
-            if job != "check":  # a restart's own check doesn't clear a model's failures
+            if job != self.check_job:  # a restart's own check doesn't clear a model's failures
                 self.failures = 0
             return reply.get("result")
         error = _plain(reply.get("error", ""))

@@ -18,7 +18,14 @@ world; see the README for the caveats.
 from ._average import SensitivitySummary, average_sensitivity, sensitivity_summary
 from ._gradients import finite_differences, gradients, jacobian
 from ._methods import METHODS, attribute, class_maps, contrast
-from ._tabular import FeatureRanking, feature_ranking
+from ._tabular import (
+    FeatureRanking,
+    column_differences,
+    correlated_pairs,
+    feature_ranking,
+    rank_flips,
+    ranking_from_jacobian,
+)
 from ._validate import SCORES, eval_mode
 from .faithfulness import Curve, blur, deletion_curve, insertion_curve
 from .sanity import (
@@ -48,7 +55,9 @@ __all__ = [
     "cascade",
     "cascading_randomisation",
     "class_maps",
+    "column_differences",
     "contrast",
+    "correlated_pairs",
     "deletion_curve",
     "eval_mode",
     "feature_ranking",
@@ -59,6 +68,8 @@ __all__ = [
     "layer_order",
     "sensitivity_summary",
     "nudge",
+    "rank_flips",
+    "ranking_from_jacobian",
     "sanity_check",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,140 @@
+"""The Tables page's slow parts, kept per process and bounded: tables read from their bytes,
+table models (the bundled example in this process, uploads each in a sandboxed worker) and
+the Jacobians computed on them.
+
+An uploaded table model is code: like an uploaded image model it only ever runs in its
+worker (`pretrained.worker`, seccomp, memory and time limits), through `run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from pretrained import jobs, tables, worker
+from pretrained.user_models import checked_worker, judge_table_check
+
+EXAMPLE = "diabetes-mlp"
+MAX_WORKERS = 4  # table models with a live worker; the least recently used is stopped
+MAX_RESULT_BYTES = 256 * 2**20  # Jacobians kept, over every session
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@st.cache_resource(show_spinner=False)
+def example():
+    """The bundled model and its table, read once per process."""
+    return tables.example(EXAMPLE)
+
+
+def example_csv() -> bytes:
+    return tables.registry.table_model_info(EXAMPLE).data_file.read_bytes()
+
+
+@st.cache_resource(show_spinner=False)
+def example_program() -> bytes:
+    """The example's model as a torch.export program (what an upload looks like); made when
+    first downloaded (exporting takes seconds)."""
+    return tables.example_program(EXAMPLE)
+
+
+@st.cache_resource(show_spinner="Reading the table…", max_entries=8)
+def read_table(digest: str, _data: bytes) -> tables.Table:
+    """`tables.read_csv`, once per file content (`digest`); raises its TableError."""
+    return tables.read_csv(_data)
+
+
+class _Workers:
+    """Sandboxed workers of uploaded table models, by (model digest, number of features):
+    the check when a worker starts runs one row of the chosen width."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live: OrderedDict[tuple[str, int], worker.Worker] = OrderedDict()
+
+    def get(self, data: bytes, kind: str, example: np.ndarray) -> worker.Worker:
+        key = (sha(data), example.shape[1])
+        with self.lock:
+            if key in self.live:
+                self.live.move_to_end(key)
+                return self.live[key]
+        w = worker.Worker(
+            data,
+            {"kind": kind, "table": True},
+            example=example[:1],
+            n_classes=1,
+            check_job="table_outputs",
+        )
+        with checked_worker(w, kind, n_classes=1, judge=judge_table_check):
+            pass
+        with self.lock:
+            self.live[key] = w
+            while len(self.live) > MAX_WORKERS:
+                _, old = self.live.popitem(last=False)
+                old.stop()
+        return w
+
+
+@st.cache_resource(show_spinner=False)
+def workers() -> _Workers:
+    return _Workers()
+
+
+def runner(model: bytes | None, kind: str, rows: np.ndarray) -> Callable[..., Any]:
+    """`run(job, x, **kwargs)` for the bundled example (`model` None: in this process) or an
+    uploaded model (in its worker, started and checked on the first of `rows` first; a
+    failure there is a UserModelError saying why)."""
+    if model is None:
+        net = example()[0]
+        return lambda job, x, **kw: jobs.run(job, net, np.asarray(x, np.float32), **kw)
+    w = workers().get(model, kind, np.asarray(rows[:1], np.float32))
+    return lambda job, x, **kw: w.call(job, np.asarray(x, np.float32), **kw)
+
+
+class _Results:
+    """Computed results by key, bounded by their bytes over every session."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: tuple) -> Any:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key][0]
+        return None
+
+    def put(self, key: tuple, value: Any, size: int) -> None:
+        with self.lock:
+            if key in self.items:
+                return
+            self.items[key] = (value, size)
+            self.bytes += size
+            while self.bytes > MAX_RESULT_BYTES and len(self.items) > 1:
+                _, (_, old) = self.items.popitem(last=False)
+                self.bytes -= old
+
+
+@st.cache_resource(show_spinner=False)
+def results() -> _Results:
+    return _Results()
+
+
+def remembered(key: tuple, compute: Callable[[], Any], size: Callable[[Any], int]) -> Any:
+    """`compute()` once per key (per process), kept while the byte budget allows."""
+    store = results()
+    value = store.get(key)
+    if value is None:
+        value = compute()
+        store.put(key, value, size(value))
+    return value

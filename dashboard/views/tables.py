@@ -1,0 +1,500 @@
+"""Tables: which input features does a regression or classification net's output depend on?
+
+A CSV and a model (TorchScript or torch.export, run in its sandbox), or the bundled diabetes
+example. The ranking is the mean |∂y/∂x_j| over the rows (`saliency.ranking_from_jacobian`),
+in raw units or times each feature's std; the caveats (correlated features, ranks that flip
+with the units) are computed from the data, not only written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import streamlit as st
+
+import saliency
+from dashboard import render, state, table_cache
+from pretrained import tables
+from pretrained.gate import UserModelError
+from pretrained.tables import quote
+from pretrained.worker import ModelFailure
+
+NONE = "-"  # the target column's "no target"
+KINDS = {"auto": "detect", "torchscript": "TorchScript", "export": "torch.export"}
+SCALE_LABELS = {"none": "raw units: mean |∂y/∂xⱼ|", "std": "× std: mean |∂y/∂xⱼ| · stdⱼ"}
+CORRELATED = 0.8
+FLIP_PLACES = 2
+BAR_COLOUR = "#4c78a8"
+
+
+# --- the table and the model -----------------------------------------------------------------
+
+
+def _upload_section() -> tuple[bytes | None, bytes | None, str]:
+    """The uploaders; the files are kept in this session (never on the server's disk)."""
+    limit = int(st.get_option("server.maxUploadSize"))
+    c1, c2, c3 = st.columns([2, 2, 1])
+    csv_file = c1.file_uploader("Your table (CSV with a header row)", type=["csv", "txt"],
+                                key="t_csv_file")  # fmt: skip
+    model_file = c2.file_uploader("Your model (TorchScript or torch.export: .pt, .pt2)",
+                                  key="t_model_file")  # fmt: skip
+    kind = c3.selectbox("Kind of model file", tuple(KINDS), format_func=KINDS.get, key="t_kind")
+    st.caption(
+        f"Up to {min(limit, tables.MAX_BYTES >> 20)} MB and {tables.MAX_ROWS:,} rows of CSV. "
+        "The model gets a float32 tensor of the rows `(N, D)`, the chosen columns in their "
+        "order, and may return a tensor, a tuple or a dict; you pick the output below. It runs "
+        "in a sandbox: it can compute, not read files or connect. A pickle is never unpickled: "
+        "save with `torch.export.save(torch.export.export(model, (x,), dynamic_shapes=…))` or "
+        "`torch.jit.save(torch.jit.script(model))`."
+    )
+    for f, key in ((csv_file, "t_csv"), (model_file, "t_model")):
+        if f is not None:
+            st.session_state[key] = (f.name, f.getvalue())
+    csv = st.session_state.get("t_csv")
+    model = st.session_state.get("t_model")
+    return (csv[1] if csv else None), (model[1] if model else None), kind
+
+
+def _example_downloads() -> None:
+    c1, c2, _ = st.columns([1, 1, 2])
+    c1.download_button("The example's CSV", table_cache.example_csv, "diabetes.csv", "text/csv",
+                       key="t_dl_csv", on_click="ignore")  # fmt: skip
+    c2.download_button("The example's model (torch.export)", table_cache.example_program,
+                       "diabetes-mlp.pt2",
+                       "application/octet-stream", key="t_dl_model", on_click="ignore")  # fmt: skip
+
+
+def _valid(key: str, options, default) -> None:
+    """A value from a link or another table that this table doesn't have falls back."""
+    value = state.get(key)
+    ok = all(v in options for v in value) and value if isinstance(value, list) else value in options
+    if not ok:
+        state.put(key, default)
+
+
+def _columns(table: tables.Table, example: bool) -> tuple[list[str], str]:
+    names = list(table.names)
+    target_default = table_cache.example()[1].names[-1] if example else NONE
+    _valid("t_target", [NONE, *names], target_default)
+    target = state.get("t_target")
+    default = [n for n in table.numeric_names() if n != target] or names[:1]
+    text = [c for c in table.columns if not c.numeric]
+    if text:
+        st.caption(
+            "Left out of the default choice, because they hold text: "
+            + ", ".join(
+                f"{render.plain(c.name)} ({quote(c.text[1])} in row {c.text[0] + 1})"
+                for c in text[:10]
+            )  # fmt: skip
+            + (", …" if len(text) > 10 else "")
+        )
+    _valid("t_features", names, default)
+    c1, c2 = st.columns([3, 1])
+    features = c1.multiselect(
+        "Feature columns: the model's inputs, in the order its forward takes them",
+        names,
+        key="t_features",
+    )
+    c2.selectbox(
+        "Target column (optional)",
+        [NONE, *names],
+        key="t_target",
+        format_func=lambda n: "none" if n == NONE else n,
+        help="Only for comparing the output with it (R²); it is never an input.",
+    )
+    return features, state.get("t_target")
+
+
+def _output_options(facts: dict) -> dict[str, str]:
+    """Every column of every float output: option (JSON [key, column]) -> label."""
+    options = {}
+    for o in facts["outputs"]:
+        if not o["floating"] or len(o["shape"]) not in (1, 2):
+            continue
+        key = o["key"]
+        width = o["shape"][1] if len(o["shape"]) == 2 else 1
+        where = "the output" if key is None else (f"output [{key}]" if isinstance(key, int)
+                                                  else f"output [{key!r}]")  # fmt: skip
+        for c in range(min(width, 1000)):
+            label = where if width == 1 else f"{where}, column {c}"
+            options[json.dumps([key, c])] = label
+    return options
+
+
+def _describe(run, digest: tuple, X: np.ndarray) -> dict:
+    return table_cache.remembered(("outputs", *digest), lambda: run("table_outputs", X[:1]),
+                                  lambda _: 1024)  # fmt: skip
+
+
+def _sentence(err: BaseException) -> str:
+    text = render.plain(err).rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+def render_view() -> None:
+    st.title("📊 Tables: which features does the output depend on?")
+    st.caption(
+        "For a net that takes a row of numbers: the sensitivity of the chosen output y to "
+        "feature j is ∂y/∂xⱼ, by one backward pass per batch of rows; the ranking is its mean "
+        "absolute value over the rows. It describes the model, not the world."
+    )
+    st.radio(
+        "Table and model",
+        state.TABLE_SOURCES,
+        key="t_source",
+        horizontal=True,
+        format_func={
+            "example": "Bundled example: diabetes (442 patients, 10 features in their own "
+            "units) and a net that standardises inside forward and returns (y, y_scaled)",
+            "upload": "Your own CSV and model",
+        }.get,
+    )
+    example = state.get("t_source") == "example"
+    if example:
+        csv, model, kind = None, None, "auto"
+        table = table_cache.example()[1]
+        digest = ("example", table_cache.EXAMPLE)
+        with st.expander("The example's files (the formats an upload takes)"):
+            _example_downloads()
+    else:
+        csv, model, kind = _upload_section()
+        if csv is None or model is None:
+            st.info("Upload a CSV and a model to begin; the bundled example works meanwhile.")
+            return
+        try:
+            table = table_cache.read_table(table_cache.sha(csv), csv)
+        except tables.TableError as err:
+            st.error(f"{render.plain(err)} Upload another file; your model is kept.")
+            return
+        digest = ("upload", table_cache.sha(csv), table_cache.sha(model), kind)
+    for note in table.notes:
+        st.info(render.plain(note))
+    features, target = _columns(table, example)
+    missing = len(table.missing_rows(features)) if features else 0
+    if missing:
+        st.toggle(f"Leave out the {missing:,} rows with a missing value", key="t_drop")
+    try:
+        X, kept = table.matrix(features, drop_missing=state.get("t_drop"))
+    except tables.TableError as err:
+        st.error(render.plain(err))
+        return
+    key = (*digest, tuple(features), bool(state.get("t_drop")) and bool(missing))
+    try:
+        run = table_cache.runner(model, kind, X)
+        facts = _describe(run, key, X)
+    except (UserModelError, ModelFailure) as err:
+        hint = ""
+        if str(err).startswith("The model failed on one"):
+            s = "s" if len(features) != 1 else ""
+            hint = (
+                f" You chose {len(features)} column{s}: does the model take exactly these, in "
+                "this order?"
+            )
+        st.error(f"{_sentence(err)}{hint} Your table and model are kept.")
+        return
+    options = _output_options(facts)
+    if not options:
+        st.error("The model returned no float output to explain.")
+        return
+    _valid("t_output", list(options), next(iter(options)))
+    st.selectbox("Output to explain", list(options), format_func=options.get, key="t_output",
+                 help="An entry of a tuple or dict output, and a column of it.")  # fmt: skip
+    out_key, column = json.loads(state.get("t_output"))
+    key = (*key, out_key, column)
+    try:
+        _explained_page(run, key, table, X, kept, features, target, out_key, column, example)
+    except (UserModelError, ModelFailure, tables.TableError) as err:
+        st.error(f"{_sentence(err)} Your table and model are kept; try other columns.")
+
+
+def _explained_page(run, key, table, X, kept, features, target, out_key, column, example):
+    check = table_cache.remembered(
+        ("check", *key),
+        lambda: tables.check_gradients(run, X, output=out_key, column=column),
+        lambda c: c.differences.nbytes * 2 + 1024,
+    )
+
+    def compute():
+        bar = st.progress(0.0, text=f"Computing ∂y/∂x on {len(X):,} rows…")
+
+        def progress(done, total):
+            bar.progress(done / total, text=f"Computed {done:,} of {total:,} rows")
+
+        try:
+            return tables.explain(run, X, output=out_key, column=column,
+                                  autograd=check.differentiable, progress=progress)  # fmt: skip
+        finally:
+            bar.empty()
+
+    ex = table_cache.remembered(("explain", *key), compute,
+                                lambda e: e.jacobian.nbytes + e.values.nbytes * 3)  # fmt: skip
+    Xu = X[ex.rows]
+    if not check.differentiable:
+        st.warning(
+            f"**Not differentiable here:** {render.plain(check.reason)}. So the sensitivities "
+            f"below are **central finite differences** with a step of "
+            f"{tables.FALLBACK_STEP:g}·std per feature, not autograd."
+        )
+    if len(ex.dropped):
+        first = ", ".join(str(int(kept[r]) + 1) for r in ex.dropped[:5])
+        st.warning(
+            f"The model's output or gradient is NaN or inf on {len(ex.dropped):,} of "
+            f"{len(X):,} rows (rows {first}{', …' if len(ex.dropped) > 5 else ''}): they are "
+            "left out."
+        )
+    xt, jt = _tensor(Xu), _tensor(ex.jacobian)
+    raw = saliency.ranking_from_jacobian(jt, xt, feature_names=features)
+    scaled = saliency.ranking_from_jacobian(jt, xt, feature_names=features, scale="std")
+    _fit_line(ex.values, table, target, kept[ex.rows], len(X))
+    st.subheader("Ranking")
+    st.radio("Scale", state.TABLE_SCALES, key="t_scale", horizontal=True,
+             format_func=SCALE_LABELS.get)  # fmt: skip
+    shown = scaled if state.get("t_scale") == "std" else raw
+    other = raw if shown is scaled else scaled
+    left, right = st.columns([3, 2])
+    with left:
+        _ranking_chart(shown)
+    with right:
+        rows = _ranking_rows(shown, other)
+        st.dataframe(rows, hide_index=True, width="stretch")
+        st.download_button(
+            "Ranking as CSV",
+            _ranking_csv(raw, scaled),
+            "ranking.csv",
+            "text/csv",
+            key="t_dl_ranking",
+            on_click="ignore",
+        )
+    _caveats(Xu, features, raw, scaled)
+    _one_row(run, key, ex, Xu, kept, features, shown, out_key, column)
+    _check_section(check, features, key)
+
+
+def _tensor(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+
+def _fit_line(values, table, target, file_rows, n) -> None:
+    text = f"{len(values):,} rows; the output's mean {values.mean():.4g}, std {values.std():.4g}."
+    if target != NONE:
+        y = table.column(target).values[file_rows]
+        ok = np.isfinite(y)
+        if ok.sum() > 1:
+            resid = values[ok] - y[ok]
+            r2 = 1 - (resid**2).sum() / ((y[ok] - y[ok].mean()) ** 2).sum()
+            text += (
+                f" Against {render.plain(target)}: R² {r2:.3f}, RMSE "
+                f"{math.sqrt((resid**2).mean()):.4g} (on every row, training rows included)."
+            )
+    st.caption(text)
+
+
+def _ranking_chart(r: saliency.FeatureRanking) -> None:
+    rows = [
+        {"feature": name, "value": value, "signed": float(r.signed[0, r.feature_names.index(name)])}
+        for name, value in r.ranked(0)
+    ]
+    title = "mean |∂y/∂xⱼ| · stdⱼ" if r.scale == "std" else "mean |∂y/∂xⱼ| (per unit of xⱼ)"
+    spec = {
+        "data": {"values": rows},
+        "mark": {"type": "bar", "color": BAR_COLOUR},
+        "height": max(120, 26 * len(rows)),
+        "encoding": {
+            "x": {"field": "value", "type": "quantitative", "title": title},
+            "y": {
+                "field": "feature",
+                "type": "nominal",
+                "sort": None,
+                "title": None,
+                "axis": {"labelOverlap": False, "labelLimit": 200},
+            },  # fmt: skip
+            "tooltip": [
+                {"field": "feature", "type": "nominal"},
+                {"field": "value", "type": "quantitative", "format": ".4g", "title": title},
+                {
+                    "field": "signed",
+                    "type": "quantitative",
+                    "format": ".4g",
+                    "title": "signed mean",
+                },  # fmt: skip
+            ],
+        },
+    }
+    st.vega_lite_chart(None, spec, width="stretch")
+
+
+def _ranking_rows(shown, other) -> list[dict]:
+    places = other.rank(0)
+    unit = "× std" if other.scale == "std" else "raw"
+    return [
+        {
+            "rank": place + 1,
+            "feature": name,
+            "mean |∂y/∂x|": round(float(shown.sensitivity[0, j]), 6),
+            "signed mean": round(float(shown.signed[0, j]), 6),
+            f"rank {unit}": places[name],
+        }
+        for place, j in enumerate(shown.order[0].tolist())
+        for name in [shown.feature_names[j]]
+    ]
+
+
+def _ranking_csv(raw, scaled) -> str:
+    out = io.StringIO()
+    out.write("feature,rank_raw,mean_abs_raw,signed_mean_raw,rank_std,mean_abs_std,"
+              "signed_mean_std,std\n")  # fmt: skip
+    a, b = raw.rank(0), scaled.rank(0)
+    for j in raw.order[0].tolist():
+        name = raw.feature_names[j]
+        quoted = '"' + name.replace('"', '""') + '"'
+        out.write(
+            f"{quoted},{a[name]},{float(raw.sensitivity[0, j])!r},{float(raw.signed[0, j])!r},"
+            f"{b[name]},{float(scaled.sensitivity[0, j])!r},{float(scaled.signed[0, j])!r},"
+            f"{float(raw.std[j])!r}\n"
+        )
+    return out.getvalue()
+
+
+def _caveats(X, features, raw, scaled) -> None:
+    pairs = saliency.correlated_pairs(_tensor(X), features, threshold=CORRELATED)
+    flips = saliency.rank_flips(raw, scaled, places=FLIP_PLACES)
+    if pairs:
+        lines = "\n".join(
+            f"- **{render.plain(a)}** and **{render.plain(b)}**: r = {r:+.2f}" for a, b, r in pairs
+        )
+        st.warning(
+            f"**Correlated features** (|r| ≥ {CORRELATED}): the model may use one of each pair "
+            f"and ignore the other, so a low rank does not mean a feature carries no "
+            f"information.\n{lines}"
+        )
+    if flips:
+        lines = "\n".join(
+            f"- **{render.plain(n)}**: {a}. in raw units, {b}. × std" for n, a, b in flips
+        )
+        st.info(
+            f"**The order depends on the units** for these features (places differ by ≥ "
+            f"{FLIP_PLACES}). A raw gradient is per unit of the feature: per year, per mmHg, "
+            "per mg/dL. Scaled by each feature's std it is the change of y for a typical change "
+            f"of the feature, which is comparable across features.\n{lines}"
+        )
+    if not pairs and not flips:
+        st.caption(
+            f"No pair of features has |r| ≥ {CORRELATED}, and no feature moves by "
+            f"{FLIP_PLACES} or more places between raw units and × std."
+        )
+
+
+def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column) -> None:
+    st.subheader("One row")
+    n = len(Xu)
+    if state.get("t_row") > n:
+        state.put("t_row", 1)
+    c1, c2 = st.columns([1, 3])
+    r = c1.number_input(f"Row (1 to {n:,})", 1, n, step=1, key="t_row") - 1
+    file_row = int(kept[ex.rows[r]]) + 1
+    c1.metric("Prediction y", f"{ex.values[r]:.5g}")
+    c1.caption(f"Data row {file_row:,} of the file.")
+    scale = shown.std.numpy() if shown.scale == "std" else np.ones(len(features))
+    g = ex.jacobian[r] * scale
+    rows = [
+        {"feature": f, "value": float(Xu[r, j]), "effect": float(g[j])}
+        for j, f in enumerate(features)
+    ]
+    what = "∂y/∂xⱼ · stdⱼ" if shown.scale == "std" else "∂y/∂xⱼ"
+    spec = {
+        "data": {"values": rows},
+        "mark": {"type": "bar"},
+        "height": max(120, 26 * len(rows)),
+        "encoding": {
+            "x": {"field": "effect", "type": "quantitative", "title": f"{what} at this row"},
+            "y": {"field": "feature", "type": "nominal", "sort": None, "title": None},
+            "color": {
+                "condition": {"test": "datum.effect < 0", "value": "#d6604d"},
+                "value": "#4393c3",
+            },  # fmt: skip
+            "tooltip": [
+                {"field": "feature", "type": "nominal"},
+                {"field": "value", "type": "quantitative", "format": ".5g"},
+                {"field": "effect", "type": "quantitative", "format": ".4g", "title": what},
+            ],
+        },
+    }
+    with c2:
+        st.vega_lite_chart(None, spec, width="stretch")
+    st.markdown("**Nudge a feature**: does the gradient predict what the model does?")
+    best = shown.feature_names[int(shown.order[0, 0])]
+    _valid("t_nudge", features, best)
+    c1, c2 = st.columns([1, 3])
+    name = c1.selectbox("Feature", features, key="t_nudge")
+    j = features.index(name)
+    std = float(tables.spreads(Xu)[j])
+    try:
+        nd = table_cache.remembered(
+            ("nudge", *key, r, j),
+            lambda: tables.nudges(run, Xu[r], j, std, output=out_key, column=column),
+            lambda _: 4096,
+        )
+    except ModelFailure as err:  # e.g. NaN once the feature moves: the rest of the page stands
+        c2.warning(f"The nudge can't be computed at this row: {render.plain(err)}")
+        return
+    table = [
+        {
+            "Δ (in std)": k,
+            f"Δ {name}": float(d),
+            "predicted Δy = Δ·∂y/∂x": float(p),
+            "actual Δy": float(a),
+            "error": float(a - p),
+        }
+        for k, d, p, a in zip(
+            tables.NUDGES, nd["deltas"], nd["predicted"], nd["actual"], strict=True
+        )  # fmt: skip
+    ]
+    c1.caption(
+        f"∂y/∂{render.plain(name)} = {nd['gradient']:.4g} at this row. The prediction is "
+        "first-order (Taylor): exact for a model linear in this feature, worse as Δ grows on a "
+        "curved one."
+    )
+    c2.dataframe(table, hide_index=True, width="stretch")
+
+
+def _check_section(check: tables.GradientCheck, features, key: tuple) -> None:
+    st.subheader("Check autograd against finite differences")
+    if st.button("Compare on a few rows", key="t_check"):
+        st.session_state["t_checked"] = key
+    if st.session_state.get("t_checked") != key:
+        st.caption(
+            f"Central differences (f(x + h) − f(x − h)) / 2h with h = {tables.CHECK_STEP:g}·std "
+            f"per feature, on {len(check.rows)} rows; finite differences are only for checking "
+            "autograd, or for a model that is not differentiable."
+        )
+        return
+    dtype = "float64 copy of the model" if check.float64 else "float32 (the model won't convert)"
+    if check.autograd is None:
+        st.error(f"Autograd failed: {render.plain(check.reason)}. The page uses differences.")
+        return
+    verdict = "agree" if check.differentiable else "do not agree"
+    st.markdown(
+        f"Max relative error **{check.rel_error:.2e}** over {len(check.rows)} rows × "
+        f"{len(features)} features ({dtype}): autograd and finite differences {verdict}."
+    )
+    first = [
+        {
+            "feature": f,
+            "autograd": float(check.autograd[0, j]),
+            "finite differences": float(check.differences[0, j]),
+        }  # fmt: skip
+        for j, f in enumerate(features)
+    ]
+    st.dataframe(first, hide_index=True, width="stretch")
+
+
+if __name__ == "__main__":  # run as a page by the router (st.Page("views/tables.py"))
+    render_view()
