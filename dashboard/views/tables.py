@@ -108,8 +108,9 @@ def _columns(table: tables.Table, example: bool) -> tuple[list[str], str]:
     return features, state.get("t_target")
 
 
-def _output_options(facts: dict) -> dict[str, str]:
-    """Every column of every float output: option (JSON [key, column]) -> label."""
+def _output_options(facts: dict, names: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every column of every float output: option (JSON [key, column]) -> label; `names`
+    name a tuple's entries (the bundled example's model card has them)."""
     options = {}
     for o in facts["outputs"]:
         if not o["floating"] or len(o["shape"]) not in (1, 2):
@@ -118,6 +119,8 @@ def _output_options(facts: dict) -> dict[str, str]:
         width = o["shape"][1] if len(o["shape"]) == 2 else 1
         where = "the output" if key is None else (f"output [{key}]" if isinstance(key, int)
                                                   else f"output [{key!r}]")  # fmt: skip
+        if isinstance(key, int) and 0 <= key < len(names):
+            where += f" ({names[key]})"
         for c in range(min(width, 1000)):
             label = where if width == 1 else f"{where}, column {c}"
             options[json.dumps([key, c])] = label
@@ -164,13 +167,19 @@ def render_view() -> None:
             _example_downloads()
     else:
         csv, model, kind = _upload_section()
-        if csv is None or model is None:
-            st.info("Upload a CSV and a model to begin; the bundled example works meanwhile.")
-            return
-        try:
-            table = table_cache.read_table(table_cache.sha(csv), csv)
-        except tables.TableError as err:
-            st.error(f"{render.plain(err)} Upload another file; your model is kept.")
+        table = None
+        if csv is not None:
+            try:
+                table = table_cache.read_table(table_cache.sha(csv), csv)
+            except tables.TableError as err:
+                st.error(f"{render.plain(err)} Upload another file; your model is kept.")
+                return
+        if table is None or model is None:
+            st.info(
+                f"Upload {'a CSV' if table is None else 'the model'}"
+                f"{' and a model' if table is None and model is None else ''} to go on; the "
+                "bundled example is one click above."
+            )
             return
         digest = ("upload", table_cache.sha(csv), table_cache.sha(model), kind)
     for note in table.notes:
@@ -198,7 +207,8 @@ def render_view() -> None:
             )
         st.error(f"{_sentence(err)}{hint} Your table and model are kept.")
         return
-    options = _output_options(facts)
+    names = tables.registry.table_model_info(table_cache.EXAMPLE).outputs if example else ()
+    options = _output_options(facts, names)
     if not options:
         st.error("The model returned no float output to explain.")
         return

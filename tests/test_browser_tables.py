@@ -1,0 +1,51 @@
+"""The Tables page in a real Chromium: the bundled example on first open, then a CSV and a
+torch.export model uploaded through the page's file inputs, ranked in the sandbox."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from browser_support import IDLE
+from test_tables import Linear, csv_bytes, exported
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_tables_page_example_then_uploaded_csv_and_model(server, page, artifacts_dir):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/tables")
+    page.wait_for_selector(IDLE)
+    expect(page.get_by_role("heading", name=re.compile("Tables: which features"))).to_be_visible()
+    chart = page.get_by_test_id("stVegaLiteChart").first
+    expect(chart).to_be_visible()
+    expect(page.get_by_text("tc and ldl: r = +0.90")).to_be_visible()
+    # x std: the order changes and the URL says so.
+    page.get_by_text("× std: mean", exact=False).click()
+    page.wait_for_selector(IDLE)
+    expect(page).to_have_url(re.compile(r"t_scale=std"))
+    page.screenshot(path=str(artifacts_dir / "tables-example.png"), full_page=True)
+    assert page.get_by_test_id("stException").count() == 0
+
+    # Your own CSV and model: y = 2a − 3b + 0.5c, columns with spreads 1, 10 and 100.
+    X = np.random.default_rng(0).normal(size=(200, 3)) * np.array([1.0, 10.0, 100.0])
+    page.get_by_text("Your own CSV and model").click()
+    page.wait_for_selector(IDLE)
+    inputs = page.get_by_test_id("stFileUploaderDropzoneInput")
+    inputs.nth(0).set_input_files(
+        files=[{"name": "mine.csv", "mimeType": "text/csv", "buffer": csv_bytes(X, "abc")}]
+    )
+    page.wait_for_selector(IDLE)
+    model = exported(Linear([2.0, -3.0, 0.5]), 3)
+    inputs.nth(1).set_input_files(
+        files=[{"name": "mine.pt2", "mimeType": "application/octet-stream", "buffer": model}]
+    )
+    expect(page.get_by_text("∂y/∂c = 0.5 at this row")).to_be_visible(timeout=120_000)
+    page.wait_for_selector(IDLE)
+    expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+    grid = page.get_by_test_id("stDataFrame").first
+    expect(grid).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0
+    page.screenshot(path=str(artifacts_dir / "tables-upload.png"), full_page=True)
