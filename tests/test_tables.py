@@ -332,3 +332,22 @@ def test_bad_uploads_get_clear_messages_and_the_page_stays_usable(mixed_units):
     at = upload(at, csv_bytes(mixed_units, "abc"), torchscript(SqrtFirst()))
     assert "NaN or inf on" in messages(at) and at.dataframe  # the rest are ranked
     assert not at.exception
+
+
+def test_a_100000_row_table_is_ranked_in_batches():
+    """Thirteen jobs of 8,192 rows, with the progress bar between them; the result is the
+    weights, as on a small table."""
+    X = np.random.default_rng(1).normal(size=(100_000, 3))
+    calls = []
+
+    def run(job, x, **kw):
+        calls.append(len(x))
+        return jobs.run(job, Linear([2.0, -3.0, 0.5]), np.asarray(x, np.float32), **kw)
+
+    ex = tables.explain(run, X, output=None, column=0, progress=lambda d, t: None)
+    assert calls == [8192] * 12 + [100_000 - 12 * 8192]
+    np.testing.assert_allclose(ex.jacobian, np.tile([2.0, -3.0, 0.5], (100_000, 1)))
+    at = upload(tables_page(), csv_bytes(X, "abc"), torchscript(Linear([2.0, -3.0, 0.5])))
+    assert not at.error, messages(at)
+    assert ranking(at) == pytest.approx({"b": 3.0, "a": 2.0, "c": 0.5}, rel=1e-6)
+    assert "100,000 rows" in " ".join(c.value for c in at.caption)
