@@ -79,3 +79,24 @@ def ssim(
         (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
     )
     return float(s[radius:-radius, radius:-radius].mean())
+
+
+def top_set(v: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Boolean mask of the "top `fraction`" of a map: the values at or above its
+    (1 - fraction) quantile that are also above zero. For a continuous map that is about
+    `fraction` of the pixels; for a painting (many equal values) it is every pixel painted at
+    least as strongly as that quantile, so ties are kept together, never split at random."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return (v >= np.quantile(v, 1 - fraction)) & (v > 0)
+
+
+def top_overlap(reference: np.ndarray, other: np.ndarray, fraction: float = 0.1) -> float:
+    """The share of `reference`'s top `fraction` of pixels (see `top_set`) that also lie in
+    `other`'s top `fraction`: 1 when every pixel the reference ranks highest is also ranked
+    highest by the other, 0 when none is. NaN when the reference has no positive pixel."""
+    a, b = top_set(reference, fraction), top_set(other, fraction)
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in size: {a.size} and {b.size} values")
+    return float((a & b).sum() / a.sum()) if a.any() else float("nan")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up (first run only), install Chromium for the browser tests and libseccomp for the upload
-# sandbox, lint, and run every test. Extra arguments go to pytest, e.g. -k explore or
+# Set up (first run only), install Chromium for the browser tests, libseccomp for the upload
+# sandbox and PostgreSQL for the live class's store tests, lint, and run every test. Extra arguments go to pytest, e.g. -k explore or
 # -m "not browser".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +10,13 @@ if [ "$(id -u)" = 0 ]; then APT=(apt-get); elif sudo -n true 2>/dev/null; then A
 else APT=(); fi
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-noto-color-emoji)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)  # live-class store
 if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q libseccomp.so.2; then
   missing+=(libseccomp2)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ ${#APT[@]} -gt 0 ]; then
-    echo "test: installing Debian's ${missing[*]} (browser tests, upload sandbox)"
+    echo "test: installing Debian's ${missing[*]} (browser tests, upload sandbox, Postgres)"
     "${APT[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq "${missing[@]}" >/dev/null
   else
     echo "test: ${missing[*]} missing and apt needs root: their tests will be skipped" >&2

@@ -56,3 +56,43 @@ def page(browser) -> Iterator:
     yield p
     context.close()
     assert not errors, f"uncaught JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> Iterator[str]:
+    """A throwaway PostgreSQL server for the test session (../shared/recipes/postgres.md): its
+    own data folder, port and socket folder, run as the `postgres` user when we are root.
+    Skips without the binaries, unless SALIENCY_REQUIRE_POSTGRES=1 (CI) makes that a failure."""
+    import glob
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        why = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("SALIENCY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{why}; SALIENCY_REQUIRE_POSTGRES=1 makes that an error", pytrace=False)
+        pytest.skip(why)
+    bin_dir = Path(found[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="saliency-pg-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, log = folder / "data", folder / "log"
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
+                    "-U", "postgres"], check=True, capture_output=True)  # fmt: skip
+    ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*ctl, "-l", str(log), "-w", "-o", options, "start"], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
