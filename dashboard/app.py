@@ -59,7 +59,8 @@ page = st.navigation(
             st.Page("views/dataset.py", title="Data-set sensitivity", icon="🗺️", url_path="dataset"),
         ],
         "Teach": [
-            st.Page("views/classroom.py", title="Classroom", icon="🎓", url_path="classroom")
+            st.Page("views/classroom.py", title="Classroom", icon="🎓", url_path="classroom"),
+            st.Page("views/live.py", title="Live class", icon="🙋", url_path="live"),
         ],
         "Bring your own": [
             st.Page("views/your_model.py", title="Your model", icon="📦", url_path="your-model"),

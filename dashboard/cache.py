@@ -250,6 +250,14 @@ def cache_dir() -> Path:
     )
 
 
+@st.cache_resource(show_spinner=False)
+def live_store():
+    """The live class's store: SALIENCY_CLASS_DB (Postgres) or SQLite in the cache folder."""
+    from dashboard.live_store import LiveStore
+
+    return LiveStore.open(cache_dir())
+
+
 _SUMMARY_VERSION = 1  # bump when the summary's meaning or layout changes
 
 

@@ -228,6 +228,19 @@ def _dump_names(names: list[str]) -> str:
     return ",".join(urllib.parse.quote(n, safe="") for n in names)
 
 
+def _room_code(text: str) -> str:
+    code = text.strip().upper()
+    if not 0 < len(code) <= 16 or not code.isalnum():
+        raise ValueError("not a class code")
+    return code
+
+
+def _secret(text: str) -> str:
+    if not 0 < len(text) <= 64 or not set(text) <= TOKEN_CHARS:
+        raise ValueError("not a key")
+    return text
+
+
 def _output(text: str) -> str:
     """An output of a table model: JSON `[key, column]`, key null, an index or a dict key."""
     try:
@@ -270,6 +283,11 @@ FIELDS: dict[str, Field] = {
     "t_scale": Field("none", _choice(TABLE_SCALES)),
     "t_row": Field(1, _number(int, 1, 10_000_000)),
     "t_nudge": Field("", _column_name),
+    # The live class: the room's code; the teacher's and a student's secret keys (a reload
+    # keeps the URL, so it keeps control of the class or the student's answers).
+    "room": Field("", _room_code),
+    "teacher": Field("", _secret),
+    "me": Field("", _secret),
     # Secret keys of this session's uploads: a reload (which keeps the URL) gets them back.
     "mine": Field([], _tokens, lambda v: ",".join(v)),
 }
@@ -354,7 +372,8 @@ def sync() -> None:
 def settings_json(extra: dict[str, Any] | None = None) -> str:
     """The view's settings (and `extra` facts, e.g. the prediction) as pretty JSON."""
     view = dict(st.session_state["view"])
-    view.pop("mine", None)  # upload keys are secrets, not settings
+    for secret in ("mine", "teacher", "me"):  # upload and class keys are secrets, not settings
+        view.pop(secret, None)
     if view["source"] == "test":
         view.pop("image", None)
     return json.dumps({"settings": view, **(extra or {})}, indent=2, default=str)

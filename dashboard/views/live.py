@@ -1,0 +1,502 @@
+"""Live class: every student commits to an answer, then the projector shows the model's map
+beside the whole class's.
+
+The teacher starts a class (a room code, a link and its QR code), picks an image and a model
+with the sidebar's pickers and opens a round: "where does it look?" (each student paints the
+pixels they think the score depends on) or "what will it say?" (each picks a class and how sure
+they are). While it is open the projector shows only how many have answered; the reveal shows
+the model's map beside the mean painting with the class's Spearman ρ and top-10 % overlap, or
+the guesses against the model's probabilities. Students join at /live?room=CODE.
+
+The state lives in `dashboard.live_store` (SQLite, or Postgres with SALIENCY_CLASS_DB), which
+checks every key: this page only shows what the store lets the holder of a key see.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from dashboard import cache, live_class, render, sources, state
+from dashboard.live_store import PAINTING_SIDE, LiveError, LiveStore, NoRoom
+from dashboard.render import class_label
+
+POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round has opened
+COUNT_SECONDS = 1.0  # how often the teacher's count of answers refreshes
+CANVAS_PX = 280
+KIND_LABELS = {"map": "Where does it look? (paint)", "predict": "What will it say? (guess)"}
+
+
+def _store() -> LiveStore:
+    return cache.live_store()
+
+
+def _local_only() -> bool:
+    return str(st.get_option("server.address") or "localhost") in ("localhost", "127.0.0.1", "::1")
+
+
+def _base_url() -> str:
+    """The address students type: this machine's on the class network, unless the teacher
+    reached the server by another name than localhost (then that one)."""
+    host = st.context.headers.get("host", "") if st.context.headers else ""
+    port = st.get_option("server.port")
+    if host and not host.startswith(("localhost", "127.", "[::1]")):
+        return f"http://{host}"
+    return f"http://{live_class.lan_address()}:{port}"
+
+
+# --- pictures ------------------------------------------------------------------------------
+
+
+def _grid(m: np.ndarray) -> np.ndarray:
+    """A map `(H, W)` on the paintings' 28 × 28 grid (box-averaged; 28 × 28 is kept)."""
+    m = np.asarray(m, dtype=np.float32)
+    if m.shape == (PAINTING_SIDE, PAINTING_SIDE):
+        return m.astype(np.float64)
+    img = Image.fromarray(m, mode="F").resize((PAINTING_SIDE, PAINTING_SIDE), Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.float64)
+
+
+def _heat(m: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+    """A map in [0, 1] (one colour scale for the model's and the class's) as a picture."""
+    style = render.Style(signed=False, cmap="inferno", alpha=0.45, clip=100.0, shared=True)
+    scale = CANVAS_PX // m.shape[-1]
+    return render.picture(m, 0.0, 1.0, style, image=image, scale=scale)
+
+
+def _round_image(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The round's image `(C, H, W)` and a 28 × 28 grey version for the paintings' grid."""
+    src = sources.source(spec["dataset"])
+    image = src.image(spec["index"])
+    grey = image.mean(0)
+    return image, _grid(grey)
+
+
+def _painting_from_canvas(data: np.ndarray | None) -> np.ndarray | None:
+    """The canvas's RGBA `(H, W, 4)` -> 28 × 28 in [0, 1]: the painted share of each cell."""
+    if data is None:
+        return None
+    alpha = np.asarray(data)[..., 3].astype(np.float32) / 255.0
+    img = Image.fromarray(alpha, mode="F").resize(
+        (PAINTING_SIDE, PAINTING_SIDE), Image.Resampling.BOX
+    )
+    return np.clip(np.asarray(img, dtype=np.float64), 0.0, 1.0)
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+def render_view() -> None:
+    view = state.init()
+    st.title("🙋 Live class")
+    code = view["room"]
+    if not code:
+        _landing()
+        return
+    store = _store()
+    try:
+        store.room(code)
+    except NoRoom as err:
+        st.error(render.plain(err))
+        _join_form(store, None)
+        return
+    if view["teacher"] and store.is_teacher(code, view["teacher"]):
+        _teacher(store, code, view["teacher"])
+        return
+    if view["teacher"]:
+        st.warning("This link's teacher key isn't this class's: you see the students' page.")
+    _student(store, code, view["me"])
+
+
+def _landing() -> None:
+    st.markdown(
+        "Every student commits to an answer on their phone or laptop (**where will the network "
+        "look?**, **what will it say?**), then the projector shows the model's saliency map "
+        "beside the whole class's guesses."
+    )
+    if _local_only():
+        st.info(
+            "This server only listens on this computer, so students' phones can't reach it. "
+            "Restart it for the class network: `bash scripts/dashboard.sh --class` (or "
+            "`python -m dashboard --class`), then open this page again."
+        )
+    c1, c2 = st.columns(2)
+    with c1, st.container(border=True):
+        st.markdown("### I'm the teacher")
+        if st.button("Start a class", type="primary", key="live_start"):
+            code, token = _store().create_room()
+            state.put("room", code)
+            state.put("teacher", token)
+            st.rerun()
+        st.caption(
+            "Your secret teacher key goes into this page's address: bookmark it, and a closed "
+            "tab gets the class back. Rooms close after 12 hours."
+        )
+    with c2, st.container(border=True):
+        st.markdown("### I'm a student")
+        _join_form(_store(), None)
+
+
+def _join_form(store: LiveStore, code: str | None) -> None:
+    with st.form("live_join", border=False):
+        typed = code or st.text_input("Class code", key="live_code", max_chars=16)
+        name = st.text_input("Your nickname", key="live_name", max_chars=40)
+        joined = st.form_submit_button("Join", type="primary")
+    if joined:
+        try:
+            token = store.join(typed, name)
+        except LiveError as err:
+            st.error(render.plain(err))
+            return
+        state.put("room", store.room(typed).code)
+        state.put("me", token)
+        state.put("teacher", "")
+        st.rerun()
+
+
+# --- the teacher ---------------------------------------------------------------------------
+
+
+def _teacher(store: LiveStore, code: str, teacher: str) -> None:
+    url = live_class.join_url(_base_url(), code)
+    left, right = st.columns([2, 1])
+    with left:
+        st.markdown(f"## Class code **{code}**")
+        st.markdown(f"Students open **{url}** (or scan the code) and pick a nickname.")
+        st.metric("Students in the class", store.n_students(code))
+        if _local_only():
+            st.warning(
+                "This server only listens on this computer: restart it with `--class` "
+                "(`bash scripts/dashboard.sh --class`) so that students can reach it."
+            )
+    with right:
+        st.image(live_class.qr_png(url), width=300, caption="Scan to join")
+    rnd = store.current_round(code)
+    if rnd is not None and rnd.state == "open":
+        _open_round(store, code, teacher, rnd)
+        return
+    if rnd is not None and rnd.state == "revealed":
+        _reveal_teacher(store, code, teacher, rnd)
+    _new_round(store, code, teacher, rnd)
+
+
+def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
+    view = st.session_state["view"]
+    src = sources.source(view["dataset"])
+    model = view["model"]
+    names = cache.model_info(model).class_names
+    st.divider()
+    st.markdown(f"### {'Next' if last else 'First'} round")
+    st.caption(
+        f"The image comes from **{render.plain(src.title)}** and the model is "
+        f"**{render.plain(model)}**: change them in the sidebar, as in Explore."
+    )
+    kind = st.radio("Kind of round", tuple(KIND_LABELS), format_func=KIND_LABELS.get,
+                    key="live_kind", horizontal=True)  # fmt: skip
+    preds = cache.predictions(model, view["dataset"])
+    st.session_state.setdefault("live_index", 0)
+    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    if c2.button("A misclassified one", key="live_wrong"):
+        wrong = np.flatnonzero(preds.predicted != src.labels)
+        if len(wrong):
+            st.session_state["live_index"] = int(np.random.default_rng().choice(wrong))
+    if c3.button("Any image", key="live_any"):
+        st.session_state["live_index"] = int(np.random.default_rng().integers(len(src)))
+    index = c1.number_input(f"Image (0 to {len(src) - 1:,})", 0, len(src) - 1, key="live_index")
+    image = src.image(index)
+    pred = int(preds.predicted[index])
+    target = pred
+    if kind == "map":
+        target = st.selectbox(
+            "Class whose score students think about",
+            range(len(names)),
+            index=pred,
+            format_func=lambda k: (
+                class_label(k, names) + (" (the model's answer)" if k == pred else "")
+            ),  # fmt: skip
+            key=f"live_target_{index}_{model}",
+        )
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        render.show(render.grey(image, render.scale_for(image.shape)), "What the class will see")
+    with c2:
+        with st.expander("What the model says (closed, so the projector doesn't tell)"):
+            st.caption(
+                f"True class: {class_label(int(src.labels[index]), names)} · the model says "
+                f"{class_label(pred, names)} ({preds.p_predicted[index]:.1%})."
+            )
+        question = (
+            f"Paint the pixels {class_label(int(target), names)}'s score depends on most."
+            if kind == "map"
+            else "Which class will the model say, and how sure are you?"
+        )
+        st.markdown(f"Students will be asked: **{render.plain(question)}**")
+        if st.button("Open the round", type="primary", key="live_open"):
+            spec = {
+                "dataset": view["dataset"],
+                "model": model,
+                "index": int(index),
+                "target": int(target),
+                "predicted": pred,
+                "true": int(src.labels[index]),
+                "n_classes": len(names),
+                "question": question,
+            }
+            store.open_round(code, teacher, kind, spec)
+            st.rerun()
+
+
+def _open_round(store: LiveStore, code: str, teacher: str, rnd) -> None:
+    st.divider()
+    st.markdown(f"### Round {rnd.number}: {render.plain(rnd.spec['question'])}")
+    image, _ = _round_image(rnd.spec)
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        render.show(render.grey(image, render.scale_for(image.shape)))
+    with c2:
+        _answer_count(store, code, rnd.number)
+        if st.button("Reveal", type="primary", key="live_reveal"):
+            _reveal(store, code, teacher, rnd)
+            st.rerun()
+
+
+@st.fragment(run_every=COUNT_SECONDS)
+def _answer_count(store: LiveStore, code: str, number: int) -> None:
+    n, _, answers = store.status(code)
+    st.metric("Answers so far", answers if n == number else 0)
+    st.caption(f"of {store.n_students(code)} students; they can change them until the reveal.")
+
+
+def _model_map(spec: dict) -> np.ndarray:
+    """|∂score_target/∂x| of the round's image, channels reduced, on the 28 × 28 grid."""
+    image = sources.source(spec["dataset"]).image(spec["index"])
+    m = cache.class_maps(spec["model"], image, "gradient", "logit", True, (spec["target"],))[0]
+    return _grid(m)
+
+
+def _reveal(store: LiveStore, code: str, teacher: str, rnd) -> None:
+    answers = store.answers(code, teacher, rnd.number)
+    spec = rnd.spec
+    if rnd.kind == "map":
+        result = live_class.map_result(_model_map(spec), answers, {"target": spec["target"]})
+    else:
+        image = sources.source(spec["dataset"]).image(spec["index"])
+        probs = cache.probabilities(spec["model"], image)
+        result = live_class.predict_result(probs, answers, {})
+    store.reveal(code, teacher, rnd.number, result)
+
+
+def _reveal_teacher(store: LiveStore, code: str, teacher: str, rnd) -> None:
+    st.divider()
+    st.markdown(f"### Round {rnd.number}, revealed: {render.plain(rnd.spec['question'])}")
+    _result(rnd)
+    answers = store.answers(code, teacher, rnd.number)
+    saliency_map = np.reshape(rnd.result["map"], (28, 28)) if rnd.kind == "map" else None
+    st.download_button(
+        "This round's answers as CSV",
+        live_class.answers_csv(rnd, answers, saliency_map),
+        f"class-{code}-round-{rnd.number}.csv",
+        "text/csv",
+        key=f"live_csv_{rnd.number}",
+        on_click="ignore",
+    )
+
+
+def _result(rnd, mine=None) -> None:
+    """The published result of a revealed round (the same on the projector and on phones),
+    with the student's own answer beside it when `mine` is given."""
+    spec, r = rnd.spec, rnd.result
+    names = cache.model_info(spec["model"]).class_names
+    image, grey28 = _round_image(spec)
+    if rnd.kind == "map":
+        model_map = np.reshape(r["map"], (28, 28))
+        mean = np.reshape(r["mean"], (28, 28))
+        pictures = [
+            render.grey(image, render.scale_for(image.shape)),
+            _heat(model_map, grey28),
+            _heat(mean, grey28),
+        ]
+        captions = [
+            f"The image (the model says {class_label(spec['predicted'], names)})",
+            f"The model: |∂ score of {class_label(spec['target'], names)} / ∂x|",
+            f"The class: the mean of {r['n']} paintings",
+        ]
+        if mine is not None and mine.painting is not None:
+            pictures.append(_heat(mine.painting, grey28))
+            captions.append(f"Yours, {mine.nickname}")
+        render.show_row([render.thumbnail(p, CANVAS_PX) for p in pictures], captions)
+        st.caption("Each map divided by its maximum: one colour scale for all.")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("The class's Spearman ρ with the map", _fmt(r["rho"]))
+        c2.metric("Top-10 % overlap", _fmt(r["overlap"], percent=True))
+        if mine is not None and mine.painting is not None:
+            rho, overlap = live_class.scores(model_map, mine.painting)
+            c3.metric("Your ρ · your overlap", f"{_fmt(rho)} · {_fmt(overlap, percent=True)}")
+        _histogram([s[0] for s in r["scores"] if s[0] is not None])
+    else:
+        probs = np.asarray(r["probabilities"])
+        n = max(r["n"], 1)
+        rows = [
+            {"class": class_label(k, names), "share": v, "who": who}
+            for k in range(len(probs))
+            for who, v in (
+                ("the model's probability", float(probs[k])),
+                ("the class's guesses", r["counts"][k] / n),
+            )  # fmt: skip
+        ]
+        st.markdown(
+            f"The model says **{render.plain(class_label(r['predicted'], names))}** "
+            f"({probs[r['predicted']]:.1%}); **{r['right']} of {r['n']}** students guessed it."
+            + (f" (True class: {render.plain(class_label(spec['true'], names))}.)")
+        )
+        if mine is not None and mine.guess is not None:
+            verdict = "right" if mine.guess == r["predicted"] else "not what the model said"
+            st.markdown(
+                f"You guessed **{render.plain(class_label(mine.guess, names))}**, "
+                f"{mine.confidence:.0%} sure: {verdict}."
+            )
+        spec_chart = {
+            "data": {"values": rows},
+            "mark": {"type": "bar"},
+            "height": 300,
+            "encoding": {
+                "y": {"field": "class", "type": "nominal", "sort": None, "title": None},
+                "x": {
+                    "field": "share",
+                    "type": "quantitative",
+                    "scale": {"domain": [0, 1]},
+                    "axis": {"format": "%"},
+                    "title": None,
+                },  # fmt: skip
+                "yOffset": {"field": "who"},
+                "color": {
+                    "field": "who",
+                    "type": "nominal",
+                    "legend": {"orient": "top", "title": None},
+                },  # fmt: skip
+            },
+        }
+        st.vega_lite_chart(None, spec_chart, width="stretch")
+
+
+def _fmt(x, percent: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.0%}" if percent else f"{x:+.2f}"
+
+
+def _histogram(values: list[float]) -> None:
+    if not values:
+        return
+    spec = {
+        "data": {"values": [{"rho": v} for v in values]},
+        "mark": {"type": "bar"},
+        "height": 160,
+        "encoding": {
+            "x": {
+                "field": "rho",
+                "bin": {"extent": [-1, 1], "step": 0.1},
+                "type": "quantitative",
+                "title": "each student's own Spearman ρ with the map",
+            },  # fmt: skip
+            "y": {"aggregate": "count", "type": "quantitative", "title": "students"},
+        },
+    }
+    st.vega_lite_chart(None, spec, width="stretch")
+
+
+# --- the students --------------------------------------------------------------------------
+
+
+def _student(store: LiveStore, code: str, me: str) -> None:
+    try:
+        name = store.student(code, me)
+    except LiveError:
+        st.markdown(f"Joining the class **{code}**.")
+        _join_form(store, code)
+        return
+    st.caption(f"You are **{render.plain(name)}** in the class {code}.")
+    rnd = store.current_round(code)
+    _poll(store, code, (rnd.number, rnd.state) if rnd else (0, "none"))
+    if rnd is None or rnd.state == "closed":
+        st.info("Waiting for your teacher to open a round…")
+        return
+    mine = store.my_answer(code, me, rnd.number)
+    if rnd.state == "revealed":
+        st.markdown(f"### Round {rnd.number}: the answer")
+        _result(rnd, mine)
+        return
+    st.markdown(f"### Round {rnd.number}: {render.plain(rnd.spec['question'])}")
+    if rnd.kind == "map":
+        _paint(store, code, me, rnd, mine)
+    else:
+        _guess(store, code, me, rnd, mine)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _poll(store: LiveStore, code: str, shown: tuple[int, str]) -> None:
+    """A student's page asks every 2 s whether the round changed (one small query), and
+    reruns the page only when it did."""
+    number, round_state, _ = store.status(code)
+    if (number, round_state) != tuple(shown):
+        st.rerun(scope="app")
+
+
+def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
+    from streamlit_drawable_canvas import st_canvas
+
+    image, _ = _round_image(rnd.spec)
+    picture = render.thumbnail(render.grey(image, render.scale_for(image.shape)), CANVAS_PX)
+    background = Image.fromarray(picture).resize((CANVAS_PX, CANVAS_PX))
+    st.caption("Paint over the image where you think the model looks; send when done.")
+    result = st_canvas(
+        stroke_width=18,
+        stroke_color="rgba(255, 165, 0, 0.8)",
+        background_image=background,
+        height=CANVAS_PX,
+        width=CANVAS_PX,
+        drawing_mode="freedraw",
+        update_streamlit=True,
+        return_image_data=True,
+        key=f"live_canvas_{rnd.number}",
+    )
+    if st.button("Send my painting", type="primary", key=f"live_send_{rnd.number}"):
+        try:
+            store.answer(code, me, rnd.number, painting=_painting_from_canvas(result.image_data))
+            st.success("Sent. You can paint more and send again until the reveal.")
+            mine = store.my_answer(code, me, rnd.number)
+        except LiveError as err:
+            st.error(render.plain(err))
+    if mine is not None:
+        st.caption("Your last sent painting:")
+        render.show(_heat(mine.painting), width=140)
+
+
+def _guess(store: LiveStore, code: str, me: str, rnd, mine) -> None:
+    image, _ = _round_image(rnd.spec)
+    names = cache.model_info(rnd.spec["model"]).class_names
+    render.show(render.grey(image, render.scale_for(image.shape)))
+    with st.form(f"live_guess_{rnd.number}", border=False):
+        guess = st.selectbox(
+            "The model will say",
+            range(len(names)),
+            index=mine.guess if mine is not None and mine.guess is not None else None,
+            format_func=lambda k: class_label(k, names),
+            placeholder="Pick a class",
+        )
+        sure = st.slider(
+            "How sure are you?", 0, 100,
+            int(round(100 * mine.confidence)) if mine is not None else 50, format="%d %%",
+        )  # fmt: skip
+        sent = st.form_submit_button("Send my guess", type="primary")
+    if sent:
+        try:
+            store.answer(code, me, rnd.number, guess=guess, confidence=sure / 100)
+            st.success("Sent. You can change it until the reveal.")
+        except LiveError as err:
+            st.error(render.plain(err))
+
+
+if __name__ == "__main__":  # run as a page by the router (st.Page("views/live.py"))
+    render_view()
