@@ -1,0 +1,177 @@
+"""The Live class page through AppTest (issue 17): a teacher session and two student sessions
+through a whole round of each kind, and the isolation cases as a page sees them. Paintings
+are sent to the store as the canvas would send them (AppTest can't draw on a canvas; the
+Chromium test paints for real)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from scipy.stats import spearmanr  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import pretrained  # noqa: E402
+import saliency  # noqa: E402
+from dashboard import cache  # noqa: E402
+from dashboard.live_store import LiveStore  # noqa: E402
+from saliency.metrics import top_overlap  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+@pytest.fixture()
+def class_db(tmp_path, monkeypatch) -> LiveStore:
+    """A fresh SQLite store for the page (and the same file for the test to check)."""
+    url = f"sqlite:///{tmp_path / 'live.sqlite3'}"
+    monkeypatch.setenv("SALIENCY_CLASS_DB", url)
+    cache.live_store.clear()
+    yield LiveStore(url)
+    cache.live_store.clear()
+
+
+def live(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.switch_page("views/live.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def join(code: str, name: str) -> AppTest:
+    at = live(room=code)
+    at.text_input(key="live_name").input(name)
+    at.button[0].click().run()  # the form's Join
+    assert not at.error, [e.body for e in at.error]
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def text(at: AppTest) -> str:
+    return " ".join(
+        [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.body for i in at.info]
+    )
+
+
+def test_a_class_plays_a_map_round_and_a_prediction_round(class_db):
+    teacher = live()
+    teacher.button(key="live_start").click().run()
+    code = teacher.query_params["room"]
+    assert teacher.query_params["teacher"]
+    assert f"Class code **{code}**" in text(teacher)
+    assert ["Scan to join"] in [im.captions for im in teacher.get("image")]  # the QR code
+    ada, bo = join(code, "Ada"), join(code, "<b>Bo</b>")
+    assert "Waiting for your teacher" in text(ada)
+    assert "teacher" not in ada.query_params and ada.query_params["me"]
+    teacher.run()
+    assert metrics(teacher)["Students in the class"] == "2"
+
+    # Round 1: where does it look? Image 0 of MNIST, mnist-cnn, its predicted class.
+    teacher.number_input(key="live_index").set_value(0).run()
+    teacher.button(key="live_open").click().run()
+    assert metrics(teacher)["Answers so far"] == "0"
+    assert "Reveal" in [b.label for b in teacher.button]
+    ada.run()
+    assert "Round 1: Paint the pixels 7's score depends on most." in text(ada)
+    paint_a = np.zeros((28, 28))
+    paint_a[8:22, 8:20] = 1.0
+    paint_b = np.zeros((28, 28))
+    paint_b[0:4, 0:4] = 1.0
+    class_db.answer(code, ada.query_params["me"], 1, painting=paint_a)
+    class_db.answer(code, bo.query_params["me"], 1, painting=paint_b)
+    teacher.run()
+    assert metrics(teacher)["Answers so far"] == "2"
+    teacher.button(key="live_reveal").click().run()
+    assert not teacher.exception
+
+    # The reveal against a direct computation on the model itself.
+    model = pretrained.load_model("mnist-cnn", device="cpu")
+    x, _ = pretrained.load_dataset("mnist", "test")[:1]
+    direct = saliency.gradients(model, x, target=7)[0, 0].double().numpy()
+    mean = (paint_a + paint_b) / 2
+    result = class_db.current_round(code).result
+    np.testing.assert_allclose(
+        np.reshape(result["map"], (28, 28)), direct / direct.max(), atol=1e-4
+    )
+    rho = spearmanr(direct.ravel(), mean.ravel()).statistic
+    assert result["rho"] == pytest.approx(rho, abs=1e-3)
+    assert result["overlap"] == pytest.approx(top_overlap(direct, mean), abs=1e-9)
+    shown = metrics(teacher)
+    assert shown["The class's Spearman ρ with the map"] == f"{rho:+.2f}"
+    assert shown["Top-10 % overlap"] == f"{top_overlap(direct, mean):.0%}"
+    assert teacher.get("download_button")  # the round's CSV
+    ada.run()
+    own = spearmanr(direct.ravel(), paint_a.ravel()).statistic
+    assert metrics(ada)["Your ρ · your overlap"].startswith(f"{own:+.2f} · ")
+    bo.run()
+    assert "You are **\\<b\\>Bo\\</b\\>**" in text(bo)  # the HTML nickname, shown as text
+
+    # Round 2: what will it say?
+    teacher.radio(key="live_kind").set_value("predict").run()
+    teacher.button(key="live_open").click().run()
+    for student, guess, sure in ((ada, 7, 90), (bo, 1, 40)):
+        student.run()
+        student.selectbox[0].set_value(guess)
+        student.slider[0].set_value(sure)
+        student.button[0].click().run()  # Send my guess
+        assert "Sent." in " ".join(s.body for s in student.success)
+    teacher.run()
+    assert metrics(teacher)["Answers so far"] == "2"
+    teacher.button(key="live_reveal").click().run()
+    assert "**1 of 2** students guessed it" in text(teacher)
+    ada.run()
+    assert "You guessed **7**, 90% sure: right." in text(ada)
+    bo.run()
+    assert "You guessed **1**, 40% sure: not what the model said." in text(bo)
+
+
+def test_isolation_as_the_page_sees_it(class_db):
+    a_room, a_key = class_db.create_room()
+    b_room, _ = class_db.create_room()
+    class_db.open_round(a_room, a_key, "predict", {"dataset": "mnist", "model": "mnist-cnn",
+                        "index": 0, "target": 7, "predicted": 7, "true": 7, "n_classes": 10,
+                        "question": "Which class?"})  # fmt: skip
+    # A wrong code.
+    at = live(room="ZZZZZ")
+    assert "no class with the code 'ZZZZZ'" in " ".join(e.body for e in at.error)
+    # A student who edits the URL to become the teacher: a student's page, no controls.
+    ada = join(a_room, "Ada")
+    hacker = live(room=a_room, teacher="guessed-key", me=ada.query_params["me"])
+    assert "teacher key isn't this class's" in " ".join(w.body for w in hacker.warning)
+    labels = [b.label for b in hacker.button]
+    assert "Reveal" not in labels and "Open the round" not in labels
+    # Room B's student key in room A is not a student of A: the page asks them to join.
+    bob = join(b_room, "Bob")
+    lost = live(room=a_room, me=bob.query_params["me"])
+    assert f"Joining the class **{a_room}**" in text(lost)
+    # A nickname of 10,000 characters is cut by the box; the store refuses longer ones anyway.
+    at = live(room=a_room)
+    at.text_input(key="live_name").input("x" * 10_000)
+    at.button[0].click().run()
+    assert not at.exception
+
+
+def test_the_teacher_reloads_and_the_server_restarts_mid_round(class_db):
+    teacher = live()
+    teacher.button(key="live_start").click().run()
+    code, key = teacher.query_params["room"], teacher.query_params["teacher"]
+    ada = join(code, "Ada")
+    teacher.button(key="live_open").click().run()
+    p = np.zeros((28, 28))
+    p[10:15, 10:15] = 1.0
+    class_db.answer(code, ada.query_params["me"], 1, painting=p)
+    cache.live_store.clear()  # the server's connection is gone, as after a restart
+    again = live(room=code, teacher=key)  # a reload: a new session with the same link
+    assert metrics(again)["Answers so far"] == "1"
+    again.button(key="live_reveal").click().run()
+    assert class_db.current_round(code).state == "revealed"
+    assert os.environ["SALIENCY_CLASS_DB"].startswith("sqlite:///")
