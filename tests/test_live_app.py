@@ -123,7 +123,7 @@ def test_a_class_plays_a_map_round_and_a_prediction_round(class_db):
         student.selectbox[0].set_value(guess)
         student.slider[0].set_value(sure)
         student.button[0].click().run()  # Send my guess
-        assert "Sent." in " ".join(s.body for s in student.success)
+        assert f"Sent: {guess}, {sure}% sure." in " ".join(s.body for s in student.success)
     teacher.run()
     assert metrics(teacher)["Answers so far"] == "2"
     teacher.button(key="live_reveal").click().run()

@@ -449,7 +449,10 @@ def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
     image, _ = _round_image(rnd.spec)
     picture = render.thumbnail(render.grey(image, render.scale_for(image.shape)), CANVAS_PX)
     background = Image.fromarray(picture).resize((CANVAS_PX, CANVAS_PX))
-    st.caption("Paint over the image where you think the model looks; send when done.")
+    st.caption(
+        "Paint over the image where you think the model looks. Each stroke is sent when you "
+        "lift your finger; paint more, or undo, until the reveal."
+    )
     result = st_canvas(
         stroke_width=18,
         stroke_color="rgba(255, 165, 0, 0.8)",
@@ -461,16 +464,18 @@ def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
         return_image_data=True,
         key=f"live_canvas_{rnd.number}",
     )
-    if st.button("Send my painting", type="primary", key=f"live_send_{rnd.number}"):
-        try:
-            store.answer(code, me, rnd.number, painting=_painting_from_canvas(result.image_data))
-            st.success("Sent. You can paint more and send again until the reveal.")
-            mine = store.my_answer(code, me, rnd.number)
-        except LiveError as err:
-            st.error(render.plain(err))
+    painting = _painting_from_canvas(result.image_data)
+    if painting is not None and (painting > 0).any():
+        changed = mine is None or np.abs(np.round(painting * 255) / 255 - mine.painting).max() > 0
+        if changed:
+            try:
+                store.answer(code, me, rnd.number, painting=painting)
+                mine = store.my_answer(code, me, rnd.number)
+            except LiveError as err:
+                st.error(render.plain(err))
     if mine is not None:
-        st.caption("Your last sent painting:")
-        render.show(_heat(mine.painting), width=140)
+        st.success("Sent. You can paint more, or undo, until the reveal.")
+        render.show(_heat(mine.painting), "What your teacher has from you", width=140)
 
 
 def _guess(store: LiveStore, code: str, me: str, rnd, mine) -> None:
@@ -493,9 +498,14 @@ def _guess(store: LiveStore, code: str, me: str, rnd, mine) -> None:
     if sent:
         try:
             store.answer(code, me, rnd.number, guess=guess, confidence=sure / 100)
-            st.success("Sent. You can change it until the reveal.")
+            mine = store.my_answer(code, me, rnd.number)
         except LiveError as err:
             st.error(render.plain(err))
+    if mine is not None:
+        st.success(
+            f"Sent: {render.plain(class_label(mine.guess, names))}, {mine.confidence:.0%} sure. "
+            "You can change it until the reveal."
+        )
 
 
 if __name__ == "__main__":  # run as a page by the router (st.Page("views/live.py"))

@@ -1,0 +1,104 @@
+"""The Live class in a real Chromium (issue 17): the teacher's page and two students on
+phone-sized pages. The students paint on the canvas with the mouse, send, and see the reveal;
+the teacher sees the count rise without reloading, then reveals. Screenshots in artifacts/."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+from browser_support import IDLE, TIMEOUT_MS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+PHONE = {"width": 390, "height": 1400}
+
+
+def idle(page) -> None:
+    page.wait_for_selector(IDLE)
+
+
+def paint(page, strokes: list[tuple[float, float, float, float]]) -> None:
+    """Mouse strokes on the canvas, each (x0, y0, x1, y1) as fractions of its size."""
+    canvas = page.locator("canvas.upper-canvas")  # fabric.js: the top canvas takes the mouse
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box and box["width"] >= 200, box
+    for x0, y0, x1, y1 in strokes:
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for t in np.linspace(0, 1, 10)[1:]:
+            x = x0 + t * (x1 - x0)
+            y = y0 + t * (y1 - y0)
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=2)
+        page.mouse.up()
+
+
+def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, artifacts_dir):
+    from playwright.sync_api import expect
+
+    teacher = page
+    teacher.goto(f"{server.url}/live")
+    idle(teacher)
+    teacher.get_by_role("button", name="Start a class").click()
+    expect(teacher.get_by_text("Class code", exact=False)).to_be_visible()
+    expect(teacher).to_have_url(re.compile(r"room=\w+&teacher="))  # written when the run ends
+    idle(teacher)
+    query = parse_qs(urlparse(teacher.url).query)
+    code = query["room"][0]
+    assert query["teacher"][0]
+    expect(
+        teacher.get_by_alt_text("Scan to join").or_(teacher.get_by_text("Scan to join"))
+    ).to_be_visible()
+
+    students = []
+    for name in ("Ada", "Bo"):
+        context = browser.new_context(viewport=PHONE)
+        context.set_default_timeout(TIMEOUT_MS)
+        s = context.new_page()
+        s.goto(f"{server.url}/live?room={code}")
+        idle(s)
+        s.get_by_label("Your nickname").fill(name)
+        s.get_by_role("button", name="Join").click()
+        expect(s.get_by_text("Waiting for your teacher")).to_be_visible()
+        assert "teacher=" not in s.url
+        students.append((context, s))
+
+    teacher.get_by_role("button", name="Open the round").click()
+    idle(teacher)
+    expect(teacher.get_by_text("Answers so far")).to_be_visible()
+    # The students' pages notice the round by themselves (a 2 s poll), without a reload.
+    strokes = {
+        "Ada": [(0.35, 0.2, 0.55, 0.8), (0.45, 0.2, 0.65, 0.8)],  # over the digit
+        "Bo": [(0.05, 0.05, 0.25, 0.05)],  # a corner
+    }
+    for (_, s), name in zip(students, ("Ada", "Bo"), strict=True):
+        expect(s.get_by_text(re.compile("Round 1: Paint the pixels"))).to_be_visible()
+        idle(s)
+        paint(s, strokes[name])  # sent when the mouse is lifted
+        expect(s.get_by_text("Sent.", exact=False)).to_be_visible()
+    # The teacher's count rises by itself (a 1 s refresh).
+    count = teacher.get_by_test_id("stMetric").filter(has_text="Answers so far")
+    expect(count).to_contain_text("2")
+    teacher.screenshot(path=str(artifacts_dir / "live-teacher-open.png"), full_page=True)
+    teacher.get_by_role("button", name="Reveal").click()
+    idle(teacher)
+    expect(teacher.get_by_text("The class's Spearman ρ with the map")).to_be_visible()
+    expect(teacher.get_by_text("The class: the mean of 2 paintings")).to_be_visible()
+    teacher.screenshot(path=str(artifacts_dir / "live-teacher-reveal.png"), full_page=True)
+    assert teacher.get_by_test_id("stException").count() == 0
+
+    rhos = {}
+    for (context, s), name in zip(students, ("Ada", "Bo"), strict=True):
+        expect(s.get_by_text("Your ρ · your overlap")).to_be_visible()
+        idle(s)
+        value = (
+            s.get_by_test_id("stMetric").filter(has_text="Your ρ").get_by_test_id("stMetricValue")
+        )
+        rhos[name] = float(value.inner_text().split("·")[0])
+        s.screenshot(path=str(artifacts_dir / f"live-student-{name}.png"), full_page=True)
+        assert s.get_by_test_id("stException").count() == 0
+        context.close()
+    # Painting over the digit agrees with the model's map better than painting a corner.
+    assert rhos["Ada"] > rhos["Bo"], rhos
