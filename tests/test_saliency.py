@@ -222,6 +222,80 @@ def test_no_side_effects_on_model_or_input():
             assert torch.equal(v, state[k]), k
 
 
+class ModeSpy(nn.Module):
+    """Records the training flag it had at each forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(self.training)
+        return x
+
+
+def test_a_model_changed_between_calls_is_seen_anew():
+    # Nothing about the model is remembered between calls: a mode switched, a submodule added
+    # or the parameters converted after a first call are handled as on a first call.
+    spy = ModeSpy()
+    m = nn.Sequential(nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 5)).eval()
+    x = torch.randn(4, 12)
+    ref = saliency.gradients(m, x, 3)
+    m[2].train()  # one submodule switched to training mode after a first call
+    m.append(spy)  # a submodule added after a first call (in training mode, the default)
+    m.append(nn.Dropout(0.9))  # random in training mode: the map would change
+    for _ in range(3):
+        torch.testing.assert_close(saliency.gradients(m, x, 3), ref)
+        torch.testing.assert_close(saliency.jacobian(m, x)[:, 3].abs(), ref)
+    assert spy.seen and not any(spy.seen)  # evaluated in eval mode every time
+    assert [mod.training for mod in m] == [False, False, True, True, True]  # each restored
+    m.train()
+    spy.seen.clear()
+    torch.testing.assert_close(saliency.gradients(m, x, 3), ref)
+    assert spy.seen == [False] and all(mod.training for mod in m.modules())
+    # a nested submodule added to a submodule, and a module shared by two parents
+    inner = nn.Sequential(ModeSpy())
+    m[1] = nn.Sequential(nn.Tanh(), inner)
+    m.append(nn.Sequential(inner))
+    m.eval()
+    inner.train()
+    saliency.gradients(m, x, 3)
+    assert inner[0].seen == [False, False] and inner.training and not m.training
+    m.double()  # parameters converted after a first call
+    with pytest.raises(TypeError, match="x is torch.float32 but the model's parameters are"):
+        saliency.gradients(m, x, 3)
+    saliency.gradients(m, x.double(), 3)
+
+
+def test_submodules_walk_like_modules():
+    from saliency._validate import submodules
+
+    shared = nn.Linear(2, 2)
+    m = nn.Sequential(nn.Sequential(nn.ReLU(), shared), nn.Tanh(), shared, nn.Sequential(shared))
+    m.register_module("none", None)
+    assert list(submodules(m)) == list(m.modules())
+    m[0].register_module("back", m)  # a cycle: each module once, no endless walk
+    assert list(submodules(m)) == list(m.modules())
+
+
+def test_eval_mode_restores_each_flag_after_an_error():
+    m = SmallCNN(bn=True).train()
+    m.net[1].eval()
+    flags = [mod.training for mod in m.modules()]
+    with pytest.raises(RuntimeError, match="inside"), saliency.eval_mode(m):
+        assert not any(mod.training for mod in m.modules())
+        raise RuntimeError("inside")
+    assert [mod.training for mod in m.modules()] == flags
+
+    def failing(_):
+        raise RuntimeError("model failed")
+
+    m.net.register_forward_hook(lambda *args: failing(args))
+    with pytest.raises(RuntimeError, match="model failed"):
+        saliency.gradients(m, torch.rand(2, 1, 28, 28))
+    assert [mod.training for mod in m.modules()] == flags
+
+
 def test_results_keep_dtype_and_device():
     m = SmallCNN().double()
     x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
@@ -404,8 +478,11 @@ def test_feature_ranking_on_known_function_and_scaling():
         "rank": 1,
         "feature": "a",
         "sensitivity": pytest.approx(float(scaled.sensitivity[0, 0])),
+        "signed_mean": pytest.approx(float(scaled.sensitivity[0, 0])),  # 9·x0² >= 0
         "scale": "std",
     }
+    # The signed mean keeps the sign: dy/dx1 = -2·x1.
+    torch.testing.assert_close(r.signed[0, 1], (-2 * X[:, 1]).mean())
     with pytest.raises(ValueError, match="feature_names has 2 names but X has 4 columns"):
         saliency.feature_ranking(Known(), X, output=0, feature_names=["a", "b"])
     with pytest.raises(ValueError, match=r"X must be a table \(N, D\)"):
