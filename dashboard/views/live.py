@@ -65,12 +65,9 @@ def _heat(m: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
     return render.picture(m, 0.0, 1.0, style, image=image, scale=scale)
 
 
-def _round_image(spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The round's image `(C, H, W)` and a 28 × 28 grey version for the paintings' grid."""
-    src = sources.source(spec["dataset"])
-    image = src.image(spec["index"])
-    grey = image.mean(0)
-    return image, _grid(grey)
+def _round_image(spec: dict) -> np.ndarray:
+    """The round's image `(C, H, W)` in [0, 1]."""
+    return sources.source(spec["dataset"]).image(spec["index"])
 
 
 def _painting_from_canvas(data: np.ndarray | None) -> np.ndarray | None:
@@ -250,7 +247,7 @@ def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
 def _open_round(store: LiveStore, code: str, teacher: str, rnd) -> None:
     st.divider()
     st.markdown(f"### Round {rnd.number}: {render.plain(rnd.spec['question'])}")
-    image, _ = _round_image(rnd.spec)
+    image = _round_image(rnd.spec)
     c1, c2 = st.columns([1, 2])
     with c1:
         render.show(render.grey(image, render.scale_for(image.shape)))
@@ -270,7 +267,7 @@ def _answer_count(store: LiveStore, code: str, number: int) -> None:
 
 def _model_map(spec: dict) -> np.ndarray:
     """|∂score_target/∂x| of the round's image, channels reduced, on the 28 × 28 grid."""
-    image = sources.source(spec["dataset"]).image(spec["index"])
+    image = _round_image(spec)
     m = cache.class_maps(spec["model"], image, "gradient", "logit", True, (spec["target"],))[0]
     return _grid(m)
 
@@ -281,7 +278,7 @@ def _reveal(store: LiveStore, code: str, teacher: str, rnd) -> None:
     if rnd.kind == "map":
         result = live_class.map_result(_model_map(spec), answers, {"target": spec["target"]})
     else:
-        image = sources.source(spec["dataset"]).image(spec["index"])
+        image = _round_image(spec)
         probs = cache.probabilities(spec["model"], image)
         result = live_class.predict_result(probs, answers, {})
     store.reveal(code, teacher, rnd.number, result)
@@ -308,14 +305,14 @@ def _result(rnd, mine=None) -> None:
     with the student's own answer beside it when `mine` is given."""
     spec, r = rnd.spec, rnd.result
     names = cache.model_info(spec["model"]).class_names
-    image, grey28 = _round_image(spec)
+    image = _round_image(spec)
     if rnd.kind == "map":
         model_map = np.reshape(r["map"], (28, 28))
         mean = np.reshape(r["mean"], (28, 28))
         pictures = [
             render.grey(image, render.scale_for(image.shape)),
-            _heat(model_map, grey28),
-            _heat(mean, grey28),
+            _heat(model_map),
+            _heat(mean),
         ]
         captions = [
             f"The image (the model says {class_label(spec['predicted'], names)})",
@@ -323,7 +320,7 @@ def _result(rnd, mine=None) -> None:
             f"The class: the mean of {r['n']} paintings",
         ]
         if mine is not None and mine.painting is not None:
-            pictures.append(_heat(mine.painting, grey28))
+            pictures.append(_heat(mine.painting))
             captions.append(f"Yours, {mine.nickname}")
         render.show_row([render.thumbnail(p, CANVAS_PX) for p in pictures], captions)
         st.caption("Each map divided by its maximum: one colour scale for all.")
@@ -446,7 +443,7 @@ def _poll(store: LiveStore, code: str, shown: tuple[int, str]) -> None:
 def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
     from streamlit_drawable_canvas import st_canvas
 
-    image, _ = _round_image(rnd.spec)
+    image = _round_image(rnd.spec)
     picture = render.thumbnail(render.grey(image, render.scale_for(image.shape)), CANVAS_PX)
     background = Image.fromarray(picture).resize((CANVAS_PX, CANVAS_PX))
     st.caption(
@@ -479,7 +476,7 @@ def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
 
 
 def _guess(store: LiveStore, code: str, me: str, rnd, mine) -> None:
-    image, _ = _round_image(rnd.spec)
+    image = _round_image(rnd.spec)
     names = cache.model_info(rnd.spec["model"]).class_names
     render.show(render.grey(image, render.scale_for(image.shape)))
     with st.form(f"live_guess_{rnd.number}", border=False):
