@@ -175,3 +175,42 @@ def test_the_teacher_reloads_and_the_server_restarts_mid_round(class_db):
     again.button(key="live_reveal").click().run()
     assert class_db.current_round(code).state == "revealed"
     assert os.environ["SALIENCY_CLASS_DB"].startswith("sqlite:///")
+
+
+def test_a_workspace_can_be_played(class_db, tmp_path, monkeypatch):
+    """A map round on a workspace's 64 × 64 RGB image and model: the published map is the
+    model's max-over-channels |gradient|, box-averaged onto the paintings' 28 × 28 grid."""
+    import torch
+    from PIL import Image
+    from workspaces import rgb_workspace
+
+    from pretrained.workspace import load_model, open_indexed
+
+    folder = rgb_workspace(tmp_path)
+    monkeypatch.setenv("SALIENCY_WORKSPACES", str(folder))
+    teacher = live(dataset="ws:W-rgb")
+    teacher.button(key="live_start").click().run()
+    code = teacher.query_params["room"]
+    ada = join(code, "Ada")
+    teacher.number_input(key="live_index").set_value(3).run()
+    teacher.button(key="live_open").click().run()
+    spec = class_db.current_round(code).spec
+    assert (spec["dataset"], spec["model"], spec["index"]) == ("ws:W-rgb", "ws:W-rgb", 3)
+    p = np.zeros((28, 28))
+    p[10:18, 10:18] = 1.0
+    class_db.answer(code, ada.query_params["me"], 1, painting=p)
+    teacher.button(key="live_reveal").click().run()
+    assert not teacher.exception
+    ws = open_indexed(folder)
+    net = load_model(ws.config, len(ws.classes), device="cpu")
+    x = torch.from_numpy(ws.image(3))[None]
+    g = saliency.gradients(net, x, target=spec["target"])[0].amax(0).numpy()
+    pooled = np.asarray(
+        Image.fromarray(g.astype(np.float32), mode="F").resize((28, 28), Image.Resampling.BOX)
+    )
+    result = class_db.current_round(code).result
+    np.testing.assert_allclose(
+        np.reshape(result["map"], (28, 28)), pooled / pooled.max(), atol=1e-4
+    )
+    ada.run()
+    assert "Your ρ · your overlap" in metrics(ada)
