@@ -95,6 +95,8 @@ def main() -> None:
     os.sched_setaffinity(0, {1})  # this process and Chromium: core 1; the server: core 0
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=180_000)  # 30 pages load on one shared core
+
     from dashboard import live_class
     from dashboard.live_store import LiveStore
 

@@ -90,15 +90,36 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
     assert teacher.get_by_test_id("stException").count() == 0
 
     rhos = {}
-    for (context, s), name in zip(students, ("Ada", "Bo"), strict=True):
+    for (_, s), name in zip(students, ("Ada", "Bo"), strict=True):
         expect(s.get_by_text("Your ρ · your overlap")).to_be_visible()
         idle(s)
-        value = (
-            s.get_by_test_id("stMetric").filter(has_text="Your ρ").get_by_test_id("stMetricValue")
-        )
-        rhos[name] = float(value.inner_text().split("·")[0])
+        metric = s.get_by_test_id("stMetric").filter(has_text="Your ρ")
+        rhos[name] = float(metric.get_by_test_id("stMetricValue").inner_text().split("·")[0])
         s.screenshot(path=str(artifacts_dir / f"live-student-{name}.png"), full_page=True)
         assert s.get_by_test_id("stException").count() == 0
-        context.close()
     # Painting over the digit agrees with the model's map better than painting a corner.
     assert rhos["Ada"] > rhos["Bo"], rhos
+
+    # Round 2: what will it say? Test image 0 is a 7, and mnist-cnn says 7.
+    teacher.get_by_text("What will it say?", exact=False).click()
+    idle(teacher)
+    teacher.get_by_role("button", name="Open the round").click()
+    idle(teacher)
+    for (_, s), guess in zip(students, ("7", "1"), strict=True):
+        expect(s.get_by_text("Round 2: Which class will the model say")).to_be_visible()
+        idle(s)
+        s.get_by_role("combobox").last.click()
+        s.get_by_role("option", name=guess, exact=True).click()
+        s.get_by_role("button", name="Send my guess").click()
+        expect(s.get_by_text(f"Sent: {guess}, 50% sure.")).to_be_visible()
+    expect(count).to_contain_text("2")
+    teacher.get_by_role("button", name="Reveal").click()
+    expect(teacher.get_by_text("1 of 2 students guessed it", exact=False)).to_be_visible()
+    idle(teacher)
+    teacher.screenshot(path=str(artifacts_dir / "live-teacher-predict.png"), full_page=True)
+    (_, ada), (_, bo) = students
+    expect(ada.get_by_text("You guessed 7, 50% sure: right.")).to_be_visible()
+    expect(bo.get_by_text("You guessed 1, 50% sure: not what the model said.")).to_be_visible()
+    for context, s in students:
+        assert s.get_by_test_id("stException").count() == 0
+        context.close()
