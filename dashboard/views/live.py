@@ -415,7 +415,12 @@ def _student(store: LiveStore, code: str, me: str) -> None:
         return
     st.caption(f"You are **{render.plain(name)}** in the class {code}.")
     rnd = store.current_round(code)
+    _round_for_student(store, code, me, rnd)
+    # Last on the page: the poll's fragment reruns alone every 2 s, after everything above.
     _poll(store, code, (rnd.number, rnd.state) if rnd else (0, "none"))
+
+
+def _round_for_student(store: LiveStore, code: str, me: str, rnd) -> None:
     if rnd is None or rnd.state == "closed":
         st.info("Waiting for your teacher to open a round…")
         return
