@@ -37,6 +37,10 @@ def upload(page, url: str, name: str, data: bytes) -> str:
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(
         files=[{"name": name, "mimeType": "application/octet-stream", "buffer": data}]
     )
+    # The file goes up in its own HTTP request: submitting before it has finished (a loaded
+    # machine) would send the form without it.
+    expect(page.get_by_text(name, exact=True)).to_be_visible()
+    page.wait_for_load_state("networkidle")
     page.get_by_role("button", name="Check and add").click()
     expect(page.locator(ALERTS).first).to_be_visible()
     page.wait_for_selector(IDLE)

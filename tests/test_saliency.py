@@ -267,17 +267,6 @@ def test_a_model_changed_between_calls_is_seen_anew():
     saliency.gradients(m, x.double(), 3)
 
 
-def test_submodules_walk_like_modules():
-    from saliency._validate import submodules
-
-    shared = nn.Linear(2, 2)
-    m = nn.Sequential(nn.Sequential(nn.ReLU(), shared), nn.Tanh(), shared, nn.Sequential(shared))
-    m.register_module("none", None)
-    assert list(submodules(m)) == list(m.modules())
-    m[0].register_module("back", m)  # a cycle: each module once, no endless walk
-    assert list(submodules(m)) == list(m.modules())
-
-
 def test_eval_mode_restores_each_flag_after_an_error():
     m = SmallCNN(bn=True).train()
     m.net[1].eval()
