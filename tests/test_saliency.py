@@ -87,6 +87,17 @@ def test_linear_gradient_is_weight_row():
         )
 
 
+@pytest.mark.parametrize("k", [1, 7, 300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_example_targets_for_any_number_of_classes(k, dtype):
+    m = linear_model(12, k, dtype)
+    x = torch.randn(4, 12, dtype=dtype)
+    t = torch.tensor([0, k - 1, k // 2, 0])
+    g = saliency.gradients(m, x, t, absolute=False)
+    assert g.dtype == dtype
+    torch.testing.assert_close(g, m.weight.detach()[t], rtol=0, atol=0)
+
+
 def test_default_target_is_prediction():
     m = linear_model()
     x = torch.randn(9, 12)
