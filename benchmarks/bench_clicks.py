@@ -1,21 +1,32 @@
 """The server's own CPU per click, by kind of click, in a real browser.
 
     python benchmarks/bench_clicks.py [--repeat 10] [--out artifacts/bench_clicks.json]
+                                      [--repo PATH] [--loads 3] [--soak N]
 
 One `python -m dashboard` server pinned to CPU 0 (`taskset -c 0`), Debian's Chromium pinned to
-CPU 1, the bundled default view (MNIST, mnist-cnn). For each kind of interaction: two warm-up
-clicks, then `--repeat` timed ones, each measured as
+CPU 1, the bundled default view (MNIST, mnist-cnn). First `--loads` page loads, each in a new
+browser context (a new session), on the page's clock: when the prediction's heading shows, when
+the first "Map: …" picture has loaded, when the Explore panel has drawn, when the script was last
+idle; and the server CPU each took. Then, for each kind of interaction, two warm-up clicks and
+`--repeat` timed ones, each measured as
 
 - **server CPU**: utime + stime of the server process (all its threads) from
   `/proc/PID/stat`, read before the click and after the page is idle again: what sets how many
   people one server can serve;
-- **click → map**: wall time from the click until the main map's new image has loaded and the
-  script is idle (noisier: two shared cores).
+- **in page**: from the input event (the `click`, or the key press of a slider, or the hover) to
+  the frame in which the new picture (the main map, or the overlay for alpha) has loaded, on the
+  page's own clock
+  (`performance.now()`, checked every animation frame): what the user waits for;
+- **click → idle** (as this benchmark measured before the panel): wall time in this process
+  from Playwright's click until the map has changed and the script is idle with nothing stale
+  (noisier: Playwright's own round trips, two shared cores).
 
-Printed as medians (and p95 for the wall time), and written as JSON. `--soak N` then makes N
-more clicks (class and colour-map switches, alternating, over the same 40 views) and prints the
-server's RSS every 100: with Streamlit's post-run `gc.collect(2)` turned off
-(`runner.postScriptGC`), memory must stay flat once the caches hold those views.
+Kinds that need the Explore panel (`dashboard/components/saliency_panel.py`: a click or a hover
+on a class in its grid) are skipped on a tree without it, so `--repo` can measure an older
+checkout with this same script. Printed as medians (and p95), and written as JSON. `--soak N`
+then makes N more clicks (class and colour-map switches in the sidebar, alternating, over the
+same 40 views) and prints the server's RSS every 100: with Streamlit's post-run `gc.collect(2)`
+turned off (`runner.postScriptGC`), memory must stay flat once the caches hold those views.
 """
 
 from __future__ import annotations
@@ -36,10 +47,12 @@ REPO = Path(__file__).resolve().parents[1]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
         "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+# The picture captioned "Map: …" (or another caption's, for the overlay): changed, loaded, and
+# the script idle with nothing stale.
 MAP_UPDATED_JS = """
-(old) => {
+([old, caption]) => {
   const cap = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
-    .find(c => c.innerText.trim().startsWith('Map: '));
+    .find(c => c.innerText.trim().startsWith(caption));
   const img = cap && cap.closest('[data-testid="stImage"]').querySelector('img');
   const app = document.querySelector('[data-testid="stApp"]');
   return !!img && img.src !== old && img.complete && img.naturalWidth > 0
@@ -48,12 +61,43 @@ MAP_UPDATED_JS = """
 }
 """
 MAP_SRC_JS = """
-() => {
+(caption) => {
   const cap = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
-    .find(c => c.innerText.trim().startsWith('Map: '));
+    .find(c => c.innerText.trim().startsWith(caption));
   const img = cap && cap.closest('[data-testid="stImage"]').querySelector('img');
   return img ? img.src : null;
 }
+"""
+
+
+# In-page timing: `arm(old)` before an interaction; the first input event after it starts the
+# clock, and the first animation frame in which the "Map: …" picture has another src and has
+# loaded stops it. Read with `window.__bench`.
+PROBE_JS = """
+() => {
+  if (window.__bench) return;
+  const b = window.__bench = {armed: false, start: 0, done: 0, old: null, caption: 'Map: '};
+  const mapImg = () => {
+    const cap = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+      .find(c => c.innerText.trim().startsWith(b.caption));
+    return cap && cap.closest('[data-testid="stImage"]').querySelector('img');
+  };
+  const begin = () => { if (b.armed && !b.start) b.start = performance.now(); };
+  for (const ev of ['click', 'keydown', 'mouseover']) document.addEventListener(ev, begin, true);
+  const loop = () => {
+    if (b.armed && b.start && !b.done) {
+      const img = mapImg();
+      if (img && img.src !== b.old && img.complete && img.naturalWidth > 0) {
+        b.done = performance.now();
+      }
+    }
+    requestAnimationFrame(loop);
+  };
+  loop();
+}
+"""
+ARM_JS = """
+([old, caption]) => Object.assign(window.__bench, {armed: true, start: 0, done: 0, old, caption})
 """
 
 
@@ -71,7 +115,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_server(tmp: Path, repo: Path = REPO) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -80,7 +124,7 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
         ["taskset", "-c", "0", sys.executable, "-m", "dashboard", "--server.headless", "true",
          "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=(tmp / "server.log").open("wb"), stderr=subprocess.STDOUT,
+        cwd=repo, env=env, stdout=(tmp / "server.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://localhost:{port}"
     for _ in range(1200):
@@ -93,29 +137,130 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError((tmp / "server.log").read_text()[-2000:])
 
 
+def p95(values: list[float]) -> float:
+    return sorted(values)[int(0.95 * (len(values) - 1))]
+
+
+def map_src(page, caption: str = "Map: ") -> str | None:
+    return page.evaluate(MAP_SRC_JS, caption)
+
+
+def wait_map(page, old: str | None, caption: str = "Map: ") -> None:
+    page.wait_for_function(MAP_UPDATED_JS, arg=[old, caption], polling="raf", timeout=180_000)
+
+
+# First loads, on the page's clock (ms since navigation started): the prediction's heading,
+# the first "Map: …" picture loaded and visible (the server's or the panel's), the panel drawn,
+# and the last time the script went idle (the panel's one "alive" rerun included).
+FIRST_LOAD_JS = """
+(() => {
+  const t = window.__load = {};
+  const now = () => Math.round(performance.now());
+  let state = null;
+  const poll = () => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const s = app && app.dataset.testScriptState;
+    if (s !== state && s === 'notRunning') t.idle = now();
+    state = s;
+    const says = [...document.querySelectorAll('h3')].some(h => h.innerText.includes('says'));
+    if (!t.heading && says) t.heading = now();
+    const cap = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+      .find(c => c.innerText.trim().startsWith('Map: ') && c.offsetParent);
+    const img = cap && cap.closest('[data-testid="stImage"]').querySelector('img');
+    if (!t.map && img && img.complete && img.naturalWidth > 0) t.map = now();
+    if (!t.panel && document.documentElement.dataset.salPanel === 'ok') t.panel = now();
+    requestAnimationFrame(poll);
+  };
+  requestAnimationFrame(poll);
+})();
+"""
+
+
+def first_loads(browser, url: str, pid: int, n: int) -> dict:
+    """`n` page loads, each a new session in a new context (after one unmeasured load that
+    fills the browser's cache with Streamlit's own scripts)."""
+    runs = []
+    for i in range(n + 1):
+        context = browser.new_context(viewport={"width": 1400, "height": 2600})
+        context.add_init_script(FIRST_LOAD_JS)
+        page = context.new_page()
+        before = cpu_seconds(pid)
+        page.goto(url)
+        wait_map(page, None)
+        time.sleep(1.5)  # what follows the first run (the panel's "alive" rerun, GC, …)
+        page.wait_for_selector(IDLE, timeout=180_000)
+        times = page.evaluate("window.__load")
+        if i:
+            runs.append({**times, "server_cpu": (cpu_seconds(pid) - before) * 1000})
+        context.close()
+    keys = ("heading", "map", "panel", "idle", "server_cpu")
+    return {
+        f"{k}_ms": round(statistics.median(r[k] for r in runs), 1)
+        for k in keys
+        if all(k in r for r in runs)
+    } | {"runs": runs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--soak", type=int, default=0)
+    ap.add_argument("--loads", type=int, default=3, help="first page loads to time")
+    ap.add_argument("--repo", default=str(REPO), help="the tree to serve (default: this one)")
     ap.add_argument("--out", default=str(REPO / "artifacts" / "bench_clicks.json"))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-clicks-"))
-    server, url = start_server(tmp)
+    server, url = start_server(tmp, Path(args.repo))
     os.sched_setaffinity(0, {1})
     from playwright.sync_api import sync_playwright
 
     def select(page, label: str, name: str, exact: bool = True):
-        page.get_by_test_id("stSidebar").get_by_role("combobox", name=label, exact=True).click()
-        page.get_by_role("option", name=name, exact=exact).click()
+        box = page.get_by_test_id("stSidebar").get_by_role("combobox", name=label, exact=True)
+        box.click()
+        option = page.get_by_role("option", name=name, exact=exact)
+        option.wait_for()
+        return option.click
+
+    def target(page, i: int):  # a class other than the one shown
+        box = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Target class")
+        name = str(i % 10) if box.input_value() != str(i % 10) else str((i + 1) % 10)
+        return select(page, "Target class", name)
 
     def radio(page, group: str, name: str):
-        page.get_by_test_id("stRadio").filter(has_text=group).get_by_text(name, exact=True).click()
+        choices = page.get_by_test_id("stRadio").filter(has_text=group)
+        return choices.get_by_text(name, exact=True).click
 
-    # Each kind: a function of the click number that makes one click changing the map.
+    def slider(page, label: str, key: str):
+        thumb = page.get_by_test_id("stSidebar").get_by_role("slider", name=label)
+        thumb.focus()
+        return lambda: thumb.press(key)
+
+    def chosen(page) -> int:
+        return int(page.locator(".sal-cell.sal-selected").get_attribute("data-k"))
+
+    def cell(page, i: int):  # a click with no mouse move before it, so no hover preview
+        k = (chosen(page) + 1) % 10
+        return lambda: page.locator(f'.sal-cell[data-k="{k}"]').dispatch_event("click")
+
+    def hover(page, i: int):
+        page.locator(".sal-grid").dispatch_event("mouseleave")  # the chosen class again
+        k = (chosen(page) + 1 + i % 9) % 10
+        return lambda: page.locator(f'.sal-cell[data-k="{k}"] canvas').dispatch_event("mouseover")
+
+    # Each kind: a function of the click number that gets ready and returns the one action
+    # (a click, a key, a hover) that changes the map; None for kinds this tree doesn't have.
     kinds = {
-        "target class": lambda page, i: select(page, "Target class", str(i % 10)),
+        "target class (sidebar)": target,
+        "target class (panel click)": cell,
+        "hover a class (panel preview)": hover,
         "colour map": lambda page, i: select(
             page, "Colour map", ("viridis", "magma", "inferno", "hot")[i % 4]
+        ),
+        "overlay alpha": lambda page, i: slider(
+            page, "Overlay alpha", ("ArrowLeft", "ArrowRight")[i % 2]
+        ),
+        "clip percentile": lambda page, i: slider(
+            page, "Clip at percentile", ("ArrowLeft", "ArrowRight")[i % 2]
         ),
         "colour scale (per map / shared)": lambda page, i: radio(
             page, "Colour scale", ("shared", "per map")[i % 2]
@@ -124,7 +269,7 @@ def main() -> None:
         "method (cached)": lambda page, i: select(
             page, "Method", ("Gradient × Input", "Vanilla gradient")[i % 2]
         ),
-        "next image": lambda page, i: page.get_by_role("button", name="Next ▶").click(),
+        "next image": lambda page, i: page.get_by_role("button", name="Next ▶").click,
         "model (cached)": lambda page, i: select(
             page, "Model", ("mnist-mlp (", "mnist-cnn (")[i % 2], exact=False
         ),
@@ -134,51 +279,69 @@ def main() -> None:
         time.sleep(5)  # the warm-up thread
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            if args.loads:
+                results["first_load"] = first = first_loads(browser, url, server.pid, args.loads)
+                print("first load, medians (ms since navigation; server CPU):",
+                      {k: v for k, v in first.items() if k != "runs"})  # fmt: skip
             page = browser.new_page(viewport={"width": 1400, "height": 2600})
             page.goto(url)
             page.get_by_role("heading").filter(has_text="says").first.wait_for(timeout=180_000)
             page.wait_for_selector(IDLE, timeout=180_000)
-            print(f"{'interaction':34s} {'server CPU ms':>14s} {'click→map ms':>13s} {'p95':>6s}")
-            for label, click in kinds.items():
-                cpu, wall = [], []
+            wait_map(page, None)
+            page.evaluate(PROBE_JS)
+            panel = page.locator(".sal-cell").count() > 0
+            print(f"{'interaction':34s} {'server CPU ms':>14s} {'in page ms':>11s} {'p95':>6s}"
+                  f" {'click→idle ms':>14s} {'p95':>6s}")  # fmt: skip
+            for label, ready in kinds.items():
+                if "panel" in label and not panel:
+                    continue
+                cpu, wall, inpage = [], [], []
                 for i in range(args.repeat + 2):
-                    old = page.evaluate(MAP_SRC_JS)
+                    page.wait_for_selector(IDLE, timeout=180_000)
+                    act = ready(page, i)
+                    caption = "Overlay (" if label == "overlay alpha" else "Map: "
+                    old = map_src(page, caption)
+                    page.evaluate(ARM_JS, [old, caption])
                     before = cpu_seconds(server.pid)
                     t = time.perf_counter()
-                    click(page, i)
-                    page.wait_for_function(MAP_UPDATED_JS, arg=old, polling="raf",
-                                           timeout=180_000)  # fmt: skip
+                    act()
+                    wait_map(page, old, caption)
                     w = time.perf_counter() - t
                     time.sleep(0.3)  # let the server finish what follows the run (GC, …)
+                    page.wait_for_selector(IDLE, timeout=180_000)
+                    b = page.evaluate("window.__bench")
                     if i >= 2:
                         cpu.append((cpu_seconds(server.pid) - before) * 1000)
                         wall.append(w * 1000)
+                        inpage.append(b["done"] - b["start"])
                 results[label] = {
                     "server_cpu_ms_median": round(statistics.median(cpu), 1),
-                    "click_to_map_ms_median": round(statistics.median(wall), 1),
-                    "click_to_map_ms_p95": round(sorted(wall)[int(0.95 * (len(wall) - 1))], 1),
+                    "in_page_ms_median": round(statistics.median(inpage), 1),
+                    "in_page_ms_p95": round(p95(inpage), 1),
+                    "click_to_idle_ms_median": round(statistics.median(wall), 1),
+                    "click_to_idle_ms_p95": round(p95(wall), 1),
                     "n": len(cpu),
                 }
                 r = results[label]
                 print(
                     f"{label:34s} {r['server_cpu_ms_median']:14.0f} "
-                    f"{r['click_to_map_ms_median']:13.0f} {r['click_to_map_ms_p95']:6.0f}"
+                    f"{r['in_page_ms_median']:11.0f} {r['in_page_ms_p95']:6.0f} "
+                    f"{r['click_to_idle_ms_median']:14.0f} {r['click_to_idle_ms_p95']:6.0f}",
+                    flush=True,
                 )
             if args.soak:
                 # Absolute maps (so the sequential colour map is the one on screen), and
                 # values outside the cycles, so that every click changes the map.
                 values = page.get_by_test_id("stRadio").filter(has_text="Values")
                 if not values.get_by_role("radio", name="absolute").is_checked():
-                    old = page.evaluate(MAP_SRC_JS)
-                    radio(page, "Values", "absolute")
-                    page.wait_for_function(MAP_UPDATED_JS, arg=old, polling="raf",
-                                           timeout=180_000)  # fmt: skip
+                    old = map_src(page)
+                    radio(page, "Values", "absolute")()
+                    wait_map(page, old)
                 starts = (("Colour map", "gray"), ("Target class", "the predicted class"))
                 for label, name in starts:
-                    old = page.evaluate(MAP_SRC_JS)
-                    select(page, label, name)
-                    page.wait_for_function(MAP_UPDATED_JS, arg=old, polling="raf",
-                                           timeout=180_000)  # fmt: skip
+                    old = map_src(page)
+                    select(page, label, name)()
+                    wait_map(page, old)
                 print(f"\n{'clicks':>7s} {'server RSS MB':>14s}")
                 results["soak_rss_mb"] = []
                 for i in range(args.soak + 1):
@@ -188,16 +351,16 @@ def main() -> None:
                         print(f"{i:7d} {rss:14.0f}", flush=True)
                     if i == args.soak:
                         break
-                    old = page.evaluate(MAP_SRC_JS)
+                    old = map_src(page)
                     # The same few views over and over: the caches fill within the first
                     # hundred clicks, so any later growth would be a leak.
-                    (kinds["target class"] if i % 2 else kinds["colour map"])(page, i // 2)
-                    page.wait_for_function(MAP_UPDATED_JS, arg=old, polling="raf",
-                                           timeout=180_000)  # fmt: skip
+                    (target if i % 2 else kinds["colour map"])(page, i // 2)()
+                    wait_map(page, old)
             browser.close()
     finally:
         server.terminate()
         server.wait(10)
+    results["machine"] = {"cpus": os.cpu_count(), "loadavg_1_5_15": os.getloadavg()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

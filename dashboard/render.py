@@ -6,12 +6,16 @@ import hashlib
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 
+from pretrained.worker import ModelFailure
+from pretrained.workspace import WorkspaceError
 from saliency import display
 
 SCALE = 10  # 28 x 28 -> 280 x 280, nearest neighbour: every pixel stays a crisp square
@@ -28,6 +32,26 @@ def plain(text: object) -> str:
         inside = 0 < i < len(t) - 1 and t[i - 1].isalnum() and t[i + 1].isalnum()
         out.append("\\" + c if c in _MARKUP or (c == "_" and not inside) else c)
     return "".join(out)
+
+
+@contextmanager
+def failures_said() -> Iterator[None]:
+    """An uploaded model that failed in its worker, or a workspace whose files changed since it
+    was indexed, said on the page rather than raised: the rest of the dashboard is unaffected.
+    The router (app.py) does this around each page; a fragment needs its own, since what raises
+    inside one is shown there as a traceback and never reaches the router."""
+    try:
+        yield
+    except ModelFailure as err:
+        st.error(
+            f"{plain(err)} The rest of the dashboard is unaffected: the bundled models and "
+            "your other choices are still here."
+        )
+    except WorkspaceError as err:
+        st.error(
+            f"This workspace can't be shown: {plain(err)}. Pick another data set in the "
+            "sidebar; everything else you chose is kept."
+        )
 
 
 def class_label(k: int, names: tuple[str, ...]) -> str:

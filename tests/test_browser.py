@@ -8,6 +8,7 @@ artifacts/browser/. Latencies are reported, never asserted: this machine has 2 s
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -21,6 +22,10 @@ import numpy as np
 import pytest
 from browser_support import IDLE, TIMEOUT_MS, VIEWPORT, Server, require_browser, start_server
 from PIL import Image
+
+import pretrained
+import saliency
+from saliency import display
 
 pytestmark = pytest.mark.browser
 
@@ -91,16 +96,110 @@ def heading(page: Page, text: str = "says"):
 
 
 def wait_complete(page: Page, text: str = "says") -> None:
-    """The explanation is on screen: prediction heading, idle script, every image and chart."""
+    """The explanation is on screen: prediction heading, idle script, every image, and the
+    panel drawn (the server then drops its fallback pictures and chart)."""
     try:
         expect(heading(page, text)).to_be_visible()
     except AssertionError:
         assert_no_exception(page)
         raise
     wait_idle(page)
+    page.wait_for_function(PANEL_DRAWN_JS, timeout=TIMEOUT_MS)
+    wait_idle(page)
     page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
-    expect(page.locator('[data-testid="stVegaLiteChart"] .marks').first).to_be_visible()
     assert_no_exception(page)
+
+
+# --- the Explore panel (dashboard/components/saliency_panel.js) ----------------------------
+
+# Drawn, and the server has heard so: its own fallback pictures are gone.
+PANEL_DRAWN_JS = """
+() => {
+  const p = document.querySelector('.sal-panel');
+  return document.documentElement.dataset.salPanel === 'ok' && !!p && !!p.salPanel
+    && p.salPanel.ready && !document.querySelector('.st-key-explore_fallback');
+}
+"""
+# What the panel holds and shows (it keeps its state on its root element).
+PANEL_STATE_JS = """
+() => {
+  const p = document.querySelector('.sal-panel').salPanel;
+  const d = p.d;
+  const s = p.s;  // the settings drawn: the server's, or the sidebar's before it answers
+  return {
+    chosen: p.chosen, target: d.target, pred: d.pred, runner_up: d.runner_up, range: p.range,
+    classes: d.classes, grid: d.grid, absolute: s.absolute, signed: s.signed, clip: s.clip,
+    alpha: s.alpha, shared: s.shared, cmap: s.cmap, scale: d.scale, shape: [p.h, p.w],
+    maps: Array.from(p.A.maps), rgb: Array.from(p.A.rgb), lut: Array.from(s.lut),
+    map: p.ui.map.img.src, overlay: p.ui.overlay.img.src, contrast: p.ui.contrast.img.src,
+    caption: p.ui.map.cap.innerText,
+  };
+}
+"""
+CELL_PIXELS_JS = """
+(k) => {
+  const c = document.querySelector(`.sal-cell[data-k="${k}"] canvas`);
+  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+}
+"""
+
+
+# Milliseconds from a click on (or a mouse over) class k's map in the grid to the main map's
+# new picture decoded, on the page's own clock.
+TIME_TO_MAP_JS = """
+async ([k, kind]) => {
+  const img = document.querySelector('.sal-map img');
+  const t = performance.now();
+  const c = document.querySelector(`.sal-cell[data-k="${k}"] canvas`);
+  c.dispatchEvent(new MouseEvent(kind, {bubbles: true}));
+  await img.decode();
+  return performance.now() - t;
+}
+"""
+
+
+def panel_state(page: Page) -> dict:
+    return page.evaluate(PANEL_STATE_JS)
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def data_url_pixels(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,"), url[:40]
+    return png_pixels(base64.b64decode(url.split(",", 1)[1]))
+
+
+def expected_pictures(st: dict, cmap: str) -> dict:
+    """What saliency.display draws from the maps the panel received, for its chosen target:
+    the range, the map, the overlay and the grid's pictures, as the server draws them."""
+    h, w = st["shape"]
+    maps = np.asarray(st["maps"], dtype=np.float32).reshape(-1, h, w)
+    if st["absolute"]:
+        maps = np.abs(maps)  # the panel gets signed maps and shows their absolute values
+    rgb = np.asarray(st["rgb"], dtype=np.uint8).reshape(h, w, 3)
+    index = {k: i for i, k in enumerate(st["classes"])}
+    main = maps[index[st["chosen"]]]
+    grid = [maps[index[k]] for k in st["grid"]]
+    lo, hi = display.display_range(
+        [main, *grid] if st["shared"] else [main], signed=st["signed"], percentile=st["clip"]
+    )
+    cells = {}
+    for k, m in zip(st["grid"], grid, strict=True):
+        k_lo, k_hi = (
+            (lo, hi)
+            if st["shared"]
+            else display.display_range([m], signed=st["signed"], percentile=st["clip"])
+        )
+        cells[k] = display.render(m, lo=k_lo, hi=k_hi, cmap=cmap, image=rgb, alpha=st["alpha"])
+    return {
+        "range": [lo, hi],
+        "main": main,
+        "map": display.render(main, lo=lo, hi=hi, cmap=cmap),
+        "overlay": display.render(main, lo=lo, hi=hi, cmap=cmap, image=rgb, alpha=st["alpha"]),
+        "cells": cells,
+    }
 
 
 def map_image(page: Page):
@@ -178,13 +277,21 @@ def test_default_view(server: Server, page: Page, artifacts_dir: Path) -> None:
     expect(heading(page)).to_contain_text("mnist-cnn says")
     expect(heading(page)).to_contain_text("true class 7")
     expect(page.get_by_text("Map: ∂ logit[7] / ∂x", exact=True)).to_be_visible()
-    # 3 + colour bars + contrast + 10 classes; every picture loaded, none blank
-    assert (
-        page.locator('[data-testid="stImage"] img, [data-testid="stImageContainer"] img').count()
-        >= 15
-    )
-    sizes = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
-    assert sum(w > 0 for w in sizes) >= 15
+    expect(heading(page, "Why 7 and not 9?")).to_be_visible()
+    # The panel: image, map, overlay and contrast (28 x 28 each), a chart row and a map for
+    # each of the 10 classes, the exports; the server's own pictures and chart are gone.
+    panel = page.locator(".sal-panel")
+    sizes = panel.locator("img").evaluate_all("els => els.map(e => [e.naturalWidth, e.src])")
+    assert [w for w, _ in sizes] == [28, 28, 28, 28], sizes
+    assert all(src.startswith("data:image/png") for _, src in sizes)
+    expect(panel.locator(".sal-cell canvas")).to_have_count(10)
+    expect(panel.locator(".sal-bar-row")).to_have_count(10)
+    expect(panel.locator(".sal-cell.sal-selected")).to_have_attribute("data-k", "7")
+    expect(panel.get_by_role("button", name="Map as PNG")).to_be_visible()
+    expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(0)
+    expect(page.locator('[data-testid="stImage"] img[src*="/media/"]')).to_have_count(0)
+    ticks = panel.locator(".sal-map .sal-tick").all_inner_texts()
+    assert ticks[0] == "0" and len(ticks) == 5, ticks
     page.screenshot(path=str(artifacts_dir / "explore_default.png"))
 
 
@@ -216,6 +323,259 @@ def test_target_class_switch(server: Server, page: Page, artifacts_dir: Path) ->
     stats = summary(samples)
     record(artifacts_dir, "target_class_switch", stats)
     print(f"class switch: median {stats['median_ms']} ms, p95 {stats['p95_ms']} ms")
+
+
+@pytest.mark.parametrize(
+    ("query", "cmap"),
+    [
+        ("", "inferno"),
+        ("?target=3&sign=signed&cmap_signed=coolwarm&scale=shared&clip=95.0&alpha=0.8", "coolwarm"),
+        ("?index=8&score=log_probability&cmap=viridis&clip=90.0&alpha=0.3", "viridis"),
+        ("?method=smoothgrad&target=2&scale=shared&cmap=turbo", "turbo"),
+    ],
+)
+def test_panel_pixels_equal_the_servers(server: Server, page: Page, query: str, cmap: str) -> None:
+    """The panel draws in the browser: every pixel of its map, overlay, grid and contrast map
+    equals what saliency.display draws from the maps it received, with the same settings."""
+    page.goto(server.url + query)
+    wait_complete(page)
+    st = panel_state(page)
+    assert bytes(st["lut"]) == display.colorize(np.arange(256) / 255, cmap).tobytes()
+    want = expected_pictures(st, cmap)
+    assert st["range"] == want["range"]  # numpy's percentile, to the last bit
+    np.testing.assert_array_equal(data_url_pixels(st["map"]), want["map"])
+    np.testing.assert_array_equal(data_url_pixels(st["overlay"]), want["overlay"])
+    h, w = st["shape"]
+    for k, picture in want["cells"].items():
+        pixels = np.asarray(page.evaluate(CELL_PIXELS_JS, k), dtype=np.uint8).reshape(h, w, 4)
+        np.testing.assert_array_equal(pixels[..., :3], picture, err_msg=f"class {k}")
+    if "method=" not in query:  # a vanilla gradient: the contrast is two rows of the Jacobian
+        maps = np.asarray(st["maps"], dtype=np.float32).reshape(-1, h, w)
+        t = st["chosen"]
+        v = st["pred"] if t != st["pred"] else st["runner_up"]
+        diff = maps[st["classes"].index(t)] - maps[st["classes"].index(v)]
+        lo, hi = display.display_range([diff], signed=True, percentile=st["clip"])
+        signed_cmap = cmap if st["signed"] else "RdBu_r"
+        np.testing.assert_array_equal(
+            data_url_pixels(st["contrast"]), display.render(diff, lo=lo, hi=hi, cmap=signed_cmap)
+        )
+    # The maps are the model's: an independent Jacobian agrees (to float rounding).
+    if query in ("", "?index=8&score=log_probability&cmap=viridis&clip=90.0&alpha=0.3"):
+        model = pretrained.load_model("mnist-cnn")
+        index = 8 if "index=8" in query else 0
+        x = pretrained.load_dataset("mnist").images[index : index + 1]
+        score = "log_probability" if "log_probability" in query else "logit"
+        jac = saliency.jacobian(model, x, score=score)[0, :, 0].numpy()
+        got = np.asarray(st["maps"], dtype=np.float32).reshape(-1, h, w)
+        np.testing.assert_allclose(got, jac, rtol=1e-4, atol=1e-6 * np.abs(jac).max())
+
+
+def test_panel_hover_click_link_and_exports(server: Server, page: Page, artifacts_dir: Path):
+    page.goto(server.url)
+    wait_complete(page)
+    panel = page.locator(".sal-panel")
+    caption = panel.locator(".sal-map .sal-cap")
+    before = panel_state(page)
+
+    # Hovering previews a class's map; leaving shows the chosen one again. No server involved.
+    panel.locator('.sal-cell[data-k="3"]').hover()
+    expect(caption).to_have_text("Map: ∂ logit[3] / ∂x (preview: click to keep)")
+    assert panel_state(page)["map"] != before["map"]
+    panel.locator('.sal-bar-row[data-k="5"]').hover()  # the probability chart too
+    expect(caption).to_have_text("Map: ∂ logit[5] / ∂x (preview: click to keep)")
+    page.mouse.move(5, 5)
+    expect(caption).to_have_text("Map: ∂ logit[7] / ∂x")
+    assert panel_state(page)["map"] == before["map"]
+
+    # A click shows the map in the same task as the click: before any reply of the server.
+    shown = page.evaluate(
+        """() => {
+          document.querySelector('.sal-cell[data-k="3"]').click();
+          return document.querySelector('.sal-map [data-testid="stImageCaption"]').innerText;
+        }"""
+    )
+    assert shown == "Map: ∂ logit[3] / ∂x"
+    # Then the server follows: the link, the sidebar, the explanation, the contrast map.
+    expect(heading(page, "Why 3 and not 7?")).to_be_visible()
+    wait_idle(page)
+    assert "target=3" in page.url
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_role("combobox", name="Target class")).to_have_value("3")
+    showing = page.get_by_test_id("stMarkdownContainer").filter(has_text="Showing")
+    expect(showing).to_contain_text("∂ logit[3]")
+    expect(panel.locator(".sal-contrast-fig")).not_to_have_class(re.compile("sal-stale"))
+    st = panel_state(page)
+    assert st["chosen"] == st["target"] == 3
+    want = expected_pictures(st, "inferno")
+
+    # The exports are what the panel shows, made in the browser.
+    files = {}
+    for name in ("Map as PNG", "Raw map as .npy", "Settings as JSON"):
+        with page.expect_download() as info:
+            panel.get_by_role("button", name=name).click()
+        files[name] = (info.value.suggested_filename, Path(info.value.path()).read_bytes())
+    stem = "mnist-cnn_test_image__0_class3_gradient"
+    assert [f for f, _ in files.values()] == [f"{stem}.png", f"{stem}.npy", f"{stem}.json"]
+    np.testing.assert_array_equal(
+        png_pixels(files["Map as PNG"][1]), display.upscale(want["overlay"], st["scale"])
+    )
+    npy = files["Raw map as .npy"][1]
+    buf = io.BytesIO()
+    np.save(buf, want["main"].astype(np.float32))
+    assert npy == buf.getvalue()  # byte for byte what np.save writes (render.npy_bytes)
+    settings = json.loads(files["Settings as JSON"][1])
+    assert settings["target"] == 3 and settings["settings"]["target"] == "3"
+    assert settings["display_range"] == want["range"]
+    assert settings["predicted"] == 7 and settings["settings"]["model"] == "mnist-cnn"
+
+    # The link reopens the same view, target included, in a new session.
+    other = page.context.new_page()
+    other.goto(page.url)
+    wait_complete(other)
+    again = panel_state(other)
+    assert again["chosen"] == 3 and again["map"] == st["map"]
+    other.close()
+
+    # In-page latency of a click and of a hover (the page's own clock), for the record.
+    clicks, hovers = [], []
+    for i in range(12):
+        clicks.append(page.evaluate(TIME_TO_MAP_JS, [(4 + i) % 10, "click"]))
+        wait_idle(page)
+    for i in range(12):
+        hovers.append(page.evaluate(TIME_TO_MAP_JS, [(1 + i) % 10, "mouseover"]))
+    record(artifacts_dir, "panel_click_in_page", summary(clicks))
+    record(artifacts_dir, "panel_hover_in_page", summary(hovers))
+    click_ms, hover_ms = summary(clicks)["median_ms"], summary(hovers)["median_ms"]
+    print(f"\npanel, to the new map decoded: click {click_ms} ms, hover {hover_ms} ms")
+    assert_no_exception(page)
+
+
+# Holds the page's messages to the server back while `window.__holdSends` is true.
+HOLD_SENDS = """
+(() => {
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    if (!window.__holdSends) return send.call(this, data);
+    const held = () => (window.__holdSends ? setTimeout(held, 50) : send.call(this, data));
+    held();
+  };
+})();
+"""
+
+
+def test_sidebar_changes_are_drawn_before_the_server_hears_of_them(server: Server, browser):
+    """Colour map, alpha, clip, scale, sign and target, each changed in the sidebar while the
+    page can't reach the server: the panel draws it at once, exactly as the server would; then
+    the server catches up (the link, the captions) and the pictures stay."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script(HOLD_SENDS)
+    page = context.new_page()
+    page.goto(server.url)
+    wait_complete(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    radio = page.get_by_test_id("stRadio")
+
+    def held(change, drawn_with: str, setting: str, value, server_side: str) -> None:
+        page.evaluate("window.__holdSends = true")
+        change()
+        page.wait_for_function(
+            "([k, v]) => document.querySelector('.sal-panel').salPanel.s[k] === v",
+            arg=[setting, value],
+            timeout=5_000,
+        )
+        st = panel_state(page)
+        want = expected_pictures(st, drawn_with)
+        assert st["range"] == want["range"]
+        np.testing.assert_array_equal(data_url_pixels(st["map"]), want["map"])
+        np.testing.assert_array_equal(data_url_pixels(st["overlay"]), want["overlay"])
+        assert server_side not in page.url  # the server hasn't heard of it yet
+        page.evaluate("window.__holdSends = false")
+        expect(page).to_have_url(re.compile(re.escape(server_side)))
+        wait_idle(page)
+        after = panel_state(page)
+        assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
+
+    def select(label: str, name: str):
+        return lambda: (open_select(page, label), option(page, name).click())
+
+    held(select("Colour map", "viridis"), "viridis", "cmap", "viridis", "cmap=viridis")
+    alpha = sidebar.get_by_role("slider", name="Overlay alpha")
+    held(lambda: alpha.press("ArrowRight"), "viridis", "alpha", 0.55, "alpha=0.55")
+    clip = sidebar.get_by_role("slider", name="Clip at percentile")
+    held(lambda: clip.press("ArrowLeft"), "viridis", "clip", 98.5, "clip=98.5")
+    shared = radio.filter(has_text="Colour scale").get_by_text("shared", exact=True)
+    held(shared.click, "viridis", "shared", True, "scale=shared")
+    signed = radio.filter(has_text="Values").get_by_text("signed", exact=True)
+    held(signed.click, "RdBu_r", "cmap", "RdBu_r", "sign=signed")
+
+    # The target: the panel's chosen class, before the server's.
+    page.evaluate("window.__holdSends = true")
+    open_select(page, "Target class")
+    option(page, "3").click()
+    page.wait_for_function("() => document.querySelector('.sal-panel').salPanel.chosen === 3")
+    st = panel_state(page)
+    assert st["target"] == 7 and "target=" not in page.url
+    np.testing.assert_array_equal(
+        data_url_pixels(st["map"]), expected_pictures(st, "RdBu_r")["map"]
+    )
+    page.evaluate("window.__holdSends = false")
+    expect(page).to_have_url(re.compile("target=3"))
+    wait_idle(page)
+    assert panel_state(page)["map"] == st["map"]
+    assert_no_exception(page)
+    context.close()
+
+
+BREAK_CANVAS = """
+(() => {
+  const put = CanvasRenderingContext2D.prototype.putImageData;
+  CanvasRenderingContext2D.prototype.putImageData = function (...args) {
+    if (window.__breakPanel) throw new Error('canvas broken on purpose');
+    return put.apply(this, args);
+  };
+})();
+"""
+
+
+def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, browser) -> None:
+    """A panel that can't draw never leaves a blank space: the server's pictures, chart and
+    buttons stay (a failure on the first draw) or come back (a failure later)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script("window.__breakPanel = true;" + BREAK_CANVAS)
+    page = context.new_page()
+    page.goto(server.url)
+    expect(heading(page)).to_be_visible()
+    wait_idle(page)
+    fallback = page.locator(".st-key-explore_fallback")
+    expect(fallback).to_be_visible()
+    expect(fallback.get_by_test_id("stImageCaption").filter(has_text="Map: ")).to_be_visible()
+    expect(fallback.locator("table").filter(has_text="probability")).to_be_visible()
+    expect(fallback.get_by_role("button", name="Map as PNG")).to_be_visible()
+    page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
+    assert page.evaluate("document.documentElement.dataset.salPanel") is None
+    assert_no_exception(page)
+    context.close()
+
+    # Drawn first, broken later: the panel says so and the server draws its pictures again.
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script(BREAK_CANVAS)
+    page = context.new_page()
+    page.goto(server.url)
+    wait_complete(page)
+    page.evaluate("window.__breakPanel = true")
+    open_select(page, "Colour map")
+    option(page, "viridis").click()
+    expect(page.locator(".st-key-explore_fallback")).to_be_visible()
+    wait_idle(page)
+    expect(
+        page.get_by_test_id("stImageCaption").filter(has_text="Map: ").locator("visible=true")
+    ).to_have_count(1)
+    page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
+    assert_no_exception(page)
+    context.close()
 
 
 def test_model_switch(server: Server, page: Page, artifacts_dir: Path) -> None:

@@ -73,14 +73,22 @@ def test_default_view_is_mnist_cnn_on_test_image_0(default_app):
 def test_every_map_control_by_key_and_url_follows():
     at = run_app()
     at.selectbox(key="target").select("3").run()
-    at.selectbox(key="method").select("smoothgrad").run()
-    at.radio(key="score").set_value("log_probability").run()
-    at.radio(key="sign").set_value("signed").run()
-    at.radio(key="scale").set_value("shared").run()
-    at.slider(key="clip").set_value(95.0).run()
-    at.slider(key="alpha").set_value(0.8).run()
-    at.selectbox(key="cmap").select("viridis").run()
-    at.selectbox(key="cmap_signed").select("coolwarm").run()
+    # The sidebar's other map controls rerun only the explanation fragment (st.rerun(key) from
+    # their callback); AppTest then holds just that fragment's elements until the next run.
+    for widget in (
+        lambda: at.selectbox(key="method").select("smoothgrad"),
+        lambda: at.radio(key="score").set_value("log_probability"),
+        lambda: at.radio(key="sign").set_value("signed"),
+        lambda: at.radio(key="scale").set_value("shared"),
+        lambda: at.slider(key="clip").set_value(95.0),
+        lambda: at.slider(key="alpha").set_value(0.8),
+        lambda: at.selectbox(key="cmap").select("viridis"),
+        lambda: at.selectbox(key="cmap_signed").select("coolwarm"),
+    ):
+        widget().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert "Showing" in texts(at)  # the explanation followed
+        at.run()
     assert not at.exception, [e.value for e in at.exception]
     q = {k: at.query_params[k] for k in at.query_params}
     assert q == {
@@ -242,3 +250,60 @@ def test_app_start_does_not_import_torchvision():
     code = "import sys, pretrained, dashboard.cache; print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def panel_payload(at: AppTest) -> tuple[dict, dict]:
+    """What the Explore panel (a custom component: AppTest can't draw it) was sent this run."""
+    from dashboard.components import saliency_panel
+
+    (element,) = at.get("bidi_component")
+    assert element.proto.component_name == "saliency_panel"
+    return saliency_panel.unpack(element.proto.bytes)
+
+
+def test_panel_gets_the_maps_once_and_then_settings_only():
+    at = run_app()
+    data, arrays = panel_payload(at)
+    model = pretrained.load_model("mnist-cnn")
+    x = pretrained.load_dataset("mnist").images[:1]
+    with torch.no_grad():
+        pred = int(model(x).argmax())
+    # The signed Jacobian, as the server computes it: the panel shows its absolute values.
+    signed = pretrained.jobs.run(
+        "class_maps", model, x.numpy(), method="gradient", score="logit", absolute=False
+    )[0][:, 0]
+    np.testing.assert_array_equal(arrays["maps"], signed)
+    assert arrays["maps"].dtype == np.float32 and data["absolute_of_signed"] is True
+    assert (data["target"], data["pred"], data["true"], data["fallback"]) == (pred, pred, 7, True)
+    assert data["classes"] == data["grid"] == list(range(10))
+    assert [k for k, _ in data["bars"]] == list(range(10))
+    assert arrays["rgb"].shape == (28, 28, 3) and arrays["rgb"].dtype == np.uint8
+    assert data["contrast_from_maps"] is True and "contrast" not in arrays
+    for name in saliency.display.SEQUENTIAL_CMAPS + saliency.display.DIVERGING_CMAPS:
+        table = saliency.display.colorize(np.arange(256) / 255, name)
+        np.testing.assert_array_equal(arrays[f"lut:{name}"], table)
+    assert (data["sign_local"], data["scale_local"], data["cmap"]) == (True, True, "inferno")
+    assert data["export"]["before"] == "mnist-cnn_test_image__0_class"
+    assert data["export"]["json"]["settings"]["model"] == "mnist-cnn"
+    maps_id = data["arrays"]["maps"]["id"]
+
+    # A new target, a signed view, another colour map: the same maps, not sent again.
+    at.selectbox(key="target").select("3").run()
+    at.radio(key="sign").set_value("signed").run()
+    data, arrays = panel_payload(at)
+    assert data["target"] == 3 and data["signed"] is True and data["absolute_of_signed"] is False
+    assert data["arrays"]["maps"]["id"] == maps_id and "maps" not in arrays
+    assert arrays == {}  # the colour tables, every one, went with the first run
+    at.run()
+    at.selectbox(key="cmap_signed").select("PiYG").run()
+    data, arrays = panel_payload(at)
+    assert data["cmap_signed"] == "PiYG" and data["sign"] == "signed"
+    assert data["arrays"]["maps"]["id"] == maps_id and arrays == {}
+
+    # Another method needs other maps: they are sent, with a contrast the server computed.
+    at.run()
+    at.selectbox(key="method").select("smoothgrad").run()
+    data, arrays = panel_payload(at)
+    assert data["arrays"]["maps"]["id"] != maps_id and arrays["maps"].shape == (10, 28, 28)
+    assert data["contrast_from_maps"] is False and arrays["contrast"].shape == (28, 28)
+    assert (data["contrast_target"], data["contrast_versus"]) == (3, pred)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import cache, render, sources, state
+from dashboard.components import saliency_panel
 from dashboard.render import Style, class_label
 from dashboard.sources import Source
 from pretrained.images import (
@@ -18,6 +21,7 @@ from pretrained.images import (
     encode_image,
     mnist_style,
 )
+from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.metrics import spearman
 
@@ -290,56 +294,16 @@ def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None
 # --- sections -------------------------------------------------------------------------------
 
 
-def prediction_chart(probs: np.ndarray, names: tuple[str, ...], pred: int, true: int | None):
-    """Horizontal bars of the class probabilities, predicted and true classes coloured.
-
-    A plain Vega-Lite spec with inline data rather than Altair and pandas: Altair validates its
-    schema on every rerun, which cost more than everything else this chart does, and neither
-    library then has to be imported before the first page shows.
-    """
-    k_all = len(probs)
-    shown = range(k_all) if k_all <= ALL_CLASSES_UP_TO else np.argsort(-probs)[:TOP_CLASSES]
-    if true is not None and true not in shown:  # the true class, however unlikely
-        shown = [*shown, true]
-
-    def role(k: int) -> str:
-        if k == pred:
-            return "predicted = true" if k == true else "predicted"
-        return "true" if k == true else "other"
-
-    rows = [
-        {"class": class_label(int(k), names), "probability": float(probs[k]), "role": role(k)}
-        for k in shown
-    ]
-    spec = {
-        "data": {"values": rows},
-        "mark": {"type": "bar"},
-        "height": 300 if len(rows) <= 12 else 25 * len(rows),
-        "encoding": {
-            "x": {"field": "probability", "type": "quantitative", "scale": {"domain": [0, 1]}},
-            "y": {
-                "field": "class",
-                "type": "nominal",
-                "sort": None,
-                "title": None,
-                "axis": {"labelOverlap": False},
-            },
-            "color": {
-                "field": "role",
-                "type": "nominal",
-                "scale": {
-                    "domain": ["predicted", "true", "predicted = true", "other"],
-                    "range": ["#ff8c00", "#28aa3c", "#28aa3c", "#9aa5b1"],
-                },
-                "legend": {"orient": "top", "title": None},
-            },
-            "tooltip": [
-                {"field": "class", "type": "nominal"},
-                {"field": "probability", "type": "quantitative", "format": ".4f"},
-            ],
-        },
-    }
-    st.vega_lite_chart(None, spec, width="stretch")
+def _prediction_table(probs: np.ndarray, names: tuple[str, ...], pred: int, true: int | None):
+    """The class probabilities as a Markdown table: the fallback's (the panel draws them as bars
+    to hover over and click). Not a chart: drawing one costs a fresh browser over a second, and
+    the fallback shows while the panel loads."""
+    rows = ["| class | probability |", "| :-- | --: |"]
+    for k in _bar_classes(probs, true):
+        marks = (" · predicted" if k == pred else "") + (" · true" if k == true else "")
+        label = render.plain(class_label(k, names)).replace("|", "\\|")
+        rows.append(f"| {label}{marks} | {probs[k]:.4f} |")
+    st.markdown("\n".join(rows))
 
 
 def _framed(rgb: np.ndarray, colour: tuple[int, int, int] | None, width: int = 4) -> np.ndarray:
@@ -351,22 +315,44 @@ def _framed(rgb: np.ndarray, colour: tuple[int, int, int] | None, width: int = 4
     return out
 
 
-def sidebar_controls(view: dict, names: tuple[str, ...]) -> None:
+MAIN_FRAGMENT = "explore_main"  # st.fragment key of `explanation`
+TARGET_LABELS = {"predicted": "the predicted class", "true": "the true class"}
+# The map controls' labels (and option orders), by which the panel also finds them in the page.
+CONTROLS = {
+    "target": "Target class",
+    **TARGET_LABELS,
+    "sign": "Values",
+    "signs": state.SIGNS,
+    "scale": "Colour scale",
+    "scales": state.SCALES,
+    "clip": "Clip at percentile",
+    "alpha": "Overlay alpha",
+    "cmap": "Colour map",
+    "cmap_signed": "Signed colour map",
+}
+
+
+def _rerun_explanation() -> None:
+    """A map control changed: rerun the explanation fragment only, not the whole page."""
+    st.rerun(MAIN_FRAGMENT)
+
+
+def sidebar_controls() -> DeltaGenerator:
+    """The map's controls, drawn by the full run; a change reruns only the explanation fragment
+    (`st.rerun(key)` from the callback: the sidebar's widgets are not drawn again, about a third
+    of a rerun's cost). Returns the place of the "Target class" box, which that fragment draws:
+    a class clicked in the panel must show there in the same rerun.
+
+    AppTest keeps only what a run drew: after one of these controls changes, its element tree
+    holds the fragment's elements until the next `run()` (tests/test_dashboard.py)."""
+    rerun = _rerun_explanation
     with st.sidebar:
         st.markdown("### Map")
-        if state.get("target") not in state.TARGETS and int(state.get("target")) >= len(names):
-            state.put("target", "predicted")  # a class number this model doesn't have
+        slot = st.container()
         st.selectbox(
-            "Target class",
-            state.TARGETS + tuple(str(k) for k in range(len(names))),
-            key="target",
-            help="Type to search the class names.",
-            format_func=lambda t: (
-                {"predicted": "the predicted class", "true": "the true class"}.get(t, None)
-                or class_label(int(t), names)
-            ),
-        )
-        st.selectbox("Method", saliency_methods(), key="method", format_func=METHOD_LABELS.get)
+            "Method", saliency_methods(), key="method", format_func=METHOD_LABELS.get,
+            on_change=rerun,
+        )  # fmt: skip
         st.radio(
             "Class score",
             state.SCORES,
@@ -377,21 +363,36 @@ def sidebar_controls(view: dict, names: tuple[str, ...]) -> None:
                 "probability": "probability",
                 "log_probability": "log p",
             }.get,
+            on_change=rerun,
         )
-        st.radio("Values", state.SIGNS, key="sign", horizontal=True)
+        st.radio(CONTROLS["sign"], state.SIGNS, key="sign", horizontal=True, on_change=rerun)
         st.markdown("### Colours")
         st.radio(
-            "Colour scale",
+            CONTROLS["scale"],
             state.SCALES,
             key="scale",
             horizontal=True,
             format_func={"map": "per map", "shared": "shared"}.get,
+            on_change=rerun,
         )
-        st.slider("Clip at percentile", 50.0, 100.0, step=0.5, key="clip")
-        st.slider("Overlay alpha", 0.0, 1.0, step=0.05, key="alpha")
+        st.slider(CONTROLS["clip"], 50.0, 100.0, step=0.5, key="clip", on_change=rerun)
+        st.slider(CONTROLS["alpha"], 0.0, 1.0, step=0.05, key="alpha", on_change=rerun)
         c1, c2 = st.columns(2)
-        c1.selectbox("Colour map", SEQUENTIAL_CMAPS, key="cmap")
-        c2.selectbox("Signed colour map", DIVERGING_CMAPS, key="cmap_signed")
+        c1.selectbox(CONTROLS["cmap"], SEQUENTIAL_CMAPS, key="cmap", on_change=rerun)
+        c2.selectbox(CONTROLS["cmap_signed"], DIVERGING_CMAPS, key="cmap_signed", on_change=rerun)
+    return slot
+
+
+def _target_control(names: tuple[str, ...]) -> None:
+    if state.get("target") not in state.TARGETS and int(state.get("target")) >= len(names):
+        state.put("target", "predicted")  # a class number this model doesn't have
+    st.selectbox(
+        CONTROLS["target"],
+        state.TARGETS + tuple(str(k) for k in range(len(names))),
+        key="target",
+        help="Type to search the class names, or click a class's map in the panel.",
+        format_func=lambda t: TARGET_LABELS.get(t) or class_label(int(t), names),
+    )  # drawn by the explanation fragment: a change reruns that alone
 
 
 def saliency_methods() -> tuple[str, ...]:
@@ -411,24 +412,123 @@ def _maps_shown(probs: np.ndarray, target: int, versus: int, true: int | None):
     return tuple(sorted(chosen)), chosen
 
 
+PANEL_KEY = "explore_panel"
+
+
 def render_view() -> None:
     view = state.init()
     for problem in st.session_state.get("url_problems", []):
         st.warning(f"Link: {problem}")
     src = sources.source(view["dataset"])
-    info = cache.model_info(view["model"])
-    names = info.class_names  # the data set's, or an uploaded model's own
-
-    sidebar_controls(view, names)
+    target_slot = sidebar_controls()
     st.title("Explore")
     for note in src.notes:
         st.caption(note)
     with st.container(border=True):
         image, true, described = choose_image(view, src)
-    if image is None:
-        return
+    if image is not None:  # what the model says: the same whatever the map
+        info = cache.model_info(view["model"])
+        probs = cache.probabilities(view["model"], image)
+        pred = int(probs.argmax())
+        names = info.class_names
+        verdict = "" if true is None else "✓ right" if true == pred else "✗ wrong"
+        st.subheader(
+            f"{view['model']} says **{class_label(pred, names)}** ({probs[pred]:.1%})"
+            + (f" · true class {class_label(true, names)} {verdict}" if true is not None else "")
+        )
+    others = [m for m in state.models(view["dataset"]) if m != view["model"]]
+    explanation(image, true, described, target_slot, others)
 
-    # What the model says.
+
+# The view's keys that change in the explanation fragment (it copies them into the view).
+FRAGMENT_KEYS = ("target", "method", "score", "sign", "scale", "clip", "alpha", "cmap",
+                 "cmap_signed", "compare")  # fmt: skip
+
+
+@st.fragment(key=MAIN_FRAGMENT)
+def explanation(
+    image: np.ndarray | None,
+    true: int | None,
+    described: str,
+    target_slot: DeltaGenerator,
+    others: list[str],
+) -> None:
+    """Everything below the prediction, as one fragment: a new target, method or colour reruns
+    this alone, not the router, the sidebar and the image chooser. The panel shows what needs
+    no new gradients before the server has even heard of it. `others`: the models that can be
+    compared with this one."""
+    view = st.session_state["view"]
+    for key in FRAGMENT_KEYS:  # on a fragment rerun, the widgets' new values
+        if key in st.session_state:
+            view[key] = st.session_state[key]
+    with render.failures_said():
+        info = cache.model_info(view["model"])
+        names = info.class_names  # the data set's, or an uploaded model's own
+        with target_slot:
+            _target_control(names)
+        if image is not None:
+            _explain(view, info, names, image, true, described, others)
+    state.sync()  # the link follows
+
+
+def _on_pick() -> None:
+    """A class clicked in the panel (already on screen there): it becomes the target."""
+    pick = saliency_panel.trigger(PANEL_KEY, "pick")
+    if not isinstance(pick, dict):
+        return
+    k, seq = pick.get("k"), pick.get("seq")
+    if type(k) is int and 0 <= k < state.MAX_CLASSES:
+        state.put("target", str(k))
+    if type(seq) is int:
+        st.session_state[f"{PANEL_KEY}_seq"] = seq
+
+
+def _class_maps(model_name, image, method, score, signed, asked):
+    """`(maps, sent, of_signed)`: the maps shown, and what the panel gets. A vanilla gradient of
+    a one-channel image is one Jacobian whichever the sign: its absolute map is |signed map|
+    (bit for bit what `absolute=True` computes), so the panel gets the signed maps once and a
+    switch between the two needs neither new gradients nor new maps."""
+    if method == "gradient" and image.shape[0] == 1:
+        raw = cache.class_maps(model_name, image, method, score, False, asked)
+        return (raw if signed else np.abs(raw)), raw, not signed
+    computed = cache.class_maps(model_name, image, method, score, not signed, asked)
+    return computed, computed, False
+
+
+def _grid_text(everything: bool, method: str, style: Style) -> tuple[str, str]:
+    title = "Every class" if everything else f"The top {TOP_CLASSES} classes"
+    note = (
+        ("One map per class" if everything else
+         f"One map for each of the {TOP_CLASSES} most probable classes "
+         "(and the true class), most probable first")
+        + (
+            " from one Jacobian call (one forward pass, one backward pass per class)"
+            if method == "gradient"
+            else f", {METHOD_LABELS[method]}, all classes in one batch"
+        )
+        + ". Orange frame: predicted class; green frame: true class."
+        + (" Shared colour scale." if style.shared else " Each map on its own scale.")
+    )  # fmt: skip
+    return title, note
+
+
+def _bar_classes(probs: np.ndarray, true: int | None) -> list[int]:
+    """The classes of the probability chart: all K up to ALL_CLASSES_UP_TO, else the
+    TOP_CLASSES most probable, and the true class however unlikely."""
+    k_all = len(probs)
+    shown = range(k_all) if k_all <= ALL_CLASSES_UP_TO else np.argsort(-probs)[:TOP_CLASSES]
+    shown = [int(k) for k in shown]
+    if true is not None and true not in shown:
+        shown.append(true)
+    return shown
+
+
+def _thumbnail_width(h: int, w: int, px: int) -> int:
+    """The width of `render.thumbnail` of an h × w picture, without making it."""
+    return w if max(h, w) <= px else max(1, round(w * px / max(h, w)))
+
+
+def _explain(view, info, names, image, true, described, others) -> None:
     model_name = view["model"]
     probs = cache.probabilities(model_name, image)
     pred = int(probs.argmax())
@@ -452,8 +552,9 @@ def render_view() -> None:
         shared=view["scale"] == "shared",
     )
     asked, grid_classes = _maps_shown(probs, target, versus, true)
-    computed = cache.class_maps(model_name, image, method, score, not signed, asked)
-    maps = dict(zip(range(len(probs)) if asked is None else asked, computed, strict=True))
+    computed, sent, of_signed = _class_maps(model_name, image, method, score, signed, asked)
+    classes = list(range(len(probs))) if asked is None else list(asked)
+    maps = dict(zip(classes, computed, strict=True))
     main = maps[target]
     compare, compare_targets = {}, {}
     for m in view["compare"]:
@@ -463,13 +564,6 @@ def render_view() -> None:
     on_screen = [main, *(maps[k] for k in grid_classes), *compare.values()]
     lo, hi = style.range(on_screen if style.shared else [main])
 
-    verdict = (
-        "✓ right" if true is not None and true == pred else "✗ wrong" if true is not None else ""
-    )
-    st.subheader(
-        f"{model_name} says **{class_label(pred, names)}** ({probs[pred]:.1%})"
-        + (f" · true class {class_label(true, names)} {verdict}" if true is not None else "")
-    )
     if view["target"] == "true" and true is None:
         st.caption("This image has no true class: the map is for the predicted class.")
 
@@ -488,21 +582,6 @@ def render_view() -> None:
     )
     st.caption(style.describe(lo, hi))
 
-    big = render.scale_for(image.shape)
-    c1, c2, c3 = st.columns(3)
-    with c1:
-        render.show(
-            render.grey(image, 1),
-            f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
-            scale=big,
-        )
-    with c2:
-        render.show(render.picture(main, lo, hi, style, scale=1), f"Map: {what}", scale=big)
-        render.show(render.colorbar(lo, hi, style.cmap), None)
-    with c3:
-        overlay = render.picture(main, lo, hi, style, image=image, scale=1)
-        render.show(overlay, f"Overlay (alpha {style.alpha:g})", scale=big)
-
     if score == "probability" and probs.max() > 0.99:
         st.info(
             f"The softmax is saturated (p = {probs.max():.4f}): when a class is this certain, "
@@ -515,7 +594,6 @@ def render_view() -> None:
             f"Completeness: sum(map) − (f(x) − f(black)) = {delta:.2e}. Integrated gradients "
             "should add up to the score difference; a large delta means more steps are needed."
         )
-
     rho = spearman(maps[target], maps[versus])
     if rho >= SAME_MAP_RHO:
         st.warning(
@@ -525,47 +603,124 @@ def render_view() -> None:
             "The contrast map below does."
         )
 
-    left, right = st.columns([1, 1])
-    with left:
-        st.markdown("#### Prediction")
-        if len(probs) > ALL_CLASSES_UP_TO:
-            st.caption(f"The {TOP_CLASSES} most probable of {len(probs):,} classes.")
-        prediction_chart(probs, names, pred, true)
-    with right:
-        st.markdown(f"#### Why {class_label(target, names)} and not {class_label(versus, names)}?")
+    # The panel: pictures, chart, contrast, every class and the exports, drawn in the browser.
+    big = render.scale_for(image.shape)
+    small = render.scale_for(image.shape, 140)
+    seen_caption = f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})"
+    grid_title, grid_note = _grid_text(len(grid_classes) == len(names), method, style)
+    # The contrast of two classes: for a vanilla gradient of a one-channel image, the difference
+    # of their Jacobian rows (what the panel computes too: any target, no new gradients).
+    from_maps = method == "gradient" and c == 1
+    if from_maps:
+        diff = sent[classes.index(target)] - sent[classes.index(versus)]
+    else:
         diff = cache.contrast_map(model_name, image, target, versus, method, score)
-        c_style = Style(True, view["cmap_signed"], style.alpha, style.clip, False)
-        c_lo, c_hi = c_style.range([diff])
-        render.show(render.picture(diff, c_lo, c_hi, c_style, scale=1), None, scale=big)
-        render.show(render.colorbar(c_lo, c_hi, c_style.cmap), None)
-        st.caption(
-            f"Map of {symbol}[{target}] − {symbol}[{versus}]: red pixels, when brighter, favour "
-            f"{class_label(target, names)}; blue ones favour {class_label(versus, names)}. "
-            f"Signed, on its own symmetric scale ({c_lo:.3g} … {c_hi:.3g})."
-        )
+    bars = _bar_classes(probs, true)
+    before, after = _export_stem(view, described)
+    facts = _export_facts(info, described, target, probs, pred, true, (lo, hi))
+    saliency_panel.panel(
+        key=PANEL_KEY,
+        arrays={
+            "maps": sent,
+            "rgb": display.to_rgb(image),
+            **({} if from_maps else {"contrast": diff}),
+            # Every colour table (a few hundred bytes each, sent once): a colour map picked in
+            # the sidebar is drawn before the server has heard of it.
+            **{f"lut:{n}": saliency_panel.lut(n) for n in SEQUENTIAL_CMAPS + DIVERGING_CMAPS},
+            **{f"extra{i}": m for i, m in enumerate(compare.values() if style.shared else ())},
+        },
+        data={
+            "classes": classes,
+            "target": target,
+            "pred": pred,
+            "true": true,
+            "runner_up": runner_up,
+            "grid": [int(k) for k in grid_classes],
+            "bars": [[k, float(probs[k])] for k in bars],
+            "labels": {str(k): class_label(k, names) for k in {*classes, *bars}},
+            "absolute_of_signed": of_signed,
+            "signed": signed,
+            "alpha": style.alpha,
+            "clip": style.clip,
+            "shared": style.shared,
+            # The sidebar's settings as the view holds them, the labels the panel finds them
+            # by in the page, and which of them it can draw without new maps.
+            "cmap": view["cmap"],
+            "cmap_signed": view["cmap_signed"],
+            "sign": view["sign"],
+            "scale_view": view["scale"],
+            "controls": CONTROLS,
+            "sign_local": method == "gradient" and c == 1,
+            "scale_local": not view["compare"],
+            "symbol": symbol,
+            "scale": big,
+            "grid_px": _thumbnail_width(h, w, 160) * small,
+            "image_caption": seen_caption,
+            "grid_title": grid_title,
+            "grid_note": grid_note,
+            "bars_note": (
+                f"The {TOP_CLASSES} most probable of {len(probs):,} classes."
+                if len(probs) > ALL_CLASSES_UP_TO
+                else ""
+            ),
+            "contrast_from_maps": from_maps,
+            "contrast_target": target,
+            "contrast_versus": versus,
+            "export": {
+                "before": before,
+                "after": after,
+                "note": _export_note(view),
+                "json": json.loads(state.settings_json(facts)),
+            },
+            "seq": st.session_state.get(f"{PANEL_KEY}_seq", 0),
+        },
+        on_pick=_on_pick,
+    )
+    if not saliency_panel.alive(PANEL_KEY):  # the server's own pictures, until the panel drew
+        with st.container(key=saliency_panel.FALLBACK_KEY):
+            c1, c2, c3 = st.columns(3)
+            with c1:
+                render.show(render.grey(image, 1), seen_caption, scale=big)
+            with c2:
+                render.show(render.picture(main, lo, hi, style, scale=1), f"Map: {what}", scale=big)
+                render.show(render.colorbar(lo, hi, style.cmap), None)
+            overlay = render.picture(main, lo, hi, style, image=image, scale=1)
+            with c3:
+                render.show(overlay, f"Overlay (alpha {style.alpha:g})", scale=big)
+            left, right = st.columns([1, 1])
+            with left:
+                st.markdown("#### Prediction")
+                if len(probs) > ALL_CLASSES_UP_TO:
+                    st.caption(f"The {TOP_CLASSES} most probable of {len(probs):,} classes.")
+                _prediction_table(probs, names, pred, true)
+            with right:
+                _contrast(diff, target, versus, names, symbol, view, style, big)
+            st.markdown(f"#### {grid_title}")
+            st.caption(grid_note)
+            _class_grid(maps, grid_classes, image, style, (lo, hi), pred, true, names)
+            overlay = render.upscale(overlay, big)  # the download: crisp pixels, as on screen
+            _export(view, info, described, target, method, overlay, main, probs, pred, true,
+                    (lo, hi))  # fmt: skip
 
-    _class_grid(maps, grid_classes, image, style, (lo, hi), pred, true, names, method)
-    _compare_models(view, image, main, compare, compare_targets, target, style, names)
-    overlay = render.upscale(overlay, big)  # the download: crisp pixels, as on screen
-    _export(view, info, described, target, method, overlay, main, probs, pred, true, (lo, hi))
+    _compare_models(view, others, image, main, compare, compare_targets, target, style, names)
 
 
-def _class_grid(maps, classes, image, style, scale_range, pred, true, names, method) -> None:
-    """Every class's map (the most probable ones for a large K), five to a row."""
-    everything = len(classes) == len(names)
-    st.markdown("#### Every class" if everything else f"#### The top {TOP_CLASSES} classes")
+def _contrast(diff, target, versus, names, symbol, view, style, big) -> None:
+    st.markdown(f"#### Why {class_label(target, names)} and not {class_label(versus, names)}?")
+    c_style = Style(True, view["cmap_signed"], style.alpha, style.clip, False)
+    c_lo, c_hi = c_style.range([diff])
+    render.show(render.picture(diff, c_lo, c_hi, c_style, scale=1), None, scale=big)
+    render.show(render.colorbar(c_lo, c_hi, c_style.cmap), None)
     st.caption(
-        ("One map per class" if everything else
-         f"One map for each of the {TOP_CLASSES} most probable of {len(names):,} classes "
-         "(and the true class), most probable first")
-        + (
-            " from one Jacobian call (one forward pass, one backward pass per class)"
-            if method == "gradient"
-            else f", {METHOD_LABELS[method]}, all classes in one batch"
-        )
-        + ". Orange frame: predicted class; green frame: true class."
-        + (" Shared colour scale." if style.shared else " Each map on its own scale.")
-    )  # fmt: skip
+        f"Map of {symbol}[{target}] − {symbol}[{versus}]: red pixels, when brighter, favour "
+        f"{class_label(target, names)}; blue ones favour {class_label(versus, names)}. "
+        f"Signed, on its own symmetric scale ({c_lo:.3g} … {c_hi:.3g})."
+    )
+
+
+def _class_grid(maps, classes, image, style, scale_range, pred, true, names) -> None:
+    """Every class's map (the most probable ones for a large K), five to a row: the server's
+    pictures, shown until the panel has drawn its own."""
     small = render.scale_for(image.shape, 140)
     pictures, captions = [], []
     for k in classes:
@@ -580,10 +735,9 @@ def _class_grid(maps, classes, image, style, scale_range, pred, true, names, met
     render.show_row(pictures, captions, scale=small)
 
 
-def _compare_models(view, image, main, compare, compare_targets, target, style, names) -> None:
+def _compare_models(view, others, image, main, compare, compare_targets, target, style, names):
     """The same image and settings on up to MAX_COMPARE other models of the data set."""
     model_name = view["model"]
-    others = [m for m in state.models(view["dataset"]) if m != model_name]
     if not others:
         return
     st.markdown("#### Compare models")
@@ -613,10 +767,8 @@ def _compare_models(view, image, main, compare, compare_targets, target, style, 
     render.show(render.colorbar(s_lo, s_hi, style.cmap), None)
 
 
-def _export(view, info, described, target, method, overlay, main, probs, pred, true, lo_hi):
-    """The link, and the map as PNG, .npy and its settings as JSON."""
-    st.markdown("#### Share and export")
-    st.caption(
+def _export_note(view: dict) -> str:
+    return (
         "The address bar holds this whole view (data set, model, image, target, method and "
         "options): copy it to share, or bookmark it. Drawn and uploaded digits travel in the "
         "link (a workspace's uploaded image does not: it stays in this session)."
@@ -627,9 +779,40 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
             else ""
         )
     )
-    c1, c2, c3 = st.columns(3)
+
+
+def _export_stem(view: dict, described: str) -> tuple[str, str]:
+    """File names are `{before}{target}{after}.png` (and .npy, .json)."""
     safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in described)
-    stem = f"{view['model'].replace(':', '-')}_{safe}_class{target}_{method}"
+    return f"{view['model'].replace(':', '-')}_{safe}_class", f"_{view['method']}"
+
+
+def _export_facts(info, described, target, probs, pred, true, lo_hi) -> dict:
+    """What the JSON export says beside the settings."""
+    top = np.argsort(-probs)[:TOP_CLASSES]
+    return {
+        "model_test_accuracy": info.test_accuracy,
+        "image": described,
+        "predicted": pred,
+        "true": true,
+        "target": target,
+        "probabilities": (
+            [round(float(p), 6) for p in probs]
+            if len(probs) <= ALL_CLASSES_UP_TO
+            else {int(k): round(float(probs[k]), 6) for k in top}
+        ),
+        "display_range": list(lo_hi),
+    }
+
+
+def _export(view, info, described, target, method, overlay, main, probs, pred, true, lo_hi):
+    """The link, and the map as PNG, .npy and its settings as JSON: the server's buttons, in
+    the fallback (the panel has its own, which export what it shows)."""
+    st.markdown("#### Share and export")
+    st.caption(_export_note(view))
+    c1, c2, c3 = st.columns(3)
+    before, after = _export_stem(view, described)
+    stem = f"{before}{target}{after}"
     c1.download_button(
         "Map as PNG",
         render.png(overlay),
@@ -646,23 +829,9 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
         key="download_npy",
         on_click="ignore",
     )
-    top = np.argsort(-probs)[:TOP_CLASSES]
-    extra = {
-        "model_test_accuracy": info.test_accuracy,
-        "image": described,
-        "predicted": pred,
-        "true": true,
-        "target": target,
-        "probabilities": (
-            [round(float(p), 6) for p in probs]
-            if len(probs) <= ALL_CLASSES_UP_TO
-            else {int(k): round(float(probs[k]), 6) for k in top}
-        ),
-        "display_range": list(lo_hi),
-    }
     c3.download_button(
         "Settings as JSON",
-        state.settings_json(extra),
+        state.settings_json(_export_facts(info, described, target, probs, pred, true, lo_hi)),
         f"{stem}.json",
         "application/json",
         key="download_json",

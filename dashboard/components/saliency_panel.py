@@ -1,0 +1,157 @@
+"""The Explore view's saliency panel: the image, the target's map and overlay, the class
+probabilities, the contrast map, every class's map and the exports, drawn in the browser
+(`saliency_panel.js`) from arrays the server sends once.
+
+What needs no new gradients then needs no server to be seen: hovering over a class (in the
+grid or the chart) previews its map, a click shows it at once and reaches the server as a
+trigger that reruns only the view's fragment (for the link, the sidebar, the contrast map of
+the new pair of classes). The exports are made in the browser from what it shows.
+
+The browser does `saliency.display`'s arithmetic operation for operation, so its pixels equal the
+server's (tests/test_browser.py compares them). A panel that fails to load or to draw never
+leaves a blank space: until it reports that it drew (its state `alive`), the server also draws
+its own pictures, chart and buttons (the fallback, which the panel hides once it has drawn),
+and it draws them again whenever the panel reports an error.
+
+Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
+payload with the settings: `pack`) only when this session's browser has not had them yet, so
+colours, clip or alpha send a few kilobytes of settings, not the maps. A browser that lost some
+asks for them again (trigger `missing`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from saliency import display
+
+_HERE = Path(__file__).parent
+FALLBACK_KEY = "explore_fallback"  # the container of the server's own pictures (see the CSS)
+MAX_SENT = 48  # arrays this session's browser is taken to hold (saliency_panel.js keeps 64)
+
+_mount = st.components.v2.component(
+    "saliency_panel",
+    html='<div class="sal-panel"></div>',
+    css=(_HERE / "saliency_panel.css").read_text(encoding="utf-8"),
+    js=(_HERE / "saliency_panel.js").read_text(encoding="utf-8"),
+    isolate_styles=False,  # in the page's DOM: the map's <img> is found as st.image's is
+)
+
+
+@cache
+def lut(cmap: str) -> np.ndarray:
+    """The colour map's 256 × 3 uint8 table, as `display.colorize` indexes it."""
+    table = display.colorize(np.arange(256) / 255, cmap).astype(np.uint8)
+    table.setflags(write=False)
+    return table
+
+
+def exact(array: np.ndarray) -> np.ndarray:
+    """Little-endian, and float32 or float64 as it was (uint8 stays): no value changes."""
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array, dtype="<f4" if array.dtype == np.float32 else "<f8")
+
+
+def array_id(array: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    h.update(repr((array.dtype.str, array.shape)).encode())
+    h.update(array.data)
+    return h.hexdigest()
+
+
+MAGIC = b"SAL1"
+
+
+def pack(data: dict[str, Any], blobs: list[np.ndarray]) -> bytes:
+    """`MAGIC`, the JSON's length (uint32 LE), the JSON, zeros to a multiple of 8 bytes, then
+    each blob's bytes, each padded to 8 bytes (its place is in the JSON): one bytes payload,
+    which Streamlit sends as it is (a dict would be searched for data frames key by key, and
+    arrays in JSON would need base64)."""
+    head = json.dumps(data, separators=(",", ":")).encode()
+    parts = [MAGIC, len(head).to_bytes(4, "little"), head, b"\0" * (-len(head) % 8)]
+    for blob in blobs:
+        parts += [blob.data, b"\0" * (-blob.nbytes % 8)]
+    return b"".join(parts)
+
+
+def unpack(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """`pack`'s inverse, as saliency_panel.js reads it: the data, and the arrays it carried."""
+    if payload[:4] != MAGIC:
+        raise ValueError("not a saliency panel payload")
+    n = int.from_bytes(payload[4:8], "little")
+    data = json.loads(payload[8 : 8 + n])
+    base = 8 + n + (-n % 8)
+    arrays = {}
+    for name, ref in data["arrays"].items():
+        if "at" in ref:
+            start = base + ref["at"]
+            raw = payload[start : start + ref["nbytes"]]
+            arrays[name] = np.frombuffer(raw, dtype=ref["dtype"]).reshape(ref["shape"])
+    return data, arrays
+
+
+def alive(key: str) -> bool:
+    """Whether the panel drew without error in this session's browser (its state `alive`)."""
+    value = st.session_state.get(key)
+    return bool(value and value.get("alive"))
+
+
+def trigger(key: str, name: str) -> Any:
+    """The panel's trigger `name` during the callback of the rerun it started, else None."""
+    value = st.session_state.get(key)
+    return value.get(name) if value else None
+
+
+def panel(
+    *,
+    key: str,
+    arrays: dict[str, np.ndarray],
+    data: dict[str, Any],
+    on_pick: Callable[[], None],
+) -> None:
+    """Mount the panel with `data` (JSON: what saliency_panel.js reads) and `arrays`, each
+    described in `data["arrays"][name]` (`id`, `dtype`, `shape`) and, when this session's
+    browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`)."""
+    sent: list[str] = st.session_state.setdefault(f"{key}_sent", [])
+    refs, blobs, at = {}, [], 0
+    for name, array in arrays.items():
+        array = exact(array)
+        ident = array_id(array)
+        refs[name] = {"id": ident, "dtype": array.dtype.str, "shape": list(array.shape)}
+        if ident in sent:
+            sent.remove(ident)  # most recently used last
+        else:
+            refs[name].update(at=at, nbytes=array.nbytes)
+            blobs.append(array)
+            at += array.nbytes + (-array.nbytes % 8)
+        sent.append(ident)
+    del sent[:-MAX_SENT]
+
+    def missing() -> None:
+        lost = trigger(key, "missing")
+        for ident in lost if isinstance(lost, list) else ():
+            if ident in sent:
+                sent.remove(ident)
+
+    def noop() -> None:
+        pass
+
+    payload = pack({**data, "arrays": refs, "fallback": not alive(key)}, blobs)
+    _mount(
+        key=key,
+        data=payload,
+        on_pick_change=on_pick,
+        on_missing_change=missing,
+        on_alive_change=noop,
+        width="stretch",
+    )
