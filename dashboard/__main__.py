@@ -73,6 +73,12 @@ def streamlit_args(argv: list[str]) -> list[str]:
         args += ["--server.address", "0.0.0.0" if "--class" in argv else "localhost"]
     if not any(a.startswith("--runner.postScriptGC") for a in argv):  # see config.toml
         args += ["--runner.postScriptGC", "false"]
+    if not any(a.startswith("--server.fileWatcherType") for a in argv):
+        # A served dashboard's code doesn't change under it: without this, Streamlit polls
+        # every imported module's file for changes and re-registers them on each run, 11 % of
+        # the server's CPU while 10 students' pages wait for a round (py-spy). Developers who
+        # want reload on save pass --server.fileWatcherType auto.
+        args += ["--server.fileWatcherType", "none"]
     workspaces = []
     rest = iter(argv)
     for arg in rest:
@@ -116,7 +122,8 @@ def main() -> None:
     warm.start()
     from streamlit.web import cli
 
-    app = Path(__file__).with_name("app.py")
+    # serve.py: app.py's pages under Streamlit's server, plus the Live class's status route.
+    app = Path(__file__).with_name("serve.py")
     # gc.freeze() once the warm-up is done: the modules and models it loaded never become
     # garbage, so the collector stops walking them on every full collection.
     threading.Thread(target=_freeze_after, args=(warm,), name="gc-freeze", daemon=True).start()

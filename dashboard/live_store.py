@@ -154,8 +154,11 @@ CREATE TABLE IF NOT EXISTS live_answers (
 """
 
 
+MAX_IDLE_CONNECTIONS = 8
+
+
 class LiveStore:
-    """One database; thread-safe (a connection per thread). `url` is `sqlite:///PATH` or a
+    """One database; thread-safe (a small pool of connections). `url` is `sqlite:///PATH` or a
     `postgresql://` URL."""
 
     def __init__(self, url: str) -> None:
@@ -163,7 +166,8 @@ class LiveStore:
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         if not self.postgres and not url.startswith("sqlite:///"):
             raise ValueError(f"SALIENCY_CLASS_DB must be sqlite:///PATH or postgresql://…: {url!r}")
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._idle: list = []  # connections between transactions, the most recent last
         with self._tx() as db:
             for statement in _SCHEMA.format(blob="BYTEA" if self.postgres else "BLOB").split(";"):
                 if statement.strip():
@@ -195,29 +199,42 @@ class LiveStore:
         return db
 
     @contextmanager
-    def _tx(self) -> Iterator[_Cursor]:
-        """One transaction on this thread's connection (reconnecting once if it was lost)."""
-        db = getattr(self._local, "db", None)
+    def _tx(self, write: bool = True) -> Iterator[_Cursor]:
+        """One transaction on a pooled connection. Not a connection per thread: Streamlit runs
+        each rerun on a new thread, so that would be a new connection for every poll. SQLite
+        takes its write lock at the start of a writing transaction (`BEGIN IMMEDIATE`, so two
+        writers never deadlock); a reading one (`write=False`) takes none (WAL: readers never
+        wait for a writer)."""
+        with self._lock:
+            db = self._idle.pop() if self._idle else None
         if db is None:
-            db = self._local.db = self._connect()
-        cursor = _Cursor(db, self.postgres)
+            db = self._connect()
         try:
             if not self.postgres:
-                db.execute("BEGIN IMMEDIATE")
-            yield cursor
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield _Cursor(db, self.postgres)
             db.commit()
         except BaseException:
             try:
                 db.rollback()
-            except Exception:  # noqa: BLE001 - a dead connection: drop it, the next call reconnects
-                self._local.db = None
+            except Exception:  # noqa: BLE001 - a dead connection: dropped, the next call connects
+                db = None
             raise
+        finally:
+            if db is not None:
+                with self._lock:
+                    if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                        self._idle.append(db)
+                        db = None
+                if db is not None:
+                    db.close()
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close the idle connections (one in use is closed when its transaction ends)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for db in idle:
             db.close()
-            self._local.db = None
 
     # --- rooms ---------------------------------------------------------------------------
 
@@ -253,7 +270,7 @@ class LiveStore:
 
     def room(self, code: str) -> Room:
         code = normalise_code(code)
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.one("SELECT code, created, expires FROM live_rooms WHERE code = ?", code)
         if row is None:
             raise NoRoom(f"There is no class with the code {code!r}: check it with your teacher.")
@@ -268,7 +285,7 @@ class LiveStore:
     def is_teacher(self, code: str, token: str | None) -> bool:
         if not token:
             return False
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.one("SELECT teacher_hash FROM live_rooms WHERE code = ?", normalise_code(code))
         return row is not None and hmac.compare_digest(row[0], _hash(token))
 
@@ -301,7 +318,7 @@ class LiveStore:
     def student(self, code: str, token: str | None) -> str:
         """The nickname of the student holding `token` in this room; LiveError otherwise."""
         code = self.room(code).code
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.one(
                 "SELECT nickname FROM live_students WHERE room = ? AND token_hash = ?",
                 code, _hash(token or ""),
@@ -311,7 +328,7 @@ class LiveStore:
         return row[0]
 
     def n_students(self, code: str) -> int:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             return db.one("SELECT COUNT(*) FROM live_students WHERE room = ?", code)[0]
 
     # --- rounds --------------------------------------------------------------------------
@@ -340,7 +357,7 @@ class LiveStore:
     def current_round(self, code: str) -> Round | None:
         """The room's latest round (open, revealed or closed), or None before the first."""
         code = normalise_code(code)
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.one(
                 "SELECT room, number, kind, spec, state, opened, result FROM live_rounds "
                 "WHERE room = ? ORDER BY number DESC LIMIT 1",
@@ -349,7 +366,7 @@ class LiveStore:
         return _round(row)
 
     def round(self, code: str, number: int) -> Round:
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.one(
                 "SELECT room, number, kind, spec, state, opened, result FROM live_rounds "
                 "WHERE room = ? AND number = ?",
@@ -362,7 +379,7 @@ class LiveStore:
     def status(self, code: str) -> tuple[int, str, int]:
         """(latest round number or 0, its state, its number of answers): what a waiting page
         polls, in one query."""
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.one(
                 "SELECT r.number, r.state, (SELECT COUNT(*) FROM live_answers a "
                 "WHERE a.room = r.room AND a.number = r.number) FROM live_rounds r "
@@ -370,6 +387,27 @@ class LiveStore:
                 normalise_code(code),
             )
         return (0, "none", 0) if row is None else (int(row[0]), row[1], int(row[2]))
+
+    def public_status(self, code: str) -> dict[str, int | str] | None:
+        """What a room's waiting pages poll, in one query: `{"round", "state", "answers",
+        "students"}` (round 0, state "none" before the first), or None for no room or an
+        expired one. Nothing in it is secret: a student's page shows all of it."""
+        with self._tx(write=False) as db:
+            row = db.one(
+                "SELECT m.expires, (SELECT COUNT(*) FROM live_students s WHERE s.room = m.code), "
+                "r.number, r.state, (SELECT COUNT(*) FROM live_answers a "
+                "WHERE a.room = r.room AND a.number = r.number) "
+                "FROM live_rooms m LEFT JOIN live_rounds r ON r.room = m.code AND r.number = "
+                "(SELECT MAX(number) FROM live_rounds WHERE room = m.code) WHERE m.code = ?",
+                normalise_code(code),
+            )
+        if row is None or row[0] < time.time():
+            return None
+        _, students, number, state, answers = row
+        if number is None:
+            return {"round": 0, "state": "none", "answers": 0, "students": int(students)}
+        return {"round": int(number), "state": state, "answers": int(answers),
+                "students": int(students)}  # fmt: skip
 
     def reveal(self, code: str, teacher: str | None, number: int, result: dict) -> None:
         """Close the round and publish `result` (what students may see). Teacher only."""
@@ -436,7 +474,7 @@ class LiveStore:
 
     def my_answer(self, code: str, token: str | None, number: int) -> Answer | None:
         name = self.student(code, token)
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             row = db.one(
                 "SELECT painting, guess, confidence, updated FROM live_answers "
                 "WHERE room = ? AND number = ? AND token_hash = ?",
@@ -447,7 +485,7 @@ class LiveStore:
     def answers(self, code: str, teacher: str | None, number: int) -> list[Answer]:
         """Every answer to a round, by nickname. Teacher only."""
         code = self._teacher(code, teacher)
-        with self._tx() as db:
+        with self._tx(write=False) as db:
             rows = db.all(
                 "SELECT s.nickname, a.painting, a.guess, a.confidence, a.updated "
                 "FROM live_answers a JOIN live_students s "

@@ -4,7 +4,9 @@ the teacher sees the count rise without reloading, then reveals. Screenshots in 
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -78,9 +80,12 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
         idle(s)
         paint(s, strokes[name])  # sent when the mouse is lifted
         expect(s.get_by_text("Sent.", exact=False)).to_be_visible()
-    # The teacher's count rises by itself (a 1 s refresh).
-    count = teacher.get_by_test_id("stMetric").filter(has_text="Answers so far")
-    expect(count).to_contain_text("2")
+    # The teacher's count rises by itself (the status route, read every 0.5 s).
+    count = teacher.locator(".live-watch .live-count-value")
+    expect(count).to_have_text("2")
+    # Counted from the server's status route, which the waiting pages poll without a rerun.
+    with urllib.request.urlopen(f"{server.url}/api/live/status?room={code.lower()}") as r:
+        assert json.loads(r.read()) == {"round": 1, "state": "open", "answers": 2, "students": 2}
     teacher.screenshot(path=str(artifacts_dir / "live-teacher-open.png"), full_page=True)
     teacher.get_by_role("button", name="Reveal").click()
     idle(teacher)
@@ -112,7 +117,7 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
         s.get_by_role("option", name=guess, exact=True).click()
         s.get_by_role("button", name="Send my guess").click()
         expect(s.get_by_text(f"Sent: {guess}, 50% sure.")).to_be_visible()
-    expect(count).to_contain_text("2")
+    expect(count).to_have_text("2")
     teacher.get_by_role("button", name="Reveal").click()
     expect(teacher.get_by_text("1 of 2 students guessed it", exact=False)).to_be_visible()
     idle(teacher)

@@ -42,14 +42,19 @@ MAP_SPEC = {"dataset": "mnist", "model": "mnist-cnn", "index": 0, "target": 7, "
 def test_a_whole_map_round(url):
     store = LiveStore(url)
     room, teacher = store.create_room()
+    assert store.public_status(room) == {"round": 0, "state": "none", "answers": 0, "students": 0}
     ada, bo = store.join(room, "Ada"), store.join(room.lower(), " Bo ")  # codes ignore case
     assert store.student(room, bo) == "Bo"
     n = store.open_round(room, teacher, "map", MAP_SPEC)
     assert store.status(room) == (1, "open", 0)
+    assert store.public_status(room.lower()) == {
+        "round": 1, "state": "open", "answers": 0, "students": 2
+    }  # fmt: skip
     store.answer(room, ada, n, painting=painting(slice(0, 5), slice(0, 5)))
     store.answer(room, ada, n, painting=painting(slice(10, 12), slice(10, 12)))  # changed
     store.answer(room, bo, n, painting=painting(slice(20, 28), slice(0, 28)))
     assert store.status(room) == (1, "open", 2)
+    assert store.public_status(room)["answers"] == 2
     mine = store.my_answer(room, ada, n)
     assert mine.nickname == "Ada" and mine.painting.sum() == 4.0
     every = store.answers(room, teacher, n)
@@ -57,6 +62,9 @@ def test_a_whole_map_round(url):
     store.reveal(room, teacher, n, {"rho": 0.5})
     assert store.current_round(room).result == {"rho": 0.5}
     assert store.status(room) == (1, "revealed", 2)
+    n2 = store.open_round(room, teacher, "predict", MAP_SPEC)  # the latest round counts
+    assert store.public_status(room) == {"round": n2, "state": "open", "answers": 0, "students": 2}
+    assert store.public_status("NOPE") is None
 
 
 def test_isolation_and_bad_input(url):
@@ -147,6 +155,7 @@ def test_rooms_expire(url):
     store = LiveStore(url)
     room, teacher = store.create_room(ttl_hours=1 / 3600 / 100)  # 36 ms
     time.sleep(0.1)
+    assert store.public_status(room) is None
     with pytest.raises(NoRoom, match="has ended"):
         store.join(room, "Late")
     store.create_room()  # expired rooms are deleted on the way

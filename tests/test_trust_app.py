@@ -294,7 +294,7 @@ def test_the_server_listens_on_localhost_unless_told_to_serve_a_class(monkeypatc
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"
-    gc = ["--runner.postScriptGC", "false"]
+    gc = ["--runner.postScriptGC", "false", "--server.fileWatcherType", "none"]
     assert streamlit_args([]) == ["--server.address", "localhost", *gc]
     assert streamlit_args(["--class"]) == ["--server.address", "0.0.0.0", *gc]
     monkeypatch.setenv("SALIENCY_UPLOADS", "on")  # restored after the test, whatever it sets

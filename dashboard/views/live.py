@@ -14,16 +14,19 @@ checks every key: this page only shows what the store lets the holder of a key s
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import streamlit as st
 from PIL import Image
 
 from dashboard import cache, live_class, render, sources, state
+from dashboard.components import live_watch
 from dashboard.live_store import PAINTING_SIDE, LiveError, LiveStore, NoRoom
 from dashboard.render import class_label
 
 POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round has opened
-COUNT_SECONDS = 1.0  # how often the teacher's count of answers refreshes
+COUNT_SECONDS = 0.5  # how often the teacher's count of answers refreshes (a cheap read)
 CANVAS_PX = 280
 KIND_LABELS = {"map": "Where does it look? (paint)", "predict": "What will it say? (guess)"}
 
@@ -258,8 +261,31 @@ def _open_round(store: LiveStore, code: str, teacher: str, rnd) -> None:
             st.rerun()
 
 
-@st.fragment(run_every=COUNT_SECONDS)
+def _status_url() -> str | None:
+    """The server's status route (`dashboard/serve.py`), or None when the app runs without it
+    (`streamlit run dashboard/app.py`, AppTest): the pages then poll with a fragment."""
+    return os.environ.get("SALIENCY_LIVE_STATUS_URL") or None
+
+
+def _round_changed() -> None:
+    """The watcher saw another round (or state): the rerun it starts shows it."""
+
+
 def _answer_count(store: LiveStore, code: str, number: int) -> None:
+    url = _status_url()
+    if url is None:
+        _answer_count_fragment(store, code, number)
+        return
+    n, _, answers = store.status(code)
+    live_watch.watch(
+        key="live_count", url=url, room=code, every=COUNT_SECONDS, round_shown=number,
+        state_shown="open", on_change=_round_changed,
+        count=(answers if n == number else 0, store.n_students(code)),
+    )  # fmt: skip
+
+
+@st.fragment(run_every=1.0)  # a script run each time: not as often as the route's read
+def _answer_count_fragment(store: LiveStore, code: str, number: int) -> None:
     n, _, answers = store.status(code)
     st.metric("Answers so far", answers if n == number else 0)
     st.caption(f"of {store.n_students(code)} students; they can change them until the reveal.")
@@ -436,10 +462,22 @@ def _round_for_student(store: LiveStore, code: str, me: str, rnd) -> None:
         _guess(store, code, me, rnd, mine)
 
 
-@st.fragment(run_every=POLL_SECONDS)
 def _poll(store: LiveStore, code: str, shown: tuple[int, str]) -> None:
-    """A student's page asks every 2 s whether the round changed (one small query), and
-    reruns the page only when it did."""
+    """A student's page asks every 2 s whether the round changed, and reruns only when it did:
+    from the browser, by the server's status route (no script run per poll), or else by a
+    fragment (one small query, but a script run)."""
+    url = _status_url()
+    if url is None:
+        _poll_fragment(store, code, shown)
+        return
+    live_watch.watch(
+        key="live_poll", url=url, room=code, every=POLL_SECONDS, round_shown=shown[0],
+        state_shown=shown[1], on_change=_round_changed,
+    )  # fmt: skip
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _poll_fragment(store: LiveStore, code: str, shown: tuple[int, str]) -> None:
     number, round_state, _ = store.status(code)
     if (number, round_state) != tuple(shown):
         st.rerun(scope="app")

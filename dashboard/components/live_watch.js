@@ -1,0 +1,66 @@
+// The Live class's watcher (see live_watch.py): reads the room's status from the server's
+// route every `every_ms`, shows the count of answers when asked to, and sends the trigger
+// "changed" once when the latest round is not the one the page shows.
+//
+// The state lives on the element, so a rerun that sends new data restarts one timer, never a
+// second. A failed read (a network blip, a server restarting) is tried again at the next tick:
+// Streamlit's own banner tells the user when the server is gone.
+
+function show(box, count) {
+  if (!box.liveCount) {
+    box.replaceChildren();
+    const label = document.createElement("div");
+    label.className = "live-count-label";
+    label.textContent = "Answers so far";
+    const value = document.createElement("div");
+    value.className = "live-count-value";
+    const note = document.createElement("div");
+    note.className = "live-count-note";
+    box.append(label, value, note);
+    box.liveCount = { value, note };
+  }
+  const [answers, students] = count;
+  box.liveCount.value.textContent = String(answers);
+  box.liveCount.note.textContent =
+    `of ${students} students; they can change them until the reveal.`;
+  box.dataset.answers = String(answers);
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  let box = parentElement.querySelector(".live-watch");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "live-watch";
+    parentElement.appendChild(box);
+  }
+  const w = box.liveWatch || (box.liveWatch = { timer: null, sent: null });
+  clearTimeout(w.timer);
+  w.data = data;
+  if (data.count) show(box, data.count);
+  const tick = async () => {
+    const d = w.data;
+    try {
+      const r = await fetch(`${d.url}?room=${encodeURIComponent(d.room)}`, { cache: "no-store" });
+      if (r.ok) {
+        const s = await r.json();
+        box.dataset.round = String(s.round);
+        box.dataset.state = s.state;
+        if (d.count) show(box, [s.round === d.round ? s.answers : 0, s.students]);
+        const now = `${s.round}/${s.state}`;
+        if ((s.round !== d.round || s.state !== d.state) && w.sent !== now) {
+          w.sent = now;
+          setTriggerValue("changed", now);
+        }
+      }
+    } catch (err) {
+      console.warn("live class: status not read, trying again", err);
+    }
+    if (w.data === d) w.timer = setTimeout(tick, d.every_ms);
+  };
+  w.timer = setTimeout(tick, data.every_ms);
+  return () => {
+    clearTimeout(w.timer);
+    w.data = null;
+  };
+}

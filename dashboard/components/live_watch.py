@@ -1,0 +1,53 @@
+"""The Live class's watcher: a page that waits for the teacher (or a teacher's count of answers)
+asks the server's status route (`dashboard/serve.py`) instead of rerunning a fragment, and
+reruns the page only when the round it shows has changed.
+
+The watcher reads `GET {url}?room=CODE` every `every` seconds. When the latest round's number
+or state differs from the page's (`round`, `state`), it sends the trigger `changed` once, which
+reruns the script. With `count`, it also shows the number of answers, refreshed at each read:
+the teacher's projector then needs no rerun at all while a round is open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit as st
+
+_HERE = Path(__file__).parent
+_mount = st.components.v2.component(
+    "live_watch",
+    html='<div class="live-watch"></div>',
+    css=(_HERE / "live_watch.css").read_text(encoding="utf-8"),
+    js=(_HERE / "live_watch.js").read_text(encoding="utf-8"),
+    isolate_styles=False,
+)
+
+
+def watch(
+    *,
+    key: str,
+    url: str,
+    room: str,
+    every: float,
+    round_shown: int,
+    state_shown: str,
+    on_change: Callable[[], None],
+    count: tuple[int, int] | None = None,
+) -> None:
+    """Mount the watcher. `count`: (answers, students) now, shown at once and then kept up to
+    date; None for a student's page (nothing shown)."""
+    _mount(
+        key=key,
+        data={
+            "url": url,
+            "room": room,
+            "every_ms": round(1000 * every),
+            "round": round_shown,
+            "state": state_shown,
+            "count": list(count) if count is not None else None,
+        },
+        on_changed_change=on_change,
+        width="stretch",
+    )

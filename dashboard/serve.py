@@ -1,0 +1,59 @@
+"""The dashboard as an ASGI app (`st.App`): Streamlit's own server, the pages of `app.py`, and
+one small read-only route, `GET /api/live/status?room=CODE`, for the Live class's waiting pages.
+
+`python -m dashboard` serves this file (Streamlit runs it with uvicorn, in the same process).
+The route answers `{"round": n, "state": "open", "answers": k, "students": m}` from the store
+without a script run: a student's waiting page asks it every 2 s and reruns only when the round
+changed, and the teacher's count reads it twice a second. A poll by a fragment rerun cost the
+server 7.2 ms of CPU (Streamlit's session machinery, for one small query); one by this route
+costs 1.9 ms, the server's idle work included (benchmarks/bench_live.py, 30 waiting pages). `streamlit run dashboard/app.py` (and AppTest) still work without the route: the
+pages then poll with a fragment (`dashboard.views.live`).
+
+The route tells no more than a student's page shows: whether a round is open, its number and
+how many have answered. Anyone with the room's code may see that.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from streamlit import config
+from streamlit.starlette import App
+
+from dashboard.live_store import LiveStore, normalise_code
+
+STATUS_PATH = "/api/live/status"
+_store: LiveStore | None = None
+_lock = threading.Lock()
+
+
+def _live_store() -> LiveStore:
+    """The same database as the pages' (`dashboard.cache.live_store`), opened on first use."""
+    global _store
+    with _lock:
+        if _store is None:
+            _store = LiveStore.open(os.environ.get("SALIENCY_CACHE_DIR") or None)
+        return _store
+
+
+def status(request: Request) -> JSONResponse:
+    """Run by Starlette in its thread pool (a plain function): the store's queries block."""
+    code = normalise_code(request.query_params.get("room", ""))
+    headers = {"Cache-Control": "no-store"}
+    body = _live_store().public_status(code) if code else None
+    if body is None:
+        return JSONResponse({"error": "no such class"}, status_code=404, headers=headers)
+    return JSONResponse(body, headers=headers)
+
+
+_base = (config.get_option("server.baseUrlPath") or "").strip("/")
+STATUS_URL = f"/{_base}{STATUS_PATH}" if _base else STATUS_PATH
+# The pages find the route here (dashboard.views.live); unset under `streamlit run app.py`.
+os.environ["SALIENCY_LIVE_STATUS_URL"] = STATUS_URL
+
+app = App(Path(__file__).with_name("app.py"), routes=[Route(STATUS_URL, status)])
