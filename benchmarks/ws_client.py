@@ -17,35 +17,57 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
   as the address bar keeps it), `delta`s and `script_finished`;
 - it keeps every widget's value from the deltas as the frontend's widget manager does (the
   server's value when it sets one, else the session's own, else the widget's default; widgets
-  a full run did not draw are dropped), and a click is one `rerun_script` with all of them and
-  the changed one: a new option of the "Target class" or "Model" selectbox (its label, as the
-  frontend sends it), or `trigger_value` for the "Next ▶" and "🎲 Random" buttons;
+  a run did not draw again are dropped: of a fragment run, only in its fragments), and remembers
+  the fragment that drew each (`delta.fragment_id`): a change is one `rerun_script` with all of
+  them and the changed one, and the fragment's id when its widget was drawn by a fragment (a
+  fragment rerun), as the frontend sends it;
+- the Explore view's saliency panel (dashboard/components/saliency_panel.py, a Streamlit v2
+  component: element `bidi_component`, its payload in `bytes`) it holds as saliency_panel.js
+  does: the arrays a payload carries are kept by id (least recently used dropped beyond the
+  JS's 64 arrays / 256 MB), a payload that names arrays the page lacks is answered with the
+  trigger `missing` (never on a normal run: the server assumes 48); once it drew a payload
+  marked `fallback`, the session sends the panel's state `{"alive":true}` (a fragment rerun of
+  `explore_main`, then with every BackMsg) and the server stops drawing its own pictures;
+- its actions are what Chromium sends (checked against a captured Chromium session: the same
+  fields and values, but for the widgets' order and the cache's hashes): a target class is a
+  click on a class in the panel's grid, the panel's trigger `pick`
+  (`$$STREAMLIT_INTERNAL_KEY_<panel id>__events`, `[{"event":"pick","value":{"k":K,"seq":N}}]`,
+  a fragment rerun); the "Model" selectbox (its label, as the frontend sends it) and the
+  "Next ▶" and "🎲 Random" buttons (`trigger_value`) rerun the whole script. On a tree without the
+  panel (`--tree`), the "Target class" selectbox and the "Map: ..." picture, as before it;
 - it GETs every picture and download the deltas name (`/media/...`) once, as the browser does,
   over at most 6 keep-alive HTTP/1.1 connections (h11);
-- it declares no cached messages (`cached_message_hashes` empty, as the browser does), so the
-  server sends every message whole and never a `ref_hash`.
+- it keeps the frontend's message cache: every message the server marks `cacheable` (a new
+  element of 10 kB or more: the panel's), by hash, aged as the frontend ages it (dropped after
+  `max_cached_message_age` runs, of a fragment run only its fragments'), its hashes declared in
+  every `rerun_script` (`cached_message_hashes`), and a `ref_hash` the server sends instead of
+  such a message is read from it.
 
 An action is timed from sending the BackMsg until its run's `script_finished` has arrived and
-the new "Map: ..." picture has been downloaded. Errors: an exception element (`st.exception`,
-a traceback) in a delta, a `script_finished` other than success, a run without a map, a
-picture that does not download, a disconnect, a timeout; after one the session reconnects
-(a reload, the query string kept).
+its map is on screen: the panel's payload (for a class, showing that class) with every array it
+names held, and every picture the run named downloaded (none once the panel is alive); on a
+tree without the panel, the new "Map: ..." picture downloaded. Errors: an exception element
+(`st.exception`, a traceback) in a delta, a `script_finished` other than success (whole or
+fragment), a run without a map, a picture that does not download, a disconnect, a timeout;
+after one the session reconnects (a reload, the query string kept). `LOAD_TEST_VERBOSE=1`
+prints each action, `=2` every BackMsg too.
 
 How it runs: one server (`python -m dashboard`, its own process group, pinned to CPU 0 with
 `taskset -c 0`, SALIENCY_CACHE_DIR in a temporary folder; benchmarks/load_test.py starts it),
 and this process, pinned to CPU 1, runs every session as asyncio tasks on one event loop, one
-websocket per session. All sessions open together; then, for `--seconds`, each waits
-`--think` seconds ±50 % (a student looks at the map), does a random action (target class,
-model, Next, Random) and waits for its map; with `--pace`, each instead starts an action every
-`--think` seconds ±50 % counted from the previous action's start (at once when that one took
-longer). Measured: latency per action type (p50/p95/max), the server's CPU (utime + stime of
-its process group from /proc) over the action phase and per action, and how much of it its
-event-loop thread (websocket sends, pictures over HTTP) took; its RSS sampled every 0.5 s;
-how long `/_stcore/health` takes every 0.5 s (the server's event loop, busy or not); and this
-client's own CPU and event-loop lag (so that a slow client is not taken for a slow server).
-With one session, each action's server CPU is also measured on its own (until 0.3 s after
-the map), comparable with benchmarks/bench_clicks.py's browser clicks. The JSON also holds
-time lines: every action (start, latency, kind, session), the server's CPU and RSS.
+websocket per session. All sessions open together; then, for `--seconds`, each waits `--think`
+seconds ±50 % (a student looks at the map), does a random action (target class, model, Next,
+Random) and waits for its map (the first run and the panel's "alive" rerun are not actions);
+with `--pace`, each instead starts an action every `--think` seconds ±50 % counted from the
+previous action's start (at once when that one took longer). Measured: latency per action type
+(p50/p95/max), the server's CPU (utime + stime of its process group from /proc) over the action
+phase and per action, and how much of it its event-loop thread (websocket sends, pictures over
+HTTP) took; its RSS sampled every 0.5 s; how long `/_stcore/health` takes every 0.5 s (the
+server's event loop, busy or not); and this client's own CPU and event-loop lag (so that a slow
+client is not taken for a slow server). With one session, each action's server CPU is also
+measured on its own (until 0.3 s after the map), comparable with benchmarks/bench_clicks.py's
+browser clicks. The JSON also holds time lines: every action (start, latency, kind, session),
+the server's CPU and RSS.
 
 On a machine others use too, `--nice -19` (root) raises the priority of the server and of this
 client, their scheduling autogroups included (load_test.prioritise), and the JSON says how much
@@ -74,6 +96,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import h11
+from google.protobuf.json_format import MessageToDict
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
@@ -81,6 +104,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from load_test import (  # noqa: E402
     REPO,
     SERVERS,
@@ -94,6 +118,9 @@ from load_test import (  # noqa: E402
     summary,
 )
 
+from dashboard.components.saliency_panel import MAGIC as PANEL_MAGIC  # noqa: E402
+from dashboard.components.saliency_panel import unpack  # noqa: E402
+
 ACTIONS = ("target", "model", "next", "random")
 BUTTONS = {"next": "next", "random": "random"}  # action -> widget key of its button
 HTTP_CONNECTIONS = 6  # a browser's limit per host over HTTP/1.1
@@ -106,8 +133,13 @@ BROWSER_HEADERS = [
     ("Accept-Language", "en-US"),
 ]
 FINISHED = ForwardMsg.ScriptFinishedStatus
+SUCCESS = (FINISHED.FINISHED_SUCCESSFULLY, FINISHED.FINISHED_FRAGMENT_RUN_SUCCESSFULLY)
+TRIGGERS = ("trigger_value", "json_trigger_value", "string_trigger_value")  # not kept
+PANEL_MAX_ARRAYS = 64  # saliency_panel.js's MAX_ARRAYS and MAX_BYTES
+PANEL_MAX_BYTES = 256 * 2**20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 VERBOSE = bool(os.environ.get("LOAD_TEST_VERBOSE"))
+SHOW_BACKMSGS = os.environ.get("LOAD_TEST_VERBOSE") == "2"  # print every BackMsg sent
 
 
 # --- server CPU -------------------------------------------------------------------------------
@@ -211,6 +243,53 @@ class Http:
         self.idle.clear()
 
 
+# --- the frontend's message cache -------------------------------------------------------------
+
+
+class MessageCache:
+    """What Streamlit's frontend keeps of the messages it received (its ForwardMsgCache): each
+    one the server marks `cacheable` (a new element of at least global.minCachedMessageSize,
+    10 kB), by hash; every rerun_script declares their hashes, and the server then sends such a
+    message again as a `ref_hash` only. After each run that finished (whole or fragment), an
+    entry older than `max_cached_message_age` runs (the server's config, 2) goes, for a
+    fragment run only the entries of its fragments."""
+
+    def __init__(self):
+        self.entries: dict[str, list] = {}  # hash -> [raw message, run count, fragment id]
+        self.runs = 0
+        self.max_age = 2
+
+    def configure(self, max_age: int) -> None:
+        self.max_age = max_age or self.max_age
+
+    def keep(self, msg: ForwardMsg, raw: bytes) -> None:
+        if not msg.metadata.cacheable or not msg.hash:
+            return
+        if msg.hash in self.entries:
+            self.entries[msg.hash][1] = self.runs  # seen again: as new
+        else:
+            fragment = msg.delta.fragment_id if msg.WhichOneof("type") == "delta" else ""
+            self.entries[msg.hash] = [raw, self.runs, fragment]
+
+    def get(self, ref_hash: str) -> bytes | None:
+        entry = self.entries.get(ref_hash)
+        if entry is None:
+            return None
+        entry[1] = self.runs
+        return entry[0]
+
+    def age(self, fragments: set[str]) -> None:
+        self.runs += 1
+        for h, (_, run, fragment) in list(self.entries.items()):
+            if fragments and (not fragment or fragment not in fragments):
+                continue
+            if self.runs - run > self.max_age:
+                del self.entries[h]
+
+    def hashes(self) -> list[str]:
+        return list(self.entries)
+
+
 # --- widget states, as the frontend keeps them ------------------------------------------------
 
 
@@ -266,24 +345,78 @@ class ActionError(Exception):
     pass
 
 
+class Panel:
+    """The Explore view's saliency panel (a Streamlit v2 component) as saliency_panel.js holds
+    it in one page: the arrays it has (by id, least recently used first, its limits), the
+    seq of its last click, and the last payload it drew."""
+
+    def __init__(self, element_id: str, fragment_id: str):
+        self.id = element_id
+        self.fragment_id = fragment_id  # the fragment that draws it: its BackMsgs rerun that
+        # Its trigger values travel in one "aggregator" widget (streamlit.components.v2).
+        self.events_id = f"$$STREAMLIT_INTERNAL_KEY_{element_id}__events"
+        self.data: dict | None = None
+        self.seq: int | None = None  # saliency_panel.js's `panel.seq`, from its first payload
+        self.held: OrderedDict[str, int] = OrderedDict()  # array id -> bytes
+        self.asked: dict[str, float] = {}  # array id -> when it was last asked for again
+
+    def receive(self, payload: bytes) -> tuple[dict, list[str]]:
+        """A payload, as saliency_panel.js's `unpack` and `arrays` take it: the arrays it
+        carries are kept, the ones it names are used (most recently used last), the oldest
+        unused are dropped beyond the JS's limits. Returns the data and the ids it lacks."""
+        data, carried = unpack(payload)
+        refs = data["arrays"]
+        for name, array in carried.items():
+            self.held.setdefault(refs[name]["id"], array.nbytes)
+        used = dict.fromkeys(ref["id"] for ref in refs.values())  # in the payload's order
+        lost = [i for i in used if i not in self.held]
+        for i in used:
+            if i in self.held:
+                self.held.move_to_end(i)
+        total = sum(self.held.values())
+        while len(self.held) > PANEL_MAX_ARRAYS or (
+            total > PANEL_MAX_BYTES and len(self.held) > len(used)
+        ):
+            oldest = next(iter(self.held))
+            if oldest in used:
+                break
+            total -= self.held.pop(oldest)
+        if self.seq is None:
+            self.seq = int(data.get("seq") or 0)
+        self.data = data
+        return data, lost
+
+    def trigger(self, event: str, value) -> WidgetState:
+        """The BackMsg widget state of `setTriggerValue(event, value)`."""
+        payload = json.dumps([{"event": event, "value": value}], separators=(",", ":"))
+        return WidgetState(id=self.events_id, json_trigger_value=payload)
+
+
 class Run:
     """One script run, from the BackMsg that asked for it to its map on screen."""
 
-    def __init__(self, action: str):
+    def __init__(self, action: str, expect=None):
         self.action = action
         self.start = time.perf_counter()
         self.status: int | None = None
         self.map_url: str | None = None
         self.map_loaded: asyncio.Future | None = None
+        self.media: list[asyncio.Future] = []  # every picture or download the run named
+        self.panel: dict | None = None  # the last panel payload's data the run sent
+        self.lost: list[str] = []  # array ids that payload names and the page lacks
+        self.expect = expect  # what the panel's data must show, a function of it
         self.problems: list[str] = []
         self.finished = asyncio.Event()
         self.finished_at = 0.0  # when script_finished arrived (perf_counter)
 
     async def wait(self) -> float:
-        """Seconds from the request until the run finished and its map was downloaded."""
+        """Seconds from the request until the run finished and its map was downloaded (with
+        the panel alive: every picture the run named, none expected)."""
         await self.finished.wait()
         if self.map_loaded is not None:
             await self.map_loaded
+        if self.panel is not None and not self.panel.get("fallback"):
+            await asyncio.gather(*self.media)
         return time.perf_counter() - self.start
 
 
@@ -300,7 +433,10 @@ class Session:
         self.widgets: OrderedDict[str, WidgetState] = OrderedDict()
         self.options: dict[str, list[str]] = {}
         self.ids: dict[str, str] = {}  # widget key -> id
+        self.fragment_of: dict[str, str] = {}  # widget id -> the fragment that draws it ("")
         self.drawn: set[str] = set()  # the widget ids the current run drew
+        self.panel: Panel | None = None
+        self.cache = MessageCache()
         self.media: OrderedDict[str, asyncio.Future] = OrderedDict()  # url -> its download
         self.latencies: dict[str, list[float]] = {a: [] for a in ACTIONS}
         # (monotonic start, ms until the map was downloaded, ms until script_finished, action)
@@ -310,6 +446,8 @@ class Session:
         self.alerts: list[str] = []
         self.messages = 0
         self.bytes_in = 0
+        self.cache_refs = 0  # messages the server sent as a ref_hash to this session's cache
+        self.panel_reruns = {"alive": 0, "missing": 0}
         self.media_gets = 0
         self.media_errors: list[str] = []
         self.reconnects = 0
@@ -336,7 +474,11 @@ class Session:
             max_size=None,
             open_timeout=self.timeout,
         )
+        # A new page: no widgets, no arrays in the panel, an empty message cache.
         self.widgets.clear()
+        self.fragment_of.clear()
+        self.panel = None
+        self.cache = MessageCache()
         self.page_hash = ""
         self.reader = asyncio.create_task(self.read())
 
@@ -357,6 +499,7 @@ class Session:
         self.http = Http(self.host, self.port)
         await self.connect()
         await self.request("reload", {})
+        await self.report_alive()
 
     # What the server sends.
 
@@ -365,7 +508,17 @@ class Session:
             async for raw in self.ws:
                 self.messages += 1
                 self.bytes_in += len(raw)
-                self.handle(ForwardMsg.FromString(raw))
+                msg = ForwardMsg.FromString(raw)
+                if msg.WhichOneof("type") == "ref_hash":
+                    self.cache_refs += 1
+                    cached = self.cache.get(msg.ref_hash)
+                    if cached is None:
+                        self.fail(f"ref_hash {msg.ref_hash} not in this session's cache")
+                        continue
+                    msg = ForwardMsg.FromString(cached)
+                else:
+                    self.cache.keep(msg, raw)
+                self.handle(msg)
         except ConnectionClosed as e:
             self.fail(f"disconnected: {e}")
         else:
@@ -380,47 +533,77 @@ class Session:
         kind = msg.WhichOneof("type")
         if kind == "delta":
             if msg.delta.WhichOneof("type") == "new_element":
-                self.element(msg.delta.new_element)
+                self.element(msg.delta.new_element, msg.delta.fragment_id)
         elif kind == "new_session":
             self.drawn = set()
             self.page_hash = self.page_hash or msg.new_session.page_script_hash
+            self.cache.configure(msg.new_session.config.max_cached_message_age)
         elif kind == "navigation":
             self.page_hash = msg.navigation.page_script_hash
         elif kind == "page_info_changed":
             self.query = msg.page_info_changed.query_string
         elif kind == "script_finished":
             status = msg.script_finished
-            if status == FINISHED.FINISHED_SUCCESSFULLY:  # widgets a full run didn't draw go
-                for gone in [i for i in self.widgets if i not in self.drawn]:
+            fragments = set(msg.metadata.run.fragment_ids)
+            if status in SUCCESS:
+                # The frontend drops the state of widgets the run did not draw again (of a
+                # fragment run: in its fragments), and ages its message cache.
+                for gone in [
+                    i
+                    for i in self.widgets
+                    if i not in self.drawn
+                    and (not fragments or self.fragment_of.get(i, "") in fragments)
+                ]:
                     del self.widgets[gone]
+                self.cache.age(fragments)
             if self.run is not None and not self.run.finished.is_set():
                 self.run.status = status
                 self.run.finished_at = time.perf_counter()
                 self.run.finished.set()
-        elif kind == "ref_hash":  # never, as no cached message is declared
-            self.fail(f"unexpected ref_hash {msg.ref_hash}")
 
-    def element(self, el) -> None:
+    def element(self, el, fragment_id: str) -> None:
         kind = el.WhichOneof("type")
         if kind == "imgs":
             for img in el.imgs.imgs:
                 loaded = self.fetch(img.url)
+                if self.run is not None and loaded is not None:
+                    self.run.media.append(loaded)
                 if img.caption.startswith("Map: ") and self.run is not None:
                     self.run.map_url = img.url
                     self.run.map_loaded = loaded
         elif kind == "download_button":
             if el.download_button.url:
-                self.fetch(el.download_button.url)
+                loaded = self.fetch(el.download_button.url)
+                if self.run is not None and loaded is not None:
+                    self.run.media.append(loaded)
         elif kind == "exception":
             e = el.exception
             if not e.is_warning and self.run is not None:
                 self.run.problems.append(f"exception {e.type}: {e.message[:300]}")
         elif kind == "alert" and el.alert.format == el.alert.ERROR:
             self.alerts.append(el.alert.body[:300])
+        elif kind == "bidi_component":
+            c = el.bidi_component
+            self.drawn.add(c.id)
+            self.fragment_of[c.id] = fragment_id
+            self.ids[widget_key(c.id)] = c.id
+            if c.WhichOneof("data") == "bytes" and c.bytes[:4] == PANEL_MAGIC:
+                if self.panel is None or self.panel.id != c.id:
+                    self.panel = Panel(c.id, fragment_id)
+                self.panel.fragment_id = fragment_id
+                try:
+                    data, lost = self.panel.receive(c.bytes)
+                except Exception as e:  # noqa: BLE001 - the page would show an error
+                    if self.run is not None:
+                        self.run.problems.append(f"panel payload: {type(e).__name__}: {e}")
+                    return
+                if self.run is not None:
+                    self.run.panel, self.run.lost = data, lost
         else:
             w = getattr(el, kind) if kind else None
             if w is not None and hasattr(w, "id") and w.id:
                 self.drawn.add(w.id)
+                self.fragment_of[w.id] = fragment_id
                 self.ids[widget_key(w.id)] = w.id
                 if hasattr(w, "options"):
                     self.options[w.id] = list(w.options)
@@ -454,16 +637,44 @@ class Session:
 
     # What the session sends.
 
-    async def request(self, action: str, changed: dict[str, WidgetState]) -> Run:
-        """One rerun_script with every widget's state, `changed` replacing or adding some;
-        returns the run, finished and its map downloaded."""
+    async def request(
+        self, action: str, changed: dict[str, WidgetState], fragment_id: str = "", expect=None
+    ) -> Run:
+        """One rerun_script with every widget's state, `changed` replacing or adding some, for
+        the whole script or (`fragment_id`) one fragment, as the frontend sends it for a widget
+        drawn in that fragment; returns the run, finished and its map on screen: the "Map: ..."
+        picture downloaded, or the panel's payload (`expect(data)` true, every array it names
+        held: the ones the page lacks are asked for again, trigger `missing`, as the JS does)."""
+        run = await self._request(action, changed, fragment_id, expect)
+        for _ in range(2):
+            if not run.lost or self.panel is None:
+                break
+            now = time.monotonic()
+            fresh = [i for i in run.lost if now - self.panel.asked.get(i, -1e9) > 3.0]
+            if not fresh:
+                break
+            for i in fresh:
+                self.panel.asked[i] = now
+            self.panel_reruns["missing"] += 1
+            trigger = self.panel.trigger("missing", fresh)
+            changed = {trigger.id: trigger}
+            again = await self._request(action, changed, self.panel.fragment_id, expect)
+            again.start = run.start  # one action, timed from its first BackMsg
+            run = again
+        if run.lost:
+            raise ActionError(f"the panel lacks arrays {run.lost}")
+        return run
+
+    async def _request(self, action, changed, fragment_id, expect) -> Run:
         for widget_id, state in changed.items():
-            if not state.HasField("trigger_value"):
+            if state.WhichOneof("value") not in TRIGGERS:
                 self.widgets[widget_id] = state  # the frontend holds the new value at once
         msg = BackMsg()
         rerun = msg.rerun_script
         rerun.query_string = self.query
         rerun.page_script_hash = self.page_hash
+        rerun.fragment_id = fragment_id
+        rerun.cached_message_hashes.extend(self.cache.hashes())
         states = {**self.widgets, **changed}
         if self.page_hash:  # the very first request sends no widgets (none are drawn yet)
             rerun.widget_states.widgets.extend(states.values())
@@ -472,7 +683,9 @@ class Session:
         ctx = rerun.context_info
         ctx.timezone, ctx.timezone_offset, ctx.locale = "UTC", 0, "en-US"
         ctx.url, ctx.is_embedded, ctx.color_scheme = f"{self.base}/", False, "light"
-        run = self.run = Run(action)
+        if SHOW_BACKMSGS:
+            print(f"  session {self.n} sends {action}: {MessageToDict(msg)}", flush=True)
+        run = self.run = Run(action, expect)
         await self.ws.send(msg.SerializeToString())
         try:
             await asyncio.wait_for(run.wait(), self.timeout)
@@ -482,20 +695,46 @@ class Session:
             self.run = None
         if run.problems:
             raise ActionError("; ".join(run.problems))
-        if run.status != FINISHED.FINISHED_SUCCESSFULLY:
+        if run.status not in SUCCESS:
             raise ActionError(f"script_finished {FINISHED.Name(run.status)}")
-        if run.map_url is None:
+        if run.panel is not None:
+            if expect is not None and not expect(run.panel):
+                raise ActionError(f"the panel shows target {run.panel.get('target')}")
+        elif run.map_url is None:
             raise ActionError("the run drew no map")
         return run
 
+    async def report_alive(self) -> None:
+        """What saliency_panel.js does once it drew a payload marked `fallback`:
+        `setStateValue("alive", true)`, a rerun of the panel's fragment with the component's
+        state, which it sends from then on (the server then stops drawing its own pictures)."""
+        if self.panel is None or not (self.panel.data or {}).get("fallback"):
+            return
+        state = WidgetState(id=self.panel.id, json_value='{"alive":true}')  # JSON.stringify
+        self.panel_reruns["alive"] += 1
+        await self.request("alive", {self.panel.id: state}, self.panel.fragment_id)
+
     async def open(self) -> float:
+        """Seconds until the first run's map is on screen (the panel's "alive" rerun follows,
+        not counted)."""
         start = time.perf_counter()
         await self.connect()
         await self.request("open", {})
-        return time.perf_counter() - start
+        took = time.perf_counter() - start
+        await self.report_alive()
+        return took
 
     async def act(self, action: str, measure_cpu: bool) -> None:
-        if action in ("target", "model"):
+        fragment_id, expect = "", None
+        if action == "target" and self.panel is not None and self.panel.data is not None:
+            # A click on another class's map in the panel's grid: trigger "pick".
+            d = self.panel.data
+            k = self.rng.choice([c for c in d["grid"] if c != d["target"] and c in d["classes"]])
+            self.panel.seq += 1
+            trigger = self.panel.trigger("pick", {"k": k, "seq": self.panel.seq})
+            changed, fragment_id = {trigger.id: trigger}, self.panel.fragment_id
+            expect = lambda data, k=k: data.get("target") == k  # noqa: E731
+        elif action in ("target", "model"):  # a selectbox (the target's: without the panel)
             widget_id = self.ids[action]
             current = self.widgets[widget_id].string_value
             choices = [
@@ -504,11 +743,13 @@ class Session:
                 if o != current and not (action == "target" and o.startswith("the "))
             ]  # a class, never the predicted/true entry (which could be the same map)
             changed = {widget_id: WidgetState(id=widget_id, string_value=self.rng.choice(choices))}
+            fragment_id = self.fragment_of.get(widget_id, "")
         else:
             widget_id = self.ids[BUTTONS[action]]
             changed = {widget_id: WidgetState(id=widget_id, trigger_value=True)}
+            fragment_id = self.fragment_of.get(widget_id, "")
         cpu = group_cpu_s(self.pgid) if measure_cpu else 0.0
-        run = await self.request(action, changed)
+        run = await self.request(action, changed, fragment_id, expect)
         ms = (time.perf_counter() - run.start) * 1000
         self.latencies[action].append(ms)
         finished_ms = round((run.finished_at - run.start) * 1000, 1)
@@ -729,6 +970,13 @@ async def main_async(args) -> dict:
             "megabytes_received": round(sum(s.bytes_in for s in sessions) / 2**20, 1),
             "media_gets": sum(s.media_gets for s in sessions),
             "media_errors": [e for s in sessions for e in s.media_errors][:10],
+            # The server's messages answered from the session's cache (ref_hash), and the
+            # panel's own reruns: "alive" (once per page), "missing" (arrays asked again).
+            "cache_refs": sum(s.cache_refs for s in sessions),
+            "panel_reruns": {
+                k: sum(s.panel_reruns[k] for s in sessions) for k in ("alive", "missing")
+            },
+            "panel_sessions": sum(s.panel is not None for s in sessions),
         },
         "loadavg_before_after": [load0, load1],
         # Whatever else ran on the two CPUs meanwhile (the machine is shared): CPU 0's busy time
@@ -793,6 +1041,10 @@ def print_table(r: dict) -> None:
         f"client: {cl['utilisation_of_cpu1']:.0%} of CPU 1, event-loop lag p95 "
         f"{cl['loop_lag_ms'].get('p95_ms', 0):.0f} ms, max {cl['loop_lag_ms'].get('max_ms', 0):.0f}"
         f" ms; first render p95 {r['first_render_ms'].get('p95_ms', 0):.0f} ms"
+    )
+    print(
+        f"panel: {cl['panel_sessions']} of {r['sessions']} sessions, reruns {cl['panel_reruns']}; "
+        f"messages from the cache (ref_hash): {cl['cache_refs']}"
     )
     o = r["other_load"]
     print(
