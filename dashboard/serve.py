@@ -6,8 +6,9 @@ The route answers `{"round": n, "state": "open", "answers": k, "students": m}` f
 without a script run: a student's waiting page asks it every 2 s and reruns only when the round
 changed, and the teacher's count reads it twice a second. A poll by a fragment rerun cost the
 server 7.2 ms of CPU (Streamlit's session machinery, for one small query); one by this route
-costs 1.9 ms, the server's idle work included (benchmarks/bench_live.py, 30 waiting pages). `streamlit run dashboard/app.py` (and AppTest) still work without the route: the
-pages then poll with a fragment (`dashboard.views.live`).
+costs 2.2 ms, the server's idle work included (benchmarks/bench_live.py, 30 waiting pages).
+`streamlit run dashboard/app.py` (and AppTest) still work without the route: the pages then
+poll with a fragment (`dashboard.views.live`).
 
 The route tells no more than a student's page shows: whether a round is open, its number and
 how many have answered. Anyone with the room's code may see that.
