@@ -73,6 +73,8 @@ def streamlit_args(argv: list[str]) -> list[str]:
         args += ["--server.address", "0.0.0.0" if "--class" in argv else "localhost"]
     if not any(a.startswith("--runner.postScriptGC") for a in argv):  # see config.toml
         args += ["--runner.postScriptGC", "false"]
+    if not any(a.startswith("--server.showEmailPrompt") for a in argv):  # see config.toml
+        args += ["--server.showEmailPrompt", "false"]
     if not any(a.startswith("--server.fileWatcherType") for a in argv):
         # A served dashboard's code doesn't change under it: without this, Streamlit polls
         # every imported module's file for changes and re-registers them on each run, 11 % of

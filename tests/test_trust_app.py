@@ -294,7 +294,8 @@ def test_the_server_listens_on_localhost_unless_told_to_serve_a_class(monkeypatc
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"
-    gc = ["--runner.postScriptGC", "false", "--server.fileWatcherType", "none"]
+    gc = ["--runner.postScriptGC", "false", "--server.showEmailPrompt", "false",
+          "--server.fileWatcherType", "none"]  # fmt: skip
     assert streamlit_args([]) == ["--server.address", "localhost", *gc]
     assert streamlit_args(["--class"]) == ["--server.address", "0.0.0.0", *gc]
     monkeypatch.setenv("SALIENCY_UPLOADS", "on")  # restored after the test, whatever it sets
@@ -303,6 +304,52 @@ def test_the_server_listens_on_localhost_unless_told_to_serve_a_class(monkeypatc
     import os
 
     assert os.environ["SALIENCY_UPLOADS"] == "off"
+
+
+def test_the_readme_command_starts_with_nobody_at_the_terminal(tmp_path):
+    """`python -m dashboard` as scripts/dashboard.sh runs it (not headless, from the repo), with
+    stdin closed: no first-run prompt stops it, it serves the pages on localhost, and the Live
+    class's status route answers."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HOME": str(tmp_path), "BROWSER": "true",  # no credentials, no browser
+           "SALIENCY_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--server.port", str(port)],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://localhost:{port}"
+    try:
+        for _ in range(180):
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"not healthy after 90 s:\n{log.read_text()[-2000:]}")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}/api/live/status?room=NOPE", timeout=5)
+        assert err.value.code == 404
+        assert json.loads(err.value.read()) == {"error": "no such class"}
+        assert "Email:" not in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_library_errors_from_untrusted_text_are_shown_as_plain_text():
