@@ -42,7 +42,9 @@ def test_explore_misclassifications_and_sensitivity_on_workspaces(ws_server, pag
     wait(page)
     pred = int(ws.predicted[0])
     expect(page.get_by_text(f"ws:W-rgb says {pred} · class-{pred}")).to_be_visible()
-    expect(page.get_by_text("What the model sees (64 × 64, RGB)")).to_be_visible()
+    # The Explore panel's caption (the server's fallback shows the same until the panel drew).
+    panel = page.locator(".sal-panel")
+    expect(panel.get_by_text("What the model sees (64 × 64, RGB)")).to_be_visible()
     # Open an image by its path: the page follows.
     path = ws.paths[77]
     box = page.get_by_label("Open by path", exact=True).and_(page.get_by_role("textbox"))
