@@ -195,7 +195,13 @@ def upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
     return display.upscale(rgb, scale) if scale > 1 else rgb
 
 
-PIXELATED_CSS = "<style>[data-testid='stImage'] img {image-rendering: pixelated;}</style>"
+# Crisp pictures; and no Streamlit "install skills for AI coding agents" toast, which Streamlit
+# shows on a non-headless server when it detects an agent's tools on the machine: on a class's
+# projector it covers the page and offers to install files.
+PIXELATED_CSS = (
+    "<style>[data-testid='stImage'] img {image-rendering: pixelated;}"
+    " [data-testid='stSkillsNudge'] {display: none;}</style>"
+)
 
 
 def show(
