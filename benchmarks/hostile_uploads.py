@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the hostile model files of the test suite
 
 import hostile  # noqa: E402
+from load_test import descendants  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 import pretrained  # noqa: E402
@@ -54,24 +55,6 @@ def _rss(pid: int) -> int:
             return int(f.read().split()[1]) * PAGE
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -94,7 +77,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             self.server_peak = max(self.server_peak, _rss(self.pid))
-            workers = sum(_rss(p) for p in _descendants(self.pid))
+            workers = sum(_rss(p) for p in descendants(self.pid))
             self.workers_peak = max(self.workers_peak, workers)
             time.sleep(0.05)
 
@@ -217,7 +200,7 @@ def main() -> None:
                 print(f"{name:28s} {row['seconds']:6.1f} s  {text[:150]}", flush=True)
                 context.close()
             time.sleep(args.timeout + 1)
-            busy_before = {p: _cpu_seconds(p) for p in _descendants(proc.pid)}
+            busy_before = {p: _cpu_seconds(p) for p in descendants(proc.pid)}
             time.sleep(2)
             busy = [p for p, t in busy_before.items() if _cpu_seconds(p) - t > 1.0]
             sampler.stopped.set()

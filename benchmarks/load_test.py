@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from playwright.async_api import Page, async_playwright
@@ -167,22 +168,7 @@ def prioritise(nice: int) -> None:
     it again after starting processes; 0 does nothing."""
     if not nice:
         return
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    todo, seen = [os.getpid()], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo.extend(children.get(pid, []))
+    for pid in [os.getpid(), *descendants(os.getpid())]:
         try:
             for tid in os.listdir(f"/proc/{pid}/task"):
                 os.setpriority(os.PRIO_PROCESS, int(tid), nice)
@@ -192,22 +178,40 @@ def prioritise(nice: int) -> None:
             continue  # ended meanwhile, or no autogroups on this kernel
 
 
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command's name) of every live process; one
+    that ends meanwhile is skipped. Field k of `man proc_pid_stat` is `fields[k - 3]`."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    yield int(entry), f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below `root` (children, their children, …), at this moment."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in proc_stats():
+        children.setdefault(int(fields[1]), []).append(pid)  # field 4: ppid
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def group_cpu_s(pgid: int) -> float:
     """utime + stime, in seconds, of every live process in the server's process group (all
     their threads), plus what its leader's finished children used."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process ended meanwhile
+    for pid, fields in proc_stats():
         if int(fields[2]) != pgid:  # field 5 of stat: process group
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
-        if int(entry) == pgid:
+        if pid == pgid:
             total += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
     return total / os.sysconf("SC_CLK_TCK")
 
@@ -215,19 +219,15 @@ def group_cpu_s(pgid: int) -> float:
 def group_rss_mb(pgid: int) -> float:
     """Resident memory of every process in the server's process group (server + children), MB."""
     total_kb = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid, fields in proc_stats():
+        if int(fields[2]) != pgid:  # field 5 of stat: process group
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # field 5 of stat: process group
-                continue
-            with open(f"/proc/{entry}/status") as f:
+            with open(f"/proc/{pid}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         total_kb += int(line.split()[1])
-        except (OSError, IndexError, ValueError):
+        except OSError:
             continue  # the process ended meanwhile
     return total_kb / 1024
 

@@ -450,6 +450,16 @@ def test_panel_hover_click_link_and_exports(server: Server, page: Page, artifact
     assert_no_exception(page)
 
 
+def opened_with(browser, server: Server, script: str):
+    """A new session whose page runs `script` before the app's own, opened on the server."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script(script)
+    page = context.new_page()
+    page.goto(server.url)
+    return context, page
+
+
 # Holds the page's messages to the server back while `window.__holdSends` is true.
 HOLD_SENDS = """
 (() => {
@@ -467,11 +477,7 @@ def test_sidebar_changes_are_drawn_before_the_server_hears_of_them(server: Serve
     """Colour map, alpha, clip, scale, sign and target, each changed in the sidebar while the
     page can't reach the server: the panel draws it at once, exactly as the server would; then
     the server catches up (the link, the captions) and the pictures stay."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_init_script(HOLD_SENDS)
-    page = context.new_page()
-    page.goto(server.url)
+    context, page = opened_with(browser, server, HOLD_SENDS)
     wait_complete(page)
     sidebar = page.get_by_test_id("stSidebar")
     radio = page.get_by_test_id("stRadio")
@@ -541,11 +547,7 @@ BREAK_CANVAS = """
 def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, browser) -> None:
     """A panel that can't draw never leaves a blank space: the server's pictures, chart and
     buttons stay (a failure on the first draw) or come back (a failure later)."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_init_script("window.__breakPanel = true;" + BREAK_CANVAS)
-    page = context.new_page()
-    page.goto(server.url)
+    context, page = opened_with(browser, server, "window.__breakPanel = true;" + BREAK_CANVAS)
     expect(heading(page)).to_be_visible()
     wait_idle(page)
     fallback = page.locator(".st-key-explore_fallback")
@@ -559,11 +561,7 @@ def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, bro
     context.close()
 
     # Drawn first, broken later: the panel says so and the server draws its pictures again.
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_init_script(BREAK_CANVAS)
-    page = context.new_page()
-    page.goto(server.url)
+    context, page = opened_with(browser, server, BREAK_CANVAS)
     wait_complete(page)
     page.evaluate("window.__breakPanel = true")
     open_select(page, "Colour map")

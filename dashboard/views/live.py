@@ -276,11 +276,11 @@ def _answer_count(store: LiveStore, code: str, number: int) -> None:
     if url is None:
         _answer_count_fragment(store, code, number)
         return
-    n, _, answers = store.status(code)
+    now = store.public_status(code) or {"round": 0, "answers": 0, "students": 0}
     live_watch.watch(
         key="live_count", url=url, room=code, every=COUNT_SECONDS, round_shown=number,
         state_shown="open", on_change=_round_changed,
-        count=(answers if n == number else 0, store.n_students(code)),
+        count=(now["answers"] if now["round"] == number else 0, now["students"]),
     )  # fmt: skip
 
 
