@@ -41,11 +41,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from load_test import CHROMIUM_ARGS  # noqa: E402
+
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-        "--disable-background-networking", "--disable-component-update",
-        "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-        "--disable-backgrounding-occluded-windows"]  # fmt: skip
+ARGS = CHROMIUM_ARGS
 
 
 def cpu_seconds(pid: int) -> float:

@@ -32,11 +32,11 @@ import pretrained
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_index import export  # noqa: E402
+from load_test import CHROMIUM_ARGS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-        "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+ARGS = CHROMIUM_ARGS
 
 
 def cpu_seconds(pid: int) -> float:

@@ -35,16 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the hostile model files of the test suite
 
 import hostile  # noqa: E402
-from load_test import descendants  # noqa: E402
+from load_test import CHROMIUM_ARGS, descendants  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 import pretrained  # noqa: E402
 from pretrained.images import encode_image  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]  # fmt: skip
+ARGS = CHROMIUM_ARGS
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

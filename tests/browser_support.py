@@ -31,6 +31,11 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Chromium 156 loads its omnibox popup (a WebUI page, chrome://omnibox-popup.top-chrome) in
+    # a renderer of its own for each new window: up to 3.5 s of CPU per new context here, on
+    # the browser's one core, that no page of ours asks for and a user's open browser has
+    # long since done.
+    "--disable-features=WebUIOmniboxPopup,WebUIOmniboxFullPopup,PreloadTopChromeWebUI,WebUIOmniboxAimPopup",
 ]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 VIEWPORT = {"width": 1400, "height": 2600}  # tall: Streamlit scrolls inside its own container
