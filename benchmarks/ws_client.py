@@ -37,6 +37,9 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
   panel (`--tree`), the "Target class" selectbox and the "Map: ..." picture, as before it;
 - it GETs every picture and download the deltas name (`/media/...`) once, as the browser does,
   over at most 6 keep-alive HTTP/1.1 connections (h11);
+- it asks the explore route (`/api/explore/panel`, dashboard/serve.py) what saliency_panel.js
+  asks it: the image Next shows, once per panel payload whose maps differ from the last one's,
+  and the new model's view with a model switch (the action still waits for its rerun);
 - it keeps the frontend's message cache: every message the server marks `cacheable` (a new
   element of 10 kB or more: the panel's), by hash, aged as the frontend ages it (dropped after
   `max_cached_message_age` runs, of a fragment run only its fragments'), its hashes declared in
@@ -94,6 +97,7 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
+from urllib.parse import urlencode
 
 import h11
 from google.protobuf.json_format import MessageToDict
@@ -450,6 +454,8 @@ class Session:
         self.panel_reruns = {"alive": 0, "missing": 0}
         self.media_gets = 0
         self.media_errors: list[str] = []
+        self.route_gets = 0  # GETs of the explore route (the panel's prefetch, a new model)
+        self.prefetched: tuple | None = None
         self.reconnects = 0
 
     # The connection.
@@ -478,6 +484,7 @@ class Session:
         self.widgets.clear()
         self.fragment_of.clear()
         self.panel = None
+        self.prefetched = None
         self.cache = MessageCache()
         self.page_hash = ""
         self.reader = asyncio.create_task(self.read())
@@ -599,6 +606,7 @@ class Session:
                     return
                 if self.run is not None:
                     self.run.panel, self.run.lost = data, lost
+                self.prefetch(data)
         else:
             w = getattr(el, kind) if kind else None
             if w is not None and hasattr(w, "id") and w.id:
@@ -634,6 +642,38 @@ class Session:
         status, _, body = await self.http.get(url)
         if status != 200 or not body:
             raise ActionError(f"GET {url}: HTTP {status}, {len(body)} bytes")
+
+    # The explore route (dashboard/serve.py), as saliency_panel.js asks it.
+
+    def route_get(self, data: dict, **want: str) -> asyncio.Future:
+        """GET the route for the panel's view with `want` changed, in the background."""
+        route = data["route"]
+        query = {**route["query"], **want, "seq": str(data["seq"])}
+        task = asyncio.ensure_future(self._route_get(f"{route['url']}?{urlencode(query)}"))
+        task.add_done_callback(self._fetched)
+        return task
+
+    async def _route_get(self, target: str) -> None:
+        self.route_gets += 1
+        status, _, body = await self.http.get(target)
+        if status != 200 or body[:4] != PANEL_MAGIC:
+            raise ActionError(f"GET {target[:80]}: HTTP {status}, {len(body)} bytes")
+
+    def prefetch(self, data: dict) -> None:
+        """The image Next shows, asked for once per view whose maps differ (the JS's
+        `prefetch`: colours, and the target when the contrast comes from the maps, don't)."""
+        route = data.get("route")
+        if not route or route.get("next") is None:
+            return
+        skip = {"cmap", "cmap_signed", "alpha", "clip", "scale"}
+        if data.get("contrast_from_maps"):
+            skip.add("target")
+        key = (route["next"], data["seq"], *sorted(
+            (k, v) for k, v in route["query"].items() if k not in skip
+        ))  # fmt: skip
+        if key != self.prefetched:
+            self.prefetched = key
+            self.route_get(data, index=str(route["next"]))
 
     # What the session sends.
 
@@ -742,8 +782,12 @@ class Session:
                 for o in self.options[widget_id]
                 if o != current and not (action == "target" and o.startswith("the "))
             ]  # a class, never the predicted/true entry (which could be the same map)
-            changed = {widget_id: WidgetState(id=widget_id, string_value=self.rng.choice(choices))}
+            choice = self.rng.choice(choices)
+            changed = {widget_id: WidgetState(id=widget_id, string_value=choice)}
             fragment_id = self.fragment_of.get(widget_id, "")
+            d = self.panel.data if self.panel is not None else None
+            if action == "model" and d and d.get("route") and choice in d["route"]["models"]:
+                self.route_get(d, model=d["route"]["models"][choice])  # as the panel asks
         else:
             widget_id = self.ids[BUTTONS[action]]
             changed = {widget_id: WidgetState(id=widget_id, trigger_value=True)}
@@ -969,6 +1013,7 @@ async def main_async(args) -> dict:
             "messages_received": sum(s.messages for s in sessions),
             "megabytes_received": round(sum(s.bytes_in for s in sessions) / 2**20, 1),
             "media_gets": sum(s.media_gets for s in sessions),
+            "route_gets": sum(s.route_gets for s in sessions),
             "media_errors": [e for s in sessions for e in s.media_errors][:10],
             # The server's messages answered from the session's cache (ref_hash), and the
             # panel's own reruns: "alive" (once per page), "missing" (arrays asked again).

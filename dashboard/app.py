@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cache, render, sources, state
+from dashboard import render, sources, state
 from pretrained.worker import ModelFailure
 from pretrained.workspace import WorkspaceError
 
@@ -29,17 +29,11 @@ with st.sidebar:
         "indexed with python -m pretrained.index.",
     )
 
-    def _model_label(m: str) -> str:
-        try:
-            return f"{m} ({cache.model_info(m).test_accuracy:.2%})"
-        except WorkspaceError:
-            return m
-
     st.selectbox(
         "Model",
         state.models(view["dataset"]),
         key="model",
-        format_func=_model_label,
+        format_func=state.model_label,
         help="Every model trained for this data set, with its accuracy on the test images "
         "(and the models you uploaded on the Your model page). A workspace has its own model.",
     )

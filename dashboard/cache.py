@@ -11,6 +11,8 @@ does not grow without limit.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import tempfile
 import threading
@@ -173,6 +175,37 @@ def _reduce(m: np.ndarray, absolute: bool) -> np.ndarray:
     return display.reduce_channels(m, "max" if absolute else "sum")
 
 
+_COMPUTING: dict[tuple, threading.Lock] = {}
+_COMPUTING_LOCK = threading.Lock()
+
+
+def one_at_a_time(cached: Callable) -> Callable:
+    """`cached` (an `st.cache_data` function) computes each set of arguments once even when two
+    threads ask at the same moment (a page's rerun and the explore route, or a class of
+    students on one image): the second waits for the first, then reads the cache."""
+
+    @functools.wraps(cached)
+    def call(*args, **kwargs):
+        key = (cached.__name__, *map(_key_part, args), *sorted(kwargs.items()))
+        with _COMPUTING_LOCK:
+            lock = _COMPUTING.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                return cached(*args, **kwargs)
+        finally:
+            with _COMPUTING_LOCK:
+                if not lock.locked():
+                    _COMPUTING.pop(key, None)
+
+    return call
+
+
+def _key_part(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, hashlib.blake2b(value.tobytes()).digest())
+    return value
+
+
 @st.cache_data(show_spinner=False, max_entries=2048)
 def probabilities(name: str, image: np.ndarray) -> np.ndarray:
     """(K,) softmax probabilities of one image `(C, H, W)` (or `(H, W)` grey)."""
@@ -188,6 +221,7 @@ def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+@one_at_a_time
 @st.cache_data(show_spinner=False, max_entries=512)
 def class_maps(
     name: str,
@@ -208,6 +242,7 @@ def class_maps(
     return np.stack([_reduce(m, absolute) for m in maps])
 
 
+@one_at_a_time
 @st.cache_data(show_spinner=False, max_entries=512)
 def contrast_map(
     name: str, image: np.ndarray, target: int, versus: int, method: str, score: str

@@ -1,5 +1,6 @@
 """The dashboard as an ASGI app (`st.App`): Streamlit's own server, the pages of `app.py`, and
-one small read-only route, `GET /api/live/status?room=CODE`, for the Live class's waiting pages.
+two small read-only routes: `GET /api/live/status?room=CODE` for the Live class's waiting
+pages, and `GET /api/explore/panel?…` for the Explore panel.
 
 `python -m dashboard` serves this file (Streamlit runs it with uvicorn, in the same process).
 The route answers `{"round": n, "state": "open", "answers": k, "students": m}` from the store
@@ -21,14 +22,16 @@ import threading
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from streamlit import config
 from streamlit.starlette import App
 
 from dashboard.live_store import LiveStore, normalise_code
+from dashboard.views import explore
 
 STATUS_PATH = "/api/live/status"
+EXPLORE_PATH = "/api/explore/panel"
 _store: LiveStore | None = None
 _lock = threading.Lock()
 
@@ -52,9 +55,38 @@ def status(request: Request) -> JSONResponse:
     return JSONResponse(body, headers=headers)
 
 
-_base = (config.get_option("server.baseUrlPath") or "").strip("/")
-STATUS_URL = f"/{_base}{STATUS_PATH}" if _base else STATUS_PATH
-# The pages find the route here (dashboard.views.live); unset under `streamlit run app.py`.
-os.environ["SALIENCY_LIVE_STATUS_URL"] = STATUS_URL
+def explore_panel(request: Request) -> Response:
+    """The Explore panel's payload for the view in the query (`explore.route_payload`): a
+    plain function, run in Starlette's thread pool (it may compute gradients)."""
+    headers = {"Cache-Control": "no-store"}
+    try:
+        body = explore.route_payload(dict(request.query_params))
+    except ValueError as err:
+        return JSONResponse({"error": str(err)[:200]}, status_code=400, headers=headers)
+    except LookupError as err:
+        return JSONResponse({"error": str(err)[:200]}, status_code=404, headers=headers)
+    return Response(body, media_type="application/octet-stream", headers=headers)
 
-app = App(Path(__file__).with_name("app.py"), routes=[Route(STATUS_URL, status)])
+
+def _url(path: str) -> str:
+    base = (config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{path}" if base else path
+
+
+STATUS_URL, EXPLORE_URL = _url(STATUS_PATH), _url(EXPLORE_PATH)
+# The pages find the routes here (dashboard.views.live, dashboard.views.explore); unset under
+# `streamlit run app.py`.
+os.environ["SALIENCY_LIVE_STATUS_URL"] = STATUS_URL
+os.environ[explore.ROUTE_ENV] = EXPLORE_URL
+
+app = App(
+    Path(__file__).with_name("app.py"),
+    routes=[Route(STATUS_URL, status), Route(EXPLORE_URL, explore_panel)],
+)
+
+# The explore route answers a view's query (the link's keys: dataset, model, index, method…)
+# with the Explore panel's payload, as the page's own rerun would bring it: a method, class
+# score, model or test image changed in the page is drawn from it about a round trip and a
+# page render sooner (dashboard/components/saliency_panel.js). It serves only what every
+# visitor may see (bundled test images, the server's workspaces, registry models), never a
+# session's uploads, and computes through the same bounded caches as the pages.

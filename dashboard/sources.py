@@ -66,6 +66,12 @@ def keys() -> list[str]:
     return list(workspace_folders()) + mine() + list(pretrained.DATASETS)
 
 
+def public_keys() -> list[str]:
+    """The sources every visitor of this server sees: its workspaces and the bundled test
+    sets (no session's uploads; needs no session)."""
+    return list(workspace_folders()) + list(pretrained.DATASETS)
+
+
 def title(key: str) -> str:
     if key.startswith(UPLOADED_PREFIX):
         src = uploaded().get(key)

@@ -19,6 +19,7 @@ import streamlit as st
 import pretrained
 import saliency
 from dashboard import cache, sources
+from pretrained.workspace import WorkspaceError
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 
 SOURCES = ("test", "upload", "draw")
@@ -41,11 +42,11 @@ MAX_COMPARE = 3  # models shown beside the main one
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-def models(dataset: str | None = None) -> list[str]:
-    """Registry models that have weights and a training record (a model registered but not
-    yet trained is left out, so one missing file cannot break every page), then the models
-    this session uploaded (or claimed with their token) that are still on the server. A
-    workspace has one model, named like it."""
+def public_models(dataset: str | None = None) -> list[str]:
+    """What every visitor of this server may use: registry models that have weights and a
+    training record (a model registered but not yet trained is left out, so one missing file
+    cannot break every page), and the workspaces' models (a workspace has one, named like it).
+    No session's uploads: this needs no session (`dashboard.serve`'s route uses it)."""
     workspaces = sources.workspace_folders()
     if dataset in workspaces:
         return [dataset]
@@ -57,6 +58,15 @@ def models(dataset: str | None = None) -> list[str]:
         except FileNotFoundError:
             continue
         ready.append(name)
+    return ready
+
+
+def models(dataset: str | None = None) -> list[str]:
+    """`public_models`, then the models this session uploaded (or claimed with their token)
+    that are still on the server."""
+    if dataset in sources.workspace_folders():
+        return [dataset]
+    ready = public_models(dataset)
     pool = cache.uploads()
     for name in list(st.session_state.get("user_models", [])):  # this session's uploads
         if name not in pool:
@@ -369,9 +379,18 @@ def sync() -> None:
         st.query_params.from_dict(query)
 
 
-def settings_json(extra: dict[str, Any] | None = None) -> str:
-    """The view's settings (and `extra` facts, e.g. the prediction) as pretty JSON."""
-    view = dict(st.session_state["view"])
+def model_label(name: str) -> str:
+    """A model as the sidebar's picker shows it: its name and test accuracy."""
+    try:
+        return f"{name} ({cache.model_info(name).test_accuracy:.2%})"
+    except WorkspaceError:
+        return name
+
+
+def settings_json(extra: dict[str, Any] | None = None, view: dict[str, Any] | None = None) -> str:
+    """The view's settings (this session's, or `view`) and `extra` facts (the prediction…) as
+    pretty JSON."""
+    view = dict(st.session_state["view"] if view is None else view)
     for secret in ("mine", "teacher", "me"):  # upload and class keys are secrets, not settings
         view.pop(secret, None)
     if view["source"] == "test":

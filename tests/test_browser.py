@@ -533,6 +533,62 @@ def test_sidebar_changes_are_drawn_before_the_server_hears_of_them(server: Serve
     context.close()
 
 
+def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: Server, browser):
+    """Next, a method and a model, each while the page can't reach the server: the panel draws
+    the route's maps (dashboard.serve's /api/explore/panel) at once, and they are the model's
+    own (an independent Jacobian); then the server's rerun catches up and the pictures stay."""
+    context, page = opened_with(browser, server, HOLD_SENDS)
+    wait_complete(page)
+    images = pretrained.load_dataset("mnist").images
+
+    def held(change, server_side: str, model: str, index: int, input_x_gradient: bool) -> None:
+        before = panel_state(page)["map"]
+        page.evaluate("window.__holdSends = true")
+        change()
+        page.wait_for_function(
+            "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old",
+            arg=before,
+            timeout=5_000,
+        )
+        st = panel_state(page)
+        assert server_side not in page.url  # the server hasn't heard of it yet
+        x = images[index : index + 1]
+        h, w = st["shape"]
+        assert st["rgb"] == list(display.to_rgb(x[0].numpy()).reshape(-1))
+        jac = saliency.jacobian(pretrained.load_model(model), x)[0, :, 0].numpy()
+        if input_x_gradient:  # the absolute map of gradient × input
+            jac = np.abs(jac * x[0, 0].numpy())
+        got = np.asarray(st["maps"], dtype=np.float32).reshape(-1, h, w)
+        np.testing.assert_allclose(got, jac, rtol=1e-4, atol=1e-6 * np.abs(jac).max())
+        want = expected_pictures(st, "inferno")
+        np.testing.assert_array_equal(data_url_pixels(st["map"]), want["map"])
+        page.evaluate("window.__holdSends = false")
+        expect(page).to_have_url(re.compile(re.escape(server_side)))
+        wait_idle(page)
+        after = panel_state(page)
+        assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
+
+    next_image = page.get_by_role("button", name="Next ▶")
+    held(next_image.click, "index=1", "mnist-cnn", 1, False)
+    held(
+        lambda: (open_select(page, "Method"), option(page, "Gradient × Input").click()),
+        "method=input_x_gradient",
+        "mnist-cnn",
+        1,
+        True,
+    )
+    held(
+        lambda: (open_select(page, "Model"), option(page, model_option("mnist-mlp")).click()),
+        "model=mnist-mlp",
+        "mnist-mlp",
+        1,
+        True,
+    )
+    held(next_image.click, "index=2", "mnist-mlp", 2, True)
+    assert_no_exception(page)
+    context.close()
+
+
 BREAK_CANVAS = """
 (() => {
   const put = CanvasRenderingContext2D.prototype.putImageData;

@@ -9,7 +9,10 @@
 // previewed; a class clicked is shown and sent to the server (trigger "pick"), which updates the
 // link, the sidebar's target box and the captions; a colour map, alpha, clip, colour scale,
 // sign (vanilla gradient) or target changed in the sidebar is drawn as soon as the page shows
-// it, and held until the server's rerun confirms it (`follow`).
+// it, and held until the server's rerun confirms it (`follow`). Another method, class score,
+// model or test image needs new maps: for public content the server's explore route answers
+// with the payload its rerun will bring, asked for as the page shows the change (or fetched
+// ahead, for Next) and drawn before the rerun arrives (`askRoute`, `prefetch`).
 //
 // Data from Python: see dashboard/components/saliency_panel.py and dashboard/views/explore.py.
 // Sent back: state "alive" (drawn without error: the server stops drawing its own pictures),
@@ -471,11 +474,19 @@ const INPUT_MS = 2000;
 function follow(panel) {
   if (!panel.ready) return;
   if (performance.now() - lastInput > INPUT_MS) {
-    for (const [k, v] of Object.entries(readSidebar(panel))) {
+    for (const [k, v] of Object.entries({ ...readSidebar(panel), ...readRouted(panel) })) {
       if (v !== undefined) panel.seen[k] = v; // not the user's: a new baseline
     }
     return;
   }
+  const ask = {};
+  for (const [k, v] of Object.entries(readRouted(panel))) {
+    const before = panel.seen[k];
+    if (v === undefined) continue;
+    panel.seen[k] = v;
+    if (before !== undefined && before !== v) ask[k] = v;
+  }
+  if (Object.keys(ask).length) askRoute(panel, ask);
   const now = readSidebar(panel);
   const t = performance.now();
   let changed = false;
@@ -497,6 +508,136 @@ function follow(panel) {
     draw(panel, panel.chosen, false);
   }
 }
+
+// --- the explore route: another method, score, model or image before the server's rerun ---
+//
+// Those need new gradients, so the panel can't draw them from what it holds. But for public
+// content (a bundled test image or a workspace's, a registry model) the server answers the
+// view's query on a route of its own (dashboard/serve.py, explore.route_payload) with the
+// payload its rerun will bring: asked for as soon as the page shows the change (or Next or
+// Previous is clicked), it is drawn about a round trip and a page render sooner. The rerun's
+// data then confirms it; an older rerun's, arriving in between, is held back a while.
+
+const ROUTE_HOLD_MS = 3000;
+
+// The method, class score and model as the sidebar shows them (the route's names).
+function readRouted(panel) {
+  const r = panel.d && panel.d.route;
+  const side = document.querySelector('[data-testid="stSidebar"]');
+  if (!r || !side) return {};
+  const combo = (label) =>
+    side.querySelector(`input[role="combobox"][aria-label="${label}"]`)?.value;
+  const on = side.querySelector(
+    `[role="radiogroup"][aria-label="${r.labels.score}"] input[type="radio"]:checked`,
+  );
+  return {
+    method: r.methods[combo(r.labels.method)],
+    model: r.models[combo(r.labels.model)],
+    score: on ? r.scores[Number(on.value)] : undefined,
+  };
+}
+
+function routeUrl(panel, want) {
+  const r = panel.d.route;
+  return `${r.url}?${new URLSearchParams({ ...r.query, ...want, seq: String(panel.d.seq) })}`;
+}
+
+function fetchPayload(url) {
+  return fetch(url, { cache: "no-store" })
+    .then((res) => (res.ok ? res.arrayBuffer() : null))
+    .then((buf) => (buf ? unpack(new Uint8Array(buf)) : null));
+}
+
+function askRoute(panel, change) {
+  if (!panel.d.route) return;
+  const want = { ...(panel.routed ? panel.routed.want : {}), ...change };
+  const url = routeUrl(panel, want);
+  const ticket = (panel.routeTicket = (panel.routeTicket || 0) + 1);
+  panel.routed = { want, t: performance.now() };
+  const drawn = (d) => {
+    const A = d && arrays(d, () => {});
+    if (A) show(panel, d, A);
+  };
+  const next = panel.prefetched;
+  if (next && next.d && next.key === prefetchKey(panel, url)) {
+    // Next, fetched ahead: drawn before the page has even handled the click, in the colours
+    // (and for the target) shown now: changing those asks for no new maps, so for no new
+    // prefetch.
+    const d = { ...next.d, route: { ...next.d.route, query: { ...next.d.route.query } } };
+    for (const k of COLOURS) d.route.query[k] = panel.d.route.query[k];
+    for (const k of COLOUR_DATA) d[k] = panel.d[k];
+    if (d.contrast_from_maps) {
+      const t = (d.route.query.target = panel.d.route.query.target);
+      d.target = t === "predicted" ? d.pred : t === "true" ? (d.true ?? d.pred) : Number(t);
+      d.contrast_target = d.target;
+      d.contrast_versus = d.target !== d.pred ? d.pred : d.runner_up;
+    }
+    if (d.classes.includes(d.target) && d.classes.includes(d.contrast_versus)) {
+      drawn(d);
+      return;
+    }
+  }
+  fetchPayload(url)
+    .then((d) => {
+      // Dropped when a newer question was asked, or the server's rerun came first.
+      if (ticket === panel.routeTicket && panel.routed) drawn(d);
+    })
+    .catch((err) => console.warn("saliency panel: the explore route failed:", err));
+}
+
+// The query's and the data's colour settings: they change no array.
+const COLOURS = ["cmap", "cmap_signed", "alpha", "clip", "scale"];
+const COLOUR_DATA = ["cmap", "cmap_signed", "alpha", "clip", "scale_view", "shared"];
+
+// What a prefetched payload is known by: its query less what `askRoute` can set itself.
+function prefetchKey(panel, url) {
+  const u = new URL(url, location.href);
+  for (const k of COLOURS) u.searchParams.delete(k);
+  if (panel.d.contrast_from_maps) u.searchParams.delete("target");
+  return u.toString();
+}
+
+// The image Next shows, fetched once the page is idle: one small request per image shown.
+function prefetch(panel) {
+  const r = panel.d.route;
+  if (!r || r.next === null || r.next === undefined) return;
+  const url = routeUrl(panel, { index: String(r.next) });
+  const key = prefetchKey(panel, url);
+  if (panel.prefetched && panel.prefetched.key === key) return;
+  const mine = (panel.prefetched = { key, d: null });
+  const idle = window.requestIdleCallback || ((f) => setTimeout(f, 200));
+  idle(() => {
+    fetchPayload(url)
+      .then((d) => {
+        mine.d = d;
+      })
+      .catch(() => {
+        if (panel.prefetched === mine) panel.prefetched = null;
+      });
+  });
+}
+
+// Whether the server's data `d` is for the view the route was asked for.
+function confirms(d, want) {
+  return !!d.route && Object.entries(want).every(([k, v]) => d.route.query[k] === v);
+}
+
+document.addEventListener(
+  "click",
+  (e) => {
+    const button = e.target.closest && e.target.closest("button");
+    if (!button) return;
+    const text = button.innerText.trim();
+    for (const p of PANELS) {
+      const r = p.ready && p.d.route;
+      if (!r) continue;
+      const i =
+        text === r.buttons.next ? r.next : text === r.buttons.previous ? r.previous : null;
+      if (i !== null && i !== undefined) askRoute(p, { index: String(i) });
+    }
+  },
+  true,
+);
 
 const PANELS = new Set();
 let watching = false;
@@ -747,16 +888,42 @@ function render(component, d) {
   if (!root) root = el("div", "sal-panel", parentElement);
   if (!root.salPanel) {
     root.salPanel = { ui: build(root), seq: 0, over: {}, seen: null, shown: null, layout: "" };
+    root.salPanel.root = root;
     wire(root, root.salPanel);
   }
   const panel = root.salPanel;
   panel.setTriggerValue = setTriggerValue;
+  clearTimeout(panel.held);
+  const routed = panel.routed;
+  if (routed && panel.ready) {
+    if (confirms(d, routed.want) || !d.route) {
+      panel.routed = null;
+    } else {
+      // An older rerun's data, the route's answer already drawn: kept back, and drawn only
+      // if nothing newer comes.
+      const wait = ROUTE_HOLD_MS - (performance.now() - routed.t);
+      if (wait > 0) {
+        panel.held = setTimeout(() => {
+          panel.routed = null;
+          render(component, d);
+        }, wait);
+        return true;
+      }
+      panel.routed = null;
+    }
+  }
   panel.ready = false;
   const A = arrays(d, setTriggerValue);
   if (!A) {
     panel.ui.status.textContent = "Loading the maps…";
     return false;
   }
+  show(panel, d, A);
+  return true;
+}
+
+// Draw the data `d` with its arrays `A` (the server's, or the explore route's).
+function show(panel, d, A) {
   const [n, h, w] = d.arrays.maps.shape;
   if (d.classes.length !== n) throw new Error("maps and classes differ in number");
   Object.assign(panel, { d, A, h, w, hw: h * w });
@@ -780,11 +947,10 @@ function render(component, d) {
   }
   if (!panel.seen) {
     panel.seen = {};
-    panel.root = root;
     panel.seq = d.seq; // the session's last pick (a panel drawn again after another page)
     watch(panel);
   }
-  for (const [k, v] of Object.entries(readSidebar(panel))) {
+  for (const [k, v] of Object.entries({ ...readSidebar(panel), ...readRouted(panel) })) {
     if (v !== undefined && panel.seen[k] === undefined) panel.seen[k] = v; // a first look
   }
   settle(panel);
@@ -811,7 +977,7 @@ function render(component, d) {
   draw(panel, panel.chosen, false);
   ui.status.textContent = "";
   panel.ready = true;
-  return true;
+  prefetch(panel);
 }
 
 export default function (component) {

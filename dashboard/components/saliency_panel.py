@@ -13,6 +13,13 @@ leaves a blank space: until it reports that it drew (its state `alive`), the ser
 its own pictures, chart and buttons (the fallback, which the panel hides once it has drawn),
 and it draws them again whenever the panel reports an error.
 
+What needs new gradients (another method, class score, model or test image) the server
+computes, but for public content (a bundled test image or a workspace's, a registry model) the
+panel need not wait for the page's rerun: it asks `dashboard.serve`'s explore route for the
+same payload (`pack_all`; `dashboard.views.explore.route_payload`) as soon as the page shows
+the change, and fetches the image Next shows ahead of the click. The rerun's payload then
+confirms what it drew.
+
 Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
 payload with the settings: `pack`) only when this session's browser has not had them yet, so
 colours, clip or alpha send a few kilobytes of settings, not the maps. A browser that lost some
@@ -100,6 +107,28 @@ def unpack(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return data, arrays
 
 
+def pack_arrays(
+    data: dict[str, Any], arrays: dict[str, np.ndarray], carry: Callable[[str], bool]
+) -> bytes:
+    """`pack` of `data` with `data["arrays"]` describing each of `arrays` (`id`, `dtype`,
+    `shape`), and carrying the bytes of those whose id `carry` says (`at`, `nbytes`)."""
+    refs, blobs, at = {}, [], 0
+    for name, array in arrays.items():
+        array = exact(array)
+        ident = array_id(array)
+        refs[name] = {"id": ident, "dtype": array.dtype.str, "shape": list(array.shape)}
+        if carry(ident):
+            refs[name].update(at=at, nbytes=array.nbytes)
+            blobs.append(array)
+            at += array.nbytes + (-array.nbytes % 8)
+    return pack({**data, "arrays": refs}, blobs)
+
+
+def pack_all(arrays: dict[str, np.ndarray], data: dict[str, Any]) -> bytes:
+    """`data` and every one of `arrays` in one payload (for a browser that may hold none)."""
+    return pack_arrays({**data, "fallback": False}, arrays, lambda ident: True)
+
+
 def alive(key: str) -> bool:
     """Whether the panel drew without error in this session's browser (its state `alive`)."""
     value = st.session_state.get(key)
@@ -123,18 +152,15 @@ def panel(
     described in `data["arrays"][name]` (`id`, `dtype`, `shape`) and, when this session's
     browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`)."""
     sent: list[str] = st.session_state.setdefault(f"{key}_sent", [])
-    refs, blobs, at = {}, [], 0
-    for name, array in arrays.items():
-        array = exact(array)
-        ident = array_id(array)
-        refs[name] = {"id": ident, "dtype": array.dtype.str, "shape": list(array.shape)}
-        if ident in sent:
-            sent.remove(ident)  # most recently used last
-        else:
-            refs[name].update(at=at, nbytes=array.nbytes)
-            blobs.append(array)
-            at += array.nbytes + (-array.nbytes % 8)
-        sent.append(ident)
+
+    def carry(ident: str) -> bool:
+        held = ident in sent
+        if held:
+            sent.remove(ident)
+        sent.append(ident)  # most recently used last
+        return not held
+
+    payload = pack_arrays({**data, "fallback": not alive(key)}, arrays, carry)
     del sent[:-MAX_SENT]
 
     def missing() -> None:
@@ -146,7 +172,6 @@ def panel(
     def noop() -> None:
         pass
 
-    payload = pack({**data, "arrays": refs, "fallback": not alive(key)}, blobs)
     _mount(
         key=key,
         data=payload,

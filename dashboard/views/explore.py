@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -39,6 +43,7 @@ PREDICTED_COLOUR = (255, 140, 0)
 TRUE_COLOUR = (40, 170, 60)
 ALL_CLASSES_UP_TO = 20  # more classes than this: the grid and the chart show the top ones
 TOP_CLASSES = 10
+NEXT_LABEL, PREVIOUS_LABEL = "Next ▶", "◀ Previous"  # the panel finds the buttons by these
 
 
 # --- choosing the image ---------------------------------------------------------------------
@@ -56,18 +61,28 @@ def _candidates(view: dict, src: Source) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def _neighbour(candidates: np.ndarray, i: int, direction: int) -> int | None:
+    """The candidate after image `i` (direction 1) or before it (-1), wrapping around."""
+    if len(candidates) == 0:
+        return None
+    if direction > 0:
+        after = candidates[candidates > i]
+        return int(after[0] if len(after) else candidates[0])
+    before = candidates[candidates < i]
+    return int(before[-1] if len(before) else candidates[-1])
+
+
 def _step(candidates: np.ndarray, direction: int) -> None:
     if len(candidates) == 0:
         return
-    i = state.get("index")
     if direction == 0:
         state.put("index", int(np.random.default_rng().choice(candidates)))
-    elif direction > 0:
-        after = candidates[candidates > i]
-        state.put("index", int(after[0] if len(after) else candidates[0]))
     else:
-        before = candidates[candidates < i]
-        state.put("index", int(before[-1] if len(before) else candidates[-1]))
+        state.put("index", _neighbour(candidates, state.get("index"), direction))
+
+
+def _described(src: Source, index: int) -> str:
+    return f"test image #{index}" if src.paths is None else f"#{index} {src.paths[index]}"
 
 
 def _open_path(src: Source) -> None:
@@ -110,8 +125,8 @@ def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None,
     candidates = _candidates(view, src)
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
     c1.number_input("Image index", 0, len(src) - 1, step=1, key="index")
-    c2.button("◀ Previous", key="previous", on_click=_step, args=(candidates, -1))
-    c3.button("Next ▶", key="next", on_click=_step, args=(candidates, 1))
+    c2.button(PREVIOUS_LABEL, key="previous", on_click=_step, args=(candidates, -1))
+    c3.button(NEXT_LABEL, key="next", on_click=_step, args=(candidates, 1))
     c4.button("🎲 Random", key="random", on_click=_step, args=(candidates, 0))
     if src.paths is not None:
         st.text_input(
@@ -138,8 +153,7 @@ def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None,
             "another image; the rest of the workspace is fine."
         )
         return None, None, ""
-    described = f"test image #{index}" if src.paths is None else f"#{index} {src.paths[index]}"
-    return image, int(src.labels[index]), described
+    return image, int(src.labels[index]), _described(src, index)
 
 
 def _remember_image(image: np.ndarray) -> None:
@@ -528,12 +542,40 @@ def _thumbnail_width(h: int, w: int, px: int) -> int:
     return w if max(h, w) <= px else max(1, round(w * px / max(h, w)))
 
 
-def _explain(view, info, names, image, true, described, others) -> None:
+@dataclass(frozen=True)
+class Explained:
+    """What the view shows for one image, model and settings: computed, nothing drawn."""
+
+    probs: np.ndarray
+    pred: int
+    true: int | None
+    target: int
+    versus: int  # the contrast's other class
+    runner_up: int
+    style: Style
+    classes: list[int]  # the classes of `maps` (and of the rows of `sent`)
+    grid_classes: list[int]
+    maps: dict[int, np.ndarray]  # as shown: absolute or signed
+    sent: np.ndarray  # what the panel gets (see `_class_maps`)
+    of_signed: bool
+    compare: dict[str, np.ndarray]  # other models' maps, on the same settings
+    compare_targets: dict[str, int]
+    lo: float
+    hi: float
+    diff: np.ndarray  # the contrast map, target minus versus
+    from_maps: bool  # the contrast is a difference of two rows of `sent`
+
+    @property
+    def main(self) -> np.ndarray:
+        return self.maps[self.target]
+
+
+def explained(view: dict, image: np.ndarray, true: int | None) -> Explained:
+    """Every number the view shows for `image` under `view`'s model and settings."""
     model_name = view["model"]
     probs = cache.probabilities(model_name, image)
     pred = int(probs.argmax())
-    order = np.argsort(-probs)
-    runner_up = int(order[1])
+    runner_up = int(np.argsort(-probs)[1])
     if view["target"] == "predicted":
         target = pred
     elif view["target"] == "true":
@@ -555,14 +597,112 @@ def _explain(view, info, names, image, true, described, others) -> None:
     computed, sent, of_signed = _class_maps(model_name, image, method, score, signed, asked)
     classes = list(range(len(probs))) if asked is None else list(asked)
     maps = dict(zip(classes, computed, strict=True))
-    main = maps[target]
     compare, compare_targets = {}, {}
     for m in view["compare"]:
         p = cache.probabilities(m, image)
         compare_targets[m] = int(p.argmax()) if view["target"] == "predicted" else target
         compare[m] = cache.class_maps(m, image, method, score, not signed, (compare_targets[m],))[0]
-    on_screen = [main, *(maps[k] for k in grid_classes), *compare.values()]
-    lo, hi = style.range(on_screen if style.shared else [main])
+    on_screen = [maps[target], *(maps[k] for k in grid_classes), *compare.values()]
+    lo, hi = style.range(on_screen if style.shared else [maps[target]])
+    # The contrast of two classes: for a vanilla gradient of a one-channel image, the difference
+    # of their Jacobian rows (what the panel computes too: any target, no new gradients).
+    from_maps = method == "gradient" and image.shape[0] == 1
+    if from_maps:
+        diff = sent[classes.index(target)] - sent[classes.index(versus)]
+    else:
+        diff = cache.contrast_map(model_name, image, target, versus, method, score)
+    return Explained(
+        probs, pred, true, target, versus, runner_up, style, classes, grid_classes, maps, sent,
+        of_signed, compare, compare_targets, lo, hi, diff, from_maps,
+    )  # fmt: skip
+
+
+def panel_content(
+    view: dict,
+    info,
+    image: np.ndarray,
+    described: str,
+    ex: Explained,
+    seq: int,
+    route: dict | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The panel's arrays and data (what saliency_panel.js reads) for `ex`. The same whether
+    the page's fragment or the explore route (`route_payload`) asks."""
+    names = info.class_names
+    c, h, w = image.shape
+    target, probs, style = ex.target, ex.probs, ex.style
+    big = render.scale_for(image.shape)
+    small = render.scale_for(image.shape, 140)
+    grid_title, grid_note = _grid_text(len(ex.grid_classes) == len(names), view["method"], style)
+    bars = _bar_classes(probs, ex.true)
+    before, after = _export_stem(view, described)
+    facts = _export_facts(info, described, target, probs, ex.pred, ex.true, (ex.lo, ex.hi))
+    arrays = {
+        "maps": ex.sent,
+        "rgb": display.to_rgb(image),
+        **({} if ex.from_maps else {"contrast": ex.diff}),
+        # Every colour table (a few hundred bytes each, sent once): a colour map picked in
+        # the sidebar is drawn before the server has heard of it.
+        **{f"lut:{n}": saliency_panel.lut(n) for n in SEQUENTIAL_CMAPS + DIVERGING_CMAPS},
+        **{f"extra{i}": m for i, m in enumerate(ex.compare.values() if style.shared else ())},
+    }
+    data = {
+        "classes": ex.classes,
+        "target": target,
+        "pred": ex.pred,
+        "true": ex.true,
+        "runner_up": ex.runner_up,
+        "grid": [int(k) for k in ex.grid_classes],
+        "bars": [[k, float(probs[k])] for k in bars],
+        "labels": {str(k): class_label(k, names) for k in {*ex.classes, *bars}},
+        "absolute_of_signed": ex.of_signed,
+        "signed": style.signed,
+        "alpha": style.alpha,
+        "clip": style.clip,
+        "shared": style.shared,
+        # The sidebar's settings as the view holds them, the labels the panel finds them
+        # by in the page, and which of them it can draw without new maps.
+        "cmap": view["cmap"],
+        "cmap_signed": view["cmap_signed"],
+        "sign": view["sign"],
+        "scale_view": view["scale"],
+        "controls": CONTROLS,
+        "sign_local": view["method"] == "gradient" and c == 1,
+        "scale_local": not view["compare"],
+        "symbol": SCORE_SYMBOL[view["score"]],
+        "scale": big,
+        "grid_px": _thumbnail_width(h, w, 160) * small,
+        "image_caption": f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
+        "grid_title": grid_title,
+        "grid_note": grid_note,
+        "bars_note": (
+            f"The {TOP_CLASSES} most probable of {len(probs):,} classes."
+            if len(probs) > ALL_CLASSES_UP_TO
+            else ""
+        ),
+        "contrast_from_maps": ex.from_maps,
+        "contrast_target": target,
+        "contrast_versus": ex.versus,
+        "export": {
+            "before": before,
+            "after": after,
+            "note": _export_note(view),
+            "json": json.loads(state.settings_json(facts, view)),
+        },
+        "seq": seq,
+        "route": route,
+    }
+    return arrays, data
+
+
+def _explain(view, info, names, image, true, described, others) -> None:
+    model_name = view["model"]
+    ex = explained(view, image, true)
+    target, versus, probs, style = ex.target, ex.versus, ex.probs, ex.style
+    main, maps = ex.main, ex.maps
+    lo, hi = ex.lo, ex.hi
+    method, score = view["method"], view["score"]
+    signed = style.signed
 
     if view["target"] == "true" and true is None:
         st.caption("This image has no true class: the map is for the predicted class.")
@@ -604,83 +744,18 @@ def _explain(view, info, names, image, true, described, others) -> None:
         )
 
     # The panel: pictures, chart, contrast, every class and the exports, drawn in the browser.
-    big = render.scale_for(image.shape)
-    small = render.scale_for(image.shape, 140)
-    seen_caption = f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})"
-    grid_title, grid_note = _grid_text(len(grid_classes) == len(names), method, style)
-    # The contrast of two classes: for a vanilla gradient of a one-channel image, the difference
-    # of their Jacobian rows (what the panel computes too: any target, no new gradients).
-    from_maps = method == "gradient" and c == 1
-    if from_maps:
-        diff = sent[classes.index(target)] - sent[classes.index(versus)]
-    else:
-        diff = cache.contrast_map(model_name, image, target, versus, method, score)
-    bars = _bar_classes(probs, true)
-    before, after = _export_stem(view, described)
-    facts = _export_facts(info, described, target, probs, pred, true, (lo, hi))
-    saliency_panel.panel(
-        key=PANEL_KEY,
-        arrays={
-            "maps": sent,
-            "rgb": display.to_rgb(image),
-            **({} if from_maps else {"contrast": diff}),
-            # Every colour table (a few hundred bytes each, sent once): a colour map picked in
-            # the sidebar is drawn before the server has heard of it.
-            **{f"lut:{n}": saliency_panel.lut(n) for n in SEQUENTIAL_CMAPS + DIVERGING_CMAPS},
-            **{f"extra{i}": m for i, m in enumerate(compare.values() if style.shared else ())},
-        },
-        data={
-            "classes": classes,
-            "target": target,
-            "pred": pred,
-            "true": true,
-            "runner_up": runner_up,
-            "grid": [int(k) for k in grid_classes],
-            "bars": [[k, float(probs[k])] for k in bars],
-            "labels": {str(k): class_label(k, names) for k in {*classes, *bars}},
-            "absolute_of_signed": of_signed,
-            "signed": signed,
-            "alpha": style.alpha,
-            "clip": style.clip,
-            "shared": style.shared,
-            # The sidebar's settings as the view holds them, the labels the panel finds them
-            # by in the page, and which of them it can draw without new maps.
-            "cmap": view["cmap"],
-            "cmap_signed": view["cmap_signed"],
-            "sign": view["sign"],
-            "scale_view": view["scale"],
-            "controls": CONTROLS,
-            "sign_local": method == "gradient" and c == 1,
-            "scale_local": not view["compare"],
-            "symbol": symbol,
-            "scale": big,
-            "grid_px": _thumbnail_width(h, w, 160) * small,
-            "image_caption": seen_caption,
-            "grid_title": grid_title,
-            "grid_note": grid_note,
-            "bars_note": (
-                f"The {TOP_CLASSES} most probable of {len(probs):,} classes."
-                if len(probs) > ALL_CLASSES_UP_TO
-                else ""
-            ),
-            "contrast_from_maps": from_maps,
-            "contrast_target": target,
-            "contrast_versus": versus,
-            "export": {
-                "before": before,
-                "after": after,
-                "note": _export_note(view),
-                "json": json.loads(state.settings_json(facts)),
-            },
-            "seq": st.session_state.get(f"{PANEL_KEY}_seq", 0),
-        },
-        on_pick=_on_pick,
-    )
+    arrays, data = panel_content(
+        view, info, image, described, ex, st.session_state.get(f"{PANEL_KEY}_seq", 0),
+        _route(view, sources.source(view["dataset"])),
+    )  # fmt: skip
+    saliency_panel.panel(key=PANEL_KEY, arrays=arrays, data=data, on_pick=_on_pick)
     if not saliency_panel.alive(PANEL_KEY):  # the server's own pictures, until the panel drew
+        big = render.scale_for(image.shape)
+        pred = ex.pred
         with st.container(key=saliency_panel.FALLBACK_KEY):
             c1, c2, c3 = st.columns(3)
             with c1:
-                render.show(render.grey(image, 1), seen_caption, scale=big)
+                render.show(render.grey(image, 1), data["image_caption"], scale=big)
             with c2:
                 render.show(render.picture(main, lo, hi, style, scale=1), f"Map: {what}", scale=big)
                 render.show(render.colorbar(lo, hi, style.cmap), None)
@@ -694,15 +769,110 @@ def _explain(view, info, names, image, true, described, others) -> None:
                     st.caption(f"The {TOP_CLASSES} most probable of {len(probs):,} classes.")
                 _prediction_table(probs, names, pred, true)
             with right:
-                _contrast(diff, target, versus, names, symbol, view, style, big)
-            st.markdown(f"#### {grid_title}")
-            st.caption(grid_note)
-            _class_grid(maps, grid_classes, image, style, (lo, hi), pred, true, names)
+                _contrast(ex.diff, target, versus, names, symbol, view, style, big)
+            st.markdown(f"#### {data['grid_title']}")
+            st.caption(data["grid_note"])
+            _class_grid(maps, ex.grid_classes, image, style, (lo, hi), pred, true, names)
             overlay = render.upscale(overlay, big)  # the download: crisp pixels, as on screen
             _export(view, info, described, target, method, overlay, main, probs, pred, true,
                     (lo, hi))  # fmt: skip
 
-    _compare_models(view, others, image, main, compare, compare_targets, target, style, names)
+    _compare_models(view, others, image, main, ex.compare, ex.compare_targets, target, style,
+                    names)  # fmt: skip
+
+
+# --- the explore route: the panel's content without a session -------------------------------
+
+ROUTE_ENV = "SALIENCY_EXPLORE_URL"  # set by dashboard.serve; unset under `streamlit run`
+# The view's keys the route reads (the test image's, the model's and the map's settings).
+ROUTE_KEYS = ("dataset", "model", "index", "true_class", "correctness", "target", "method",
+              "score", "sign", "scale", "clip", "alpha", "cmap", "cmap_signed")  # fmt: skip
+
+
+def _route(view: dict, src: Source) -> dict | None:
+    """How the panel asks `dashboard.serve`'s explore route for the content of another method,
+    class score, model or test image itself, before the server's rerun brings it: the route's
+    address, this view's query, the images Next and Previous show, and the labels of the
+    sidebar's pickers. None where the route can't answer: no route (`streamlit run`), an
+    uploaded or drawn image, a model of this session's, or models compared (the route knows
+    nothing of sessions)."""
+    url = os.environ.get(ROUTE_ENV)
+    if not url or view["source"] != "test" or view["compare"]:
+        return None
+    public = state.public_models(view["dataset"])
+    if view["model"] not in public:
+        return None
+    candidates = _candidates(view, src)
+    i = int(view["index"])
+    return {
+        "url": url,
+        "query": {k: state.FIELDS[k].dump(view[k]) for k in ROUTE_KEYS},
+        "next": _neighbour(candidates, i, 1),
+        "previous": _neighbour(candidates, i, -1),
+        "models": {state.model_label(m): m for m in public},
+        "methods": {label: m for m, label in METHOD_LABELS.items()},
+        "scores": list(state.SCORES),
+        "labels": {"model": "Model", "method": "Method", "score": "Class score"},
+        "buttons": {"next": NEXT_LABEL, "previous": PREVIOUS_LABEL},
+    }
+
+
+ROUTE_CACHE_BYTES = 64 * 2**20  # ~1,000 payloads of a 28 × 28 image, ~30 of a 224 × 224 one
+_route_cache: OrderedDict[tuple, bytes] = OrderedDict()
+_route_lock = threading.Lock()
+
+
+def route_payload(query: dict[str, str]) -> bytes:
+    """`_route_payload` of the query's keys that matter, the latest answers kept (up to
+    ROUTE_CACHE_BYTES): the same view asked for again (by other students, or on the way back)
+    costs nothing."""
+    key = tuple((k, str(query[k])[:100]) for k in (*ROUTE_KEYS, "seq") if k in query)
+    with _route_lock:
+        if key in _route_cache:
+            _route_cache.move_to_end(key)
+            return _route_cache[key]
+    body = _route_payload(dict(key))
+    with _route_lock:
+        _route_cache[key] = body
+        while sum(map(len, _route_cache.values())) > ROUTE_CACHE_BYTES and len(_route_cache) > 1:
+            _route_cache.popitem(last=False)
+    return body
+
+
+def _route_payload(query: dict[str, str]) -> bytes:
+    """The panel's payload, every array carried, for the view that `query` describes (the
+    keys of ROUTE_KEYS, as the link writes them; the others take their defaults) and a bundled
+    test image or a workspace's image: public content, the same for every visitor. Raises
+    ValueError for a malformed query, LookupError for a data set, model or image this server
+    doesn't have."""
+    own = ("dataset", "model")  # checked here: the fields' own checks read the session
+    view = {k: f.default for k, f in state.FIELDS.items() if k not in own}
+    view.update(compare=[], source="test", dataset=query.get("dataset", ""))
+    view["model"] = query.get("model", "")
+    for key in ROUTE_KEYS:
+        if key not in own and key in query:
+            view[key] = state.FIELDS[key].parse(query[key])
+    if view["dataset"] not in sources.public_keys():
+        raise LookupError(f"no data set {view['dataset'][:40]!r}")
+    if view["model"] not in state.public_models(view["dataset"]):
+        raise LookupError(f"no model {view['model'][:40]!r} for this data set")
+    src = sources.source(view["dataset"])
+    index = int(view["index"])
+    if index >= len(src):
+        raise LookupError(f"no image #{index}")
+    info = cache.model_info(view["model"])
+    if view["target"] not in state.TARGETS and int(view["target"]) >= len(info.class_names):
+        raise ValueError("no such class")
+    try:
+        image = src.image(index)
+    except ImageError as err:
+        raise LookupError(str(err)) from None
+    seq = query.get("seq", "0")
+    seq = int(seq) if seq.isdigit() and len(seq) < 10 else 0
+    ex = explained(view, image, int(src.labels[index]))
+    arrays, data = panel_content(view, info, image, _described(src, index), ex, seq,
+                                 _route(view, src))  # fmt: skip
+    return saliency_panel.pack_all(arrays, data)
 
 
 def _contrast(diff, target, versus, names, symbol, view, style, big) -> None:

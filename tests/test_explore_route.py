@@ -1,0 +1,147 @@
+"""The explore route (`dashboard.serve`, `GET /api/explore/panel`): the Explore panel's payload
+for a view's query, without a session. The panel draws it before the page's rerun brings the
+same payload (tests/test_browser.py checks that in Chromium); here, that it *is* the same, and
+that it serves nothing but public content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_dashboard import panel_payload, run_app
+
+from dashboard import cache
+from dashboard.components import saliency_panel
+from dashboard.views import explore
+
+
+@pytest.fixture(autouse=True)
+def route_on(monkeypatch):
+    """As under `python -m dashboard`: the pages know where the route is."""
+    monkeypatch.setenv(explore.ROUTE_ENV, "/api/explore/panel")
+
+
+def routed(data: dict, **change) -> tuple[dict, dict]:
+    """The route's answer to the page's query, with `change`."""
+    query = {**data["route"]["query"], **change, "seq": str(data["seq"])}
+    return saliency_panel.unpack(explore.route_payload(query))
+
+
+def assert_same(page: tuple[dict, dict], route: tuple[dict, dict]) -> None:
+    """The same data (less what says which arrays travelled) and the same arrays, by content."""
+    (p_data, p_arrays), (r_data, r_arrays) = page, route
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("arrays", "fallback")}  # noqa: E731
+    assert strip(r_data) == strip(p_data)
+    ids = lambda d: {k: v["id"] for k, v in d["arrays"].items()}  # noqa: E731
+    assert ids(r_data) == ids(p_data)
+    for name, array in r_arrays.items():  # the route carries every array
+        if name in p_arrays:
+            np.testing.assert_array_equal(array, p_arrays[name])
+    assert set(r_arrays) == set(r_data["arrays"])
+
+
+def test_the_route_answers_what_the_page_then_shows():
+    at = run_app()
+    page = panel_payload(at)
+    route = page[0]["route"]
+    assert route["query"]["index"] == "0" and (route["next"], route["previous"]) == (1, 9999)
+    assert route["models"]["mnist-cnn (" + f"{cache.model_info('mnist-cnn').test_accuracy:.2%})"]
+    assert_same(page, routed(page[0]))
+
+    # Next: what the route gave for route["next"] is what the page's rerun brings.
+    asked = routed(page[0], index=str(route["next"]))
+    at.button(key="next").click().run()
+    now = panel_payload(at)
+    assert now[0]["route"]["query"]["index"] == "1"
+    assert_same(now, asked)
+
+    # A method, a class score, a model: the same.
+    for key, value, kind in [
+        ("method", "input_x_gradient", at.selectbox),
+        ("score", "log_probability", at.radio),
+    ]:
+        asked = routed(now[0], **{key: value})
+        at.run()  # (a map control's change runs the fragment alone: AppTest keeps its elements)
+        kind(key=key).set_value(value).run()
+        now = panel_payload(at)
+        assert now[0]["route"]["query"][key] == value
+        assert_same(now, asked)
+    asked = routed(now[0], model="mnist-mlp")
+    at.run()
+    at.selectbox(key="model").select("mnist-mlp").run()
+    now = panel_payload(at)
+    assert_same(now, asked)
+    # A second answer to the same query comes from the route's cache, byte for byte.
+    query = {**now[0]["route"]["query"], "seq": "0"}
+    assert explore.route_payload(query) is explore.route_payload(dict(query))
+
+
+def test_the_filters_choose_next_and_previous():
+    at = run_app(true_class="3", correctness="wrong")
+    data, _ = panel_payload(at)
+    route = data["route"]
+    pred = cache.predictions("mnist-cnn", "mnist").predicted
+    labels = cache.dataset("mnist").labels.numpy()
+    wrong_threes = np.flatnonzero((labels == 3) & (pred != labels))
+    index = int(route["query"]["index"])
+    later = wrong_threes[wrong_threes > index]
+    assert route["next"] == int(later[0] if len(later) else wrong_threes[0])
+    at.button(key="next").click().run()
+    assert panel_payload(at)[0]["route"]["query"]["index"] == str(route["next"])
+
+
+@pytest.mark.parametrize(
+    ("query", "error", "message"),
+    [
+        ({"dataset": "mnist", "model": "nope"}, LookupError, "no model"),
+        ({"dataset": "mnist", "model": "fashion-mnist-cnn"}, LookupError, "no model"),
+        ({"dataset": "up:abc", "model": "mnist-cnn"}, LookupError, "no data set"),
+        ({"dataset": "mnist", "model": "mnist-cnn", "index": "10000"}, LookupError, "no image"),
+        ({"dataset": "mnist", "model": "mnist-cnn", "index": "-1"}, ValueError, "number"),
+        ({"dataset": "mnist", "model": "mnist-cnn", "target": "10"}, ValueError, "class"),
+        ({"dataset": "mnist", "model": "mnist-cnn", "method": "x"}, ValueError, "one of"),
+        ({"dataset": "mnist", "model": "mnist-cnn", "clip": "nan"}, ValueError, "number"),
+    ],
+)
+def test_the_route_refuses_what_is_not_public_or_not_well_formed(query, error, message):
+    with pytest.raises(error, match=message):
+        explore.route_payload(query)
+
+
+def test_comparisons_get_no_route_and_other_keys_change_nothing():
+    at = run_app(compare="mnist-mlp")
+    assert panel_payload(at)[0]["route"] is None  # the route knows no comparisons
+    # Keys the route doesn't read (a session's upload keys among them) change nothing.
+    at = run_app()
+    data, _ = panel_payload(at)
+    plain = routed(data)
+    extra = routed(data, mine="AAAAAAAA", compare="mnist-mlp", source="upload")
+    assert_same(plain, extra)
+
+
+def test_the_same_maps_asked_twice_at_once_are_computed_once():
+    """A page's rerun and the route (or two students) asking for the same new maps at the same
+    moment: the second waits for the first and reads its cache (`cache.one_at_a_time`)."""
+    import threading
+    import time
+
+    import streamlit as st
+
+    calls = []
+
+    @cache.one_at_a_time
+    @st.cache_data(show_spinner=False)
+    def slow(image: np.ndarray, method: str) -> float:
+        calls.append(method)
+        time.sleep(0.3)
+        return float(image.sum())
+
+    image = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(slow(image, "m"))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == [66.0] * 3 and calls == ["m"]
+    assert slow(image + 1, "m") == 78.0 and calls == ["m", "m"]  # other arguments: computed
+    assert not cache._COMPUTING  # no lock left behind
