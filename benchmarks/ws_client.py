@@ -38,8 +38,9 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
 - it GETs every picture and download the deltas name (`/media/...`) once, as the browser does,
   over at most 6 keep-alive HTTP/1.1 connections (h11);
 - it asks the explore route (`/api/explore/panel`, dashboard/serve.py) what saliency_panel.js
-  asks it: the image Next shows, once per panel payload whose maps differ from the last one's,
-  and the new model's view with a model switch (the action still waits for its rerun);
+  asks it: once Next was clicked, the image Next shows, once per panel payload whose maps
+  differ from the last one's; and the new model's view with a model switch (the action still
+  waits for its rerun);
 - it keeps the frontend's message cache: every message the server marks `cacheable` (a new
   element of 10 kB or more: the panel's), by hash, aged as the frontend ages it (dropped after
   `max_cached_message_age` runs, of a fragment run only its fragments'), its hashes declared in
@@ -456,6 +457,7 @@ class Session:
         self.media_errors: list[str] = []
         self.route_gets = 0  # GETs of the explore route (the panel's prefetch, a new model)
         self.prefetched: tuple | None = None
+        self.browsing = False  # Next clicked in this page: the panel prefetches from then on
         self.reconnects = 0
 
     # The connection.
@@ -484,7 +486,7 @@ class Session:
         self.widgets.clear()
         self.fragment_of.clear()
         self.panel = None
-        self.prefetched = None
+        self.prefetched, self.browsing = None, False
         self.cache = MessageCache()
         self.page_hash = ""
         self.reader = asyncio.create_task(self.read())
@@ -663,7 +665,7 @@ class Session:
         """The image Next shows, asked for once per view whose maps differ (the JS's
         `prefetch`: colours, and the target when the contrast comes from the maps, don't)."""
         route = data.get("route")
-        if not route or route.get("next") is None:
+        if not route or not self.browsing or route.get("next") is None:
             return
         skip = {"cmap", "cmap_signed", "alpha", "clip", "scale"}
         if data.get("contrast_from_maps"):
@@ -789,6 +791,7 @@ class Session:
             if action == "model" and d and d.get("route") and choice in d["route"]["models"]:
                 self.route_get(d, model=d["route"]["models"][choice])  # as the panel asks
         else:
+            self.browsing = self.browsing or action == "next"
             widget_id = self.ids[BUTTONS[action]]
             changed = {widget_id: WidgetState(id=widget_id, trigger_value=True)}
             fragment_id = self.fragment_of.get(widget_id, "")

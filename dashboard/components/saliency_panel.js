@@ -597,10 +597,12 @@ function prefetchKey(panel, url) {
   return u.toString();
 }
 
-// The image Next shows, fetched once the page is idle: one small request per image shown.
+// The image Next shows, fetched once the page is idle: one request per image shown, once
+// Next or Previous has been clicked in this page (someone browsing; no speculative work for
+// the others).
 function prefetch(panel) {
   const r = panel.d.route;
-  if (!r || r.next === null || r.next === undefined) return;
+  if (!r || !panel.browsing || r.next === null || r.next === undefined) return;
   const url = routeUrl(panel, { index: String(r.next) });
   const key = prefetchKey(panel, url);
   if (panel.prefetched && panel.prefetched.key === key) return;
@@ -622,10 +624,36 @@ function confirms(d, want) {
   return !!d.route && Object.entries(want).every(([k, v]) => d.route.query[k] === v);
 }
 
+// A method or model clicked in the sidebar's open list: asked for at once, before the page has
+// handled the click (a choice made with the keys is seen when the page shows it: `follow`).
+function chosen(option) {
+  const box = document.querySelector(
+    '[data-testid="stSidebar"] input[role="combobox"][aria-expanded="true"]',
+  );
+  if (!box) return;
+  const label = box.getAttribute("aria-label");
+  const text = option.innerText.trim();
+  for (const p of PANELS) {
+    const r = p.ready && p.d.route;
+    if (!r) continue;
+    const k = label === r.labels.method ? "method" : label === r.labels.model ? "model" : null;
+    const v = k && (k === "method" ? r.methods : r.models)[text];
+    if (!v || v === p.seen[k]) continue;
+    p.seen[k] = v; // `follow` then finds it known
+    askRoute(p, { [k]: v });
+  }
+}
+
 document.addEventListener(
   "click",
   (e) => {
-    const button = e.target.closest && e.target.closest("button");
+    if (!e.target.closest) return;
+    const option = e.target.closest('[role="option"]');
+    if (option && !option.closest(".sal-panel")) {
+      chosen(option);
+      return;
+    }
+    const button = e.target.closest("button");
     if (!button) return;
     const text = button.innerText.trim();
     for (const p of PANELS) {
@@ -633,7 +661,9 @@ document.addEventListener(
       if (!r) continue;
       const i =
         text === r.buttons.next ? r.next : text === r.buttons.previous ? r.previous : null;
-      if (i !== null && i !== undefined) askRoute(p, { index: String(i) });
+      if (i === null || i === undefined) continue;
+      p.browsing = true;
+      askRoute(p, { index: String(i) });
     }
   },
   true,
