@@ -86,6 +86,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import gzip
 import json
 import math
 import os
@@ -458,6 +459,7 @@ class Session:
         self.route_gets = 0  # GETs of the explore route (the panel's prefetch, a new model)
         self.prefetched: tuple | None = None
         self.browsing = False  # Next clicked in this page: the panel prefetches from then on
+        self.route_tasks: set[asyncio.Task] = set()
         self.reconnects = 0
 
     # The connection.
@@ -492,6 +494,8 @@ class Session:
         self.reader = asyncio.create_task(self.read())
 
     async def close(self) -> None:
+        for task in list(self.route_tasks):  # a GET still under way when the test ends
+            task.cancel()
         if self.ws is not None:
             await self.ws.close()
         if self.reader is not None:
@@ -653,11 +657,15 @@ class Session:
         query = {**route["query"], **want, "seq": str(data["seq"])}
         task = asyncio.ensure_future(self._route_get(f"{route['url']}?{urlencode(query)}"))
         task.add_done_callback(self._fetched)
+        self.route_tasks.add(task)
+        task.add_done_callback(self.route_tasks.discard)
         return task
 
     async def _route_get(self, target: str) -> None:
         self.route_gets += 1
-        status, _, body = await self.http.get(target)
+        status, headers, body = await self.http.get(target)
+        if headers.get("content-encoding") == "gzip":  # as the browser asks (BROWSER_HEADERS)
+            body = gzip.decompress(body)
         if status != 200 or body[:4] != PANEL_MAGIC:
             raise ActionError(f"GET {target[:80]}: HTTP {status}, {len(body)} bytes")
 
