@@ -30,7 +30,7 @@ with st.sidebar:
     )
 
     st.selectbox(
-        "Model",
+        state.MODEL_PICKER,
         state.models(view["dataset"]),
         key="model",
         format_func=state.model_label,

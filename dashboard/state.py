@@ -39,6 +39,7 @@ TABLE_SCALES = ("none", "std")
 MAX_NAME = 100  # characters of a column name in a link
 
 MAX_COMPARE = 3  # models shown beside the main one
+MODEL_PICKER = "Model"  # the sidebar's model picker's label (the Explore panel finds it by it)
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 

@@ -333,6 +333,8 @@ MAIN_FRAGMENT = "explore_main"  # st.fragment key of `explanation`
 TARGET_LABELS = {"predicted": "the predicted class", "true": "the true class"}
 # The map controls' labels (and option orders), by which the panel also finds them in the page.
 CONTROLS = {
+    "method": "Method",
+    "score": "Class score",
     "target": "Target class",
     **TARGET_LABELS,
     "sign": "Values",
@@ -364,11 +366,11 @@ def sidebar_controls() -> DeltaGenerator:
         st.markdown("### Map")
         slot = st.container()
         st.selectbox(
-            "Method", saliency_methods(), key="method", format_func=METHOD_LABELS.get,
+            CONTROLS["method"], saliency_methods(), key="method", format_func=METHOD_LABELS.get,
             on_change=rerun,
         )  # fmt: skip
         st.radio(
-            "Class score",
+            CONTROLS["score"],
             state.SCORES,
             key="score",
             horizontal=True,
@@ -812,7 +814,11 @@ def _route(view: dict, src: Source) -> dict | None:
         "models": {state.model_label(m): m for m in public},
         "methods": {label: m for m, label in METHOD_LABELS.items()},
         "scores": list(state.SCORES),
-        "labels": {"model": "Model", "method": "Method", "score": "Class score"},
+        "labels": {
+            "model": state.MODEL_PICKER,
+            "method": CONTROLS["method"],
+            "score": CONTROLS["score"],
+        },
         "buttons": {"next": NEXT_LABEL, "previous": PREVIOUS_LABEL},
     }
 
