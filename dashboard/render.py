@@ -195,12 +195,15 @@ def upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
     return display.upscale(rgb, scale) if scale > 1 else rgb
 
 
-# Crisp pictures; and no Streamlit "install skills for AI coding agents" toast, which Streamlit
-# shows on a non-headless server when it detects an agent's tools on the machine: on a class's
-# projector it covers the page and offers to install files.
+# Crisp pictures; no Streamlit "install skills for AI coding agents" toast, which Streamlit
+# shows on a non-headless server when it detects an agent's tools on the machine (on a class's
+# projector it covers the page and offers to install files); loading placeholders that don't
+# shimmer: on a slow device's one core, repainting the ~30 of a first page cost it about 1.1 s
+# (a first load with Chromium pinned to one core, 4 loads each way, twice).
 PIXELATED_CSS = (
     "<style>[data-testid='stImage'] img {image-rendering: pixelated;}"
-    " [data-testid='stSkillsNudge'] {display: none;}</style>"
+    " [data-testid='stSkillsNudge'] {display: none;}"
+    " [data-testid='stSkeleton'] {animation: none !important;}</style>"
 )
 
 

@@ -293,6 +293,21 @@ def test_default_view(server: Server, page: Page, artifacts_dir: Path) -> None:
     ticks = panel.locator(".sal-map .sal-tick").all_inner_texts()
     assert ticks[0] == "0" and len(ticks) == 5, ticks
     page.screenshot(path=str(artifacts_dir / "explore_default.png"))
+    # The app's CSS: loading placeholders don't shimmer (on one slow core, repainting ~30 of
+    # them cost a first page about a second), the skills toast never shows.
+    styles = page.evaluate(
+        """() => ['stSkeleton', 'stSkillsNudge'].map((id) => {
+          const el = document.createElement('div');
+          el.dataset.testid = id;
+          el.style.animation = 'x 1s infinite';
+          document.querySelector('[data-testid="stMain"]').append(el);
+          const s = getComputedStyle(el);
+          const out = [s.animationName, s.display];
+          el.remove();
+          return out;
+        })"""
+    )
+    assert styles[0][0] == "none" and styles[1][1] == "none", styles
 
 
 def test_target_class_switch(server: Server, page: Page, artifacts_dir: Path) -> None:
