@@ -935,7 +935,11 @@ function render(component, d) {
       if (wait > 0) {
         panel.held = setTimeout(() => {
           panel.routed = null;
-          render(component, d);
+          try {
+            render(component, d);
+          } catch (err) {
+            console.error("saliency panel:", err); // the server's next data draws it again
+          }
         }, wait);
         return true;
       }
