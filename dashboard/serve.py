@@ -27,8 +27,8 @@ from starlette.routing import Route
 from streamlit import config
 from streamlit.starlette import App
 
+from dashboard.components.saliency_panel import ROUTE_ENV
 from dashboard.live_store import LiveStore, normalise_code
-from dashboard.views import explore
 
 STATUS_PATH = "/api/live/status"
 EXPLORE_PATH = "/api/explore/panel"
@@ -58,6 +58,8 @@ def status(request: Request) -> JSONResponse:
 def explore_panel(request: Request) -> Response:
     """The Explore panel's payload for the view in the query (`explore.route_payload`): a
     plain function, run in Starlette's thread pool (it may compute gradients)."""
+    from dashboard.views import explore  # here, inside the runtime: its caches are made for it
+
     headers = {"Cache-Control": "no-store"}
     try:
         body = explore.route_payload(dict(request.query_params))
@@ -77,7 +79,7 @@ STATUS_URL, EXPLORE_URL = _url(STATUS_PATH), _url(EXPLORE_PATH)
 # The pages find the routes here (dashboard.views.live, dashboard.views.explore); unset under
 # `streamlit run app.py`.
 os.environ["SALIENCY_LIVE_STATUS_URL"] = STATUS_URL
-os.environ[explore.ROUTE_ENV] = EXPLORE_URL
+os.environ[ROUTE_ENV] = EXPLORE_URL
 
 app = App(
     Path(__file__).with_name("app.py"),

@@ -41,6 +41,8 @@ import streamlit as st
 from saliency import display
 
 _HERE = Path(__file__).parent
+# Where dashboard.serve tells the pages its explore route is; unset under `streamlit run`.
+ROUTE_ENV = "SALIENCY_EXPLORE_URL"
 FALLBACK_KEY = "explore_fallback"  # the container of the server's own pictures (see the CSS)
 MAX_SENT = 48  # arrays this session's browser is taken to hold (saliency_panel.js keeps 64)
 

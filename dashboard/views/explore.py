@@ -785,7 +785,7 @@ def _explain(view, info, names, image, true, described, others) -> None:
 
 # --- the explore route: the panel's content without a session -------------------------------
 
-ROUTE_ENV = "SALIENCY_EXPLORE_URL"  # set by dashboard.serve; unset under `streamlit run`
+ROUTE_ENV = saliency_panel.ROUTE_ENV
 # The view's keys the route reads (the test image's, the model's and the map's settings).
 ROUTE_KEYS = ("dataset", "model", "index", "true_class", "correctness", "target", "method",
               "score", "sign", "scale", "clip", "alpha", "cmap", "cmap_signed")  # fmt: skip
