@@ -145,3 +145,13 @@ def test_the_same_maps_asked_twice_at_once_are_computed_once():
     assert out == [66.0] * 3 and calls == ["m"]
     assert slow(image + 1, "m") == 78.0 and calls == ["m", "m"]  # other arguments: computed
     assert not cache._COMPUTING  # no lock left behind
+
+
+def test_the_route_keeps_answers_within_its_byte_bound(monkeypatch):
+    monkeypatch.setattr(explore, "ROUTE_CACHE_BYTES", 100_000)  # about two 28 × 28 answers
+    for i in range(5):
+        explore.route_payload({"dataset": "mnist", "model": "mnist-linear", "index": str(i)})
+    sizes = [len(b) for b in explore._route_cache.values()]
+    assert explore._route_bytes == sum(sizes) <= 100_000 and len(sizes) >= 1
+    newest = {"dataset": "mnist", "model": "mnist-linear", "index": "4"}
+    assert explore.route_payload(newest) is list(explore._route_cache.values())[-1]

@@ -826,6 +826,7 @@ def _route(view: dict, src: Source) -> dict | None:
 ROUTE_CACHE_BYTES = 64 * 2**20  # ~1,000 payloads of a 28 × 28 image, ~30 of a 224 × 224 one
 _route_cache: OrderedDict[tuple, bytes] = OrderedDict()
 _route_lock = threading.Lock()
+_route_bytes = 0  # the sum of the cached payloads' lengths
 
 
 def route_payload(query: dict[str, str]) -> bytes:
@@ -838,10 +839,13 @@ def route_payload(query: dict[str, str]) -> bytes:
             _route_cache.move_to_end(key)
             return _route_cache[key]
     body = _route_payload(dict(key))
+    global _route_bytes
     with _route_lock:
-        _route_cache[key] = body
-        while sum(map(len, _route_cache.values())) > ROUTE_CACHE_BYTES and len(_route_cache) > 1:
-            _route_cache.popitem(last=False)
+        if key not in _route_cache:
+            _route_cache[key] = body
+            _route_bytes += len(body)
+        while _route_bytes > ROUTE_CACHE_BYTES and len(_route_cache) > 1:
+            _route_bytes -= len(_route_cache.popitem(last=False)[1])
     return body
 
 
