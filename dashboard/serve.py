@@ -29,6 +29,7 @@ from streamlit.starlette import App
 
 from dashboard.components.saliency_panel import ROUTE_ENV
 from dashboard.live_store import LiveStore, normalise_code
+from dashboard.streamlit_runs import reuse_theme_messages
 
 STATUS_PATH = "/api/live/status"
 EXPLORE_PATH = "/api/explore/panel"
@@ -80,6 +81,8 @@ STATUS_URL, EXPLORE_URL = _url(STATUS_PATH), _url(EXPLORE_PATH)
 # `streamlit run app.py`.
 os.environ["SALIENCY_LIVE_STATUS_URL"] = STATUS_URL
 os.environ[ROUTE_ENV] = EXPLORE_URL
+
+reuse_theme_messages()  # each run's NewSession theme, made once (dashboard/streamlit_runs.py)
 
 app = App(
     Path(__file__).with_name("app.py"),

@@ -1,0 +1,94 @@
+"""dashboard.streamlit_runs: each run's NewSession theme, made once, is the message Streamlit
+would have made itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit import config
+from streamlit.proto.NewSession_pb2 import CustomThemeConfig, NewSession
+from streamlit.runtime import app_session
+
+from dashboard.streamlit_runs import memoized_theme
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("theme", "theme.light", "theme.dark", "theme.sidebar", "theme.light.sidebar",
+            "theme.dark.sidebar")  # fmt: skip
+
+
+@pytest.fixture
+def themed():
+    """A theme with options in two sections, the others empty; restored afterwards."""
+    options = {"theme.primaryColor": "#ff4b4b", "theme.baseRadius": "small",
+               "theme.sidebar.backgroundColor": "#f0f2f6"}  # fmt: skip
+    before = {k: config.get_option(k) for k in options}
+    for k, v in options.items():
+        config.set_option(k, v)
+    yield
+    for k, v in before.items():
+        config.set_option(k, v)
+
+
+def _filled(populate) -> NewSession:
+    msg = NewSession()
+    theme = msg.custom_theme
+    populate(theme, "theme")
+    populate(theme.light, "theme.light")
+    populate(theme.dark, "theme.dark")
+    populate(theme.sidebar, "theme.sidebar")
+    populate(theme.light.sidebar, "theme.light.sidebar")
+    populate(theme.dark.sidebar, "theme.dark.sidebar")
+    return msg
+
+
+def _streamlits_own():
+    """Streamlit's function, also where a server in this process has replaced it."""
+    populate = app_session._populate_theme_msg
+    return getattr(populate, "populate", populate)
+
+
+def test_the_same_message_as_streamlits_own_run_after_run(themed):
+    original = _streamlits_own()
+    fill = memoized_theme(original)
+    want = _filled(original)
+    assert want.custom_theme.primary_color == "#ff4b4b"
+    assert want.custom_theme.sidebar.background_color == "#f0f2f6"
+    assert not want.custom_theme.HasField("dark")  # an empty section stays unset
+    for _ in range(3):  # made once, then merged from its bytes
+        got = _filled(fill)
+        assert got.SerializeToString() == want.SerializeToString()
+        assert got.custom_theme.ListFields() == want.custom_theme.ListFields()
+        assert not got.custom_theme.HasField("dark")
+
+
+def test_made_once_per_section_until_the_config_is_parsed_again(themed):
+    calls = []
+
+    def populate(msg: CustomThemeConfig, section: str = "theme") -> None:
+        calls.append(section)
+        _streamlits_own()(msg, section)
+
+    fill = memoized_theme(populate)
+    for _ in range(4):
+        _filled(fill)
+    assert sorted(calls) == sorted(SECTIONS)  # six sections, each made once
+    config.set_option("theme.primaryColor", "#00ff00")
+    fill.forget()  # what a new parse of the config file calls
+    assert _filled(fill).custom_theme.primary_color == "#00ff00"
+    assert len(calls) == 2 * len(SECTIONS)
+
+
+def test_the_server_applies_it():
+    """`python -m dashboard` serves dashboard/serve.py, which applies it on import (checked in
+    a process of its own: the import also sets the routes' environment variables)."""
+    code = (
+        "import dashboard.serve\n"
+        "from streamlit.runtime import app_session\n"
+        "print(hasattr(app_session._populate_theme_msg, 'forget'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=120, check=True)  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "True"
