@@ -186,7 +186,7 @@ def one_at_a_time(cached: Callable) -> Callable:
 
     @functools.wraps(cached)
     def call(*args, **kwargs):
-        key = (cached.__name__, *map(_key_part, args), *sorted(kwargs.items()))
+        key = (cached.__name__, *map(key_part, args), *sorted(kwargs.items()))
         with _COMPUTING_LOCK:
             lock = _COMPUTING.setdefault(key, threading.Lock())
         try:
@@ -200,7 +200,8 @@ def one_at_a_time(cached: Callable) -> Callable:
     return call
 
 
-def _key_part(value: Any) -> Any:
+def key_part(value: Any) -> Any:
+    """`value` as part of a cache's key: an array by its dtype, shape and a hash of its bytes."""
     if isinstance(value, np.ndarray):
         return (value.dtype.str, value.shape, hashlib.blake2b(value.tobytes()).digest())
     return value

@@ -155,3 +155,60 @@ def test_the_route_keeps_answers_within_its_byte_bound(monkeypatch):
     assert explore._route_bytes == sum(sizes) <= 100_000 and len(sizes) >= 1
     newest = {"dataset": "mnist", "model": "mnist-linear", "index": "4"}
     assert explore.route_payload(newest) is list(explore._route_cache.values())[-1]
+
+
+def _fields_equal(a: explore.Explained, b: explore.Explained) -> None:
+    for name in explore.Explained.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, dict):
+            assert x.keys() == y.keys(), name
+            for k in x:
+                np.testing.assert_array_equal(x[k], y[k])
+        elif isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y)
+        else:
+            assert x == y, name
+
+
+def _view(**change) -> dict:
+    from dashboard import state
+
+    view = {k: f.default for k, f in state.FIELDS.items() if k not in ("dataset", "model")}
+    return {**view, "dataset": "mnist", "model": "mnist-linear", "compare": [], **change}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{}, {"target": "3"}, {"target": "true"}, {"method": "input_x_gradient"},
+     {"score": "probability"}, {"sign": "signed"}, {"scale": "shared"}, {"clip": 90.0},
+     {"alpha": 0.3}, {"cmap": "magma"}, {"sign": "signed", "cmap_signed": "PuOr"},
+     {"model": "mnist-mlp"}, {"compare": ["mnist-mlp"]}],
+)  # fmt: skip
+def test_a_view_seen_again_is_the_same_as_computed_afresh(change):
+    """`explained` keeps its latest answers: each setting it reads must be part of the key (a
+    change of any one gets that view's own numbers, not the last one's), and what it hands
+    out can't be changed in place by a caller."""
+    from dashboard import sources
+
+    src = sources.source("mnist")
+    image, true = src.image(7), int(src.labels[7])
+    explore.explained(_view(), image, true)  # the view before the change, kept
+    got = explore.explained(_view(**change), image, true)
+    _fields_equal(got, explore._explained_now(_view(**change), image, true))
+    assert explore.explained(_view(**change), image, true) is got  # seen again: kept
+    other_true = (true + 1) % 10
+    assert explore.explained(_view(**change), image, other_true) is not got
+    with pytest.raises(ValueError, match="read-only"):
+        got.sent[0, 0, 0] = 1.0
+
+
+def test_explained_keeps_answers_within_its_byte_bound(monkeypatch):
+    from dashboard import sources
+
+    monkeypatch.setattr(explore, "EXPLAINED_BYTES", 80_000)  # about two 28 × 28 answers
+    src = sources.source("mnist")
+    for i in range(5):  # views no other test asked for: each is computed, then kept
+        explore.explained(_view(clip=77.5), src.image(i), int(src.labels[i]))
+    kept = list(explore._explained.values())
+    total = sum(a.nbytes for ex in kept for a in explore._arrays_of(ex))
+    assert explore._explained_bytes == total <= 80_000 and len(kept) >= 1

@@ -453,7 +453,7 @@ def render_view() -> None:
             + (f" · true class {class_label(true, names)} {verdict}" if true is not None else "")
         )
     others = [m for m in state.models(view["dataset"]) if m != view["model"]]
-    explanation(image, true, described, target_slot, others)
+    explanation(image, true, described, target_slot, others, src)
 
 
 # The view's keys that change in the explanation fragment (it copies them into the view).
@@ -468,11 +468,12 @@ def explanation(
     described: str,
     target_slot: DeltaGenerator,
     others: list[str],
+    src: Source,
 ) -> None:
     """Everything below the prediction, as one fragment: a new target, method or colour reruns
     this alone, not the router, the sidebar and the image chooser. The panel shows what needs
     no new gradients before the server has even heard of it. `others`: the models that can be
-    compared with this one."""
+    compared with this one; `src`: the view's data set."""
     view = st.session_state["view"]
     for key in FRAGMENT_KEYS:  # on a fragment rerun, the widgets' new values
         if key in st.session_state:
@@ -483,7 +484,7 @@ def explanation(
         with target_slot:
             _target_control(names)
         if image is not None:
-            _explain(view, info, names, image, true, described, others)
+            _explain(view, info, names, image, true, described, others, src)
     state.sync()  # the link follows
 
 
@@ -572,8 +573,52 @@ class Explained:
         return self.maps[self.target]
 
 
+EXPLAINED_BYTES = 32 * 2**20  # the latest `explained` answers kept, by the bytes of their arrays
+# The view's keys that `explained` reads.
+EXPLAINED_KEYS = ("model", "target", "method", "score", "sign", "cmap", "cmap_signed", "alpha",
+                  "clip", "scale")  # fmt: skip
+_explained: OrderedDict[tuple, Explained] = OrderedDict()
+_explained_lock = threading.Lock()
+_explained_bytes = 0
+
+
+def _arrays_of(ex: Explained) -> list[np.ndarray]:
+    return [ex.probs, ex.sent, ex.diff, *ex.maps.values(), *ex.compare.values()]
+
+
 def explained(view: dict, image: np.ndarray, true: int | None) -> Explained:
-    """Every number the view shows for `image` under `view`'s model and settings."""
+    """Every number the view shows for `image` under `view`'s model and settings: the latest
+    answers are kept (up to EXPLAINED_BYTES, their arrays read-only), so a view seen again (a
+    method or model switched back, another student on the same image, the explore route and
+    the page's rerun) costs a lookup instead of the caches' hashing and copying. Keyed as those
+    caches are: by model name, the image's bytes and the settings."""
+    key = (
+        *(view[k] for k in EXPLAINED_KEYS),
+        tuple(view["compare"]),
+        true,
+        *cache.key_part(image),
+    )
+    with _explained_lock:
+        ex = _explained.get(key)
+        if ex is not None:
+            _explained.move_to_end(key)
+            return ex
+    ex = _explained_now(view, image, true)
+    size = 0
+    for array in _arrays_of(ex):
+        array.flags.writeable = False
+        size += array.nbytes
+    global _explained_bytes
+    with _explained_lock:
+        if key not in _explained:
+            _explained[key] = ex
+            _explained_bytes += size
+        while _explained_bytes > EXPLAINED_BYTES and len(_explained) > 1:
+            _explained_bytes -= sum(a.nbytes for a in _arrays_of(_explained.popitem(last=False)[1]))
+    return ex
+
+
+def _explained_now(view: dict, image: np.ndarray, true: int | None) -> Explained:
     model_name = view["model"]
     probs = cache.probabilities(model_name, image)
     pred = int(probs.argmax())
@@ -697,7 +742,7 @@ def panel_content(
     return arrays, data
 
 
-def _explain(view, info, names, image, true, described, others) -> None:
+def _explain(view, info, names, image, true, described, others, src) -> None:
     model_name = view["model"]
     ex = explained(view, image, true)
     target, versus, probs, style = ex.target, ex.versus, ex.probs, ex.style
@@ -748,7 +793,7 @@ def _explain(view, info, names, image, true, described, others) -> None:
     # The panel: pictures, chart, contrast, every class and the exports, drawn in the browser.
     arrays, data = panel_content(
         view, info, image, described, ex, st.session_state.get(f"{PANEL_KEY}_seq", 0),
-        _route(view, sources.source(view["dataset"])),
+        _route(view, src),
     )  # fmt: skip
     saliency_panel.panel(key=PANEL_KEY, arrays=arrays, data=data, on_pick=_on_pick)
     if not saliency_panel.alive(PANEL_KEY):  # the server's own pictures, until the panel drew
@@ -811,7 +856,22 @@ def _route(view: dict, src: Source) -> dict | None:
         "query": {k: state.FIELDS[k].dump(view[k]) for k in ROUTE_KEYS},
         "next": _neighbour(candidates, i, 1),
         "previous": _neighbour(candidates, i, -1),
-        "models": {state.model_label(m): m for m in public},
+        **_pickers(tuple(public)),
+    }
+
+
+_pickers_made: dict[tuple[str, ...], dict] = {}
+
+
+def _pickers(public: tuple[str, ...]) -> dict:
+    """The labels of the sidebar's pickers, by which the panel finds and reads them. Made once
+    per list of registry models (each label reads its model's card)."""
+    made = _pickers_made.get(public)
+    if made is not None:
+        return made
+    models = {state.model_label(m): m for m in public}
+    made = {
+        "models": models,
         "methods": {label: m for m, label in METHOD_LABELS.items()},
         "scores": list(state.SCORES),
         "labels": {
@@ -821,6 +881,10 @@ def _route(view: dict, src: Source) -> dict | None:
         },
         "buttons": {"next": NEXT_LABEL, "previous": PREVIOUS_LABEL},
     }
+    registry = not any(sources.is_workspace(m) for m in public)  # a workspace's card can change
+    if registry and all(label != m for label, m in models.items()) and len(_pickers_made) < 256:
+        _pickers_made[public] = made
+    return made
 
 
 ROUTE_CACHE_BYTES = 64 * 2**20  # ~1,000 payloads of a 28 × 28 image, ~30 of a 224 × 224 one
