@@ -2,6 +2,7 @@
 
     python benchmarks/bench_clicks.py [--repeat 10] [--out artifacts/bench_clicks.json]
                                       [--repo PATH] [--loads 3] [--soak N] [--browser-cpus 1]
+                                      [--press-ms 0]
 
 One `python -m dashboard` server pinned to CPU 0 (`taskset -c 0`), Debian's Chromium pinned to
 CPU 1 (`--browser-cpus`), the bundled default view (MNIST, mnist-cnn). First `--loads` page
@@ -16,7 +17,9 @@ for each kind of interaction, two warm-up clicks and `--repeat` timed ones, each
 - **in page**: from the first input event (the press of a click, the key press of a slider,
   the hover; caught on `window` before any handler of the page's) to the frame in which the new
   picture (the main map, or the overlay for alpha) has loaded, on the page's own clock
-  (`performance.now()`, checked every animation frame): what the user waits for;
+  (`performance.now()`, checked every animation frame): what the user waits for. Playwright's
+  clicks release the button at once (`--press-ms 0`); a person holds it ~100 ms, in which the
+  panel may already draw a method, model or Next image (`--press-ms 100` measures that);
 - **click → idle** (as this benchmark measured before the panel): wall time in this process
   from Playwright's click until the map has changed and the script is idle with nothing stale
   (noisier: Playwright's own round trips, two shared cores).
@@ -219,8 +222,16 @@ def main() -> None:
         help="CPUs for Chromium (and this script): 1 (default) keeps it off the server's CPU "
         "0; 0,1 lets it use both, as a laptop's browser would (the server stays on CPU 0)",
     )
+    ap.add_argument(
+        "--press-ms",
+        type=float,
+        default=0,
+        help="how long each mouse click holds the button down: 0 (Playwright's default) "
+        "releases at once; a person holds it ~80-120 ms, in which the panel may already draw",
+    )
     ap.add_argument("--out", default=str(REPO / "artifacts" / "bench_clicks.json"))
     args = ap.parse_args()
+    press = args.press_ms
     tmp = Path(tempfile.mkdtemp(prefix="bench-clicks-"))
     server, url = start_server(tmp, Path(args.repo))
     os.sched_setaffinity(0, {int(c) for c in args.browser_cpus.split(",")})  # Chromium's too
@@ -232,7 +243,7 @@ def main() -> None:
         box.click()
         option = page.get_by_role("option", name=name, exact=exact)
         option.wait_for()
-        return option.click
+        return lambda: option.click(delay=press)
 
     def target(page, i: int):  # a class other than the one shown
         box = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Target class")
@@ -241,7 +252,7 @@ def main() -> None:
 
     def radio(page, group: str, name: str):
         choices = page.get_by_test_id("stRadio").filter(has_text=group)
-        return choices.get_by_text(name, exact=True).click
+        return lambda: choices.get_by_text(name, exact=True).click(delay=press)
 
     def slider(page, label: str, key: str):
         thumb = page.get_by_test_id("stSidebar").get_by_role("slider", name=label)
@@ -282,7 +293,9 @@ def main() -> None:
         "method (cached)": lambda page, i: select(
             page, "Method", ("Gradient × Input", "Vanilla gradient")[i % 2]
         ),
-        "next image": lambda page, i: page.get_by_role("button", name="Next ▶").click,
+        "next image": lambda page, i: (
+            lambda: page.get_by_role("button", name="Next ▶").click(delay=press)
+        ),
         "model (cached)": lambda page, i: select(
             page, "Model", ("mnist-mlp (", "mnist-cnn (")[i % 2], exact=False
         ),
@@ -383,6 +396,7 @@ def main() -> None:
         server.terminate()
         server.wait(10)
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_1_5_15": os.getloadavg()}
+    results["press_ms"] = press
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -604,6 +604,95 @@ def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: 
     context.close()
 
 
+def test_a_press_draws_what_it_will_choose_and_one_that_chooses_nothing_is_taken_back(
+    server: Server, page: Page
+):
+    """A method's option pressed and still held: the panel already shows its maps (the page
+    hasn't had a click yet, so the link is unchanged), and they are the model's own. Dragged
+    off the list and released elsewhere, the press chooses nothing: the panel shows the
+    server's view again and the sidebar still says the old method. The same for a colour map,
+    a target class and a sign, drawn from the maps held exactly as the server would. Then a
+    plain click on the option chooses it for good."""
+    page.goto(server.url)
+    wait_complete(page)
+    first = panel_state(page)
+    x = pretrained.load_dataset("mnist").images[0:1]
+    jac = saliency.jacobian(pretrained.load_model("mnist-cnn"), x)[0, :, 0].numpy()
+    input_x_gradient = np.abs(jac * x[0, 0].numpy())
+    changed = "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old"
+
+    open_select(page, "Method")
+    option(page, "Gradient × Input").hover()
+    page.mouse.down()
+    page.wait_for_function(changed, arg=first["map"], timeout=5_000)
+    held = panel_state(page)
+    assert "method=input_x_gradient" not in page.url  # no click yet: the server knows nothing
+    got = np.asarray(held["maps"], dtype=np.float32).reshape(input_x_gradient.shape)
+    np.testing.assert_allclose(got, input_x_gradient, rtol=1e-4, atol=1e-6 * input_x_gradient.max())
+    page.mouse.move(700, 5)  # off the list, onto the page's top
+    page.mouse.up()
+    page.wait_for_function(
+        "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src === old",
+        arg=first["map"],
+        timeout=5_000,
+    )
+    combo = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Method", exact=True)
+    expect(combo).to_have_value("Vanilla gradient")
+    wait_idle(page)
+    back = panel_state(page)
+    assert back["maps"] == first["maps"] and back["map"] == first["map"]
+    assert "method=input_x_gradient" not in page.url
+
+    # What needs no new maps is drawn at the press too, from the maps held: exactly as the
+    # server would draw it, and taken back the same way.
+    def press_and_drag_away(press, setting: str, value, drawn_with: str) -> None:
+        if page.get_by_role("listbox").count():  # a list left open hides the others
+            page.keyboard.press("Escape")
+        before = panel_state(page)
+        press()
+        page.mouse.down()
+        page.wait_for_function(
+            "([k, v]) => document.querySelector('.sal-panel').salPanel.s[k] === v"
+            " || document.querySelector('.sal-panel').salPanel.chosen === v",
+            arg=[setting, value],
+            timeout=5_000,
+        )
+        st = panel_state(page)
+        np.testing.assert_array_equal(
+            data_url_pixels(st["map"]), expected_pictures(st, drawn_with)["map"]
+        )
+        page.mouse.move(700, 5)
+        page.mouse.up()
+        page.wait_for_function(
+            "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src === old",
+            arg=before["map"],
+            timeout=5_000,
+        )
+        if page.get_by_role("listbox").count():
+            page.keyboard.press("Escape")
+        wait_idle(page)
+        assert panel_state(page)["map"] == before["map"]
+
+    def hover_option(label: str, name: str):
+        return lambda: (open_select(page, label), option(page, name).hover())
+
+    press_and_drag_away(hover_option("Colour map", "viridis"), "cmap", "viridis", "viridis")
+    press_and_drag_away(hover_option("Target class", "3"), "chosen", 3, "inferno")
+    signed = page.get_by_test_id("stRadio").filter(has_text="Values")
+    press_and_drag_away(signed.get_by_text("signed", exact=True).hover, "signed", True, "RdBu_r")
+    assert "cmap=" not in page.url and "target=" not in page.url and "sign=" not in page.url
+
+    if page.get_by_role("listbox").count():  # the list may have stayed open
+        page.keyboard.press("Escape")
+    open_select(page, "Method")
+    option(page, "Gradient × Input").click()
+    expect(page).to_have_url(re.compile("method=input_x_gradient"))
+    wait_idle(page)
+    assert panel_state(page)["maps"] == held["maps"]
+    expect(combo).to_have_value("Gradient × Input")
+    assert_no_exception(page)
+
+
 # Arms a clock: the next press (on window, before any handler of the page's) starts it, the
 # first frame in which the panel's map shows another picture, loaded, stops it.
 ARM_MAP_CLOCK_JS = """

@@ -11,8 +11,9 @@
 // sign (vanilla gradient) or target changed in the sidebar is drawn as soon as the page shows
 // it, and held until the server's rerun confirms it (`follow`). Another method, class score,
 // model or test image needs new maps: for public content the server's explore route answers
-// with the payload its rerun will bring, asked for as the page shows the change (or fetched
-// ahead, for Next) and drawn before the rerun arrives (`askRoute`, `prefetch`).
+// with the payload its rerun will bring, asked for as the page shows the change, at the press
+// of a mouse button on a method, model, Next or Previous (`pressed`; taken back if no click
+// follows), or fetched ahead, for Next, and drawn before the rerun arrives (`askRoute`).
 //
 // Data from Python: see dashboard/components/saliency_panel.py and dashboard/views/explore.py.
 // Sent back: state "alive" (drawn without error: the server stops drawing its own pictures),
@@ -624,50 +625,143 @@ function confirms(d, want) {
   return !!d.route && Object.entries(want).every(([k, v]) => d.route.query[k] === v);
 }
 
-// A method or model clicked in the sidebar's open list: asked for at once, before the page has
-// handled the click (a choice made with the keys is seen when the page shows it: `follow`).
-function chosen(option) {
-  const box = document.querySelector(
-    '[data-testid="stSidebar"] input[role="combobox"][aria-expanded="true"]',
-  );
-  if (!box) return;
-  const label = box.getAttribute("aria-label");
-  const text = option.innerText.trim();
+// What a press or click on `target` would change in each panel: [[panel, change, k, local]].
+// Routed (new maps: the explore route answers): a method or model in the sidebar's open list
+// (k "method", "model"), a class score (k "score"), Next or Previous (k null). Local (drawn
+// from the maps held, as `follow` draws them): a target class or colour map in the sidebar's
+// open list, a colour scale or sign. Only what differs from what the panel shows now.
+const PRESSABLE = '[role="option"], button, [role="radiogroup"] label';
+
+function intents(target) {
+  const on = target.closest && target.closest(PRESSABLE);
+  if (!on || on.closest(".sal-panel")) return [];
+  const out = [];
   for (const p of PANELS) {
-    const r = p.ready && p.d.route;
-    if (!r) continue;
-    const k = label === r.labels.method ? "method" : label === r.labels.model ? "model" : null;
-    const v = k && (k === "method" ? r.methods : r.models)[text];
-    if (!v || v === p.seen[k]) continue;
-    p.seen[k] = v; // `follow` then finds it known
-    askRoute(p, { [k]: v });
+    if (!p.ready) continue;
+    const r = p.d.route;
+    const c = p.d.controls;
+    let k = null;
+    let v;
+    if (on.matches('[role="option"]')) {
+      const box = document.querySelector(
+        '[data-testid="stSidebar"] input[role="combobox"][aria-expanded="true"]',
+      );
+      const label = box && box.getAttribute("aria-label");
+      const text = on.innerText.trim();
+      if (r && label === r.labels.method) [k, v] = ["method", r.methods[text]];
+      else if (r && label === r.labels.model) [k, v] = ["model", r.models[text]];
+      else if (label === c.cmap || label === c.cmap_signed) {
+        k = label === c.cmap ? "cmap" : "cmap_signed";
+        v = p.A[`lut:${text}`] ? text : undefined;
+      } else if (label === c.target && p.local) {
+        k = "target";
+        const { pred, true: truth } = p.d;
+        v = text === c.predicted ? pred : text === c.true ? (truth ?? pred) : p.byLabel.get(text);
+      }
+    } else if (on.matches("label")) {
+      const group = on.closest('[role="radiogroup"]');
+      const input = on.querySelector('input[type="radio"]');
+      const i = input ? Number(input.value) : Number.NaN;
+      const label = group.getAttribute("aria-label");
+      if (!group.closest('[data-testid="stSidebar"]') || !Number.isInteger(i)) continue;
+      if (r && label === r.labels.score) [k, v] = ["score", r.scores[i]];
+      else if (label === c.sign) [k, v] = ["sign", c.signs[i]];
+      else if (label === c.scale) [k, v] = ["scale", c.scales[i]];
+    } else if (r) {
+      const text = on.innerText.trim();
+      const i = text === r.buttons.next ? r.next : text === r.buttons.previous ? r.previous : null;
+      if (i !== null && i !== undefined) out.push([p, { index: String(i) }, null, false]);
+      continue;
+    }
+    if (!k || v === undefined) continue;
+    const local = !["method", "model", "score"].includes(k);
+    const now = local ? (p.over[k] ? p.over[k].v : FROM_DATA[k](p.d)) : p.seen[k];
+    if (v !== now) out.push([p, { [k]: v }, k, local]);
+  }
+  return out;
+}
+
+// Asked for (or drawn) at the press, not the click: what the press will choose shows while the
+// button is still down (a person holds it ~100 ms; the page's own handling of the click then
+// takes ~80 ms more on one core), and is taken back if the press ends without a click on it
+// (dragged away).
+const PRESS_GRACE_MS = 400;
+
+function pressed(e) {
+  if (e.pointerType === "touch") return; // a finger on a list may be scrolling it: the click asks
+  for (const [p, change, k, local] of intents(e.target)) {
+    p.pressed = { on: e.target.closest(PRESSABLE), change, k, local };
+    if (local) {
+      p.over[k] = { v: change[k], t: performance.now(), press: true };
+      redraw(p);
+    } else {
+      if (!k) p.browsing = true;
+      askRoute(p, change);
+    }
   }
 }
 
-document.addEventListener(
-  "click",
-  (e) => {
-    if (!e.target.closest) return;
-    const option = e.target.closest('[role="option"]');
-    if (option && !option.closest(".sal-panel")) {
-      chosen(option);
+function redraw(panel) {
+  settle(panel);
+  panel.shown = panel.chosen;
+  draw(panel, panel.chosen, false);
+}
+
+function released() {
+  for (const p of PANELS) {
+    const press = p.pressed;
+    if (!press) continue;
+    setTimeout(() => {
+      if (p.pressed === press) takeBack(p);
+    }, PRESS_GRACE_MS);
+  }
+}
+
+// A press that chose nothing: the server's view again.
+function takeBack(panel) {
+  const press = panel.pressed;
+  panel.pressed = null;
+  try {
+    if (press.local) {
+      if (panel.over[press.k]?.press) delete panel.over[press.k];
+      redraw(panel);
       return;
     }
-    const button = e.target.closest("button");
-    if (!button) return;
-    const text = button.innerText.trim();
-    for (const p of PANELS) {
-      const r = p.ready && p.d.route;
-      if (!r) continue;
-      const i =
-        text === r.buttons.next ? r.next : text === r.buttons.previous ? r.previous : null;
-      if (i === null || i === undefined) continue;
-      p.browsing = true;
-      askRoute(p, { index: String(i) });
-    }
-  },
-  true,
-);
+    panel.routeTicket = (panel.routeTicket || 0) + 1; // an answer still on its way is dropped
+    panel.routed = null;
+    const server = panel.server;
+    if (server && panel.d !== server.d) show(panel, server.d, server.A);
+  } catch (err) {
+    console.error("saliency panel:", err); // the server's next data draws it again
+  }
+}
+
+// The click: what the press on the same option or button asked for stands (the panel may
+// already show it: Next's "next" is then another image), and a method, model or score becomes
+// the one `follow` knows. A click without a press (from the keys) asks now; a local change
+// without one is drawn when the page shows it (`follow`).
+function clicked(e) {
+  const on = e.target.closest && e.target.closest(PRESSABLE);
+  const confirmed = new Set();
+  for (const p of PANELS) {
+    const press = p.pressed;
+    if (!press || !on || press.on !== on) continue; // released elsewhere: taken back
+    p.pressed = null;
+    if (press.k && !press.local) p.seen[press.k] = press.change[press.k];
+    confirmed.add(p);
+  }
+  for (const [p, change, k, local] of intents(e.target)) {
+    if (confirmed.has(p) || local) continue;
+    if (k) p.seen[k] = change[k];
+    else p.browsing = true;
+    askRoute(p, change);
+  }
+}
+
+document.addEventListener("pointerdown", pressed, true);
+document.addEventListener("pointerup", released, true);
+document.addEventListener("pointercancel", released, true);
+document.addEventListener("click", clicked, true);
 
 const PANELS = new Set();
 let watching = false;
@@ -952,6 +1046,7 @@ function render(component, d) {
     panel.ui.status.textContent = "Loading the maps…";
     return false;
   }
+  panel.server = { d, A };
   show(panel, d, A);
   return true;
 }
