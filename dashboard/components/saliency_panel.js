@@ -11,9 +11,10 @@
 // sign (vanilla gradient) or target changed in the sidebar is drawn as soon as the page shows
 // it, and held until the server's rerun confirms it (`follow`). Another method, class score,
 // model or test image needs new maps: for public content the server's explore route answers
-// with the payload its rerun will bring, asked for as the page shows the change, at the press
-// of a mouse button on a method, model, Next or Previous (`pressed`; taken back if no click
-// follows), or fetched ahead, for Next, and drawn before the rerun arrives (`askRoute`).
+// with the payload its rerun will bring, asked for as the page shows the change, or fetched
+// ahead, for Next, and drawn before the rerun arrives (`askRoute`). A mouse press on any of
+// those in the sidebar, or on Next or Previous, draws (or asks for) what it will choose while
+// the button is still down, and is taken back if no click follows (`pressed`).
 //
 // Data from Python: see dashboard/components/saliency_panel.py and dashboard/views/explore.py.
 // Sent back: state "alive" (drawn without error: the server stops drawing its own pictures),

@@ -17,9 +17,10 @@ What needs new gradients (another method, class score, model or test image) the 
 computes, but for public content (a bundled test image or a workspace's, a registry model) the
 panel need not wait for the page's rerun: it asks `dashboard.serve`'s explore route for the
 same payload (`pack_all`; `dashboard.views.explore.route_payload`) as soon as the page shows
-the change, and fetches the image Next shows ahead of the click. A method or model in the
-sidebar's open list, Next or Previous, pressed with a mouse, is asked for at the press and
-drawn while the button is still down; a press that ends without a click on it is taken back.
+the change, and fetches the image Next shows ahead of the click. A mouse press on a method,
+model, class score, target class, colour map, scale or sign in the sidebar, or on Next or
+Previous, draws what it will choose (asked of the route, or from the maps held) while the
+button is still down; a press that ends without a click on it is taken back.
 The rerun's payload then confirms what it drew.
 
 Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
