@@ -2,7 +2,7 @@
 
 Each script run (a fragment's too) starts with a NewSession message that carries the theme:
 six sections of `[theme]` options, each read by `config.get_options_for_section`, which walks
-all ~250 config options under a lock. On the Explore view that was ~4.5 of the ~50 ms of server
+all ~370 config options under a lock. On the Explore view that was ~4.5 of the ~50 ms of server
 CPU a method switch cost (py-spy, --gil). Theme options can't change while the server runs
 (`st.set_option` refuses them) except when the config file is parsed again, so
 `reuse_theme_messages` keeps each section's message and forgets them all when it is.
