@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 
+from dashboard.lru import BytesLRU
 from pretrained.worker import ModelFailure
 from pretrained.workspace import WorkspaceError
 from saliency import display
@@ -145,50 +144,31 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class _PngCache:
-    """PNG bytes by picture content, for the whole server: a rerun redraws the same pictures
-    (a class switch changes two of fifteen), and hashing one (BLAKE2, ~0.1 ms) is far cheaper
-    than encoding it again. Bounded in bytes; the least recently used go first."""
-
-    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.entries: OrderedDict[bytes, bytes] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, rgb: np.ndarray) -> bytes:
-        rgb = np.ascontiguousarray(rgb)
-        key = hashlib.blake2b(rgb.data, digest_size=16)
-        key.update(repr(rgb.shape).encode())
-        k = key.digest()
-        with self.lock:
-            if k in self.entries:
-                self.entries.move_to_end(k)
-                return self.entries[k]
+def png(rgb: np.ndarray) -> bytes:
+    """`png_bytes`, from the server's cache of pictures already encoded (by content, over
+    every session): a rerun redraws the same pictures (a class switch changes two of
+    fifteen), and hashing one (BLAKE2, ~0.1 ms) is far cheaper than encoding it again."""
+    rgb = np.ascontiguousarray(rgb)
+    key = hashlib.blake2b(rgb.data, digest_size=16)
+    key.update(repr(rgb.shape).encode())
+    k = key.digest()
+    store = _png_cache()
+    data = store.get(k)
+    if data is None:
         data = png_bytes(rgb)
-        with self.lock:
-            if k not in self.entries:
-                self.entries[k] = data
-                self.bytes += len(data)
-            while self.bytes > self.max_bytes and self.entries:
-                self.bytes -= len(self.entries.popitem(last=False)[1])
-        return data
+        store.put(k, data, len(data))
+    return data
 
 
 @st.cache_resource(show_spinner=False)
-def _png_cache() -> _PngCache:
-    return _PngCache()
+def _png_cache() -> BytesLRU:
+    return BytesLRU(64 * 2**20)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array, dtype=np.float32))
     return buf.getvalue()
-
-
-def png(rgb: np.ndarray) -> bytes:
-    """`png_bytes`, from the server's cache of pictures already encoded."""
-    return _png_cache().get(rgb)
 
 
 def upscale(rgb: np.ndarray, scale: int) -> np.ndarray:

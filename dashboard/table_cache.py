@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from dashboard.lru import BytesLRU
 from pretrained import jobs, tables, worker
 from pretrained.user_models import checked_worker, judge_table_check
 
@@ -99,35 +100,10 @@ def runner(model: bytes | None, kind: str, rows: np.ndarray) -> Callable[..., An
     return lambda job, x, **kw: w.call(job, np.asarray(x, np.float32), **kw)
 
 
-class _Results:
-    """Computed results by key, bounded by their bytes over every session."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
-        self.bytes = 0
-
-    def get(self, key: tuple) -> Any:
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key][0]
-        return None
-
-    def put(self, key: tuple, value: Any, size: int) -> None:
-        with self.lock:
-            if key in self.items:
-                return
-            self.items[key] = (value, size)
-            self.bytes += size
-            while self.bytes > MAX_RESULT_BYTES and len(self.items) > 1:
-                _, (_, old) = self.items.popitem(last=False)
-                self.bytes -= old
-
-
 @st.cache_resource(show_spinner=False)
-def results() -> _Results:
-    return _Results()
+def results() -> BytesLRU:
+    """Computed results by key, bounded by their bytes over every session."""
+    return BytesLRU(MAX_RESULT_BYTES)
 
 
 def remembered(key: tuple, compute: Callable[[], Any], size: Callable[[Any], int]) -> Any:

@@ -148,11 +148,11 @@ def test_the_same_maps_asked_twice_at_once_are_computed_once():
 
 
 def test_the_route_keeps_answers_within_its_byte_bound(monkeypatch):
-    monkeypatch.setattr(explore, "ROUTE_CACHE_BYTES", 100_000)  # about two 28 × 28 answers
+    monkeypatch.setattr(explore._route_cache, "max_bytes", 100_000)  # about two 28 × 28 answers
     for i in range(5):
         explore.route_payload({"dataset": "mnist", "model": "mnist-linear", "index": str(i)})
     sizes = [len(b) for b in explore._route_cache.values()]
-    assert explore._route_bytes == sum(sizes) <= 100_000 and len(sizes) >= 1
+    assert explore._route_cache.bytes == sum(sizes) <= 100_000 and len(sizes) >= 1
     newest = {"dataset": "mnist", "model": "mnist-linear", "index": "4"}
     assert explore.route_payload(newest) is list(explore._route_cache.values())[-1]
 
@@ -205,10 +205,28 @@ def test_a_view_seen_again_is_the_same_as_computed_afresh(change):
 def test_explained_keeps_answers_within_its_byte_bound(monkeypatch):
     from dashboard import sources
 
-    monkeypatch.setattr(explore, "EXPLAINED_BYTES", 80_000)  # about two 28 × 28 answers
+    monkeypatch.setattr(explore._explained, "max_bytes", 80_000)  # about two 28 × 28 answers
     src = sources.source("mnist")
     for i in range(5):  # views no other test asked for: each is computed, then kept
         explore.explained(_view(clip=77.5), src.image(i), int(src.labels[i]))
     kept = list(explore._explained.values())
     total = sum(a.nbytes for ex in kept for a in explore._arrays_of(ex))
-    assert explore._explained_bytes == total <= 80_000 and len(kept) >= 1
+    assert explore._explained.bytes == total <= 80_000 and len(kept) >= 1
+
+
+def test_the_shared_byte_bounded_cache_drops_the_least_recently_used():
+    """dashboard.lru.BytesLRU, under the route's, `explained`'s, the PNGs' and the tables'
+    caches: a value read is used again; past the bound the oldest go; the newest always stays."""
+    from dashboard.lru import BytesLRU
+
+    lru = BytesLRU(10)
+    for k in "abc":
+        lru.put(k, k.upper(), 4)  # 12 bytes > 10: "a" goes
+    assert lru.get("a") is None and list(lru.values()) == ["B", "C"] and lru.bytes == 8
+    assert lru.get("b") == "B"  # now the most recently used
+    lru.put("d", "D", 4)  # "c" goes, not "b"
+    assert list(lru.values()) == ["B", "D"] and lru.bytes == 8
+    lru.put("d", "other", 4)  # a key already kept keeps its value
+    assert lru.get("d") == "D"
+    lru.put("big", "BIG", 100)  # over the bound alone: kept, the others go
+    assert list(lru.values()) == ["BIG"] and lru.bytes == 100

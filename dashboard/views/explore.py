@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +13,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import cache, render, sources, state
 from dashboard.components import saliency_panel
+from dashboard.lru import BytesLRU
 from dashboard.render import Style, class_label
 from dashboard.sources import Source
 from pretrained.images import (
@@ -577,9 +576,7 @@ EXPLAINED_BYTES = 32 * 2**20  # the latest `explained` answers kept, by the byte
 # The view's keys that `explained` reads.
 EXPLAINED_KEYS = ("model", "target", "method", "score", "sign", "cmap", "cmap_signed", "alpha",
                   "clip", "scale")  # fmt: skip
-_explained: OrderedDict[tuple, Explained] = OrderedDict()
-_explained_lock = threading.Lock()
-_explained_bytes = 0
+_explained = BytesLRU(EXPLAINED_BYTES)
 
 
 def _arrays_of(ex: Explained) -> list[np.ndarray]:
@@ -598,23 +595,13 @@ def explained(view: dict, image: np.ndarray, true: int | None) -> Explained:
         true,
         *cache.key_part(image),
     )
-    with _explained_lock:
-        ex = _explained.get(key)
-        if ex is not None:
-            _explained.move_to_end(key)
-            return ex
-    ex = _explained_now(view, image, true)
-    size = 0
-    for array in _arrays_of(ex):
-        array.flags.writeable = False
-        size += array.nbytes
-    global _explained_bytes
-    with _explained_lock:
-        if key not in _explained:
-            _explained[key] = ex
-            _explained_bytes += size
-        while _explained_bytes > EXPLAINED_BYTES and len(_explained) > 1:
-            _explained_bytes -= sum(a.nbytes for a in _arrays_of(_explained.popitem(last=False)[1]))
+    ex = _explained.get(key)
+    if ex is None:
+        ex = _explained_now(view, image, true)
+        arrays = _arrays_of(ex)
+        for array in arrays:
+            array.flags.writeable = False
+        _explained.put(key, ex, sum(a.nbytes for a in arrays))
     return ex
 
 
@@ -888,9 +875,7 @@ def _pickers(public: tuple[str, ...]) -> dict:
 
 
 ROUTE_CACHE_BYTES = 64 * 2**20  # ~1,000 payloads of a 28 × 28 image, ~30 of a 224 × 224 one
-_route_cache: OrderedDict[tuple, bytes] = OrderedDict()
-_route_lock = threading.Lock()
-_route_bytes = 0  # the sum of the cached payloads' lengths
+_route_cache = BytesLRU(ROUTE_CACHE_BYTES)
 
 
 def route_payload(query: dict[str, str]) -> bytes:
@@ -898,18 +883,10 @@ def route_payload(query: dict[str, str]) -> bytes:
     ROUTE_CACHE_BYTES): the same view asked for again (by other students, or on the way back)
     costs nothing."""
     key = tuple((k, str(query[k])[:100]) for k in (*ROUTE_KEYS, "seq") if k in query)
-    with _route_lock:
-        if key in _route_cache:
-            _route_cache.move_to_end(key)
-            return _route_cache[key]
-    body = _route_payload(dict(key))
-    global _route_bytes
-    with _route_lock:
-        if key not in _route_cache:
-            _route_cache[key] = body
-            _route_bytes += len(body)
-        while _route_bytes > ROUTE_CACHE_BYTES and len(_route_cache) > 1:
-            _route_bytes -= len(_route_cache.popitem(last=False)[1])
+    body = _route_cache.get(key)
+    if body is None:
+        body = _route_payload(dict(key))
+        _route_cache.put(key, body, len(body))
     return body
 
 
