@@ -1,6 +1,7 @@
 """Saliency dashboard: the router. Run with `bash scripts/dashboard.sh`.
 
-The shared sidebar picks the data set and the model; each view lives in `views/`. Every choice
+The shared sidebar picks the data set and the model; each view lives in `views/`, and
+`page_files/` holds the scripts st.navigation runs, which call them. Every choice
 is mirrored in the URL query (see `state.py`), so a link reopens the exact view.
 """
 
@@ -42,24 +43,35 @@ page = st.navigation(
     {
         "Look at one image": [
             # File pages (not callables) so AppTest and st.switch_page can open them by path.
+            # Each is a two-line script calling its view, whose module is imported once.
             st.Page(
-                "views/explore.py", title="Explore", icon="🔍", url_path="explore", default=True
+                "page_files/explore.py",
+                title="Explore",
+                icon="🔍",
+                url_path="explore",
+                default=True,
             ),
             st.Page(
-                "views/mistakes.py", title="Misclassifications", icon="❌", url_path="mistakes"
+                "page_files/mistakes.py", title="Misclassifications", icon="❌", url_path="mistakes"
             ),
         ],
         "Look at a whole data set": [
-            st.Page("views/dataset.py", title="Data-set sensitivity", icon="🗺️", url_path="dataset"),
+            st.Page(
+                "page_files/dataset.py", title="Data-set sensitivity", icon="🗺️", url_path="dataset"
+            ),
         ],
         "Teach": [
-            st.Page("views/classroom.py", title="Classroom", icon="🎓", url_path="classroom"),
-            st.Page("views/live.py", title="Live class", icon="🙋", url_path="live"),
+            st.Page("page_files/classroom.py", title="Classroom", icon="🎓", url_path="classroom"),
+            st.Page("page_files/live.py", title="Live class", icon="🙋", url_path="live"),
         ],
         "Bring your own": [
-            st.Page("views/your_model.py", title="Your model", icon="📦", url_path="your-model"),
-            st.Page("views/photos.py", title="Photos (ImageNet)", icon="📷", url_path="photos"),
-            st.Page("views/tables.py", title="Tables", icon="📊", url_path="tables"),
+            st.Page(
+                "page_files/your_model.py", title="Your model", icon="📦", url_path="your-model"
+            ),
+            st.Page(
+                "page_files/photos.py", title="Photos (ImageNet)", icon="📷", url_path="photos"
+            ),
+            st.Page("page_files/tables.py", title="Tables", icon="📊", url_path="tables"),
         ],
     }
 )

@@ -278,7 +278,7 @@ def classroom(**params):
     for key, value in params.items():
         at.query_params[key] = value
     at.run()
-    at.switch_page("views/classroom.py").run()
+    at.switch_page("page_files/classroom.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

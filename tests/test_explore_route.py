@@ -177,6 +177,22 @@ def _view(**change) -> dict:
     return {**view, "dataset": "mnist", "model": "mnist-linear", "compare": [], **change}
 
 
+def test_the_page_draws_with_the_view_module_imported_once(monkeypatch):
+    """st.navigation executes a page's script afresh on every rerun: the view must be the
+    imported module, not a copy made per rerun, or its kept answers (`explained`, the
+    pickers) would be made again and thrown away on every click."""
+    from dashboard.lru import BytesLRU
+
+    kept = BytesLRU(explore.EXPLAINED_BYTES)
+    monkeypatch.setattr(explore, "_explained", kept)
+    at = run_app(index="11")
+    assert len(list(kept.values())) == 1
+    (ex,) = kept.values()
+    assert ex.target == panel_payload(at)[0]["target"]
+    at.run()  # the rerun finds it kept: nothing new
+    assert list(kept.values()) == [ex]
+
+
 @pytest.mark.parametrize(
     "change",
     [{}, {"target": "3"}, {"target": "true"}, {"method": "input_x_gradient"},

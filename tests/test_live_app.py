@@ -38,7 +38,7 @@ def live(**params) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     for key, value in params.items():
         at.query_params[key] = value
-    at.switch_page("views/live.py")
+    at.switch_page("page_files/live.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

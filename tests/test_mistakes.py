@@ -105,7 +105,7 @@ def app(tmp_path, monkeypatch):
 
 def test_misclassification_view_gallery_detail_and_jump_to_explore(app, mnist, cnn_probs):
     at = app
-    at.switch_page("views/mistakes.py").run()
+    at.switch_page("page_files/mistakes.py").run()
     assert not at.exception, [e.value for e in at.exception]
     page = "\n".join(m.value for m in at.markdown)
     assert "accuracy **99.35%** (9,935 right, 65 wrong); the model card says 99.35%." in page
@@ -135,7 +135,7 @@ def test_misclassification_view_gallery_detail_and_jump_to_explore(app, mnist, c
 
 def test_dataset_view_computes_caches_on_disk_and_reloads(app, tmp_path):
     at = app
-    at.switch_page("views/dataset.py").run()
+    at.switch_page("page_files/dataset.py").run()
     assert not at.exception
     assert "describe the *model*, not the data" in at.warning[0].value
     at.selectbox(key="sens_n").set_value(1_000).run()

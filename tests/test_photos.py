@@ -122,7 +122,7 @@ def test_photo_map_is_max_abs_gradient_over_channels(method):
 def test_photos_page_offline_random_weights_and_top5(empty_hub):
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.switch_page("views/photos.py").run()
+    at.switch_page("page_files/photos.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "weights are not in the torch cache" in at.warning[0].value
     assert "torchvision.models.resnet18(weights='DEFAULT')" in at.warning[0].value

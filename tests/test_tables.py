@@ -236,7 +236,7 @@ def tables_page(**params) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     for key, value in params.items():
         at.query_params[key] = value
-    at.switch_page("views/tables.py")
+    at.switch_page("page_files/tables.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -42,7 +42,7 @@ def run_app(**params) -> AppTest:
 
 
 def upload_model(at: AppTest, name: str, data: bytes) -> AppTest:
-    at.switch_page("views/your_model.py").run()
+    at.switch_page("page_files/your_model.py").run()
     at.file_uploader(key="um_file").set_value((name, data, "application/octet-stream"))
     at.button(key="um_submit").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -93,7 +93,7 @@ def test_hostile_uploads_get_a_message_and_nothing_else(tmp_path, build, message
 def test_a_model_that_hangs_later_gets_a_message_and_a_fresh_worker():
     at = upload_model(run_app(), "trap.pt", hostile.trap())
     name = at.session_state["um_accepted"]
-    at.switch_page("views/explore.py").run()
+    at.switch_page("page_files/explore.py").run()
     at.selectbox(key="model").set_value(name).run()
     assert not at.exception and not at.error
     at.session_state["image"] = encode_image(np.ones((28, 28), np.float32))
@@ -143,7 +143,7 @@ def test_an_evicted_upload_says_so_and_the_view_falls_back():
         notes = "\n".join(w.value for w in at.warning)
         assert f"Your model **{first}** is gone" in notes and "last 1 uploaded models" in notes
         assert first not in model_names(at)
-        at.switch_page("views/explore.py").run()
+        at.switch_page("page_files/explore.py").run()
         assert not at.exception and not at.warning
         assert at.session_state["um_accepted"] in model_names(at)
     finally:
@@ -162,10 +162,10 @@ def test_compare_is_deduplicated_and_capped():
 def test_uploads_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("SALIENCY_UPLOADS", "off")
     at = run_app()
-    at.switch_page("views/your_model.py").run()
+    at.switch_page("page_files/your_model.py").run()
     assert not at.exception and "turned off on this server" in at.info[0].value
     assert not at.get("file_uploader")
-    at.switch_page("views/explore.py").run()
+    at.switch_page("page_files/explore.py").run()
     at.radio(key="source").set_value("upload").run()
     assert not at.get("file_uploader") and "turned off" in at.info[0].value
 
@@ -191,7 +191,7 @@ def test_the_resize_bound_keeps_torchvision_exact_for_ordinary_photos():
 def test_photos_page_refuses_a_strip_and_drops_a_photo_that_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no weights: random
     at = run_app()
-    at.switch_page("views/photos.py").run()
+    at.switch_page("page_files/photos.py").run()
     at.checkbox(key="ph_random").check().run()
     strip = Image.new("L", (1, 40_000), 255)
     at.file_uploader(key="ph_file").set_value(("strip.png", png(strip), "image/png")).run()
@@ -246,7 +246,7 @@ def test_the_dataset_page_says_the_file_was_damaged_and_offers_to_recompute(cach
 
     _damage(cache.summary_path("mnist-cnn", "mnist", 1_000), "truncated")
     at = run_app()
-    at.switch_page("views/dataset.py").run()
+    at.switch_page("page_files/dataset.py").run()
     at.selectbox(key="sens_n").set_value(1_000).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("unreadable (BadZipFile)" in w.value for w in at.warning)

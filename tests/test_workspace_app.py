@@ -132,7 +132,7 @@ def test_explore_navigation_and_open_by_path(folders):
 
 def test_misclassifications_and_sensitivity_on_rgb(folders):
     at = run_app(dataset="ws:W-rgb", model="ws:W-rgb")
-    at.switch_page("views/mistakes.py").run()
+    at.switch_page("page_files/mistakes.py").run()
     assert not at.exception, [e.value for e in at.exception]
     ws = open_indexed(folders["rgb"])
     right = int((ws.predicted == ws.labels).sum())
@@ -141,7 +141,7 @@ def test_misclassifications_and_sensitivity_on_rgb(folders):
     at.radio(key="mis_kind").set_value("unsure").run()
     assert f"{right:,} images are right, the least confident answers first" in texts(at)
     assert "disagree" not in at.radio(key="mis_kind").options  # one model in a workspace
-    at.switch_page("views/dataset.py").run()
+    at.switch_page("page_files/dataset.py").run()
     assert not at.exception, [e.value for e in at.exception]
     page = texts(at)
     assert "Computed by the index on 120 images" in page
@@ -164,7 +164,7 @@ def test_resnet18_with_1000_classes_through_every_view(folders):
     grid = [c for c in image_captions(at) if " · category " in c]
     assert any(c.startswith("999 · category 999") for c in grid)  # the target is always drawn
 
-    at.switch_page("views/mistakes.py").run()
+    at.switch_page("page_files/mistakes.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "**The most confused pairs**" in texts(at)
     ws = open_indexed(folders["resnet"])
@@ -175,7 +175,7 @@ def test_resnet18_with_1000_classes_through_every_view(folders):
     expected = int((wrong & (ws.predicted == common)).sum())
     assert f"{expected:,} images are 999 · category 999 taken for {common}" in texts(at)
 
-    at.switch_page("views/dataset.py").run()
+    at.switch_page("page_files/dataset.py").run()
     assert not at.exception, [e.value for e in at.exception]
     page = texts(at)
     assert "Computed by the index on 50 images" in page
@@ -186,7 +186,7 @@ def test_resnet18_with_1000_classes_through_every_view(folders):
 
 def test_a_gallery_of_many_mistakes_is_paginated(folders):
     at = run_app(dataset="ws:W-resnet", model="ws:W-resnet")
-    at.switch_page("views/mistakes.py").run()
+    at.switch_page("page_files/mistakes.py").run()
     at.radio(key="mis_kind").set_value("all").run()
     ws = open_indexed(folders["resnet"])
     n_wrong = int((ws.predicted != ws.labels).sum())
@@ -293,7 +293,7 @@ def test_a_zipped_folder_and_a_model_become_a_workspace_like_the_cli_index(folde
     data_folder = Path(ws.config.data)
     model = ("tiny.pt2", Path(ws.config.model).read_bytes())
     at = run_app(dataset="mnist", model="mnist-cnn")
-    at.switch_page("views/your_model.py").run()
+    at.switch_page("page_files/your_model.py").run()
     at = upload_folder(
         at, model, ("pictures.zip", zipped(data_folder, extra={"notes.txt": b"hello"})),
         ws_resize=64, ws_crop=64, ws_mean="0.5", ws_std="0.25",
@@ -314,9 +314,9 @@ def test_a_zipped_folder_and_a_model_become_a_workspace_like_the_cli_index(folde
     expected = int(ws.predicted[ws.find("class-0/000.png")])
     assert f"says **{expected} · class-{expected}**" in texts(at)
     assert "for #0 class-0/000.png" in texts(at)
-    at.switch_page("views/mistakes.py").run()
+    at.switch_page("page_files/mistakes.py").run()
     assert not at.exception and "accuracy **100.00%**" in texts(at)
-    at.switch_page("views/dataset.py").run()
+    at.switch_page("page_files/dataset.py").run()
     assert not at.exception and "Computed by the index on 120 images" in texts(at)
 
 
@@ -360,7 +360,7 @@ def test_hostile_zips_are_refused_before_anything_is_inflated(folders):
 def test_a_bad_zip_on_the_page_gets_a_message_and_loses_nothing(folders):
     ws = open_indexed(folders["rgb"])
     at = run_app(dataset="mnist", model="mnist-cnn")
-    at.switch_page("views/your_model.py").run()
+    at.switch_page("page_files/your_model.py").run()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("../evil/x.png", b"x")

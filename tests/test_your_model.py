@@ -280,7 +280,7 @@ def test_unrelated_zip_and_wrong_architecture_are_refused():
 def open_page() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.switch_page("views/your_model.py").run()
+    at.switch_page("page_files/your_model.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -320,7 +320,7 @@ def test_page_accepts_torchscript_then_explore_uses_it():
     assert f"{name} says **{pred}** ({float(probs[pred]):.1%})" in at.subheader[0].value
 
     # A bad upload afterwards: a message, and the accepted model stays.
-    at.switch_page("views/your_model.py").run()
+    at.switch_page("page_files/your_model.py").run()
     upload(at, "nan.pt", scripted(Lambda("nan")))
     assert "nan.pt: The model's output contains NaN" in at.error[0].value
     assert "still available" in at.error[0].value

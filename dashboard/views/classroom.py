@@ -1,7 +1,7 @@
 """Classroom: seven short lessons on sensitivity analysis, run live on the model chosen in Explore.
 
 Each lesson shows its formula beside the live numbers and says in two sentences what to notice.
-A file page (run by `st.navigation` as a script), so AppTest can open it with `switch_page`.
+Drawn by `render_view`, which the page file `page_files/classroom.py` calls.
 """
 
 from __future__ import annotations
@@ -590,7 +590,3 @@ def render_view() -> None:
     st.header(TITLES[lesson])
     controls = st.expander("Controls", expanded=False) if present else st.container()
     LESSONS[lesson](ctx, controls)
-
-
-if __name__ == "__main__":  # run as a page by st.navigation
-    render_view()

@@ -196,7 +196,3 @@ def render_view() -> None:
         model_column(model_name, dataset_name, n, "a")
     with right:
         model_column(other, dataset_name, n, "b")
-
-
-if __name__ == "__main__":  # run as a page by the router
-    render_view()

@@ -1058,7 +1058,3 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
         key="download_json",
         on_click="ignore",
     )
-
-
-if __name__ == "__main__":  # run as a page by the router (st.Page("views/explore.py"))
-    render_view()

@@ -546,7 +546,3 @@ def _guess(store: LiveStore, code: str, me: str, rnd, mine) -> None:
             f"Sent: {render.plain(class_label(mine.guess, names))}, {mine.confidence:.0%} sure. "
             "You can change it until the reveal."
         )
-
-
-if __name__ == "__main__":  # run as a page by the router (st.Page("views/live.py"))
-    render_view()

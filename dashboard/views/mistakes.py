@@ -181,7 +181,7 @@ def detail(model_name: str, src: Source, index: int, preds: Predictions) -> None
         help="Opens this image in Explore, with the true class as the target.",
     )
     if st.session_state.get("mis_open"):
-        st.switch_page("views/explore.py")
+        st.switch_page("page_files/explore.py")
 
 
 def _thumbnail(src: Source, index: int) -> np.ndarray:
@@ -352,7 +352,3 @@ def render_view() -> None:
     if index >= 0:
         st.divider()
         detail(model_name, src, index, preds)
-
-
-if __name__ == "__main__":  # run as a page by the router
-    render_view()

@@ -155,7 +155,3 @@ def render_view() -> None:
         render.show(render.colorbar(lo, hi, style.cmap, width=224), None)
     with c3:
         render.show(render.picture(m, lo, hi, style, image=photo, scale=1), "Overlay")
-
-
-if __name__ == "__main__":  # run as a page by the router
-    render_view()

@@ -504,7 +504,3 @@ def _check_section(check: tables.GradientCheck, features, key: tuple) -> None:
         for j, f in enumerate(features)
     ]
     st.dataframe(first, hide_index=True, width="stretch")
-
-
-if __name__ == "__main__":  # run as a page by the router (st.Page("views/tables.py"))
-    render_view()

@@ -234,7 +234,7 @@ def folder_section() -> None:
     c1, c2 = st.columns(2)
     if c1.button("Open it in Explore", key="ws_explore", on_click=_open_in_explore,
                  args=(src.model, key)):  # fmt: skip
-        st.switch_page("views/explore.py")
+        st.switch_page("page_files/explore.py")
     c2.download_button(
         "predictions.csv",
         st.session_state.get("ws_csv", ""),
@@ -324,7 +324,7 @@ def render_view() -> None:
             on_click=_open_in_explore,
             args=(info.name, info.dataset),
         ):
-            st.switch_page("views/explore.py")
+            st.switch_page("page_files/explore.py")
 
     st.divider()
     folder_section()
@@ -355,7 +355,3 @@ def render_view() -> None:
             hide_index=True,
             key="um_table",
         )
-
-
-if __name__ == "__main__":  # run as a page by the router
-    render_view()
