@@ -8,7 +8,9 @@ One `python -m dashboard` server pinned to CPU 0 (`taskset -c 0`), Debian's Chro
 CPU 1 (`--browser-cpus`), the bundled default view (MNIST, mnist-cnn). First `--loads` page
 loads, each in a new browser context (a new session, nothing cached), on the page's clock:
 when the prediction's heading shows, when the first "Map: …" picture has loaded, when the
-Explore panel has drawn, when the script was last idle; and the server CPU each took. Then,
+Explore panel has drawn, when the script was last idle; and the server CPU each took. Then
+the server's CPU over 10 s with one page open and nobody clicking (`idle_ms_per_s`: its event
+loop and threads; each click's figure below includes it for the click's ~0.5–1 s). Then,
 for each kind of interaction, two warm-up clicks and `--repeat` timed ones, each measured as
 
 - **server CPU**: utime + stime of the server process (all its threads) from
@@ -52,6 +54,7 @@ from load_test import CHROMIUM_ARGS
 REPO = Path(__file__).resolve().parents[1]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 ARGS = CHROMIUM_ARGS
+IDLE_SECONDS = 10  # the server's CPU with the page open and nobody clicking, over this long
 # The picture captioned "Map: …" (or another caption's, for the overlay): changed, loaded, and
 # the script idle with nothing stale.
 MAP_UPDATED_JS = """
@@ -320,6 +323,14 @@ def main() -> None:
                 panel = True
             except PlaywrightTimeout:
                 panel = False
+            time.sleep(2)  # the panel's first draw and what follows it
+            before = cpu_seconds(server.pid)
+            time.sleep(IDLE_SECONDS)
+            results["idle_ms_per_s"] = idle = (
+                (cpu_seconds(server.pid) - before) * 1e3 / IDLE_SECONDS
+            )
+            print(f"server idle with this page open: {idle:.1f} ms of CPU per second (part of"
+                  " each click's figure below, for the ~0.5–1 s it lasts)")  # fmt: skip
             print(
                 "server CPU: the mean (its clock ticks are 10 ms); in page, click → idle: "
                 "the median and p95"

@@ -129,7 +129,22 @@ def main() -> None:
     # gc.freeze() once the warm-up is done: the modules and models it loaded never become
     # garbage, so the collector stops walking them on every full collection.
     threading.Thread(target=_freeze_after, args=(warm,), name="gc-freeze", daemon=True).start()
+    if _file_watcher(args) == "none":  # nor the config files: see no_config_polling
+        from dashboard.streamlit_runs import no_config_polling
+
+        no_config_polling()
     sys.exit(cli.main(["run", str(app), *args], prog_name="streamlit"))
+
+
+def _file_watcher(args: list[str]) -> str:
+    """The `--server.fileWatcherType` that `args` set (the last one), else "auto"."""
+    kind = "auto"
+    for i, arg in enumerate(args):
+        if arg == "--server.fileWatcherType" and i + 1 < len(args):
+            kind = args[i + 1]
+        elif arg.startswith("--server.fileWatcherType="):
+            kind = arg.partition("=")[2]
+    return kind
 
 
 if __name__ == "__main__":

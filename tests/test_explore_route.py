@@ -246,3 +246,29 @@ def test_the_shared_byte_bounded_cache_drops_the_least_recently_used():
     assert lru.get("d") == "D"
     lru.put("big", "BIG", 100)  # over the bound alone: kept, the others go
     assert list(lru.values()) == ["BIG"] and lru.bytes == 100
+
+
+def test_the_served_route_answers_uncompressed_what_the_library_packs(server):
+    """Over HTTP from `python -m dashboard`: the answer is the panel's payload for the query,
+    sent as is although the browser accepts gzip (float maps hardly compress: see
+    `dashboard.serve.Uncompressed`). A refused query gets its error as JSON."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    query = "dataset=mnist&model=mnist-mlp&index=5&method=input_x_gradient&seq=3"
+    asked = urllib.request.Request(f"{server.url}/api/explore/panel?{query}",
+                                   headers={"Accept-Encoding": "gzip, deflate, br"})  # fmt: skip
+    with urllib.request.urlopen(asked, timeout=60) as answer:
+        assert answer.headers.get("Content-Encoding") is None
+        body = answer.read()
+    data, arrays = saliency_panel.unpack(body)
+    mine = dict(pair.split("=") for pair in query.split("&"))
+    want_data, want_arrays = saliency_panel.unpack(explore.route_payload(mine))
+    assert data["seq"] == want_data["seq"] == 3 and data["target"] == want_data["target"]
+    assert set(arrays) == set(want_arrays)
+    for name, array in want_arrays.items():
+        np.testing.assert_allclose(arrays[name], array, rtol=1e-5, atol=1e-7)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{server.url}/api/explore/panel?dataset=nope", timeout=60)
+    assert refused.value.code == 404 and "no data set" in json.load(refused.value)["error"]

@@ -92,3 +92,27 @@ def test_the_server_applies_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=120, check=True)  # fmt: skip
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_no_config_polling_keeps_streamlit_from_watching_its_config_files(monkeypatch):
+    """Streamlit's own `_install_config_watchers` starts a poll of each config file; once
+    `no_config_polling` has run, it starts none. `python -m dashboard` applies it only when
+    the file watcher is off."""
+    from streamlit.web import bootstrap
+
+    from dashboard.__main__ import _file_watcher, streamlit_args
+    from dashboard.streamlit_runs import no_config_polling
+
+    watched = []
+    monkeypatch.setattr(bootstrap, "watch_file", lambda path, *a, **k: watched.append(path))
+    monkeypatch.setattr(bootstrap, "_install_config_watchers", bootstrap._install_config_watchers)
+    bootstrap._install_config_watchers({})
+    assert watched == config.get_config_files("config.toml") and len(watched) == 2
+    watched.clear()
+    assert no_config_polling()
+    bootstrap._install_config_watchers({})
+    assert watched == []
+
+    assert _file_watcher(streamlit_args([])) == "none"  # the default: off, and no polling
+    assert _file_watcher(streamlit_args(["--server.fileWatcherType", "auto"])) == "auto"
+    assert _file_watcher(["--server.fileWatcherType=poll"]) == "poll"
