@@ -25,24 +25,29 @@ from pathlib import Path
 
 
 def warm_up() -> None:
-    # What the first page needs, and not the dashboard's own modules: their st.cache_*
-    # functions must be created inside the Streamlit runtime, which does not exist yet. Each
-    # line here was seen costing the first visitor (py-spy on a cold server): the charts'
-    # pandas and pyarrow (~0.4 s), Streamlit's emoji pattern for the page icon (~0.3 s), and
-    # altair for Misclassifications. Captum stays out: only some methods need it.
-    import altair  # noqa: F401
-    import pandas  # noqa: F401
-    import pyarrow  # noqa: F401
+    # What the pages need, and not the dashboard's own modules: their st.cache_* functions
+    # must be created inside the Streamlit runtime, which does not exist yet. Each line here
+    # was seen costing a first visitor (py-spy on a cold server). First what the first page
+    # (Explore) needs: Streamlit's emoji pattern for the page icon (~0.3 s), torch (~3 s here)
+    # and the default model's first backward pass. Then what other pages need: the charts'
+    # pandas and pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom): one GIL,
+    # so importing them first made the first page ~1 s later. Captum stays out: only some
+    # methods need it.
     from streamlit.string_util import is_emoji
+
+    is_emoji("🔥")
 
     import pretrained
     import saliency
 
-    is_emoji("🔥")
-
     model = pretrained.load_model("mnist-cnn")
     x, _ = pretrained.load_dataset("mnist", "test")[:1]
     saliency.jacobian(model, x.to(next(model.parameters()).device))
+
+    import altair  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+
     folders = [f for f in os.environ.get("SALIENCY_WORKSPACES", "").split(os.pathsep) if f]
     if folders:  # the first workspace's model, read and run once as its first view will
         import torch

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from streamlit import config
 from streamlit.starlette import App
 
-from dashboard.components.saliency_panel import ROUTE_ENV
+from dashboard import EXPLORE_ROUTE_ENV, LIVE_STATUS_ENV
 from dashboard.live_store import LiveStore, normalise_code
 from dashboard.streamlit_runs import reuse_theme_messages
 
@@ -80,8 +80,8 @@ def _url(path: str) -> str:
 STATUS_URL, EXPLORE_URL = _url(STATUS_PATH), _url(EXPLORE_PATH)
 # The pages find the routes here (dashboard.views.live, dashboard.views.explore); unset under
 # `streamlit run app.py`.
-os.environ["SALIENCY_LIVE_STATUS_URL"] = STATUS_URL
-os.environ[ROUTE_ENV] = EXPLORE_URL
+os.environ[LIVE_STATUS_ENV] = STATUS_URL
+os.environ[EXPLORE_ROUTE_ENV] = EXPLORE_URL
 
 reuse_theme_messages()  # each run's NewSession theme, made once (dashboard/streamlit_runs.py)
 

@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from dashboard import EXPLORE_ROUTE_ENV
 from saliency import display
 
 _HERE = Path(__file__).parent
-# Where dashboard.serve tells the pages its explore route is; unset under `streamlit run`.
-ROUTE_ENV = "SALIENCY_EXPLORE_URL"
+ROUTE_ENV = EXPLORE_ROUTE_ENV  # where dashboard.serve tells the pages its explore route is
 FALLBACK_KEY = "explore_fallback"  # the container of the server's own pictures (see the CSS)
 MAX_SENT = 48  # arrays this session's browser is taken to hold (saliency_panel.js keeps 64)
 

@@ -20,7 +20,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from dashboard import cache, live_class, render, sources, state
+from dashboard import LIVE_STATUS_ENV, cache, live_class, render, sources, state
 from dashboard.components import live_watch
 from dashboard.live_store import PAINTING_SIDE, LiveError, LiveStore, NoRoom
 from dashboard.render import class_label
@@ -264,7 +264,7 @@ def _open_round(store: LiveStore, code: str, teacher: str, rnd) -> None:
 def _status_url() -> str | None:
     """The server's status route (`dashboard/serve.py`), or None when the app runs without it
     (`streamlit run dashboard/app.py`, AppTest): the pages then poll with a fragment."""
-    return os.environ.get("SALIENCY_LIVE_STATUS_URL") or None
+    return os.environ.get(LIVE_STATUS_ENV) or None
 
 
 def _round_changed() -> None:
