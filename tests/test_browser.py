@@ -560,7 +560,8 @@ def test_sidebar_changes_are_drawn_before_the_server_hears_of_them(server: Serve
 def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: Server, browser):
     """Next, a method and a model, each while the page can't reach the server: the panel draws
     the route's maps (dashboard.serve's /api/explore/panel) at once, and they are the model's
-    own (an independent Jacobian); then the server's rerun catches up and the pictures stay."""
+    own (an independent Jacobian); then the server's rerun catches up and the pictures stay.
+    Previous, back to a view drawn before, needs neither the server nor the route."""
     context, page = opened_with(browser, server, HOLD_SENDS)
     wait_complete(page)
     images = pretrained.load_dataset("mnist").images
@@ -609,6 +610,10 @@ def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: 
         True,
     )
     held(next_image.click, "index=2", "mnist-mlp", 2, True)
+    # Back to a view drawn before, with the route out of reach too: drawn from what the page
+    # holds (saliency_panel.js `recalled`), the same maps.
+    page.route("**/api/explore/panel*", lambda route: route.abort())
+    held(page.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-mlp", 1, True)
     assert_no_exception(page)
     context.close()
 

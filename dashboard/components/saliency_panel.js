@@ -560,6 +560,11 @@ function askRoute(panel, change) {
     const A = d && arrays(d, () => {});
     if (A) show(panel, d, A);
   };
+  const again = recalled(panel, want);
+  if (again) {
+    drawn(again); // seen before in this page: no question to the server
+    return;
+  }
   const next = panel.prefetched;
   if (next && next.d && next.key === prefetchKey(panel, url)) {
     // Next, fetched ahead: drawn before the page has even handled the click, in the colours
@@ -590,6 +595,37 @@ function askRoute(panel, change) {
 // The query's and the data's colour settings: they change no array.
 const COLOURS = ["cmap", "cmap_signed", "alpha", "clip", "scale"];
 const COLOUR_DATA = ["cmap", "cmap_signed", "alpha", "clip", "scale_view", "shared"];
+
+// The views this page has drawn (the server's and the route's), by their query less the
+// colours: a method, model, class score or image seen before (switched back to, compared
+// again) is drawn again at the press from the arrays still held, asking the server nothing.
+// Only the data is kept; the arrays stay in ARRAYS, by content, under its bounds.
+const VIEWS_KEPT = 32;
+
+function viewKey(query) {
+  const keys = Object.keys(query).filter((k) => k !== "seq" && !COLOURS.includes(k));
+  return JSON.stringify(keys.sort().map((k) => [k, String(query[k])]));
+}
+
+function remember(panel, d) {
+  if (!d.route) return;
+  const views = (panel.views ||= new Map());
+  const key = viewKey(d.route.query);
+  views.delete(key); // the most recently drawn last
+  views.set(key, d);
+  while (views.size > VIEWS_KEPT) views.delete(views.keys().next().value);
+}
+
+// The view `want` changes to, if drawn before and its arrays are all still held: in the
+// colours shown now, and as of the page's last data (`seq`).
+function recalled(panel, want) {
+  const d = panel.views?.get(viewKey({ ...panel.d.route.query, ...want }));
+  if (!d || !Object.values(d.arrays).every((ref) => ARRAYS.has(ref.id))) return null;
+  const out = { ...d, seq: panel.d.seq, route: { ...d.route, query: { ...d.route.query } } };
+  for (const k of COLOURS) out.route.query[k] = panel.d.route.query[k];
+  for (const k of COLOUR_DATA) out[k] = panel.d[k];
+  return out;
+}
 
 // What a prefetched payload is known by: its query less what `askRoute` can set itself.
 function prefetchKey(panel, url) {
@@ -1107,6 +1143,7 @@ function show(panel, d, A) {
   draw(panel, panel.chosen, false);
   ui.status.textContent = "";
   panel.ready = true;
+  remember(panel, d);
   prefetch(panel);
 }
 

@@ -17,7 +17,9 @@ What needs new gradients (another method, class score, model or test image) the 
 computes, but for public content (a bundled test image or a workspace's, a registry model) the
 panel need not wait for the page's rerun: it asks `dashboard.serve`'s explore route for the
 same payload (`pack_all`; `dashboard.views.explore.route_payload`) as soon as the page shows
-the change, and fetches the image Next shows ahead of the click. A mouse press on a method,
+the change, and fetches the image Next shows ahead of the click. A view the page has drawn
+before (a method, model or image switched back to) it draws again from the arrays it still
+holds, asking nothing. A mouse press on a method,
 model, class score, target class, colour map, scale or sign in the sidebar, or on Next or
 Previous, draws what it will choose (asked of the route, or from the maps held) while the
 button is still down; a press that ends without a click on it is taken back.
