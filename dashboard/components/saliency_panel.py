@@ -13,17 +13,16 @@ leaves a blank space: until it reports that it drew (its state `alive`), the ser
 its own pictures, chart and buttons (the fallback, which the panel hides once it has drawn),
 and it draws them again whenever the panel reports an error.
 
-What needs new gradients (another method, class score, model or test image) the server
-computes, but for public content (a bundled test image or a workspace's, a registry model) the
-panel need not wait for the page's rerun: it asks `dashboard.serve`'s explore route for the
-same payload (`pack_all`; `dashboard.views.explore.route_payload`) as soon as the page shows
-the change, and fetches the image Next shows ahead of the click. A view the page has drawn
-before (a method, model or image switched back to) it draws again from the arrays it still
-holds, asking nothing. A mouse press on a method,
-model, class score, target class, colour map, scale or sign in the sidebar, or on Next or
-Previous, draws what it will choose (asked of the route, or from the maps held) while the
-button is still down; a press that ends without a click on it is taken back.
-The rerun's payload then confirms what it drew.
+What needs new gradients (another method, class score, model or test image) the server computes,
+but for public content (a bundled test image or a workspace's, a registry model) the panel need
+not wait for the page's rerun: it asks `dashboard.serve`'s explore route for the same payload
+(`pack_all`; `dashboard.views.explore.route_payload`) as soon as the page shows the change, and
+fetches the image Next shows ahead of the click. A view the page has drawn before (a method,
+model or image switched back to) it draws again from the arrays it still holds, asking nothing.
+A mouse press on a method, model, class score, target class, colour map, scale or sign in the
+sidebar, or on Next or Previous, draws what it will choose (asked of the route, or from the maps
+held) while the button is still down; a press that ends without a click on it is taken back. The
+rerun's payload then confirms what it drew.
 
 Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
 payload with the settings: `pack`) only when this session's browser has not had them yet, so
