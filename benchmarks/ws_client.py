@@ -39,7 +39,8 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
   over at most 6 keep-alive HTTP/1.1 connections (h11);
 - it asks the explore route (`/api/explore/panel`, dashboard/serve.py) what saliency_panel.js
   asks it: once Next was clicked, the image Next shows, once per panel payload whose maps
-  differ from the last one's; and the new model's view with a model switch (the action still
+  differ from the last one's; and the new model's view with a model switch, unless the page
+  has drawn that view before and still holds its arrays (the JS's `recalled`; the action still
   waits for its rerun);
 - it keeps the frontend's message cache: every message the server marks `cacheable` (a new
   element of 10 kB or more: the panel's), by hash, aged as the frontend ages it (dropped after
@@ -143,6 +144,15 @@ SUCCESS = (FINISHED.FINISHED_SUCCESSFULLY, FINISHED.FINISHED_FRAGMENT_RUN_SUCCES
 TRIGGERS = ("trigger_value", "json_trigger_value", "string_trigger_value")  # not kept
 PANEL_MAX_ARRAYS = 64  # saliency_panel.js's MAX_ARRAYS and MAX_BYTES
 PANEL_MAX_BYTES = 256 * 2**20
+PANEL_VIEWS_KEPT = 32  # saliency_panel.js's VIEWS_KEPT
+COLOUR_KEYS = ("cmap", "cmap_signed", "alpha", "clip", "scale")  # saliency_panel.js's COLOURS
+
+
+def view_key(query: dict) -> tuple:
+    """A view's query less its colours and seq (saliency_panel.js's `viewKey`)."""
+    return tuple(sorted((k, str(v)) for k, v in query.items() if k not in (*COLOUR_KEYS, "seq")))
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 VERBOSE = bool(os.environ.get("LOAD_TEST_VERBOSE"))
 SHOW_BACKMSGS = os.environ.get("LOAD_TEST_VERBOSE") == "2"  # print every BackMsg sent
@@ -365,6 +375,8 @@ class Panel:
         self.seq: int | None = None  # saliency_panel.js's `panel.seq`, from its first payload
         self.held: OrderedDict[str, int] = OrderedDict()  # array id -> bytes
         self.asked: dict[str, float] = {}  # array id -> when it was last asked for again
+        # The views drawn (the JS's `remember`): their query less the colours -> array ids.
+        self.views: OrderedDict[tuple, tuple[str, ...]] = OrderedDict()
 
     def receive(self, payload: bytes) -> tuple[dict, list[str]]:
         """A payload, as saliency_panel.js's `unpack` and `arrays` take it: the arrays it
@@ -390,7 +402,19 @@ class Panel:
         if self.seq is None:
             self.seq = int(data.get("seq") or 0)
         self.data = data
+        if data.get("route") and not lost:
+            key = view_key(data["route"]["query"])
+            self.views.pop(key, None)
+            self.views[key] = tuple(used)
+            while len(self.views) > PANEL_VIEWS_KEPT:
+                self.views.popitem(last=False)
         return data, lost
+
+    def recalls(self, **want: str) -> bool:
+        """Whether the JS would draw the view `want` changes to from what it holds (its
+        `recalled`), asking the route nothing."""
+        ids = self.views.get(view_key({**self.data["route"]["query"], **want}))
+        return ids is not None and all(i in self.held for i in ids)
 
     def trigger(self, event: str, value) -> WidgetState:
         """The BackMsg widget state of `setTriggerValue(event, value)`."""
@@ -797,7 +821,9 @@ class Session:
             fragment_id = self.fragment_of.get(widget_id, "")
             d = self.panel.data if self.panel is not None else None
             if action == "model" and d and d.get("route") and choice in d["route"]["models"]:
-                self.route_get(d, model=d["route"]["models"][choice])  # as the panel asks
+                model = d["route"]["models"][choice]
+                if not self.panel.recalls(model=model):  # as the panel asks
+                    self.route_get(d, model=model)
         else:
             self.browsing = self.browsing or action == "next"
             widget_id = self.ids[BUTTONS[action]]
