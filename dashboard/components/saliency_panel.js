@@ -570,9 +570,7 @@ function askRoute(panel, change) {
     // Next, fetched ahead: drawn before the page has even handled the click, in the colours
     // (and for the target) shown now: changing those asks for no new maps, so for no new
     // prefetch.
-    const d = { ...next.d, route: { ...next.d.route, query: { ...next.d.route.query } } };
-    for (const k of COLOURS) d.route.query[k] = panel.d.route.query[k];
-    for (const k of COLOUR_DATA) d[k] = panel.d[k];
+    const d = inColoursShown(panel, next.d);
     if (d.contrast_from_maps) {
       const t = (d.route.query.target = panel.d.route.query.target);
       d.target = t === "predicted" ? d.pred : t === "true" ? (d.true ?? d.pred) : Number(t);
@@ -621,7 +619,12 @@ function remember(panel, d) {
 function recalled(panel, want) {
   const d = panel.views?.get(viewKey({ ...panel.d.route.query, ...want }));
   if (!d || !Object.values(d.arrays).every((ref) => ARRAYS.has(ref.id))) return null;
-  const out = { ...d, seq: panel.d.seq, route: { ...d.route, query: { ...d.route.query } } };
+  return { ...inColoursShown(panel, d), seq: panel.d.seq };
+}
+
+// A copy of the view `d` in the colours the panel shows now (they change no array).
+function inColoursShown(panel, d) {
+  const out = { ...d, route: { ...d.route, query: { ...d.route.query } } };
   for (const k of COLOURS) out.route.query[k] = panel.d.route.query[k];
   for (const k of COLOUR_DATA) out[k] = panel.d[k];
   return out;
