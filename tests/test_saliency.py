@@ -686,3 +686,14 @@ def test_gradients_can_return_the_outputs_of_the_same_forward_pass():
     assert not out.requires_grad
     torch.testing.assert_close(g, saliency.gradients(m, x, [0, 1, 2, 3]))
     torch.testing.assert_close(g[2], m.weight[2].abs())
+
+
+def test_all_finite_reads_values_not_sums():
+    from saliency._validate import all_finite
+
+    x = torch.ones(4, requires_grad=True)
+    assert all_finite(x * 2) is True  # a tensor in a graph: checked without extending it
+    assert all_finite(torch.tensor([1.0, float("nan")], requires_grad=True)) is False
+    assert all_finite(torch.tensor([1.0, float("-inf")])) is False
+    big = torch.full((4,), torch.finfo(torch.float32).max)  # finite values, an overflowing sum
+    assert all_finite(big) is True
