@@ -1,7 +1,12 @@
 """The Streamlit dashboard: `app.py` routes to thin views over `saliency` and `pretrained`."""
 
+import threading
+
 # Where `serve.py` tells the pages its routes are (unset under `streamlit run`). Here, in a
-# module that imports nothing, so that serve.py (imported before the server listens) doesn't
-# import torch: the warm-up thread does that while the server already answers.
+# module that imports nothing of ours, so that serve.py (imported before the server listens)
+# doesn't import torch: the warm-up thread does that while the server already answers.
 LIVE_STATUS_ENV = "SALIENCY_LIVE_STATUS_URL"
 EXPLORE_ROUTE_ENV = "SALIENCY_EXPLORE_URL"
+# Set by app.py at the end of every run: `python -m dashboard`'s warm-up waits for the first
+# before it imports what only other pages need.
+PAGE_DRAWN = threading.Event()

@@ -29,10 +29,11 @@ def warm_up() -> None:
     # must be created inside the Streamlit runtime, which does not exist yet. Each line here
     # was seen costing a first visitor (py-spy on a cold server). First what the first page
     # (Explore) needs: Streamlit's emoji pattern for the page icon (~0.3 s), torch (~3 s here)
-    # and the default model's first backward pass. Then what other pages need: the charts'
-    # pandas and pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom): one GIL,
-    # so importing them first made the first page ~1 s later. Captum stays out: only some
-    # methods need it.
+    # and the default model's first backward pass (which imports sympy, ~0.5 s). Then what
+    # other pages need: the charts' pandas and pyarrow (~0.4 s) and altair (~0.5 s;
+    # Misclassifications, Classroom), once a first page was drawn or 10 s passed: one GIL, so
+    # importing them first made the first page ~1 s later, and while it was computed, ~0.3 s.
+    # Captum stays out: only some methods need it.
     from streamlit.string_util import is_emoji
 
     is_emoji("🔥")
@@ -44,6 +45,9 @@ def warm_up() -> None:
     x, _ = pretrained.load_dataset("mnist", "test")[:1]
     saliency.jacobian(model, x.to(next(model.parameters()).device))
 
+    from dashboard import PAGE_DRAWN
+
+    PAGE_DRAWN.wait(timeout=10)  # a first visitor's page, if one comes soon, before the rest
     import altair  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
@@ -125,10 +129,17 @@ def main() -> None:
     import threading
 
     args = streamlit_args(sys.argv[1:])
-    warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
-    warm.start()
+    # Streamlit and numpy first, in this thread, and only then the warm-up: a thread importing
+    # a module of a package that another thread is still initialising can meet it in the
+    # package's circular imports, and Python then hands one of them a half-made module (an
+    # ImportError in `streamlit.errors` killed a server's start once). After these, what the
+    # server's start imports and what the warm-up imports (torch, the models) share no
+    # package (tests/test_streamlit_runs.py).
+    import numpy  # noqa: F401 - torch's and serve.py's
     from streamlit.web import cli
 
+    warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
+    warm.start()
     # serve.py: app.py's pages under Streamlit's server, plus the Live class's status route.
     app = Path(__file__).with_name("serve.py")
     # gc.freeze() once the warm-up is done: the modules and models it loaded never become

@@ -3,6 +3,7 @@ would have made itself."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,53 @@ def test_no_config_polling_keeps_streamlit_from_watching_its_config_files(monkey
     assert _file_watcher(streamlit_args([])) == "none"  # the default: off, and no polling
     assert _file_watcher(streamlit_args(["--server.fileWatcherType", "auto"])) == "auto"
     assert _file_watcher(["--server.fileWatcherType=poll"]) == "poll"
+
+
+# `python -m dashboard` until its warm-up thread starts: what this process has imported then.
+WARM_UP_START = """
+import os, sys, threading
+start = threading.Thread.start
+def started(thread):
+    if thread.name == "warm-up":
+        print(*(name in sys.modules for name in ("streamlit.web.cli", "numpy")), flush=True)
+        os._exit(0)
+    start(thread)
+threading.Thread.start = started
+sys.argv = ["dashboard"]
+from dashboard.__main__ import main
+main()
+"""
+# The top-level packages (not the standard library's) that `import_` adds to a process that
+# has imported Streamlit's command line and numpy, as `python -m dashboard` has by then.
+ADDED = """
+import json, sys
+from streamlit.web import cli
+import numpy
+before = set(sys.modules)
+{import_}
+added = {{m.partition(".")[0] for m in set(sys.modules) - before}}
+print(json.dumps(sorted(added - set(sys.stdlib_module_names))))
+"""
+
+
+def test_the_warm_up_imports_nothing_that_the_server_is_importing():
+    """Two threads importing modules of one package at once can meet in its circular imports,
+    and Python then gives one of them a half-made module: once, a server's start died of an
+    ImportError in `streamlit.errors` (the warm-up thread imported `streamlit.string_util`
+    while the main thread imported Streamlit). So the warm-up starts once Streamlit and numpy
+    are imported, and then the server's own module and the warm-up share no package."""
+    run = [sys.executable, "-c"]
+    out = subprocess.run([*run, WARM_UP_START], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr
+
+    def added(import_: str) -> set[str]:
+        code = ADDED.format(import_=import_)
+        done = subprocess.run([*run, code], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return set(json.loads(done.stdout))
+
+    server = added("import dashboard.serve")
+    page_drawn = "import dashboard; dashboard.PAGE_DRAWN.set()"  # the warm-up needn't wait
+    warm_up = added(f"{page_drawn}; from dashboard.__main__ import warm_up; warm_up()")
+    assert "torch" in warm_up and "dashboard" in server
+    assert server & warm_up <= {"dashboard"}, server & warm_up
