@@ -26,8 +26,9 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
   does: the arrays a payload carries are kept by id (least recently used dropped beyond the
   JS's 64 arrays / 256 MB), a payload that names arrays the page lacks is answered with the
   trigger `missing` (never on a normal run: the server assumes 48); once it drew a payload
-  marked `fallback`, the session sends the panel's state `{"alive":true}` (a fragment rerun of
-  `explore_main`, then with every BackMsg) and the server stops drawing its own pictures;
+  whose server hasn't heard from it (`alive` false), the session sends the panel's state
+  `{"alive":true}` (a fragment rerun of `explore_main`, then with every BackMsg), and the server
+  doesn't draw its own pictures (the fallback) for it;
 - its actions are what Chromium sends (checked against a captured Chromium session: the same
   fields and values, but for the widgets' order and the cache's hashes): a target class is a
   click on a class in the panel's grid, the panel's trigger `pick`
@@ -779,10 +780,14 @@ class Session:
         return run
 
     async def report_alive(self) -> None:
-        """What saliency_panel.js does once it drew a payload marked `fallback`:
+        """What saliency_panel.js does once it drew a payload whose server hasn't heard from it
+        (`alive` false; on a tree before that flag, one marked `fallback`):
         `setStateValue("alive", true)`, a rerun of the panel's fragment with the component's
-        state, which it sends from then on (the server then stops drawing its own pictures)."""
-        if self.panel is None or not (self.panel.data or {}).get("fallback"):
+        state, which it sends from then on (the server then doesn't draw its own pictures)."""
+        if self.panel is None:
+            return
+        data = self.panel.data or {}
+        if data.get("alive", not data.get("fallback")):
             return
         state = WidgetState(id=self.panel.id, json_value='{"alive":true}')  # JSON.stringify
         self.panel_reruns["alive"] += 1

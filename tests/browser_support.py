@@ -103,6 +103,7 @@ def start_server(log: Path, *args: str) -> Server:
         "SALIENCY_CACHE_DIR": tempfile.mkdtemp(prefix="saliency-cache-"),
         "SALIENCY_WORKER_TIMEOUT_S": "8",
     }
+    env.pop("SALIENCY_PANEL_WAIT_S", None)  # set for AppTest (conftest.py); a browser waits
     with log.open("wb") as out:
         spawned = time.perf_counter()
         proc = subprocess.Popen(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# AppTest runs no JavaScript, so the Explore panel never reports that it drew: its pages get the
+# server's own pictures at once, as a browser whose panel never loads gets them after a wait
+# (dashboard/components/saliency_panel.py). The browser tests' servers wait, as by default
+# (browser_support.start_server); test_dashboard.py tests the wait itself.
+os.environ.setdefault("SALIENCY_PANEL_WAIT_S", "0")
 
 
 @pytest.fixture(scope="session")

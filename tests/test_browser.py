@@ -777,9 +777,21 @@ BREAK_CANVAS = """
 """
 
 
+NO_COMPONENT_JS = """
+(() => {
+  const make = URL.createObjectURL;
+  URL.createObjectURL = function (blob) {
+    if (blob && blob.type === 'text/javascript') return location.origin + '/no-such-module.js';
+    return make.call(this, blob);
+  };
+})();
+"""
+
+
 def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, browser) -> None:
     """A panel that can't draw never leaves a blank space: the server's pictures, chart and
-    buttons stay (a failure on the first draw) or come back (a failure later)."""
+    buttons come when it reports a failure (on its first draw, or later) or, when it never
+    loads, once the first run's wait for it is over."""
     context, page = opened_with(browser, server, "window.__breakPanel = true;" + BREAK_CANVAS)
     expect(heading(page)).to_be_visible()
     wait_idle(page)
@@ -791,6 +803,20 @@ def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, bro
     page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
     assert page.evaluate("document.documentElement.dataset.salPanel") is None
     assert_no_exception(page)
+    context.close()
+
+    # Its module never loads (Streamlit imports a component's JavaScript from a blob URL):
+    # nothing reports, and once the wait is over the server draws its pictures anyway.
+    context, page = opened_with(browser, server, NO_COMPONENT_JS)
+    expect(heading(page)).to_be_visible()
+    shown = time.perf_counter()
+    fallback = page.locator(".st-key-explore_fallback")
+    expect(fallback.get_by_test_id("stImageCaption").filter(has_text="Map: ")).to_be_visible()
+    assert time.perf_counter() - shown > 2.0  # not at once: after the wait (3 s) for the panel
+    expect(fallback.locator("table").filter(has_text="probability")).to_be_visible()
+    wait_idle(page)
+    page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
+    assert page.evaluate("document.documentElement.dataset.salPanel") is None
     context.close()
 
     # Drawn first, broken later: the panel says so and the server draws its pictures again.

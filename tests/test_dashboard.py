@@ -261,6 +261,49 @@ def panel_payload(at: AppTest) -> tuple[dict, dict]:
     return saliency_panel.unpack(element.proto.bytes)
 
 
+def test_the_first_run_waits_for_the_panel_before_the_servers_own_pictures(monkeypatch):
+    """By default a first run sends the panel alone. The server draws its own pictures once
+    the wait has passed with no word from the panel, or at once when the panel reports that
+    it failed; never once it reported that it drew."""
+    monkeypatch.setenv("SALIENCY_PANEL_WAIT_S", "3")
+    at = run_app()
+    data, _ = panel_payload(at)
+    assert (data["fallback"], data["alive"]) == (False, False)  # the panel is to say it drew
+    assert at.get("image") == [] and "Map: " not in texts(at)
+    at.run()  # a rerun within the wait (another click): still the panel alone
+    assert panel_payload(at)[0]["fallback"] is False and at.get("image") == []
+
+    since = at.session_state["explore_panel_waiting_since"]
+    at.session_state["explore_panel_waiting_since"] = since - 3.01  # the wait is over
+    at.run()
+    assert panel_payload(at)[0]["fallback"] is True
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert any(c.startswith("Map: ") for c in captions) and len(at.get("image")) == 7
+
+    at.session_state["explore_panel"] = {"alive": True}  # the panel drew, late
+    at.run()
+    data, _ = panel_payload(at)
+    assert (data["fallback"], data["alive"]) == (False, True) and at.get("image") == []
+    assert "explore_panel_waiting_since" not in at.session_state
+
+    fresh = run_app()
+    fresh.session_state["explore_panel"] = {"alive": False}  # failed on its first draw
+    fresh.run()
+    data, _ = panel_payload(fresh)
+    assert (data["fallback"], data["alive"]) == (True, False) and len(fresh.get("image")) == 7
+
+
+def test_the_wait_for_the_panel_is_read_from_the_environment(monkeypatch):
+    from dashboard.components.saliency_panel import WAIT_ENV, wait_s
+
+    for value, seconds in [("0", 0.0), ("1.5", 1.5), ("-1", 3.0), ("nan", 3.0), ("inf", 3.0),
+                           ("soon", 3.0), ("7200", 3.0)]:  # fmt: skip
+        monkeypatch.setenv(WAIT_ENV, value)
+        assert wait_s() == seconds, value
+    monkeypatch.delenv(WAIT_ENV)
+    assert wait_s() == 3.0
+
+
 def test_panel_gets_the_maps_once_and_then_settings_only():
     at = run_app()
     data, arrays = panel_payload(at)
@@ -274,7 +317,8 @@ def test_panel_gets_the_maps_once_and_then_settings_only():
     )[0][:, 0]
     np.testing.assert_array_equal(arrays["maps"], signed)
     assert arrays["maps"].dtype == np.float32 and data["absolute_of_signed"] is True
-    assert (data["target"], data["pred"], data["true"], data["fallback"]) == (pred, pred, 7, True)
+    assert (data["target"], data["pred"], data["true"]) == (pred, pred, 7)
+    assert (data["fallback"], data["alive"]) == (True, False)  # no wait here: see conftest.py
     assert data["classes"] == data["grid"] == list(range(10))
     assert [k for k, _ in data["bars"]] == list(range(10))
     assert arrays["rgb"].shape == (28, 28, 3) and arrays["rgb"].dtype == np.uint8

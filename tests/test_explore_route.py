@@ -27,9 +27,12 @@ def routed(data: dict, **change) -> tuple[dict, dict]:
 
 
 def assert_same(page: tuple[dict, dict], route: tuple[dict, dict]) -> None:
-    """The same data (less what says which arrays travelled) and the same arrays, by content."""
+    """The same data (less what says which arrays travelled, and what the session's server
+    drew or heard) and the same arrays, by content."""
     (p_data, p_arrays), (r_data, r_arrays) = page, route
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("arrays", "fallback")}  # noqa: E731
+    assert (r_data["fallback"], r_data["alive"]) == (False, True)  # the panel has nothing to say
+    session = ("arrays", "fallback", "alive")
+    strip = lambda d: {k: v for k, v in d.items() if k not in session}  # noqa: E731
     assert strip(r_data) == strip(p_data)
     ids = lambda d: {k: v["id"] for k, v in d["arrays"].items()}  # noqa: E731
     assert ids(r_data) == ids(p_data)

@@ -17,7 +17,8 @@
 // the button is still down, and is taken back if no click follows (`pressed`).
 //
 // Data from Python: see dashboard/components/saliency_panel.py and dashboard/views/explore.py.
-// Sent back: state "alive" (drawn without error: the server stops drawing its own pictures),
+// Sent back: state "alive" (true: drawn, once the server hasn't heard so yet; false: failed
+// where the server didn't draw its own pictures, which it then does),
 // trigger "pick" ({k, seq}), trigger "missing" (ids of arrays this page no longer holds).
 
 const ARRAYS = new Map(); // id -> typed array, the most recently used last (every panel)
@@ -1153,12 +1154,12 @@ function show(panel, d, A) {
 export default function (component) {
   const { setStateValue, parentElement } = component;
   const page = document.documentElement;
-  let data = { fallback: true };
+  let data = {}; // a payload that can't be read is a failure to report
   try {
     data = unpack(component.data);
     if (render(component, data)) {
       page.dataset.salPanel = "ok"; // hides the server's fallback pictures (see the CSS)
-      if (data.fallback) setStateValue("alive", true);
+      if (!data.alive) setStateValue("alive", true); // the server hasn't heard it yet
     }
   } catch (err) {
     delete page.dataset.salPanel;
@@ -1168,6 +1169,6 @@ export default function (component) {
       root.replaceChildren();
       delete root.salPanel;
     }
-    if (!data.fallback) setStateValue("alive", false); // the server draws its pictures again
+    if (!data.fallback) setStateValue("alive", false); // the server then draws its pictures
   }
 }

@@ -9,9 +9,12 @@ the new pair of classes). The exports are made in the browser from what it shows
 
 The browser does `saliency.display`'s arithmetic operation for operation, so its pixels equal the
 server's (tests/test_browser.py compares them). A panel that fails to load or to draw never
-leaves a blank space: until it reports that it drew (its state `alive`), the server also draws
-its own pictures, chart and buttons (the fallback, which the panel hides once it has drawn),
-and it draws them again whenever the panel reports an error.
+leaves a blank space: the server draws its own pictures, chart and buttons (the fallback) when
+the panel reports an error (its state `alive` false), and when it has not reported that it drew
+(`alive` true) within `wait_s()` of the first run that mounted it: a small fragment with
+`run_every` (`_watchdog`) looks then. The first run does not send them at once: a new
+visitor's browser (one core) drew the panel ~0.8 s later when it also had to build and fetch
+pictures that the panel hides as soon as it draws.
 
 What needs new gradients (another method, class score, model or test image) the server computes,
 but for public content (a bundled test image or a workspace's, a registry model) the panel need
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -49,6 +54,9 @@ _HERE = Path(__file__).parent
 ROUTE_ENV = EXPLORE_ROUTE_ENV  # where dashboard.serve tells the pages its explore route is
 FALLBACK_KEY = "explore_fallback"  # the container of the server's own pictures (see the CSS)
 MAX_SENT = 48  # arrays this session's browser is taken to hold (saliency_panel.js keeps 64)
+WAIT_ENV = "SALIENCY_PANEL_WAIT_S"  # seconds a first run waits for the panel; 0: never waits
+WAIT_S = 3.0
+MIN_WATCH_S = 0.5
 
 _mount = st.components.v2.component(
     "saliency_panel",
@@ -132,13 +140,54 @@ def pack_arrays(
 
 def pack_all(arrays: dict[str, np.ndarray], data: dict[str, Any]) -> bytes:
     """`data` and every one of `arrays` in one payload (for a browser that may hold none)."""
-    return pack_arrays({**data, "fallback": False}, arrays, lambda ident: True)
+    return pack_arrays({**data, "fallback": False, "alive": True}, arrays, lambda ident: True)
 
 
-def alive(key: str) -> bool:
-    """Whether the panel drew without error in this session's browser (its state `alive`)."""
+def said(key: str) -> bool | None:
+    """What the panel last reported in this session's browser (its state `alive`): True, it
+    drew; False, it failed; None, nothing yet."""
     value = st.session_state.get(key)
-    return bool(value and value.get("alive"))
+    return bool(value["alive"]) if value and "alive" in value else None
+
+
+def wait_s() -> float:
+    """How long a panel that has said nothing yet is waited for (`SALIENCY_PANEL_WAIT_S`, in
+    seconds, up to an hour; anything else: 3)."""
+    try:
+        value = float(os.environ.get(WAIT_ENV, WAIT_S))
+    except ValueError:
+        return WAIT_S
+    return value if 0 <= value <= 3600 else WAIT_S
+
+
+def _since_key(key: str) -> str:
+    return f"{key}_waiting_since"
+
+
+def fallback_due(key: str, reported: bool | None) -> bool:
+    """Whether the server draws its own pictures in this run: the panel reported an error, or
+    (`reported`, from `said`) has reported nothing for `wait_s()` since the first run that
+    mounted it."""
+    if reported is not None:
+        st.session_state.pop(_since_key(key), None)
+        return not reported
+    since = st.session_state.setdefault(_since_key(key), time.monotonic())
+    return time.monotonic() - since >= wait_s()
+
+
+def _look(key: str) -> None:
+    if fallback_due(key, said(key)):
+        st.rerun(scope="app")
+
+
+def _watchdog(key: str) -> None:
+    """Mounted while the panel has said nothing and the fallback isn't due: a fragment that
+    Streamlit's front end reruns once the wait is over (`run_every`), which then reruns the
+    page to draw the server's pictures. Its timer starts after this run, so by then the wait
+    is over. Normally the panel's first report comes sooner: it reruns the view without this
+    fragment, and Streamlit stops the timer. (A shorter period cost a new visitor's browser a
+    whole page render, ~0.35 s on one core, before the panel had drawn.)"""
+    st.fragment(_look, run_every=max(wait_s(), MIN_WATCH_S))(key)
 
 
 def trigger(key: str, name: str) -> Any:
@@ -153,10 +202,11 @@ def panel(
     arrays: dict[str, np.ndarray],
     data: dict[str, Any],
     on_pick: Callable[[], None],
-) -> None:
+) -> bool:
     """Mount the panel with `data` (JSON: what saliency_panel.js reads) and `arrays`, each
     described in `data["arrays"][name]` (`id`, `dtype`, `shape`) and, when this session's
-    browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`)."""
+    browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`). Returns
+    whether the caller draws its own pictures too (`fallback_due`)."""
     sent: list[str] = st.session_state.setdefault(f"{key}_sent", [])
 
     def carry(ident: str) -> bool:
@@ -166,7 +216,11 @@ def panel(
         sent.append(ident)  # most recently used last
         return not held
 
-    payload = pack_arrays({**data, "fallback": not alive(key)}, arrays, carry)
+    # "fallback": the server draws its pictures in this run (a panel that fails then needn't
+    # say so); "alive": the server has heard that the panel drew (else it says so once it did).
+    reported = said(key)
+    fallback, heard = fallback_due(key, reported), reported is True
+    payload = pack_arrays({**data, "fallback": fallback, "alive": heard}, arrays, carry)
     del sent[:-MAX_SENT]
 
     def missing() -> None:
@@ -186,3 +240,6 @@ def panel(
         on_alive_change=noop,
         width="stretch",
     )
+    if not fallback and not heard:
+        _watchdog(key)
+    return fallback

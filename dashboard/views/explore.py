@@ -782,8 +782,8 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         view, info, image, described, ex, st.session_state.get(f"{PANEL_KEY}_seq", 0),
         _route(view, src),
     )  # fmt: skip
-    saliency_panel.panel(key=PANEL_KEY, arrays=arrays, data=data, on_pick=_on_pick)
-    if not saliency_panel.alive(PANEL_KEY):  # the server's own pictures, until the panel drew
+    # The server's own pictures, where the panel failed or hasn't drawn in time.
+    if saliency_panel.panel(key=PANEL_KEY, arrays=arrays, data=data, on_pick=_on_pick):
         big = render.scale_for(image.shape)
         pred = ex.pred
         with st.container(key=saliency_panel.FALLBACK_KEY):
