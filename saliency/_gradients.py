@@ -13,6 +13,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+# torch.autograd.grad checks the seeds it is given in Python before it calls the engine; the
+# seeds here are made from the scores (`zeros_like`), so they are right by construction, and
+# the check costs ~12 us a call (a tenth of a small net's backward at batch 1) and, on a
+# process's first call, imports sympy (~0.5 s, through torch.fx's symbolic shapes) for the
+# first visitor's page. Where torch (>= 2.3) has the engine's own entry, `_vjp` calls it, as
+# torch.autograd.grad does after its check; elsewhere torch.autograd.grad itself.
+try:
+    from torch._vmap_internals import _vmap
+    from torch.autograd.graph import _engine_run_backward
+except ImportError:  # pragma: no cover - older torch
+    _engine_run_backward = None
+
 from ._validate import (
     OutputSelector,
     Target,
@@ -23,6 +35,33 @@ from ._validate import (
     forward_scores,
     resolve_target,
 )
+
+
+def _vjp(
+    scores: torch.Tensor,
+    xd: torch.Tensor,
+    seed: torch.Tensor,
+    *,
+    retain_graph: bool = False,
+    batched: bool = False,
+) -> torch.Tensor:
+    """`torch.autograd.grad(scores, xd, grad_outputs=seed, ...)[0]` for a `seed` shaped like
+    `scores` (with a leading batch of seeds when `batched`), without torch's Python-level check
+    of the seed (see `_engine_run_backward` above). The engine's own errors are torch's: an
+    output that does not require grad, an input the graph does not use."""
+    if _engine_run_backward is None:
+        (g,) = torch.autograd.grad(
+            scores, xd, grad_outputs=seed, retain_graph=retain_graph, is_grads_batched=batched
+        )
+        return g
+
+    def vjp(s: torch.Tensor) -> torch.Tensor:
+        (g,) = _engine_run_backward(
+            (scores,), (s,), retain_graph, False, (xd,), False, accumulate_grad=False
+        )
+        return g
+
+    return _vmap(vjp, 0, 0, allow_none_pass_through=True)(seed) if batched else vjp(seed)
 
 
 def _target_gradients(
@@ -40,7 +79,7 @@ def _target_gradients(
         t = resolve_target(target, out)  # (N,)
         # The seed is a one-hot (N, K) matrix: one backward gives every example its own row.
         seed = torch.zeros_like(scores).scatter_(1, t[:, None], 1.0)
-        (g,) = torch.autograd.grad(scores, xd, grad_outputs=seed)
+        g = _vjp(scores, xd, seed)
     return g, out.detach(), t
 
 
@@ -136,13 +175,7 @@ def _jacobian_chunk(
                 seeds = scores.new_zeros((len(part), *scores.shape))  # (c, n, K)
                 for j, k in enumerate(part):
                     seeds[j, rows, k] = 1
-                (g,) = torch.autograd.grad(
-                    scores,
-                    xd,
-                    grad_outputs=seeds,
-                    is_grads_batched=True,
-                    retain_graph=start + group < len(cls),
-                )
+                g = _vjp(scores, xd, seeds, batched=True, retain_graph=start + group < len(cls))
                 parts.append(g)  # (c, n, ...)
             return parts[0] if len(parts) == 1 else torch.cat(parts)
         # One forward, then one backward per class reusing the graph.
@@ -150,9 +183,7 @@ def _jacobian_chunk(
         for j, k in enumerate(cls):
             seed = torch.zeros_like(scores)
             seed[:, k] = 1
-            (jac[j],) = torch.autograd.grad(
-                scores, xd, grad_outputs=seed, retain_graph=j < len(cls) - 1
-            )
+            jac[j] = _vjp(scores, xd, seed, retain_graph=j < len(cls) - 1)
     return jac
 
 

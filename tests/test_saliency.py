@@ -697,3 +697,49 @@ def test_all_finite_reads_values_not_sums():
     assert all_finite(torch.tensor([1.0, float("-inf")])) is False
     big = torch.full((4,), torch.finfo(torch.float32).max)  # finite values, an overflowing sum
     assert all_finite(big) is True
+
+
+@pytest.mark.parametrize("engine", ["torch's engine entry", "torch.autograd.grad"])
+def test_the_backward_pass_is_torch_autograd_grad_s_own(engine, monkeypatch):
+    """`_vjp` calls the engine's entry that torch.autograd.grad calls after checking its seeds;
+    its results, and its errors, are torch.autograd.grad's (and so when torch lacks that entry
+    and `_vjp` calls torch.autograd.grad itself)."""
+    from saliency import _gradients
+
+    if engine == "torch.autograd.grad":
+        monkeypatch.setattr(_gradients, "_engine_run_backward", None)
+    m = SigmoidMLP()
+    x = torch.rand(4, 3, requires_grad=True)
+    out = m(x)  # (4, 1)
+    seed = torch.rand_like(out)
+    seeds = torch.rand(3, *out.shape)
+    got = _gradients._vjp(out, x, seed, retain_graph=True)
+    torch.testing.assert_close(got, torch.autograd.grad(out, x, seed, retain_graph=True)[0])
+    got = _gradients._vjp(out, x, seeds, batched=True, retain_graph=True)
+    (want,) = torch.autograd.grad(out, x, seeds, retain_graph=True, is_grads_batched=True)
+    assert got.shape == (3, 4, 3)
+    torch.testing.assert_close(got, want)
+    _gradients._vjp(out, x, seed)  # the graph is freed: a second pass fails as torch's would
+    with pytest.raises(RuntimeError, match="second time"):
+        _gradients._vjp(out, x, seed)
+    constant = torch.zeros(4, 5)  # an output that does not depend on anything
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        _gradients._vjp(constant, x, torch.ones(4, 5))
+    unused = nn.Linear(3, 5)(torch.rand(4, 3))  # one that does not depend on x
+    with pytest.raises(RuntimeError, match="not have been used"):
+        _gradients._vjp(unused, x, torch.ones(4, 5))
+
+
+def test_a_first_backward_pass_imports_no_sympy():
+    """torch.autograd.grad's check of its seeds imports sympy (~0.5 s) on a process's first
+    call: a cold server's first page paid it. `_vjp` doesn't make that check."""
+    code = (
+        "import sys, torch, saliency\n"
+        "m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))\n"
+        "x = torch.rand(2, 1, 4, 4)\n"
+        "saliency.gradients(m, x); saliency.jacobian(m, x, strategy='batched')\n"
+        "saliency.jacobian(m, x, strategy='loop')\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
