@@ -29,7 +29,7 @@ def warm_up() -> None:
     # must be created inside the Streamlit runtime, which does not exist yet. Each line here
     # was seen costing a first visitor (py-spy on a cold server). First what the first page
     # (Explore) needs: Streamlit's emoji pattern for the page icon (~0.3 s), torch (~3 s here)
-    # and the default model's first backward pass (which imports sympy, ~0.5 s). Then what
+    # and the default model's first backward pass. Then what
     # other pages need: the charts' pandas and pyarrow (~0.4 s) and altair (~0.5 s;
     # Misclassifications, Classroom), once a first page was drawn or 10 s passed: one GIL, so
     # importing them first made the first page ~1 s later, and while it was computed, ~0.3 s.
