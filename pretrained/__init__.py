@@ -12,7 +12,9 @@ Models take raw [0, 1] pixels; normalisation is their first layer, so input grad
 with respect to pixels. Never imports streamlit or the saliency package.
 """
 
-from .architectures import ARCHITECTURES, Normalize, build_model, count_parameters
+import importlib
+from typing import TYPE_CHECKING
+
 from .data import (
     CLASS_NAMES,
     DATASETS,
@@ -23,26 +25,55 @@ from .data import (
     read_idx,
     write_idx,
 )
-from .evaluation import (
-    Evaluation,
-    confusion_matrix,
-    disagreements,
-    evaluate,
-    least_confident_correct,
-    mistakes,
-    ranked_disagreements,
-    ranked_least_confident,
-    ranked_mistakes,
-)
-from .registry import (
-    ModelInfo,
-    default_device,
-    list_models,
-    load_model,
-    model_from_weights,
-    model_info,
-)
-from .user_models import UserModelError, UserModelInfo, accept_upload, load_user_model
+from .registry import ModelInfo, list_models, model_info
+
+# Where the other public names live. They are imported when first used, not here: reading the
+# registry's cards and the bundled test sets (the dashboard's first page) must not import
+# torch, which takes seconds.
+_FROM = {
+    "architectures": ("ARCHITECTURES", "Normalize", "build_model", "count_parameters"),
+    "evaluation": ("Evaluation", "confusion_matrix", "disagreements", "evaluate",
+                   "least_confident_correct", "mistakes", "ranked_disagreements",
+                   "ranked_least_confident", "ranked_mistakes"),
+    "registry": ("default_device", "load_model", "model_from_weights"),
+    "user_models": ("UserModelError", "UserModelInfo", "accept_upload", "load_user_model"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:  # a submodule not imported yet (`pretrained.jobs`), or nothing
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is an ordinary one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from .architectures import ARCHITECTURES, Normalize, build_model, count_parameters
+    from .evaluation import (
+        Evaluation,
+        confusion_matrix,
+        disagreements,
+        evaluate,
+        least_confident_correct,
+        mistakes,
+        ranked_disagreements,
+        ranked_least_confident,
+        ranked_mistakes,
+    )
+    from .registry import default_device, load_model, model_from_weights
+    from .user_models import UserModelError, UserModelInfo, accept_upload, load_user_model
 
 __all__ = [
     "ARCHITECTURES",

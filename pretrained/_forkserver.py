@@ -12,8 +12,15 @@ import warnings
 import captum.attr  # noqa: F401 - the methods other than the gradient import it lazily
 import torch
 
-import saliency  # noqa: F401
+import pretrained
+import saliency
 from pretrained import gate, jobs, sandbox, user_models, workspace  # noqa: F401
+
+# The two packages import their modules on first use (so that a first page needs no torch); a
+# locked-down worker can't open a file any more, so every public name is resolved here.
+for _package in (saliency, pretrained):
+    for _name in _package.__all__:
+        getattr(_package, _name)
 
 torch.set_num_threads(1)  # forward passes inline, no OpenMP pool before the fork
 _net = torch.nn.Sequential(
@@ -37,4 +44,4 @@ with warnings.catch_warnings():
     torch.export.save(torch.export.export(_net, (_x,), dynamic_shapes=({0: _batch},)), _buf)
     with torch.no_grad():
         torch.export.load(io.BytesIO(_buf.getvalue())).module()(torch.rand(3, 1, 16, 16))
-del _net, _x, _buf, _batch
+del _net, _x, _buf, _batch, _package, _name

@@ -7,7 +7,7 @@ Normalisation by the data set's mean and std is the model's first layer, so grad
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -45,6 +45,41 @@ class Normalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.item():.4f}, std={self.std.item():.4f}"
+
+
+class Standardize(nn.Module):
+    """`(x - mean[c]) / std[c]` per channel, as a model's first layer: `(N, C, H, W)`."""
+
+    def __init__(self, mean: Iterable[float], std: Iterable[float]) -> None:
+        super().__init__()
+        mean, std = list(mean), list(std)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Prepared(nn.Module):
+    """`model(standardize(x))` for a workspace's model (`pre`: its `workspace.Preprocessing`,
+    per-channel `mean` and `std`), frozen and in eval mode (an exported program refuses
+    `.eval()`, so the flags are set directly and only this wrapper switches)."""
+
+    def __init__(self, model: nn.Module, pre) -> None:
+        super().__init__()
+        identity = set(pre.mean) == {0.0} and set(pre.std) == {1.0}
+        self.standardize = nn.Identity() if identity else Standardize(pre.mean, pre.std)
+        self.model = model
+        for m in self.modules():
+            m.training = False
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.standardize(x))
+
+    def train(self, mode: bool = True) -> Prepared:
+        self.training = mode
+        return self
 
 
 def _linear(num_classes: int) -> list[nn.Module]:

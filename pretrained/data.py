@@ -27,9 +27,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported by load_dataset: `load_arrays` needs no torch
+    import torch
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -199,15 +202,12 @@ class Dataset:
         return f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)})"
 
 
-def load_dataset(
+def load_arrays(
     name: str, split: str = "test", *, data_dir: str | os.PathLike | None = None
-) -> Dataset:
-    """Load a split of "mnist" or "fashion-mnist" as tensors.
-
-    The test split comes from the files bundled with the package unless `data_dir` is given;
-    the train split is looked up as described in the module docstring. Decoded files are
-    cached in-process; each call returns fresh float tensors.
-    """
+) -> tuple[np.ndarray, np.ndarray]:
+    """A split of "mnist" or "fashion-mnist" as numpy arrays, without torch: `(N, 1, 28, 28)`
+    float32 pixels in [0, 1] and `(N,)` int64 labels, fresh on every call. Found as
+    `load_dataset` says."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if split not in SPLITS:
@@ -217,10 +217,30 @@ def load_dataset(
     else:
         directory = find_data_dir(name, split, data_dir=data_dir)
     images, labels = _read_split(directory, _FILE_PREFIX[split])
-    # astype copies, so the cached uint8 arrays stay untouched by callers.
-    x = torch.from_numpy(images.astype(np.float32)).div_(255.0).unsqueeze(1)  # (N, 1, 28, 28)
-    y = torch.from_numpy(labels.astype(np.int64))  # (N,)
-    return Dataset(name=name, split=split, images=x, labels=y, classes=CLASS_NAMES[name])
+    # New arrays, so the cached uint8 ones stay untouched by callers.
+    x = np.divide(images, np.float32(255.0), dtype=np.float32)[:, None]  # (N, 1, 28, 28)
+    return x, labels.astype(np.int64)
+
+
+def load_dataset(
+    name: str, split: str = "test", *, data_dir: str | os.PathLike | None = None
+) -> Dataset:
+    """Load a split of "mnist" or "fashion-mnist" as tensors.
+
+    The test split comes from the files bundled with the package unless `data_dir` is given;
+    the train split is looked up as described in the module docstring. Decoded files are
+    cached in-process; each call returns fresh float tensors.
+    """
+    import torch
+
+    x, y = load_arrays(name, split, data_dir=data_dir)
+    return Dataset(
+        name=name,
+        split=split,
+        images=torch.from_numpy(x),
+        labels=torch.from_numpy(y),
+        classes=CLASS_NAMES[name],
+    )
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:

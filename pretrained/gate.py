@@ -39,8 +39,10 @@ import io
 import struct
 import zipfile
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where a program is read: the checks of files need no torch
+    import torch
 
 __all__ = [
     "ALLOWED_OPS",
@@ -264,6 +266,8 @@ def _base(op: str) -> str:
 
 
 def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
+    import torch
+
     def visit(block) -> Iterator[str]:
         for node in block.nodes():
             kind = node.kind()
@@ -284,6 +288,8 @@ def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
 
 
 def _fx_ops(gm: torch.fx.GraphModule) -> Iterator[str]:
+    import torch
+
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output", "get_attr"):
             continue
@@ -306,6 +312,8 @@ def program_ops(module) -> set[str]:
     """Every operator a loaded TorchScript module or exported program (or its `.module()`)
     can call, as "namespace::name[.overload]" strings (growing an attribute container is
     reported as e.g. "aten::append:attribute")."""
+    import torch
+
     if isinstance(module, torch.jit.ScriptModule):
         return set(_script_ops(module))
     if isinstance(module, torch.export.ExportedProgram):

@@ -19,12 +19,17 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from .architectures import ARCHITECTURES, StandardisedRegressor, build_model
 from .data import CLASS_NAMES, DATASETS, NORMALISATION
+
+# torch and the architectures are imported by the functions that build or run a model: the
+# cards (`model_info`, `list_models`) are read without torch, which takes seconds to import.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .architectures import StandardisedRegressor
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -137,6 +142,8 @@ class ModelInfo:
 
     @property
     def architecture_description(self) -> str:
+        from .architectures import ARCHITECTURES
+
         return ARCHITECTURES[self.architecture]
 
 
@@ -202,6 +209,8 @@ def model_info(name: str) -> ModelInfo:
 
 def default_device() -> torch.device:
     """CUDA if available, else CPU: the single place a device is chosen."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -217,6 +226,8 @@ def load_model(name: str, device: str | torch.device | None = None) -> nn.Module
     The weights file must match the hash its training record states, so the recorded
     accuracy belongs to these weights.
     """
+    import torch
+
     info = model_info(name)
     device = default_device() if device is None else torch.device(device)
     if not info.weights_file.is_file():
@@ -252,6 +263,8 @@ def model_from_weights(
     does: eval mode, frozen parameters. Raises `ValueError` saying which keys or shapes do not
     match.
     """
+    import torch
+
     from .gate import check_archive
 
     if dataset not in DATASETS:
@@ -277,6 +290,10 @@ def _ready(
     architecture: str, dataset: str, state: dict[str, torch.Tensor], device: torch.device
 ) -> nn.Module:
     """Build, load `state` strictly, freeze, move and switch to eval mode."""
+    import torch
+
+    from .architectures import build_model
+
     model = build_model(
         architecture, len(CLASS_NAMES[dataset]), normalisation=NORMALISATION[dataset]
     )
@@ -398,12 +415,16 @@ def table_model_info(name: str) -> TableModelInfo:
 
 
 def build_table_model(name: str, n_features: int) -> StandardisedRegressor:
+    from .architectures import StandardisedRegressor
+
     return StandardisedRegressor(n_features, hidden=_TABLE_ENTRIES[name].hidden)
 
 
 def load_table_model(name: str, device: str | torch.device | None = None) -> nn.Module:
     """A registered table model with its trained weights: eval mode, frozen parameters, the
     weights' hash checked against the training record (as `load_model` does)."""
+    import torch
+
     info = table_model_info(name)
     device = default_device() if device is None else torch.device(device)
     digest = sha256(info.weights_file)

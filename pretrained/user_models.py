@@ -297,7 +297,8 @@ def read_model_with_ops(
 
 
 def _read_workspace_program(data, kind, preprocessing, device, gate) -> tuple[nn.Module, set]:
-    from .workspace import Prepared, Preprocessing, WorkspaceError
+    from .architectures import Prepared
+    from .workspace import Preprocessing, WorkspaceError
 
     try:
         pre = Preprocessing(**preprocessing)

@@ -29,27 +29,29 @@ import functools
 import hashlib
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from . import gate
-from .architectures import ARCHITECTURES, build_model
 from .gate import UserModelError
 from .images import ImageError, decode_image
+
+# torch and the architectures are imported where a model is read (`load_model`): listing,
+# reading and opening a workspace's images and index need no torch, which takes seconds.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "Indexed",
     "Item",
     "Preprocessing",
-    "Standardize",
     "WorkspaceConfig",
     "WorkspaceError",
     "file_digest",
@@ -367,40 +369,6 @@ def read_image(root: Path, item: Item, pre: Preprocessing) -> np.ndarray:
 # --- the model --------------------------------------------------------------------------------
 
 
-class Standardize(nn.Module):
-    """`(x - mean[c]) / std[c]` per channel, as a model's first layer: `(N, C, H, W)`."""
-
-    def __init__(self, mean: Iterable[float], std: Iterable[float]) -> None:
-        super().__init__()
-        mean, std = list(mean), list(std)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class Prepared(nn.Module):
-    """`model(standardize(x))`, frozen and in eval mode (an exported program refuses
-    `.eval()`, so the flags are set directly and only this wrapper switches)."""
-
-    def __init__(self, model: nn.Module, pre: Preprocessing) -> None:
-        super().__init__()
-        identity = set(pre.mean) == {0.0} and set(pre.std) == {1.0}
-        self.standardize = nn.Identity() if identity else Standardize(pre.mean, pre.std)
-        self.model = model
-        for m in self.modules():
-            m.training = False
-        self.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.standardize(x))
-
-    def train(self, mode: bool = True) -> Prepared:
-        self.training = mode
-        return self
-
-
 def torchvision_classifiers() -> list[str]:
     """The classification architectures torchvision can build (`resnet18`, `vit_b_16`, …)."""
     import torchvision
@@ -421,6 +389,9 @@ def load_model(
     The file is checked by the gate first (its ZIP directory; for programs, every operator).
     `data`: the file's bytes when already read. Raises WorkspaceError saying what is wrong.
     """
+    import torch
+
+    from .architectures import Prepared
     from .user_models import _resolve_kind, _weights_only_everywhere, error_line
 
     if data is None:
@@ -476,6 +447,10 @@ def shared_model(
 def _from_state_dict(
     data: bytes, architecture: str | None, num_classes: int, pre: Preprocessing
 ) -> nn.Module:
+    import torch
+
+    from .architectures import ARCHITECTURES, Prepared, build_model
+
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WorkspaceError("the state dict file does not hold a mapping of names to tensors")

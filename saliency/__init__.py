@@ -15,29 +15,71 @@ parameters' `.grad`, and leaves its input unmodified. What a map describes is th
 world; see the README for the caveats.
 """
 
-from ._average import SensitivitySummary, average_sensitivity, sensitivity_summary
-from ._gradients import finite_differences, gradients, jacobian
-from ._methods import METHODS, attribute, class_maps, contrast
-from ._tabular import (
-    FeatureRanking,
-    column_differences,
-    correlated_pairs,
-    feature_ranking,
-    rank_flips,
-    ranking_from_jacobian,
-)
-from ._validate import SCORES, eval_mode
-from .faithfulness import Curve, blur, deletion_curve, insertion_curve
-from .sanity import (
-    LayerOrder,
-    RandomisedStep,
-    SanityStep,
-    cascade,
-    cascading_randomisation,
-    layer_order,
-    sanity_check,
-)
-from .taylor import Nudge, nudge
+import importlib
+from typing import TYPE_CHECKING
+
+from .names import METHODS, SCORES
+
+# Where each public name lives. They are imported when first used, not here: `import saliency`
+# (or `saliency.display`, numpy only) must not import torch, which takes seconds, for a caller
+# that only draws maps already computed (the dashboard's first page).
+_FROM = {
+    "_average": ("SensitivitySummary", "average_sensitivity", "sensitivity_summary"),
+    "_gradients": ("finite_differences", "gradients", "jacobian"),
+    "_methods": ("attribute", "class_maps", "contrast"),
+    "_tabular": ("FeatureRanking", "column_differences", "correlated_pairs", "feature_ranking",
+                 "rank_flips", "ranking_from_jacobian"),
+    "_validate": ("eval_mode",),
+    "faithfulness": ("Curve", "blur", "deletion_curve", "insertion_curve"),
+    "sanity": ("LayerOrder", "RandomisedStep", "SanityStep", "cascade",
+               "cascading_randomisation", "layer_order", "sanity_check"),
+    "taylor": ("Nudge", "nudge"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:  # a submodule not imported yet (`saliency.sanity`), or nothing
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is an ordinary one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from ._average import SensitivitySummary, average_sensitivity, sensitivity_summary
+    from ._gradients import finite_differences, gradients, jacobian
+    from ._methods import attribute, class_maps, contrast
+    from ._tabular import (
+        FeatureRanking,
+        column_differences,
+        correlated_pairs,
+        feature_ranking,
+        rank_flips,
+        ranking_from_jacobian,
+    )
+    from ._validate import eval_mode
+    from .faithfulness import Curve, blur, deletion_curve, insertion_curve
+    from .sanity import (
+        LayerOrder,
+        RandomisedStep,
+        SanityStep,
+        cascade,
+        cascading_randomisation,
+        layer_order,
+        sanity_check,
+    )
+    from .taylor import Nudge, nudge
 
 __all__ = [
     "METHODS",

@@ -24,15 +24,8 @@ from ._validate import (
     scores_from,
     select_output,
 )
+from .names import METHODS
 
-METHODS = (
-    "gradient",
-    "smoothgrad",
-    "smoothgrad_sq",
-    "vargrad",
-    "input_x_gradient",
-    "integrated_gradients",
-)
 # Which methods give a signed map (absolute=None keeps their natural sign).
 SIGNED = {"input_x_gradient": True, "integrated_gradients": True, "gradient": False}
 

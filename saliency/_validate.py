@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .names import SCORES
+
 # Type aliases (typing.Union keeps them valid at run time on Python 3.9).
 OutputSelector = Union[int, str, Callable[[Any], torch.Tensor], None]  # noqa: UP007
 Target = Union[int, Sequence[int], torch.Tensor, None]  # noqa: UP007
-
-SCORES = ("logit", "probability", "log_probability")
 
 
 def check_input(x: torch.Tensor, *, name: str = "x") -> torch.Tensor:
