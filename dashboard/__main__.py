@@ -11,10 +11,11 @@ uploading models, images and photos (SALIENCY_UPLOADS=off): for a class that onl
 bundled models. Uploaded models run in sandboxed workers either way (see the README's
 "Limits").
 
-Streamlit runs the app's script only when a browser connects, so the first visitor would pay
-for importing torch and the rest and for torch's first backward pass (~4 s here). A background
-thread does all that while the server starts; the script runs in this same process and finds
-the modules imported and torch initialised.
+Streamlit runs the app's script only when a browser connects. The default first page needs no
+torch (its model's answers are stored: `first_answers.py`); every other view would make its
+visitor pay for importing torch and the rest and for torch's first backward pass (~3 s here).
+A background thread does all that once a first page was drawn (or a few seconds passed); the
+script runs in this same process and finds the modules imported and torch initialised.
 """
 
 from __future__ import annotations
@@ -23,21 +24,27 @@ import os
 import sys
 from pathlib import Path
 
+FIRST_PAGE_WAIT_S = 5.0  # the longest the warm-up leaves torch alone for a first visitor
+
 
 def warm_up() -> None:
     # What the pages need, and not the dashboard's own modules: their st.cache_* functions
     # must be created inside the Streamlit runtime, which does not exist yet. Each line here
-    # was seen costing a first visitor (py-spy on a cold server). First what the first page
-    # (Explore) needs: Streamlit's emoji pattern for the page icon (~0.3 s), torch (~3 s here)
-    # and the default model's first backward pass. Then what
-    # other pages need: the charts' pandas and pyarrow (~0.4 s) and altair (~0.5 s;
-    # Misclassifications, Classroom), once a first page was drawn or 10 s passed: one GIL, so
-    # importing them first made the first page ~1 s later, and while it was computed, ~0.3 s.
+    # was seen costing a first visitor (py-spy on a cold server). First Streamlit's emoji
+    # pattern for the page icon (~0.3 s). Then nothing until a first page was drawn (or
+    # FIRST_PAGE_WAIT_S passed): the default page needs no torch (its model's answers are
+    # stored, dashboard/first_answers.py), and importing torch (~2 s here) under the one GIL
+    # only made it later, the server's own start included. Then torch and the default model's
+    # first backward pass, which the next view needs, and what other pages need: the charts'
+    # pandas and pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom).
     # Captum stays out: only some methods need it.
     from streamlit.string_util import is_emoji
 
     is_emoji("🔥")
 
+    from dashboard import PAGE_DRAWN
+
+    PAGE_DRAWN.wait(timeout=FIRST_PAGE_WAIT_S)
     import pretrained
     import saliency
 
@@ -45,9 +52,6 @@ def warm_up() -> None:
     x, _ = pretrained.load_dataset("mnist", "test")[:1]
     saliency.jacobian(model, x.to(next(model.parameters()).device))
 
-    from dashboard import PAGE_DRAWN
-
-    PAGE_DRAWN.wait(timeout=10)  # a first visitor's page, if one comes soon, before the rest
     import altair  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import PAGE_DRAWN, render, sources, state
+from dashboard import PAGE_DRAWN, PAGE_WAITS, render, sources, state
 from pretrained.worker import ModelFailure
 from pretrained.workspace import WorkspaceError
 
@@ -90,4 +90,5 @@ except WorkspaceError as err:  # a workspace's folder or model went bad since it
         "sidebar; everything else you chose is kept."
     )
 state.sync()
-PAGE_DRAWN.set()  # see dashboard/__main__.py's warm_up
+if not st.session_state.pop(PAGE_WAITS, False):
+    PAGE_DRAWN.set()  # see dashboard/__init__.py

@@ -20,18 +20,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
-import torch
 
 import pretrained
 import saliency
-from dashboard import sources
-from pretrained import jobs, worker, workspace
-from pretrained.user_models import UserModelInfo
+from dashboard import first_answers, sources
+from pretrained import worker, workspace
 from saliency import display
+
+# torch, the jobs and the uploads' module are imported where a model is loaded or run: until
+# then, a first page drawn from `first_answers` doesn't wait seconds for torch's import.
+if TYPE_CHECKING:
+    import torch
+
+    from pretrained.user_models import UserModelInfo
 
 try:
     import fcntl  # a lock file shared by servers on one machine (POSIX only)
@@ -133,11 +138,18 @@ def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo | WorkspaceMod
 def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
     """`pretrained.jobs.run(job, model, x, **kwargs)`: in this process for a registry model, in
     the upload's sandboxed worker for an uploaded one (which raises `worker.ModelFailure`, with
-    a message for the page, when the model hangs, hoards memory or crashes)."""
+    a message for the page, when the model hangs, hoards memory or crashes). A registry
+    model's answer stored in `first_answers` (the default view's) is read, not computed."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     timeout = kwargs.pop("timeout", None)  # seconds an upload's worker may take (a long job)
     if is_upload(name):
         return uploads().call(name, job, x, timeout=timeout, **kwargs)
+    if not sources.is_workspace(name):  # the first page's answers, stored with the code
+        stored = first_answers.get(name, model_info(name).weights_sha256, job, x, kwargs)
+        if stored is not None:
+            return stored
+    from pretrained import jobs
+
     return jobs.run(job, model(name), x, **kwargs)
 
 
@@ -342,6 +354,8 @@ def stored_summary(
         arrays = _read_summary(str(path), path.stat().st_mtime)
     except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError, …
         return None, f"the saved result was unreadable ({type(err).__name__}) and is ignored"
+    import torch
+
     ds = dataset(dataset_name)
     problem = _summary_problem(arrays, len(ds.classes), tuple(ds.images.shape[1:]), n)
     if problem:
@@ -425,6 +439,8 @@ def compute_summary(
             if progress:
                 progress(min(i + 256, n), n)
         save_atomically(path, **sums)
+    import torch
+
     return saliency.SensitivitySummary(**{k: torch.from_numpy(v) for k, v in sums.items()})
 
 
@@ -449,6 +465,8 @@ def imagenet_model(name: str, weights: str) -> torch.nn.Module:
 @st.cache_data(show_spinner=False, max_entries=64)
 def photo_probabilities(name: str, weights: str, pixels: np.ndarray) -> np.ndarray:
     """(1000,) softmax probabilities of one (3, 224, 224) photo."""
+    import torch
+
     m = imagenet_model(name, weights)
     with torch.no_grad():
         return m(torch.from_numpy(pixels)[None]).softmax(1)[0].numpy()
@@ -461,6 +479,8 @@ def photo_map(
     """(224, 224) map of one class: signed gradients (3, 224, 224) reduced over channels
     ("max": max |g|, Simonyan's choice; "sum": signed sum). One class at a time: never the
     1000-class Jacobian."""
+    import torch
+
     m = imagenet_model(name, weights)
     x = torch.from_numpy(pixels)[None]  # (1, 3, 224, 224)
     signed = reduction != "max"  # "max" takes |g| anyway; SmoothGrad then averages |g|

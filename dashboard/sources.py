@@ -141,13 +141,12 @@ class Predictions:
 
 @st.cache_resource(show_spinner="Loading the test set…", max_entries=4)
 def _bundled(name: str) -> Source:
-    ds = pretrained.load_dataset(name, "test")
-    images = ds.images.numpy()  # (N, 1, 28, 28)
+    images, labels = pretrained.data.load_arrays(name, "test")  # (N, 1, 28, 28), (N,)
     return Source(
         key=name,
         title=title(name),
-        classes=tuple(ds.classes),
-        labels=ds.labels.numpy().astype(np.int64),
+        classes=pretrained.CLASS_NAMES[name],
+        labels=labels,
         shape=tuple(images.shape[1:]),
         description="grey (1 channel), 28 × 28, pixels in [0, 1]",
         read=lambda i: images[i],

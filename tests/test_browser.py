@@ -273,7 +273,7 @@ def test_cold_start_to_first_render(browser, artifacts_dir: Path) -> None:
         "goto_to_heading_ms": round((first_heading - goto) * 1000, 1),
         "goto_to_complete_ms": round((done - goto) * 1000, 1),
         "spawn_to_complete_ms": round((done - s.spawned) * 1000, 1),
-        "target_ms": 5000,
+        "target_ms": 3000,
     }
     record(artifacts_dir, "cold_start", timing)
     print(f"\ncold start: {timing}")

@@ -11,7 +11,7 @@ import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from dashboard import cache, render, sources, state
+from dashboard import PAGE_DRAWN, PAGE_WAITS, cache, render, sources, state
 from dashboard.components import saliency_panel
 from dashboard.lru import BytesLRU
 from dashboard.render import Style, class_label
@@ -783,7 +783,12 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         _route(view, src),
     )  # fmt: skip
     # The server's own pictures, where the panel failed or hasn't drawn in time.
-    if saliency_panel.panel(key=PANEL_KEY, arrays=arrays, data=data, on_pick=_on_pick):
+    fallback = saliency_panel.panel(key=PANEL_KEY, arrays=arrays, data=data, on_pick=_on_pick)
+    if fallback or saliency_panel.said(PANEL_KEY):
+        PAGE_DRAWN.set()  # complete (see dashboard/__init__.py)
+    else:
+        st.session_state[PAGE_WAITS] = True
+    if fallback:
         big = render.scale_for(image.shape)
         pred = ex.pred
         with st.container(key=saliency_panel.FALLBACK_KEY):
