@@ -7,9 +7,11 @@ import threading
 # doesn't import torch: the warm-up thread does that while the server already answers.
 LIVE_STATUS_ENV = "SALIENCY_LIVE_STATUS_URL"
 EXPLORE_ROUTE_ENV = "SALIENCY_EXPLORE_URL"
-# Set once a page is complete: by app.py at the end of a run, unless the page still waits for
-# the browser (`PAGE_WAITS` in the session: Explore's panel has not said that it drew), and then
-# by the run that hears it. `python -m dashboard`'s warm-up waits for it before it imports
-# torch and what only other pages need.
+# For `python -m dashboard`'s warm-up, which leaves torch alone while a first page is drawn
+# (see its warm_up). PAGE_STARTED: set by app.py when a run starts. PAGE_DRAWN: set once a page
+# is complete: by app.py at the end of a run, unless the page still waits for the browser
+# (`PAGE_WAITS` in the session: Explore's panel has not said that it drew), and then by the
+# run that hears it.
+PAGE_STARTED = threading.Event()
 PAGE_DRAWN = threading.Event()
 PAGE_WAITS = "page_waits_for_browser"

@@ -14,8 +14,9 @@ bundled models. Uploaded models run in sandboxed workers either way (see the REA
 Streamlit runs the app's script only when a browser connects. The default first page needs no
 torch (its model's answers are stored: `first_answers.py`); every other view would make its
 visitor pay for importing torch and the rest and for torch's first backward pass (~3 s here).
-A background thread does all that once a first page was drawn (or a few seconds passed); the
-script runs in this same process and finds the modules imported and torch initialised.
+A background thread does all that once a first page was drawn (or at once, when no browser came
+in the first seconds); the script runs in this same process and finds the modules imported
+and torch initialised.
 """
 
 from __future__ import annotations
@@ -24,27 +25,48 @@ import os
 import sys
 from pathlib import Path
 
-FIRST_PAGE_WAIT_S = 5.0  # the longest the warm-up leaves torch alone for a first visitor
+# A browser opened with the server (or a visit that woke it) has started its first page by
+# then (its front end takes ~1.5 s to load); a page that started is waited for FIRST_PAGE_S.
+FIRST_VISITOR_S = 2.5
+FIRST_PAGE_S = 10.0
 
 
 def warm_up() -> None:
     # What the pages need, and not the dashboard's own modules: their st.cache_* functions
     # must be created inside the Streamlit runtime, which does not exist yet. Each line here
-    # was seen costing a first visitor (py-spy on a cold server). First Streamlit's emoji
-    # pattern for the page icon (~0.3 s). Then nothing until a first page was drawn (or
-    # FIRST_PAGE_WAIT_S passed): the default page needs no torch (its model's answers are
-    # stored, dashboard/first_answers.py), and importing torch (~2 s here) under the one GIL
-    # only made it later, the server's own start included. Then torch and the default model's
-    # first backward pass, which the next view needs, and what other pages need: the charts'
-    # pandas and pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom).
-    # Captum stays out: only some methods need it.
+    # was seen costing a first visitor (py-spy on a cold server). One GIL: nothing before the
+    # runtime has started, which would only make the server's own start later. Then, while a
+    # first visitor's browser loads Streamlit's front end (~1.5 s, the server idle), what the
+    # first page reads, none of it torch: Streamlit's emoji pattern for the page icon
+    # (~0.3 s), our libraries' modules, the bundled test set and the colour tables. Then, if a
+    # first page starts soon, nothing until it is complete: the default page needs no torch
+    # (its model's answers are stored, dashboard/first_answers.py), and importing torch (~2 s
+    # here) meanwhile only made it later. Then torch and the default model's first backward
+    # pass, which the next view needs, and what other pages need: the charts' pandas and
+    # pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom). Captum stays out:
+    # only some methods need it.
+    _server_started()
     from streamlit.string_util import is_emoji
 
     is_emoji("🔥")
+    import numpy
+    import PIL.ImageDraw  # noqa: F401
+    import PIL.ImageFont
 
-    from dashboard import PAGE_DRAWN
+    import pretrained.folder_upload
+    import pretrained.worker  # noqa: F401
+    import saliency.display
+    import saliency.metrics  # noqa: F401
 
-    PAGE_DRAWN.wait(timeout=FIRST_PAGE_WAIT_S)
+    PIL.ImageFont.load_default(size=11)
+    pretrained.data.load_arrays("mnist")  # the decoded file is kept
+    for cmap in saliency.display.SEQUENTIAL_CMAPS + saliency.display.DIVERGING_CMAPS:
+        saliency.display.colorize(numpy.zeros(1), cmap)  # each table read from its file once
+
+    from dashboard import PAGE_DRAWN, PAGE_STARTED
+
+    if PAGE_STARTED.wait(timeout=FIRST_VISITOR_S):
+        PAGE_DRAWN.wait(timeout=FIRST_PAGE_S)
     import pretrained
     import saliency
 
@@ -74,6 +96,20 @@ def warm_up() -> None:
                     saliency.gradients(net, x, 0)
         except Exception:  # noqa: BLE001, S110 - the view says what is wrong, on the page
             pass
+
+
+def _server_started(timeout: float = 10.0) -> None:
+    """Return once Streamlit's runtime has started (or `timeout` seconds passed): work done
+    before then would only make the server's own start later (one GIL)."""
+    import time
+
+    from streamlit.runtime import Runtime, RuntimeState
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Runtime.exists() and Runtime.instance().state != RuntimeState.INITIAL:
+            return
+        time.sleep(0.02)
 
 
 def streamlit_args(argv: list[str]) -> list[str]:

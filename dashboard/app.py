@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import PAGE_DRAWN, PAGE_WAITS, render, sources, state
+from dashboard import PAGE_DRAWN, PAGE_STARTED, PAGE_WAITS, render, sources, state
 from pretrained.worker import ModelFailure
 from pretrained.workspace import WorkspaceError
 
+PAGE_STARTED.set()
 st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
 st.html(render.PIXELATED_CSS)  # pictures are sent at their own size and scaled up crisply
 
