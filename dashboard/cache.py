@@ -144,7 +144,8 @@ def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
     timeout = kwargs.pop("timeout", None)  # seconds an upload's worker may take (a long job)
     if is_upload(name):
         return uploads().call(name, job, x, timeout=timeout, **kwargs)
-    if not sources.is_workspace(name):  # the first page's answers, stored with the code
+    if first_answers.may_hold(job, x.shape) and not sources.is_workspace(name):
+        # the default view's answers, stored with the code
         stored = first_answers.get(name, model_info(name).weights_sha256, job, x, kwargs)
         if stored is not None:
             return stored

@@ -66,13 +66,19 @@ def _stored(path: Path = PATH) -> tuple[dict[str, np.ndarray], frozenset[tuple]]
     return answers, shapes
 
 
+def may_hold(job: str, shape: tuple[int, ...]) -> bool:
+    """Whether an answer to `job` on an input of this shape is stored at all: most questions
+    are told no here, before anything is hashed or looked up."""
+    return (job, tuple(shape)) in _stored()[1]
+
+
 def get(
     name: str, weights_sha256: str, job: str, x: np.ndarray, kwargs: dict[str, Any]
 ) -> np.ndarray | None:
     """The stored answer to this question (a copy), or None when it isn't stored."""
-    answers, shapes = _stored()
-    if (job, x.shape) not in shapes:  # most questions: no hashing
+    if not may_hold(job, x.shape):
         return None
+    answers, _ = _stored()
     answer = answers.get(key(name, weights_sha256, job, x, kwargs))
     return None if answer is None else answer.copy()
 
