@@ -4,15 +4,14 @@ Registry models are shared by every session (`st.cache_resource`) and never muta
 saliency functions leave a model's flags and parameters as they found them. Uploaded models
 never run in this process: each lives in a sandboxed worker (`pretrained.worker`), and every
 computation is a job of `pretrained.jobs`, run here or there by `run`. Computed arrays go
-through `st.cache_data` (each caller gets a copy), bounded so a long-running classroom server
-does not grow without limit.
+through `dashboard.lru.memo`, bounded in bytes by the server's budget (`dashboard.budget`), and
+are handed out read-only: a long-running classroom server does not grow without limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import tempfile
 import threading
@@ -28,6 +27,7 @@ import streamlit as st
 import pretrained
 import saliency
 from dashboard import first_answers, sources
+from dashboard.lru import key_part, memo
 from pretrained import worker, workspace
 from saliency import display
 
@@ -168,7 +168,7 @@ def predictions(name: str, key: str) -> sources.Predictions:
     return _bundled_predictions(name, key)
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
+@memo("maps")
 def _bundled_predictions(name: str, key: str) -> sources.Predictions:
     labels = sources.source(key).labels
     return sources.Predictions.from_probabilities(test_set_probabilities(name, key), labels)
@@ -193,7 +193,7 @@ _COMPUTING_LOCK = threading.Lock()
 
 
 def one_at_a_time(cached: Callable) -> Callable:
-    """`cached` (an `st.cache_data` function) computes each set of arguments once even when two
+    """`cached` (a `memo` function) computes each set of arguments once even when two
     threads ask at the same moment (a page's rerun and the explore route, or a class of
     students on one image): the second waits for the first, then reads the cache."""
 
@@ -213,20 +213,13 @@ def one_at_a_time(cached: Callable) -> Callable:
     return call
 
 
-def key_part(value: Any) -> Any:
-    """`value` as part of a cache's key: an array by its dtype, shape and a hash of its bytes."""
-    if isinstance(value, np.ndarray):
-        return (value.dtype.str, value.shape, hashlib.blake2b(value.tobytes()).digest())
-    return value
-
-
-@st.cache_data(show_spinner=False, max_entries=2048)
+@memo("maps")
 def probabilities(name: str, image: np.ndarray) -> np.ndarray:
     """(K,) softmax probabilities of one image `(C, H, W)` (or `(H, W)` grey)."""
     return run(name, "probabilities", _one(image))[0]
 
 
-@st.cache_data(show_spinner="Classifying the whole test set…", max_entries=32)
+@memo("maps", spinner="Classifying the whole test set…")
 def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
     """(10000, K) float32 probabilities of every bundled test image, computed once per model
     (in chunks of 1000, each under the worker's deadline for an upload)."""
@@ -236,7 +229,7 @@ def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
 
 
 @one_at_a_time
-@st.cache_data(show_spinner=False, max_entries=512)
+@memo("maps")
 def class_maps(
     name: str,
     image: np.ndarray,
@@ -257,7 +250,7 @@ def class_maps(
 
 
 @one_at_a_time
-@st.cache_data(show_spinner=False, max_entries=512)
+@memo("maps")
 def contrast_map(
     name: str, image: np.ndarray, target: int, versus: int, method: str, score: str
 ) -> np.ndarray:
@@ -275,7 +268,7 @@ def contrast_map(
     return _reduce(m[0], absolute=False)
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+@memo("maps")
 def integrated_gradients_delta(name: str, image: np.ndarray, target: int, score: str) -> float:
     """Completeness delta of IG for one image and class: sum(map) - (f(x) - f(baseline))."""
     delta = run(
@@ -321,7 +314,7 @@ def summary_path(model_name: str, dataset_name: str, n: int) -> Path:
 _SUMMARY_KEYS = ("abs_sums", "signed_sums", "counts")
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@memo("maps")
 def _read_summary(path: str, mtime: float) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in _SUMMARY_KEYS}
@@ -361,7 +354,9 @@ def stored_summary(
     problem = _summary_problem(arrays, len(ds.classes), tuple(ds.images.shape[1:]), n)
     if problem:
         return None, f"the saved result does not fit ({problem}) and is ignored"
-    return saliency.SensitivitySummary(**{k: torch.from_numpy(v) for k, v in arrays.items()}), None
+    # a copy: the cached arrays are read-only and shared
+    summary = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+    return saliency.SensitivitySummary(**summary), None
 
 
 _FLIGHTS: dict[str, threading.Lock] = {}
@@ -463,7 +458,7 @@ def imagenet_model(name: str, weights: str) -> torch.nn.Module:
     return imagenet.load(name, weights=weights, download=False)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@memo("maps")
 def photo_probabilities(name: str, weights: str, pixels: np.ndarray) -> np.ndarray:
     """(1000,) softmax probabilities of one (3, 224, 224) photo."""
     import torch
@@ -473,7 +468,7 @@ def photo_probabilities(name: str, weights: str, pixels: np.ndarray) -> np.ndarr
         return m(torch.from_numpy(pixels)[None]).softmax(1)[0].numpy()
 
 
-@st.cache_data(show_spinner="Computing the map…", max_entries=64)
+@memo("maps", spinner="Computing the map…")
 def photo_map(
     name: str, weights: str, pixels: np.ndarray, target: int, method: str, reduction: str
 ) -> np.ndarray:

@@ -3,8 +3,9 @@
 Each lesson's computation is a job, run by `cache.run`: in this process for a registry model
 (shared by every session and never mutated: the sanity check and the float64 finite
 differences work on deep copies), in the sandboxed worker for an uploaded one. Arrays go
-through `st.cache_data`, bounded; the tabular regressors are trained on demand (about a second
-each) and kept with `st.cache_resource`, so no weights are stored for them.
+through `dashboard.lru.memo`, bounded in bytes by the server's budget; the tabular
+regressors are trained on demand (about a second each) and kept with `st.cache_resource`, so
+no weights are stored for them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 import saliency
 from dashboard import cache
+from dashboard.lru import memo
 from pretrained import jobs, tabular
 
 N_RANDOM_ORDERS = jobs.N_RANDOM_ORDERS
@@ -25,7 +27,7 @@ def _one(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image, dtype=np.float32)[None, None]  # (1, 1, 28, 28)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@memo("maps")
 def nudge(name: str, image: np.ndarray, target: int, row: int, col: int, deltas: tuple) -> dict:
     """Predicted (Δ·J_ij) and actual change of the target's logit for each Δ."""
     return cache.run(
@@ -33,7 +35,7 @@ def nudge(name: str, image: np.ndarray, target: int, row: int, col: int, deltas:
     )
 
 
-@st.cache_data(show_spinner="Timing autograd and 2·784 forward passes…", max_entries=64)
+@memo("maps", spinner="Timing autograd and 2·784 forward passes…")
 def autograd_vs_fd(name: str, image: np.ndarray, target: int, run: int) -> dict:
     """Signed maps by autograd and by central differences on a float64 copy, and their cost.
 
@@ -52,7 +54,7 @@ SANITY_METHODS = {
 }
 
 
-@st.cache_data(show_spinner="Randomising the layers one by one…", max_entries=64)
+@memo("maps", spinner="Randomising the layers one by one…")
 def sanity(name: str, images: np.ndarray, method: str) -> list[dict]:
     """Cascading randomisation of `name` (on deep copies), maps of (N, 28, 28) `images` by
     `method`, each image's predicted class: per step its name, how its layer was
@@ -62,7 +64,7 @@ def sanity(name: str, images: np.ndarray, method: str) -> list[dict]:
     return [{**s, "map": s["map"][0]} for s in steps]
 
 
-@st.cache_data(show_spinner="Deleting and inserting pixels…", max_entries=64)
+@memo("maps", spinner="Deleting and inserting pixels…")
 def faithfulness(name: str, image: np.ndarray, target: int, start: str) -> dict:
     """Deletion and insertion curves of the target's probability, gradient order vs random.
 
@@ -72,7 +74,7 @@ def faithfulness(name: str, image: np.ndarray, target: int, start: str) -> dict:
     return cache.run(name, "faithfulness", _one(image), target=target, start=start)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@memo("maps")
 def linear_map_facts(name: str, target: int) -> dict:
     """W_c / σ of a registry logistic regression (Normalize, Flatten, Linear): its exact map."""
     model = cache.model(name)
@@ -93,7 +95,7 @@ def regressor(kind: str) -> tuple[tabular.Table, torch.nn.Module]:
     return table, tabular.train_regressor(table.X, table.y, seed=0)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@memo("maps")
 def tabular_ranking(kind: str) -> dict:
     """Learned mean |∂y/∂x_j| (raw and std-scaled) beside the analytic values."""
     table, net = regressor(kind)

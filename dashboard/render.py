@@ -12,20 +12,23 @@ import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 
-from dashboard.lru import BytesLRU
+from dashboard import lru
+from dashboard.lru import BytesLRU, memo
+from pretrained.text import clean
 from pretrained.worker import ModelFailure
 from pretrained.workspace import WorkspaceError
 from saliency import display
 
 SCALE = 10  # 28 x 28 -> 280 x 280, nearest neighbour: every pixel stays a crisp square
-_MARKUP = set("\\`*[]<>~$")  # code, emphasis, links, HTML, strikethrough, LaTeX
+_MARKUP = set("\\`*[]<>~$")  # code, emphasis, links and images, HTML, strikethrough, LaTeX
 
 
 def plain(text: object) -> str:
     """Text that may hold a user's or a model's own words, escaped so Markdown shows it as it
-    is (no links, no emphasis, no HTML). An underscore inside a word (state_dict) stays: it
-    can't start emphasis."""
-    t = str(text)
+    is (no links, no images, no emphasis, no HTML), without bidirectional controls
+    (`pretrained.text.clean`). An underscore inside a word (state_dict) stays: it can't start
+    emphasis."""
+    t = clean(text)
     out = []
     for i, c in enumerate(t):
         inside = 0 < i < len(t) - 1 and t[i - 1].isalnum() and t[i + 1].isalnum()
@@ -54,8 +57,14 @@ def failures_said() -> Iterator[None]:
 
 
 def class_label(k: int, names: tuple[str, ...]) -> str:
-    """The label of class k: its number alone (MNIST's "7"), or "3 · Dress"."""
-    return str(k) if names[k] == str(k) else f"{k} · {names[k]}"
+    """The label of class k: its number alone (MNIST's "7"), or "3 · Dress": plain text, for
+    a widget's options, a chart or a picture (`class_md` for Markdown)."""
+    return str(k) if names[k] == str(k) else f"{k} · {clean(names[k])}"
+
+
+def class_md(k: int, names: tuple[str, ...]) -> str:
+    """`class_label` escaped for Markdown (captions, messages, headings)."""
+    return plain(class_label(k, names))
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ def picture(
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@memo("pngs")
 def colorbar(lo: float, hi: float, cmap: str, width: int = 280) -> np.ndarray:
     """A colour bar `width` pixels wide in all (as wide as the map above it, so the browser
     never shrinks it: pictures are drawn with crisp pixels, which would garble its numbers),
@@ -160,9 +169,8 @@ def png(rgb: np.ndarray) -> bytes:
     return data
 
 
-@st.cache_resource(show_spinner=False)
 def _png_cache() -> BytesLRU:
-    return BytesLRU(64 * 2**20)
+    return lru.store("pngs")
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -20,18 +20,20 @@ Workspaces come two ways:
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 import pretrained
+from dashboard import budget, lru
 from pretrained.folder_upload import Built
 from pretrained.workspace import Indexed, WorkspaceError, find_path, open_indexed
 
@@ -156,10 +158,14 @@ def _bundled(name: str) -> Source:
 @st.cache_resource(show_spinner="Opening the workspace…", max_entries=16)
 def _workspace(key: str, folder: Path, mtime: float) -> Source:
     ws = open_indexed(folder)
+    decoded = lru.store("images")  # shared by every session, bounded in bytes
 
-    @functools.lru_cache(maxsize=256)  # shared by every session: decoded once
     def read(i: int) -> np.ndarray:
-        return ws.image(i)
+        image = decoded.get((key, mtime, i))
+        if image is None:
+            image = lru.frozen(ws.image(i))
+            decoded.put((key, mtime, i), image, image.nbytes)
+        return image
 
     skipped = len(ws.skipped)
     return Source(
@@ -209,26 +215,48 @@ def source(key: str) -> Source:
 
 
 class _Uploaded:
-    """The server's uploaded workspaces, the least recently added forgotten first."""
+    """The server's uploaded workspaces, at most MAX_UPLOADED and at most the budget's
+    "workspaces" share in bytes (their images, sums and predictions), the least recently
+    added forgotten first."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.entries: OrderedDict[str, Source] = OrderedDict()
+        self.entries: OrderedDict[str, tuple[Source, int]] = OrderedDict()
+        self.max_bytes = budget.share("workspaces")
+
+    @property
+    def bytes(self) -> int:
+        with self.lock:
+            return sum(size for _, size in self.entries.values())
 
     def get(self, key: str) -> Source | None:
         with self.lock:
-            return self.entries.get(key)
+            entry = self.entries.get(key)
+            return entry[0] if entry else None
 
-    def add(self, src: Source) -> None:
+    def add(self, src: Source, size: int) -> None:
+        """Keep `src` (holding `size` bytes), forgetting the oldest while over the bounds;
+        raises WorkspaceError when it alone is over the byte bound."""
+        if size > self.max_bytes:
+            raise WorkspaceError(_too_big(size, self.max_bytes))
         with self.lock:
-            self.entries[src.key] = src
+            self.entries[src.key] = (src, size)
             self.entries.move_to_end(src.key)
-            while len(self.entries) > MAX_UPLOADED:
-                self.entries.popitem(last=False)
+            total = sum(s for _, s in self.entries.values())
+            while len(self.entries) > MAX_UPLOADED or total > self.max_bytes:
+                total -= self.entries.popitem(last=False)[1][1]
 
     def for_model(self, model: str) -> str | None:
         with self.lock:
-            return next((k for k, s in self.entries.items() if s.model == model), None)
+            return next((k for k, (s, _) in self.entries.items() if s.model == model), None)
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        f"these images hold {size / 2**20:,.0f} MB once prepared, and this server keeps at "
+        f"most {limit / 2**20:,.0f} MB of uploaded workspaces (SALIENCY_MEMORY_MB): send "
+        "fewer or smaller images"
+    )
 
 
 @st.cache_resource(show_spinner=False)
@@ -243,13 +271,14 @@ def uploaded_key(model_name: str) -> str:
 
 def add_uploaded(built: Built, filename: str) -> str:
     """Keep an uploaded workspace for this server (its model already in the upload pool) and
-    for this session; returns its key."""
+    for this session; returns its key. Raises WorkspaceError when it alone holds more than
+    the budget's share for uploaded workspaces."""
     imgs = built.images
     x = imgs.x
     x.setflags(write=False)
     key = uploaded_key(built.name)
     summary = dict(built.summary)
-    uploaded().add(
+    src = (
         Source(
             key=key,
             title=f"{filename or 'your model'} on {len(imgs.paths):,} images",
@@ -274,8 +303,27 @@ def add_uploaded(built: Built, filename: str) -> str:
             problems=tuple(imgs.problems),
         )
     )  # fmt: skip
+    uploaded().add(src, lru.nbytes((x, summary, src.predictions, src.paths, src.labels)))
     remember(key)
     return key
+
+
+_BUILDING = threading.BoundedSemaphore(1)
+
+
+@contextmanager
+def one_build(waiting: Callable[[], Any] | None = None) -> Iterator[None]:
+    """One uploaded ZIP decoded and built at a time in this server: each holds up to its
+    prepared images and sums while it is built, so several at once would multiply that.
+    Others wait, calling `waiting()` first."""
+    if not _BUILDING.acquire(blocking=False):
+        if waiting:
+            waiting()
+        _BUILDING.acquire()
+    try:
+        yield
+    finally:
+        _BUILDING.release()
 
 
 def remember(key: str) -> None:

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from dashboard import lru
 from dashboard.lru import BytesLRU
 from pretrained import jobs, tables, worker
 from pretrained.user_models import checked_worker, judge_table_check
 
 EXAMPLE = "diabetes-mlp"
 MAX_WORKERS = 4  # table models with a live worker; the least recently used is stopped
-MAX_RESULT_BYTES = 256 * 2**20  # Jacobians kept, over every session
 
 
 def sha(data: bytes) -> str:
@@ -47,10 +47,22 @@ def example_program() -> bytes:
     return tables.example_program(EXAMPLE)
 
 
-@st.cache_resource(show_spinner="Reading the table…", max_entries=8)
-def read_table(digest: str, _data: bytes) -> tables.Table:
-    """`tables.read_csv`, once per file content (`digest`); raises its TableError."""
-    return tables.read_csv(_data)
+def read_table(digest: str, data: bytes) -> tables.Table:
+    """`tables.read_csv`, once per file content (`digest`), kept by its bytes with the results
+    (the budget's "tables" share); raises its TableError."""
+    store = results()
+    table = store.get(("table", digest))
+    if table is None:
+        # One CSV parsed at a time: each holds its text and columns while it is read.
+        with st.spinner("Reading the table…"), _READING:
+            table = store.get(("table", digest))  # read meanwhile by another session?
+            if table is None:
+                table = tables.read_csv(data)
+                store.put(("table", digest), table, lru.nbytes(table))
+    return table
+
+
+_READING = threading.Lock()
 
 
 class _Workers:
@@ -100,10 +112,10 @@ def runner(model: bytes | None, kind: str, rows: np.ndarray) -> Callable[..., An
     return lambda job, x, **kw: w.call(job, np.asarray(x, np.float32), **kw)
 
 
-@st.cache_resource(show_spinner=False)
 def results() -> BytesLRU:
-    """Computed results by key, bounded by their bytes over every session."""
-    return BytesLRU(MAX_RESULT_BYTES)
+    """Tables read and results computed, by key, bounded by their bytes over every session
+    (the budget's "tables" share)."""
+    return lru.store("tables")
 
 
 def remembered(key: tuple, compute: Callable[[], Any], size: Callable[[Any], int]) -> Any:

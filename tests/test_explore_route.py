@@ -235,7 +235,7 @@ def test_explained_keeps_answers_within_its_byte_bound(monkeypatch):
 
 def test_the_shared_byte_bounded_cache_drops_the_least_recently_used():
     """dashboard.lru.BytesLRU, under the route's, `explained`'s, the PNGs' and the tables'
-    caches: a value read is used again; past the bound the oldest go; the newest always stays."""
+    caches: a value read is used again; past the bound the oldest go; one too big is not kept."""
     from dashboard.lru import BytesLRU
 
     lru = BytesLRU(10)
@@ -247,8 +247,8 @@ def test_the_shared_byte_bounded_cache_drops_the_least_recently_used():
     assert list(lru.values()) == ["B", "D"] and lru.bytes == 8
     lru.put("d", "other", 4)  # a key already kept keeps its value
     assert lru.get("d") == "D"
-    lru.put("big", "BIG", 100)  # over the bound alone: kept, the others go
-    assert list(lru.values()) == ["BIG"] and lru.bytes == 100
+    assert lru.put("big", "BIG", 100) is False  # over the bound alone: not kept (issue 28)
+    assert list(lru.values()) == ["B", "D"] and lru.bytes == 8
 
 
 def test_the_served_route_answers_uncompressed_what_the_library_packs(server):

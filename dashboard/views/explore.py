@@ -11,9 +11,8 @@ import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from dashboard import PAGE_DRAWN, PAGE_WAITS, cache, render, sources, state
+from dashboard import PAGE_DRAWN, PAGE_WAITS, budget, cache, lru, render, sources, state
 from dashboard.components import saliency_panel
-from dashboard.lru import BytesLRU
 from dashboard.render import Style, class_label
 from dashboard.sources import Source
 from pretrained.images import (
@@ -572,11 +571,11 @@ class Explained:
         return self.maps[self.target]
 
 
-EXPLAINED_BYTES = 32 * 2**20  # the latest `explained` answers kept, by the bytes of their arrays
+EXPLAINED_BYTES = budget.share("explained")  # the latest `explained` answers, by their bytes
 # The view's keys that `explained` reads.
 EXPLAINED_KEYS = ("model", "target", "method", "score", "sign", "cmap", "cmap_signed", "alpha",
                   "clip", "scale")  # fmt: skip
-_explained = BytesLRU(EXPLAINED_BYTES)
+_explained = lru.store("explained")
 
 
 def _arrays_of(ex: Explained) -> list[np.ndarray]:
@@ -879,8 +878,8 @@ def _pickers(public: tuple[str, ...]) -> dict:
     return made
 
 
-ROUTE_CACHE_BYTES = 64 * 2**20  # ~1,000 payloads of a 28 × 28 image, ~30 of a 224 × 224 one
-_route_cache = BytesLRU(ROUTE_CACHE_BYTES)
+ROUTE_CACHE_BYTES = budget.share("route")  # 92 MB by default: ~1,400 payloads of 28 × 28
+_route_cache = lru.store("route")
 
 
 def route_payload(query: dict[str, str]) -> bytes:
