@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime as dt
 import hashlib
 import io
@@ -57,6 +56,7 @@ import torch
 import saliency
 
 from .images import ImageError, decode_image
+from .text import csv_text
 from .workspace import (
     Item,
     Preprocessing,
@@ -624,16 +624,15 @@ def _write_outputs(
     top_i = np.concatenate([r["top_i"] for r in rows])[order]
     top_p = np.concatenate([r["top_p"] for r in rows])[order]
     index = index[order]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "predicted", "p_predicted", "p_label"])
+    rows = [["path", "label", "predicted", "p_predicted", "p_label"]]
     for j, i in enumerate(index):
         item = items[int(i)]
-        writer.writerow(
+        rows.append(
             [item.path, item.label, int(cols["pred"][j]), f"{float(cols['p_pred'][j]):.6g}",
              f"{float(cols['p_label'][j]):.6g}"]
         )  # fmt: skip
-    _atomic_write(out / "predictions.csv", buf.getvalue().encode())
+    # A path that starts like a formula gets an apostrophe (taken off when it is read back).
+    _atomic_write(out / "predictions.csv", csv_text(rows).encode())
     _atomic_write(out / "top5.npz", _npz_bytes(index=index, indices=top_i, probabilities=top_p))
     summary = {"counts": counts.numpy(), "confusion": confusion.numpy().astype(np.int64)}
     if not predictions_only:

@@ -40,6 +40,7 @@ from PIL import Image
 from . import gate
 from .gate import UserModelError
 from .images import ImageError, decode_image
+from .text import from_csv_cell
 
 # torch and the architectures are imported where a model is read (`load_model`): listing,
 # reading and opening a workspace's images and index need no torch, which takes seconds.
@@ -595,7 +596,7 @@ def open_indexed(folder: str | os.PathLike) -> Indexed:
         with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         body = rows[1:]
-        paths = tuple(r[0] for r in body)
+        paths = tuple(from_csv_cell(r[0]) for r in body)
         cols = np.array([r[1:5] for r in body], dtype=np.float64).reshape(-1, 4)
         with np.load(folder / "top5.npz", allow_pickle=False) as f:
             top_i, top_p = f["indices"], f["probabilities"]

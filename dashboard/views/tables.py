@@ -8,7 +8,6 @@ with the units) are computed from the data, not only written.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 
@@ -16,10 +15,11 @@ import numpy as np
 import streamlit as st
 
 import saliency
-from dashboard import render, state, table_cache
+from dashboard import cache, render, state, table_cache
 from pretrained import tables
 from pretrained.gate import UserModelError
 from pretrained.tables import quote
+from pretrained.text import csv_text
 from pretrained.worker import ModelFailure
 
 NONE = "-"  # the target column's "no target"
@@ -147,9 +147,13 @@ def render_view() -> None:
         "feature j is ∂y/∂xⱼ, by one backward pass per batch of rows; the ranking is its mean "
         "absolute value over the rows. It describes the model, not the world."
     )
+    allowed = cache.uploads_allowed()
+    if not allowed and state.get("t_source") != "example":
+        state.put("t_source", "example")  # a link that asked for uploads
+        st.info("Uploading tables and models is turned off on this server (--no-uploads).")
     st.radio(
         "Table and model",
-        state.TABLE_SOURCES,
+        state.TABLE_SOURCES if allowed else ("example",),
         key="t_source",
         horizontal=True,
         format_func={
@@ -358,19 +362,18 @@ def _ranking_rows(shown, other) -> list[dict]:
 
 
 def _ranking_csv(raw, scaled) -> str:
-    out = io.StringIO()
-    out.write("feature,rank_raw,mean_abs_raw,signed_mean_raw,rank_std,mean_abs_std,"
-              "signed_mean_std,std\n")  # fmt: skip
+    """The ranking as CSV; the feature names (a CSV's own header) can't run as formulas."""
+    rows = [["feature", "rank_raw", "mean_abs_raw", "signed_mean_raw", "rank_std",
+             "mean_abs_std", "signed_mean_std", "std"]]  # fmt: skip
     a, b = raw.rank(0), scaled.rank(0)
     for j in raw.order[0].tolist():
         name = raw.feature_names[j]
-        quoted = '"' + name.replace('"', '""') + '"'
-        out.write(
-            f"{quoted},{a[name]},{float(raw.sensitivity[0, j])!r},{float(raw.signed[0, j])!r},"
-            f"{b[name]},{float(scaled.sensitivity[0, j])!r},{float(scaled.signed[0, j])!r},"
-            f"{float(raw.std[j])!r}\n"
-        )
-    return out.getvalue()
+        rows.append(
+            [name, a[name], repr(float(raw.sensitivity[0, j])), repr(float(raw.signed[0, j])),
+             b[name], repr(float(scaled.sensitivity[0, j])), repr(float(scaled.signed[0, j])),
+             repr(float(raw.std[j]))]
+        )  # fmt: skip
+    return csv_text(rows)
 
 
 def _caveats(X, features, raw, scaled) -> None:

@@ -100,6 +100,9 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
 
         return progress
 
+    def waiting() -> None:
+        bar.progress(0.0, text="Another upload is being indexed on this server: yours waits…")
+
     try:
         pre = Preprocessing(
             resize=int(resize) or None,
@@ -108,18 +111,24 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
             mean=_numbers(mean, "mean"),
             std=_numbers(std, "std"),
         )
-        images = folder_upload.read_zip_images(
-            zip_file.getvalue(), pre, progress=step("Reading your images")
-        )
-        start = time.perf_counter()
-        bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
-        model_worker, built = folder_upload.build(
-            model_file.getvalue(),
-            images,
-            kind=kind,
-            filename=model_file.name,
-            progress=step("Indexing in the sandbox (prediction and gradient of each image)"),
-        )
+        with sources.one_build(waiting):
+            images = folder_upload.read_zip_images(
+                zip_file.getvalue(), pre, progress=step("Reading your images")
+            )
+            start = time.perf_counter()
+            bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
+            model_worker, built = folder_upload.build(
+                model_file.getvalue(),
+                images,
+                kind=kind,
+                filename=model_file.name,
+                progress=step("Indexing in the sandbox (prediction and gradient of each image)"),
+            )
+            try:
+                key = sources.add_uploaded(built, model_file.name)
+            except WorkspaceError:
+                model_worker.stop()  # its workspace is not kept: nor is its worker
+                raise
     except (WorkspaceError, user_models.UserModelError) as err:
         st.session_state["ws_error"] = f"{model_file.name} and {zip_file.name}: {err}"
         return
@@ -142,7 +151,6 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
     )
     kept = cache.uploads().add(worker.Upload(info.name, model_worker, info))
     state.remember_upload(kept.name, kept.token)
-    key = sources.add_uploaded(built, model_file.name)
     st.session_state["ws_accepted"] = key
     st.session_state["ws_problems"] = images.problems
     st.session_state["ws_csv"] = built.predictions_csv()
