@@ -9,7 +9,7 @@ import streamlit as st
 
 import saliency
 from dashboard import cache, render, sources, state
-from dashboard.render import Style, class_label
+from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Source
 from saliency import display
 
@@ -38,10 +38,10 @@ def grid(
     for i, (k, m) in enumerate(zip(classes, maps, strict=True)):
         with cols[i % 5]:
             if not np.isfinite(m).all():
-                st.caption(f"{class_label(k, names)}: no images of this class")
+                st.caption(f"{class_md(k, names)}: no images of this class")
                 continue
             rgb = render.thumbnail(render.picture(m, lo, hi, style, scale=scale), 160)
-            render.show(rgb, class_label(k, names))
+            render.show(rgb, class_md(k, names))
     render.show(render.colorbar(lo, hi, style.cmap), None)
     st.caption(f"{caption} One shared scale ({lo:.3g} … {hi:.3g}).")
 

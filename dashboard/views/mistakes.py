@@ -9,7 +9,7 @@ import streamlit as st
 
 import pretrained
 from dashboard import cache, render, sources, state
-from dashboard.render import Style, class_label
+from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Predictions, Source
 from pretrained.images import ImageError
 
@@ -139,8 +139,8 @@ def detail(model_name: str, src: Source, index: int, preds: Predictions) -> None
     c_style = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=99.0, shared=False)
     c_lo, c_hi = c_style.range([diff])
     st.markdown(
-        f"**{render.plain(src.name(index))}**: true {class_label(true, names)} "
-        f"(p = {preds.p_label[index]:.3f}), predicted {class_label(pred, names)} "
+        f"**{render.plain(src.name(index))}**: true {class_md(true, names)} "
+        f"(p = {preds.p_label[index]:.3f}), predicted {class_md(pred, names)} "
         f"(p = {preds.p_predicted[index]:.3f})"
     )
     scale = render.scale_for(image.shape, 196)
@@ -170,8 +170,8 @@ def detail(model_name: str, src: Source, index: int, preds: Predictions) -> None
     with c2:
         render.show(render.colorbar(c_lo, c_hi, "RdBu_r", width=196), None)
         st.caption(
-            f"Contrast, signed: red pixels pushed the model towards {class_label(pred, names)}, "
-            f"blue ones towards {class_label(versus, names)}."
+            f"Contrast, signed: red pixels pushed the model towards {class_md(pred, names)}, "
+            f"blue ones towards {class_md(versus, names)}."
         )
     st.button(
         "🔍 Open in Explore",
@@ -217,7 +217,7 @@ def gallery(indices: np.ndarray, src: Source, preds: Predictions, *, note: str) 
         with cols[i % 10]:
             render.show(
                 _thumbnail(src, int(index)),
-                f"#{index}: {class_label(pred, names)} {preds.p_predicted[index]:.2f}",
+                f"#{index}: {class_md(pred, names)} {preds.p_predicted[index]:.2f}",
             )
     options = [int(i) for i in shown]
     if st.session_state.get("mis_index") not in options:
@@ -228,8 +228,8 @@ def gallery(indices: np.ndarray, src: Source, preds: Predictions, *, note: str) 
         key="mis_index",
         format_func=lambda i: (
             f"#{i}{'' if src.paths is None else ' ' + src.paths[i]}: "
-            f"true {class_label(int(src.labels[i]), names)}, predicted "
-            f"{class_label(int(preds.predicted[i]), names)} ({preds.p_predicted[i]:.3f})"
+            f"true {class_md(int(src.labels[i]), names)}, predicted "
+            f"{class_md(int(preds.predicted[i]), names)} ({preds.p_predicted[i]:.3f})"
         ),
     )
 
@@ -330,7 +330,7 @@ def render_view() -> None:
             preds.predicted, preds.p_predicted, labels, true=true, predicted_as=predicted
         )
         note = (
-            f"are {class_label(true, names)} taken for {class_label(predicted, names)}, "
+            f"are {class_md(true, names)} taken for {class_md(predicted, names)}, "
             "the most confident mistakes first"
         )
     elif kind == "all":
