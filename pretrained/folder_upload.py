@@ -8,8 +8,11 @@ This is `python -m pretrained.index` for a server's visitor, who has no folder o
 - **The ZIP is data, and hostile until checked.** Its directory is read first: an absolute path,
   a `..`, a link or an encrypted entry refuses the whole file; declared sizes are bounded (each
   image, the sum, and the inflation ratio of a large entry, so a ZIP bomb is refused before
-  anything is inflated); nothing is written to disk. Images are decoded with the pixel limits
-  of `pretrained.images` and prepared like the CLI's; the stacked array is bounded too.
+  anything is inflated); nothing is written to disk. Each image's size is read from its header
+  before a pixel is decoded: one far larger than the preparation keeps is skipped (a large JPEG
+  is decoded at a fraction of its size instead), and the pixels decoded for the whole ZIP are
+  bounded (`ZIP_DECODE_PIXELS`), so a few kB of flat 40 MP PNGs can't buy minutes of CPU.
+  Images are prepared like the CLI's; the stacked array is bounded too.
 - **The model is code**: it runs only in a sandboxed worker (`pretrained.worker`), checked
   like any upload (gate, one example, (N, K) finite scores), then fed the images in chunks of
   about a second, each under the worker's deadline. One forward and one backward pass per
@@ -46,6 +49,18 @@ MAX_FILES = 20_000
 MAX_PIXELS = 512 * 2**20  # bytes of the stacked float32 images
 MAX_SUMS = 512 * 2**20  # bytes of the float64 per-class sums
 ALL_CLASSES_UP_TO = 20
+# Pixels decoded for one ZIP, all its images together, each counted at the size it is decoded
+# at (read from its header first). Decoding and preparing runs at about 50-80 MP per second of a
+# core here, so this is about 10 s of CPU at most, where the per-image limits alone allowed 40
+# MP per file, 20,000 files: an hour. An honest ZIP fits: 10,000 ImageNet-sized JPEGs (500 ×
+# 375) resized to 64 px are decoded at half size, 470 MP; the stacked result (MAX_PIXELS) is
+# the tighter bound for most.
+ZIP_DECODE_PIXELS = 512 * 2**20
+# One image may be decoded at up to OVERSIZE times the pixels the preparation keeps (its resize
+# or crop, squared), or ENTRY_FLOOR, whichever is more: a 6,300² flat PNG for a 64-px resize is
+# skipped from its header. Large JPEGs are first decoded at 1/2-1/8 scale in the DCT.
+OVERSIZE = 64
+ENTRY_FLOOR = 16_000_000  # a phone camera's photo
 
 
 @dataclass
@@ -159,15 +174,30 @@ def read_zip_images(
             if not any(k == index[name] for _, k, _ in chosen):
                 problems.append({"path": name, "reason": f"the class folder {name!r} is empty"})
         arrays, paths, labels, shape = [], [], [], None
+        budget = _DecodeBudget(pre)
         for n, (rel, label, info) in enumerate(chosen):
             try:
                 raw = z.read(info)  # at most the declared size (checked against the CRC)
-                a = pre(decode_image(raw, max_bytes=MAX_IMAGE))
+                a = pre(
+                    decode_image(
+                        raw, max_bytes=MAX_IMAGE,
+                        # A crop alone keeps the scale: only a resize may shrink a JPEG first.
+                        shrink_above=budget.most if pre.resize else None,
+                        shrink_to=2 * (pre.resize or 1),
+                        check=lambda size, rel=rel: budget.spend(size, rel),
+                    )
+                )  # fmt: skip
+            except _TooLarge as err:
+                problems.append({"path": rel, "reason": str(err)})
+                continue
             except (ImageError, zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+                if isinstance(err, WorkspaceError):  # the whole ZIP is over its budget
+                    raise
                 problems.append({"path": rel, "reason": f"can't be read: {err}"})
                 continue
             if shape is None:
                 shape = a.shape
+                budget.first(a.shape)
                 if len(chosen) * a.nbytes > MAX_PIXELS:
                     _refuse(
                         f"{len(chosen):,} images of {a.shape[1]} × {a.shape[2]} need "
@@ -196,6 +226,46 @@ def read_zip_images(
         problems=problems,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+class _TooLarge(ImageError):
+    """One image far larger than the preparation keeps: skipped, from its header."""
+
+
+class _DecodeBudget:
+    """The pixels one ZIP may have decoded (`ZIP_DECODE_PIXELS`), and the most one image may
+    have, relative to what the preparation keeps (`OVERSIZE`, `ENTRY_FLOOR`)."""
+
+    def __init__(self, pre: Preprocessing) -> None:
+        self.spent = 0
+        self.side = pre.resize or pre.crop or 0  # 0: the first image's size decides
+        self.most = self._most()
+
+    def _most(self) -> int | None:
+        return max(ENTRY_FLOOR, OVERSIZE * self.side**2) if self.side else None
+
+    def first(self, shape: tuple[int, ...]) -> None:
+        """The first prepared image's `(C, H, W)`: with no resize or crop, what all must be."""
+        if not self.side:
+            self.side = min(shape[1:])
+            self.most = self._most()
+
+    def spend(self, size: tuple[int, int], rel: str) -> None:
+        """Called with the size an image will be decoded at, before it is decoded."""
+        w, h = size
+        if self.most is not None and w * h > self.most:
+            raise _TooLarge(
+                f"{w} × {h} = {w * h:,} pixels, far more than the {self.side} px images this "
+                f"workspace prepares need (at most {self.most:,} pixels each here): shrink it"
+            )
+        if self.spent + w * h > ZIP_DECODE_PIXELS:
+            _refuse(
+                f"the ZIP's images add up to more than {ZIP_DECODE_PIXELS / 1e6:,.0f} million "
+                f"pixels to decode ({rel[:80]!r} would make it {(self.spent + w * h) / 1e6:,.0f} "
+                "million), the most this server decodes for one upload: resize the pictures "
+                "smaller, or send fewer."
+            )
+        self.spent += w * h
 
 
 def _first_problems(problems: list[dict], n: int = 3) -> str:

@@ -22,8 +22,10 @@ problem. Two checks, in this order:
    ResNet, MobileNet, EfficientNet, DenseNet, ConvNeXt and ViT, scripted and exported).
    Anything else is refused with the operator's name and, when known, what it does: file,
    process, network and custom operators, and anything that can't be classified. A TorchScript
-   model that grows its own attributes on each call (a list or dict attribute appended to, or
-   `self.x = …` in forward) is refused too: it keeps memory between calls.
+   model that grows its own attributes on each call (a list or dict attribute appended to,
+   directly or through containers it holds such as `self.holder[0].append(x)`, or `self.x = …`
+   in forward) is refused too: it keeps memory between calls. So is one with forward hooks or
+   pre-hooks, which TorchScript runs around every call of a module, outside its methods.
 
 Reading a TorchScript file runs its `__setstate__` methods, so the server never loads an
 uploaded program itself: `pretrained.worker` loads it inside the sandbox and applies
@@ -254,6 +256,9 @@ _WHY = {
     "aten::append:attribute": "adds to the model's own attributes on every call, keeping memory",
     "aten::extend:attribute": "adds to the model's own attributes on every call, keeping memory",
     "aten::insert:attribute": "adds to the model's own attributes on every call, keeping memory",
+    "aten::add_:attribute": "adds to the model's own attributes on every call, keeping memory",
+    "hook::forward_pre_hook": "runs before every call, outside the model's methods",
+    "hook::forward_hook": "runs after every call, outside the model's methods",
 }
 _GROWS_CONTAINER = ("aten::append", "aten::extend", "aten::insert", "aten::_set_item")
 _KNOWN_NAMESPACES = ("aten", "prim", "_operator", "math", "torch", "builtins", "higher_order")
@@ -265,26 +270,97 @@ def _base(op: str) -> str:
     return f"{ns}::{name.split('.', 1)[0]}" if name else op
 
 
-def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
-    import torch
+# Value types that can hold (or be) a list or dict a module keeps between calls.
+_HOLDERS = ("ListType", "DictType", "TupleType", "ClassType", "OptionalType", "UnionType",
+            "AnyType", "InterfaceType")  # fmt: skip
+
+
+def _kept(graph) -> set[int]:
+    """The values of an inlined graph that are, or may hold, a container the module keeps: what
+    `prim::GetAttr` reads, and every container-typed value computed from one (an item of it,
+    its `values()`, a list built around it, a branch's or a loop's result), to a fixed point.
+    So `self.holder[0].append(x)` is growth as much as `self.keep.append(x)`."""
+    kept: set[int] = set()
+
+    def holds(v) -> bool:
+        return v.type().kind() in _HOLDERS
+
+    def mark(v) -> bool:
+        if v.unique() in kept:
+            return False
+        kept.add(v.unique())
+        return True
+
+    def visit(block) -> bool:
+        changed = False
+        for node in block.nodes():
+            subs = list(node.blocks())
+            for sub in subs:
+                changed |= visit(sub)
+            ins, outs = list(node.inputs()), list(node.outputs())
+            if node.kind() == "prim::GetAttr":
+                changed |= any(mark(v) for v in outs if holds(v))
+            elif node.kind() == "prim::Loop" and subs:
+                body = subs[0]  # inputs: (iteration, *carried); outputs: (condition, *carried)
+                carry = zip(ins[2:], list(body.inputs())[1:], list(body.outputs())[1:], outs,
+                            strict=True)  # fmt: skip
+                for carried, param, result, out in carry:
+                    if carried.unique() in kept or result.unique() in kept:
+                        changed |= mark(param) | mark(out)
+            elif subs:  # prim::If and the like: a result is kept if any branch's is
+                for i, out in enumerate(outs):
+                    if any(list(b.outputs())[i].unique() in kept for b in subs):
+                        changed |= mark(out)
+            elif any(v.unique() in kept for v in ins):
+                changed |= any(mark(v) for v in outs if holds(v))
+        return changed
+
+    while visit(graph):
+        pass
+    return kept
+
+
+def _graph_ops(graph) -> Iterator[str]:
+    """The operators of an inlined graph, growing a kept container named "…:attribute"."""
+    kept = _kept(graph)
 
     def visit(block) -> Iterator[str]:
         for node in block.nodes():
             kind = node.kind()
-            if kind in _GROWS_CONTAINER and node.inputsSize():
-                producer = next(iter(node.inputs())).node()
-                if producer.kind() == "prim::GetAttr":
-                    kind = f"{kind}:attribute"  # growing a list/dict the module keeps
+            ins = list(node.inputs())
+            grows = kind in _GROWS_CONTAINER or (
+                kind == "aten::add_" and ins and ins[0].type().kind() == "ListType"
+            )  # `kept += [x]` on a list held in a container is aten::add_.t
+            if grows and ins and ins[0].unique() in kept:
+                kind = f"{kind}:attribute"  # growing a list/dict the module keeps
             yield kind
             for sub in node.blocks():
                 yield from visit(sub)
 
+    yield from visit(graph)
+
+
+def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
+    import torch
+
+    def inlined(fn):
+        graph = fn.graph.copy()
+        torch._C._jit_pass_inline(graph)
+        return graph
+
     for sub in module.modules():  # every submodule's every method, not only forward
         c = sub._c
         for name in c._method_names():
-            graph = c._get_method(name).graph.copy()
-            torch._C._jit_pass_inline(graph)
-            yield from visit(graph)
+            yield from _graph_ops(inlined(c._get_method(name)))
+        # Hooks run around a call of the module, from C++, outside its methods: refused, and
+        # their code is read like the methods' for the record.
+        for kind, hooks in (
+            ("hook::forward_pre_hook", c._get_forward_pre_hooks()),
+            ("hook::forward_hook", c._get_forward_hooks()),
+        ):
+            for hook in hooks:
+                yield kind
+                yield from _graph_ops(inlined(hook))
 
 
 def _fx_ops(gm: torch.fx.GraphModule) -> Iterator[str]:
@@ -329,9 +405,16 @@ def check_ops(ops: Iterable[str]) -> None:
     if not refused:
         return
     known = [op for op in refused if _base(op) in _WHY or op in _WHY]
-    op = (known or refused)[0]
+    hooks = [op for op in refused if op.startswith("hook::")]  # named first: what runs them
+    op = (hooks or known or refused)[0]
     why = _WHY.get(op) or _WHY.get(_base(op))
     name = op.removesuffix(":attribute")
+    if op.startswith("hook::"):
+        hook = name.removeprefix("hook::").replace("_", " ")
+        raise UserModelError(
+            f"Refused: this model has a TorchScript {hook}, code that {why}. Remove the hook "
+            "(handle.remove()) and save the model again: put what it did into forward."
+        )
     if why:
         what = f"which {why}"
     elif _base(op).split("::")[0].split(".")[0] not in _KNOWN_NAMESPACES:

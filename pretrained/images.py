@@ -4,6 +4,7 @@
     >>> img.info.get("saliency_note")  # e.g. "animated image: using the first of 3 frames"
     >>> x = mnist_style(img)                        # (28, 28) float32 in [0, 1], white ink on black
     >>> x = canvas_to_mnist(canvas_rgba)            # (H, W, 4) drawing -> (28, 28)
+    >>> rgba = decode_canvas_png(data_url, width=280, height=280)  # what a browser sent, checked
     >>> decode_image28(encode_image(x))             # 1046 URL-safe characters and back
 
 Every problem a user can cause (wrong file type, corrupt, too big, blank) raises `ImageError`,
@@ -20,6 +21,8 @@ import math
 import re
 import struct
 import warnings
+import zlib
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -28,7 +31,9 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "ImageError",
+    "MAX_CANVAS_PIXELS",
     "canvas_to_mnist",
+    "decode_canvas_png",
     "decode_image",
     "decode_image28",
     "encode_image",
@@ -56,7 +61,13 @@ class ImageError(ValueError):
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_UPLOAD_BYTES
+    data: bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    shrink_above: int | None = None,
+    shrink_to: int = 1,
+    check: Callable[[tuple[int, int]], object] | None = None,
 ) -> Image.Image:
     """Decode an uploaded file into a fully loaded PIL image in mode "L" or "RGB".
 
@@ -80,6 +91,13 @@ def decode_image(
     Raises ImageError for an empty file, a file over `max_bytes`, a file that is not an image
     of those formats, a corrupt or truncated image, zero width or height, and more than
     `max_pixels` pixels (Pillow's own decompression-bomb limit, ~179 MP, also applies).
+
+    Two hooks for callers that decode many images (a ZIP's): a JPEG of more than `shrink_above`
+    pixels is decoded at 1/2, 1/4 or 1/8 of its size in the DCT itself (Pillow's `draft`, a
+    fraction of a full decode's work) while its shorter side stays at least `shrink_to`; other
+    formats, and smaller JPEGs, are decoded at their size. `check((width, height))` is called
+    with the size that will be decoded, after the header is read and before any pixel is: it
+    may raise to refuse.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"decode_image expects bytes, got {type(data).__name__}")
@@ -92,6 +110,13 @@ def decode_image(
         )
 
     img = _open(data, max_pixels)
+    w, h = img.size
+    if shrink_above is not None and w * h > shrink_above and img.format == "JPEG":
+        factor = min(w, h) / max(shrink_to, 1)  # draft keeps each side >= the size asked for
+        if factor >= 2:
+            img.draft(img.mode, (math.ceil(w / factor), math.ceil(h / factor)))
+    if check is not None:
+        check(img.size)
     notes = []
     with warnings.catch_warnings():
         # Locally, so a bomb that slipped past the header check still stops here.
@@ -356,6 +381,129 @@ def _flatten_alpha(img: Image.Image) -> tuple[Image.Image, str | None]:
         out = out.convert("L")
     colour = "white" if background else "black"
     return out, f"transparent image: transparent pixels shown as {colour} background"
+
+
+# --------------------------------------------------------------------------------------------
+# A drawing canvas's PNG, as a browser sends it
+
+# A canvas is drawn at the size the page asked for (Chromium sends 280 x 280 for a 280 x 280
+# canvas at device pixel ratios 1, 2 and 3): anything else is refused, and nothing above this
+# is ever decoded, whatever size is asked for.
+MAX_CANVAS_PIXELS = 4_000_000  # 16 MB as RGBA
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_DATA_URL_PREFIX = "data:image/png;base64,"
+# Bit depths allowed for each PNG colour type (the PNG specification's table).
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+# What a browser's canvas export holds (Chromium: IHDR, IDAT, IEND) and the small uncompressed
+# ancillary chunks another browser might add. Compressed text (zTXt, iTXt) and animation
+# (acTL, fdAT) chunks are not: each is more to inflate, and a canvas never makes them.
+_CANVAS_CHUNKS = frozenset(
+    b"IHDR PLTE IDAT IEND tRNS sRGB gAMA cHRM pHYs iCCP sBIT bKGD tEXt tIME".split()
+)
+
+
+def _canvas_png_bytes(width: int, height: int) -> int:
+    """The most bytes a browser's PNG of a width x height canvas takes: its 8-bit RGBA rows as
+    they are (noise does not compress), 1 % for deflate, and 64 KB for the chunks around."""
+    raw = height * (1 + 4 * width)
+    return raw + raw // 100 + 65_536
+
+
+def png_header(data: bytes) -> tuple[int, int, int, int]:
+    """(width, height, bit depth, colour type) from a PNG's first 33 bytes (signature and IHDR),
+    checked against the PNG specification. Raises ImageError."""
+    if data[:8] != _PNG_SIGNATURE:
+        raise ImageError("The drawing sent by your browser is not a PNG image.")
+    if len(data) < 33 or data[8:16] != b"\x00\x00\x00\rIHDR":
+        raise ImageError("The drawing sent by your browser has a broken PNG header.")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", data[16:29]
+    )
+    (crc,) = struct.unpack(">I", data[29:33])
+    if (
+        crc != zlib.crc32(data[12:29])
+        or depth not in _PNG_DEPTHS.get(colour, ())
+        or (compression, filtering) != (0, 0)
+        or interlace not in (0, 1)
+    ):
+        raise ImageError("The drawing sent by your browser has a broken PNG header.")
+    return width, height, depth, colour
+
+
+def decode_canvas_png(data_url: str, *, width: int, height: int) -> np.ndarray:
+    """A canvas's PNG data URL, as a browser sent it -> its pixels `(height, width, 4)` uint8.
+
+    The browser decides what it sends, so nothing is decoded before it is known to be a
+    width x height drawing: the data URL's length is checked first (at most what such a PNG can
+    take, `_canvas_png_bytes`), then the size the PNG's IHDR declares, read from its first 33
+    bytes, must be exactly width x height (and at most MAX_CANVAS_PIXELS), then every chunk must
+    be one a canvas export holds. Only then is the PNG decoded, by Pillow, at that size.
+
+    Raises ImageError, with a message for the person who drew, for anything else.
+    """
+    if width * height > MAX_CANVAS_PIXELS or min(width, height) < 1:
+        raise ValueError(f"a {width} x {height} canvas is not allowed here")
+    if not isinstance(data_url, str) or not data_url.startswith(_DATA_URL_PREFIX):
+        raise ImageError("The drawing sent by your browser is not a PNG image.")
+    most = 4 * -(-_canvas_png_bytes(width, height) // 3)  # as base64
+    encoded = len(data_url) - len(_DATA_URL_PREFIX)
+    if encoded > most:
+        raise ImageError(
+            f"The drawing sent by your browser is {encoded / 1000:,.0f} kB, more than a "
+            f"{width} × {height} canvas can make (at most {most / 1000:,.0f} kB): it was "
+            "refused before it was decoded. Please draw again."
+        )
+    body = data_url[len(_DATA_URL_PREFIX) :]
+    try:
+        head = base64.b64decode(body[:44], validate=True)  # 33 bytes: signature and IHDR
+    except (binascii.Error, ValueError) as e:
+        raise ImageError("The drawing sent by your browser is not valid base64.") from e
+    w, h, _, _ = png_header(head)
+    if (w, h) != (width, height):
+        raise ImageError(
+            f"The drawing sent by your browser says it is {w:,} × {h:,} pixels, but the canvas "
+            f"is {width} × {height}: it was refused before it was decoded. Please draw again."
+        )
+    try:
+        data = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ImageError("The drawing sent by your browser is not valid base64.") from e
+    _check_canvas_chunks(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=["PNG"])
+            if img.size != (width, height):  # Pillow read the same header: never happens
+                raise ImageError("The drawing sent by your browser has a broken PNG header.")
+            img.load()
+            rgba = np.asarray(img.convert("RGBA"))  # (H, W, 4) uint8
+        except (*_DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageError(
+                "The drawing sent by your browser is corrupt and could not be decoded."
+            ) from e
+    return rgba
+
+
+def _check_canvas_chunks(data: bytes) -> None:
+    """Walk the PNG's chunks by their lengths (nothing inflated): each must be one a canvas
+    export holds, IHDR first and IEND last."""
+    at, first, last = 8, None, None
+    while at < len(data):
+        if at + 12 > len(data):
+            raise ImageError("The drawing sent by your browser is a truncated PNG.")
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind = data[at + 4 : at + 8]
+        if kind not in _CANVAS_CHUNKS:
+            raise ImageError(
+                f"The drawing sent by your browser holds a PNG chunk ({kind.decode('latin-1')!r})"
+                " that a drawing canvas never makes: it was refused before it was decoded."
+            )
+        first = first or kind
+        last = kind
+        at += 12 + length
+    if first != b"IHDR" or last != b"IEND" or at != len(data):
+        raise ImageError("The drawing sent by your browser is a truncated PNG.")
 
 
 # --------------------------------------------------------------------------------------------

@@ -241,20 +241,22 @@ def _uploaded_image() -> None:
 
 
 def _drawn_image() -> None:
-    from streamlit_drawable_canvas import st_canvas
+    from dashboard import canvas  # the browser's PNG is checked before it is decoded
 
-    result = st_canvas(
+    drawing = canvas.draw(
+        width=280,
+        height=280,
+        key="canvas",
         stroke_width=22,
         stroke_color="#FFFFFF",
         background_color="#000000",
-        height=280,
-        width=280,
         drawing_mode="freedraw",
-        return_image_data=True,
-        key="canvas",
     )
     st.caption("Draw one digit, large, in the middle. It is converted like MNIST digits were.")
-    data = result.image_data
+    if drawing.error:
+        st.error(render.plain(drawing.error) + " The image you had before is kept.")
+        return
+    data = drawing.pixels
     if data is None:
         return
     digest = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()

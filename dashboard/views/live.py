@@ -74,7 +74,8 @@ def _round_image(spec: dict) -> np.ndarray:
 
 
 def _painting_from_canvas(data: np.ndarray | None) -> np.ndarray | None:
-    """The canvas's RGBA `(H, W, 4)` -> 28 × 28 in [0, 1]: the painted share of each cell."""
+    """The canvas's RGBA `(H, W, 4)`, as `dashboard.canvas` checked it (uint8, the canvas's
+    own size) -> 28 × 28 in [0, 1]: the painted share of each cell."""
     if data is None:
         return None
     alpha = np.asarray(data)[..., 3].astype(np.float32) / 255.0
@@ -484,7 +485,7 @@ def _poll_fragment(store: LiveStore, code: str, shown: tuple[int, str]) -> None:
 
 
 def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
-    from streamlit_drawable_canvas import st_canvas
+    from dashboard import canvas  # the browser's PNG is checked before it is decoded
 
     image = _round_image(rnd.spec)
     picture = render.thumbnail(render.grey(image, render.scale_for(image.shape)), CANVAS_PX)
@@ -493,18 +494,19 @@ def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
         "Paint over the image where you think the model looks. Each stroke is sent when you "
         "lift your finger; paint more, or undo, until the reveal."
     )
-    result = st_canvas(
+    drawing = canvas.draw(
+        width=CANVAS_PX,
+        height=CANVAS_PX,
+        key=f"live_canvas_{rnd.number}",
         stroke_width=18,
         stroke_color="rgba(255, 165, 0, 0.8)",
         background_image=background,
-        height=CANVAS_PX,
-        width=CANVAS_PX,
         drawing_mode="freedraw",
         update_streamlit=True,
-        return_image_data=True,
-        key=f"live_canvas_{rnd.number}",
     )
-    painting = _painting_from_canvas(result.image_data)
+    if drawing.error:
+        st.error(render.plain(drawing.error) + " What you sent before is kept.")
+    painting = _painting_from_canvas(drawing.pixels)
     if painting is not None and (painting > 0).any():
         changed = mine is None or np.abs(np.round(painting * 255) / 255 - mine.painting).max() > 0
         if changed:

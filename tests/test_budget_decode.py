@@ -1,0 +1,514 @@
+"""Decode nothing before its size is known (issue 28): a drawing canvas's PNG, a ZIP's images,
+and the gate's TorchScript hooks and nested containers.
+
+The memory and CPU figures are measured in fresh subprocesses (VmHWM, the peak resident size,
+and process CPU time), so what this process already holds can't hide a spike. Measured before
+the change, on the same machine: the canvas package's own decoder on the issue's 927 kB data
+URL (a 13,370² transparent PNG) peaked 2,052 MB higher and took 7.5 s of CPU, before the
+views' float copies; a 10 kB ZIP of eight flat 6,300² PNGs cost 4.1 s of CPU and 320 MB.
+"""
+
+import base64
+import io
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+import zipfile
+import zlib
+
+import hostile
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pretrained import gate
+from pretrained.folder_upload import read_zip_images
+from pretrained.gate import UserModelError
+from pretrained.images import (
+    MAX_CANVAS_PIXELS,
+    ImageError,
+    canvas_to_mnist,
+    decode_canvas_png,
+    png_header,
+)
+from pretrained.workspace import Preprocessing, WorkspaceError
+
+PREFIX = "data:image/png;base64,"
+
+
+# --- PNGs a hostile browser could send ------------------------------------------------------
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def flat_png(width: int, height: int, pixel: bytes = b"\0\0\0\0", colour_type: int = 6) -> bytes:
+    """A one-colour PNG of any size, written without holding its pixels: identical blocks of
+    rows deflated once each (a full flush makes each block's output the same), so a 13,370²
+    RGBA PNG takes 0.7 MB and well under a second to make."""
+    row = b"\0" + pixel * width
+    rows_per_block = max(1, (4 << 20) // len(row))
+    block = row * rows_per_block
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    once = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    n, rest = divmod(height, rows_per_block)
+    body = once * n + c.compress(row * rest) + c.flush()
+    adler = 1
+    for _ in range(n):
+        adler = zlib.adler32(block, adler)
+    adler = zlib.adler32(row * rest, adler)
+    idat = b"\x78\xda" + body + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    )
+
+
+def data_url(png: bytes) -> str:
+    return PREFIX + base64.b64encode(png).decode("ascii")
+
+
+def png_of(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def stroke(height: int = 280, width: int = 280) -> np.ndarray:
+    """A white "1" on a transparent canvas, antialiased at its edges, as a browser draws it."""
+    canvas = np.zeros((height, width, 4), np.uint8)
+    canvas[40:240, 128:152] = 255
+    canvas[40:240, 127, 3] = canvas[40:240, 152, 3] = 96  # soft edges
+    return canvas
+
+
+def package_decoder(url: str) -> np.ndarray:
+    """streamlit-drawable-canvas 0.13.0's `CanvasResult.image_data`, as it is written (its module
+    can't be imported outside a running Streamlit: its component is registered on import)."""
+    _, encoded = url.split(";base64,", 1)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
+
+
+def peak_growth(code: str, data: bytes | str, tmp_path, timeout: float = 120) -> dict:
+    """Run `code` in a fresh Python, which must define `run(data)`; `data` is read from a file
+    first (not measured). Returns {"mb": VmHWM growth during run() in MB, "cpu": its CPU
+    seconds, "out": repr of what run() returned, or the exception it raised}."""
+    path = tmp_path / "input"
+    path.write_bytes(data.encode("ascii") if isinstance(data, str) else data)
+    script = textwrap.dedent(code) + textwrap.dedent(
+        f"""
+        import json, time
+
+        def _hwm():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+
+        _data = open({str(path)!r}, "rb").read()
+        _data = _data.decode("ascii") if {isinstance(data, str)!r} else _data
+        _before, _t = _hwm(), time.process_time()
+        try:
+            _out = repr(run(_data))
+        except Exception as e:
+            _out = f"{{type(e).__name__}}: {{e}}"
+        print(json.dumps({{"mb": _hwm() - _before, "cpu": time.process_time() - _t, "out": _out}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the canvas ------------------------------------------------------------------------------
+
+
+def test_the_issues_13370_square_canvas_png_is_refused_with_flat_memory(tmp_path):
+    url = data_url(flat_png(13370, 13370))
+    assert 900_000 < len(url) < 950_000, len(url)  # the issue's 927 kB data URL
+    result = peak_growth(
+        """
+        from pretrained.images import decode_canvas_png
+
+        def run(url):
+            return decode_canvas_png(url, width=280, height=280)
+        """,
+        url,
+        tmp_path,
+    )
+    print(f"\n13,370² canvas PNG: peak +{result['mb']:.1f} MB, {result['cpu']:.3f} s CPU")
+    kb = (len(url) - len(PREFIX)) / 1000
+    assert result["out"].startswith(f"ImageError: The drawing sent by your browser is {kb:.0f} kB")
+    assert "refused before it was decoded" in result["out"]
+    assert result["mb"] < 50  # before: +2,052 MB in the package's decoder alone
+
+
+def test_a_canvas_png_declaring_a_larger_size_is_refused_from_its_header(tmp_path):
+    """8,000² fits within the length a 280² PNG may take: only its IHDR gives it away."""
+    url = data_url(flat_png(8000, 8000))
+    assert len(url) < 400_000, len(url)
+    result = peak_growth(
+        """
+        from pretrained.images import decode_canvas_png
+
+        def run(url):
+            return decode_canvas_png(url, width=280, height=280)
+        """,
+        url,
+        tmp_path,
+    )
+    print(f"\n8,000² canvas PNG: peak +{result['mb']:.1f} MB, {result['cpu']:.3f} s CPU")
+    assert result["out"] == (
+        "ImageError: The drawing sent by your browser says it is 8,000 × 8,000 pixels, but "
+        "the canvas is 280 × 280: it was refused before it was decoded. Please draw again."
+    )
+    assert result["mb"] < 20
+
+
+def test_the_package_decoder_really_decodes_what_the_header_declares(tmp_path):
+    """The danger is real: the same 8,000² URL through the package's own decoder holds its 256
+    MB of RGBA (and the views' float copies came on top)."""
+    result = peak_growth(
+        """
+        import base64, io
+        import numpy as np
+        from PIL import Image
+
+        def run(url):  # CanvasResult.image_data in streamlit-drawable-canvas 0.13.0
+            _, encoded = url.split(";base64,", 1)
+            return np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded)))).shape
+        """,
+        data_url(flat_png(8000, 8000)),
+        tmp_path,
+    )
+    print(f"\npackage decoder, 8,000² canvas PNG: peak +{result['mb']:.0f} MB")
+    assert result["out"] == "(8000, 8000, 4)"
+    assert result["mb"] > 240
+
+
+def test_a_drawn_stroke_becomes_the_same_image_as_through_the_package():
+    from dashboard.views.live import _painting_from_canvas
+
+    canvas = stroke()
+    url = data_url(png_of(canvas))
+    pixels = decode_canvas_png(url, width=280, height=280)
+    assert pixels.dtype == np.uint8 and pixels.shape == (280, 280, 4)
+    np.testing.assert_array_equal(pixels, package_decoder(url))
+    np.testing.assert_array_equal(canvas_to_mnist(pixels), canvas_to_mnist(package_decoder(url)))
+    x = canvas_to_mnist(pixels)
+    assert x.shape == (28, 28) and x.max() == 1.0 and x[:, :9].max() == 0.0  # a centred "1"
+    painting = _painting_from_canvas(pixels)
+    np.testing.assert_array_equal(painting, _painting_from_canvas(package_decoder(url)))
+    assert painting.shape == (28, 28) and painting.max() > 0.9
+
+
+def test_an_opaque_rgb_canvas_png_is_read_as_rgba():
+    """Another browser may drop an opaque canvas's alpha: the pixels come back RGBA anyway."""
+    rgb = stroke()[..., :3]
+    pixels = decode_canvas_png(data_url(png_of(rgb)), width=280, height=280)
+    assert pixels.shape == (280, 280, 4) and (pixels[..., 3] == 255).all()
+    np.testing.assert_array_equal(pixels[..., :3], rgb)
+
+
+def _with_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
+    """`png` with a chunk inserted right after IHDR."""
+    return png[:33] + _chunk(kind, data) + png[33:]
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        (data_url(png_of(stroke(281, 280))), "says it is 280 × 281 pixels, but the canvas is 280"),
+        (data_url(png_of(np.zeros((140, 140, 4), np.uint8))), "says it is 140 × 140 pixels"),
+        ("data:image/jpeg;base64,/9j/4AAQ", "is not a PNG image"),
+        (PREFIX + "not base64 at all!", "is not valid base64"),
+        (PREFIX + base64.b64encode(b"GIF89a" + bytes(40)).decode(), "is not a PNG image"),
+        (data_url(png_of(stroke())[:17] + b"\x02" + png_of(stroke())[18:]), "broken PNG header"),
+        (
+            data_url(
+                _with_chunk(png_of(stroke()), b"zTXt", b"k\0\0" + zlib.compress(bytes(10**6)))
+            ),
+            "holds a PNG chunk ('zTXt') that a drawing canvas never makes",
+        ),
+        (
+            data_url(_with_chunk(png_of(stroke()), b"acTL", bytes(8))),
+            "holds a PNG chunk ('acTL')",
+        ),
+        (data_url(png_of(stroke())[:-20]), "truncated PNG"),
+        (PREFIX + "A" * 600_000, "is 600 kB, more than a 280 × 280 canvas can make"),
+    ],
+)
+def test_what_a_canvas_never_sends_is_refused_with_its_reason(url, message):
+    with pytest.raises(ImageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        decode_canvas_png(url, width=280, height=280)
+
+
+def test_png_header_reads_and_checks_the_ihdr():
+    assert png_header(png_of(stroke())[:33]) == (280, 280, 8, 6)
+    bad_depth = bytearray(flat_png(4, 4))
+    bad_depth[24] = 3  # 3-bit RGBA does not exist
+    with pytest.raises(ImageError, match="broken PNG header"):
+        png_header(bytes(bad_depth))
+
+
+def test_a_canvas_larger_than_the_cap_is_not_asked_for():
+    side = int(MAX_CANVAS_PIXELS**0.5) + 1
+    with pytest.raises(ValueError, match="canvas is not allowed"):
+        decode_canvas_png(data_url(png_of(stroke())), width=side, height=side)
+
+
+def test_the_canvas_wrapper_reads_the_components_value_undecoded():
+    """In a Streamlit run: `dashboard.canvas.draw` finds the data URL in the installed
+    streamlit-drawable-canvas's result (the component's value set as a browser would), returns
+    an honest stroke's pixels, and refuses a hostile one with its message."""
+    from streamlit.testing.v1 import AppTest
+
+    def app():
+        import streamlit as st
+
+        from dashboard import canvas
+
+        d = canvas.draw(width=280, height=280, key="c", stroke_width=22)
+        shape = None if d.pixels is None else d.pixels.shape
+        st.text(f"pixels {shape} alpha {0 if d.pixels is None else int(d.pixels[..., 3].sum())}")
+        st.text(f"error {d.error}")
+
+    at = AppTest.from_function(app, default_timeout=60)
+    at.run()
+    assert not at.exception and at.text[0].value == "pixels None alpha 0"
+    canvas = stroke()
+    value = {"drawing": {"raw": {"objects": []}, "data": data_url(png_of(canvas))}}
+    at.session_state["c"] = value
+    at.run()
+    assert not at.exception
+    assert at.text[0].value == f"pixels (280, 280, 4) alpha {int(canvas[..., 3].sum())}"
+    at.session_state["c"] = {"drawing": {"raw": {}, "data": data_url(flat_png(8000, 8000))}}
+    at.run()
+    assert at.text[0].value == "pixels None alpha 0"
+    assert "says it is 8,000 × 8,000 pixels" in at.text[1].value
+
+
+# --- ZIPs ------------------------------------------------------------------------------------
+
+
+def flat_rgb_png(width: int, height: int, colour: bytes = b"\xc8\x1e\x1e") -> bytes:
+    return flat_png(width, height, colour, colour_type=2)
+
+
+def bomb_zip(entries: list[tuple[int, int]], per_class: int = 1) -> bytes:
+    """Two classes, each a small honest 64² picture first, then flat PNGs of these sizes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for k, name in enumerate(("a", "b")):
+            z.writestr(f"{name}/000.png", png_of(np.full((64, 64, 3), 40 + 160 * k, np.uint8)))
+            for i, (w, h) in enumerate(entries * per_class):
+                z.writestr(f"{name}/{i + 1:03d}.png", flat_rgb_png(w, h))
+    return buf.getvalue()
+
+
+def test_a_zip_of_pixel_bombs_is_refused_from_the_headers_in_little_cpu(tmp_path):
+    data = bomb_zip([(6300, 6300)] * 3 + [(8000, 8000)])
+    assert len(data) < 20_000, len(data)
+    result = peak_growth(
+        """
+        from pretrained.folder_upload import read_zip_images
+        from pretrained.workspace import Preprocessing
+        import pretrained.imagenet  # what the resize imports: not part of the cost
+
+        def run(data):
+            images = read_zip_images(data, Preprocessing(resize=64, crop=64))
+            return (images.x.shape, [p["reason"] for p in images.problems])
+        """,
+        data,
+        tmp_path,
+    )
+    cpu, mb = result["cpu"], result["mb"]
+    print(f"\nZIP of 8 flat 6,300²/8,000² PNGs: {cpu:.2f} s CPU, peak +{mb:.0f} MB")
+    assert result["out"].startswith("((2, 3, 64, 64), ['6300 × 6300 = 39,690,000 pixels, far more")
+    assert result["out"].count("far more than the 64 px images") == 6
+    assert result["out"].count("8000 × 8000 = 64,000,000 pixels; the limit is 40,000,000") == 2
+    assert result["cpu"] < 2  # before: 4.1 s for these 8 entries, ~0.5 s for each 40 MP one
+    assert result["mb"] < 100
+
+
+def test_a_zip_over_its_decoded_pixel_budget_is_refused_before_decoding_past_it(monkeypatch):
+    from pretrained import folder_upload, images
+
+    decoded = []
+    real_load = images.ImageFile.ImageFile.load
+
+    def counting_load(self):
+        if self.tile:  # not loaded yet: this call decodes
+            decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(folder_upload, "ZIP_DECODE_PIXELS", 3_000_000)
+    monkeypatch.setattr(images.ImageFile.ImageFile, "load", counting_load)
+    data = bomb_zip([(1000, 1000)] * 3)  # 2 × (64² + 3 × 1 MP): 6 MP to decode
+    with pytest.raises(WorkspaceError) as err:
+        read_zip_images(data, Preprocessing(resize=64, crop=64))
+    message = str(err.value)
+    assert message.startswith("Refused: the ZIP's images add up to more than 3 million pixels")
+    assert "'a/003.png' would make it 3 million" in message
+    assert "resize the pictures smaller, or send fewer" in message
+    # a/000.png, a/001.png, a/002.png were decoded; a/003.png was refused from its header.
+    assert decoded == [(64, 64), (1000, 1000), (1000, 1000)]
+
+
+def test_a_large_jpeg_is_decoded_at_a_fraction_of_its_size_when_resized():
+    rng = np.random.default_rng(0)
+    big = np.asarray(
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), np.uint8)).resize((4800, 3600))
+    )
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=80)
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w") as z:
+        for k in ("a", "b"):
+            z.writestr(f"{k}/photo.jpg", buf.getvalue())
+    from pretrained import folder_upload
+
+    sizes = []
+    real = folder_upload._DecodeBudget.spend
+
+    def spy(self, size, rel):
+        sizes.append(size)
+        return real(self, size, rel)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folder_upload._DecodeBudget, "spend", spy)
+        images = read_zip_images(zbuf.getvalue(), Preprocessing(resize=64, crop=64))
+    assert images.x.shape == (2, 3, 64, 64) and not images.problems
+    assert sizes == [(600, 450), (600, 450)]  # 17 MP decoded at 1/8 in the DCT: 0.27 MP
+
+
+# --- the gate: hooks and nested containers ------------------------------------------------
+
+
+def _loaded(model: torch.nn.Module):
+    return torch.jit.load(io.BytesIO(hostile.scripted(model)))
+
+
+def test_a_torchscript_forward_pre_hook_runs_unconfined_and_the_gate_refuses_it(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(bytes([7]) * 16)
+    program = torch.jit.load(io.BytesIO(hostile.hook_reader(str(secret))))
+    x = torch.zeros(1, 1, 28, 28)
+    # The danger is real: calling the loaded module runs the hook, which reads the file into
+    # the input, again on every call.
+    torch.testing.assert_close(program(x), program.forward(x + 7))
+    secret.write_bytes(bytes([9]) * 16)
+    torch.testing.assert_close(program(x), program.forward(x + 9))
+    assert "aten::from_file" in gate.program_ops(program)  # the hook's code is in the record
+    with pytest.raises(UserModelError) as err:
+        gate.check_program(program)
+    assert str(err.value) == (
+        "Refused: this model has a TorchScript forward pre hook, code that runs before every "
+        "call, outside the model's methods. Remove the hook (handle.remove()) and save the "
+        "model again: put what it did into forward."
+    )
+
+
+def _plus_one(
+    module: torch.nn.Module, inputs: tuple[torch.Tensor], out: torch.Tensor
+) -> torch.Tensor:
+    return out + 1.0
+
+
+class _Honest(hostile._Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(x)
+
+
+def test_a_harmless_forward_hook_on_a_submodule_is_refused_too():
+    model = _Honest()
+    model.linear.register_forward_hook(_plus_one)
+    with pytest.raises(UserModelError, match="has a TorchScript forward hook, code that runs"):
+        gate.check_program(_loaded(model))
+
+
+def test_a_model_growing_a_list_inside_a_list_attribute_is_refused():
+    model = hostile.NestedHoarder()
+    program = torch.jit.load(io.BytesIO(hostile.nested_hoarder()))
+    program(torch.zeros(1, 1, 28, 28))
+    program(torch.zeros(1, 1, 28, 28))
+    assert len(program.holder[0]) == 2  # the danger is real: every call keeps its input
+    assert len(model.holder[0]) == 0
+    with pytest.raises(UserModelError) as err:
+        gate.check_program(program)
+    assert str(err.value) == (
+        "Refused: this model calls aten::append, which adds to the model's own attributes on "
+        "every call, keeping memory."
+    )
+
+
+class _DictOfLists(hostile._Base):
+    kept: dict[str, list[torch.Tensor]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = {"a": []}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for v in self.kept.values():
+            v.append(x)
+        return self.classify(x)
+
+
+class _WrappedInALocalList(hostile._Base):
+    kept: list[torch.Tensor]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        both = [self.kept, [x]]
+        both[0].extend(both[1])
+        return self.classify(x)
+
+
+class _ThroughABranch(hostile._Base):
+    kept: list[torch.Tensor]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        target = torch.jit.annotate(list[torch.Tensor], [])
+        if bool(x.sum() > -1.0):
+            target = self.kept
+        target.insert(0, x)
+        return self.classify(x)
+
+
+class _LocalListsOnly(hostile._Base):
+    """Honest: lists built and grown inside forward, as DenseNet does, are not kept."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x]
+        for _ in range(2):
+            parts.append(parts[-1] * 0.5)
+        nested = [[x], parts]
+        nested[0].append(x)
+        return self.classify(torch.stack(nested[1]).sum(0))
+
+
+@pytest.mark.parametrize(
+    "model, op", [(_DictOfLists, "append"), (_WrappedInALocalList, "extend"),
+                  (_ThroughABranch, "insert")],
+)  # fmt: skip
+def test_growth_through_container_reads_is_refused(model, op):
+    with pytest.raises(UserModelError, match=f"calls aten::{op}, which adds to the model's own"):
+        gate.check_program(_loaded(model()))
+
+
+def test_lists_local_to_forward_still_pass_the_gate():
+    ops = gate.check_program(_loaded(_LocalListsOnly()))
+    assert "aten::append" in ops and not any(op.endswith(":attribute") for op in ops)
