@@ -35,7 +35,7 @@ LESSONS = ("nudge", "autograd", "saturation", "linear", "sanity", "deletion", "t
 
 # The Tables page (dashboard/views/tables.py).
 TABLE_SOURCES = ("example", "upload")
-TABLE_SCALES = ("none", "std")
+TABLE_SCALES = ("std", "none")  # × std first: only it compares features
 MAX_NAME = 100  # characters of a column name in a link
 
 MAX_COMPARE = 3  # models shown beside the main one
@@ -287,11 +287,12 @@ FIELDS: dict[str, Field] = {
     "present": Field(False, _flag, lambda v: "true" if v else "false"),
     # Tables: "" and [] mean "this table's default" (every numeric column but the target...).
     "t_source": Field("example", _choice(TABLE_SOURCES)),
+    "t_all": Field(True, _flag, lambda v: "true" if v else "false"),
     "t_features": Field([], _column_names, _dump_names),
     "t_target": Field("", _column_name),
     "t_drop": Field(False, _flag, lambda v: "true" if v else "false"),
     "t_output": Field("", _output),
-    "t_scale": Field("none", _choice(TABLE_SCALES)),
+    "t_scale": Field("std", _choice(TABLE_SCALES)),  # only × std compares features
     "t_row": Field(1, _number(int, 1, 10_000_000)),
     "t_nudge": Field("", _column_name),
     # The live class: the room's code; the teacher's and a student's secret keys (a reload

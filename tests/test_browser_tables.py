@@ -22,10 +22,10 @@ def test_tables_page_example_then_uploaded_csv_and_model(server, page, artifacts
     chart = page.get_by_test_id("stVegaLiteChart").first
     expect(chart).to_be_visible()
     expect(page.get_by_text("tc and ldl: r = +0.90")).to_be_visible()
-    # x std: the order changes and the URL says so.
-    page.get_by_text("× std: mean", exact=False).click()
+    # Raw units: the order changes and the URL says so (× std, the default, needn't).
+    page.get_by_text("raw units: mean", exact=False).click()
     page.wait_for_selector(IDLE)
-    expect(page).to_have_url(re.compile(r"t_scale=std"))
+    expect(page).to_have_url(re.compile(r"t_scale=none"))
     page.screenshot(path=str(artifacts_dir / "tables-example.png"), full_page=True)
     assert page.get_by_test_id("stException").count() == 0
 

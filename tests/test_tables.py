@@ -264,6 +264,7 @@ def messages(at: AppTest) -> str:
 
 def test_the_page_opens_on_the_example_and_shows_feature_ranking():
     at = tables_page()
+    assert at.radio(key="t_scale").value == "std"  # the ranking that compares features first
     model, table = tables.example()
     X = torch.tensor(table.matrix(list(FEATURES))[0], dtype=torch.float32)
     for scale in ("none", "std"):
@@ -278,7 +279,7 @@ def test_the_page_opens_on_the_example_and_shows_feature_ranking():
     text = messages(at) + " ".join(i.body for i in at.info)
     assert "**tc** and **ldl**: r = +0.90" in text  # the correlation flag, computed
     assert "The order depends on the units" in text and "**sex**" in text
-    assert at.query_params["t_scale"] == "std"
+    assert "t_scale" not in at.query_params  # × std is the default: the link needn't say so
     # The autograd check, on the button.
     at.button(key="t_check").click().run()
     shown = " ".join(m.value for m in at.markdown)
@@ -301,6 +302,7 @@ def test_an_uploaded_linear_model_ranks_by_its_weights(mixed_units, fmt):
     data = torchscript(Linear(w)) if fmt == "torchscript" else exported(Linear(w), 3)
     at = upload(tables_page(), csv_bytes(mixed_units, "abc"), data)
     assert not at.error, messages(at)
+    at.radio(key="t_scale").set_value("none").run()  # raw units: the weights themselves
     assert ranking(at) == pytest.approx({"b": 3.0, "a": 2.0, "c": 0.5}, rel=1e-6)
     at.radio(key="t_scale").set_value("std").run()
     std = mixed_units.std(0, ddof=1)
@@ -325,6 +327,7 @@ def test_bad_uploads_get_clear_messages_and_the_page_stays_usable(mixed_units):
     assert "Left out of the default choice, because they hold text: c" in " ".join(
         c.value for c in at.caption
     )
+    at.toggle(key="t_all").set_value(False).run()
     at.multiselect(key="t_features").set_value(["a", "b", "c"]).run()
     assert "Column 'c' has text in it" in messages(at)
     at = upload(tables_page(), b"a,b,c\n" + b"1.0000,2.0000,3.0000\n" * 1_000_000, None)
@@ -349,5 +352,27 @@ def test_a_100000_row_table_is_ranked_in_batches():
     np.testing.assert_allclose(ex.jacobian, np.tile([2.0, -3.0, 0.5], (100_000, 1)))
     at = upload(tables_page(), csv_bytes(X, "abc"), torchscript(Linear([2.0, -3.0, 0.5])))
     assert not at.error, messages(at)
+    at.radio(key="t_scale").set_value("none").run()
     assert ranking(at) == pytest.approx({"b": 3.0, "a": 2.0, "c": 0.5}, rel=1e-6)
     assert "100,000 rows" in " ".join(c.value for c in at.caption)
+
+
+def test_a_target_column_is_never_a_feature(mixed_units):
+    """A scikit-learn-style frame (features, then `target`): the target is found by its name,
+    the model gets every other numeric column, and a target chosen later leaves the list."""
+    y = mixed_units @ np.array([2.0, -3.0, 0.5])
+    data = csv_bytes(np.column_stack([mixed_units, y]), ["a", "b", "c", "target"])
+    at = upload(tables_page(), data, torchscript(Linear([2.0, -3.0, 0.5])))
+    assert at.selectbox(key="t_target").value == "target"
+    assert at.toggle(key="t_all").value is True
+    assert not at.error, messages(at)
+    assert "The model's inputs, in this order (3): a, b, c" in " ".join(c.value for c in at.caption)
+    at.radio(key="t_scale").set_value("none").run()
+    assert ranking(at) == pytest.approx({"b": 3.0, "a": 2.0, "c": 0.5}, rel=1e-6)
+    # Edited by hand, then a feature made the target: it leaves the features.
+    at.toggle(key="t_all").set_value(False).run()
+    assert at.multiselect(key="t_features").value == ["a", "b", "c"]
+    assert "target" not in at.multiselect(key="t_features").options
+    at.selectbox(key="t_target").set_value("c").run()
+    assert at.multiselect(key="t_features").value == ["a", "b"]
+    assert "c" not in at.multiselect(key="t_features").options

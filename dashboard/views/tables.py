@@ -23,6 +23,7 @@ from pretrained.text import csv_text
 from pretrained.worker import ModelFailure
 
 NONE = "-"  # the target column's "no target"
+TARGET_NAMES = ("target", "label", "labels", "y", "class", "outcome")  # a target's usual names
 KINDS = {"auto": "detect", "torchscript": "TorchScript", "export": "torch.export"}
 SCALE_LABELS = {"none": "raw units: mean |∂y/∂xⱼ|", "std": "× std: mean |∂y/∂xⱼ| · stdⱼ"}
 CORRELATED = 0.8
@@ -75,12 +76,31 @@ def _valid(key: str, options, default) -> None:
         state.put(key, default)
 
 
+def _default_target(names: list[str], example: bool) -> str:
+    """The example's last column; else a column named like a target (scikit-learn's frames
+    call it `target`), or none."""
+    if example:
+        return table_cache.example()[1].names[-1]
+    return next((n for n in names if n.strip().lower() in TARGET_NAMES), NONE)
+
+
 def _columns(table: tables.Table, example: bool) -> tuple[list[str], str]:
+    """The target column (never a feature), then the features: by default every numeric
+    column but the target, in the table's order; or a list the user edits."""
     names = list(table.names)
-    target_default = table_cache.example()[1].names[-1] if example else NONE
-    _valid("t_target", [NONE, *names], target_default)
+    _valid("t_target", [NONE, *names], _default_target(names, example))
+    c1, c2 = st.columns([1, 2])
+    c1.selectbox(
+        "Target column (optional)",
+        [NONE, *names],
+        key="t_target",
+        format_func=lambda n: "none" if n == NONE else n,
+        help="Only for comparing the output with it; it is never an input.",
+    )
     target = state.get("t_target")
-    default = [n for n in table.numeric_names() if n != target] or names[:1]
+    candidates = [n for n in names if n != target]
+    numeric = [n for n in table.numeric_names() if n != target]
+    default = numeric or candidates[:1]
     text = [c for c in table.columns if not c.numeric]
     if text:
         st.caption(
@@ -91,21 +111,29 @@ def _columns(table: tables.Table, example: bool) -> tuple[list[str], str]:
             )  # fmt: skip
             + (", …" if len(text) > 10 else "")
         )
-    _valid("t_features", names, default)
-    c1, c2 = st.columns([3, 1])
-    features = c1.multiselect(
+    every = c2.toggle(
+        f"Features: every numeric column but the target ({len(numeric):,})",
+        key="t_all",
+        help="Off: choose the columns and their order yourself.",
+    )
+    if every:
+        features = default
+        shown = ", ".join(render.plain(n) for n in features[:40])
+        st.caption(
+            f"The model's inputs, in this order ({len(features):,}): {shown}"
+            + (", …" if len(features) > 40 else "")
+        )
+        return features, target
+    chosen = [f for f in state.get("t_features") if f != target]
+    if chosen != state.get("t_features"):
+        state.put("t_features", chosen)  # the target chosen since is never an input
+    _valid("t_features", candidates, default)
+    features = st.multiselect(
         "Feature columns: the model's inputs, in the order its forward takes them",
-        names,
+        candidates,
         key="t_features",
     )
-    c2.selectbox(
-        "Target column (optional)",
-        [NONE, *names],
-        key="t_target",
-        format_func=lambda n: "none" if n == NONE else n,
-        help="Only for comparing the output with it (R²); it is never an input.",
-    )
-    return features, state.get("t_target")
+    return features, target
 
 
 def _output_options(facts: dict, names: tuple[str, ...] = ()) -> dict[str, str]:
