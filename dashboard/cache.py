@@ -61,7 +61,10 @@ def _registry_model(name: str) -> torch.nn.Module:
 
 UPLOAD_PREFIX = "upload:"
 MAX_UPLOADS = 16  # accepted uploads kept per server; the least recently used is forgotten first
-MAX_LIVE_WORKERS = 4  # running workers; an idle one is stopped and restarted when used again
+# Running workers over the whole server (uploads, workspace builds, Tables, every check):
+# `SALIENCY_MAX_WORKERS` (default 4), held by `pretrained.worker`. Requests beyond it wait in
+# line; an idle worker is stopped to make room, and restarted when it is used again.
+MAX_LIVE_WORKERS = worker.max_workers()
 
 
 @st.cache_resource(show_spinner=False)
@@ -69,7 +72,7 @@ def uploads() -> worker.Pool:
     """The server's accepted uploads. Uploads are content-addressed (`upload:<hash>`), so two
     sessions uploading the same file with the same settings share one worker; a session only
     lists the uploads it made or claimed with their secret token (see `state.models`)."""
-    return worker.Pool(max_models=MAX_UPLOADS, max_live=MAX_LIVE_WORKERS)
+    return worker.Pool(max_models=MAX_UPLOADS)  # live workers: `worker.max_workers()`
 
 
 def uploads_allowed() -> bool:

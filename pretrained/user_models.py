@@ -40,7 +40,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -70,6 +69,7 @@ KINDS = ("torchscript", "export", "state_dict")
 TIME_LIMIT = 2.0  # seconds for one example's forward pass; slower models are refused
 TEST_IMAGES: int | None = None  # test images to measure accuracy on (None: all 10,000)
 MAX_CLASS_NAMES = 1000
+MAX_CHUNK = 256  # test images per request while measuring an upload's accuracy
 _FORCE_WEIGHTS_ONLY = threading.Lock()
 
 
@@ -396,18 +396,19 @@ def checked_worker(
     from .worker import ModelFailure
 
     try:
-        facts = worker.start()
-        limit = TIME_LIMIT if time_limit is None else time_limit
-        try:
-            if judge is not None:
-                seconds = judge(facts)
-            else:
-                seconds = judge_check(facts, n_classes=n_classes, time_limit=limit)
-        except (KeyError, TypeError, ValueError) as err:  # facts come from the sandbox
-            if isinstance(err, UserModelError):
-                raise
-            raise UserModelError("The model's worker sent a malformed reply.") from None
-        yield seconds
+        with worker.keep():  # not stopped to make room for another model while this lasts
+            facts = worker.start()
+            limit = TIME_LIMIT if time_limit is None else time_limit
+            try:
+                if judge is not None:
+                    seconds = judge(facts)
+                else:
+                    seconds = judge_check(facts, n_classes=n_classes, time_limit=limit)
+            except (KeyError, TypeError, ValueError) as err:  # facts come from the sandbox
+                if isinstance(err, UserModelError):
+                    raise
+                raise UserModelError("The model's worker sent a malformed reply.") from None
+            yield seconds
     except UserModelError:
         worker.stop()
         raise
@@ -498,10 +499,12 @@ def _class_names(dataset: str, class_names: Sequence[str] | None) -> tuple[str, 
 
 
 def _batch_failure(err: BaseException, kind: str) -> UserModelError:
+    from .worker import WrongAnswer
+
     hint = (
         " (export it with a dynamic batch size: torch.export.export(model, (x,), "
         'dynamic_shapes=({0: torch.export.Dim("batch")},)))'
-        if kind == "export"
+        if kind == "export" and not isinstance(err, WrongAnswer)
         else ""
     )
     return UserModelError(
@@ -635,7 +638,7 @@ def accept_upload(
     model that hangs, hoards memory or crashes included); the worker is stopped then.
     """
     from . import sandbox
-    from .worker import Limits, Worker, run_chunks
+    from .worker import Limits, Worker
 
     data = bytes(data)
     names = _class_names(dataset, class_names)
@@ -663,20 +666,20 @@ def accept_upload(
     worker = Worker(
         data, settings, example=test.images[:1].numpy(), n_classes=len(names), limits=limits
     )
+    images, labels = test.images.numpy(), test.labels.numpy()
     with checked_worker(worker, kind, n_classes=len(names), time_limit=time_limit) as seconds:
-        # Chunks of about a second each, so progress moves and a deadline means something.
-        chunk = int(min(1000, max(16, 1.0 / max(seconds, 1e-4))))
-        parts = run_chunks(
-            worker.call, "logits", test.images.numpy(), chunk=chunk, progress=progress
-        )
-    logits = torch.from_numpy(np.concatenate(parts))  # (n_test, K)
-    if logits.shape != (len(test), len(names)):
-        worker.stop()
-        raise UserModelError(
-            f"The model returned shape {tuple(logits.shape)} for {len(test)} test images; "
-            f"expected ({len(test)}, {len(names)})."
-        )
-    accuracy = float((logits.argmax(1) == test.labels).double().mean())
+        # Chunks of about a second each, so progress moves and a deadline means something;
+        # at most MAX_CHUNK images, whatever the model's own time says. Each chunk's answer
+        # is refused from its header unless it is (chunk, K) (`Worker.call`), and only its
+        # count of right answers is kept.
+        chunk = int(min(MAX_CHUNK, max(16, 1.0 / max(seconds, 1e-4))))
+        right = 0
+        for i in range(0, len(images), chunk):
+            logits = worker.call("logits", images[i : i + chunk])  # (chunk, K)
+            right += int((logits.argmax(1) == labels[i : i + chunk]).sum())
+            if progress:
+                progress(min(i + chunk, len(images)), len(images))
+    accuracy = right / len(test)
     info = _info(
         data,
         dataset=dataset,

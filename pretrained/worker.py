@@ -26,15 +26,23 @@ worker also lowers its own RLIMIT_CPU to "used so far + the job's budget", so a 
 on every core is stopped by the kernel. An allocation past the memory limit fails inside the
 model, the worker reports it and exits (dropping whatever the model hoarded), and the next
 request starts a fresh one. Whatever a worker does, the server only ever reads JSON and raw
-arrays of a few plain dtypes from it (`read_message`): never a pickle.
+arrays of a few plain dtypes from it (`read_message`): never a pickle. Every request knows the
+shape of its answer (`jobs.answer_shape`, `jobs.answer_bytes`), and a reply whose header
+announces anything else is refused before a byte of its arrays is read.
 
-`Pool` keeps the accepted uploads of a server (their bytes, settings and facts) and at most
-`max_live` running workers, stopping the least recently used. Never imports streamlit.
+The server runs at most `max_workers()` worker processes (SALIENCY_MAX_WORKERS, default 4),
+whatever they are for: uploads, workspace builds, table models and the checks of each. A
+worker that starts beyond that stops the least recently used idle one, or waits its turn in
+line (`on_wait` lets a page show the wait) for at most SALIENCY_WORKER_WAIT_S seconds.
+
+`Pool` keeps the accepted uploads of a server (their bytes, settings and facts), stopping the
+least recently used workers beyond `max_live`. Never imports streamlit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import multiprocessing
@@ -48,7 +56,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,9 +76,11 @@ __all__ = [
     "write_message",
 ]
 
-MAX_HEADER = 4 * 2**20  # bytes of JSON in one message
-MAX_PAYLOAD = 2 * 2**30  # bytes of arrays in one message
+MAX_HEADER = 256 * 2**10  # bytes of JSON in one message
+MAX_DEPTH = 32  # nesting of lists and dicts in one message's JSON
+MAX_PAYLOAD = 2 * 2**30  # bytes of arrays in one message, when nothing tighter is known
 DTYPES = frozenset({"float16", "float32", "float64", "int8", "uint8", "int32", "int64", "bool"})
+FLOATS = frozenset({"float16", "float32", "float64"})
 MAX_DIMS = 8
 
 
@@ -101,7 +111,44 @@ class ProtocolError(ModelCrashed):
     """The worker sent something that isn't a well-formed message: it was killed."""
 
 
+class WrongAnswer(ModelError, ProtocolError):
+    """The worker announced an answer of another shape or size than its job answers: refused
+    from the message's header, before its arrays were read, and the worker was killed."""
+
+
+class WorkersBusy(ModelFailure):
+    """Every worker this server may run was busy for longer than a request may wait."""
+
+
 # --- wire format: a JSON header and raw arrays, never a pickle -----------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a reply may carry, known from its request before the reply arrives: `shapes`, the
+    exact shapes of the floating-point arrays of a job that answers arrays (None: any), and
+    `max_bytes` of arrays in all. A reply that reports an error carries no array."""
+
+    max_bytes: int = MAX_PAYLOAD
+    shapes: tuple[tuple[int, ...], ...] | None = None
+
+    def problem(self, specs: list[tuple[np.dtype, tuple[int, ...]]]) -> str | None:
+        """Why arrays of these (dtype, shape) are not this answer, or None."""
+        if self.shapes is not None and specs:
+            got = tuple(shape for _, shape in specs)
+            if got != self.shapes:
+                return f"shape {_shapes(got)} instead of {_shapes(self.shapes)}"
+            if any(d.name not in FLOATS for d, _ in specs):
+                names = ", ".join(sorted({d.name for d, _ in specs}))
+                return f"an array of {names} instead of an array of floats"
+        total = sum(math.prod(shape) * dtype.itemsize for dtype, shape in specs)
+        if total > self.max_bytes:
+            return f"an answer of {total:,} bytes where this job answers at most {self.max_bytes:,}"
+        return None
+
+
+def _shapes(shapes: tuple[tuple[int, ...], ...]) -> str:
+    return str(shapes[0]) if len(shapes) == 1 else ", ".join(map(str, shapes))
 
 
 def _to_wire(obj: Any, arrays: list[np.ndarray]) -> Any:
@@ -138,6 +185,20 @@ def _from_wire(obj: Any, arrays: list[np.ndarray]) -> Any:
     return obj
 
 
+def _depth(obj: Any) -> int:
+    """How deeply lists and dicts nest in `obj`, without recursion (a hostile message may nest
+    deeper than Python's stack allows)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, d = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, d)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((v, d + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def write_message(fd: int, obj: Any, deadline: float | None = None) -> None:
     """Send `obj` (JSON-able values and numpy arrays, nested in dicts and lists)."""
     arrays: list[np.ndarray] = []
@@ -153,15 +214,23 @@ def write_message(fd: int, obj: Any, deadline: float | None = None) -> None:
             _write_all(fd, memoryview(a.reshape(-1)).cast("B"), deadline)
 
 
-def read_message(fd: int, deadline: float | None = None) -> Any:
-    """Read one message, trusting nothing in it: JSON only, arrays of `DTYPES` with sizes
-    checked before they are read. Raises EOFError at end of stream, TimeoutError past
-    `deadline` (a `time.monotonic()` value) and ProtocolError for anything malformed."""
+def read_message(fd: int, deadline: float | None = None, expect: Expect | None = None) -> Any:
+    """Read one message, trusting nothing in it: JSON of at most `MAX_HEADER` bytes nested at
+    most `MAX_DEPTH` deep, arrays of `DTYPES` whose announced shapes are checked against
+    `expect` (what the request can be answered with) before a byte of them is read or any
+    memory is set aside for them. Raises EOFError at end of stream, TimeoutError past
+    `deadline` (a `time.monotonic()` value), WrongAnswer for arrays that are not the job's
+    answer and ProtocolError for anything malformed."""
     (n,) = struct.unpack("<I", _read_exact(fd, 4, deadline))
     if n > MAX_HEADER:
-        raise ProtocolError(f"a message header of {n} bytes (at most {MAX_HEADER})")
+        raise ProtocolError(f"a message header of {n:,} bytes (at most {MAX_HEADER:,})")
+    raw = bytes(_read_exact(fd, n, deadline))
     try:
-        header = json.loads(bytes(_read_exact(fd, n, deadline)))
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise TypeError
+        if _depth(header) > MAX_DEPTH:
+            raise ProtocolError(f"a message header nested more than {MAX_DEPTH} deep")
         specs = header["arrays"]
         body = header["body"]
         if not isinstance(specs, list):
@@ -174,8 +243,13 @@ def read_message(fd: int, deadline: float | None = None) -> Any:
             if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
                 raise TypeError
             shapes.append((np.dtype(dtype), tuple(shape)))
-    except (ValueError, TypeError, KeyError, RecursionError):
+    except ProtocolError:
+        raise
+    except (ValueError, TypeError, KeyError, RecursionError, MemoryError):
         raise ProtocolError("a malformed message header") from None
+    problem = (expect or Expect()).problem(shapes)
+    if problem:
+        raise WrongAnswer(problem)
     sizes = [math.prod(shape) * dtype.itemsize for dtype, shape in shapes]
     if sum(sizes) > MAX_PAYLOAD:
         raise ProtocolError(f"a message of {sum(sizes):,} bytes of arrays (most: {MAX_PAYLOAD:,})")
@@ -236,14 +310,28 @@ def _env_number(name: str, default: float) -> float:
         return default
 
 
+# 1 GB, not 2: four workers of 2 GB were 8 GB, the whole of a classroom laptop. Every bundled
+# architecture, a scripted resnet18 and the hostile-model tests run within 1 GB.
+DEFAULT_WORKER_MEMORY_MB = 1024
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one worker may use. Defaults can be set with environment variables:
-    SALIENCY_WORKER_MEMORY_MB, SALIENCY_WORKER_THREADS, SALIENCY_WORKER_TIMEOUT_S."""
+    SALIENCY_WORKER_MEMORY_MB, SALIENCY_WORKER_THREADS, SALIENCY_WORKER_TIMEOUT_S.
+
+    `memory_bytes` is address space (RLIMIT_AS) on top of what the worker has mapped when the
+    model arrives (torch, its thread pools, the file's bytes), so it bounds the model's own
+    allocations and its resident memory above that base. The base is mostly pages shared with
+    the fork server (about 400 of a worker's 500 MB resident), private ones about 35 MB. So
+    `max_workers()` workers hold at most about N × (memory_bytes + 35 MB) beyond the fork
+    server's own 0.5 GB: 4.3 GB with the defaults, 4 × 1 GB."""
 
     memory_bytes: int = field(
-        default_factory=lambda: int(_env_number("SALIENCY_WORKER_MEMORY_MB", 2048) * 2**20)
-    )  # address space on top of what torch maps before the model loads
+        default_factory=lambda: int(
+            _env_number("SALIENCY_WORKER_MEMORY_MB", DEFAULT_WORKER_MEMORY_MB) * 2**20
+        )
+    )
     threads: int = field(
         default_factory=lambda: int(
             _env_number("SALIENCY_WORKER_THREADS", max(1, (os.cpu_count() or 2) // 2))
@@ -257,6 +345,130 @@ class Limits:
     nice: int = 5  # the server's own threads come first
     confine: bool = True  # seccomp; False only for weights of the registry's own code
     gate: bool = True  # the operator allowlist; switched off only by tests of the sandbox
+
+
+# --- one pool of worker processes for the whole server --------------------------------------------
+
+DEFAULT_MAX_WORKERS = 4
+DEFAULT_WAIT_SECONDS = 180.0
+
+
+def max_workers() -> int:
+    """How many worker processes this server may run at once, over every upload, workspace
+    build, table model and check: `SALIENCY_MAX_WORKERS` (read on every call), at least 1."""
+    return max(1, int(_env_number("SALIENCY_MAX_WORKERS", DEFAULT_MAX_WORKERS)))
+
+
+def wait_seconds() -> float:
+    """How long a request waits for a free worker before it is refused:
+    `SALIENCY_WORKER_WAIT_S` (read on every call)."""
+    return max(0.0, _env_number("SALIENCY_WORKER_WAIT_S", DEFAULT_WAIT_SECONDS))
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Where a request waiting for a worker stands, for the page to show."""
+
+    ahead: int  # requests that will get a worker first
+    busy: int  # workers running a request (or kept for a check) now
+    limit: int  # `max_workers()`
+
+    def __str__(self) -> str:
+        people = "1 request" if self.ahead == 1 else f"{self.ahead} requests"
+        ahead = f"{people} ahead of you" if self.ahead else "you are next"
+        return f"Waiting for a free model worker (this server runs {self.limit}): {ahead}…"
+
+
+_ON_WAIT: contextvars.ContextVar[Callable[[Wait], Any] | None] = contextvars.ContextVar(
+    "on_wait", default=None
+)
+
+
+@contextlib.contextmanager
+def on_wait(callback: Callable[[Wait], Any]) -> Iterator[None]:
+    """Call `callback(Wait)` in this thread while a worker it asks for has to wait for a free
+    one (the page shows it), each time the request's place in the queue changes."""
+    token = _ON_WAIT.set(callback)
+    try:
+        yield
+    finally:
+        _ON_WAIT.reset(token)
+
+
+class _Slots:
+    """The server's worker processes, at most `max_workers()` alive at once. A worker takes a
+    slot before its process starts and gives it back when the process is gone. When none is
+    free, the first request in line stops the least recently used idle worker (one that is
+    neither answering a request nor kept for a check in progress); otherwise requests wait in
+    line, first come first served, for at most `wait_seconds()`."""
+
+    POLL = 0.2  # seconds between looks for an idle worker (a worker turns idle silently)
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.holders: dict[int, Worker] = {}  # id -> worker; strong: a slot outlives no one
+        self.line: list[object] = []
+
+    def alive(self) -> list[Worker]:
+        with self.cond:
+            return list(self.holders.values())
+
+    def acquire(self, w: Worker) -> None:
+        """Take a slot for `w`, waiting in line; WorkersBusy after `wait_seconds()`."""
+        ticket = object()
+        patience = wait_seconds()
+        deadline = time.monotonic() + patience
+        callback = _ON_WAIT.get()
+        shown: Wait | None = None
+        with self.cond:
+            self.line.append(ticket)
+        try:
+            while True:
+                with self.cond:
+                    if id(w) in self.holders:
+                        return
+                    ahead, limit = self.line.index(ticket), max_workers()
+                    if ahead == 0 and len(self.holders) < limit:
+                        self.holders[id(w)] = w
+                        return
+                    idle = sorted(
+                        (h for h in self.holders.values() if not h.busy),
+                        key=lambda h: h.last_used,
+                    )
+                    busy = len(self.holders) - len(idle)
+                # Outside the lock: stopping a worker gives its slot back, which takes it.
+                if ahead == 0 and any(h.stop_if_idle() for h in idle):
+                    continue
+                now = Wait(ahead, busy, limit)
+                if callback is not None and now != shown:
+                    shown = now
+                    callback(now)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    workers = "1 model worker" if limit == 1 else f"{limit} model workers"
+                    raise WorkersBusy(
+                        f"This server runs at most {workers} at once, and all were busy for "
+                        f"{patience:g} s ({ahead + 1} waiting). Try again in a minute."
+                    )
+                with self.cond:
+                    self.cond.wait(min(self.POLL, left))
+        finally:
+            with self.cond:
+                self.line.remove(ticket)
+                self.cond.notify_all()
+
+    def release(self, w: Worker) -> None:
+        with self.cond:
+            if self.holders.pop(id(w), None) is not None:
+                self.cond.notify_all()
+
+
+SLOTS = _Slots()
+
+
+def live_workers() -> list[Worker]:
+    """Every worker of this server that holds a process (or is starting one)."""
+    return SLOTS.alive()
 
 
 # --- the worker process -------------------------------------------------------------------------
@@ -474,6 +686,24 @@ class Worker:
         self.failures = 0  # consecutive failures (deaths or time-outs); reset by a success
         self.last_used = 0.0
         self.facts: dict | None = None
+        self.kept = 0  # checks in progress that need this worker between its requests
+
+    @property
+    def busy(self) -> bool:
+        """Answering a request, or kept for a check in progress: not to be stopped for room."""
+        return self.kept > 0 or self.lock.locked()
+
+    @contextlib.contextmanager
+    def keep(self) -> Iterator[Worker]:
+        """Keep this worker running between requests (a check sends many in a row): the pool
+        does not stop it to make room for another while this lasts."""
+        with self.lock:
+            self.kept += 1
+        try:
+            yield self
+        finally:
+            with self.lock:
+                self.kept -= 1
 
     @property
     def alive(self) -> bool:
@@ -519,16 +749,23 @@ class Worker:
                     f"This server can't run uploaded programs safely: {why}. The bundled models "
                     "still work."
                 )
-        process = ctx.Process(
-            target=_serve, args=(child_conn, limits), daemon=True, name=_PROCESS_NAME
-        )
-        process.start()
-        child_conn.close()
+        SLOTS.acquire(self)  # waits for a free worker: this server runs max_workers() at most
+        try:
+            process = ctx.Process(
+                target=_serve, args=(child_conn, limits), daemon=True, name=_PROCESS_NAME
+            )
+            process.start()
+        except BaseException:
+            SLOTS.release(self)
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()
         os.set_blocking(parent_conn.fileno(), False)  # reads and writes wait in select()
         self.process, self.conn = process, parent_conn
         self.starts += 1
         request = {"data": self.data, "settings": self.settings}
-        reply = self._exchange(request, limits.load_seconds, what="load")
+        reply = self._exchange(request, limits.load_seconds, what="load", expect=Expect(0))
         if not reply.get("ok"):
             self._kill()
             kind, error = reply.get("kind"), _plain(reply.get("error", ""))
@@ -554,17 +791,21 @@ class Worker:
         self.facts = facts
         return facts
 
-    def _exchange(self, request: dict, seconds: float, *, what: str) -> dict:
-        """Send one request and read its reply; on any failure the worker is killed and a
-        ModelFailure says why."""
+    def _exchange(self, request: dict, seconds: float, *, what: str, expect: Expect) -> dict:
+        """Send one request and read its reply (refused from its header unless it is what
+        `expect` allows); on any failure the worker is killed and a ModelFailure says why."""
         fd = self.conn.fileno()
         deadline = time.monotonic() + seconds
         try:
             write_message(fd, request, deadline)
-            reply = read_message(fd, deadline)
+            reply = read_message(fd, deadline, expect)
             if not isinstance(reply, dict):
                 raise ProtocolError("a reply that is not a message")
             return reply
+        except WrongAnswer as err:
+            self._kill()
+            self._failed()
+            raise WrongAnswer(f"The model returned {err}, so its worker was stopped.") from None
         except TimeoutError:
             self._kill()
             self._failed()
@@ -598,11 +839,25 @@ class Worker:
             "kwargs": kwargs,
             "cpu_seconds": seconds * max(1, self.limits.threads),
         }
-        reply = self._exchange(request, seconds, what=_WHAT.get(job, f"finish {job}"))
+        from pretrained import jobs  # torch: only where an upload runs
+
+        x_shape = np.shape(args[0]) if args else (0,)
+        shape = jobs.answer_shape(job, x_shape, self.n_classes, kwargs)
+        expect = Expect(
+            max_bytes=jobs.answer_bytes(job, x_shape, self.n_classes, kwargs),
+            shapes=None if shape is None else (shape,),
+        )
+        reply = self._exchange(
+            request, seconds, what=_WHAT.get(job, f"finish {job}"), expect=expect
+        )
         if reply.get("ok"):
+            result = reply.get("result")
+            problem = jobs.check_result(job, result, x_shape, self.n_classes, kwargs)
+            if problem:  # no arrays where the job answers one: the worker still runs
+                raise ModelError(f"The model returned {problem}.")
             if job != self.check_job:  # a restart's own check doesn't clear a model's failures
                 self.failures = 0
-            return reply.get("result")
+            return result
         error = _plain(reply.get("error", ""))
         if reply.get("kind") == "memory":
             self._reap()
@@ -643,6 +898,8 @@ class Worker:
             with contextlib.suppress(ValueError):
                 self.process.close()
             self.process = None
+        if self.process is None:
+            SLOTS.release(self)
 
     def stop(self) -> None:
         """Stop the worker (it starts again on the next `call`); waits for a request in flight."""
@@ -650,10 +907,13 @@ class Worker:
             self._kill()
 
     def stop_if_idle(self) -> bool:
-        """Stop the worker unless a request is in flight; whether it is now stopped."""
+        """Stop the worker unless a request is in flight or a check keeps it; whether it is
+        now stopped."""
         if not self.lock.acquire(blocking=False):
             return False
         try:
+            if self.kept:
+                return False
             self._kill()
             return True
         finally:
@@ -675,7 +935,8 @@ class Upload:
 
 
 class Pool:
-    """The accepted uploads of one server, with at most `max_live` running workers.
+    """The accepted uploads of one server, with at most `max_live` running workers (None:
+    `max_workers()`, which bounds every worker of the server together, these included).
 
     Entries are content-addressed (`upload:<hash>`), bounded by `max_models` and `max_bytes`
     (the least recently used is forgotten first); each has a secret `token` that its uploader
@@ -687,7 +948,7 @@ class Pool:
         self,
         *,
         max_models: int = 32,
-        max_live: int = 4,
+        max_live: int | None = None,
         max_bytes: int = 512 * 2**20,
         max_failures: int = 3,
     ) -> None:
@@ -736,7 +997,8 @@ class Pool:
         with self.lock:
             live = [u.worker for u in self.entries.values() if u.worker.alive and u.name != keep]
         live.sort(key=lambda w: w.last_used)
-        excess = len(live) + (1 if keep else 0) - self.max_live
+        limit = max_workers() if self.max_live is None else self.max_live
+        excess = len(live) + (1 if keep else 0) - limit
         for w in live:
             if excess <= 0:
                 break
@@ -777,12 +1039,13 @@ class Pool:
                 from pretrained.jobs import check_result
 
                 k = len(getattr(upload.info, "class_names", ()) or ())
-                problem = check_result(job, result, args[0].shape, k)
+                problem = check_result(job, result, args[0].shape, k, kwargs)
                 if problem:
                     raise ModelError(f"The model returned {problem}.")
             return result
         except ModelFailure as err:
-            if not isinstance(err, ModelError) and upload.worker.failures >= self.max_failures:
+            answered = isinstance(err, ModelError) and not isinstance(err, WrongAnswer)
+            if not answered and upload.worker.failures >= self.max_failures:
                 upload.disabled = (
                     f"{err} It failed {upload.worker.failures} times in a row, so this server "
                     "stopped using it; fix it and upload it again."
@@ -796,22 +1059,3 @@ class Pool:
     def close(self) -> None:
         for w in self.workers():
             w.stop()
-
-
-def run_chunks(
-    call: Callable[..., Any],
-    job: str,
-    x: np.ndarray,
-    *,
-    chunk: int,
-    progress: Callable[[int, int], Any] | None = None,
-    **kwargs: Any,
-) -> list[Any]:
-    """`call(job, x[i:i+chunk], **kwargs)` for each chunk: the way a data-set run goes through
-    a worker, each chunk under its own deadline, with progress after each."""
-    results = []
-    for i in range(0, len(x), chunk):
-        results.append(call(job, x[i : i + chunk], **kwargs))
-        if progress:
-            progress(min(i + chunk, len(x)), len(x))
-    return results

@@ -48,16 +48,17 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
 
     try:
         names = user_models.parse_class_names(names_file.getvalue() if names_file else None)
-        model_worker, info = user_models.accept_upload(
-            file.getvalue(),
-            dataset=dataset,
-            kind=kind,
-            architecture=architecture,
-            normalisation=(float(mean), float(std)),
-            class_names=names,
-            filename=file.name,
-            progress=progress,
-        )
+        with worker.on_wait(lambda wait: bar.progress(0.0, text=str(wait))):
+            model_worker, info = user_models.accept_upload(
+                file.getvalue(),
+                dataset=dataset,
+                kind=kind,
+                architecture=architecture,
+                normalisation=(float(mean), float(std)),
+                class_names=names,
+                filename=file.name,
+                progress=progress,
+            )
     except user_models.UserModelError as err:
         st.session_state["um_error"] = f"{file.name}: {err}"
         return
@@ -117,13 +118,16 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
             )
             start = time.perf_counter()
             bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
-            model_worker, built = folder_upload.build(
-                model_file.getvalue(),
-                images,
-                kind=kind,
-                filename=model_file.name,
-                progress=step("Indexing in the sandbox (prediction and gradient of each image)"),
-            )
+            with worker.on_wait(lambda wait: bar.progress(0.0, text=str(wait))):
+                model_worker, built = folder_upload.build(
+                    model_file.getvalue(),
+                    images,
+                    kind=kind,
+                    filename=model_file.name,
+                    progress=step(
+                        "Indexing in the sandbox (prediction and gradient of each image)"
+                    ),
+                )
             try:
                 key = sources.add_uploaded(built, model_file.name)
             except WorkspaceError:
@@ -277,8 +281,10 @@ def render_view() -> None:
         "A model is a program, so it never runs inside this server: it is read and run in a "
         "sandboxed worker process that can't open files, start programs or use the network, "
         f"with {worker.Limits().memory_bytes // 2**20} MB of memory and "
-        f"{worker.Limits().job_seconds:g} s per request. Programs may only call pure tensor "
-        "operators; compressed tensor records (ZIP bombs) are refused before they are read."
+        f"{worker.Limits().job_seconds:g} s per request. This server runs at most "
+        f"{worker.max_workers()} such workers at once: when all are busy, a check waits its "
+        "turn. Programs may only call pure tensor operators; compressed tensor records (ZIP "
+        "bombs) are refused before they are read."
     )
     with st.form("um_form", border=True):
         file = st.file_uploader("Model file (.pt, .pth, .pt2; up to 20 MB)", key="um_file")
