@@ -9,8 +9,9 @@ This is `python -m pretrained.index` for a server's visitor, who has no folder o
   a `..`, a link or an encrypted entry refuses the whole file; declared sizes are bounded (each
   image, the sum, and the inflation ratio of a large entry, so a ZIP bomb is refused before
   anything is inflated); nothing is written to disk. Each image's size is read from its header
-  before a pixel is decoded: one far larger than the preparation keeps is skipped (a large JPEG
-  is decoded at a fraction of its size instead), and the pixels decoded for the whole ZIP are
+  before a pixel is decoded: one far larger than the preparation keeps is skipped (a JPEG much
+  larger than the resize is decoded at a fraction of its size instead, so its prepared pixels
+  differ slightly from the CLI's, which decodes it whole), and the pixels decoded for the ZIP are
   bounded (`ZIP_DECODE_PIXELS`), so a few kB of flat 40 MP PNGs can't buy minutes of CPU.
   Images are prepared like the CLI's; the stacked array is bounded too.
 - **The model is code**: it runs only in a sandboxed worker (`pretrained.worker`), checked
@@ -58,7 +59,7 @@ ALL_CLASSES_UP_TO = 20
 ZIP_DECODE_PIXELS = 512 * 2**20
 # One image may be decoded at up to OVERSIZE times the pixels the preparation keeps (its resize
 # or crop, squared), or ENTRY_FLOOR, whichever is more: a 6,300² flat PNG for a 64-px resize is
-# skipped from its header. Large JPEGs are first decoded at 1/2-1/8 scale in the DCT.
+# skipped from its header. A JPEG is counted at the scale it is decoded at (see below).
 OVERSIZE = 64
 ENTRY_FLOOR = 16_000_000  # a phone camera's photo
 
@@ -181,8 +182,10 @@ def read_zip_images(
                 a = pre(
                     decode_image(
                         raw, max_bytes=MAX_IMAGE,
-                        # A crop alone keeps the scale: only a resize may shrink a JPEG first.
-                        shrink_above=budget.most if pre.resize else None,
+                        # A JPEG at least 4 times the resize is decoded at 1/2-1/8 scale in
+                        # the DCT, still at least twice the resize. A crop alone keeps the
+                        # scale: without a resize, every image is decoded at its size.
+                        shrink_above=0 if pre.resize else None,
                         shrink_to=2 * (pre.resize or 1),
                         check=lambda size, rel=rel: budget.spend(size, rel),
                     )

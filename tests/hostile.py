@@ -168,3 +168,43 @@ def deflate_ratio(data: bytes) -> float:
     """Inflated size / file size, from the archive's own directory."""
     infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
     return sum(i.file_size for i in infos) / len(data)
+
+
+def _read_before_forward(module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+    secret = torch.from_file(module.path, shared=False, size=16, dtype=torch.uint8)
+    return (inputs[0] + secret[0].float(),)
+
+
+class HookReader(_Base):
+    """Its forward is honest; a forward pre-hook, which TorchScript keeps and runs around every
+    call of the module from C++, outside its methods, reads `path` into the input."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.register_forward_pre_hook(_read_before_forward)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(x)
+
+
+class NestedHoarder(_Base):
+    """Keeps every input, in a list held inside a list attribute: `self.holder[0].append`."""
+
+    holder: list[list[torch.Tensor]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holder = [[]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.holder[0].append(x.clone())
+        return self.classify(x)
+
+
+def hook_reader(path: str) -> bytes:
+    return scripted(HookReader(str(path)))
+
+
+def nested_hoarder() -> bytes:
+    return scripted(NestedHoarder())

@@ -360,17 +360,19 @@ def test_a_zip_over_its_decoded_pixel_budget_is_refused_before_decoding_past_it(
     assert decoded == [(64, 64), (1000, 1000), (1000, 1000)]
 
 
-def test_a_large_jpeg_is_decoded_at_a_fraction_of_its_size_when_resized():
+def test_a_jpeg_much_larger_than_the_resize_is_decoded_at_a_fraction_of_its_size():
     rng = np.random.default_rng(0)
     big = np.asarray(
         Image.fromarray(rng.integers(0, 255, (60, 80, 3), np.uint8)).resize((4800, 3600))
     )
-    buf = io.BytesIO()
-    Image.fromarray(big).save(buf, "JPEG", quality=80)
+    photo, small = io.BytesIO(), io.BytesIO()
+    Image.fromarray(big).save(photo, "JPEG", quality=80)
+    Image.fromarray(big[::24, ::24]).save(small, "JPEG", quality=80)  # 200 × 150
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as z:
         for k in ("a", "b"):
-            z.writestr(f"{k}/photo.jpg", buf.getvalue())
+            z.writestr(f"{k}/photo.jpg", photo.getvalue())
+            z.writestr(f"{k}/small.jpg", small.getvalue())
     from pretrained import folder_upload
 
     sizes = []
@@ -383,8 +385,10 @@ def test_a_large_jpeg_is_decoded_at_a_fraction_of_its_size_when_resized():
     with pytest.MonkeyPatch.context() as m:
         m.setattr(folder_upload._DecodeBudget, "spend", spy)
         images = read_zip_images(zbuf.getvalue(), Preprocessing(resize=64, crop=64))
-    assert images.x.shape == (2, 3, 64, 64) and not images.problems
-    assert sizes == [(600, 450), (600, 450)]  # 17 MP decoded at 1/8 in the DCT: 0.27 MP
+    assert images.x.shape == (4, 3, 64, 64) and not images.problems
+    # 17 MP decoded at 1/8 in the DCT (0.27 MP, still at least twice the resize); a JPEG less
+    # than 4 times the resize is decoded whole, as the CLI index does.
+    assert sizes == [(600, 450), (200, 150)] * 2
 
 
 # --- the gate: hooks and nested containers ------------------------------------------------

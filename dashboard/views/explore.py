@@ -13,7 +13,8 @@ from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import PAGE_DRAWN, PAGE_WAITS, budget, cache, lru, render, sources, state
 from dashboard.components import saliency_panel
-from dashboard.render import Style, class_label
+from dashboard.rate_limits import EXPENSIVE
+from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Source
 from pretrained.images import (
     ImageError,
@@ -449,8 +450,8 @@ def render_view() -> None:
         names = info.class_names
         verdict = "" if true is None else "✓ right" if true == pred else "✗ wrong"
         st.subheader(
-            f"{view['model']} says **{class_label(pred, names)}** ({probs[pred]:.1%})"
-            + (f" · true class {class_label(true, names)} {verdict}" if true is not None else "")
+            f"{view['model']} says **{class_md(pred, names)}** ({probs[pred]:.1%})"
+            + (f" · true class {class_md(true, names)} {verdict}" if true is not None else "")
         )
     others = [m for m in state.models(view["dataset"]) if m != view["model"]]
     explanation(image, true, described, target_slot, others, src)
@@ -743,7 +744,7 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         st.caption("This image has no true class: the map is for the predicted class.")
 
     symbol = SCORE_SYMBOL[score]
-    what = f"∂ {symbol}[{class_label(target, names)}] / ∂x"
+    what = f"∂ {symbol}[{class_md(target, names)}] / ∂x"
     c, h, w = image.shape
     reduced = (
         ""
@@ -772,8 +773,8 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
     rho = spearman(maps[target], maps[versus])
     if rho >= SAME_MAP_RHO:
         st.warning(
-            f"**The target hardly matters here.** The maps for {class_label(target, names)} and "
-            f"{class_label(versus, names)} are nearly the same (Spearman ρ = {rho:.2f}): they show "
+            f"**The target hardly matters here.** The maps for {class_md(target, names)} and "
+            f"{class_md(versus, names)} are nearly the same (Spearman ρ = {rho:.2f}): they show "
             "where the model is sensitive at all, not what tells the two classes apart. "
             "The contrast map below does."
         )
@@ -891,7 +892,10 @@ def route_payload(query: dict[str, str]) -> bytes:
     key = tuple((k, str(query[k])[:100]) for k in (*ROUTE_KEYS, "seq") if k in query)
     body = _route_cache.get(key)
     if body is None:
-        body = _route_payload(dict(key))
+        # SmoothGrad and the like take seconds of a core: one (SALIENCY_EXPENSIVE_AT_ONCE) at a
+        # time, the others wait their turn, or are refused when too many wait (issue 28).
+        with EXPENSIVE.turn(dict(key).get("method")):
+            body = _route_payload(dict(key))
         _route_cache.put(key, body, len(body))
     return body
 
@@ -933,14 +937,14 @@ def _route_payload(query: dict[str, str]) -> bytes:
 
 
 def _contrast(diff, target, versus, names, symbol, view, style, big) -> None:
-    st.markdown(f"#### Why {class_label(target, names)} and not {class_label(versus, names)}?")
+    st.markdown(f"#### Why {class_md(target, names)} and not {class_md(versus, names)}?")
     c_style = Style(True, view["cmap_signed"], style.alpha, style.clip, False)
     c_lo, c_hi = c_style.range([diff])
     render.show(render.picture(diff, c_lo, c_hi, c_style, scale=1), None, scale=big)
     render.show(render.colorbar(c_lo, c_hi, c_style.cmap), None)
     st.caption(
         f"Map of {symbol}[{target}] − {symbol}[{versus}]: red pixels, when brighter, favour "
-        f"{class_label(target, names)}; blue ones favour {class_label(versus, names)}. "
+        f"{class_md(target, names)}; blue ones favour {class_md(versus, names)}. "
         f"Signed, on its own symmetric scale ({c_lo:.3g} … {c_hi:.3g})."
     )
 
@@ -958,7 +962,7 @@ def _class_grid(maps, classes, image, style, scale_range, pred, true, names) -> 
         colour = PREDICTED_COLOUR if k == pred else TRUE_COLOUR if k == true else None
         marks = (" · predicted" if k == pred else "") + (" · true" if k == true else "")
         pictures.append(_framed(rgb, colour, max(1, round(4 / small))))  # ~4 px on screen
-        captions.append(f"{class_label(k, names)}{marks}")
+        captions.append(f"{class_md(k, names)}{marks}")
     render.show_row(pictures, captions, scale=small)
 
 
@@ -988,7 +992,7 @@ def _compare_models(view, others, image, main, compare, compare_targets, target,
         with col:
             render.show(
                 render.picture(shown[m], s_lo, s_hi, style, image=image, scale=scale),
-                f"{m} ({acc:.1%}): says {class_label(int(p.argmax()), names)} "
+                f"{m} ({acc:.1%}): says {class_md(int(p.argmax()), names)} "
                 f"({p.max():.0%}); map of class {targets[m]}",
             )
     render.show(render.colorbar(s_lo, s_hi, style.cmap), None)

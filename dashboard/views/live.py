@@ -10,25 +10,45 @@ the guesses against the model's probabilities. Students join at /live?room=CODE.
 
 The state lives in `dashboard.live_store` (SQLite, or Postgres with SALIENCY_CLASS_DB), which
 checks every key: this page only shows what the store lets the holder of a key see.
+
+The teacher's key is never in this page's address nor in what it shows by default: the
+projector would show it to the room. The session holds it, and the browser keeps it as a
+cookie (set through `dashboard/serve.py`'s route), so a reopened tab gets the class back. The
+"teacher link", shown only when the teacher asks, opens the class on another device of theirs.
+Guesses at room codes and joins are limited per client address (`dashboard/rate_limits.py`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
-from dashboard import LIVE_STATUS_ENV, cache, live_class, render, sources, state
+from dashboard import LIVE_STATUS_ENV, cache, live_class, rate_limits, render, sources, state
 from dashboard.components import live_watch
-from dashboard.live_store import PAINTING_SIDE, LiveError, LiveStore, NoRoom
+from dashboard.live_store import (
+    PAINTING_SIDE,
+    PASS_SECONDS,
+    TEACHER_ROUTE_ENV,
+    LiveError,
+    LiveStore,
+    NoRoom,
+    format_code,
+    teacher_cookie,
+)
 from dashboard.render import class_label
 
 POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round has opened
 COUNT_SECONDS = 0.5  # how often the teacher's count of answers refreshes (a cheap read)
 CANVAS_PX = 280
 KIND_LABELS = {"map": "Where does it look? (paint)", "predict": "What will it say? (guess)"}
+TEACHERS = "live_teachers"  # session state: {room code: teacher's key} of this session's classes
+KEPT = "live_cookie_kept"  # session state: the rooms whose cookie the browser said it has
+PASSES = "live_passes"  # session state: {room code: (single-use pass, when made)}
+FOUND = "live_rooms_found"  # session state: codes this session found (no guess spent again)
 
 
 def _store() -> LiveStore:
@@ -37,6 +57,11 @@ def _store() -> LiveStore:
 
 def _local_only() -> bool:
     return str(st.get_option("server.address") or "localhost") in ("localhost", "127.0.0.1", "::1")
+
+
+def _client() -> str:
+    """Whom the rate limits count this session as: its address (the same key as the routes')."""
+    return rate_limits.client_key(st.context.ip_address)
 
 
 def _base_url() -> str:
@@ -92,22 +117,97 @@ def render_view() -> None:
     view = state.init()
     st.title("🙋 Live class")
     code = view["room"]
+    linked = view["teacher"]  # a teacher link's key (`streamlit run`), or an old link's
+    if linked:
+        state.put("teacher", "")  # out of the address: state.sync() rewrites it without
     if not code:
         _landing()
         return
     store = _store()
     try:
-        store.room(code)
+        _find(store, code)
+    except rate_limits.Refused as err:
+        st.error(render.plain(err))
+        return
     except NoRoom as err:
         st.error(render.plain(err))
         _join_form(store, None)
         return
-    if view["teacher"] and store.is_teacher(code, view["teacher"]):
-        _teacher(store, code, view["teacher"])
-        return
-    if view["teacher"]:
+    if linked and store.is_teacher(code, linked):
+        _remember_teacher(code, linked)
+    elif linked:
         st.warning("This link's teacher key isn't this class's: you see the students' page.")
+    key = _teacher_key(store, code)
+    if key:
+        _teacher(store, code, key)
+        return
     _student(store, code, view["me"])
+
+
+def _find(store: LiveStore, code: str) -> None:
+    """The room `code`, or NoRoom; a code this session has not found before costs a guess
+    (`rate_limits.guess`: Refused when this client has tried too many that don't exist)."""
+    found = st.session_state.setdefault(FOUND, set())
+    if code in found:
+        store.room(code)  # it may have ended since
+        return
+    client = _client()
+    rate_limits.guess(client)
+    store.room(code)
+    rate_limits.found(client)
+    found.add(code)
+
+
+def _remember_teacher(code: str, key: str) -> None:
+    st.session_state.setdefault(TEACHERS, {})[code] = key
+
+
+def _teacher_key(store: LiveStore, code: str) -> str | None:
+    """The key of `code`'s teacher that this session holds (it started the class, or opened
+    the teacher link) or that the browser sent as a cookie when the session began (a
+    reopened tab); None for a student."""
+    held = st.session_state.get(TEACHERS, {}).get(code)
+    cookie = st.context.cookies.get(teacher_cookie(code)) if st.context.cookies else None
+    for key in (held, cookie):
+        if key and store.is_teacher(code, key):
+            _remember_teacher(code, key)
+            return key
+    return None
+
+
+def _keep_in_browser(store: LiveStore, code: str, key: str) -> None:
+    """Until the browser says it has it: a cookie of the teacher's browser, so that a
+    reopened tab gets the class back (not needed when a cookie brought the session its key).
+    The page holds a single-use pass for it, never the key. Needs the server's route
+    (`python -m dashboard`); under `streamlit run`, the teacher link does this."""
+    route = os.environ.get(TEACHER_ROUTE_ENV)
+    if not route or code in st.session_state.get(KEPT, set()):
+        return
+    if st.context.cookies and st.context.cookies.get(teacher_cookie(code)) == key:
+        return
+    passes = st.session_state.setdefault(PASSES, {})
+    single, made = passes.get(code, ("", 0.0))
+    if time.time() - made > PASS_SECONDS / 2:  # a fresh one well before it ends
+        single, made = store.teacher_pass(code, key), time.time()
+        passes[code] = (single, made)
+
+    def kept() -> None:
+        st.session_state.setdefault(KEPT, set()).add(code)
+
+    live_watch.keep_teacher_key(
+        key="live_keep", url=route, room=code, single_pass=single, on_stored=kept
+    )
+
+
+def _teacher_link(code: str, key: str) -> str:
+    """The link that opens the class as its teacher on another device: through the server's
+    route, which sets the cookie and redirects to an address without the key; under
+    `streamlit run`, the page itself, which moves the key out of the address."""
+    route = os.environ.get(TEACHER_ROUTE_ENV)
+    base = _base_url()
+    if route:
+        return f"{base}{route}?room={code}&key={key}"
+    return f"{live_class.join_url(base, code)}&teacher={key}"
 
 
 def _landing() -> None:
@@ -127,12 +227,15 @@ def _landing() -> None:
         st.markdown("### I'm the teacher")
         if st.button("Start a class", type="primary", key="live_start"):
             code, token = _store().create_room()
+            _remember_teacher(code, token)
+            st.session_state.setdefault(FOUND, set()).add(code)
             state.put("room", code)
-            state.put("teacher", token)
             st.rerun()
         st.caption(
-            "Your secret teacher key goes into this page's address: bookmark it, and a closed "
-            "tab gets the class back. Rooms close after 12 hours."
+            "This browser keeps control of the class (a cookie; nothing secret goes into the "
+            "page's address, which the projector shows): a closed tab reopened gets it back. "
+            "For another device, open the teacher link shown under the class code. Rooms close "
+            "after 12 hours."
         )
     with c2, st.container(border=True):
         st.markdown("### I'm a student")
@@ -145,11 +248,23 @@ def _join_form(store: LiveStore, code: str | None) -> None:
         name = st.text_input("Your nickname", key="live_name", max_chars=40)
         joined = st.form_submit_button("Join", type="primary")
     if joined:
+        client = _client()
         try:
+            rate_limits.join(client)
+            rate_limits.guess(client)
             token = store.join(typed, name)
-        except LiveError as err:
+        except rate_limits.Refused as err:
             st.error(render.plain(err))
             return
+        except NoRoom as err:  # the guess is kept
+            st.error(render.plain(err))
+            return
+        except LiveError as err:  # a room, but a name taken, or full
+            rate_limits.found(client)
+            st.error(render.plain(err))
+            return
+        rate_limits.found(client)
+        st.session_state.setdefault(FOUND, set()).add(store.room(typed).code)
         state.put("room", store.room(typed).code)
         state.put("me", token)
         state.put("teacher", "")
@@ -160,12 +275,24 @@ def _join_form(store: LiveStore, code: str | None) -> None:
 
 
 def _teacher(store: LiveStore, code: str, teacher: str) -> None:
+    _keep_in_browser(store, code, teacher)
     url = live_class.join_url(_base_url(), code)
     left, right = st.columns([2, 1])
     with left:
-        st.markdown(f"## Class code **{code}**")
+        st.markdown(f"## Class code **{format_code(code)}**")
         st.markdown(f"Students open **{url}** (or scan the code) and pick a nickname.")
         st.metric("Students in the class", store.n_students(code))
+        # Off by default, and nothing of it in the page until asked: the projector shows
+        # this page, and the link gives whoever holds it the class.
+        if st.toggle("Show my teacher link (not on the projector)", key="live_show_link"):
+            link = _teacher_link(code, teacher)
+            st.caption(
+                "Open this on your own phone or laptop to run the class from there. Anyone "
+                "who has it controls the class: don't project, post or share it. Turn this "
+                "off before the projector shows this page again."
+            )
+            st.code(link, language=None)
+            st.image(live_class.qr_png(link, scale=5), width=200, caption="Teacher link")
         if _local_only():
             st.warning(
                 "This server only listens on this computer: restart it with `--class` "
@@ -348,7 +475,7 @@ def _result(rnd, mine=None) -> None:
         ]
         if mine is not None and mine.painting is not None:
             pictures.append(_heat(mine.painting))
-            captions.append(f"Yours, {mine.nickname}")
+            captions.append(f"Yours, {render.plain(mine.nickname)}")
         render.show_row([render.thumbnail(p, CANVAS_PX) for p in pictures], captions)
         st.caption("Each map divided by its maximum: one colour scale for all.")
         c1, c2, c3 = st.columns(3)
@@ -437,10 +564,10 @@ def _student(store: LiveStore, code: str, me: str) -> None:
     try:
         name = store.student(code, me)
     except LiveError:
-        st.markdown(f"Joining the class **{code}**.")
+        st.markdown(f"Joining the class **{format_code(code)}**.")
         _join_form(store, code)
         return
-    st.caption(f"You are **{render.plain(name)}** in the class {code}.")
+    st.caption(f"You are **{render.plain(name)}** in the class {format_code(code)}.")
     rnd = store.current_round(code)
     _round_for_student(store, code, me, rnd)
     # Last on the page: the poll's fragment reruns alone every 2 s, after everything above.
