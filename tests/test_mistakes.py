@@ -143,6 +143,9 @@ def test_dataset_view_computes_caches_on_disk_and_reloads(app, tmp_path):
     at.button(key="sens_compute_a").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.success and "saved" in at.success[0].value
+    # Once computed, the offer and its buttons are gone (issue 29.7): only the result stays.
+    assert not any("Not computed yet" in i.value for i in at.info)
+    assert not {"sens_compute_a", "sens_cancel_a"} & {b.key for b in at.button}
     files = list((tmp_path / "sensitivity").glob("mnist-cnn-*-mnist-test1000-*.npz"))
     assert len(files) == 1
     # 10 + 10 + 10 class maps, their 3 colour bars, the overall map and its bar

@@ -75,27 +75,33 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
     if note:
         st.warning(f"For {model_name}: {note}; compute it again below.")
     if summary is None:
-        st.info(
-            f"Not computed yet for {n:,} images: one forward and ten backward passes per image. "
-            "The result is saved on disk, so it is computed once for every user."
-        )
-        if not st.button(f"Compute for {model_name}", key=f"sens_compute_{slot}"):
-            return
-        st.button(
-            "Cancel", key=f"sens_cancel_{slot}", help="Stops the computation; nothing is saved."
-        )
-        bar = st.progress(0.0, text="Starting…")
+        # The offer, the button and the progress go once the result is there: only the result
+        # and how long it took stay on the page.
+        offer = st.empty()
+        with offer.container():
+            st.info(
+                f"Not computed yet for {n:,} images: one forward and ten backward passes per "
+                "image. The result is saved on disk, so it is computed once for every user."
+            )
+            if not st.button(f"Compute for {model_name}", key=f"sens_compute_{slot}"):
+                return
+            st.button(
+                "Cancel", key=f"sens_cancel_{slot}", help="Stops the computation; nothing is saved."
+            )
+            bar = st.progress(0.0, text="Starting…")
         start = time.perf_counter()
 
         def progress(done: int, total: int) -> None:
             rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.progress(done / total, text=f"{done:,} / {total:,} images · {rate:,.0f} images/s")
+            left = (total - done) / max(rate, 1e-9)
+            text = f"{done:,} / {total:,} images · {rate:,.0f} images/s · about {left:,.0f} s left"
+            bar.progress(done / total, text=text)
 
         def waiting() -> None:
             bar.progress(0.0, text="Another visitor is computing this right now: waiting for it…")
 
         summary = cache.compute_summary(model_name, dataset_name, n, progress, waiting)
-        bar.empty()
+        offer.empty()
         st.success(f"Computed in {time.perf_counter() - start:.1f} s and saved.")
     show_summary(summary, cache.dataset(dataset_name).classes)
 
