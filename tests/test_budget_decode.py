@@ -516,3 +516,137 @@ def test_growth_through_container_reads_is_refused(model, op):
 def test_lists_local_to_forward_still_pass_the_gate():
     ops = gate.check_program(_loaded(_LocalListsOnly()))
     assert "aten::append" in ops and not any(op.endswith(":attribute") for op in ops)
+
+
+# --- a real server, driven through Chromium ------------------------------------------------
+
+# A browser that sends what it likes: the canvas's PNG export (fabric.js calls toDataURL on a
+# canvas element) answers with window.__canvasPng while that is set.
+HOSTILE_BROWSER_JS = """
+(() => {
+  const real = HTMLCanvasElement.prototype.toDataURL;
+  HTMLCanvasElement.prototype.toDataURL = function (...args) {
+    if (window.__canvasPng && (args[0] || "image/png") === "image/png") return window.__canvasPng;
+    return real.apply(this, args);
+  };
+})();
+"""
+SERVER_GROWTH_MB = 200  # what one refused stroke may add to the server's peak
+
+
+def _status_mb(pid: int, field: str) -> float:
+    """A /proc/PID/status field in MB (VmRSS: now; VmHWM: the peak since the last reset)."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def _reset_peak(pid: int) -> None:
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
+
+
+def _stroke(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    """One mouse stroke across the canvas, (x, y) as fractions of its size."""
+    canvas = page.locator("canvas.upper-canvas")  # fabric.js: the top canvas takes the mouse
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box and box["width"] >= 200, box
+    page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+    page.mouse.down()
+    for t in np.linspace(0, 1, 10)[1:]:
+        x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=2)
+    page.mouse.up()
+
+
+def _hostile_strokes(page, pid: int, refusal) -> list[float]:
+    """Two strokes carrying the issue's 13,370² PNG (refused by its length) and an 8,000² one
+    (refused by its header): each one's growth of the server's peak RSS, in MB."""
+    from browser_support import IDLE
+    from playwright.sync_api import expect
+
+    growth = []
+    for png, says in (
+        (flat_png(13370, 13370), "more than a 280 × 280 canvas can make"),
+        (flat_png(8000, 8000), "says it is 8,000 × 8,000 pixels, but the canvas is 280 × 280"),
+    ):
+        page.wait_for_selector(IDLE)
+        baseline = _status_mb(pid, "VmRSS")
+        _reset_peak(pid)
+        page.evaluate("url => { window.__canvasPng = url; }", data_url(png))
+        _stroke(page, 0.5, 0.2, 0.5, 0.8)
+        expect(refusal.filter(has_text=says)).to_be_visible()
+        page.wait_for_selector(IDLE)
+        growth.append(_status_mb(pid, "VmHWM") - baseline)
+    page.evaluate("() => { window.__canvasPng = null; }")
+    assert page.get_by_test_id("stException").count() == 0
+    return growth
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_hostile_stroke_on_explore_is_refused_by_a_real_server_within_its_budget(server, page):
+    from playwright.sync_api import expect
+
+    page.add_init_script(HOSTILE_BROWSER_JS)
+    page.goto(server.url)
+    image = page.get_by_test_id("stRadio").filter(has_text="Image")
+    image.get_by_text("Draw", exact=True).click()
+    expect(page.get_by_text("No image yet")).to_be_visible()
+    refusal = page.get_by_test_id("stAlert").filter(has_text="The image you had before is kept")
+    growth = _hostile_strokes(page, server.proc.pid, refusal)
+    print(f"\nExplore, hostile strokes: server peak +{growth[0]:.0f} MB, +{growth[1]:.0f} MB")
+    # Before: the same 13,370² stroke took the server from 924 to 7,101 MB (the old path,
+    # measured in a subprocess here: +6,132 MB and 22.7 s of CPU).
+    assert max(growth) < SERVER_GROWTH_MB, growth
+    expect(page.get_by_text("No image yet")).to_be_visible()  # nothing was taken from it
+    # The page goes on: an honest stroke is a digit.
+    _stroke(page, 0.5, 0.15, 0.5, 0.85)
+    expect(page.get_by_text("for your drawing", exact=False)).to_be_visible()
+    expect(refusal).to_have_count(0)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_hostile_stroke_in_a_live_paint_round_is_refused_within_its_budget(server, browser, page):
+    import re
+
+    from browser_support import IDLE, TIMEOUT_MS
+    from playwright.sync_api import expect
+
+    teacher = page
+    teacher.goto(f"{server.url}/live")
+    teacher.wait_for_selector(IDLE)
+    teacher.get_by_role("button", name="Start a class").click()
+    joining = teacher.get_by_text("Students open", exact=False)
+    expect(joining).to_be_visible()
+    join_url = re.search(r"https?://\S+?room=\w+", joining.inner_text()).group(0)
+    teacher.wait_for_selector(IDLE)
+
+    context = browser.new_context(viewport={"width": 390, "height": 1400})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        student = context.new_page()
+        student.add_init_script(HOSTILE_BROWSER_JS)
+        student.goto(join_url.replace(join_url.split("/live")[0], server.url))
+        student.wait_for_selector(IDLE)
+        student.get_by_label("Your nickname").fill("Mallory")
+        student.get_by_role("button", name="Join").click()
+        expect(student.get_by_text("Waiting for your teacher")).to_be_visible()
+        teacher.get_by_role("button", name="Open the round").click()
+        expect(student.get_by_text(re.compile("Round 1: Paint the pixels"))).to_be_visible()
+        refusal = student.get_by_test_id("stAlert").filter(has_text="What you sent before is kept")
+        growth = _hostile_strokes(student, server.proc.pid, refusal)
+        print(
+            f"\nLive paint, hostile strokes: server peak +{growth[0]:.0f} MB, +{growth[1]:.0f} MB"
+        )
+        # Before: +2.7 GB for one stroke (the old path in a subprocess here: +2,060 MB).
+        assert max(growth) < SERVER_GROWTH_MB, growth
+        expect(student.get_by_text("Sent.", exact=False)).to_have_count(0)  # nothing was sent
+        _stroke(student, 0.35, 0.2, 0.55, 0.8)  # an honest stroke is sent
+        expect(student.get_by_text("Sent.", exact=False)).to_be_visible()
+        assert student.get_by_test_id("stException").count() == 0
+    finally:
+        context.close()
