@@ -921,7 +921,7 @@ def test_misclassifications_and_jump_to_explore(
     page.wait_for_function(IMAGES_LOADED_JS, timeout=TIMEOUT_MS)
     assert_no_exception(page)
     # The default cell is the CNN's most frequent confusion; its gallery and detail show.
-    expect(page.get_by_text(re.compile(r"images are \d taken for \d"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"\d images? (is|are) \d taken for \d"))).to_be_visible()
     expect(page.get_by_text(re.compile(r"Test image #\d+"))).to_be_visible()
     page.get_by_test_id("stMainBlockContainer").screenshot(
         path=str(artifacts_dir / "misclassifications.png")

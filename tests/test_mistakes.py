@@ -159,3 +159,30 @@ def test_dataset_view_computes_caches_on_disk_and_reloads(app, tmp_path):
         np.testing.assert_array_equal(
             f["counts"], np.bincount(pretrained.load_dataset("mnist").labels[:1000], minlength=10)
         )
+
+
+def test_the_gallery_counts_in_sentences():
+    from dashboard.views.mistakes import counted
+
+    assert counted(1, ("is", "are"), "0 taken for 4") == "1 image is 0 taken for 4"
+    assert counted(2, ("is", "are"), "0 taken for 4") == "2 images are 0 taken for 4"
+    assert counted(1, ("gets", "get"), "different answers") == "1 image gets different answers"
+    assert counted(1_234, ("is", "are"), "right") == "1,234 images are right"
+
+
+def test_the_chosen_cell_is_framed_in_the_confusion_matrix(app):
+    at = app
+    at.switch_page("page_files/mistakes.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    t, p = at.session_state["mis_true"], at.session_state["mis_pred"]
+
+    def spec() -> str:
+        charts = [e for e in at.main if getattr(e, "type", "") == "vega_lite_chart"]
+        return charts[0].proto.spec
+
+    assert f"datum.t == {t} && datum.p == {p}" in spec()
+    assert '"text": "Confusion matrix"' in spec()  # the toolbar covers the chart's own title
+    at.selectbox(key="mis_pred").set_value((p + 1) % 10 if (p + 1) % 10 != t else (p + 2) % 10)
+    at.run()
+    p2 = at.session_state["mis_pred"]
+    assert f"datum.t == {t} && datum.p == {p2}" in spec() and p2 != p

@@ -25,7 +25,10 @@ KIND_LABELS = {
 }
 
 
-def confusion_chart(confusion: np.ndarray, names: tuple[str, ...]) -> alt.Chart:
+def confusion_chart(
+    confusion: np.ndarray, names: tuple[str, ...], chosen: tuple[int, int] | None = None
+) -> alt.Chart:
+    """The confusion matrix, counts in the cells; the `chosen` (true, predicted) cell framed."""
     k = confusion.shape[0]
     df = pd.DataFrame(
         [
@@ -57,7 +60,13 @@ def confusion_chart(confusion: np.ndarray, names: tuple[str, ...]) -> alt.Chart:
         text="count:Q",
         color=alt.condition("datum.kind == 'correct'", alt.value("#1f7a33"), alt.value("black")),
     )
-    return (cells + text).add_params(pick).properties(height=380)
+    layers = [cells, text]
+    if chosen is not None:  # the cell whose mistakes the gallery shows
+        frame = base.transform_filter(f"datum.t == {int(chosen[0])} && datum.p == {int(chosen[1])}")
+        layers.append(frame.mark_rect(fill=None, stroke="#1f4e9c", strokeWidth=3))
+    # A title of its own: Streamlit's toolbar (shown on hover) covers it, not the line above.
+    title = alt.TitleParams("Confusion matrix", anchor="start", fontSize=13, fontWeight="normal")
+    return alt.layer(*layers).add_params(pick).properties(height=380, title=title)
 
 
 def confused_pairs(confusion: np.ndarray, names: tuple[str, ...]) -> pd.DataFrame:
@@ -193,8 +202,16 @@ def _thumbnail(src: Source, index: int) -> np.ndarray:
     return render.thumbnail(rgb, THUMBNAIL_PX)
 
 
-def gallery(indices: np.ndarray, src: Source, preds: Predictions, *, note: str) -> int:
-    """Thumbnails of `indices`, GALLERY_SIZE a page, and a picker; returns the chosen index."""
+def counted(n: int, verb: tuple[str, str], note: str) -> str:
+    """ "1 image is taken for 4", "2 images are …": `verb` in its singular and plural."""
+    return f"{n:,} image{'' if n == 1 else 's'} {verb[n != 1]} {note}"
+
+
+def gallery(
+    indices: np.ndarray, src: Source, preds: Predictions, *, note: str, verb=("is", "are")
+) -> int:
+    """Thumbnails of `indices`, GALLERY_SIZE a page, and a picker; returns the chosen index.
+    The caption counts them: `counted(len(indices), verb, note)`."""
     names = src.classes
     pages = max(1, -(-len(indices) // GALLERY_SIZE))
     if int(st.session_state.get("mis_page", 1)) > pages:
@@ -206,7 +223,7 @@ def gallery(indices: np.ndarray, src: Source, preds: Predictions, *, note: str) 
     first = (page - 1) * GALLERY_SIZE
     shown = indices[first : first + GALLERY_SIZE]
     c1.caption(
-        f"{len(indices):,} images {note}"
+        counted(len(indices), verb, note)
         + (f"; {first + 1:,} to {first + len(shown):,} shown." if pages > 1 else ".")
     )
     if len(shown) == 0:
@@ -228,8 +245,8 @@ def gallery(indices: np.ndarray, src: Source, preds: Predictions, *, note: str) 
         key="mis_index",
         format_func=lambda i: (
             f"#{i}{'' if src.paths is None else ' ' + src.paths[i]}: "
-            f"true {class_md(int(src.labels[i]), names)}, predicted "
-            f"{class_md(int(preds.predicted[i]), names)} ({preds.p_predicted[i]:.3f})"
+            f"true {class_label(int(src.labels[i]), names)}, predicted "
+            f"{class_label(int(preds.predicted[i]), names)} ({preds.p_predicted[i]:.3f})"
         ),
     )
 
@@ -256,17 +273,29 @@ def render_view() -> None:
         f"**{accuracy:.2%}** ({right:,} right, {confusion.sum() - right:,} wrong)"
         + (f"; the model card says {info.test_accuracy:.2%}." if src.paths is None else ".")
     )
+    st.session_state.setdefault("mis_kind", "cell")
+    if k <= GRID_UP_TO:  # a click on the chart chooses the cell before the chart is drawn
+        _apply_chart_click(st.session_state.get("mis_chart"))
+    if not (0 <= st.session_state.get("mis_true", -1) < k) or not (
+        0 <= st.session_state.get("mis_pred", -1) < k
+    ):  # start at the model's most frequent confusion (also after a data-set switch)
+        off = confusion - np.diag(np.diag(confusion))
+        t, p = np.unravel_index(off.argmax(), off.shape)
+        st.session_state["mis_true"], st.session_state["mis_pred"] = int(t), int(p)
+    chosen = (st.session_state["mis_true"], st.session_state["mis_pred"])
     left, right_col = st.columns([3, 2])
     with left:
         if k <= GRID_UP_TO:
             event = st.altair_chart(
-                confusion_chart(confusion, names),
+                confusion_chart(
+                    confusion, names, chosen if st.session_state["mis_kind"] == "cell" else None
+                ),
                 on_select="rerun",
                 key="mis_chart",
                 width="stretch",
             )
-            st.caption("Click an off-diagonal cell to see exactly those mistakes.")
-            _apply_chart_click(event)
+            st.caption("Click an off-diagonal cell to see exactly those mistakes (framed).")
+            _apply_chart_click(event)  # read above already, unless the widget's state wasn't
         else:
             pairs = confused_pairs(confusion, names)
             st.markdown(f"**The most confused pairs** ({len(pairs):,} of {k * (k - 1):,} pairs)")
@@ -304,7 +333,6 @@ def render_view() -> None:
             key="mis_table",
         )
 
-    st.session_state.setdefault("mis_kind", "cell")
     others = [m for m in state.models(key) if m != model_name]
     kinds = KINDS if others else KINDS[:3]
     if st.session_state["mis_kind"] not in kinds:
@@ -312,12 +340,6 @@ def render_view() -> None:
     st.radio("Show", kinds, key="mis_kind", horizontal=True, format_func=KIND_LABELS.get)
     kind = st.session_state["mis_kind"]
     if kind == "cell":
-        if not (0 <= st.session_state.get("mis_true", -1) < k) or not (
-            0 <= st.session_state.get("mis_pred", -1) < k
-        ):  # start at the model's most frequent confusion (also after a data-set switch)
-            off = confusion - np.diag(np.diag(confusion))
-            t, p = np.unravel_index(off.argmax(), off.shape)
-            st.session_state["mis_true"], st.session_state["mis_pred"] = int(t), int(p)
         c1, c2 = st.columns(2)
         fmt = lambda c: class_label(c, names)  # noqa: E731
         true = c1.selectbox(
@@ -330,25 +352,26 @@ def render_view() -> None:
             preds.predicted, preds.p_predicted, labels, true=true, predicted_as=predicted
         )
         note = (
-            f"are {class_md(true, names)} taken for {class_md(predicted, names)}, "
+            f"{class_md(true, names)} taken for {class_md(predicted, names)}, "
             "the most confident mistakes first"
         )
     elif kind == "all":
         indices = pretrained.ranked_mistakes(preds.predicted, preds.p_predicted, labels)
-        note = "are misclassified, the most confident mistakes first"
+        note = "misclassified, the most confident mistakes first"
     elif kind == "unsure":
         indices = pretrained.ranked_least_confident(
             preds.predicted, preds.p_predicted, labels, n=len(labels)
         )
-        note = "are right, the least confident answers first"
+        note = "right, the least confident answers first"
     else:
         other = st.selectbox("Compare with", others, key="mis_other")
         theirs = cache.predictions(other, key)
         indices = pretrained.ranked_disagreements(
             preds.predicted, preds.p_predicted, theirs.predicted, theirs.p_predicted
         )
-        note = f"get different answers from {model_name} and {other}, most confident clash first"
-    index = gallery(indices, src, preds, note=note)
+        note = f"different answers from {model_name} and {other}, most confident clash first"
+    verb = ("gets", "get") if kind == "disagree" else ("is", "are")
+    index = gallery(indices, src, preds, note=note, verb=verb)
     if index >= 0:
         st.divider()
         detail(model_name, src, index, preds)
