@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,10 @@ from pretrained import jobs, tables, worker
 from pretrained.user_models import checked_worker, judge_table_check
 
 EXAMPLE = "diabetes-mlp"
-MAX_WORKERS = 4  # table models with a live worker; the least recently used is stopped
+# Table models remembered, with their workers (the least recently used is stopped). Their
+# workers count in the server's limit on every worker (`worker.max_workers()`): one idle here
+# is stopped to make room for another model, and restarts when it is used again.
+MAX_WORKERS = 4
 
 
 def sha(data: bytes) -> str:
@@ -108,8 +112,26 @@ def runner(model: bytes | None, kind: str, rows: np.ndarray) -> Callable[..., An
     if model is None:
         net = example()[0]
         return lambda job, x, **kw: jobs.run(job, net, np.asarray(x, np.float32), **kw)
-    w = workers().get(model, kind, np.asarray(rows[:1], np.float32))
-    return lambda job, x, **kw: w.call(job, np.asarray(x, np.float32), **kw)
+    note = st.empty()  # where a wait for a free worker is shown, while it lasts
+
+    @contextmanager
+    def shown() -> Iterator[None]:
+        waited = []
+        try:
+            with worker.on_wait(lambda wait: waited.append(note.info(str(wait)))):
+                yield
+        finally:
+            if waited:
+                note.empty()
+
+    with shown():
+        w = workers().get(model, kind, np.asarray(rows[:1], np.float32))
+
+    def run(job: str, x: np.ndarray, **kw: Any) -> Any:
+        with shown():  # a worker stopped to make room for another model restarts here
+            return w.call(job, np.asarray(x, np.float32), **kw)
+
+    return run
 
 
 def results() -> BytesLRU:
