@@ -169,6 +169,10 @@ def main() -> None:
     import threading
 
     args = streamlit_args(sys.argv[1:])
+    # uvicorn believes X-Forwarded-For from FORWARDED_ALLOW_IPS, by default this machine: any
+    # local program could pick the address its requests are counted under by the rate limits
+    # (dashboard/rate_limits.py). None, unless the environment names the reverse proxy.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     # Streamlit and numpy first, in this thread, and only then the warm-up: a thread importing
     # a module of a package that another thread is still initialising can meet it in the
     # package's circular imports, and Python then hands one of them a half-made module (an

@@ -7,7 +7,10 @@ same SQL runs on both. Nothing is kept in a server's memory: a restart loses not
 
 Who may do what is checked here, not in the page:
 - a room's **teacher** holds a secret token (only its SHA-256 is stored); opening, revealing
-  and reading everyone's answers need it;
+  and reading everyone's answers need it. The teacher's browsers hold tokens of their own
+  (`teacher_device`, kept as a cookie), which do the same; a page that must hand its browser
+  one gets a single-use pass for it (`teacher_pass`, `redeem_pass`), which grants nothing once
+  used or after two minutes, so the teacher's key never goes into a page;
 - a **student** holds their own token from joining; they can answer the room's open round,
   read their own answer, and after the reveal the round's published result. Nothing takes a
   room code and a token of another room.
@@ -42,11 +45,19 @@ import numpy as np
 
 DEFAULT_TTL_HOURS = 12.0
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a projector
-CODE_LENGTH = 5
+# 32**8 = 1.1e12 codes: at the guess limit (dashboard/rate_limits.py, 30 misses a minute) one
+# address needs about 70,000 years to try them all. Shown as ABCD-EFGH; typed either way.
+CODE_LENGTH = 8
 MAX_NICKNAME = 40
-MAX_STUDENTS = 300  # per room
+MAX_DEVICES = 100  # teacher's browser tokens per room
+PASS_SECONDS = 120.0  # how long a pass for a teacher's browser token may wait to be redeemed
+DEFAULT_MAX_STUDENTS = 60  # per room; SALIENCY_MAX_STUDENTS changes it
 PAINTING_SIDE = 28  # a painting is stored as 28 x 28 uint8 (0..255)
 KINDS = ("map", "predict")
+# The teacher's key travels in a cookie, never in the page's address (issue 28): its name, and
+# where `dashboard/serve.py` says its route that sets it is (unset under `streamlit run`).
+TEACHER_COOKIE = "saliency_teacher_"  # + the room's code
+TEACHER_ROUTE_ENV = "SALIENCY_LIVE_TEACHER_URL"
 
 
 class LiveError(ValueError):
@@ -92,6 +103,13 @@ class Answer:
     updated: float
 
 
+def student_cap() -> int:
+    """SALIENCY_MAX_STUDENTS (a whole number of at least 1), else 60: the students one room
+    takes."""
+    text = os.environ.get("SALIENCY_MAX_STUDENTS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_MAX_STUDENTS
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -120,6 +138,16 @@ CREATE TABLE IF NOT EXISTS live_rooms (
     code TEXT PRIMARY KEY,
     teacher_hash TEXT NOT NULL,
     created DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS live_teacher_devices (
+    room TEXT NOT NULL REFERENCES live_rooms(code) ON DELETE CASCADE,
+    token_hash TEXT NOT NULL,
+    PRIMARY KEY (room, token_hash)
+);
+CREATE TABLE IF NOT EXISTS live_passes (
+    pass_hash TEXT PRIMARY KEY,
+    room TEXT NOT NULL REFERENCES live_rooms(code) ON DELETE CASCADE,
     expires DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS live_students (
@@ -159,10 +187,11 @@ MAX_IDLE_CONNECTIONS = 8
 
 class LiveStore:
     """One database; thread-safe (a small pool of connections). `url` is `sqlite:///PATH` or a
-    `postgresql://` URL."""
+    `postgresql://` URL. `max_students`: per room (default: `student_cap()`)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_students: int | None = None) -> None:
         self.url = url
+        self.max_students = max_students or student_cap()
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         if not self.postgres and not url.startswith("sqlite:///"):
             raise ValueError(f"SALIENCY_CLASS_DB must be sqlite:///PATH or postgresql://…: {url!r}")
@@ -260,8 +289,11 @@ class LiveStore:
         """Delete rooms past their expiry (with their rounds and answers); how many."""
         now = time.time() if now is None else now
         with self._tx() as db:
+            db.execute("DELETE FROM live_passes WHERE expires < ?", now)
             gone = [r[0] for r in db.all("SELECT code FROM live_rooms WHERE expires < ?", now)]
             for code in gone:
+                db.execute("DELETE FROM live_passes WHERE room = ?", code)
+                db.execute("DELETE FROM live_teacher_devices WHERE room = ?", code)
                 db.execute("DELETE FROM live_answers WHERE room = ?", code)
                 db.execute("DELETE FROM live_rounds WHERE room = ?", code)
                 db.execute("DELETE FROM live_students WHERE room = ?", code)
@@ -283,11 +315,67 @@ class LiveStore:
         return room
 
     def is_teacher(self, code: str, token: str | None) -> bool:
+        """Whether `token` is the key of the room's teacher, or one of the teacher's browser
+        tokens (`teacher_device`)."""
         if not token:
             return False
+        code = normalise_code(code)
         with self._tx(write=False) as db:
-            row = db.one("SELECT teacher_hash FROM live_rooms WHERE code = ?", normalise_code(code))
-        return row is not None and hmac.compare_digest(row[0], _hash(token))
+            row = db.one("SELECT teacher_hash FROM live_rooms WHERE code = ?", code)
+            if row is None:
+                return False
+            if hmac.compare_digest(row[0], _hash(token)):
+                return True
+            return db.one(
+                "SELECT 1 FROM live_teacher_devices WHERE room = ? AND token_hash = ?",
+                code, _hash(token),
+            ) is not None  # fmt: skip
+
+    def teacher_device(self, code: str, teacher: str | None) -> str:
+        """A new token for one of the teacher's browsers (a cookie): it does what the
+        teacher's key does, in this room only. Teacher only."""
+        code = self._teacher(code, teacher)
+        token = secrets.token_urlsafe(18)
+        with self._tx() as db:
+            (count,) = db.one("SELECT COUNT(*) FROM live_teacher_devices WHERE room = ?", code)
+            if count >= MAX_DEVICES:
+                raise LiveError(f"This class already has {MAX_DEVICES} teacher's browsers.")
+            db.execute(
+                "INSERT INTO live_teacher_devices (room, token_hash) VALUES (?, ?)",
+                code, _hash(token),
+            )  # fmt: skip
+        return token
+
+    def teacher_pass(self, code: str, teacher: str | None) -> str:
+        """A single-use pass that `redeem_pass` exchanges, within PASS_SECONDS, for a token
+        of `teacher_device`'s: what a page may hand its browser instead of the key. Teacher
+        only."""
+        code = self._teacher(code, teacher)
+        token = secrets.token_urlsafe(18)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO live_passes (pass_hash, room, expires) VALUES (?, ?, ?)",
+                _hash(token), code, time.time() + PASS_SECONDS,
+            )  # fmt: skip
+        return token
+
+    def redeem_pass(self, code: str, token: str | None) -> str | None:
+        """A teacher's browser token for a pass of this room's, used once and in time; None
+        for anything else (a pass used already, too late, of another room, or none)."""
+        code = normalise_code(code)
+        with self._tx() as db:
+            used = db.execute(
+                "DELETE FROM live_passes WHERE pass_hash = ? AND room = ? AND expires >= ?",
+                _hash(token or ""), code, time.time(),
+            )  # fmt: skip
+            if used != 1:
+                return None
+            device = secrets.token_urlsafe(18)
+            db.execute(
+                "INSERT INTO live_teacher_devices (room, token_hash) VALUES (?, ?)",
+                code, _hash(device),
+            )  # fmt: skip
+        return device
 
     def _teacher(self, code: str, token: str | None) -> str:
         code = self.room(code).code
@@ -304,8 +392,11 @@ class LiveStore:
         token = secrets.token_urlsafe(18)
         with self._tx() as db:
             (count,) = db.one("SELECT COUNT(*) FROM live_students WHERE room = ?", code)
-            if count >= MAX_STUDENTS:
-                raise LiveError(f"This class is full ({MAX_STUDENTS} students).")
+            if count >= self.max_students:
+                raise LiveError(
+                    f"This class is full: it has {self.max_students} students, the most this "
+                    "server takes in one class. Ask your teacher."
+                )
             if db.one("SELECT 1 FROM live_students WHERE room = ? AND nickname = ?", code, name):
                 raise LiveError(f"Someone in this class is already called {name!r}: pick another.")
             db.execute(
@@ -497,7 +588,20 @@ class LiveStore:
 
 
 def normalise_code(code: str) -> str:
-    return str(code or "").strip().upper()[:16]
+    """A code as typed (`abcd-efgh`, `ABCD EFGH`) as stored: `ABCDEFGH`."""
+    text = str(code or "")[:32]
+    return "".join(c for c in text if c not in "- \t").upper()[:16]
+
+
+def teacher_cookie(code: str) -> str:
+    """The name of the cookie that holds the key of the room `code`'s teacher."""
+    return TEACHER_COOKIE + normalise_code(code)
+
+
+def format_code(code: str) -> str:
+    """A code as shown, in two halves that are easier to read off a projector: ABCD-EFGH."""
+    half = (len(code) + 1) // 2
+    return f"{code[:half]}-{code[half:]}" if len(code) > 5 else code
 
 
 def _round(row) -> Round | None:

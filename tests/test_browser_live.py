@@ -45,11 +45,11 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
     idle(teacher)
     teacher.get_by_role("button", name="Start a class").click()
     expect(teacher.get_by_text("Class code", exact=False)).to_be_visible()
-    expect(teacher).to_have_url(re.compile(r"room=\w+&teacher="))  # written when the run ends
+    expect(teacher).to_have_url(re.compile(r"room=\w+$"))  # written when the run ends
     idle(teacher)
     query = parse_qs(urlparse(teacher.url).query)
     code = query["room"][0]
-    assert query["teacher"][0]
+    assert set(query) == {"room"}  # the teacher's key is not in the address (issue 28)
     expect(
         teacher.get_by_alt_text("Scan to join").or_(teacher.get_by_text("Scan to join"))
     ).to_be_visible()
@@ -128,3 +128,73 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
     for context, s in students:
         assert s.get_by_test_id("stException").count() == 0
         context.close()
+
+
+def page_and_frames(page) -> str:
+    """The page's DOM and every frame's: what a projector could show, or a photo hold."""
+    return "\n".join([page.content(), *(f.content() for f in page.frames)])
+
+
+def test_the_projected_page_holds_no_teacher_key(server, browser, page):
+    """Issue 28: the teacher's page (on the projector) has no key in its address or DOM; a
+    tab reopened in the same browser gets control back from the cookie; a fresh browser
+    opening the teacher link gets control and an address without the key; a fresh browser
+    with the room's link is a student."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/live")
+    idle(page)
+    page.get_by_role("button", name="Start a class").click()
+    expect(page.get_by_role("button", name="Open the round")).to_be_visible()
+    idle(page)
+    code = parse_qs(urlparse(page.url).query)["room"][0]
+    projected = page.url + page_and_frames(page)
+    # The browser holds a token of its own for the class (HttpOnly: no script reads it).
+    for _ in range(300):  # the page's POST may still be on its way
+        cookies = {c["name"]: c for c in page.context.cookies()}
+        if f"saliency_teacher_{code}" in cookies:
+            break
+        page.wait_for_timeout(100)
+    cookie = cookies[f"saliency_teacher_{code}"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    # The teacher link, shown on the teacher's own request only.
+    page.get_by_text("Show my teacher link").click()
+    link = page.get_by_test_id("stCode").inner_text().strip()
+    key = parse_qs(urlparse(link).query)["key"][0]
+    assert len(key) >= 20
+    for secret in (key, cookie["value"]):
+        assert secret not in projected
+    page.get_by_text("Show my teacher link").click()
+    idle(page)
+    expect(page.get_by_test_id("stCode")).to_have_count(0)
+    assert key not in page.url + page_and_frames(page)
+
+    # A tab reopened in the same browser: the cookie gives the class back.
+    again = page.context.new_page()
+    again.goto(f"{server.url}/live?room={code}")
+    idle(again)
+    expect(again.get_by_role("button", name="Open the round")).to_be_visible()
+    assert key not in again.url + page_and_frames(again)
+    again.close()
+
+    # Another browser with the teacher link: the class, at an address without the key.
+    other = browser.new_context(viewport=PHONE)
+    other.set_default_timeout(TIMEOUT_MS)
+    mine = other.new_page()
+    parts = urlparse(link)  # the class network's address; this server listens on localhost
+    mine.goto(f"{server.url}{parts.path}?{parts.query}")
+    idle(mine)
+    expect(mine.get_by_role("button", name="Open the round")).to_be_visible()
+    assert mine.url == f"{server.url}/live?room={code}"
+    assert key not in mine.url + page_and_frames(mine)
+    other.close()
+
+    # Another browser with the room's link only: a student.
+    other = browser.new_context(viewport=PHONE)
+    other.set_default_timeout(TIMEOUT_MS)
+    student = other.new_page()
+    student.goto(f"{server.url}/live?room={code}")
+    idle(student)
+    expect(student.get_by_label("Your nickname")).to_be_visible()
+    assert student.get_by_role("button", name="Open the round").count() == 0
+    other.close()

@@ -6,6 +6,7 @@ Chromium test paints for real)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import pretrained  # noqa: E402
 import saliency  # noqa: E402
-from dashboard import cache  # noqa: E402
-from dashboard.live_store import LiveStore  # noqa: E402
+from dashboard import cache, rate_limits  # noqa: E402
+from dashboard.live_store import LiveStore, format_code  # noqa: E402
 from saliency.metrics import top_overlap  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -26,12 +27,20 @@ APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
 @pytest.fixture()
 def class_db(tmp_path, monkeypatch) -> LiveStore:
-    """A fresh SQLite store for the page (and the same file for the test to check)."""
+    """A fresh SQLite store for the page (and the same file for the test to check), and fresh
+    rate limits (every AppTest session counts as this machine)."""
     url = f"sqlite:///{tmp_path / 'live.sqlite3'}"
     monkeypatch.setenv("SALIENCY_CLASS_DB", url)
     cache.live_store.clear()
+    rate_limits.clear()
     yield LiveStore(url)
     cache.live_store.clear()
+    rate_limits.clear()
+
+
+def teacher_key(at: AppTest, code: str) -> str:
+    """The key the teacher's session holds (never in its address)."""
+    return at.session_state["live_teachers"][code]
 
 
 def live(**params) -> AppTest:
@@ -66,8 +75,9 @@ def test_a_class_plays_a_map_round_and_a_prediction_round(class_db):
     teacher = live()
     teacher.button(key="live_start").click().run()
     code = teacher.query_params["room"]
-    assert teacher.query_params["teacher"]
-    assert f"Class code **{code}**" in text(teacher)
+    assert len(code) == 8 and "teacher" not in teacher.query_params
+    assert teacher_key(teacher, code) not in text(teacher)
+    assert f"Class code **{code[:4]}-{code[4:]}**" in text(teacher)
     assert ["Scan to join"] in [im.captions for im in teacher.get("image")]  # the QR code
     ada, bo = join(code, "Ada"), join(code, "<b>Bo</b>")
     assert "Waiting for your teacher" in text(ada)
@@ -152,7 +162,7 @@ def test_isolation_as_the_page_sees_it(class_db):
     # Room B's student key in room A is not a student of A: the page asks them to join.
     bob = join(b_room, "Bob")
     lost = live(room=a_room, me=bob.query_params["me"])
-    assert f"Joining the class **{a_room}**" in text(lost)
+    assert f"Joining the class **{format_code(a_room)}**" in text(lost)
     # A nickname of 10,000 characters is cut by the box; the store refuses longer ones anyway.
     at = live(room=a_room)
     at.text_input(key="live_name").input("x" * 10_000)
@@ -163,14 +173,19 @@ def test_isolation_as_the_page_sees_it(class_db):
 def test_the_teacher_reloads_and_the_server_restarts_mid_round(class_db):
     teacher = live()
     teacher.button(key="live_start").click().run()
-    code, key = teacher.query_params["room"], teacher.query_params["teacher"]
+    code = teacher.query_params["room"]
+    key = teacher_key(teacher, code)
     ada = join(code, "Ada")
     teacher.button(key="live_open").click().run()
     p = np.zeros((28, 28))
     p[10:15, 10:15] = 1.0
     class_db.answer(code, ada.query_params["me"], 1, painting=p)
     cache.live_store.clear()  # the server's connection is gone, as after a restart
-    again = live(room=code, teacher=key)  # a reload: a new session with the same link
+    # A new session with the teacher link (as `streamlit run` gives it: the page's own address;
+    # under `python -m dashboard` it is the server's route, tests/test_browser_live.py): the
+    # teacher's page, and the key leaves the address at once.
+    again = live(room=code, teacher=key)
+    assert "teacher" not in again.query_params and again.query_params["room"] == code
     assert metrics(again)["Answers so far"] == "1"
     again.button(key="live_reveal").click().run()
     assert class_db.current_round(code).state == "revealed"
@@ -214,3 +229,81 @@ def test_a_workspace_can_be_played(class_db, tmp_path, monkeypatch):
     )
     ada.run()
     assert "Your ρ · your overlap" in metrics(ada)
+
+
+def all_nodes(node) -> list:
+    """Every element of the page, sidebar included (to look for a key in their protos)."""
+    out = [node]
+    for child in getattr(node, "children", {}).values():
+        out += all_nodes(child)
+    return out
+
+
+def page_text(at: AppTest) -> str:
+    return " ".join(str(getattr(n, "proto", "")) for n in all_nodes(at._tree))
+
+
+def test_the_teacher_link_shows_only_when_asked(class_db):
+    """The projected page holds no key (nor its address); the teacher link appears on the
+    teacher's own request, opens the class as its teacher, and leaves that address at once;
+    the room's link alone is a student's."""
+    teacher = live()
+    teacher.button(key="live_start").click().run()
+    code = teacher.query_params["room"]
+    key = teacher_key(teacher, code)
+    assert key not in page_text(teacher) and "teacher" not in teacher.query_params
+    teacher.toggle(key="live_show_link").set_value(True).run()
+    (link,) = [c.value for c in teacher.code]
+    assert link.endswith(f"/live?room={code}&teacher={key}")  # `streamlit run`: no route
+    teacher.toggle(key="live_show_link").set_value(False).run()
+    assert key not in page_text(teacher)
+    again = live(room=code, teacher=key)
+    assert "teacher" not in again.query_params and "live_open" in [b.key for b in again.button]
+    assert key not in page_text(again)
+    student = live(room=code)
+    assert "live_open" not in [b.key for b in student.button]
+    assert f"Joining the class **{format_code(code)}**" in text(student)
+
+
+def test_a_full_class_and_too_many_joins_say_so(class_db, monkeypatch):
+    """SALIENCY_MAX_STUDENTS=3: the 4th join is told the class is full. One client (every
+    AppTest session is this machine) joins JOIN_BURST times at once, then is told to wait."""
+    monkeypatch.setenv("SALIENCY_MAX_STUDENTS", "3")
+    cache.live_store.clear()
+    code, _ = class_db.create_room()
+    start = time.monotonic()
+    for name in ("Ada", "Bo", "Cy"):
+        join(code, name)
+    at = live(room=code)
+    said = []
+    while len(said) < 40 and not (said and said[-1].startswith("Too many joins")):
+        at.text_input(key="live_name").input(f"late {len(said)}")
+        at.button[0].click().run()
+        said.append(" ".join(e.body for e in at.error))
+    tried = 3 + len(said) - 1  # joins let through, before the refusal
+    allowed = rate_limits.JOIN_BURST + rate_limits.JOINS_PER_MIN / 60 * (time.monotonic() - start)
+    assert rate_limits.JOIN_BURST <= tried <= allowed + 1, (tried, allowed)
+    assert all("This class is full: it has 3 students" in s for s in said[:-1])
+    assert said[-1].startswith("Too many joins from your network in a short time: wait ")
+    assert class_db.n_students(code) == 3
+
+
+def test_guessed_codes_are_limited_on_the_page(class_db):
+    """Codes that name no class, opened from this machine: GUESS_BURST are answered "no
+    class", then every code is refused, a real one too, with the wait."""
+    real, _ = class_db.create_room()
+    start = time.monotonic()
+    said = []
+    while len(said) < 60 and not (said and said[-1].startswith("Too many class codes")):
+        at = live(room=f"ZZZZ{len(said):04d}")
+        said.append(" ".join(e.body for e in at.error))
+    answered = len(said) - 1
+    refill = rate_limits.GUESSES_PER_MIN / 60 * (time.monotonic() - start)
+    allowed = rate_limits.GUESS_BURST + refill
+    assert rate_limits.GUESS_BURST <= answered <= allowed + 1, (answered, allowed)
+    assert all("no class with the code" in s for s in said[:-1])
+    assert said[-1].startswith("Too many class codes that don't exist were tried")
+    rate_limits.GUESSES.charge(rate_limits.LOCAL, 3)  # still guessing: no refill meanwhile
+    refused = live(room=real)
+    assert "Too many class codes" in " ".join(e.body for e in refused.error)
+    assert "live_name" not in [t.key for t in refused.text_input]

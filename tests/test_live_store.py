@@ -25,7 +25,8 @@ def url(request, tmp_path) -> str:
     import psycopg
 
     with psycopg.connect(base, autocommit=True) as db:
-        for table in ("live_answers", "live_rounds", "live_students", "live_rooms"):
+        for table in ("live_answers", "live_rounds", "live_students", "live_passes",
+                      "live_teacher_devices", "live_rooms"):  # fmt: skip
             db.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     return base
 
@@ -163,8 +164,66 @@ def test_rooms_expire(url):
         store.room(room)
 
 
-def test_200_students_answer_concurrently(url):
+def test_codes_are_long_typeable_and_rooms_are_capped(url, monkeypatch):
+    """Eight characters of 32 (no 0/O, 1/I), shown as ABCD-EFGH and typed either way; a room
+    takes SALIENCY_MAX_STUDENTS (default 60) students, then says it is full."""
+    from dashboard.live_store import CODE_ALPHABET, format_code
+
     store = LiveStore(url)
+    room, _ = store.create_room()
+    assert len(room) == 8 and set(room) <= set(CODE_ALPHABET)
+    shown = format_code(room)
+    assert shown == f"{room[:4]}-{room[4:]}"
+    for typed in (shown, shown.lower(), f" {room[:4]} {room[4:]} "):
+        assert store.room(typed).code == room
+    assert store.max_students == 60
+    tokens = [store.join(typed, f"student {i}") for i, typed in enumerate([shown] * 60)]
+    assert len(set(tokens)) == 60
+    with pytest.raises(LiveError, match="This class is full: it has 60 students"):
+        store.join(room, "the 61st")
+    assert store.n_students(room) == 60
+    monkeypatch.setenv("SALIENCY_MAX_STUDENTS", "3")
+    small = LiveStore(url)
+    other, _ = small.create_room()
+    for name in ("a", "b", "c"):
+        small.join(other, name)
+    with pytest.raises(LiveError, match="it has 3 students"):
+        small.join(other, "d")
+
+
+def test_a_teachers_browsers_get_tokens_of_their_own(url):
+    """A browser token does what the key does, in its room only; a pass is redeemed once, in
+    time, in its room, and grants nothing itself; expired rooms take theirs along."""
+    from dashboard import live_store
+
+    store = LiveStore(url)
+    room, key = store.create_room()
+    other, other_key = store.create_room()
+    device = store.teacher_device(room, key)
+    assert device != key and store.is_teacher(room, device)
+    assert not store.is_teacher(other, device)
+    n = store.open_round(room, device, "map", MAP_SPEC)
+    assert store.answers(room, device, n) == []
+    with pytest.raises(NotTeacher):
+        store.teacher_device(other, device)
+    single = store.teacher_pass(room, key)
+    assert not store.is_teacher(room, single)
+    assert store.redeem_pass(other, single) is None  # another room's
+    browser = store.redeem_pass(room.lower(), single)
+    assert browser and store.is_teacher(room, browser)
+    assert store.redeem_pass(room, single) is None  # spent
+    ada = store.join(room, "Ada")
+    with pytest.raises(NotTeacher):
+        store.teacher_pass(room, ada)
+    late = store.teacher_pass(room, key)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(live_store.time, "time", lambda: time.time_ns() / 1e9 + 121)
+        assert store.redeem_pass(room, late) is None  # too late
+    assert store.is_teacher(other, other_key)
+
+
+def test_200_students_answer_concurrently(url):
+    store = LiveStore(url, max_students=200)
     room, teacher = store.create_room()
     tokens = [store.join(room, f"student {i}") for i in range(200)]
     n = store.open_round(room, teacher, "map", MAP_SPEC)

@@ -6,6 +6,9 @@ The watcher reads `GET {url}?room=CODE` every `every` seconds. When the latest r
 or state differs from the page's (`round`, `state`), it sends the trigger `changed` once, which
 reruns the script. With `count`, it also shows the number of answers, refreshed at each read:
 the teacher's projector then needs no rerun at all while a round is open.
+
+`keep_teacher_key` has the teacher's browser get a cookie of its own (an HttpOnly one, from the
+server's route) for a single-use pass: the teacher's key never goes into the page.
 """
 
 from __future__ import annotations
@@ -50,4 +53,26 @@ def watch(
         },
         on_changed_change=on_change,
         width="stretch",
+    )
+
+
+_keeper = st.components.v2.component(
+    "live_teacher_key",
+    html="<span></span>",
+    js=(_HERE / "live_teacher.js").read_text(encoding="utf-8"),
+)
+
+
+def keep_teacher_key(
+    *, key: str, url: str, room: str, single_pass: str, on_stored: Callable[[], None]
+) -> None:
+    """Have the browser POST `single_pass` (`LiveStore.teacher_pass`) for `room` to the
+    server's route at `url`, which answers with the cookie of a teacher's browser. Calls
+    `on_stored` once the browser has it. The pass is spent by that POST, or worthless two
+    minutes later: nothing that grants control stays in the page."""
+    _keeper(
+        key=key,
+        data={"url": url, "room": room, "pass": single_pass},
+        on_stored_change=on_stored,
+        width="content",
     )

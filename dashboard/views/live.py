@@ -234,8 +234,8 @@ def _landing() -> None:
         st.caption(
             "This browser keeps control of the class (a cookie; nothing secret goes into the "
             "page's address, which the projector shows): a closed tab reopened gets it back. "
-            "For another device, open the teacher link shown under the class code. Rooms close "
-            "after 12 hours."
+            "For another device, open the teacher link that the class's page shows when you "
+            "ask. Rooms close after 12 hours."
         )
     with c2, st.container(border=True):
         st.markdown("### I'm a student")
