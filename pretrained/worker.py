@@ -740,7 +740,6 @@ class Worker:
 
         self._kill()
         ctx = _context()
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
         limits = self.limits
         if limits.confine:
             from pretrained import sandbox
@@ -752,6 +751,11 @@ class Worker:
                     "still work."
                 )
         SLOTS.acquire(self)  # waits for a free worker: this server runs max_workers() at most
+        try:
+            parent_conn, child_conn = ctx.Pipe(duplex=True)
+        except BaseException:
+            SLOTS.release(self)
+            raise
         try:
             process = ctx.Process(
                 target=_serve, args=(child_conn, limits), daemon=True, name=_PROCESS_NAME
