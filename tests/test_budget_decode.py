@@ -437,6 +437,24 @@ def test_a_torchscript_forward_pre_hook_runs_unconfined_and_the_gate_refuses_it(
     )
 
 
+@hostile.needs_sandbox
+@pytest.mark.parametrize("gate_on", [True, False], ids=["gate", "sandbox-only"])
+def test_an_uploaded_hook_reader_reads_nothing(tmp_path, monkeypatch, gate_on):
+    """Through the upload path: the gate refuses the hook by name; without the gate, the
+    sandbox stops its file read. (Before, the gate listed no hook operator and let it by.)"""
+    from pretrained import user_models
+    from pretrained.worker import Limits
+
+    monkeypatch.setattr(user_models, "TEST_IMAGES", 100)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"top secret bytes")
+    fast = Limits(job_seconds=4.0, load_seconds=60.0, memory_bytes=2**30, threads=1, gate=gate_on)
+    with pytest.raises(UserModelError) as err:
+        user_models.accept_upload(hostile.hook_reader(str(secret)), dataset="mnist", limits=fast)
+    expected = "has a TorchScript forward pre hook" if gate_on else "Operation not permitted"
+    assert expected in str(err.value)
+
+
 def _plus_one(
     module: torch.nn.Module, inputs: tuple[torch.Tensor], out: torch.Tensor
 ) -> torch.Tensor:
