@@ -28,16 +28,17 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "MAX_CANVAS_PIXELS",
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "ImageError",
-    "MAX_CANVAS_PIXELS",
     "canvas_to_mnist",
     "decode_canvas_png",
     "decode_image",
     "decode_image28",
     "encode_image",
     "mnist_style",
+    "png_header",
 ]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # same as .streamlit/config.toml server.maxUploadSize = 20 (MB)
@@ -476,14 +477,16 @@ def decode_canvas_png(data_url: str, *, width: int, height: int) -> np.ndarray:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data), formats=["PNG"])
-            if img.size != (width, height):  # Pillow read the same header: never happens
-                raise ImageError("The drawing sent by your browser has a broken PNG header.")
-            img.load()
-            rgba = np.asarray(img.convert("RGBA"))  # (H, W, 4) uint8
+            size = img.size  # Pillow's reading of the same IHDR
+            if size == (width, height):
+                img.load()
+                rgba = np.asarray(img.convert("RGBA"))  # (H, W, 4) uint8
         except (*_DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageError(
                 "The drawing sent by your browser is corrupt and could not be decoded."
             ) from e
+    if size != (width, height):
+        raise ImageError("The drawing sent by your browser has a broken PNG header.")
     return rgba
 
 
