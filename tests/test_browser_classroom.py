@@ -53,4 +53,21 @@ def test_every_lesson_heading_and_presentation_mode(server, page, artifacts_dir)
     )
     assert bigger > 1.3 * size
     assert "present=true" in page.url
+    # On a projector's 1280 × 720, the lesson itself is above the fold: its heading, formula
+    # and first numbers (issue 29.10); the controls fold away below it.
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.get_by_test_id("stMain").evaluate("e => e.scrollTo(0, 0)")
+    heading = page.get_by_role("heading", name=HEADINGS["tabular"]).bounding_box()
+    assert heading is not None and heading["y"] + heading["height"] < 300, heading
+    first_lesson = page.get_by_test_id("stMain").get_by_test_id("stSelectbox").first
+    first_lesson.click()
+    page.get_by_role("option", name=HEADINGS["nudge"]).click()
+    expect(page.get_by_role("heading", name=HEADINGS["nudge"])).to_be_visible()
+    page.wait_for_selector(IDLE)
+    formula = page.locator(".katex").first.bounding_box()
+    metric = page.get_by_test_id("stMetric").first.bounding_box()
+    assert formula is not None and formula["y"] + formula["height"] < 720, formula
+    assert metric is not None and metric["y"] + metric["height"] < 720, metric
+    controls = page.get_by_test_id("stExpander").bounding_box()
+    assert controls is not None and controls["y"] > metric["y"]
     page.screenshot(path=str(artifacts_dir / "classroom-presentation.png"))

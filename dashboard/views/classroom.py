@@ -31,7 +31,7 @@ SIGNED = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=100.0, shared=False)
 PRESENTATION_CSS = """
 <style>
 section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}
-.block-container {max-width: 100% !important; padding-left: 2rem; padding-right: 2rem;}
+.block-container {max-width: 100% !important; padding: 3.5rem 2rem 2rem 2rem !important;}
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
 [data-testid="stCaptionContainer"], [data-testid="stAlertContainer"] p
   {font-size: 1.5rem !important;}
@@ -552,14 +552,25 @@ def render_view() -> None:
     present = bool(view["present"])
     if present:
         st.markdown(PRESENTATION_CSS, unsafe_allow_html=True)
-    head, toggle = st.columns([4, 1], vertical_alignment="bottom")
-    head.title("Classroom")
+    head, toggle = st.columns([3, 1], vertical_alignment="bottom")
+    if present:  # a projector's 720 lines: the lesson itself above the fold, its picker small
+        # A widget of its own (the radio's key keeps the radio's state), following the view.
+        st.session_state["lesson_pick"] = view["lesson"]
+        head.selectbox(
+            "Lesson", state.LESSONS, key="lesson_pick", format_func=TITLES.get,
+            label_visibility="collapsed",
+            on_change=lambda: state.put("lesson", st.session_state["lesson_pick"]),
+        )  # fmt: skip
+    else:
+        head.title("Classroom")
     toggle.toggle(
         "Presentation mode",
         key="present",
-        help="Large type, no sidebar, controls tucked into an expander: for a projector.",
+        help="Large type, no sidebar, controls tucked into an expander below the lesson: for "
+        "a projector.",
     )
-    st.radio("Lesson", state.LESSONS, key="lesson", horizontal=True, format_func=TITLES.get)
+    if not present:
+        st.radio("Lesson", state.LESSONS, key="lesson", horizontal=True, format_func=TITLES.get)
     if sources.is_workspace(view["dataset"]):
         st.info(
             "The lessons are written for the bundled models: pick MNIST digits or Fashion-MNIST "
@@ -581,12 +592,21 @@ def render_view() -> None:
         "probs": probs,
         "described": described,
     }
-    st.caption(
+    live_on = (
         f"Live on **{model}** and {described} (class {target}, p = {probs[target]:.3f}), as "
         "chosen in Explore"
         + (". Turn presentation mode off to change them." if present else " and the sidebar.")
     )
     lesson = view["lesson"]
-    st.header(TITLES[lesson])
-    controls = st.expander("Controls", expanded=False) if present else st.container()
-    LESSONS[lesson](ctx, controls)
+    if not present:
+        st.caption(live_on)
+        st.header(TITLES[lesson])
+        LESSONS[lesson](ctx, st.container())
+        return
+    # The lesson first; its controls and what it runs on below it, folded away.
+    body = st.container()
+    controls = st.expander("Controls", expanded=False)
+    st.caption(live_on)
+    with body:
+        st.header(TITLES[lesson])
+        LESSONS[lesson](ctx, controls)
