@@ -130,10 +130,13 @@ def read_zip_images(
     pre: Preprocessing,
     *,
     progress: Callable[[int, int], object] | None = None,
+    max_bytes: int = MAX_PIXELS,
 ) -> ZipImages:
     """Check, inflate and prepare an uploaded ZIP of an ImageFolder (one folder per class).
     Files that are not images, can't be decoded, or come out another size than the first
-    image are skipped and listed in `problems`. Raises WorkspaceError saying why not."""
+    image are skipped and listed in `problems`. The prepared float32 images may hold at most
+    `max_bytes` (a server passes its budget's share), refused from the first image's size.
+    Raises WorkspaceError saying why not."""
     if len(data) > MAX_ZIP_BYTES:
         _refuse(f"the ZIP is {len(data) / 2**20:.0f} MB; at most {MAX_ZIP_BYTES >> 20} MB.")
     try:
@@ -201,11 +204,12 @@ def read_zip_images(
             if shape is None:
                 shape = a.shape
                 budget.first(a.shape)
-                if len(chosen) * a.nbytes > MAX_PIXELS:
+                if len(chosen) * a.nbytes > max_bytes:
                     _refuse(
                         f"{len(chosen):,} images of {a.shape[1]} × {a.shape[2]} need "
-                        f"{len(chosen) * a.nbytes / 2**30:.1f} GB; at most "
-                        f"{MAX_PIXELS >> 20} MB: resize them smaller, or send fewer."
+                        f"{len(chosen) * a.nbytes / 2**20:,.0f} MB prepared; this server keeps "
+                        f"at most {max_bytes >> 20} MB: resize them smaller, send fewer, or "
+                        "index them on your own machine with python -m pretrained.index."
                     )
             if a.shape != shape:
                 problems.append(
@@ -322,17 +326,20 @@ def build(
     limits=None,
     time_limit: float | None = None,
     progress: Callable[[int, int], object] | None = None,
+    max_sums: int = MAX_SUMS,
 ):
     """Check the model in a sandboxed worker on these images, then index them there. Returns
-    `(worker, Built)`; the worker keeps running (the views use it). Raises UserModelError
-    saying why not (the worker is stopped then)."""
+    `(worker, Built)`; the worker keeps running (the views use it). The float64 maps it keeps
+    (each class's mean, and for K <= ALL_CLASSES_UP_TO every class's over all images) may hold
+    at most `max_sums` bytes. Raises UserModelError saying why not (the worker is stopped
+    then)."""
     from .user_models import checked_worker
     from .worker import Limits, Worker
 
     x, labels = images.x, images.labels
     k = len(images.classes)
     per_class = k * int(np.prod(x.shape[1:])) * 8
-    if per_class > MAX_SUMS:
+    if per_class * (2 if k <= ALL_CLASSES_UP_TO else 1) > max_sums:
         raise UserModelError(
             f"{k:,} classes × {x.shape[1]} × {x.shape[2]} × {x.shape[3]} pixels is too big to "
             "summarise on this server: resize the images smaller, or index the folder on your "

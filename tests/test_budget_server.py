@@ -85,3 +85,86 @@ def test_eight_large_tables_stay_within_the_budget(budget_server, page):
     assert peak < BUDGET_MB, f"peak growth {peak} MB over the {BUDGET_MB} MB budget"
     tables_share = budget.SHARES["tables"] * BUDGET_MB
     assert kept < tables_share + 100, f"{kept} MB kept, over the tables' {tables_share:.0f} MB"
+
+
+def heavy_zip(side: int, per_class: int, classes: int = 20) -> bytes:
+    """`classes` folders of flat RGB pictures `side` pixels square: a few kB of ZIP (flat PNGs
+    compress to almost nothing) that are `side`² × 3 float32 numbers each once prepared."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for k in range(classes):
+            for i in range(per_class):
+                png = io.BytesIO()
+                Image.new("RGB", (side, side), (10 * k, 200 - 5 * i, 90)).save(png, "PNG")
+                z.writestr(f"pictures/class-{k:02d}/{i}.png", png.getvalue())
+    return buf.getvalue()
+
+
+def any_size_model(path: Path, k: int = 20) -> Path:
+    """A small conv net for any picture size and batch (torch.export, dynamic dimensions)."""
+    import torch
+    from workspaces import Tiny
+
+    torch.manual_seed(0)
+    net = Tiny(k).eval()
+    x = torch.rand(2, 3, 64, 64)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    h, w = torch.export.Dim("h", min=16, max=2048), torch.export.Dim("w", min=16, max=2048)
+    ep = torch.export.export(net, (x,), dynamic_shapes=({0: batch, 2: h, 3: w},))
+    torch.export.save(ep, str(path))
+    return path
+
+
+def upload_folder(page, model: Path, data: bytes, name: str) -> None:
+    """Fill the Your model page's second form and press "Check and index" (not waiting)."""
+    form = page.get_by_test_id("stForm").nth(1)
+    files = form.locator('input[type="file"]')
+    files.nth(0).set_input_files(str(model))
+    files.nth(1).set_input_files(files=[{"name": name, "mimeType": "application/zip",
+                                         "buffer": data}])  # fmt: skip
+    form.get_by_role("button", name="Check and index").click()
+
+
+def test_three_pixel_heavy_workspaces_at_once_stay_within_the_budget(
+    budget_server, browser, tmp_path
+):
+    """The issue's 126 kB ZIP (20 classes of 1024² RGB) kept 1.3 GB per upload, and three at
+    once took a server to 7.7 GB. Now each is refused from its first image's size (its
+    prepared images alone would be over the workspaces' share), three at once, and then an
+    honest workspace is indexed and kept: the server's peak stays within its budget."""
+    from playwright.sync_api import expect
+
+    pid = budget_server.proc.pid
+    model = any_size_model(tmp_path / "any-size.pt2")
+    heavy = heavy_zip(1024, 2)
+    assert len(heavy) < 200_000
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 2600}) for _ in range(3)]
+    pages = [c.new_page() for c in contexts]
+    try:
+        for page in pages:
+            page.goto(f"{budget_server.url}/your-model")
+            page.wait_for_selector(IDLE)
+        baseline = status(pid, "VmRSS")
+        reset_peak(pid)
+        for i, page in enumerate(pages):  # three visitors press at once
+            upload_folder(page, model, heavy, f"heavy-{i}.zip")
+        for page in pages:
+            expect(page.get_by_text("this server keeps at most")).to_be_visible(timeout=180_000)
+            assert page.get_by_test_id("stException").count() == 0
+        refused_peak = status(pid, "VmHWM") - baseline
+        upload_folder(pages[0], model, heavy_zip(128, 1), "honest.zip")
+        expect(
+            pages[0].get_by_text("Indexed 20 images of 20 classes (3 × 128 × 128)")
+        ).to_be_visible(timeout=180_000)
+        peak = status(pid, "VmHWM") - baseline
+    finally:
+        for c in contexts:
+            c.close()
+    print(f"3 heavy ZIPs at once: peak +{refused_peak} MB; then an honest one: +{peak} MB")
+    assert refused_peak < 200, refused_peak
+    assert peak < BUDGET_MB, f"peak growth {peak} MB over the {BUDGET_MB} MB budget"

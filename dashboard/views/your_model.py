@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 import pretrained
-from dashboard import cache, render, sources, state
+from dashboard import budget, cache, render, sources, state
 from pretrained import folder_upload, user_models, worker
 from pretrained.workspace import Preprocessing, WorkspaceError
 
@@ -113,8 +113,9 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
             std=_numbers(std, "std"),
         )
         with sources.one_build(waiting):
+            room = budget.share("workspaces")  # what one uploaded workspace may hold, in all
             images = folder_upload.read_zip_images(
-                zip_file.getvalue(), pre, progress=step("Reading your images")
+                zip_file.getvalue(), pre, progress=step("Reading your images"), max_bytes=room
             )
             start = time.perf_counter()
             bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
@@ -127,6 +128,7 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
                     progress=step(
                         "Indexing in the sandbox (prediction and gradient of each image)"
                     ),
+                    max_sums=room - images.x.nbytes,
                 )
             try:
                 key = sources.add_uploaded(built, model_file.name)
@@ -180,9 +182,11 @@ def folder_section() -> None:
     )
     st.caption(
         f"Limits: a ZIP of at most {_zip_limit_mb()} MB and "
-        f"{folder_upload.MAX_FILES:,} files, {folder_upload.MAX_PIXELS >> 20} MB of prepared "
-        "images; nothing is written to the server's disk, and the server keeps the last "
-        f"{sources.MAX_UPLOADED} such workspaces in memory. For bigger data sets, index on "
+        f"{folder_upload.MAX_FILES:,} files, {budget.share('workspaces') >> 20} MB of prepared "
+        f"images and maps, {folder_upload.ZIP_DECODE_PIXELS // 10**6:,} million pixels decoded "
+        "in all; nothing is written to the server's disk, and the server keeps the last "
+        f"{sources.MAX_UPLOADED} such workspaces in memory (as the memory budget allows). For "
+        "bigger data sets, index on "
         "your own machine and start the dashboard on the result: "
         "`python -m pretrained.index …` then `python -m dashboard --workspace W`."
     )
