@@ -124,6 +124,9 @@ def streamlit_args(argv: list[str]) -> list[str]:
         args += ["--runner.postScriptGC", "false"]
     if not any(a.startswith("--server.showEmailPrompt") for a in argv):  # see config.toml
         args += ["--server.showEmailPrompt", "false"]
+    for option, mb in (("maxUploadSize", "20"), ("maxWidgetStateSize", "2")):  # see config.toml
+        if not any(a.startswith(f"--server.{option}") for a in argv):
+            args += [f"--server.{option}", mb]
     if not any(a.startswith("--server.fileWatcherType") for a in argv):
         # A served dashboard's code doesn't change under it: without this, Streamlit polls
         # every imported module's file for changes and re-registers them on each run, 11 % of
