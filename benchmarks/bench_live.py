@@ -112,12 +112,17 @@ def main() -> None:
             teacher.goto(f"{url}/live")
             teacher.wait_for_selector(IDLE)
             teacher.get_by_role("button", name="Start a class").click()
-            teacher.wait_for_function("() => location.search.includes('teacher=')", timeout=180_000)
+            teacher.wait_for_function("() => location.search.includes('room=')", timeout=180_000)
             teacher.wait_for_selector(IDLE)
             from urllib.parse import parse_qs, urlparse
 
             code = parse_qs(urlparse(teacher.url).query)["room"][0]
-            key = parse_qs(urlparse(teacher.url).query)["teacher"][0]
+            # The teacher's browser's own token, from its cookie (never in the address).
+            for _ in range(600):
+                jar = {c["name"]: c["value"] for c in teacher.context.cookies()}
+                if (key := jar.get(f"saliency_teacher_{code}")) is not None:
+                    break
+                time.sleep(0.1)
             # Students join (their tokens from the store, as the Join button would make) and
             # open their waiting pages.
             tokens = [store.join(code, f"student {i:02d}") for i in range(args.students)]
@@ -142,7 +147,7 @@ def main() -> None:
             # 2. A round: the teacher's page opens it; students answer within --seconds.
             teacher = browser.new_page(viewport={"width": 1300, "height": 1400})
             teacher.set_default_timeout(180_000)
-            teacher.goto(f"{url}/live?room={code}&teacher={key}")
+            teacher.goto(f"{url}/api/live/teacher?room={code}&key={key}")  # the teacher link
             teacher.wait_for_selector(IDLE)
             teacher.get_by_role("button", name="Open the round").click()
             expect(teacher.get_by_text("Answers so far")).to_be_visible()

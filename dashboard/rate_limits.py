@@ -49,8 +49,10 @@ def _setting(name: str, default: float) -> float:
 
 GUESSES_PER_MIN = _setting("SALIENCY_ROOM_GUESSES_PER_MIN", 30.0)
 GUESS_BURST = 10.0
-READS_PER_S = 20.0  # status reads, of known codes too (a teacher's count reads 2 a second)
-READ_BURST = 40.0
+# Status reads, of known codes too: a teacher's count reads 2 a second, a waiting page 0.5 (a
+# class behind one proxy address: 2 + 0.5 a student).
+READS_PER_S = _setting("SALIENCY_STATUS_READS_PER_S", 20.0)
+READ_BURST = 2 * READS_PER_S
 JOINS_PER_MIN = _setting("SALIENCY_JOINS_PER_MIN", 6.0)
 JOIN_BURST = 10.0
 EXPLORE_CPU_S_PER_MIN = _setting("SALIENCY_EXPLORE_CPU_S_PER_MIN", 20.0)

@@ -80,10 +80,12 @@ def test_a_class_plays_a_map_round_and_a_prediction_round(class_db):
     assert f"Class code **{code[:4]}-{code[4:]}**" in text(teacher)
     assert ["Scan to join"] in [im.captions for im in teacher.get("image")]  # the QR code
     ada, bo = join(code, "Ada"), join(code, "<b>Bo</b>")
+    cy = join(code, "![t](http://127.0.0.1:9/x.png)\u202eCy")  # an image, and an override
+    assert "You are **!\\[t\\](http://127.0.0.1:9/x.png)Cy**" in text(cy)
     assert "Waiting for your teacher" in text(ada)
     assert "teacher" not in ada.query_params and ada.query_params["me"]
     teacher.run()
-    assert metrics(teacher)["Students in the class"] == "2"
+    assert metrics(teacher)["Students in the class"] == "3"
 
     # Round 1: where does it look? Image 0 of MNIST, mnist-cnn, its predicted class.
     teacher.number_input(key="live_index").set_value(0).run()

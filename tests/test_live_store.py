@@ -222,6 +222,19 @@ def test_a_teachers_browsers_get_tokens_of_their_own(url):
     assert store.is_teacher(other, other_key)
 
 
+def test_nicknames_lose_their_direction_controls():
+    """Issue 28 (11): a nickname shows what it is: no bidirectional overrides, isolates or
+    marks (the override that shows "Ada‮evil" reversed), no control characters."""
+    from dashboard.live_store import clean_nickname
+
+    controls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+    for c in controls:
+        assert clean_nickname(f"Ada{c}evil{c}") == "Adaevil"
+    assert clean_nickname("  Bo\x00\x1b[31m  ") == "Bo[31m"
+    with pytest.raises(LiveError, match="Type a nickname"):
+        clean_nickname(controls)
+
+
 def test_200_students_answer_concurrently(url):
     store = LiveStore(url, max_students=200)
     room, teacher = store.create_room()

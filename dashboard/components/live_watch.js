@@ -4,7 +4,8 @@
 //
 // The state lives on the element, so a rerun that sends new data restarts one timer, never a
 // second. A failed read (a network blip, a server restarting) is tried again at the next tick:
-// Streamlit's own banner tells the user when the server is gone.
+// Streamlit's own banner tells the user when the server is gone. A 429 (this address asked too
+// often: dashboard/rate_limits.py) waits the Retry-After it names before the next read.
 
 function show(box, count) {
   if (!box.liveCount) {
@@ -40,8 +41,13 @@ export default function (component) {
   if (data.count) show(box, data.count);
   const tick = async () => {
     const d = w.data;
+    let wait = d.every_ms;
     try {
       const r = await fetch(`${d.url}?room=${encodeURIComponent(d.room)}`, { cache: "no-store" });
+      if (r.status === 429) {
+        const seconds = Number(r.headers.get("Retry-After"));
+        if (seconds > 0) wait = Math.max(wait, Math.min(seconds, 60) * 1000);
+      }
       if (r.ok) {
         const s = await r.json();
         box.dataset.round = String(s.round);
@@ -56,7 +62,7 @@ export default function (component) {
     } catch (err) {
       console.warn("live class: status not read, trying again", err);
     }
-    if (w.data === d) w.timer = setTimeout(tick, d.every_ms);
+    if (w.data === d) w.timer = setTimeout(tick, wait);
   };
   w.timer = setTimeout(tick, data.every_ms);
   return () => {
