@@ -9,7 +9,6 @@ Never imports streamlit.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import socket
@@ -17,6 +16,7 @@ import socket
 import numpy as np
 
 from dashboard.live_store import Answer, Round
+from pretrained.text import clean, csv_text
 from saliency.metrics import spearman, top_overlap
 
 TOP_FRACTION = 0.1
@@ -83,35 +83,26 @@ def _unit(m: np.ndarray) -> np.ndarray:
 def answers_csv(rnd: Round, answers: list[Answer], saliency_map: np.ndarray | None = None) -> str:
     """One row per answer: nickname, time, and the answer with its scores (a map round: ρ,
     overlap and the painted pixels; a prediction round: the guess, how sure, right or not).
-    Nicknames are all that is stored about a student."""
-    out = io.StringIO()
-    w = csv.writer(out)
+    Nicknames are all that is stored about a student; written as every CSV of the project is
+    (`pretrained.text.csv_text`: a nickname a spreadsheet would run as a formula is text)."""
     spec = rnd.spec
     if rnd.kind == "map":
-        w.writerow(["round", "nickname", "updated_utc", "spearman_rho", "top10_overlap",
-                    "painted_pixels"])  # fmt: skip
+        rows = [["round", "nickname", "updated_utc", "spearman_rho", "top10_overlap",
+                 "painted_pixels"]]  # fmt: skip
     else:
-        w.writerow(["round", "nickname", "updated_utc", "guess", "confidence", "model_says",
-                    "right"])  # fmt: skip
+        rows = [["round", "nickname", "updated_utc", "guess", "confidence", "model_says",
+                 "right"]]  # fmt: skip
     for a in answers:
-        when = _utc(a.updated)
+        when, name = _utc(a.updated), clean(a.nickname)
         if rnd.kind == "map":
             rho, overlap = (
                 scores(saliency_map, a.painting) if saliency_map is not None else (None,) * 2
             )
-            w.writerow(
-                [rnd.number, _safe(a.nickname), when, rho, overlap, int((a.painting > 0).sum())]
-            )
+            rows.append([rnd.number, name, when, rho, overlap, int((a.painting > 0).sum())])
         else:
             says = spec.get("predicted")
-            w.writerow([rnd.number, _safe(a.nickname), when, a.guess, a.confidence, says,
-                        a.guess == says])  # fmt: skip
-    return out.getvalue()
-
-
-def _safe(name: str) -> str:
-    """A nickname in a CSV cell that a spreadsheet won't run as a formula."""
-    return "'" + name if name[:1] in ("=", "+", "-", "@", "\t", "\r") else name
+            rows.append([rnd.number, name, when, a.guess, a.confidence, says, a.guess == says])
+    return csv_text(rows)
 
 
 def _utc(t: float) -> str:
