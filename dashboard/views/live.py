@@ -12,9 +12,10 @@ The state lives in `dashboard.live_store` (SQLite, or Postgres with SALIENCY_CLA
 checks every key: this page only shows what the store lets the holder of a key see.
 
 The teacher's key is never in this page's address nor in what it shows by default: the
-projector would show it to the room. The session holds it, and the browser keeps it as a
-cookie (set through `dashboard/serve.py`'s route), so a reopened tab gets the class back. The
-"teacher link", shown only when the teacher asks, opens the class on another device of theirs.
+projector would show it to the room. The session holds it; the page hands its browser a
+single-use pass, which the browser trades with `dashboard/serve.py`'s route for a cookie of
+its own, so a reopened tab gets the class back. The "teacher link", shown only when the teacher
+asks, opens the class on another device of theirs.
 Guesses at room codes and joins are limited per client address (`dashboard/rate_limits.py`).
 """
 
