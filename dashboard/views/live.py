@@ -40,7 +40,7 @@ from dashboard.live_store import (
     format_code,
     teacher_cookie,
 )
-from dashboard.render import class_label
+from dashboard.render import class_label, class_md
 
 POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round has opened
 COUNT_SECONDS = 0.5  # how often the teacher's count of answers refreshes (a cheap read)
@@ -352,8 +352,8 @@ def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
     with c2:
         with st.expander("What the model says (closed, so the projector doesn't tell)"):
             st.caption(
-                f"True class: {class_label(int(src.labels[index]), names)} · the model says "
-                f"{class_label(pred, names)} ({preds.p_predicted[index]:.1%})."
+                f"True class: {class_md(int(src.labels[index]), names)} · the model says "
+                f"{class_md(pred, names)} ({preds.p_predicted[index]:.1%})."
             )
         question = (
             f"Paint the pixels {class_label(int(target), names)}'s score depends on most."
@@ -470,8 +470,8 @@ def _result(rnd, mine=None) -> None:
             _heat(mean),
         ]
         captions = [
-            f"The image (the model says {class_label(spec['predicted'], names)})",
-            f"The model: |∂ score of {class_label(spec['target'], names)} / ∂x|",
+            f"The image (the model says {class_md(spec['predicted'], names)})",
+            f"The model: |∂ score of {class_md(spec['target'], names)} / ∂x|",
             f"The class: the mean of {r['n']} paintings",
         ]
         if mine is not None and mine.painting is not None:
