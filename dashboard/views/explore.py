@@ -754,7 +754,8 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
     )
     st.markdown(
         f"**Showing** {METHOD_LABELS[method]} of {'|' + what + '|' if not signed else what} "
-        f"for {described}, model {model_name} ({info.test_accuracy:.2%} accuracy).{reduced}"
+        f"for {render.plain(described)}, model {model_name} "
+        f"({info.test_accuracy:.2%} accuracy).{reduced}"
     )
     st.caption(style.describe(lo, hi))
 
