@@ -83,9 +83,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(log: Path, *args: str) -> Server:
+def proc_status(pid: int, field: str) -> int:
+    """A /proc/PID/status field in bytes (VmRSS: resident now; VmHWM: the peak since the last
+    `reset_peak`), 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak(pid: int) -> None:
+    """VmHWM := VmRSS (Linux >= 4.0): a server's peak measured from a warm baseline."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def start_server(log: Path, *args: str, env: dict[str, str] | None = None) -> Server:
     """`python -m dashboard [args]` (what the README runs) on a free port, with a fresh disk
-    cache."""
+    cache, and `env` added to this process's environment (a budget, a worker limit)."""
     port = _free_port()
     cmd = [
         sys.executable, "-m", "dashboard",
@@ -102,6 +119,7 @@ def start_server(log: Path, *args: str) -> Server:
         **os.environ,
         "SALIENCY_CACHE_DIR": tempfile.mkdtemp(prefix="saliency-cache-"),
         "SALIENCY_WORKER_TIMEOUT_S": "8",
+        **(env or {}),
     }
     env.pop("SALIENCY_PANEL_WAIT_S", None)  # set for AppTest (conftest.py); a browser waits
     with log.open("wb") as out:

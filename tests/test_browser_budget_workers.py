@@ -19,7 +19,14 @@ from pathlib import Path
 
 import hostile
 import pytest
-from browser_support import IDLE, VIEWPORT, require_browser, start_server
+from browser_support import (
+    IDLE,
+    VIEWPORT,
+    proc_status,
+    require_browser,
+    reset_peak,
+    start_server,
+)
 from test_budget_workers import HugeBatches, scripted
 from torch import nn
 
@@ -50,15 +57,7 @@ class Wide(nn.Module):
         return self.linear(x.expand(-1, 32, -1, -1).contiguous().mean(1).flatten(1))
 
 
-def status(pid: int, field: str) -> int:
-    """A /proc/PID/status field in bytes (0 when the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+status = proc_status
 
 
 def children(pid: int) -> list[int]:
@@ -116,15 +115,8 @@ class Sampler:
 
 @pytest.fixture(scope="module")
 def small_server(artifacts_dir):
-    old = os.environ.get("SALIENCY_MAX_WORKERS")
-    os.environ["SALIENCY_MAX_WORKERS"] = str(N)
-    try:
-        s = start_server(artifacts_dir / "budget-workers-server.log")
-    finally:
-        if old is None:
-            os.environ.pop("SALIENCY_MAX_WORKERS")
-        else:
-            os.environ["SALIENCY_MAX_WORKERS"] = old
+    log = artifacts_dir / "budget-workers-server.log"
+    s = start_server(log, env={"SALIENCY_MAX_WORKERS": str(N)})
     yield s
     s.stop()
 
@@ -149,7 +141,7 @@ def test_six_checks_at_once_and_a_huge_answer_stay_within_the_budget(small_serve
             chosen(page, small_server.url, f"wide{i}.pt", scripted(Wide(i)))
         chosen(pages[6], small_server.url, "huge.pt", scripted(HugeBatches()))
         baseline = status(pid, "VmRSS")
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        reset_peak(pid)
         waited = False
         with Sampler(pid) as sampled:
             for page in pages[:6]:

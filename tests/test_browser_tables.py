@@ -42,7 +42,8 @@ def test_tables_page_example_then_uploaded_csv_and_model(server, page, artifacts
     inputs.nth(1).set_input_files(
         files=[{"name": "mine.pt2", "mimeType": "application/octet-stream", "buffer": model}]
     )
-    expect(page.get_by_text("∂y/∂c = 0.5 at this row")).to_be_visible(timeout=120_000)
+    # Raw units, as chosen above: b's weight (-3) is the largest, and its row's nudge shows.
+    expect(page.get_by_text("∂y/∂b = -3 at this row")).to_be_visible(timeout=120_000)
     page.wait_for_selector(IDLE)
     expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
     grid = page.get_by_test_id("stDataFrame").first

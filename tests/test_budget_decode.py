@@ -572,16 +572,15 @@ SERVER_GROWTH_MB = 200  # what one refused stroke may add to the server's peak
 
 
 def _status_mb(pid: int, field: str) -> float:
-    """A /proc/PID/status field in MB (VmRSS: now; VmHWM: the peak since the last reset)."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
+    from browser_support import proc_status
+
+    return proc_status(pid, field) / 2**20
 
 
 def _reset_peak(pid: int) -> None:
-    with open(f"/proc/{pid}/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
+    from browser_support import reset_peak
+
+    reset_peak(pid)
 
 
 def _stroke(page, x0: float, y0: float, x1: float, y1: float) -> None:

@@ -30,10 +30,10 @@ def served(tmp_path_factory):
     with a class database the test opens too, and a small explore budget."""
     folder = tmp_path_factory.mktemp("routes")
     url = f"sqlite:///{folder / 'live.sqlite3'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SALIENCY_CLASS_DB", url)
-        mp.setenv("SALIENCY_EXPLORE_CPU_S_PER_MIN", str(CPU_S_PER_MIN))
-        server = start_server(folder / "server.log")
+    server = start_server(
+        folder / "server.log",
+        env={"SALIENCY_CLASS_DB": url, "SALIENCY_EXPLORE_CPU_S_PER_MIN": str(CPU_S_PER_MIN)},
+    )
     try:
         yield server, LiveStore(url)
     finally:

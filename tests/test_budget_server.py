@@ -6,12 +6,11 @@ Needs /usr/bin/chromium (tests/browser_support.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import IDLE, require_browser, start_server
+from browser_support import IDLE, proc_status, require_browser, reset_peak, start_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,28 +23,14 @@ BUDGET_MB = 600
 
 
 def status(pid: int, field: str) -> int:
-    """A /proc/PID/status field in MB (VmRSS: now; VmHWM: the peak since the last reset)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) // 1024
-    raise KeyError(field)
-
-
-def reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
+    """A /proc/PID/status field in MB."""
+    return proc_status(pid, field) >> 20
 
 
 @pytest.fixture(scope="module")
 def budget_server(artifacts_dir):
-    old = os.environ.get("SALIENCY_MEMORY_MB")
-    os.environ["SALIENCY_MEMORY_MB"] = str(BUDGET_MB)
-    try:
-        s = start_server(artifacts_dir / "budget-server.log")
-    finally:
-        if old is None:
-            os.environ.pop("SALIENCY_MEMORY_MB")
-        else:
-            os.environ["SALIENCY_MEMORY_MB"] = old
+    log = artifacts_dir / "budget-server.log"
+    s = start_server(log, env={"SALIENCY_MEMORY_MB": str(BUDGET_MB)})
     yield s
     s.stop()
 
