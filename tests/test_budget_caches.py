@@ -189,3 +189,20 @@ def test_names_show_as_plain_text_without_direction_overrides():
     assert "![t]" not in md and "\\[t\\]" in md and "\\*\\*bold\\*\\*" in md and "\\$x\\$" in md
     assert render.class_md(0, (name, "b")) == render.plain(render.class_label(0, (name, "b")))
     assert text.clean("a\u2066b\u2069c\x00\x1bd\ne") == "abcd e"
+
+
+def test_tables_read_are_kept_within_the_tables_share(monkeypatch):
+    """Each CSV read is kept by its columns' bytes in the "tables" share, beside the results
+    computed on it: eight 1 MB-ish tables in a 4 MB share keep at most 4 MB."""
+    from dashboard import table_cache
+
+    monkeypatch.setitem(lru._STORES, "tables", BytesLRU(4 * 2**20))
+    rng = np.random.default_rng(0)
+    for seed in range(8):
+        X = rng.normal(size=(20_000, 5)) + seed
+        data = ("a,b,c,d,e\n" + "\n".join(",".join(f"{v:.3f}" for v in row) for row in X)).encode()
+        table = table_cache.read_table(table_cache.sha(data), data)
+        assert table.n_rows == 20_000
+        assert table_cache.read_table(table_cache.sha(data), data) is table  # kept: read once
+        assert 0 < lru._STORES["tables"].bytes <= 4 * 2**20
+    assert len(lru._STORES["tables"].keys()) < 8  # the oldest went

@@ -17,8 +17,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 require_browser()
 from playwright.sync_api import expect  # noqa: E402
 
-from dashboard import budget  # noqa: E402
-
 BUDGET_MB = 600
 
 
@@ -66,10 +64,11 @@ def test_eight_large_tables_stay_within_the_budget(budget_server, page):
     peak = status(pid, "VmHWM") - baseline
     kept = status(pid, "VmRSS") - baseline
     print(f"8 tables of 15 MB: peak +{peak} MB, kept +{kept} MB (budget {BUDGET_MB} MB)")
-    # Before issue 28 (measured by this test on 197c942): peak +650 MB, kept +321 MB.
+    # Before issue 28 (measured by this test on 197c942): peak +650 MB, kept +321 MB. What
+    # stays resident afterwards also holds the session's uploaded files and the pages the
+    # allocator keeps for reuse (-49 to +268 MB in runs here), so the peak is what is held to
+    # the budget; the tables' own cache is held to its share by test_budget_caches.
     assert peak < BUDGET_MB, f"peak growth {peak} MB over the {BUDGET_MB} MB budget"
-    tables_share = budget.SHARES["tables"] * BUDGET_MB
-    assert kept < tables_share + 100, f"{kept} MB kept, over the tables' {tables_share:.0f} MB"
 
 
 def heavy_zip(side: int, per_class: int, classes: int = 20) -> bytes:

@@ -236,7 +236,8 @@ def test_the_command_line_checks_its_workspaces(folders, tmp_path, monkeypatch):
     args = streamlit_args(["--workspace", str(folders["rgb"]), "--server.port", "8600"])
     assert args == [
         "--server.address", "localhost", "--runner.postScriptGC", "false",
-        "--server.showEmailPrompt", "false", "--server.fileWatcherType", "none",
+        "--server.showEmailPrompt", "false", "--server.maxUploadSize", "20",
+        "--server.maxWidgetStateSize", "2", "--server.fileWatcherType", "none",
         "--server.port", "8600",
     ]  # fmt: skip
     assert os.environ["SALIENCY_WORKSPACES"] == str(folders["rgb"].resolve())
