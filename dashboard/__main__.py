@@ -124,7 +124,7 @@ def streamlit_args(argv: list[str]) -> list[str]:
         args += ["--runner.postScriptGC", "false"]
     if not any(a.startswith("--server.showEmailPrompt") for a in argv):  # see config.toml
         args += ["--server.showEmailPrompt", "false"]
-    for option, mb in (("maxUploadSize", "20"), ("maxWidgetStateSize", "2")):  # see config.toml
+    for option, mb in (("maxUploadSize", "256"), ("maxWidgetStateSize", "2")):  # see config.toml
         if not any(a.startswith(f"--server.{option}") for a in argv):
             args += [f"--server.{option}", mb]
     if not any(a.startswith("--server.fileWatcherType") for a in argv):

@@ -29,6 +29,7 @@ import saliency
 from dashboard import first_answers, sources
 from dashboard.lru import key_part, memo
 from pretrained import worker, workspace
+from pretrained.text import clean
 from saliency import display
 
 # torch, the jobs and the uploads' module are imported where a model is loaded or run: until
@@ -83,6 +84,22 @@ def uploads_allowed() -> bool:
 
 def is_upload(name: str) -> bool:
     return isinstance(name, str) and name.startswith(UPLOAD_PREFIX)
+
+
+def display_name(name: str) -> str:
+    """A model as people read it, as plain text: an upload by its file's name, with its short
+    hash where this session has two of that name (one file checked with two settings); other
+    models by their name. The key (`upload:<hash>`) stays what links and caches use."""
+    if not is_upload(name) or name not in uploads():
+        return name
+    filename = uploads().get(name).info.filename or "your model"
+    same = [
+        other
+        for other in st.session_state.get("user_models", [])
+        if other != name and other in uploads() and uploads().get(other).info.filename == filename
+    ]
+    short = name.removeprefix(UPLOAD_PREFIX)[:6]
+    return clean(f"{filename} · {short}" if same else filename)
 
 
 # --- a workspace's model: the operator's own file (python -m dashboard --workspace W) -------

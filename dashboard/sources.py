@@ -272,7 +272,8 @@ def uploaded_key(model_name: str) -> str:
 def add_uploaded(built: Built, filename: str) -> str:
     """Keep an uploaded workspace for this server (its model already in the upload pool) and
     for this session; returns its key. Raises WorkspaceError when it alone holds more than
-    the budget's share for uploaded workspaces."""
+    the budget's share for uploaded workspaces. `filename` is the ZIP's: the data set is its
+    images, whichever model indexed them."""
     imgs = built.images
     x = imgs.x
     x.setflags(write=False)
@@ -281,7 +282,7 @@ def add_uploaded(built: Built, filename: str) -> str:
     src = (
         Source(
             key=key,
-            title=f"{filename or 'your model'} on {len(imgs.paths):,} images",
+            title=f"{filename or 'your images'}, {len(imgs.paths):,} images",
             classes=imgs.classes,
             labels=imgs.labels,
             shape=tuple(x.shape[1:]),

@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 import zipfile
 from collections.abc import Sequence
@@ -218,7 +219,43 @@ def error_line(err: BaseException) -> str:
     text = lines[0] if lines else type(err).__name__
     if "Operation not permitted" in text:
         text += " (the sandbox lets a model compute, not open files, start programs or connect)"
-    return text[:400]
+    return text[:400] + shape_hint(text)
+
+
+_CHANNELS = (
+    re.compile(r"size\(\)\[1\] == (\d+)"),  # torch.export's guard on the channel dimension
+    re.compile(
+        r"expected input(?:\[[^\]]*\])? to have (\d+) channels"
+    ),  # a first convolution's check
+)
+_SIDE = re.compile(r"size\(\)\[([23])\] == (\d+)")  # torch.export's guard on height or width
+
+
+def shape_hint(text: str) -> str:
+    """What to change when torch's words say the images have the wrong shape: the Your model
+    page's choice and the command line's flag, since either may have made them."""
+    for pattern in _CHANNELS:
+        if match := pattern.search(text):
+            n = int(match.group(1))
+            if n == 1:
+                return (
+                    ". This model takes 1 colour channel: choose Colours: grey (or --grey "
+                    "for python -m pretrained.index)."
+                )
+            if n == 3:
+                return (
+                    ". This model takes 3 colour channels: choose Colours: RGB (or --rgb "
+                    "for python -m pretrained.index)."
+                )
+            return f". This model takes {n} colour channels; images here have 1 or 3."
+    if match := _SIDE.search(text):
+        side = "high" if match.group(1) == "2" else "wide"
+        n = int(match.group(2))
+        return (
+            f". This model takes images {n} pixels {side}: set Resize and Centre crop to {n} "
+            f"(or --resize {n} --crop {n} for python -m pretrained.index)."
+        )
+    return ""
 
 
 def _resolve_kind(data: bytes, kind: str) -> str:

@@ -295,10 +295,10 @@ def test_the_server_listens_on_localhost_unless_told_to_serve_a_class(monkeypatc
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"
     gc = ["--runner.postScriptGC", "false", "--server.showEmailPrompt", "false",
-          "--server.maxUploadSize", "20", "--server.maxWidgetStateSize", "2",
+          "--server.maxUploadSize", "256", "--server.maxWidgetStateSize", "2",
           "--server.fileWatcherType", "none"]  # fmt: skip
     # the same bounds as config.toml, also when it isn't read (started from another folder)
-    assert config["server"]["maxUploadSize"] == 20 and config["server"]["maxWidgetStateSize"] == 2
+    assert config["server"]["maxUploadSize"] == 256 and config["server"]["maxWidgetStateSize"] == 2
     assert streamlit_args([]) == ["--server.address", "localhost", *gc]
     assert streamlit_args(["--class"]) == ["--server.address", "0.0.0.0", *gc]
     monkeypatch.setenv("SALIENCY_UPLOADS", "on")  # restored after the test, whatever it sets

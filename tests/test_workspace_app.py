@@ -128,6 +128,10 @@ def test_explore_navigation_and_open_by_path(folders):
     assert "No image 'no/such.png' in this workspace." in texts(at)
     assert at.number_input(key="index").value == 50  # nothing lost
     assert "draw" not in at.radio(key="source").options  # drawing makes 28 x 28 digits only
+    # Another data set: the path and its message were this workspace's, and go.
+    at.selectbox(key="dataset").set_value("ws:W-resnet").run()
+    assert at.text_input(key="open_path").value == ""
+    assert "No image" not in texts(at)
 
 
 def test_misclassifications_and_sensitivity_on_rgb(folders):
@@ -236,7 +240,7 @@ def test_the_command_line_checks_its_workspaces(folders, tmp_path, monkeypatch):
     args = streamlit_args(["--workspace", str(folders["rgb"]), "--server.port", "8600"])
     assert args == [
         "--server.address", "localhost", "--runner.postScriptGC", "false",
-        "--server.showEmailPrompt", "false", "--server.maxUploadSize", "20",
+        "--server.showEmailPrompt", "false", "--server.maxUploadSize", "256",
         "--server.maxWidgetStateSize", "2", "--server.fileWatcherType", "none",
         "--server.port", "8600",
     ]  # fmt: skip
@@ -304,7 +308,7 @@ def test_a_zipped_folder_and_a_model_become_a_workspace_like_the_cli_index(folde
     assert "accuracy 100.00%" in page
     assert "1 file of the ZIP was skipped" in page  # notes.txt: not an image
     key = next(k for k in at.selectbox(key="dataset").options if k.startswith("Your images"))
-    assert key.startswith("Your images: tiny.pt2 on 120 images")
+    assert key.startswith("Your images: pictures.zip, 120 images")  # named after its images
     at.button(key="ws_explore").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="dataset").value.startswith("ws:upload-")

@@ -308,16 +308,16 @@ def test_page_accepts_torchscript_then_explore_uses_it():
     original = pretrained.load_model("mnist-cnn")
     at = upload(open_page(), "my-cnn.pt", scripted(original))
     assert not at.error
-    assert at.success and "my-cnn.pt, torchscript" in at.success[0].value
-    name = next(o for o in at.selectbox(key="model").options if o.startswith("upload:"))
-    name = name.split(" ")[0]
+    assert at.success and at.success[0].value.startswith("Accepted **my-cnn.pt** (torchscript)")
+    assert any(o.startswith("my-cnn.pt (") for o in at.selectbox(key="model").options)
     at.button(key="um_explore").click().run()  # selects it and opens Explore
     assert not at.exception, [e.value for e in at.exception]
-    assert at.selectbox(key="model").value == name
+    name = at.selectbox(key="model").value
+    assert name.startswith("upload:")  # the key, in links; people read the file's name
     with torch.no_grad():
         probs = original(pretrained.load_dataset("mnist").images[:1]).softmax(1)[0]
     pred = int(probs.argmax())
-    assert f"{name} says **{pred}** ({float(probs[pred]):.1%})" in at.subheader[0].value
+    assert f"my-cnn.pt says **{pred}** ({float(probs[pred]):.1%})" in at.subheader[0].value
 
     # A bad upload afterwards: a message, and the accepted model stays.
     at.switch_page("page_files/your_model.py").run()
@@ -333,7 +333,7 @@ def test_page_accepts_a_state_dict_and_reports_wrong_kinds():
     at = upload(open_page(), "mnist-mlp.pt", weights, um_kind="state_dict", um_arch="mlp")
     assert "weights do not fit architecture 'mlp'" in at.error[0].value
     upload(at, "cnn.pt", weights, um_arch="cnn")
-    assert not at.error and "cnn.pt, state_dict" in at.success[0].value
+    assert not at.error and at.success[0].value.startswith("Accepted **cnn.pt** (state_dict)")
     upload(at, "cnn.pt", weights, um_kind="torchscript")
     assert "You chose torchscript, but the file is a state_dict file" in at.error[0].value
 

@@ -70,7 +70,7 @@ def show_summary(summary: saliency.SensitivitySummary, names: tuple[str, ...]) -
 
 def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
     info = cache.model_info(model_name)
-    st.subheader(f"{model_name} ({info.test_accuracy:.2%})")
+    st.subheader(f"{render.plain(cache.display_name(model_name))} ({info.test_accuracy:.2%})")
     summary, note = cache.stored_summary(model_name, dataset_name, n)
     if note:
         st.warning(f"For {model_name}: {note}; compute it again below.")

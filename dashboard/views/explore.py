@@ -115,7 +115,7 @@ def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None,
         help="Type to search the class names.",
     )
     c2.radio(
-        f"{view['model']} got it",
+        f"{render.plain(cache.display_name(view['model']))} got it",
         state.CORRECTNESS,
         key="correctness",
         horizontal=True,
@@ -128,6 +128,10 @@ def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None,
     c3.button(NEXT_LABEL, key="next", on_click=_step, args=(candidates, 1))
     c4.button("🎲 Random", key="random", on_click=_step, args=(candidates, 0))
     if src.paths is not None:
+        if st.session_state.get("open_path_source") != src.key:  # another data set's path
+            st.session_state["open_path_source"] = src.key
+            st.session_state.pop("open_path", None)
+            st.session_state.pop("open_path_error", None)
         st.text_input(
             "Open by path",
             key="open_path",
@@ -450,7 +454,8 @@ def render_view() -> None:
         names = info.class_names
         verdict = "" if true is None else "✓ right" if true == pred else "✗ wrong"
         st.subheader(
-            f"{view['model']} says **{class_md(pred, names)}** ({probs[pred]:.1%})"
+            f"{render.plain(cache.display_name(view['model']))} says "
+            f"**{class_md(pred, names)}** ({probs[pred]:.1%})"
             + (f" · true class {class_md(true, names)} {verdict}" if true is not None else "")
         )
     others = [m for m in state.models(view["dataset"]) if m != view["model"]]
@@ -754,7 +759,7 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
     )
     st.markdown(
         f"**Showing** {METHOD_LABELS[method]} of {'|' + what + '|' if not signed else what} "
-        f"for {render.plain(described)}, model {model_name} "
+        f"for {render.plain(described)}, model {render.plain(cache.display_name(model_name))} "
         f"({info.test_accuracy:.2%} accuracy).{reduced}"
     )
     st.caption(style.describe(lo, hi))

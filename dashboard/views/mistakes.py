@@ -269,7 +269,8 @@ def render_view() -> None:
     for note in src.notes:
         st.caption(note)
     st.markdown(
-        f"**{model_name}** on all {confusion.sum():,} images of {src.title}: accuracy "
+        f"**{render.plain(cache.display_name(model_name))}** on all {confusion.sum():,} "
+        f"images of {render.plain(src.title)}: accuracy "
         f"**{accuracy:.2%}** ({right:,} right, {confusion.sum() - right:,} wrong)"
         + (f"; the model card says {info.test_accuracy:.2%}." if src.paths is None else ".")
     )

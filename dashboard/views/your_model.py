@@ -17,15 +17,31 @@ import streamlit as st
 
 import pretrained
 from dashboard import budget, cache, render, sources, state
+from dashboard import upload_limits as limits
 from pretrained import folder_upload, user_models, worker
 from pretrained.workspace import Preprocessing, WorkspaceError
 
 KIND_LABELS = {
     "auto": "detect from the file",
-    "torchscript": "TorchScript (torch.jit.save)",
     "export": "torch.export program (torch.export.save)",
+    "torchscript": "TorchScript (torch.jit.save; deprecated by torch)",
     "state_dict": "state dict for a registry architecture (torch.save)",
 }
+EXPORT_EXAMPLE = (
+    "torch.export.save(torch.export.export(model, (x,), "
+    'dynamic_shapes=({0: torch.export.Dim("batch")},)), "m.pt2")'
+)
+TORCHSCRIPT_NOTE = (
+    "TorchScript (`torch.jit.save(torch.jit.script(model), 'm.pt')`, or traced) is still "
+    "accepted, but torch has deprecated it: prefer `torch.export`."
+)
+# Words of a model that ran and failed on an image (not of a file that couldn't be read).
+RAN_AND_FAILED = ("failed on one", "failed on a batch", "returned shape", "returned a ")
+MNIST_FORM_NOTE = (
+    " This form is for models of 28 × 28 greyscale MNIST or Fashion-MNIST images: a model "
+    "for your own images (another size, or colour) goes in the form below, “Your model on "
+    "your own images”, with a ZIP of them."
+)
 DATASET_LABELS = {"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST"}
 
 
@@ -34,12 +50,46 @@ def _open_in_explore(name: str, dataset: str) -> None:
     state.put("model", name)
 
 
+def _clear_errors() -> None:
+    """A form sent again starts from a clean page: no box of an earlier attempt stays."""
+    for key in ("um_error", "ws_error"):
+        st.session_state[key] = None
+
+
+def _unchanged(form: str, files: tuple, settings: tuple) -> bool:
+    """True when `form` is sent with the very files and settings it last checked: what the
+    page sees when the user's new file was over the uploader's limit and never sent (the
+    uploader keeps its earlier file), so that file must not be checked again in its place."""
+    sent = (tuple(getattr(f, "file_id", None) for f in files), settings)
+    seen = st.session_state.get(f"{form}_last_sent")
+    st.session_state[f"{form}_last_sent"] = sent
+    return sent == seen
+
+
+def _same_file_again(name: str, what: str, mb: int) -> str:
+    return (
+        f"{name} was already checked with these settings. If you chose another file and the "
+        f"box marks it in red, it was not sent: {limits.not_sent(what, mb)}"
+    )
+
+
 def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
     """Check the upload in a sandboxed worker; remember the accepted model or why not."""
-    st.session_state["um_error"] = None
+    _clear_errors()
     st.session_state["um_accepted"] = None
     if file is None:
-        st.session_state["um_error"] = "Choose a model file first."
+        st.session_state["um_error"] = "Choose a model file first. " + limits.not_sent(
+            "model file", limits.MODEL_MB
+        )
+        return
+    too_big = limits.too_big(file, "model file", limits.MODEL_MB) or limits.too_big(
+        names_file, "file of class names", limits.NAMES_MB
+    )
+    if too_big:
+        st.session_state["um_error"] = too_big
+        return
+    if _unchanged("um", (file, names_file), (kind, dataset, architecture, mean, std)):
+        st.session_state["um_error"] = _same_file_again(file.name, "model file", limits.MODEL_MB)
         return
     bar = st.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
 
@@ -60,7 +110,9 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
                 progress=progress,
             )
     except user_models.UserModelError as err:
-        st.session_state["um_error"] = f"{file.name}: {err}"
+        said = str(err)
+        note = MNIST_FORM_NOTE if any(w in said for w in RAN_AND_FAILED) else ""
+        st.session_state["um_error"] = f"{file.name}: {said}{note}"
         return
     finally:
         bar.empty()
@@ -82,12 +134,35 @@ def _numbers(text: str, name: str) -> tuple[float, ...]:
 def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std) -> None:
     """Prepare the ZIP's images, check the model on them in a sandboxed worker and index them
     there; keep the workspace, or say why not."""
-    st.session_state["ws_error"] = None
+    _clear_errors()
     st.session_state["ws_accepted"] = None
     st.session_state["ws_problems"] = []
     if model_file is None or zip_file is None:
-        st.session_state["ws_error"] = "Choose a model file and a ZIP of your images first."
+        missing = [
+            limits.not_sent(what, mb)
+            for f, what, mb in (
+                (model_file, "model file", limits.MODEL_MB),
+                (zip_file, "ZIP", limits.ZIP_MB),
+            )
+            if f is None
+        ]
+        st.session_state["ws_error"] = (
+            "Choose a model file and a ZIP of your images first. " + " ".join(missing)
+        )
         return
+    too_big = limits.too_big(model_file, "model file", limits.MODEL_MB) or limits.too_big(
+        zip_file, "ZIP", limits.ZIP_MB
+    )
+    if too_big:
+        st.session_state["ws_error"] = too_big
+        return
+    settings = (kind, resize, crop, channels, mean, std)
+    if _unchanged("ws", (model_file, zip_file), settings):
+        st.session_state["ws_error"] = _same_file_again(
+            f"{model_file.name} with {zip_file.name}", "model file", limits.MODEL_MB
+        )
+        return
+    model_bytes = model_file.getvalue()  # the uploader's own bytes, not a copy
     bar = st.progress(0.0, text="Checking the ZIP…")
     start = time.perf_counter()
 
@@ -121,7 +196,7 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
             bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
             with worker.on_wait(lambda wait: bar.progress(0.0, text=str(wait))):
                 model_worker, built = folder_upload.build(
-                    model_file.getvalue(),
+                    model_bytes,
                     images,
                     kind=kind,
                     filename=model_file.name,
@@ -131,7 +206,7 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
                     max_sums=room - images.x.nbytes,
                 )
             try:
-                key = sources.add_uploaded(built, model_file.name)
+                key = sources.add_uploaded(built, zip_file.name)
             except WorkspaceError:
                 model_worker.stop()  # its workspace is not kept: nor is its worker
                 raise
@@ -144,12 +219,12 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
     info = user_models.UserModelInfo(
         name=built.name,
         dataset=sources.uploaded_key(built.name),
-        kind=user_models.detect_kind(model_file.getvalue()),
+        kind=user_models.detect_kind(model_bytes),
         architecture=None,
         class_names=images.classes,
         normalisation=(pre.mean[0], pre.std[0]),
         filename=model_file.name,
-        weights_sha256=hashlib.sha256(model_file.getvalue()).hexdigest(),
+        weights_sha256=hashlib.sha256(model_bytes).hexdigest(),
         n_params=built.n_params,
         test_accuracy=built.accuracy,
         n_test=len(images.paths),
@@ -161,11 +236,9 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
     st.session_state["ws_problems"] = images.problems
     st.session_state["ws_csv"] = built.predictions_csv()
     st.session_state["ws_seconds"] = time.perf_counter() - start
-
-
-def _zip_limit_mb() -> int:
-    """The smaller of the server's upload limit (`server.maxUploadSize`) and the library's."""
-    return min(int(st.get_option("server.maxUploadSize")), folder_upload.MAX_ZIP_BYTES >> 20)
+    # The next upload is another model, maybe of other images: its settings start afresh
+    # rather than carrying this one's Colours over unseen (the success message says them).
+    st.session_state["ws_reset"] = pre.describe()
 
 
 def folder_section() -> None:
@@ -177,11 +250,12 @@ def folder_section() -> None:
         "prepared as you say below, the model is checked and then runs on every image in its "
         "sandbox, one forward and one backward pass each, as `python -m pretrained.index` "
         "does. Then Explore, Misclassifications and Data-set sensitivity show it. Upload the "
-        "model as TorchScript or a torch.export program (with a dynamic batch size); its "
-        "output must be one score per class."
+        f"model as a torch.export program with a dynamic batch size (`{EXPORT_EXAMPLE}`) or "
+        "as TorchScript; its output must be one score per class."
     )
     st.caption(
-        f"Limits: a ZIP of at most {_zip_limit_mb()} MB and "
+        f"Limits: a model file of at most {limits.MODEL_MB} MB, a ZIP of at most "
+        f"{limits.ZIP_MB} MB and "
         f"{folder_upload.MAX_FILES:,} files, {budget.share('workspaces') >> 20} MB of prepared "
         f"images and maps, {folder_upload.ZIP_DECODE_PIXELS // 10**6:,} million pixels decoded "
         "in all; nothing is written to the server's disk, and the server keeps the last "
@@ -190,17 +264,28 @@ def folder_section() -> None:
         "your own machine and start the dashboard on the result: "
         "`python -m pretrained.index …` then `python -m dashboard --workspace W`."
     )
-    for key, default in (("ws_resize", 0), ("ws_crop", 0), ("ws_channels", 3),
-                         ("ws_mean", "0"), ("ws_std", "1")):  # fmt: skip
+    defaults = {"ws_resize": 0, "ws_crop": 0, "ws_channels": 3, "ws_mean": "0", "ws_std": "1"}
+    if st.session_state.get("ws_reset"):  # set by the last success, before these widgets draw
+        st.session_state["ws_used"] = st.session_state.pop("ws_reset")
+        st.session_state.update(defaults)
+    for key, default in defaults.items():
         st.session_state.setdefault(key, default)
     with st.form("ws_form", border=True):
         c1, c2 = st.columns(2)
-        model_file = c1.file_uploader("Model file (.pt, .pt2)", key="ws_model_file")
-        zip_file = c2.file_uploader("Your images: a ZIP of class folders", type=["zip"],
-                                    key="ws_zip")  # fmt: skip
+        model_file = c1.file_uploader(
+            f"Model file (.pt2, .pt; up to {limits.MODEL_MB} MB)",
+            key="ws_model_file",
+            max_upload_size=limits.MODEL_MB,
+        )
+        zip_file = c2.file_uploader(
+            f"Your images: a ZIP of class folders (up to {limits.ZIP_MB} MB)",
+            type=["zip"],
+            key="ws_zip",
+            max_upload_size=limits.ZIP_MB,
+        )
         c1, c2, c3, c4, c5 = st.columns(5)
         kind = c1.selectbox(
-            "Kind of file", ("auto", "torchscript", "export"), key="ws_kind",
+            "Kind of file", ("auto", "export", "torchscript"), key="ws_kind",
             format_func=KIND_LABELS.get,
         )  # fmt: skip
         channels = c2.selectbox(
@@ -241,6 +326,11 @@ def folder_section() -> None:
         f"{st.session_state.get('ws_seconds', 0):.1f} s: accuracy {info.test_accuracy:.2%}, "
         f"{info.seconds_per_example * 1000:.0f} ms for one image."
     )
+    if st.session_state.get("ws_used"):
+        st.caption(
+            f"Prepared as: {render.plain(st.session_state['ws_used'])}. The form above is back "
+            "to its defaults (Colours: RGB, no resize or crop) for your next upload."
+        )
     problems = st.session_state.get("ws_problems") or []
     if problems:
         n = len(problems)
@@ -275,12 +365,14 @@ def render_view() -> None:
         return
     st.markdown(
         "Upload a classifier for the project's images (**1 × 28 × 28 greyscale, pixels in "
-        "[0, 1]**) and explore it like the built-in models. Accepted: **TorchScript** "
-        "(`torch.jit.save(torch.jit.script(model), 'm.pt')`), a **torch.export** program "
-        "(`torch.export.save(...)`, with a dynamic batch size), or a **state dict** of one of "
-        "the registry's architectures (`torch.save(model.state_dict(), 'w.pt')`). Files are "
-        "never unpickled as Python objects: anything but these is refused."
+        "[0, 1]**) and explore it like the built-in models. Save it as a **torch.export** "
+        f"program with a dynamic batch size: `{EXPORT_EXAMPLE}` (x: one batch of images, "
+        "`(N, 1, 28, 28)`). Also accepted: a **state dict** of one of the registry's "
+        "architectures (`torch.save(model.state_dict(), 'w.pt')`). Files are never unpickled "
+        "as Python objects: anything else is refused. A model for your own images goes in the "
+        "second form, below."
     )
+    st.caption(TORCHSCRIPT_NOTE)
     st.caption(
         "A model is a program, so it never runs inside this server: it is read and run in a "
         "sandboxed worker process that can't open files, start programs or use the network, "
@@ -291,11 +383,16 @@ def render_view() -> None:
         "bombs) are refused before they are read."
     )
     with st.form("um_form", border=True):
-        file = st.file_uploader("Model file (.pt, .pth, .pt2; up to 20 MB)", key="um_file")
+        file = st.file_uploader(
+            f"Model file (.pt2, .pt, .pth; up to {limits.MODEL_MB} MB)",
+            key="um_file",
+            max_upload_size=limits.MODEL_MB,
+        )
         names_file = st.file_uploader(
             "Class names (optional): a text file, one per line, or a JSON list",
             type=["txt", "json"],
             key="um_names",
+            max_upload_size=limits.NAMES_MB,
         )
         c1, c2 = st.columns(2)
         kind = c1.selectbox(
@@ -323,7 +420,8 @@ def render_view() -> None:
         if st.session_state.get("um_accepted"):
             st.rerun()  # so the sidebar's model list, drawn before this page, includes it
 
-    if st.session_state.get("um_error"):
+    if st.session_state.get("um_error") and not st.session_state.get("ws_submit"):
+        # (the second form, sent in this run, clears this box below: it isn't drawn stale)
         st.error(
             render.plain(st.session_state["um_error"])
             + " The models you added before are still available."
@@ -332,7 +430,7 @@ def render_view() -> None:
     if accepted and accepted in cache.uploads():
         info = cache.model_info(accepted)
         st.success(
-            f"Accepted **{info.name}** ({info.filename}, {info.kind}): "
+            f"Accepted **{render.plain(cache.display_name(info.name))}** ({info.kind}): "
             f"{info.test_accuracy:.2%} on {info.n_test:,} {info.dataset} test images, "
             f"{info.seconds_per_example * 1000:.0f} ms for one image."
         )
@@ -361,8 +459,8 @@ def render_view() -> None:
         st.dataframe(
             pd.DataFrame(
                 {
-                    "name": [i.name for i in rows],
-                    "file": [i.filename for i in rows],
+                    "name": [cache.display_name(i.name) for i in rows],
+                    "key": [i.name for i in rows],
                     "kind": [i.kind for i in rows],
                     "data set": [i.dataset for i in rows],
                     "test accuracy": [i.test_accuracy for i in rows],

@@ -1,0 +1,44 @@
+"""What each uploader takes, in MB, and the sentences that refuse a file over it.
+
+Streamlit refuses a file over an uploader's `max_upload_size` in the browser: the file is never
+sent, the box only marks it red, and the widget still holds whatever it held before. So the page
+must say the limit before a file is chosen, and when a form is sent without the file. The
+server-wide `server.maxUploadSize` (config.toml, `python -m dashboard`) is the largest of these;
+a client that skips the browser's check is refused here, from `UploadedFile.size`, before a byte
+is read.
+"""
+
+from __future__ import annotations
+
+from pretrained import folder_upload, tables
+
+SERVER_MB = 256  # server.maxUploadSize: the largest uploader's limit
+# A model file's records are stored, not deflated: the gate's bound on their declared bytes
+# (`gate.MAX_MODEL_BYTES`, 250 MB) keeps memory what it computes from the ZIP directory. The
+# file itself is a little bigger than its records (the archive's directory, the program).
+MODEL_MB = SERVER_MB
+IMAGE_MB = 20  # an image or photo; pixels are bounded too (pretrained.images.MAX_PIXELS)
+ZIP_MB = min(SERVER_MB, folder_upload.MAX_ZIP_BYTES >> 20)
+CSV_MB = min(SERVER_MB, tables.MAX_BYTES >> 20)
+NAMES_MB = 1  # a file of class names
+
+CLI = "python -m pretrained.index"
+
+
+def not_sent(what: str, mb: int) -> str:
+    """Why a form may arrive without the file the user chose."""
+    return (
+        f"A {what} over {mb} MB is not sent (the box marks it in red). To index a bigger one, "
+        f"run {CLI} on your own machine, which has no size limit, then "
+        "python -m dashboard --workspace W."
+    )
+
+
+def too_big(file, what: str, mb: int) -> str | None:
+    """The refusal for `file` (a Streamlit UploadedFile) over `mb` MB, or None."""
+    if file is None or file.size <= mb * 2**20:
+        return None
+    return (
+        f"{file.name} is {file.size / 2**20:,.0f} MB; a {what} may be at most {mb} MB here. "
+        f"Index a bigger one on your own machine with {CLI}, which has no size limit."
+    )
