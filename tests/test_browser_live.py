@@ -54,6 +54,9 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
         teacher.get_by_alt_text("Scan to join").or_(teacher.get_by_text("Scan to join"))
     ).to_be_visible()
 
+    # Issue 29: the lobby's count follows joins, with no rerun of the teacher's page.
+    in_class = teacher.locator(".live-watch[data-students] .live-count-value")
+    expect(in_class).to_have_text("0")
     students = []
     for name in ("Ada", "Bo"):
         context = browser.new_context(viewport=PHONE)
@@ -66,6 +69,7 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
         expect(s.get_by_text("Waiting for your teacher")).to_be_visible()
         assert "teacher=" not in s.url
         students.append((context, s))
+        expect(in_class).to_have_text(str(len(students)))  # read every 1 s, no rerun
 
     teacher.get_by_role("button", name="Open the round").click()
     idle(teacher)
@@ -81,7 +85,7 @@ def test_a_live_round_with_a_teacher_and_two_students(server, browser, page, art
         paint(s, strokes[name])  # sent when the mouse is lifted
         expect(s.get_by_text("Sent.", exact=False)).to_be_visible()
     # The teacher's count rises by itself (the status route, read every 0.5 s).
-    count = teacher.locator(".live-watch .live-count-value")
+    count = teacher.locator(".live-watch[data-answers] .live-count-value")
     expect(count).to_have_text("2")
     # Counted from the server's status route, which the waiting pages poll without a rerun.
     with urllib.request.urlopen(f"{server.url}/api/live/status?room={code.lower()}") as r:

@@ -1,30 +1,41 @@
 // The Live class's watcher (see live_watch.py): reads the room's status from the server's
-// route every `every_ms`, shows the count of answers when asked to, and sends the trigger
-// "changed" once when the latest round is not the one the page shows.
+// route every `every_ms`, shows the count of answers or of students when asked to, and (unless
+// `notify` is false: another watcher of the page does it) sends the trigger "changed" once
+// when the latest round is not the one the page shows.
 //
 // The state lives on the element, so a rerun that sends new data restarts one timer, never a
 // second. A failed read (a network blip, a server restarting) is tried again at the next tick:
 // Streamlit's own banner tells the user when the server is gone. A 429 (this address asked too
 // often: dashboard/rate_limits.py) waits the Retry-After it names before the next read.
 
-function show(box, count) {
-  if (!box.liveCount) {
+function metric(box, label) {
+  if (!box.liveCount || box.liveCount.label.textContent !== label) {
     box.replaceChildren();
-    const label = document.createElement("div");
-    label.className = "live-count-label";
-    label.textContent = "Answers so far";
+    const title = document.createElement("div");
+    title.className = "live-count-label";
+    title.textContent = label;
     const value = document.createElement("div");
     value.className = "live-count-value";
     const note = document.createElement("div");
     note.className = "live-count-note";
-    box.append(label, value, note);
-    box.liveCount = { value, note };
+    box.append(title, value, note);
+    box.liveCount = { label: title, value, note };
   }
+  return box.liveCount;
+}
+
+function show(box, count) {
   const [answers, students] = count;
-  box.liveCount.value.textContent = String(answers);
-  box.liveCount.note.textContent =
-    `of ${students} students; they can change them until the reveal.`;
+  const m = metric(box, "Answers so far");
+  m.value.textContent = String(answers);
+  m.note.textContent = `of ${students} students; they can change them until the reveal.`;
   box.dataset.answers = String(answers);
+}
+
+function showStudents(box, students) {
+  const m = metric(box, "Students in the class");
+  m.value.textContent = String(students);
+  box.dataset.students = String(students);
 }
 
 export default function (component) {
@@ -39,6 +50,7 @@ export default function (component) {
   clearTimeout(w.timer);
   w.data = data;
   if (data.count) show(box, data.count);
+  if (data.students != null) showStudents(box, data.students);
   const tick = async () => {
     const d = w.data;
     let wait = d.every_ms;
@@ -53,8 +65,10 @@ export default function (component) {
         box.dataset.round = String(s.round);
         box.dataset.state = s.state;
         if (d.count) show(box, [s.round === d.round ? s.answers : 0, s.students]);
+        if (d.students != null) showStudents(box, s.students);
         const now = `${s.round}/${s.state}`;
-        if ((s.round !== d.round || s.state !== d.state) && w.sent !== now) {
+        const moved = s.round !== d.round || s.state !== d.state;
+        if (d.notify !== false && moved && w.sent !== now) {
           w.sent = now;
           setTriggerValue("changed", now);
         }

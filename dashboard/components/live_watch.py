@@ -5,7 +5,8 @@ reruns the page only when the round it shows has changed.
 The watcher reads `GET {url}?room=CODE` every `every` seconds. When the latest round's number
 or state differs from the page's (`round`, `state`), it sends the trigger `changed` once, which
 reruns the script. With `count`, it also shows the number of answers, refreshed at each read:
-the teacher's projector then needs no rerun at all while a round is open.
+the teacher's projector then needs no rerun at all while a round is open. With `students`, it
+shows the number of students in the class: the lobby follows joins without a rerun either.
 
 `keep_teacher_key` has the teacher's browser get a cookie of its own (an HttpOnly one, from the
 server's route) for a single-use pass: the teacher's key never goes into the page.
@@ -38,9 +39,13 @@ def watch(
     state_shown: str,
     on_change: Callable[[], None],
     count: tuple[int, int] | None = None,
+    students: int | None = None,
+    notify: bool = True,
 ) -> None:
     """Mount the watcher. `count`: (answers, students) now, shown at once and then kept up to
-    date; None for a student's page (nothing shown)."""
+    date; None for a student's page (nothing shown). `students`: the number of students now,
+    shown as "Students in the class" and kept up to date. `notify` False: the watcher only
+    shows, and never reruns the page (another watcher of the page does)."""
     _mount(
         key=key,
         data={
@@ -50,6 +55,8 @@ def watch(
             "round": round_shown,
             "state": state_shown,
             "count": list(count) if count is not None else None,
+            "students": students,
+            "notify": notify,
         },
         on_changed_change=on_change,
         width="stretch",
