@@ -58,21 +58,70 @@ def map_result(saliency_map: np.ndarray, answers: list[Answer], extra: dict) -> 
 
 def predict_result(probs: np.ndarray, answers: list[Answer], extra: dict) -> dict:
     """What the reveal of a "what will it say?" round publishes: the guesses per class, the
-    model's probabilities, and how many guessed the model's answer."""
+    model's probabilities, and how many guessed the model's answer; with the students'
+    confidence, the class's vote weighted by how sure each was (`weighted`, shares summing to
+    1), the mean confidence of those who picked each class (`confidence`, None where nobody
+    did), and the mean confidence of those who guessed right and of the others."""
     probs = np.asarray(probs, dtype=np.float64)
+    k = len(probs)
     predicted = int(probs.argmax())
-    guesses = [a.guess for a in answers if a.guess is not None]
-    counts = np.bincount(np.asarray(guesses, dtype=np.int64), minlength=len(probs))[: len(probs)]
-    right = [a for a in answers if a.guess == predicted]
+    given = [a for a in answers if a.guess is not None and 0 <= a.guess < k]
+    guesses = np.asarray([a.guess for a in given], dtype=np.int64)
+    sure = np.asarray([a.confidence or 0.0 for a in given], dtype=np.float64)
+    counts = np.bincount(guesses, minlength=k)[:k]
+    weights = np.bincount(guesses, weights=sure, minlength=k)[:k]
+    weighted = weights / weights.sum() if weights.sum() > 0 else np.zeros(k)
+    right = [a for a in given if a.guess == predicted]
+    wrong = [a for a in given if a.guess != predicted]
     return {
         **extra,
-        "n": len(guesses),
+        "n": len(given),
         "probabilities": probs.round(6).tolist(),
         "predicted": predicted,
         "counts": counts.tolist(),
+        "weighted": weighted.round(6).tolist(),
+        "confidence": [
+            _number(weights[c] / counts[c]) if counts[c] else None for c in range(k)
+        ],  # fmt: skip
         "right": len(right),
-        "mean_confidence_right": _number(np.mean([a.confidence for a in right])) if right else None,
+        "mean_confidence_right": _mean_confidence(right),
+        "mean_confidence_wrong": _mean_confidence(wrong),
     }
+
+
+def _mean_confidence(answers: list[Answer]) -> float | None:
+    return _number(np.mean([a.confidence or 0.0 for a in answers])) if answers else None
+
+
+def calibration(pairs: list[tuple[float, bool]]) -> dict:
+    """How well stated confidence matched being right, over (confidence, right) pairs: the
+    number of guesses, how many were right, the share right and the mean stated confidence
+    (None without guesses). A calibrated student's two shares are close."""
+    n = len(pairs)
+    right = sum(bool(r) for _, r in pairs)
+    return {
+        "guesses": n,
+        "right": right,
+        "share_right": right / n if n else None,
+        "said": _number(np.mean([c for c, _ in pairs])) if n else None,
+    }
+
+
+RHO_BIN = 0.1  # the width of the reveal histogram's bins of students' own ρ
+
+
+def rho_bins(values: list[float]) -> list[dict]:
+    """Students' own Spearman ρ counted in bins of width 0.1 from -1 to 1 (the last bin holds
+    1.0): `[{"from", "to", "students"}]`, every bin listed, empty ones as 0, so the chart's
+    axes are ρ and whole numbers of students."""
+    edges = np.round(np.arange(-1.0, 1.0 + RHO_BIN / 2, RHO_BIN), 10) + 0.0  # no -0.0
+    counts, _ = np.histogram(np.clip(values, -1.0, 1.0), bins=edges) if values else (None, None)
+    if counts is None:
+        counts = np.zeros(len(edges) - 1, dtype=np.int64)
+    return [
+        {"from": float(lo), "to": float(hi), "students": int(c)}
+        for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
+    ]
 
 
 def _unit(m: np.ndarray) -> np.ndarray:

@@ -71,6 +71,24 @@ def text(at: AppTest) -> str:
     )
 
 
+def charts(at: AppTest) -> list[dict]:
+    """The Vega-Lite specs of the page's charts (wherever they sit: columns, expanders), with
+    the rows Streamlit sends beside the spec put back as `values`."""
+    import json
+
+    from streamlit import dataframe_util
+
+    out = []
+    for n in all_nodes(at._tree):
+        if getattr(n, "type", "") in ("vega_lite_chart", "arrow_vega_lite_chart"):
+            spec = json.loads(n.proto.spec)
+            if n.proto.data.data:
+                rows = dataframe_util.convert_arrow_bytes_to_pandas_df(n.proto.data.data)
+                spec["values"] = rows.to_dict("records")
+            out.append(spec)
+    return out
+
+
 def test_a_class_plays_a_map_round_and_a_prediction_round(class_db):
     teacher = live()
     teacher.button(key="live_start").click().run()
@@ -121,6 +139,14 @@ def test_a_class_plays_a_map_round_and_a_prediction_round(class_db):
     assert shown["The class's Spearman ρ with the map"] == f"{rho:+.2f}"
     assert shown["Top-10 % overlap"] == f"{top_overlap(direct, mean):.0%}"
     assert teacher.get("download_button")  # the round's CSV
+    # Issue 29: the histogram counts whole students in bins of ρ (0.1 wide, -1 to 1).
+    (hist,) = [c for c in charts(teacher) if "students" in c["encoding"]["y"]["field"]]
+    assert hist["encoding"]["y"]["axis"] == {"tickMinStep": 1, "format": "d"}
+    bins = hist["values"]
+    assert len(bins) == 20 and bins[0]["from"] == -1.0 and bins[-1]["to"] == 1.0
+    own_rhos = [spearmanr(direct.ravel(), p.ravel()).statistic for p in (paint_a, paint_b)]
+    expected = np.histogram(own_rhos, bins=np.linspace(-1, 1, 21))[0].tolist()
+    assert [b["students"] for b in bins] == expected and sum(expected) == 2
     ada.run()
     own = spearmanr(direct.ravel(), paint_a.ravel()).statistic
     assert metrics(ada)["Your ρ · your overlap"].startswith(f"{own:+.2f} · ")
@@ -140,10 +166,33 @@ def test_a_class_plays_a_map_round_and_a_prediction_round(class_db):
     assert metrics(teacher)["Answers so far"] == "2"
     teacher.button(key="live_reveal").click().run()
     assert "**1 of 2** students guessed it" in text(teacher)
+    # Issue 29: the reveal shows the image, and uses how sure each student said they were.
+    assert ["The image (true class: 7)"] in [im.captions for im in teacher.get("image")]
+    assert (
+        "How sure they were: **90%** on average for those who guessed it, **40%** for the others."
+        in text(teacher)
+    )
+    (bars,) = [c for c in charts(teacher) if c["encoding"].get("yOffset")]
+    weighted = {
+        r["class"]: r["share"]
+        for r in bars["values"]
+        if r["who"] == "the guesses, weighted by how sure"
+    }
+    assert weighted["7"] == pytest.approx(0.9 / 1.3, abs=1e-6)
+    assert weighted["1"] == pytest.approx(0.4 / 1.3, abs=1e-6) and weighted["3"] == 0
+    calibration = {r["student"]: r for r in teacher.dataframe[0].value.to_dict("records")}
+    assert calibration["Ada"] == {"student": "Ada", "guesses": 1, "right": 1,
+                                  "share right": "100%", "said they were sure": "90%"}  # fmt: skip
+    assert calibration["<b>Bo</b>"]["share right"] == "0%"
     ada.run()
     assert "You guessed **7**, 90% sure: right." in text(ada)
+    assert (
+        "Your guesses so far: **1 of 1** right (100%), and you said you were **90%** sure"
+        in text(ada)
+    )
     bo.run()
     assert "You guessed **1**, 40% sure: not what the model said." in text(bo)
+    assert "Your guesses so far: **0 of 1** right (0%)" in text(bo)
 
 
 def test_isolation_as_the_page_sees_it(class_db):

@@ -41,9 +41,11 @@ from dashboard.live_store import (
     teacher_cookie,
 )
 from dashboard.render import class_label, class_md
+from pretrained.text import clean
 
 POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round has opened
 COUNT_SECONDS = 0.5  # how often the teacher's count of answers refreshes (a cheap read)
+STUDENTS_SECONDS = 1.0  # how often the teacher's count of students refreshes
 CANVAS_PX = 280
 KIND_LABELS = {"map": "Where does it look? (paint)", "predict": "What will it say? (guess)"}
 TEACHERS = "live_teachers"  # session state: {room code: teacher's key} of this session's classes
@@ -278,11 +280,12 @@ def _join_form(store: LiveStore, code: str | None) -> None:
 def _teacher(store: LiveStore, code: str, teacher: str) -> None:
     _keep_in_browser(store, code, teacher)
     url = live_class.join_url(_base_url(), code)
+    rnd = store.current_round(code)
     left, right = st.columns([2, 1])
     with left:
         st.markdown(f"## Class code **{format_code(code)}**")
         st.markdown(f"Students open **{url}** (or scan the code) and pick a nickname.")
-        st.metric("Students in the class", store.n_students(code))
+        _students_count(store, code, rnd)
         # Off by default, and nothing of it in the page until asked: the projector shows
         # this page, and the link gives whoever holds it the class.
         if st.toggle("Show my teacher link (not on the projector)", key="live_show_link"):
@@ -301,7 +304,6 @@ def _teacher(store: LiveStore, code: str, teacher: str) -> None:
             )
     with right:
         st.image(live_class.qr_png(url), width=300, caption="Scan to join")
-    rnd = store.current_round(code)
     if rnd is not None and rnd.state == "open":
         _open_round(store, code, teacher, rnd)
         return
@@ -400,6 +402,29 @@ def _round_changed() -> None:
     """The watcher saw another round (or state): the rerun it starts shows it."""
 
 
+def _students_count(store: LiveStore, code: str, rnd) -> None:
+    """ "Students in the class", following joins within a second: read by the watcher from the
+    status route, or by a fragment without it. In the lobby (no round open) this watcher also
+    notices a round opened from the teacher's other device; while one is open, the count of
+    answers does."""
+    url = _status_url()
+    if url is None:
+        _students_fragment(store, code)
+        return
+    now = store.public_status(code) or {"students": 0}
+    live_watch.watch(
+        key="live_students", url=url, room=code, every=STUDENTS_SECONDS,
+        round_shown=rnd.number if rnd else 0, state_shown=rnd.state if rnd else "none",
+        on_change=_round_changed, students=now["students"],
+        notify=rnd is None or rnd.state != "open",
+    )  # fmt: skip
+
+
+@st.fragment(run_every=STUDENTS_SECONDS)
+def _students_fragment(store: LiveStore, code: str) -> None:
+    st.metric("Students in the class", store.n_students(code))
+
+
 def _answer_count(store: LiveStore, code: str, number: int) -> None:
     url = _status_url()
     if url is None:
@@ -444,6 +469,8 @@ def _reveal_teacher(store: LiveStore, code: str, teacher: str, rnd) -> None:
     st.markdown(f"### Round {rnd.number}, revealed: {render.plain(rnd.spec['question'])}")
     _result(rnd)
     answers = store.answers(code, teacher, rnd.number)
+    if rnd.kind == "predict":
+        _class_calibration(store, code, teacher, rnd.number)
     saliency_map = np.reshape(rnd.result["map"], (28, 28)) if rnd.kind == "map" else None
     st.download_button(
         "This round's answers as CSV",
@@ -487,49 +514,122 @@ def _result(rnd, mine=None) -> None:
             c3.metric("Your ρ · your overlap", f"{_fmt(rho)} · {_fmt(overlap, percent=True)}")
         _histogram([s[0] for s in r["scores"] if s[0] is not None])
     else:
-        probs = np.asarray(r["probabilities"])
-        n = max(r["n"], 1)
-        rows = [
-            {"class": class_label(k, names), "share": v, "who": who}
-            for k in range(len(probs))
-            for who, v in (
-                ("the model's probability", float(probs[k])),
-                ("the class's guesses", r["counts"][k] / n),
-            )  # fmt: skip
-        ]
+        _predict_result(rnd, names, image, mine)
+
+
+def _predict_result(rnd, names, image: np.ndarray, mine) -> None:
+    """The image beside the model's probabilities, the class's guesses and the same guesses
+    weighted by how sure each student was; how sure the right and the wrong guessers were."""
+    spec, r = rnd.spec, rnd.result
+    probs = np.asarray(r["probabilities"])
+    n = max(r["n"], 1)
+    weighted = r.get("weighted") or [0.0] * len(probs)  # rounds revealed before it was kept
+    confidence = r.get("confidence") or [None] * len(probs)
+    rows = [
+        {"class": class_label(k, names), "share": v, "who": who,
+         "mean confidence": _fmt(confidence[k], percent=True)}
+        for k in range(len(probs))
+        for who, v in (
+            ("the model's probability", float(probs[k])),
+            ("the class's guesses", r["counts"][k] / n),
+            ("the guesses, weighted by how sure", float(weighted[k])),
+        )
+    ]  # fmt: skip
+    left, right = st.columns([1, 2])
+    with left:
+        render.show(
+            render.grey(image, render.scale_for(image.shape)),
+            f"The image (true class: {class_md(spec['true'], names)})",
+            width=CANVAS_PX // 2,
+        )
+    with right:
         st.markdown(
             f"The model says **{render.plain(class_label(r['predicted'], names))}** "
             f"({probs[r['predicted']]:.1%}); **{r['right']} of {r['n']}** students guessed it."
-            + (f" (True class: {render.plain(class_label(spec['true'], names))}.)")
         )
+        said_right, said_wrong = r.get("mean_confidence_right"), r.get("mean_confidence_wrong")
+        if said_right is not None or said_wrong is not None:
+            st.markdown(
+                f"How sure they were: **{_fmt(said_right, percent=True)}** on average for "
+                f"those who guessed it, **{_fmt(said_wrong, percent=True)}** for the others."
+            )
         if mine is not None and mine.guess is not None:
             verdict = "right" if mine.guess == r["predicted"] else "not what the model said"
             st.markdown(
                 f"You guessed **{render.plain(class_label(mine.guess, names))}**, "
                 f"{mine.confidence:.0%} sure: {verdict}."
             )
-        spec_chart = {
-            "data": {"values": rows},
-            "mark": {"type": "bar"},
-            "height": 300,
-            "encoding": {
-                "y": {"field": "class", "type": "nominal", "sort": None, "title": None},
-                "x": {
-                    "field": "share",
-                    "type": "quantitative",
-                    "scale": {"domain": [0, 1]},
-                    "axis": {"format": "%"},
-                    "title": None,
-                },  # fmt: skip
-                "yOffset": {"field": "who"},
-                "color": {
-                    "field": "who",
-                    "type": "nominal",
-                    "legend": {"orient": "top", "title": None},
-                },  # fmt: skip
+    spec_chart = {
+        "data": {"values": rows},
+        "mark": {"type": "bar", "tooltip": True},
+        "height": 360,
+        "encoding": {
+            "y": {"field": "class", "type": "nominal", "sort": None, "title": None},
+            "x": {
+                "field": "share",
+                "type": "quantitative",
+                "scale": {"domain": [0, 1]},
+                "axis": {"format": "%"},
+                "title": None,
             },
-        }
-        st.vega_lite_chart(None, spec_chart, width="stretch")
+            "yOffset": {"field": "who", "sort": None},
+            "color": {
+                "field": "who",
+                "type": "nominal",
+                "sort": None,
+                "legend": {"orient": "top", "title": None, "labelLimit": 0},
+            },
+        },
+    }  # fmt: skip
+    st.vega_lite_chart(None, spec_chart, width="stretch")
+
+
+def _guessing_rounds(store: LiveStore, code: str, upto: int) -> list:
+    """The revealed "what will it say?" rounds up to round `upto`."""
+    rounds = (store.round(code, n) for n in range(1, upto + 1))
+    return [r for r in rounds if r.kind == "predict" and r.state == "revealed" and r.result]
+
+
+def _class_calibration(store: LiveStore, code: str, teacher: str, upto: int) -> None:
+    """Each student's guesses so far: how many were right against how sure they said they
+    were (closed: the names are the teacher's to show)."""
+    pairs: dict[str, list[tuple[float, bool]]] = {}
+    for rnd in _guessing_rounds(store, code, upto):
+        for a in store.answers(code, teacher, rnd.number):
+            if a.guess is not None:
+                right = a.guess == rnd.result["predicted"]
+                pairs.setdefault(a.nickname, []).append((a.confidence or 0.0, right))
+    if not pairs:
+        return
+    rows = []
+    for name, said in pairs.items():
+        c = live_class.calibration(said)
+        rows.append({
+            "student": clean(name), "guesses": c["guesses"], "right": c["right"],
+            "share right": _fmt(c["share_right"], percent=True),
+            "said they were sure": _fmt(c["said"], percent=True),
+        })  # fmt: skip
+    with st.expander(
+        f"Each student's calibration over {len(_guessing_rounds(store, code, upto))}"
+        " guessing rounds: right answers against how sure they said they were"
+    ):
+        st.dataframe(rows, hide_index=True, key=f"live_calibration_{upto}")  # fmt: skip
+
+
+def _my_calibration(store: LiveStore, code: str, me: str, upto: int) -> None:
+    said = []
+    for rnd in _guessing_rounds(store, code, upto):
+        mine = store.my_answer(code, me, rnd.number)
+        if mine is not None and mine.guess is not None:
+            said.append((mine.confidence or 0.0, mine.guess == rnd.result["predicted"]))
+    c = live_class.calibration(said)
+    if not c["guesses"]:
+        return
+    st.markdown(
+        f"Your guesses so far: **{c['right']} of {c['guesses']}** right "
+        f"({_fmt(c['share_right'], percent=True)}), and you said you were "
+        f"**{_fmt(c['said'], percent=True)}** sure on average."
+    )
 
 
 def _fmt(x, percent: bool = False) -> str:
@@ -539,20 +639,28 @@ def _fmt(x, percent: bool = False) -> str:
 
 
 def _histogram(values: list[float]) -> None:
+    """How many students' own painting had each ρ: bins of ρ across, whole students up."""
     if not values:
         return
     spec = {
-        "data": {"values": [{"rho": v} for v in values]},
-        "mark": {"type": "bar"},
+        "data": {"values": live_class.rho_bins(values)},
+        "mark": {"type": "bar", "tooltip": True},
         "height": 160,
         "encoding": {
             "x": {
-                "field": "rho",
-                "bin": {"extent": [-1, 1], "step": 0.1},
+                "field": "from",
                 "type": "quantitative",
+                "scale": {"domain": [-1, 1]},
+                "axis": {"tickMinStep": live_class.RHO_BIN, "format": ".1f"},
                 "title": "each student's own Spearman ρ with the map",
-            },  # fmt: skip
-            "y": {"aggregate": "count", "type": "quantitative", "title": "students"},
+            },
+            "x2": {"field": "to"},
+            "y": {
+                "field": "students",
+                "type": "quantitative",
+                "axis": {"tickMinStep": 1, "format": "d"},
+                "title": "students",
+            },
         },
     }
     st.vega_lite_chart(None, spec, width="stretch")
@@ -583,6 +691,8 @@ def _round_for_student(store: LiveStore, code: str, me: str, rnd) -> None:
     if rnd.state == "revealed":
         st.markdown(f"### Round {rnd.number}: the answer")
         _result(rnd, mine)
+        if rnd.kind == "predict":
+            _my_calibration(store, code, me, rnd.number)
         return
     st.markdown(f"### Round {rnd.number}: {render.plain(rnd.spec['question'])}")
     if rnd.kind == "map":
