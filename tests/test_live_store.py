@@ -306,6 +306,23 @@ def test_a_reveal_of_30_paintings(tmp_path):
     p = live_class.predict_result(probs, guesses, {})
     assert (p["counts"], p["right"], p["predicted"]) == ([1, 2, 1], 2, 1)
     assert p["mean_confidence_right"] == pytest.approx(0.505)
+    # Issue 29: confidence used. Confidences 0.50, 0.51, 0.52, 0.53 for guesses 1, 1, 2, 0.
+    assert p["weighted"] == pytest.approx([0.53 / 2.06, 1.01 / 2.06, 0.52 / 2.06], abs=1e-6)
+    assert p["confidence"] == pytest.approx([0.53, 0.505, 0.52])
+    assert p["mean_confidence_wrong"] == pytest.approx(0.525)
+    none = live_class.predict_result(probs, [Answer("s", None, 2, 0.9, 0.0)], {})
+    assert none["confidence"][:2] == [None, None] and none["mean_confidence_right"] is None
+
+
+def test_calibration_and_the_histograms_bins():
+    c = live_class.calibration([(0.9, True), (0.8, False), (0.7, True), (0.6, True)])
+    assert c == {"guesses": 4, "right": 3, "share_right": 0.75, "said": pytest.approx(0.75)}
+    assert live_class.calibration([])["share_right"] is None
+    bins = live_class.rho_bins([-1.0, -0.95, 0.05, 0.07, 0.55, 1.0])
+    assert [b["from"] for b in bins] == pytest.approx(np.linspace(-1, 0.9, 20))
+    assert all(isinstance(b["students"], int) for b in bins)
+    counted = {round(b["from"], 1): b["students"] for b in bins if b["students"]}
+    assert counted == {-1.0: 2, 0.0: 2, 0.5: 1, 0.9: 1}  # 1.0 falls in the last bin
 
 
 def test_the_csv_export_holds_nicknames_and_scores_only():
