@@ -25,11 +25,15 @@ NAMES_MB = 1  # a file of class names
 CLI = "python -m pretrained.index"
 
 
+def _a(what: str) -> str:
+    return ("an " if what[0] in "aeiou" else "a ") + what
+
+
 def not_sent(what: str, mb: int) -> str:
     """Why a form may arrive without the file the user chose."""
     return (
-        f"A {what} over {mb} MB is not sent (the box marks it in red). To index a bigger one, "
-        f"run {CLI} on your own machine, which has no size limit, then "
+        f"{_a(what)[0].upper()}{_a(what)[1:]} over {mb} MB is not sent (the box marks it in red). "
+        f"To index a bigger one, run {CLI} on your own machine, which has no size limit, then "
         "python -m dashboard --workspace W."
     )
 
@@ -39,6 +43,6 @@ def too_big(file, what: str, mb: int) -> str | None:
     if file is None or file.size <= mb * 2**20:
         return None
     return (
-        f"{file.name} is {file.size / 2**20:,.0f} MB; a {what} may be at most {mb} MB here. "
+        f"{file.name} is {file.size / 2**20:,.0f} MB; {_a(what)} may be at most {mb} MB here. "
         f"Index a bigger one on your own machine with {CLI}, which has no size limit."
     )

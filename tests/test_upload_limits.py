@@ -219,3 +219,31 @@ def test_the_page_leads_with_torch_export_and_notes_torchscripts_deprecation():
         "torch.export program (torch.export.save)",
         "TorchScript (torch.jit.save; deprecated by torch)",
     ]
+
+
+def test_image_photo_and_table_uploaders_keep_their_smaller_limits(monkeypatch):
+    """The server takes 256 MB now: every other uploader says its own, smaller limit."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["source"] = "upload"
+    at.run()
+    assert at.file_uploader(key="upload_file").proto.max_upload_size_mb == 20
+    at.switch_page("page_files/photos.py").run()
+    if not any(u.key == "ph_file" for u in at.get("file_uploader")):  # no weights offline
+        at.checkbox(key="ph_random").check().run()  # random weights: the page goes on
+    assert at.file_uploader(key="ph_file").proto.max_upload_size_mb == 20
+    at.switch_page("page_files/tables.py").run()
+    at.radio(key="t_source").set_value("upload").run()
+    assert not at.exception, [e.value for e in at.exception]
+    csv = at.file_uploader(key="t_csv_file").proto.max_upload_size_mb
+    assert (csv, at.file_uploader(key="t_model_file").proto.max_upload_size_mb) == (16, 256)
+
+
+def test_an_image_over_its_limit_is_refused_from_its_size(monkeypatch):
+    monkeypatch.setattr(upload_limits, "IMAGE_MB", 1)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["source"] = "upload"
+    at.run()
+    at.file_uploader(key="upload_file").set_value(("huge.png", b"\0" * (3 * 2**20 // 2), "x/y"))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.error[0].value.startswith("huge.png is 2 MB; an image may be at most 1 MB here.")

@@ -11,7 +11,17 @@ import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from dashboard import PAGE_DRAWN, PAGE_WAITS, budget, cache, lru, render, sources, state
+from dashboard import (
+    PAGE_DRAWN,
+    PAGE_WAITS,
+    budget,
+    cache,
+    lru,
+    render,
+    sources,
+    state,
+    upload_limits,
+)
 from dashboard.components import saliency_panel
 from dashboard.rate_limits import EXPENSIVE
 from dashboard.render import Style, class_label, class_md
@@ -174,7 +184,10 @@ def _workspace_upload(src: Source) -> np.ndarray | None:
         "An image (PNG, JPEG, GIF, BMP, WebP; up to 20 MB), prepared like the workspace's: "
         + src.description,
         key="ws_upload_file",
+        max_upload_size=upload_limits.IMAGE_MB,
     )
+    if too_big := upload_limits.too_big(file, "image", upload_limits.IMAGE_MB):
+        st.session_state["ws_upload_error"], file = too_big, None  # never read
     if file is not None:
         digest = hashlib.sha256(file.getvalue()).hexdigest()
         if st.session_state.get("ws_upload_seen") != (src.key, digest):
@@ -207,7 +220,11 @@ def _uploaded_image() -> None:
     file = st.file_uploader(
         "An image of one digit or garment (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)",
         key="upload_file",
+        max_upload_size=upload_limits.IMAGE_MB,
     )
+    if too_big := upload_limits.too_big(file, "image", upload_limits.IMAGE_MB):
+        st.error(render.plain(too_big))  # never read
+        return
     if file is None:
         return
     digest = hashlib.sha256(file.getvalue()).hexdigest()

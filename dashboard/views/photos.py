@@ -13,7 +13,7 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from dashboard import cache, render, state
+from dashboard import cache, render, state, upload_limits
 from dashboard.render import Style
 from pretrained import imagenet
 from pretrained.images import ImageError, decode_image
@@ -59,8 +59,13 @@ def _photo(name: str) -> np.ndarray | None:
         st.info("Uploading photos is turned off on this server.")
         return None
     file = st.file_uploader(
-        "A photo (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)", key="ph_file", type=None
+        "A photo (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)",
+        key="ph_file",
+        type=None,
+        max_upload_size=upload_limits.IMAGE_MB,
     )
+    if too_big := upload_limits.too_big(file, "photo", upload_limits.IMAGE_MB):
+        st.session_state["ph_error"], file = too_big, None  # never read
     if file is not None:
         digest = hashlib.sha256(file.getvalue()).hexdigest()
         if st.session_state.get("ph_seen") != digest:
