@@ -334,10 +334,14 @@ def init() -> dict[str, Any]:
     for key in FIELDS:  # a widget changed in the last interaction is newer than the canonical
         if key in st.session_state:
             view[key] = st.session_state[key]
-    # A model from another data set (an edited link, or a data-set switch) falls back.
+    # A model from another data set (an edited link, or a data-set switch) falls back: to
+    # the one this session last chose for that data set, so switching away and back keeps it.
     ready = models(view["dataset"])
+    chosen = st.session_state.setdefault("model_per_dataset", {})
     if view["model"] not in ready:
-        view["model"] = default_model(view["dataset"])
+        kept = chosen.get(view["dataset"])
+        view["model"] = kept if kept in ready else default_model(view["dataset"])
+    chosen[view["dataset"]] = view["model"]
     view["compare"] = [
         m for m in dict.fromkeys(view["compare"]) if m in ready and m != view["model"]
     ][:MAX_COMPARE]
@@ -384,7 +388,7 @@ def sync() -> None:
 def model_label(name: str) -> str:
     """A model as the sidebar's picker shows it: its name and test accuracy."""
     try:
-        return f"{name} ({cache.model_info(name).test_accuracy:.2%})"
+        return f"{cache.display_name(name)} ({cache.model_info(name).test_accuracy:.2%})"
     except WorkspaceError:
         return name
 
