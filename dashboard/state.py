@@ -293,6 +293,9 @@ FIELDS: dict[str, Field] = {
     "t_drop": Field(False, _flag, lambda v: "true" if v else "false"),
     "t_output": Field("", _output),
     "t_scale": Field("std", _choice(TABLE_SCALES)),  # only × std compares features
+    # What y is for an output of K ≥ 2 columns (a classifier): its class's probability, as a
+    # classifier's user reads it; a one-column output (a regression) is always itself.
+    "t_score": Field("probability", _choice(SCORES)),
     "t_row": Field(1, _number(int, 1, 10_000_000)),
     "t_nudge": Field("", _column_name),
     # The live class: the room's code; the teacher's and a student's secret keys (a reload

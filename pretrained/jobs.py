@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import saliency
-from saliency._validate import model_device, select_output
+from saliency._validate import check_score, model_device, scores_from, select_output
 
 __all__ = ["JOBS", "answer_bytes", "answer_shape", "check_result", "run"]
 
@@ -236,14 +236,18 @@ def faithfulness(model: nn.Module, x: np.ndarray, *, target: int, start: str) ->
 MAX_OUTPUTS = 16  # entries of a tuple or dict output that are described
 
 
-def _column_of(output: Any, column: int) -> Callable[[Any], torch.Tensor]:
-    """The selector `saliency` takes: one column of one output, as (N, 1)."""
+def _column_of(output: Any, column: int, score: str = "logit") -> Callable[[Any], torch.Tensor]:
+    """The selector `saliency` takes: one column of one output, as (N, 1). With `score`
+    "probability" or "log_probability" that column is taken after a softmax over the whole
+    output row (a sigmoid for a one-column output), as the image pages' scores are: a
+    classifier's class is then explained by its probability, not by one logit."""
+    check_score(score)
 
     def pick(raw: Any) -> torch.Tensor:
         out = select_output(raw, output)
         if not 0 <= column < out.shape[1]:
             raise ValueError(f"column {column} is out of range: that output has {out.shape[1]}")
-        return out[:, column : column + 1]
+        return scores_from(out, score)[:, column : column + 1]
 
     return pick
 
@@ -279,11 +283,13 @@ def table_outputs(model: nn.Module, x: np.ndarray, **_: Any) -> dict:
     return {"type": type(raw).__name__, "seconds": seconds, "outputs": outputs}
 
 
-def table_jacobian(model: nn.Module, x: np.ndarray, *, output: Any, column: int) -> dict:
-    """`values` `(N,)` of the chosen output column and its `jacobian` `(N, D)` by autograd
-    (`saliency.jacobian`), both float64. Rows whose output is NaN or inf get NaN gradients
-    (`saliency` refuses non-finite scores; the caller leaves those rows out)."""
-    pick = _column_of(output, column)
+def table_jacobian(
+    model: nn.Module, x: np.ndarray, *, output: Any, column: int, score: str = "logit"
+) -> dict:
+    """`values` `(N,)` of the chosen output column's `score` and its `jacobian` `(N, D)` by
+    autograd (`saliency.jacobian`), both float64. Rows whose output is NaN or inf get NaN
+    gradients (`saliency` refuses non-finite scores; the caller leaves those rows out)."""
+    pick = _column_of(output, column, score)
     xt = _tensor(model, x)
     with torch.no_grad():
         values = pick(model(xt))[:, 0].double()
@@ -295,11 +301,17 @@ def table_jacobian(model: nn.Module, x: np.ndarray, *, output: Any, column: int)
 
 
 def table_differences(
-    model: nn.Module, x: np.ndarray, *, output: Any, column: int, steps: np.ndarray
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    output: Any,
+    column: int,
+    steps: np.ndarray,
+    score: str = "logit",
 ) -> dict:
     """Like `table_jacobian`, by central differences with a step per feature
     (`saliency.column_differences`): for a model autograd can't differentiate."""
-    pick = _column_of(output, column)
+    pick = _column_of(output, column, score)
     xt = _tensor(model, x)
     with torch.no_grad():
         values = pick(model(xt))[:, 0]
@@ -308,13 +320,19 @@ def table_differences(
 
 
 def table_check(
-    model: nn.Module, x: np.ndarray, *, output: Any, column: int, steps: np.ndarray
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    output: Any,
+    column: int,
+    steps: np.ndarray,
+    score: str = "logit",
 ) -> dict:
     """Autograd against central differences on a few rows: `autograd` `(n, D)` (None and an
     `error` when autograd fails: an integer output, a detached graph), `differences` `(n, D)`
     and `values` `(n,)`, on the rows whose output is finite (`kept`, their positions in `x`).
     On a float64 copy of the model when it converts (then `float64`), else in float32."""
-    pick = _column_of(output, column)
+    pick = _column_of(output, column, score)
     try:
         copy64 = copy.deepcopy(model).double()
         xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)
@@ -344,11 +362,18 @@ def table_check(
 
 
 def table_nudge(
-    model: nn.Module, x: np.ndarray, *, output: Any, column: int, feature: int, deltas: np.ndarray
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    output: Any,
+    column: int,
+    feature: int,
+    deltas: np.ndarray,
+    score: str = "logit",
 ) -> dict:
     """One row `x` `(1, D)`, one feature moved by each Δ: the predicted change Δ·∂y/∂x_j
-    against the actual one (`saliency.nudge`)."""
-    pick = _column_of(output, column)
+    against the actual one (`saliency.nudge`), y being the column's `score`."""
+    pick = _column_of(output, column, score)
     n = saliency.nudge(
         model, _tensor(model, x), (feature,), torch.as_tensor(deltas), target=0, output=pick
     )
@@ -357,6 +382,23 @@ def table_nudge(
         "predicted": _np(n.predicted[0].double()),
         "actual": _np(n.actual[0].double()),
     }
+
+
+def table_classify(model: nn.Module, x: np.ndarray, *, output: Any, labels: np.ndarray) -> dict:
+    """A classifier's fit on the rows `x`, from its whole output row `(N, K)`: `predicted`
+    `(N,)` the argmax (-1 where the row is NaN or inf) and `log_probability` `(N,)` the log
+    softmax at each row's label, `labels` `(N,)` in 0..K-1 (NaN where the row is not finite).
+    Only two numbers a row come back, whatever K."""
+    with torch.no_grad():
+        out = select_output(model(_tensor(model, x)), output).double()
+    t = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=out.device)
+    if t.shape != (out.shape[0],) or not bool(((t >= 0) & (t < out.shape[1])).all()):
+        raise ValueError(f"labels must be {out.shape[0]} class numbers in 0..{out.shape[1] - 1}")
+    ok = torch.isfinite(out).all(1)
+    predicted = torch.where(ok, out.argmax(1), torch.full_like(t, -1))
+    logp = out.log_softmax(1).gather(1, t[:, None])[:, 0]
+    logp = torch.where(ok, logp, torch.full_like(logp, torch.nan))
+    return {"predicted": _np(predicted), "log_probability": _np(logp)}
 
 
 JOBS: dict[str, Callable[..., Any]] = {
@@ -379,6 +421,7 @@ JOBS: dict[str, Callable[..., Any]] = {
         table_differences,
         table_check,
         table_nudge,
+        table_classify,
     )
 }
 
@@ -440,6 +483,7 @@ def answer_bytes(
         "table_differences": n + n * pixels,
         "table_check": 2 * n + 2 * n * pixels,
         "table_nudge": 2 * deltas,
+        "table_classify": 2 * n,  # two numbers a row, whatever the output's width
     }.get(job, 0)
     return _WORD * elements
 

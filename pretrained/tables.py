@@ -272,14 +272,16 @@ class GradientCheck:
     float64: bool
 
 
-def check_gradients(run, X: np.ndarray, *, output, column: int) -> GradientCheck:
+def check_gradients(
+    run, X: np.ndarray, *, output, column: int, score: str = "logit"
+) -> GradientCheck:
     """Compare autograd with central differences (step 0.001·std per feature) on up to 8
     rows spread over the table. Not differentiable: autograd fails (an integer output, a
     detached graph), gives NaN, gives exactly zero everywhere though the outputs differ
     (`round` inside), or disagrees with the differences by more than 5 %."""
     rows = np.unique(np.linspace(0, len(X) - 1, min(CHECK_ROWS, len(X))).round().astype(int))
     steps = CHECK_STEP * spreads(X)
-    r = run("table_check", X[rows], output=output, column=column, steps=steps)
+    r = run("table_check", X[rows], output=output, column=column, steps=steps, score=score)
     rows = rows[np.asarray(r["kept"], dtype=np.int64)]  # those with a finite output
     if not len(rows):
         raise TableError(
@@ -325,9 +327,18 @@ class Explained:
 
 
 def explain(
-    run, X: np.ndarray, *, output, column: int, autograd: bool = True, progress=None
+    run,
+    X: np.ndarray,
+    *,
+    output,
+    column: int,
+    score: str = "logit",
+    autograd: bool = True,
+    progress=None,
 ) -> Explained:
-    """The Jacobian of one output column at every row of `X`, `BATCH_ROWS` rows per job,
+    """The Jacobian of one output column (its `score`: "logit" the column itself,
+    "probability" or "log_probability" a softmax over the output's columns, taken at this
+    one) at every row of `X`, `BATCH_ROWS` rows per job,
     calling `progress(done, total)` after each. By autograd, or (`autograd=False`) by central
     differences with a step of 0.1·std per feature. Rows with a NaN or inf output or gradient
     are dropped and listed; if none is left, TableError."""
@@ -336,9 +347,10 @@ def explain(
     for i in range(0, len(X), BATCH_ROWS):
         part = X[i : i + BATCH_ROWS]
         if autograd:
-            r = run("table_jacobian", part, output=output, column=column)
+            r = run("table_jacobian", part, output=output, column=column, score=score)
         else:
-            r = run("table_differences", part, output=output, column=column, steps=steps)
+            r = run("table_differences", part, output=output, column=column, steps=steps,
+                    score=score)  # fmt: skip
         v, j = np.asarray(r["values"], np.float64), np.asarray(r["jacobian"], np.float64)
         if v.shape != (len(part),) or j.shape != part.shape:
             raise TableError(
@@ -361,12 +373,71 @@ def explain(
                      "autograd" if autograd else "finite differences")  # fmt: skip
 
 
-def nudges(run, x: np.ndarray, feature: int, std: float, *, output, column: int) -> dict:
+def nudges(
+    run, x: np.ndarray, feature: int, std: float, *, output, column: int, score: str = "logit"
+) -> dict:
     """One row, one feature moved by Δ = k·std for k in `NUDGES`: `deltas`, the `predicted`
     change Δ·∂y/∂x_j and the `actual` one, and the `gradient`."""
     deltas = np.asarray(NUDGES) * std
-    r = run("table_nudge", x[None], output=output, column=column, feature=feature, deltas=deltas)
+    r = run("table_nudge", x[None], output=output, column=column, feature=feature,
+            deltas=deltas, score=score)  # fmt: skip
     return {"deltas": deltas, **r}
+
+
+MAX_CLASSES = 100  # distinct values of a target read as class labels, at most
+
+
+def class_labels(y: np.ndarray, k: int) -> tuple[np.ndarray, tuple[float, ...]] | None:
+    """A target column read as the labels of a `k`-class output, or None when it isn't one:
+    `(labels, classes)`, `labels` in 0..k-1 and `classes[c]` the value column c stands for.
+    Integers 0..k-1 are the columns themselves (scikit-learn's `target`); otherwise exactly `k`
+    distinct values are taken in sorted order (a 1/2 or a -1/+1 label), as scikit-learn's
+    LabelEncoder numbers them."""
+    if k < 2 or k > MAX_CLASSES or not len(y) or not np.isfinite(y).all():
+        return None
+    values = np.unique(y)
+    if len(values) > k:
+        return None
+    if (values == np.round(values)).all() and values.min() >= 0 and values.max() < k:
+        return y.astype(np.int64), tuple(float(c) for c in range(k))
+    if len(values) == k:
+        return np.searchsorted(values, y).astype(np.int64), tuple(float(v) for v in values)
+    return None
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A classifier against class labels: `accuracy` (argmax = label) and `log_loss` (the mean
+    of -log softmax at the label) over `n` rows."""
+
+    accuracy: float
+    log_loss: float
+    n: int
+
+
+def classify(run, X: np.ndarray, labels: np.ndarray, *, output, progress=None) -> Fit:
+    """Accuracy and log-loss of the chosen output `(N, K)` against `labels`, `BATCH_ROWS` rows
+    per job; rows whose output is NaN or inf are left out."""
+    right, loss, n = 0, 0.0, 0
+    for i in range(0, len(X), BATCH_ROWS):
+        part, t = X[i : i + BATCH_ROWS], labels[i : i + BATCH_ROWS]
+        r = run("table_classify", part, output=output, labels=t)
+        predicted = np.asarray(r["predicted"], np.int64)
+        logp = np.asarray(r["log_probability"], np.float64)
+        if predicted.shape != (len(part),) or logp.shape != (len(part),):
+            raise TableError(
+                f"The model's worker sent results of shape {predicted.shape} and {logp.shape} "
+                f"for {len(part)} rows."
+            )
+        ok = np.isfinite(logp) & (predicted >= 0)
+        right += int((predicted[ok] == t[ok]).sum())
+        loss += float(-logp[ok].sum())
+        n += int(ok.sum())
+        if progress is not None:
+            progress(min(i + BATCH_ROWS, len(X)), len(X))
+    if not n:
+        raise TableError("The model's output is NaN or inf on every row: no fit to report.")
+    return Fit(right / n, loss / n, n)
 
 
 # The bundled example.

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 from browser_support import IDLE
-from test_tables import Linear, csv_bytes, exported
+from test_tables import CLASS_FEATURES, Linear, csv_bytes, exported, train_classifier
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -50,3 +50,45 @@ def test_tables_page_example_then_uploaded_csv_and_model(server, page, artifacts
     expect(grid).to_be_visible()
     assert page.get_by_test_id("stException").count() == 0
     page.screenshot(path=str(artifacts_dir / "tables-upload.png"), full_page=True)
+
+
+def test_tables_page_classifier_gets_probability_accuracy_and_log_loss(server, page):
+    """A data scientist's path: a CSV with a 0/1 `target` column and an MLP with two logits.
+    The page explains the class's probability and reports accuracy and log-loss, not R²."""
+    import torch
+    from playwright.sync_api import expect
+    from torch import nn
+
+    X, y, model = train_classifier()
+    with torch.no_grad():
+        z = model(torch.tensor(X, dtype=torch.float32)).double()
+    accuracy = float((z.argmax(1).numpy() == y).mean())
+    log_loss = float(nn.functional.cross_entropy(z, torch.tensor(y)))
+    page.goto(f"{server.url}/tables?t_source=upload")
+    page.wait_for_selector(IDLE)
+    inputs = page.get_by_test_id("stFileUploaderDropzoneInput")
+    data = csv_bytes(np.column_stack([X, y]), [*CLASS_FEATURES, "target"])
+    inputs.nth(0).set_input_files(
+        files=[{"name": "cancer.csv", "mimeType": "text/csv", "buffer": data}]
+    )
+    page.wait_for_selector(IDLE)
+    inputs.nth(1).set_input_files(
+        files=[
+            {
+                "name": "mlp.pt2",
+                "mimeType": "application/octet-stream",
+                "buffer": exported(model, 4),
+            }
+        ]  # fmt: skip
+    )
+    line = f"accuracy {accuracy:.2%} (argmax), log-loss {log_loss:.4f} on 400 rows"
+    expect(page.get_by_text(line, exact=False)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("probability (softmax)")).to_be_visible()
+    metric = page.get_by_test_id("stMetricLabel")
+    expect(metric.get_by_text("Probability of class 0")).to_be_visible()
+    assert page.get_by_text("R²", exact=False).count() == 0
+    page.get_by_text("log-probability", exact=True).click()
+    page.wait_for_selector(IDLE)
+    expect(page).to_have_url(re.compile(r"t_score=log_probability"))
+    expect(metric.get_by_text("Log-probability of class 0")).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0

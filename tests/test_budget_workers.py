@@ -333,6 +333,8 @@ def test_every_jobs_real_answer_fits_what_the_server_expects_of_it():
         ("faithfulness", net, x[:1], {"target": 3, "start": "blurred"}),
         ("table_outputs", table, rows[:1], {}),
         ("table_jacobian", table, rows, {"output": None, "column": 1}),
+        ("table_jacobian", table, rows, {"output": None, "column": 1, "score": "probability"}),
+        ("table_classify", table, rows, {"output": None, "labels": np.array([0, 1, 2, 0, 1, 2])}),
         (
             "table_differences",
             table,

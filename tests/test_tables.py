@@ -376,3 +376,159 @@ def test_a_target_column_is_never_a_feature(mixed_units):
     at.selectbox(key="t_target").set_value("c").run()
     assert at.multiselect(key="t_features").value == ["a", "b"]
     assert "c" not in at.multiselect(key="t_features").options
+
+
+# --- a classifier (issue 29.4) ---------------------------------------------------------------
+
+CLASS_FEATURES = ("radius", "smoothness", "area", "concavity")
+
+
+class Classifier(nn.Module):
+    """An MLP with two logits that standardises its inputs inside forward, as a user's
+    scikit-learn-style net does."""
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+@pytest.fixture(scope="module")
+def two_classes():
+    return train_classifier()
+
+
+def train_classifier():
+    """400 rows of two Gaussian classes in four features of very different units (a radius
+    in mm, a smoothness near 0.1, an area in mm², a concavity), labelled 0/1 in `target`, and
+    an MLP trained on them in torch: `(X, y, model)`."""
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, size=400)
+    centre = np.array([[17.5, 0.103, 980.0, 0.16], [12.1, 0.092, 460.0, 0.046]])
+    spread = np.array([3.2, 0.013, 350.0, 0.07])
+    X = centre[y] + rng.normal(size=(400, 4)) * spread
+    torch.manual_seed(0)
+    model = Classifier(X.mean(0), X.std(0))
+    xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return X, y, model.eval()
+
+
+def softmax_gradients(model: nn.Module, X: np.ndarray, column: int, score: str) -> torch.Tensor:
+    """d p_c/dx (or d log p_c/dx, or d z_c/dx) of each row by one plain backward pass: the
+    rows are independent, so the gradient of the sum is each row's gradient."""
+    x = torch.tensor(X, dtype=torch.float32, requires_grad=True)
+    z = model(x)
+    s = {"logit": z, "probability": z.softmax(1), "log_probability": z.log_softmax(1)}[score]
+    (g,) = torch.autograd.grad(s[:, column].sum(), x)
+    return g.double()
+
+
+@pytest.mark.parametrize("score", ["probability", "log_probability", "logit"])
+def test_a_classifier_is_explained_by_its_class_probability(two_classes, score):
+    X, _, model = two_classes
+    run = in_process(model)
+    ex = tables.explain(run, X, output=None, column=1, score=score)
+    reference = softmax_gradients(model, X, 1, score)
+    with torch.no_grad():
+        z = model(torch.tensor(X, dtype=torch.float32))
+    values = {"logit": z, "probability": z.softmax(1), "log_probability": z.log_softmax(1)}
+    np.testing.assert_allclose(ex.values, values[score][:, 1].double().numpy(), rtol=1e-5)
+    std = torch.from_numpy(X).std(0)
+    ranked = saliency.ranking_from_jacobian(
+        torch.from_numpy(ex.jacobian), torch.from_numpy(X), scale="std"
+    )
+    torch.testing.assert_close(ranked.sensitivity[0], reference.abs().mean(0) * std, rtol=1e-5,
+                               atol=0)  # fmt: skip
+    check = tables.check_gradients(run, X, output=None, column=1, score=score)
+    assert check.differentiable and check.rel_error < 1e-5
+    # The nudge moves the same score: the actual change is the model's own softmax moved.
+    n = tables.nudges(run, X[3], 0, 3.2, output=None, column=1, score=score)
+    moved = np.repeat(X[3:4], len(n["deltas"]), 0)
+    moved[:, 0] += n["deltas"]
+    with torch.no_grad():
+        z2 = model(torch.tensor(np.vstack([X[3:4], moved]), dtype=torch.float32))
+    s2 = {"logit": z2, "probability": z2.softmax(1), "log_probability": z2.log_softmax(1)}[score]
+    actual = (s2[1:, 1] - s2[0, 1]).double().numpy()
+    np.testing.assert_allclose(n["actual"], actual, rtol=1e-4, atol=1e-6)
+    assert n["gradient"] == pytest.approx(float(reference[3, 0]), rel=1e-5)
+
+
+def test_class_labels_and_the_classifiers_fit(two_classes):
+    X, y, model = two_classes
+    labels, classes = tables.class_labels(y.astype(float), 2)
+    np.testing.assert_array_equal(labels, y)
+    assert classes == (0.0, 1.0)
+    relabelled = tables.class_labels(np.where(y == 1, 1.0, -1.0), 2)  # a −1/+1 label
+    np.testing.assert_array_equal(relabelled[0], y)
+    assert relabelled[1] == (-1.0, 1.0)
+    assert tables.class_labels(X[:, 0], 2) is None  # a measurement, not a label
+    assert tables.class_labels(np.array([0.0, 1.0, 2.0]), 2) is None  # three values, two columns
+    fit = tables.classify(in_process(model), X, y, output=None)
+    with torch.no_grad():
+        z = model(torch.tensor(X, dtype=torch.float32)).double()
+    accuracy = float((z.argmax(1).numpy() == y).mean())
+    log_loss = float(nn.functional.cross_entropy(z, torch.tensor(y)))
+    assert fit.n == 400 and fit.accuracy == accuracy and 0.8 < accuracy < 1.0
+    assert fit.log_loss == pytest.approx(log_loss, rel=1e-6)
+    # What the worker may answer for it is bounded by the rows, whatever the width.
+    answer = jobs.table_classify(model, X.astype(np.float32), output=None, labels=y)
+    sent = sum(a.nbytes for a in answer.values())
+    assert sent <= jobs.answer_bytes("table_classify", X.shape, 0, {"labels": y}) == 8 * 2 * 400
+    assert jobs.check_result("table_classify", answer, X.shape, 0, {"labels": y}) is None
+    for job in ("table_jacobian", "table_check"):  # a score changes no answer's size
+        kw = {"output": None, "column": 1, "score": "probability"}
+        assert jobs.answer_bytes(job, X.shape, 0, kw) == jobs.answer_bytes(job, X.shape, 0, {})
+    with pytest.raises(ValueError, match="score must be one of"):
+        jobs.table_jacobian(model, X[:2].astype(np.float32), output=None, column=0, score="odds")
+
+
+def test_an_uploaded_classifier_gets_probability_accuracy_and_log_loss(two_classes):
+    """A scikit-learn-style CSV (four features, then `target` 0/1) and an exported MLP with
+    two logits, run in the sandboxed worker: the page opens on the probability of the chosen
+    class, ranks by d p/dx × std as autograd computes it, and reports accuracy and log-loss,
+    not an R² of a logit against a 0/1 label."""
+    X, y, model = two_classes
+    data = csv_bytes(np.column_stack([X, y]), [*CLASS_FEATURES, "target"])
+    at = upload(tables_page(), data, exported(model, 4))
+    assert not at.error, messages(at)
+    assert at.radio(key="t_score").value == "probability"
+    assert at.selectbox(key="t_output").value == "[null, 0]"
+    at.selectbox(key="t_output").set_value("[null, 1]").run()
+    std = torch.from_numpy(X).std(0)
+    for score in ("probability", "log_probability", "logit"):
+        at.radio(key="t_score").set_value(score).run()
+        assert not at.error, messages(at)
+        expected = softmax_gradients(model, X, 1, score).abs().mean(0) * std
+        shown = ranking(at)
+        assert list(shown) == [CLASS_FEATURES[j] for j in expected.argsort(descending=True)]
+        for j, name in enumerate(CLASS_FEATURES):
+            assert shown[name] == pytest.approx(float(expected[j]), rel=1e-5)
+    with torch.no_grad():
+        z = model(torch.tensor(X, dtype=torch.float32)).double()
+    accuracy = float((z.argmax(1).numpy() == y).mean())
+    log_loss = float(nn.functional.cross_entropy(z, torch.tensor(y)))
+    captions = " ".join(c.value for c in at.caption)
+    assert f"accuracy {accuracy:.2%} (argmax), log-loss {log_loss:.4f} on 400 rows" in captions
+    assert "R²" not in captions
+    at.radio(key="t_score").set_value("probability").run()
+    assert at.metric[0].label == "Probability of class 1"
+    assert "t_score" not in at.query_params  # the probability is the default
+
+
+def test_a_regression_keeps_its_r2_and_has_no_score(mixed_units):
+    y = mixed_units @ np.array([2.0, -3.0, 0.5]) + 1.0
+    data = csv_bytes(np.column_stack([mixed_units, y]), ["a", "b", "c", "target"])
+    at = upload(tables_page(), data, torchscript(Linear([2.0, -3.0, 0.5])))
+    assert not at.error, messages(at)
+    assert not [r for r in at.radio if r.key == "t_score"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "R² " in captions and "accuracy" not in captions

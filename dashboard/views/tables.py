@@ -25,6 +25,12 @@ from pretrained.worker import ModelFailure
 NONE = "-"  # the target column's "no target"
 TARGET_NAMES = ("target", "label", "labels", "y", "class", "outcome")  # a target's usual names
 KINDS = {"auto": "detect", "torchscript": "TorchScript", "export": "torch.export"}
+TABLE_SCORES = ("probability", "log_probability", "logit")  # a classifier's class, first
+SCORE_LABELS = {
+    "probability": "probability (softmax)",
+    "log_probability": "log-probability",
+    "logit": "the column itself (logit)",
+}
 SCALE_LABELS = {"none": "raw units: mean |∂y/∂xⱼ|", "std": "× std: mean |∂y/∂xⱼ| · stdⱼ"}
 CORRELATED = 0.8
 FLIP_PLACES = 2
@@ -248,17 +254,57 @@ def render_view() -> None:
     st.selectbox("Output to explain", list(options), format_func=options.get, key="t_output",
                  help="An entry of a tuple or dict output, and a column of it.")  # fmt: skip
     out_key, column = json.loads(state.get("t_output"))
-    key = (*key, out_key, column)
+    width = _width(facts, out_key)
+    score = _score_choice(width, column) if width > 1 else "logit"
+    key = (*key, out_key, column, score)
     try:
-        _explained_page(run, key, table, X, kept, features, target, out_key, column, example)
+        _explained_page(run, key, table, X, kept, features, target, out_key, column, score,
+                        width)  # fmt: skip
     except (UserModelError, ModelFailure, tables.TableError) as err:
         st.error(f"{_sentence(err)} Your table and model are kept; try other columns.")
 
 
-def _explained_page(run, key, table, X, kept, features, target, out_key, column, example):
+def _width(facts: dict, out_key) -> int:
+    """How many columns the chosen output has."""
+    for o in facts["outputs"]:
+        if o["key"] == out_key:
+            return int(o["shape"][1]) if len(o["shape"]) == 2 else 1
+    return 1
+
+
+def _score_choice(width: int, column: int) -> str:
+    """A classifier's output (K ≥ 2 columns) is explained by the probability of the chosen
+    class by default, as a user of a classifier reads it; its logit is one choice among
+    three, as on the image pages."""
+    st.radio(
+        "Score",
+        TABLE_SCORES,
+        key="t_score",
+        horizontal=True,
+        format_func=SCORE_LABELS.get,
+        help="What y is, for an output with several columns: a classifier's classes.",
+    )
+    score = state.get("t_score")
+    st.caption(
+        {
+            "probability": f"y is the probability of class {column}: the softmax over the "
+            f"output's {width} columns, taken at column {column}. A confident row (p near 0 "
+            "or 1) moves little, so the rows near the decision weigh most.",
+            "log_probability": f"y is the log-probability of class {column} (log-softmax over "
+            f"the output's {width} columns): what the log-loss adds up, and unlike the "
+            "probability it still moves where the class is already unlikely.",
+            "logit": f"y is column {column} itself. For a softmax classifier one logit alone "
+            "is not what the model predicts: adding the same number to every column changes "
+            "no probability.",
+        }[score]
+    )
+    return score
+
+
+def _explained_page(run, key, table, X, kept, features, target, out_key, column, score, width):
     check = table_cache.remembered(
         ("check", *key),
-        lambda: tables.check_gradients(run, X, output=out_key, column=column),
+        lambda: tables.check_gradients(run, X, output=out_key, column=column, score=score),
         lambda c: c.differences.nbytes * 2 + 1024,
     )
 
@@ -269,7 +315,7 @@ def _explained_page(run, key, table, X, kept, features, target, out_key, column,
             bar.progress(done / total, text=f"Computed {done:,} of {total:,} rows")
 
         try:
-            return tables.explain(run, X, output=out_key, column=column,
+            return tables.explain(run, X, output=out_key, column=column, score=score,
                                   autograd=check.differentiable, progress=progress)  # fmt: skip
         finally:
             bar.empty()
@@ -293,7 +339,8 @@ def _explained_page(run, key, table, X, kept, features, target, out_key, column,
     xt, jt = _tensor(Xu), _tensor(ex.jacobian)
     raw = saliency.ranking_from_jacobian(jt, xt, feature_names=features)
     scaled = saliency.ranking_from_jacobian(jt, xt, feature_names=features, scale="std")
-    _fit_line(ex.values, table, target, kept[ex.rows], len(X))
+    fit = _classifier_fit(run, key, table, target, kept[ex.rows], Xu, out_key, width)
+    _fit_line(ex.values, table, target, kept[ex.rows], fit)
     st.subheader("Ranking")
     st.radio("Scale", state.TABLE_SCALES, key="t_scale", horizontal=True,
              format_func=SCALE_LABELS.get)  # fmt: skip
@@ -314,7 +361,7 @@ def _explained_page(run, key, table, X, kept, features, target, out_key, column,
             on_click="ignore",
         )
     _caveats(Xu, features, raw, scaled)
-    _one_row(run, key, ex, Xu, kept, features, shown, out_key, column)
+    _one_row(run, key, ex, Xu, kept, features, shown, out_key, column, score)
     _check_section(check, features, key)
 
 
@@ -324,9 +371,43 @@ def _tensor(a: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
 
-def _fit_line(values, table, target, file_rows, n) -> None:
+def _classifier_fit(run, key, table, target, file_rows, Xu, out_key, width):
+    """`(fit, classes)` when the target holds the class labels of a `width`-column output
+    (`tables.class_labels`), else None: a classifier is judged by accuracy and log-loss, not by
+    an R² of one column against a label."""
+    if target == NONE or width < 2:
+        return None
+    y = table.column(target).values[file_rows]
+    ok = np.isfinite(y)
+    read = tables.class_labels(y[ok], width) if ok.sum() > 1 else None
+    if read is None:
+        return None
+    labels, classes = read
+    fit = table_cache.remembered(
+        ("classify", *key[:-2], target),
+        lambda: tables.classify(run, Xu[ok], labels, output=out_key),
+        lambda _: 1024,
+    )
+    return fit, classes
+
+
+def _fit_line(values, table, target, file_rows, fit=None) -> None:
     text = f"{len(values):,} rows; the output's mean {values.mean():.4g}, std {values.std():.4g}."
-    if target != NONE:
+    if fit is not None:
+        f, classes = fit
+        named = (
+            ""
+            if classes == tuple(float(c) for c in range(len(classes)))
+            else " (column c is the c-th of its values in sorted order: "
+            + ", ".join(f"{c} = {v:g}" for c, v in enumerate(classes[:10]))
+            + (", …" if len(classes) > 10 else "")
+            + ")"
+        )
+        text += (
+            f" Against {render.plain(target)}{named}: accuracy {f.accuracy:.2%} (argmax), "
+            f"log-loss {f.log_loss:.4f} on {f.n:,} rows (every row, training rows included)."
+        )
+    elif target != NONE:
         y = table.column(target).values[file_rows]
         ok = np.isfinite(y)
         if ok.sum() > 1:
@@ -433,7 +514,7 @@ def _caveats(X, features, raw, scaled) -> None:
         )
 
 
-def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column) -> None:
+def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column, score) -> None:
     st.subheader("One row")
     n = len(Xu)
     if state.get("t_row") > n:
@@ -441,7 +522,9 @@ def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column) -> None:
     c1, c2 = st.columns([1, 3])
     r = c1.number_input(f"Row (1 to {n:,})", 1, n, step=1, key="t_row") - 1
     file_row = int(kept[ex.rows[r]]) + 1
-    c1.metric("Prediction y", f"{ex.values[r]:.5g}")
+    c1.metric({"logit": "Prediction y", "probability": f"Probability of class {column}",
+               "log_probability": f"Log-probability of class {column}"}[score],
+              f"{ex.values[r]:.5g}")  # fmt: skip
     c1.caption(f"Data row {file_row:,} of the file.")
     scale = shown.std.numpy() if shown.scale == "std" else np.ones(len(features))
     g = ex.jacobian[r] * scale
@@ -480,7 +563,7 @@ def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column) -> None:
     try:
         nd = table_cache.remembered(
             ("nudge", *key, r, j),
-            lambda: tables.nudges(run, Xu[r], j, std, output=out_key, column=column),
+            lambda: tables.nudges(run, Xu[r], j, std, output=out_key, column=column, score=score),
             lambda _: 4096,
         )
     except ModelFailure as err:  # e.g. NaN once the feature moves: the rest of the page stands
