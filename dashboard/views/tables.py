@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 import saliency
-from dashboard import cache, render, state, table_cache
+from dashboard import cache, render, state, table_cache, upload_limits
 from pretrained import tables
 from pretrained.gate import UserModelError
 from pretrained.tables import quote
@@ -45,9 +45,10 @@ def _upload_section() -> tuple[bytes | None, bytes | None, str]:
     limit = int(st.get_option("server.maxUploadSize"))
     c1, c2, c3 = st.columns([2, 2, 1])
     csv_file = c1.file_uploader("Your table (CSV with a header row)", type=["csv", "txt"],
-                                key="t_csv_file")  # fmt: skip
+                                key="t_csv_file", max_upload_size=upload_limits.CSV_MB)  # fmt: skip
     model_file = c2.file_uploader("Your model (TorchScript or torch.export: .pt, .pt2)",
-                                  key="t_model_file")  # fmt: skip
+                                  key="t_model_file",
+                                  max_upload_size=upload_limits.MODEL_MB)  # fmt: skip
     kind = c3.selectbox("Kind of model file", tuple(KINDS), format_func=KINDS.get, key="t_kind")
     st.caption(
         f"Up to {min(limit, tables.MAX_BYTES >> 20)} MB and {tables.MAX_ROWS:,} rows of CSV. "
