@@ -593,8 +593,8 @@ def render_view() -> None:
         "described": described,
     }
     live_on = (
-        f"Live on **{model}** and {described} (class {target}, p = {probs[target]:.3f}), as "
-        "chosen in Explore"
+        f"Live on **{render.plain(cache.display_name(model))}** and {described} (class "
+        f"{target}, p = {probs[target]:.3f}), as chosen in Explore"
         + (". Turn presentation mode off to change them." if present else " and the sidebar.")
     )
     lesson = view["lesson"]

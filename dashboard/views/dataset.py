@@ -73,7 +73,7 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
     st.subheader(f"{render.plain(cache.display_name(model_name))} ({info.test_accuracy:.2%})")
     summary, note = cache.stored_summary(model_name, dataset_name, n)
     if note:
-        st.warning(f"For {model_name}: {note}; compute it again below.")
+        st.warning(f"For {render.plain(cache.display_name(model_name))}: {note}; compute it again.")
     if summary is None:
         # The offer, the button and the progress go once the result is there: only the result
         # and how long it took stay on the page.
@@ -83,7 +83,8 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
                 f"Not computed yet for {n:,} images: one forward and ten backward passes per "
                 "image. The result is saved on disk, so it is computed once for every user."
             )
-            if not st.button(f"Compute for {model_name}", key=f"sens_compute_{slot}"):
+            shown = render.plain(cache.display_name(model_name))
+            if not st.button(f"Compute for {shown}", key=f"sens_compute_{slot}"):
                 return
             st.button(
                 "Cancel", key=f"sens_cancel_{slot}", help="Stops the computation; nothing is saved."

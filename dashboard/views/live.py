@@ -321,7 +321,8 @@ def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
     st.markdown(f"### {'Next' if last else 'First'} round")
     st.caption(
         f"The image comes from **{render.plain(src.title)}** and the model is "
-        f"**{render.plain(model)}**: change them in the sidebar, as in Explore."
+        f"**{render.plain(cache.display_name(model))}**: change them in the sidebar, as in "
+        "Explore."
     )
     kind = st.radio("Kind of round", tuple(KIND_LABELS), format_func=KIND_LABELS.get,
                     key="live_kind", horizontal=True)  # fmt: skip

@@ -370,7 +370,8 @@ def render_view() -> None:
         indices = pretrained.ranked_disagreements(
             preds.predicted, preds.p_predicted, theirs.predicted, theirs.p_predicted
         )
-        note = f"different answers from {model_name} and {other}, most confident clash first"
+        names_ = " and ".join(render.plain(cache.display_name(m)) for m in (model_name, other))
+        note = f"different answers from {names_}, most confident clash first"
     verb = ("gets", "get") if kind == "disagree" else ("is", "are")
     index = gallery(indices, src, preds, note=note, verb=verb)
     if index >= 0:
