@@ -10,16 +10,19 @@ problem. Two checks, in this order:
    - every record that holds tensors or pickles is *stored* (not compressed). Only TorchScript's
      source records (`code/…`, which `torch.jit.save` deflates) may be compressed, up to
      `MAX_COMPRESSED_RECORD` bytes each once inflated;
-   - all records together declare at most `MAX_TOTAL_BYTES` uncompressed, and there are at
-     most `MAX_RECORDS` of them. So a deflate bomb is refused from its directory, before a
-     single byte is inflated.
+   - all records together declare at most `MAX_MODEL_BYTES` uncompressed (250 MB: a
+     model's tensors are stored, so that is about the file's size), and there are at most
+     `MAX_RECORDS` of them. So a deflate bomb is refused from its directory, before a single
+     byte is inflated. The command-line index, on the user's own machine, lifts the bound to
+     that machine's memory (`max_model_bytes`).
    torch.save's pre-1.6 ("legacy") format is refused: its storages are allocated at their
    declared size before any data is read.
 2. `check_program(module)`, on the loaded program (TorchScript: every method of every
    submodule, inlined, every sub-block; `torch.export`: every node of the graph and of its
    sub-graphs). Every operator must be on `ALLOWED_OPS`, an allowlist of pure tensor operators
-   built from what real classifiers use (the registry's architectures and torchvision's
-   ResNet, MobileNet, EfficientNet, DenseNet, ConvNeXt and ViT, scripted and exported).
+   measured on a corpus of real classifiers (every torchvision classifier and the registry's
+   architectures, each traced, scripted and exported: `allowlist.json`, built by
+   tools/build_allowlist.py), plus hand-picked ones a hand-written classifier is likely to use.
    Anything else is refused with the operator's name and, when known, what it does: file,
    process, network and custom operators, and anything that can't be classified. A TorchScript
    model that grows its own attributes on each call (a list or dict attribute appended to,
@@ -37,10 +40,15 @@ Never imports streamlit.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
+import json
+import re
 import struct
 import zipfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where a program is read: the checks of files need no torch
@@ -49,22 +57,43 @@ if TYPE_CHECKING:  # imported where a program is read: the checks of files need 
 __all__ = [
     "ALLOWED_OPS",
     "MAX_COMPRESSED_RECORD",
+    "MAX_MODEL_BYTES",
     "MAX_RECORDS",
-    "MAX_TOTAL_BYTES",
     "UserModelError",
+    "base_name",
     "check_archive",
     "check_ops",
     "check_program",
+    "denied",
+    "max_model_bytes",
     "program_ops",
 ]
 
-MAX_TOTAL_BYTES = 64 * 2**20  # all records of one archive, uncompressed
+MAX_MODEL_BYTES = 250 * 2**20  # all records of one archive, uncompressed, on a server
 MAX_COMPRESSED_RECORD = 4 * 2**20  # one deflated TorchScript source record, inflated
 MAX_RECORDS = 20_000
 
 
 class UserModelError(ValueError):
     """A user-facing message: what is wrong with the uploaded model, in plain words."""
+
+
+# The bound `check_archive` applies in this context, when not the server's MAX_MODEL_BYTES.
+_LIFTED: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "max_model_bytes", default=None
+)
+
+
+@contextlib.contextmanager
+def max_model_bytes(limit: int) -> Iterator[None]:
+    """Within this block (this thread's context), `check_archive` allows archives declaring up
+    to `limit` bytes instead of MAX_MODEL_BYTES. For the command-line index on the user's own
+    machine, whose only limit is its memory; a server never lifts it."""
+    token = _LIFTED.set(int(limit))
+    try:
+        yield
+    finally:
+        _LIFTED.reset(token)
 
 
 # --- 1. the container --------------------------------------------------------------------------
@@ -96,7 +125,10 @@ def _is_source_record(name: str) -> bool:
 
 def check_archive(data: bytes) -> None:
     """Refuse, from the ZIP directory alone, any file that could inflate or overlap its way to
-    more than `MAX_TOTAL_BYTES`. Raises UserModelError; returns None for an acceptable file."""
+    more than `MAX_MODEL_BYTES` (or the bound `max_model_bytes` set). Raises UserModelError;
+    returns None for an acceptable file."""
+    lifted = _LIFTED.get()
+    limit = MAX_MODEL_BYTES if lifted is None else lifted
     if len(data) == 0:
         raise UserModelError("The file is empty (0 bytes).")
     if data[:1] == b"\x80":
@@ -148,19 +180,25 @@ def check_archive(data: bytes) -> None:
                 "torch.jit.save and torch.export.save store tensors uncompressed; a compressed "
                 "tensor record is how a small file inflates to gigabytes (a ZIP bomb)."
             )
-        if total > MAX_TOTAL_BYTES:
+        if total > limit:
+            where = (
+                "the most this server reads for one model. On your own machine, "
+                "python -m pretrained.index reads models of any size"
+                if lifted is None
+                else "the most this index reads for one model (--max-model-mb)"
+            )
             raise UserModelError(
-                f"The archive's records add up to more than {MAX_TOTAL_BYTES // 2**20} MB "
-                "uncompressed, the most this server reads for one model."
+                f"The archive's records add up to more than {limit // 2**20:,} MB "
+                f"uncompressed, {where}."
             )
 
 
 # --- 2. the program ----------------------------------------------------------------------------
 
-# Pure tensor operators, by "namespace::name" (overloads such as ".Tensor" are stripped). Built
-# from the registry's architectures and six torchvision classifiers, scripted and exported (see
-# tests/test_trust.py), plus the arithmetic, activation, normalisation, pooling, shape and
-# reduction operators a hand-written classifier is likely to use. Each computes tensors from
+# Pure tensor operators, by "namespace::name" (overloads such as ".Tensor" are stripped), picked
+# by hand: the arithmetic, activation, normalisation, pooling, shape and reduction operators a
+# hand-written classifier is likely to use, beyond what the corpus (allowlist.json, below)
+# measured. Each computes tensors from
 # tensors: none reads or writes files, starts processes, talks to the network, loads libraries
 # or calls back into Python.
 _ATEN = """
@@ -229,9 +267,6 @@ torch.sym_sqrt torch.sym_ite builtins.getattr torch._sym_sqrt
 higher_order::cond higher_order::while_loop higher_order::map_impl
 """
 
-ALLOWED_OPS: frozenset[str] = frozenset(
-    [f"aten::{op}" for op in _ATEN.split()] + _SCRIPT.split() + _PYTHON.split()
-)
 
 # What refused operators do, for the message (anything else is "not a pure tensor operator").
 _WHY = {
@@ -264,15 +299,84 @@ _GROWS_CONTAINER = ("aten::append", "aten::extend", "aten::insert", "aten::_set_
 _KNOWN_NAMESPACES = ("aten", "prim", "_operator", "math", "torch", "builtins", "higher_order")
 
 
-def _base(op: str) -> str:
+def base_name(op: str) -> str:
     """ "aten::add.Tensor" -> "aten::add" (overloads share their operator's nature)."""
     ns, _, name = op.partition("::")
     return f"{ns}::{name.split('.', 1)[0]}" if name else op
 
 
+_base = base_name
+
+# Names that no corpus may add, whatever model calls them: file, process, network, thread,
+# Python, storage and memory-layout operators (the known ones are in `_WHY`).
+_DENIED_WORDS = re.compile(
+    r"(?<!pro)file|save|load|fork|wait|rpc|python|callfunction|callmethod|setattr|enter|exit|^set_|"
+    r"as_strided|pin_memory|record_stream|storage(?!_offset)|data_ptr|from_blob|mmap|share_memory|"
+    r"_nccl|distributed|c10d|profiler|manual_seed|seed|get_rng_state|set_rng_state|hook|"
+    r"^_?print|__setattr|__delattr|global",
+    re.IGNORECASE,
+)
+
+
+def denied(op: str) -> str | None:
+    """Why `op` can never be on the allowlist (None when nothing rules it out): what the gate
+    says about it, growing a kept container, a hook, an unknown namespace (a custom class or
+    library), or a name that reaches outside the tensors. `tools/build_allowlist.py` adds
+    nothing this refuses."""
+    base = base_name(op)
+    why = _WHY.get(op) or _WHY.get(base)
+    if why:
+        return why
+    if op.endswith(":attribute") or op.startswith("hook::"):
+        return "keeps state between calls"
+    if base.split("::")[0].split(".")[0] not in _KNOWN_NAMESPACES:
+        return "a custom operator"
+    if _DENIED_WORDS.search(base.partition("::")[2] or base):
+        return "reaches outside the tensors it is given"
+    return None
+
+
+# What a corpus of real classifiers calls, made traced, scripted and exported (every
+# torchvision classifier and the registry's architectures): measured by
+# tools/build_allowlist.py, which says how the list is kept current when torch is upgraded.
+ALLOWLIST_FILE = Path(__file__).with_name("allowlist.json")
+
+
+def _corpus_ops() -> list[str]:
+    ops = json.loads(ALLOWLIST_FILE.read_text(encoding="utf-8"))["operators"]
+    return [op for op in ops if denied(op) is None]  # a hand-edited file adds nothing impure
+
+
+ALLOWED_OPS: frozenset[str] = frozenset(
+    [f"aten::{op}" for op in _ATEN.split()] + _SCRIPT.split() + _PYTHON.split() + _corpus_ops()
+)
+
+
 # Value types that can hold (or be) a list or dict a module keeps between calls.
 _HOLDERS = ("ListType", "DictType", "TupleType", "ClassType", "OptionalType", "UnionType",
             "AnyType", "InterfaceType")  # fmt: skip
+
+
+# Operators whose result is a new list or dict (a shallow copy): e.g. torchvision's Swin does
+# `shift_size = self.shift_size.copy(); shift_size[0] = 0`, which keeps nothing between calls.
+_COPIES = ("aten::copy", "aten::list", "aten::slice")
+
+
+def _fresh(node) -> bool:
+    """A shallow copy of a container whose items hold nothing (ints, floats, tensors): all of
+    it is new, so growing it grows nothing the module keeps. A copy of a list of lists is not
+    fresh: its items are the kept lists themselves."""
+    if node.kind() not in _COPIES:
+        return False
+    outs = list(node.outputs())
+    if len(outs) != 1:
+        return False
+    t = outs[0].type()
+    if t.kind() == "ListType":
+        return t.getElementType().kind() not in _HOLDERS
+    if t.kind() == "DictType":
+        return t.getValueType().kind() not in _HOLDERS
+    return False
 
 
 def _kept(graph) -> set[int]:
@@ -311,7 +415,7 @@ def _kept(graph) -> set[int]:
                 for i, out in enumerate(outs):
                     if any(list(b.outputs())[i].unique() in kept for b in subs):
                         changed |= mark(out)
-            elif any(v.unique() in kept for v in ins):
+            elif any(v.unique() in kept for v in ins) and not _fresh(node):
                 changed |= any(mark(v) for v in outs if holds(v))
         return changed
 
@@ -341,6 +445,10 @@ def _graph_ops(graph) -> Iterator[str]:
 
 
 def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
+    """Every method of every submodule (not only forward), each read once: a method another
+    method calls is read inlined into its caller (where what it is handed is known), and every
+    method nobody calls is read on its own. Submodules of one TorchScript type share their
+    methods, so a type is read once however many instances it has."""
     import torch
 
     def inlined(fn):
@@ -348,19 +456,36 @@ def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
         torch._C._jit_pass_inline(graph)
         return graph
 
-    for sub in module.modules():  # every submodule's every method, not only forward
+    methods = {}  # (type, method name) -> method
+    for sub in module.modules():
         c = sub._c
+        kind = c._type().qualified_name()
         for name in c._method_names():
-            yield from _graph_ops(inlined(c._get_method(name)))
+            methods.setdefault((kind, name), c._get_method(name))
         # Hooks run around a call of the module, from C++, outside its methods: refused, and
         # their code is read like the methods' for the record.
-        for kind, hooks in (
+        for what, hooks in (
             ("hook::forward_pre_hook", c._get_forward_pre_hooks()),
             ("hook::forward_hook", c._get_forward_hooks()),
         ):
             for hook in hooks:
-                yield kind
+                yield what
                 yield from _graph_ops(inlined(hook))
+    called = set()
+
+    def calls(block) -> None:
+        for node in block.nodes():
+            kind = node.inputsAt(0).type() if node.kind() == "prim::CallMethod" else None
+            if kind is not None and kind.kind() == "ClassType":  # not an interface: known code
+                called.add((kind.qualified_name(), node.s("name")))
+            for sub in node.blocks():
+                calls(sub)
+
+    for method in methods.values():
+        calls(method.graph)
+    for key, method in methods.items():
+        if key not in called:
+            yield from _graph_ops(inlined(method))
 
 
 def _fx_ops(gm: torch.fx.GraphModule) -> Iterator[str]:
@@ -382,6 +507,38 @@ def _fx_ops(gm: torch.fx.GraphModule) -> Iterator[str]:
     for _, child in gm.named_children():
         if isinstance(child, torch.fx.GraphModule):
             yield from _fx_ops(child)
+
+
+def cache_export_schema_hints() -> None:
+    """Make `torch.export.load` resolve its schema's type hints once per class.
+
+    Its deserialiser calls `typing.get_type_hints` on a schema dataclass for every serialized
+    object, 10,000 times for a resnet50: half the CPU of reading the program. The schema's
+    classes never change, so their hints are kept after the first call. The worker reads every
+    exported upload; its fork server calls this once. Idempotent; a torch without that module
+    is left as it is."""
+    import types
+    import typing
+
+    try:
+        from torch._export.serde import serialize
+    except ImportError:
+        return
+    if getattr(serialize.typing, "_schema_hints", None) is not None:
+        return
+    hints: dict = {}
+
+    def get_type_hints(obj, globalns=None, localns=None, include_extras=False):
+        key = (obj, id(globalns), id(localns), include_extras)
+        if key not in hints:
+            hints[key] = typing.get_type_hints(obj, globalns, localns, include_extras)
+        return hints[key]
+
+    shim = types.ModuleType("typing")
+    shim.__dict__.update(typing.__dict__)
+    shim.get_type_hints = get_type_hints
+    shim._schema_hints = hints
+    serialize.typing = shim
 
 
 def program_ops(module) -> set[str]:

@@ -55,6 +55,7 @@ import torch
 
 import saliency
 
+from . import gate
 from .images import ImageError, decode_image
 from .text import csv_text
 from .workspace import (
@@ -693,6 +694,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="for K <= 20 too: skip the mean of every class over all images (K backward passes)",
     )
+    p.add_argument(
+        "--max-model-mb",
+        type=int,
+        help="the largest model this reads, in MB (default: this machine's memory; a server "
+        f"reads {gate.MAX_MODEL_BYTES // 2**20} MB at most)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # tests: interrupt
     return p
@@ -727,24 +734,34 @@ def config_from_args(args: argparse.Namespace) -> WorkspaceConfig:
     return config.with_(**changes)
 
 
+def _memory_bytes() -> int:
+    """This machine's physical memory: the command line's only bound on a model's size."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 2**62
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    max_bytes = args.max_model_mb * 2**20 if args.max_model_mb else _memory_bytes()
     try:
         config = config_from_args(args)
-        result = index(
-            config,
-            args.out,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            chunk_batches=args.chunk_batches,
-            checkpoint_seconds=args.checkpoint_seconds,
-            predictions_only=args.predictions_only,
-            all_classes=False if args.own_class_only else None,
-            device=args.device,
-            threads=args.threads,
-            progress=not args.quiet,
-            stop_after_chunks=args.stop_after_chunks,
-        )
+        with gate.max_model_bytes(max_bytes):  # the user's own machine: no server's bound
+            result = index(
+                config,
+                args.out,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                chunk_batches=args.chunk_batches,
+                checkpoint_seconds=args.checkpoint_seconds,
+                predictions_only=args.predictions_only,
+                all_classes=False if args.own_class_only else None,
+                device=args.device,
+                threads=args.threads,
+                progress=not args.quiet,
+                stop_after_chunks=args.stop_after_chunks,
+            )
     except WorkspaceError as err:
         print(f"pretrained.index: {err}", file=sys.stderr)
         return 2

@@ -119,19 +119,27 @@ def _zip(records: dict[str, bytes], compress: dict[str, int] | None = None) -> b
 
 
 def test_overlapping_records_declaring_more_than_the_limit_are_refused():
-    # 100 directory records that all point at the same 1 MB of stored bytes: 100 MB to read.
+    # 300 directory records that all point at the same 1 MB of stored bytes: 300 MB to read.
     data = _zip({"archive/data/000": bytes(2**20)})
     eocd = data.rfind(b"PK\x05\x06")
     cd_offset = struct.unpack("<I", data[eocd + 16 : eocd + 20])[0]
     entry = data[cd_offset:eocd]
     copies = b"".join(
-        entry.replace(b"archive/data/000", f"archive/data/{i:03d}".encode()) for i in range(100)
+        entry.replace(b"archive/data/000", f"archive/data/{i:03d}".encode()) for i in range(300)
     )
     tail = bytearray(data[eocd:])
-    struct.pack_into("<HHII", tail, 8, 100, 100, len(copies), cd_offset)
+    struct.pack_into("<HHII", tail, 8, 300, 300, len(copies), cd_offset)
     bomb = data[:cd_offset] + copies + bytes(tail)
-    assert len(zipfile.ZipFile(io.BytesIO(bomb)).infolist()) == 100
-    with pytest.raises(UserModelError, match="add up to more than 64 MB"):
+    assert len(zipfile.ZipFile(io.BytesIO(bomb)).infolist()) == 300
+    assert gate.MAX_MODEL_BYTES == 250 * 2**20
+    with pytest.raises(UserModelError, match="add up to more than 250 MB.*python -m pretrained"):
+        gate.check_archive(bomb)
+    # The command-line index lifts the bound to the machine's memory; it holds elsewhere.
+    with gate.max_model_bytes(400 * 2**20):
+        gate.check_archive(bomb)
+    with gate.max_model_bytes(200 * 2**20), pytest.raises(UserModelError, match="--max-model-mb"):
+        gate.check_archive(bomb)
+    with pytest.raises(UserModelError, match="add up to more than 250 MB"):
         gate.check_archive(bomb)
 
 
@@ -237,6 +245,40 @@ class KeepsState(hostile._Base):
 def test_a_model_that_reassigns_its_attributes_is_refused():
     with pytest.raises(UserModelError, match="prim::SetAttr, which changes the model's own"):
         gate.check_program(_loaded_script(KeepsState()))
+
+
+class CopiesItsList(nn.Module):
+    """Swin's pattern: a copy of a list of ints, changed and thrown away on each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = [3, 3]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shift = self.shift.copy()
+        shift[0] = 0
+        shift.append(1)
+        return x.roll(shift[1], 1)
+
+
+class CopiesNestedLists(nn.Module):
+    """A copy of a list of lists shares its items: growing one grows what the module keeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holder = [[torch.zeros(1)]]  # a non-empty list: its type is inferred
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        copy = self.holder.copy()
+        copy[0].append(x)
+        return x
+
+
+def test_a_fresh_copy_of_a_kept_list_is_not_growth_but_a_copy_of_its_lists_is():
+    ops = gate.check_program(_loaded_script(CopiesItsList()))
+    assert {"aten::copy", "aten::_set_item", "aten::append"} <= ops
+    with pytest.raises(UserModelError, match="calls aten::append, which adds to the model's own"):
+        gate.check_program(_loaded_script(CopiesNestedLists()))
 
 
 def test_unknown_and_custom_operators_are_refused():
