@@ -236,6 +236,9 @@ def test_image_photo_and_table_uploaders_keep_their_smaller_limits(monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     csv = at.file_uploader(key="t_csv_file").proto.max_upload_size_mb
     assert (csv, at.file_uploader(key="t_model_file").proto.max_upload_size_mb) == (16, 256)
+    from pretrained import tables
+
+    assert upload_limits.CSV_MB == tables.MAX_BYTES >> 20  # written out: see upload_limits
 
 
 def test_an_image_over_its_limit_is_refused_from_its_size(monkeypatch):
