@@ -1,7 +1,8 @@
 """Every view × every kind of model (issue 29.1): a registry model, a command-line workspace's
-model, an uploaded TorchScript file and an uploaded `torch.export` program. Each view opens a
-real image and shows what that model computed, and every map it asked for is checked against
-an independent `torch.autograd` gradient of the same model on the same image.
+model, an uploaded TorchScript file (scripted, and traced) and an uploaded `torch.export`
+program. Each view opens a real image and shows what that model computed, and every map it
+asked for is checked against an independent `torch.autograd` gradient of the same model on the
+same image.
 
 The views' computations all pass through `dashboard.cache.run` (in this process for trusted
 models, in the sandboxed worker for uploads): the test records them there, with the caches
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
 needs_sandbox = hostile.needs_sandbox
 VIEWS = ("explore", "mistakes", "dataset", "classroom")
-KINDS = ("registry", "workspace", "torchscript", "export")
+KINDS = ("registry", "workspace", "torchscript", "traced", "export")
 
 
 class SmallCNN(nn.Module):
@@ -40,6 +41,15 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.tanh(self.conv(x)).flatten(1))
+
+
+def traced(module: nn.Module) -> bytes:
+    """`torch.jit.trace`, the commonest way a TorchScript file is made (issue 30)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.trace(module.eval(), torch.rand(2, 1, 28, 28)), buf)
+    return buf.getvalue()
 
 
 def exported(module: nn.Module) -> bytes:
@@ -80,7 +90,11 @@ def uploads():
         return {}
     net = SmallCNN().eval()
     made = {}
-    for kind, data in (("torchscript", hostile.scripted(net)), ("export", exported(net))):
+    for kind, data in (
+        ("torchscript", hostile.scripted(net)),
+        ("traced", traced(net)),
+        ("export", exported(net)),
+    ):
         at = AppTest.from_file(APP, default_timeout=300)
         at.run()
         at.switch_page("page_files/your_model.py").run()
