@@ -37,6 +37,7 @@ def test_tables_page_example_then_uploaded_csv_and_model(server, page, artifacts
     inputs.nth(0).set_input_files(
         files=[{"name": "mine.csv", "mimeType": "text/csv", "buffer": csv_bytes(X, "abc")}]
     )
+    expect(page.get_by_text("Upload the model to go on")).to_be_visible()
     page.wait_for_selector(IDLE)
     model = exported(Linear([2.0, -3.0, 0.5]), 3)
     inputs.nth(1).set_input_files(
@@ -71,6 +72,8 @@ def test_tables_page_classifier_gets_probability_accuracy_and_log_loss(server, p
     inputs.nth(0).set_input_files(
         files=[{"name": "cancer.csv", "mimeType": "text/csv", "buffer": data}]
     )
+    # The table was read (a bare wait for idle can pass before the upload's rerun starts).
+    expect(page.get_by_text("Upload the model to go on")).to_be_visible()
     page.wait_for_selector(IDLE)
     inputs.nth(1).set_input_files(
         files=[
