@@ -26,23 +26,11 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # saved model files
+
+import hostile  # noqa: E402
 
 from pretrained import gate  # noqa: E402
-
-
-def made(model: torch.nn.Module, form: str) -> bytes:
-    x = torch.rand(2, 3, 64, 64)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if form == "trace":
-            torch.jit.save(torch.jit.trace(model, x, check_trace=False), buf)
-        elif form == "script":
-            torch.jit.save(torch.jit.script(model), buf)
-        else:
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: batch},)), buf)
-    return buf.getvalue()
 
 
 def gated(data: bytes, form: str) -> dict[str, float]:
@@ -86,7 +74,7 @@ def main() -> None:
     print(f"{args.model}, torch {torch.__version__}: median CPU seconds over {args.rounds} rounds")
     print(f"{'form':8} {'MB':>6} {'archive':>8} {'read':>7} {'list':>7} {'check':>7} {'total':>7}")
     for form in ("trace", "script", "export"):
-        data = made(model, form)
+        data = hostile.saved(model, torch.rand(2, 3, 64, 64), form)
         gated(data, form)  # the first read warms torch's deserialisers up, as the fork server does
         runs = [gated(data, form) for _ in range(args.rounds)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

@@ -117,6 +117,26 @@ def scripted(model: nn.Module) -> bytes:
     return buf.getvalue()
 
 
+def saved(model: nn.Module, x: torch.Tensor, form: str) -> bytes:
+    """`model` saved the way a user would, as the file's bytes: "trace" (`torch.jit.trace` on
+    `x`), "script", or "export" (`torch.export` with a dynamic batch). Used by the gate's corpus
+    test, tools/build_allowlist.py and benchmarks/bench_gate.py."""
+    import warnings
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if form == "trace":
+            torch.jit.save(torch.jit.trace(model, x, check_trace=False), buf)
+        elif form == "script":
+            torch.jit.save(torch.jit.script(model), buf)
+        else:
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+            torch.export.save(ep, buf)
+    return buf.getvalue()
+
+
 def writer(path: str) -> bytes:
     return scripted(Writer(str(path)))
 

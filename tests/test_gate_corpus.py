@@ -7,9 +7,7 @@ and nothing on the committed list is an operator the gate denies.
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 
 import hostile
 import numpy as np
@@ -51,21 +49,6 @@ def test_nothing_on_the_list_is_an_operator_the_gate_denies():
     assert gate.denied("aten::append:attribute")
 
 
-def made(model: torch.nn.Module, form: str, size: int) -> bytes:
-    x = torch.rand(2, 3, size, size)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if form == "trace":
-            torch.jit.save(torch.jit.trace(model, x), buf)
-        elif form == "script":
-            torch.jit.save(torch.jit.script(model), buf)
-        else:
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: batch},)), buf)
-    return buf.getvalue()
-
-
 @hostile.needs_sandbox
 @pytest.mark.parametrize("name", SAMPLE)
 def test_a_torchvision_classifier_made_three_ways_is_accepted_and_computes_the_same(name):
@@ -98,7 +81,7 @@ def accepted_and_the_same(name: str, model: torch.nn.Module, x: torch.Tensor) ->
     limits = worker.Limits(job_seconds=30.0, load_seconds=120.0, memory_bytes=2**30, threads=1)
     settings = {"kind": "auto", "preprocessing": {"channels": 3}}
     for form in FORMS:
-        data = made(model, form, x.shape[-1])
+        data = hostile.saved(model, torch.rand(2, 3, x.shape[-1], x.shape[-1]), form)
         gate.check_archive(data)
         w = worker.Worker(data, settings, example=x[:1].numpy(), n_classes=K, limits=limits)
         try:

@@ -44,6 +44,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # hostile.saved: a model saved as a user would
+
+import hostile  # noqa: E402
 
 from pretrained import gate  # noqa: E402
 
@@ -109,23 +112,6 @@ def _build(source: str, name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     return timm.create_model(name, pretrained=False).eval(), (3, TIMM[name], TIMM[name])
 
 
-def made(model: torch.nn.Module, shape: tuple[int, ...], form: str) -> bytes:
-    """The model saved `form`'s way, as a user would: the file's bytes."""
-    x = torch.rand(2, *shape)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if form == "trace":
-            torch.jit.save(torch.jit.trace(model, x, check_trace=False), buf)
-        elif form == "script":
-            torch.jit.save(torch.jit.script(model), buf)
-        else:
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-            torch.export.save(ep, buf)
-    return buf.getvalue()
-
-
 def loaded_ops(data: bytes, form: str) -> set[str]:
     """The operators the gate lists in the file, read back as the worker reads it."""
     with warnings.catch_warnings():
@@ -176,7 +162,7 @@ def measure(source: str, name: str) -> dict:
     for form in FORMS:
         start = time.process_time()
         try:
-            data = made(model, shape, form)
+            data = hostile.saved(model, torch.rand(2, *shape), form)
             ops = loaded_ops(data, form)
             entry[form] = {"ops": sorted(ops), "mb": round(len(data) / 2**20, 1)}
         except Exception as err:  # noqa: BLE001 - recorded: a form this model can't be made in
