@@ -15,6 +15,7 @@ import functools
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import streamlit as st
 
 import pretrained
 import saliency
-from dashboard import first_answers, sources
+from dashboard import first_answers, render, sources
 from dashboard.lru import key_part, memo
 from pretrained import worker, workspace
 from pretrained.text import clean
@@ -239,13 +240,50 @@ def probabilities(name: str, image: np.ndarray) -> np.ndarray:
     return run(name, "probabilities", _one(image))[0]
 
 
-@memo("maps", spinner="Classifying the whole test set…")
+@memo("maps")
 def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
-    """(10000, K) float32 probabilities of every bundled test image, computed once per model
-    (in chunks of 1000, each under the worker's deadline for an upload)."""
+    """(10000, K) float32 probabilities of every bundled test image: read from the copy
+    stored beside a bundled model's weights (`pretrained.test_predictions`), otherwise
+    computed once per model in chunks of 1000 (each under the worker's deadline for an
+    upload), with a progress bar and the time left on the page."""
+    if not is_upload(name) and not sources.is_workspace(name):
+        from pretrained import test_predictions
+
+        stored = test_predictions.stored(name, dataset_name)
+        if stored is not None:
+            return stored
     images = dataset(dataset_name).images.numpy()
-    chunks = [run(name, "probabilities", images[i : i + 1000]) for i in range(0, len(images), 1000)]
+    shown = render.plain(display_name(name))
+    with page_progress(f"Classifying the {len(images):,} test images with {shown}…") as step:
+        chunks = []
+        for i in range(0, len(images), 1000):
+            chunks.append(run(name, "probabilities", images[i : i + 1000]))
+            step(i + len(chunks[-1]), len(images))
     return np.concatenate(chunks)
+
+
+@contextmanager
+def page_progress(text: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar with the rate and the time left, `step(done, total)`, on a page's run;
+    a no-op elsewhere (the explore route's thread). The bar goes when the work is done."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is None:
+        yield lambda done, total: None
+        return
+    bar = st.progress(0.0, text=text)
+    start = time.perf_counter()
+
+    def step(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        left = (total - done) / max(rate, 1e-9)
+        bar.progress(min(done / total, 1.0),
+                     text=f"{text} {done:,} / {total:,} · about {left:,.0f} s left")  # fmt: skip
+
+    try:
+        yield step
+    finally:
+        bar.empty()
 
 
 @one_at_a_time

@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         from .cards import write_card  # after the record exists
 
         _log(f"  wrote {write_card(name)}")
+        from .test_predictions import write as write_predictions  # keyed by the new weights
+
+        _log(f"  wrote {write_predictions(name)}")
     return 0
 
 

@@ -339,6 +339,40 @@ def test_model_loads_and_reaches_recorded_accuracy(name):
 
 
 @pytest.mark.parametrize("name", pretrained.list_models())
+def test_stored_test_predictions_are_the_models(name):
+    """The committed probabilities equal the model's own on its test set, and give exactly the
+    accuracy its training record states; other weights or another test set read nothing."""
+    from pretrained import test_predictions
+
+    info = pretrained.model_info(name)
+    stored = test_predictions.stored(name, info.dataset)
+    assert stored is not None and stored.shape == (10_000, 10) and stored.dtype == np.float32
+    np.testing.assert_allclose(stored, test_predictions.compute(name), rtol=1e-4, atol=1e-6)
+    labels = pretrained.data.load_arrays(info.dataset, "test")[1]
+    assert int((stored.argmax(1) == labels).sum()) == round(info.test_accuracy * 10_000)
+    other = "fashion-mnist" if info.dataset == "mnist" else "mnist"
+    assert test_predictions.stored(name, other) is None
+    assert test_predictions._read(test_predictions.path(name), "0" * 64, "0" * 64) is None
+
+
+def test_stored_test_predictions_miss_for_other_weights(tmp_path, monkeypatch):
+    from pretrained import test_predictions
+
+    info = pretrained.model_info("mnist-linear")
+    monkeypatch.setattr(test_predictions, "WEIGHTS_DIR", tmp_path)
+    assert test_predictions.stored("mnist-linear", "mnist") is None  # no file
+    (tmp_path / "mnist-linear.test.npz").write_bytes(b"not an npz")
+    test_predictions._read.cache_clear()
+    assert test_predictions.stored("mnist-linear", "mnist") is None  # unreadable
+    np.savez(tmp_path / "mnist-linear.test.npz", probabilities=np.zeros((3, 10), np.float32),
+             weights_sha256=np.array("f" * 64),
+             images_sha256=np.array(test_predictions._images_sha256("mnist")))  # fmt: skip
+    test_predictions._read.cache_clear()
+    assert test_predictions.stored("mnist-linear", "mnist") is None  # retrained weights
+    assert info.weights_sha256 != "f" * 64
+
+
+@pytest.mark.parametrize("name", pretrained.list_models())
 def test_model_normalises_inside_and_is_differentiable(name):
     info = pretrained.model_info(name)
     model = pretrained.load_model(name, device="cpu")
