@@ -15,3 +15,22 @@ EXPLORE_ROUTE_ENV = "SALIENCY_EXPLORE_URL"
 PAGE_STARTED = threading.Event()
 PAGE_DRAWN = threading.Event()
 PAGE_WAITS = "page_waits_for_browser"
+
+
+def view(name: str):
+    """The module `dashboard.views.NAME`, for a page script. Its first import on a server reads
+    torch and the models (seconds; longer while the warm-up thread is at it): the visitor
+    sees a spinner saying so, not a blank page."""
+    import importlib
+    import sys
+
+    module = f"dashboard.views.{name}"
+    if module in sys.modules:
+        return importlib.import_module(module)  # waits for another thread still importing it
+    import streamlit as st
+
+    with st.spinner(
+        "Opening this page for the first time on this server: loading torch and the models "
+        "(a few seconds, once)…"
+    ):
+        return importlib.import_module(module)

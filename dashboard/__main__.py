@@ -78,6 +78,8 @@ def warm_up() -> None:
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
 
+    import pretrained.tables  # noqa: F401 - the Tables page's (its example model is small)
+
     folders = [f for f in os.environ.get("SALIENCY_WORKSPACES", "").split(os.pathsep) if f]
     if folders:  # the first workspace's model, read and run once as its first view will
         import torch

@@ -275,10 +275,7 @@ def page_progress(text: str) -> Iterator[Callable[[int, int], None]]:
     start = time.perf_counter()
 
     def step(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        left = (total - done) / max(rate, 1e-9)
-        bar.progress(min(done / total, 1.0),
-                     text=f"{text} {done:,} / {total:,} · about {left:,.0f} s left")  # fmt: skip
+        bar.progress(min(done / total, 1.0), text=f"{text} {render.counted(done, total, start)}")
 
     try:
         yield step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,14 @@ from saliency import display
 
 SCALE = 10  # 28 x 28 -> 280 x 280, nearest neighbour: every pixel stays a crisp square
 _MARKUP = set("\\`*[]<>~$")  # code, emphasis, links and images, HTML, strikethrough, LaTeX
+
+
+def counted(done: int, total: int, start: float, unit: str = "images") -> str:
+    """A progress bar's words for countable work begun at `time.perf_counter()` `start`:
+    "3,000 / 10,000 images · 1,250 images/s · about 6 s left"."""
+    rate = done / max(time.perf_counter() - start, 1e-9)
+    left = (total - done) / max(rate, 1e-9)
+    return f"{done:,} / {total:,} {unit} · {rate:,.0f} {unit}/s · about {left:,.0f} s left"
 
 
 def plain(text: object) -> str:

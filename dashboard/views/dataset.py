@@ -93,10 +93,7 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
         start = time.perf_counter()
 
         def progress(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            left = (total - done) / max(rate, 1e-9)
-            text = f"{done:,} / {total:,} images · {rate:,.0f} images/s · about {left:,.0f} s left"
-            bar.progress(done / total, text=text)
+            bar.progress(done / total, text=render.counted(done, total, start))
 
         def waiting() -> None:
             bar.progress(0.0, text="Another visitor is computing this right now: waiting for it…")

@@ -92,9 +92,11 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
         st.session_state["um_error"] = _same_file_again(file.name, "model file", limits.MODEL_MB)
         return
     bar = st.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
+    start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Measuring accuracy: {done:,} / {total:,} test images")
+        text = f"Measuring accuracy on the test set: {render.counted(done, total, start)}"
+        bar.progress(done / total, text=text)
 
     try:
         names = user_models.parse_class_names(names_file.getvalue() if names_file else None)
@@ -168,11 +170,8 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
 
     def step(what: str):
         def progress(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.progress(
-                min(done / max(total, 1), 1.0),
-                text=f"{what}: {done:,} / {total:,} · {rate:,.0f} images/s",
-            )
+            text = f"{what}: {render.counted(done, max(total, 1), start)}"
+            bar.progress(min(done / max(total, 1), 1.0), text=text)
 
         return progress
 
