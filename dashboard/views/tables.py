@@ -24,7 +24,7 @@ from pretrained.worker import ModelFailure
 
 NONE = "-"  # the target column's "no target"
 TARGET_NAMES = ("target", "label", "labels", "y", "class", "outcome")  # a target's usual names
-KINDS = {"auto": "detect", "torchscript": "TorchScript", "export": "torch.export"}
+KINDS = {"auto": "detect", "torchscript": "TorchScript", "export": "torch.export", "onnx": "ONNX"}
 TABLE_SCORES = ("probability", "log_probability", "logit")  # a classifier's class, first
 SCORE_LABELS = {
     "probability": "probability (softmax)",
@@ -46,7 +46,7 @@ def _upload_section() -> tuple[bytes | None, bytes | None, str]:
     c1, c2, c3 = st.columns([2, 2, 1])
     csv_file = c1.file_uploader("Your table (CSV with a header row)", type=["csv", "txt"],
                                 key="t_csv_file", max_upload_size=upload_limits.CSV_MB)  # fmt: skip
-    model_file = c2.file_uploader("Your model (TorchScript or torch.export: .pt, .pt2)",
+    model_file = c2.file_uploader("Your model (torch.export, TorchScript, ONNX)",
                                   key="t_model_file",
                                   max_upload_size=upload_limits.MODEL_MB)  # fmt: skip
     kind = c3.selectbox("Kind of model file", tuple(KINDS), format_func=KINDS.get, key="t_kind")
