@@ -282,7 +282,7 @@ def read_onnx(data: bytes) -> tuple[Any, set[str]]:
             "pretrained.index reads models of any size"
         )
         raise UserModelError(
-            f"The ONNX file has {len(data) / 2**20:,.0f} MB, more than {limit // 2**20:,} MB, "
+            f"The ONNX file has {len(data) / 2**20:,.1f} MB, more than {limit / 2**20:,.0f} MB, "
             f"{where}."
         )
     if missing():
