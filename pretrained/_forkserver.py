@@ -1,9 +1,10 @@
 """Imported once by the workers' fork server (see `pretrained.worker`): everything a worker
 needs, imported and exercised here so that each forked worker starts in a fraction of a second.
 
-Only what starts no thread runs here (TorchScript and torch.export readers, forward passes on
-one thread): a process with threads is not safe to fork. The gradient methods, whose first
-backward starts autograd's threads, are warmed up in each worker after the fork.
+Only what starts no thread runs here (TorchScript, torch.export and ONNX readers, the
+architectures weights may name, forward passes on one thread): a process with threads is not
+safe to fork. The gradient methods, whose first backward starts autograd's threads, are warmed
+up in each worker after the fork.
 """
 
 import io
@@ -14,7 +15,15 @@ import torch
 
 import pretrained
 import saliency
-from pretrained import gate, jobs, sandbox, user_models, workspace  # noqa: F401
+from pretrained import (  # noqa: F401
+    gate,
+    jobs,
+    named_weights,
+    onnx_models,
+    sandbox,
+    user_models,
+    workspace,
+)
 
 # The two packages import their modules on first use (so that a first page needs no torch); a
 # locked-down worker can't open a file any more, so every public name is resolved here.
@@ -45,4 +54,6 @@ with warnings.catch_warnings():
     torch.export.save(torch.export.export(_net, (_x,), dynamic_shapes=({0: _batch},)), _buf)
     with torch.no_grad():
         torch.export.load(io.BytesIO(_buf.getvalue())).module()(torch.rand(3, 1, 16, 16))
+    onnx_models.warm_up()  # onnx and onnx2torch, when installed: imported before any lockdown
+    named_weights.warm_up()  # torchvision, and timm when installed: weights name their code
 del _net, _x, _buf, _batch, _package, _name

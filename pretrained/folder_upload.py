@@ -322,6 +322,7 @@ def build(
     images: ZipImages,
     *,
     kind: str = "auto",
+    architecture: str | None = None,
     filename: str = "",
     limits=None,
     time_limit: float | None = None,
@@ -331,8 +332,9 @@ def build(
     """Check the model in a sandboxed worker on these images, then index them there. Returns
     `(worker, Built)`; the worker keeps running (the views use it). The float64 maps it keeps
     (each class's mean, and for K <= ALL_CLASSES_UP_TO every class's over all images) may hold
-    at most `max_sums` bytes. Raises UserModelError saying why not (the worker is stopped
-    then)."""
+    at most `max_sums` bytes. `architecture` names the architecture of weights (a state dict
+    or a safetensors file: registry, torchvision or timm). Raises UserModelError saying why not
+    (the worker is stopped then)."""
     from .user_models import checked_worker
     from .worker import Limits, Worker
 
@@ -351,6 +353,8 @@ def build(
         "preprocessing": {"channels": pre.channels, "mean": list(pre.mean), "std": list(pre.std),
                           "resize": pre.resize, "crop": pre.crop},
     }  # fmt: skip
+    if architecture:  # weights (a state dict, safetensors) for a registry or torchvision name
+        settings["architecture"] = architecture
     digest = hashlib.sha256(model + images.sha256.encode() + repr(settings).encode()).hexdigest()
     worker = Worker(model, settings, example=x[:1], n_classes=k, limits=limits or Limits())
     with checked_worker(worker, kind, n_classes=k, time_limit=time_limit) as seconds:

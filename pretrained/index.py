@@ -1,7 +1,7 @@
 """Index a workspace: every image's prediction, and each class's mean |∂logit_label/∂x|.
 
     python -m pretrained.index --model net.pt --data images/ --out W [--resize 256 --crop 224
-        --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225] [--arch resnet18] [--grey]
+        --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225] [--architecture resnet18] [--grey]
         [--batch-size 64] [--workers 2] [--threads N] [--predictions-only]
     python -m pretrained.index --config workspace.toml --out W
     torchrun --nproc-per-node 2 -m pretrained.index … (the same, on N processes or nodes)
@@ -669,11 +669,22 @@ def _parser() -> argparse.ArgumentParser:
         description="Index a workspace: predictions and each class's mean |d logit / dx|.",
     )
     p.add_argument("--config", help="a workspace TOML file (the flags below override it)")
-    p.add_argument("--model", help="TorchScript, torch.export program or state dict")
+    p.add_argument(
+        "--model",
+        help="torch.export program, TorchScript, ONNX, state dict or .safetensors weights",
+    )
     p.add_argument("--data", help="an ImageFolder tree or a CSV of path,label")
     p.add_argument("--out", required=True, help="the workspace folder to write")
-    p.add_argument("--kind", choices=("auto", "torchscript", "export", "state_dict"))
-    p.add_argument("--arch", dest="architecture", help="for a state dict: resnet18, cnn, …")
+    p.add_argument(
+        "--kind", choices=("auto", "torchscript", "export", "state_dict", "onnx", "safetensors")
+    )
+    p.add_argument(
+        "--architecture",
+        "--arch",
+        dest="architecture",
+        help="for weights (a state dict or .safetensors file): a torchvision classifier "
+        "(resnet18, …), a timm model (when timm is installed) or the registry's (cnn, …)",
+    )
     p.add_argument("--classes", help="a text file of class names, one per line, in index order")
     p.add_argument("--resize", type=int, help="resize the shorter side to this many pixels")
     p.add_argument("--crop", type=int, help="centre crop to this many pixels square")

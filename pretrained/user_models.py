@@ -18,6 +18,11 @@ Three kinds of file are accepted, and nothing else is ever unpickled:
 - "export": `torch.export.save(torch.export.export(model, (x,)))`, read by `torch.export.load`
   with every `torch.load` inside it forced to `weights_only=True` (its own fallback would
   otherwise unpickle arbitrary objects);
+- "safetensors": weights in a safetensors file (recognised by its header, which is checked
+  whole before a byte is read: `pretrained.safetensors_file`) for a registry architecture; on
+  your own images, state dicts and safetensors files may name a torchvision or timm
+  architecture too (`pretrained.named_weights`), whose code the sandbox imports before it
+  locks down;
 - "state_dict": weights for a registry architecture, through `registry.model_from_weights`
   (`weights_only=True`).
 
@@ -45,7 +50,8 @@ import torch
 from torch import nn
 
 from . import gate as gate_module
-from .architectures import ARCHITECTURES, Normalize
+from . import named_weights, onnx_models, safetensors_file
+from .architectures import ARCHITECTURES, Normalize, build_model
 from .data import CLASS_NAMES, DATASETS, load_dataset
 from .evaluation import evaluate
 from .gate import UserModelError
@@ -66,7 +72,8 @@ __all__ = [
     "read_model_with_ops",
 ]
 
-KINDS = ("torchscript", "export", "state_dict")
+KINDS = ("torchscript", "export", "state_dict", "onnx", "safetensors")
+WEIGHTS = ("state_dict", "safetensors")  # weights for an architecture named with them: no code
 TIME_LIMIT = 2.0  # seconds for one example's forward pass; slower models are refused
 TEST_IMAGES: int | None = None  # test images to measure accuracy on (None: all 10,000)
 MAX_CLASS_NAMES = 1000
@@ -98,9 +105,12 @@ class UserModelInfo:
 
     @property
     def description(self) -> str:
-        what = {"torchscript": "TorchScript", "export": "torch.export program"}.get(
-            self.kind, f"state dict for the {self.architecture!r} architecture"
-        )
+        what = {
+            "torchscript": "TorchScript",
+            "export": "torch.export program",
+            "onnx": "ONNX model",
+            "safetensors": f"safetensors weights for the {self.architecture!r} architecture",
+        }.get(self.kind, f"state dict for the {self.architecture!r} architecture")
         return f"Your upload {self.filename or '(unnamed)'}: {what}, trained for {self.dataset}."
 
 
@@ -174,8 +184,19 @@ def parse_class_names(text: str | bytes | None) -> tuple[str, ...] | None:
 
 def detect_kind(data: bytes) -> str:
     """ "torchscript", "export" or "state_dict", from the archive's file names (nothing is
-    unpickled or inflated: `gate.check_archive` runs first). Raises UserModelError for anything
-    else."""
+    unpickled or inflated: `gate.check_archive` runs first); "onnx" from the outer fields of an
+    ONNX protobuf (nothing is parsed: `onnx_models.looks_like_onnx`). Raises UserModelError for
+    anything else. "safetensors" from its header, checked whole (`safetensors_file.check`)."""
+    if safetensors_file.looks_like(data):
+        safetensors_file.check(data)
+        return "safetensors"
+    if not data.startswith(b"PK") and onnx_models.looks_like_onnx(data):
+        return "onnx"
+    if not data.startswith(b"PK") and onnx_models.looks_cut_short(data):
+        raise UserModelError(
+            "This looks like an ONNX file cut short: its last part runs past the end of the "
+            "file. Send the whole file."
+        )
     gate_module.check_archive(data)
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
@@ -288,6 +309,8 @@ def read_model_with_ops(
     of any shape (a workspace uploaded on the Your model page). `table=True` reads a table
     model instead (`read_table_model`)."""
     if preprocessing is not None:
+        if _resolve_kind(data, kind) in WEIGHTS:
+            return _read_workspace_weights(data, architecture, preprocessing, device), set()
         return _read_workspace_program(data, kind, preprocessing, device, gate)
     if table:
         return read_table_model(data, kind=kind, device=device, gate=gate)
@@ -298,10 +321,9 @@ def read_model_with_ops(
     mean, std = normalisation
     if not std > 0:
         raise UserModelError(f"The normalisation std must be positive, got {std}.")
-    if kind == "state_dict" and architecture not in ARCHITECTURES:
-        raise UserModelError(
-            f"A state dict needs an architecture: one of {', '.join(ARCHITECTURES)}."
-        )
+    _check_registry_architecture(kind, architecture)
+    if kind == "safetensors":
+        return _registry_weights(data, architecture, dataset, device), set()
     try:
         if kind == "torchscript":
             program = torch.jit.load(io.BytesIO(data), map_location="cpu")
@@ -310,6 +332,10 @@ def read_model_with_ops(
             with _weights_only_everywhere():
                 program = torch.export.load(io.BytesIO(data))
             inner = program.module()
+        elif kind == "onnx":
+            inner, ops = onnx_models.read_onnx(data)
+            model = Preprocessed(inner, mean, std)
+            return model.to(device), ops
         else:
             model = model_from_weights(
                 data, architecture=architecture, dataset=dataset, device=device
@@ -333,6 +359,48 @@ def read_model_with_ops(
     return model.to(device), ops
 
 
+def _check_registry_architecture(kind: str, architecture: str | None) -> None:
+    """Weights for the bundled data sets' 28 × 28 grey images need a registry architecture."""
+    if kind not in WEIGHTS or architecture in ARCHITECTURES:
+        return
+    what = "A state dict" if kind == "state_dict" else "A safetensors file"
+    if architecture:
+        named_weights.source_of(architecture)  # an unknown name: says what is known
+        raise UserModelError(
+            f"{what} for MNIST or Fashion-MNIST needs one of the registry's architectures "
+            f"({', '.join(ARCHITECTURES)}), which take 28 × 28 grey images; "
+            f"{architecture[:100]} goes in the form for your own images, with a ZIP of them."
+        )
+    raise UserModelError(f"{what} needs an architecture: one of {', '.join(ARCHITECTURES)}.")
+
+
+def _registry_weights(data, architecture, dataset, device) -> nn.Module:
+    """A safetensors file's weights in a registry architecture, normalised as `dataset` is."""
+    from .data import NORMALISATION
+
+    state = safetensors_file.read(data)
+    net = build_model(architecture, len(CLASS_NAMES[dataset]), normalisation=NORMALISATION[dataset])
+    named_weights.fit(net, state, architecture)
+    net.requires_grad_(False)
+    return net.to(default_device() if device is None else torch.device(device)).eval()
+
+
+def _read_workspace_weights(data, architecture, preprocessing, device) -> nn.Module:
+    """A state dict's or safetensors file's weights in a named architecture (registry,
+    torchvision, timm), for images prepared as `preprocessing` says; code is never read from
+    the file."""
+    from .architectures import Prepared
+    from .workspace import Preprocessing, WorkspaceError
+
+    try:
+        pre = Preprocessing(**preprocessing)
+    except (TypeError, WorkspaceError) as err:
+        raise UserModelError(f"Bad preprocessing settings: {err}") from None
+    net = named_weights.model_from_weights(data, architecture)
+    device = default_device() if device is None else torch.device(device)
+    return Prepared(net, pre).to(device)
+
+
 def _read_workspace_program(data, kind, preprocessing, device, gate) -> tuple[nn.Module, set]:
     from .architectures import Prepared
     from .workspace import Preprocessing, WorkspaceError
@@ -351,12 +419,14 @@ def _read_program(data: bytes, kind: str, gate: bool, what: str) -> tuple[nn.Mod
     the allowlist when `gate`). A state dict is refused: it needs the model's Python code,
     which is never imported from an upload. `what` starts that refusal."""
     kind = _resolve_kind(data, kind)
-    if kind == "state_dict":
+    if kind in WEIGHTS:
         raise UserModelError(
             f"{what}, upload the model as TorchScript (torch.jit.save(torch.jit.script(model), "
             "'m.pt')) or a torch.export program: a state dict needs the architecture's code, "
             "which the sandbox does not import."
         )
+    if kind == "onnx":
+        return onnx_models.read_onnx(data)
     try:
         if kind == "torchscript":
             program = torch.jit.load(io.BytesIO(data), map_location="cpu")
@@ -379,9 +449,9 @@ def read_table_model(
     """A table model (rows `(N, D)` in, a tensor, tuple or dict out) from a TorchScript or
     torch.export file, taken as it is: no preprocessing is added (a model that standardises
     does it in its own forward). Eval mode, frozen parameters; and its operators."""
-    if not zipfile.is_zipfile(io.BytesIO(data)):
+    if not zipfile.is_zipfile(io.BytesIO(data)) and not onnx_models.looks_like_onnx(data):
         raise UserModelError(
-            "This is not a TorchScript or torch.export file (both are ZIP archives): a pickle "
+            "This is not a TorchScript, torch.export or ONNX file: a pickle "
             "or a legacy torch.save file is never unpickled here. Save the model with "
             "torch.export.save(torch.export.export(model, (x,)), 'm.pt2') or "
             "torch.jit.save(torch.jit.script(model), 'm.pt')."
@@ -567,8 +637,8 @@ def _info(
     settings = {
         "dataset": dataset,
         "kind": kind,
-        "architecture": architecture if kind == "state_dict" else None,
-        "normalisation": list(normalisation) if kind != "state_dict" else None,
+        "architecture": architecture if kind in WEIGHTS else None,
+        "normalisation": list(normalisation) if kind not in WEIGHTS else None,
         "class_names": list(names),
     }
     return UserModelInfo(
@@ -680,15 +750,12 @@ def accept_upload(
     data = bytes(data)
     names = _class_names(dataset, class_names)
     kind = _resolve_kind(data, kind)
-    if kind == "state_dict" and architecture not in ARCHITECTURES:
-        raise UserModelError(
-            f"A state dict needs an architecture: one of {', '.join(ARCHITECTURES)}."
-        )
+    _check_registry_architecture(kind, architecture)
     mean, std = normalisation
     if not std > 0:
         raise UserModelError(f"The normalisation std must be positive, got {std}.")
     limits = limits or Limits()
-    if sandbox.unavailable() and kind == "state_dict":
+    if sandbox.unavailable() and kind in WEIGHTS:
         # Weights only, for the registry's own code: no program of the user's runs.
         from dataclasses import replace as _replace
 

@@ -6,9 +6,10 @@
     >>> model = load_model(config, len(classes))           # (N, C, H, W) pixels in [0, 1] -> (N, K)
     >>> x = config.preprocessing(picture)                  # (C, H, W) float32 in [0, 1]
 
-- **Model**: TorchScript, a `torch.export` program, or a state dict of a torchvision
-  classification architecture (`resnet18`, `mobilenet_v3_small`, …, built with
-  `num_classes=K`) or of a registry architecture. Weights only: nothing is ever unpickled, and
+- **Model**: TorchScript, a `torch.export` program, or weights (a state dict, or a
+  safetensors file) of a torchvision classification architecture (`resnet18`,
+  `mobilenet_v3_small`, …), a timm model (when timm is installed) or a registry architecture,
+  with as many classes as its last layer has. Weights only: nothing is ever unpickled, and
   programs pass the gate (`pretrained.gate`) before they run.
 - **Data**: an ImageFolder tree (one subfolder per class, sorted names are the classes, as in
   torchvision) or a CSV with a header `path,label` (label: a class index or name; paths
@@ -403,8 +404,12 @@ def load_model(
     pre = config.preprocessing
     try:
         kind = _resolve_kind(data, config.kind)
-        if kind == "state_dict":
+        if kind in ("state_dict", "safetensors"):
             return _from_state_dict(data, config.architecture, num_classes, pre).to(device)
+        if kind == "onnx":
+            from .onnx_models import read_onnx
+
+            return Prepared(read_onnx(data)[0], pre).to(device)
         if kind == "torchscript":
             program = torch.jit.load(io.BytesIO(data), map_location="cpu")
             inner = program
@@ -448,51 +453,15 @@ def shared_model(
 def _from_state_dict(
     data: bytes, architecture: str | None, num_classes: int, pre: Preprocessing
 ) -> nn.Module:
-    import torch
+    """Weights (a state dict or a safetensors file) in a named architecture: the registry's,
+    a torchvision classifier or a timm model (`named_weights`), its classes read from the
+    weights' last layer, which must be `num_classes`."""
+    from .architectures import ARCHITECTURES, Prepared
+    from .named_weights import model_from_weights
 
-    from .architectures import ARCHITECTURES, Prepared, build_model
-
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WorkspaceError("the state dict file does not hold a mapping of names to tensors")
-    if architecture in ARCHITECTURES:
-        if pre.channels != 1:
-            raise WorkspaceError(f"the registry architecture {architecture!r} takes grey images")
-        net = build_model(architecture, num_classes, normalisation=(pre.mean[0], pre.std[0]))
-        wrap = False  # the registry's architectures normalise inside
-    else:
-        import torchvision
-
-        known = torchvision_classifiers()
-        if architecture not in known:
-            raise WorkspaceError(
-                "a state dict needs `architecture`: a torchvision classifier ("
-                + ", ".join(known[:8])
-                + ", …) or one of the registry's ("
-                + ", ".join(ARCHITECTURES)
-                + ")"
-            )
-        net = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
-        wrap = True
-    missing, unexpected = [], []
-    expected = net.state_dict()
-    for k, v in expected.items():
-        if k not in state:
-            missing.append(k)
-        elif tuple(state[k].shape) != tuple(v.shape):
-            raise WorkspaceError(
-                f"the weights do not fit {architecture} with {num_classes} classes: {k} has "
-                f"shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-            )
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        what = [f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]]
-        raise WorkspaceError(f"the weights do not fit {architecture}: " + "; ".join(what))
-    net.load_state_dict(state)
-    if wrap:
-        return Prepared(net, pre)
-    net.requires_grad_(False)
-    return net.eval()
+    if architecture in ARCHITECTURES and pre.channels != 1:
+        raise WorkspaceError(f"the registry architecture {architecture!r} takes grey images")
+    return Prepared(model_from_weights(data, architecture, num_classes=num_classes), pre)
 
 
 # --- an indexed workspace, opened (what the dashboard shows) ------------------------------------

@@ -1,4 +1,4 @@
-"""Your model: upload a TorchScript file, a torch.export program or a state dict, then explore it.
+"""Your model: upload a torch.export program, TorchScript, ONNX or a state dict, then explore it.
 
 Checking lives in `pretrained.user_models.accept_upload`: the file is never run in this
 process, only in a sandboxed worker (`pretrained.worker`). This page asks, reports and keeps
@@ -18,7 +18,7 @@ import streamlit as st
 import pretrained
 from dashboard import budget, cache, render, sources, state
 from dashboard import upload_limits as limits
-from pretrained import folder_upload, user_models, worker
+from pretrained import folder_upload, named_weights, user_models, worker
 from pretrained.workspace import Preprocessing, WorkspaceError
 
 KIND_LABELS = {
@@ -26,10 +26,25 @@ KIND_LABELS = {
     "export": "torch.export program (torch.export.save)",
     "torchscript": "TorchScript (torch.jit.save; deprecated by torch)",
     "state_dict": "state dict for a registry architecture (torch.save)",
+    "onnx": "ONNX (torch.onnx.export, or any framework's exporter)",
+    "safetensors": "safetensors weights for an architecture (what the Hugging Face hub serves)",
 }
+WEIGHTS_LABEL = "(none: the file is a program)"
+SAFETENSORS_NOTE = (
+    "Weights alone (a state dict, or a safetensors file: "
+    "`safetensors.torch.save_file(model.state_dict(), 'm.safetensors')`) run the "
+    "architecture's own code, which you name: on this form one of the registry's; on your own "
+    "images any torchvision classifier too, or a timm model where timm is installed. Nothing "
+    "in the file is run."
+)
 EXPORT_EXAMPLE = (
     "torch.export.save(torch.export.export(model, (x,), "
     'dynamic_shapes=({0: torch.export.Dim("batch")},)), "m.pt2")'
+)
+ONNX_NOTE = (
+    "ONNX files from any framework are converted to PyTorch (by onnx2torch, in the sandbox): "
+    "from torch, `torch.onnx.export(model, (x,), 'm.onnx', dynamo=False, "
+    "dynamic_axes={'x': {0: 'batch'}}, input_names=['x'])`. Weights must be inside the file."
 )
 TORCHSCRIPT_NOTE = (
     "TorchScript (`torch.jit.save(torch.jit.script(model), 'm.pt')`, or traced) is still "
@@ -133,7 +148,9 @@ def _numbers(text: str, name: str) -> tuple[float, ...]:
     return values
 
 
-def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std) -> None:
+def _accept_folder(
+    model_file, zip_file, kind, resize, crop, channels, mean, std, architecture=None
+) -> None:
     """Prepare the ZIP's images, check the model on them in a sandboxed worker and index them
     there; keep the workspace, or say why not."""
     _clear_errors()
@@ -158,7 +175,7 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
     if too_big:
         st.session_state["ws_error"] = too_big
         return
-    settings = (kind, resize, crop, channels, mean, std)
+    settings = (kind, resize, crop, channels, mean, std, architecture)
     if _unchanged("ws", (model_file, zip_file), settings):
         st.session_state["ws_error"] = _same_file_again(
             f"{model_file.name} with {zip_file.name}", "model file", limits.MODEL_MB
@@ -198,6 +215,7 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
                     model_bytes,
                     images,
                     kind=kind,
+                    architecture=architecture or None,
                     filename=model_file.name,
                     progress=step(
                         "Indexing in the sandbox (prediction and gradient of each image)"
@@ -215,11 +233,12 @@ def _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std
     finally:
         bar.empty()
     pre = images.preprocessing
+    detected = user_models.detect_kind(model_bytes)
     info = user_models.UserModelInfo(
         name=built.name,
         dataset=sources.uploaded_key(built.name),
-        kind=user_models.detect_kind(model_bytes),
-        architecture=None,
+        kind=detected,
+        architecture=architecture if detected in user_models.WEIGHTS else None,
         class_names=images.classes,
         normalisation=(pre.mean[0], pre.std[0]),
         filename=model_file.name,
@@ -250,7 +269,7 @@ def folder_section() -> None:
         "sandbox, one forward and one backward pass each, as `python -m pretrained.index` "
         "does. Then Explore, Misclassifications and Data-set sensitivity show it. Upload the "
         f"model as a torch.export program with a dynamic batch size (`{EXPORT_EXAMPLE}`) or "
-        "as TorchScript; its output must be one score per class."
+        "as TorchScript or ONNX; its output must be one score per class."
     )
     st.caption(
         f"Limits: a model file of at most {limits.MODEL_MB} MB, a ZIP of at most "
@@ -272,7 +291,7 @@ def folder_section() -> None:
     with st.form("ws_form", border=True):
         c1, c2 = st.columns(2)
         model_file = c1.file_uploader(
-            f"Model file (.pt2, .pt; up to {limits.MODEL_MB} MB)",
+            f"Model file (.pt2, .pt, .onnx, .safetensors; up to {limits.MODEL_MB} MB)",
             key="ws_model_file",
             max_upload_size=limits.MODEL_MB,
         )
@@ -284,8 +303,19 @@ def folder_section() -> None:
         )
         c1, c2, c3, c4, c5 = st.columns(5)
         kind = c1.selectbox(
-            "Kind of file", ("auto", "export", "torchscript"), key="ws_kind",
-            format_func=KIND_LABELS.get,
+            "Kind of file", ("auto", "export", "torchscript", "onnx", "state_dict", "safetensors"),
+            key="ws_kind", format_func=KIND_LABELS.get,
+        )  # fmt: skip
+        architecture = c1.selectbox(
+            "Architecture (weights only)",
+            ("", *named_weights.architecture_names()),
+            key="ws_arch",
+            format_func=lambda name: name or WEIGHTS_LABEL,
+            help="For a state dict or safetensors file: the registry's (" + ", ".join(
+                pretrained.ARCHITECTURES) + "), every torchvision classifier by its builder's "
+            "name (resnet18, vit_b_16, …), and timm's models where timm is installed "
+            "(otherwise: " + named_weights.INSTALL_TIMM + "). Type to search. The number of "
+            "classes comes from the weights' last layer.",
         )  # fmt: skip
         channels = c2.selectbox(
             "Colours", (3, 1), key="ws_channels", format_func={3: "RGB", 1: "grey"}.get
@@ -306,7 +336,7 @@ def folder_section() -> None:
         # fmt: skip
         submitted = st.form_submit_button("Check and index", type="primary", key="ws_submit")
     if submitted:
-        _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std)
+        _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std, architecture)
         if st.session_state.get("ws_accepted"):
             st.rerun()  # so the sidebar's data sets, drawn before this page, include it
     if st.session_state.get("ws_error"):
@@ -366,12 +396,14 @@ def render_view() -> None:
         "Upload a classifier for the project's images (**1 × 28 × 28 greyscale, pixels in "
         "[0, 1]**) and explore it like the built-in models. Save it as a **torch.export** "
         f"program with a dynamic batch size: `{EXPORT_EXAMPLE}` (x: one batch of images, "
-        "`(N, 1, 28, 28)`). Also accepted: a **state dict** of one of the registry's "
-        "architectures (`torch.save(model.state_dict(), 'w.pt')`). Files are never unpickled "
+        "`(N, 1, 28, 28)`). Also accepted: the weights of one of the registry's architectures, "
+        "as a **safetensors** file (`safetensors.torch.save_file(model.state_dict(), "
+        "'w.safetensors')`) or a **state dict** (`torch.save(model.state_dict(), 'w.pt')`), "
+        "with the architecture's name. Files are never unpickled "
         "as Python objects: anything else is refused. A model for your own images goes in the "
         "second form, below."
     )
-    st.caption(TORCHSCRIPT_NOTE)
+    st.caption(TORCHSCRIPT_NOTE + " " + ONNX_NOTE + " " + SAFETENSORS_NOTE)
     st.caption(
         "A model is a program, so it never runs inside this server: it is read and run in a "
         "sandboxed worker process that can't open files, start programs or use the network, "
@@ -383,7 +415,7 @@ def render_view() -> None:
     )
     with st.form("um_form", border=True):
         file = st.file_uploader(
-            f"Model file (.pt2, .pt, .pth; up to {limits.MODEL_MB} MB)",
+            f"Model file (.pt2, .pt, .pth, .onnx, .safetensors; up to {limits.MODEL_MB} MB)",
             key="um_file",
             max_upload_size=limits.MODEL_MB,
         )
@@ -401,7 +433,7 @@ def render_view() -> None:
             "Trained for", pretrained.DATASETS, key="um_dataset", format_func=DATASET_LABELS.get
         )
         architecture = c1.selectbox(
-            "Architecture (state dicts only)",
+            "Architecture (state dicts and safetensors only)",
             tuple(pretrained.ARCHITECTURES),
             key="um_arch",
             help="\n".join(f"- **{k}**: {v}" for k, v in pretrained.ARCHITECTURES.items()),
