@@ -324,6 +324,17 @@ def test_every_jobs_real_answer_fits_what_the_server_expects_of_it():
             },
         ),
         ("contrast", net, x, {"target": 1, "versus": 2, "method": "gradient", "score": "logit"}),
+        (
+            "maps",
+            net,
+            x,
+            {
+                "targets": np.array([0, 4, 9]),
+                "method": "gradient",
+                "score": "logit",
+                "absolute": True,
+            },
+        ),  # fmt: skip
         ("ig_delta", net, x, {"target": 1, "score": "logit", "steps": 4}),
         ("summary", net, x, {"labels": np.array([0, 1, 2]), "num_classes": 10}),
         ("own_class", net, x, {"labels": np.array([0, 1, 2])}),
