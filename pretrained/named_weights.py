@@ -227,11 +227,12 @@ def _dims(shape) -> str:
 
 
 def read_weights(data: bytes) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file or a `torch.save` state dict, read as data only."""
+    """The tensors of a safetensors file or a `torch.save` state dict, read as data only. A
+    safetensors file's are views of `data`'s bytes: to be copied (into a model), not written."""
     import torch
 
     if safetensors_file.looks_like(data):
-        return safetensors_file.read(data)
+        return safetensors_file.read(data, copy=False)  # only ever copied into a model
     gate.check_archive(data)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
