@@ -60,22 +60,78 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def _entries(out) -> list[tuple[str | int, object]]:
+    if isinstance(out, dict):
+        return list(out.items())
+    fields = getattr(out, "_fields", None)  # a named tuple (torchvision's GoogLeNetOutputs)
+    if fields is not None:
+        return list(zip(fields, out, strict=True))
+    return list(enumerate(out))
+
+
+def _scores(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() == 2
+
+
+def _described(key, value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{key}: {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    return f"{key}: {type(value).__name__}"
+
+
+def pick_output(out, key: str | int | None = None) -> torch.Tensor:
+    """The scores `(N, K)` in what a model returned: the tensor itself, or one entry of a
+    tuple, list, named tuple or dict. `key` None takes the only entry that is a 2-D float
+    tensor (torchvision's GoogLeNetOutputs in eval mode: logits, None, None); several such
+    entries, or none, raise a TypeError listing them, to be chosen by `key` (position,
+    field name or dict key). Called on every forward pass: it only looks, never copies."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if not isinstance(out, (tuple, list, dict)):
+        raise TypeError(f"the model returned a {type(out).__name__}, not a tensor")
+    entries = _entries(out)
+    kind = type(out).__name__
+    listed = "; ".join(_described(k, v) for k, v in entries[:8])
+    if key is not None:
+        if isinstance(key, int) and not isinstance(out, dict):  # by position, named or not
+            chosen = [entries[key]] if 0 <= key < len(entries) else []
+        else:
+            chosen = [(k, v) for k, v in entries if k == key]
+        if not chosen:
+            raise TypeError(f"the model's {kind} has no output {key!r}; it has {listed}")
+        k, v = chosen[0]
+        if not _scores(v):
+            raise TypeError(f"output {key!r} of the model's {kind} is not (N, K) scores "
+                            f"({_described(k, v)})")  # fmt: skip
+        return v
+    found = [v for _, v in entries if _scores(v)]
+    if len(found) == 1:
+        return found[0]
+    which = "none of its entries is a" if not found else "several of its entries could be the"
+    raise TypeError(
+        f"the model returns a {kind} ({listed}) and {which} (N, K) float tensor of class "
+        "scores: name the entry that holds them in Output (--output for python -m "
+        "pretrained.index), by position or name"
+    )
+
+
 class Prepared(nn.Module):
     """`model(standardize(x))` for a workspace's model (`pre`: its `workspace.Preprocessing`,
     per-channel `mean` and `std`), frozen and in eval mode (an exported program refuses
     `.eval()`, so the flags are set directly and only this wrapper switches)."""
 
-    def __init__(self, model: nn.Module, pre) -> None:
+    def __init__(self, model: nn.Module, pre, output: str | int | None = None) -> None:
         super().__init__()
         identity = set(pre.mean) == {0.0} and set(pre.std) == {1.0}
         self.standardize = nn.Identity() if identity else Standardize(pre.mean, pre.std)
         self.model = model
+        self.output = output  # which entry of a tuple or dict output: `pick_output`
         for m in self.modules():
             m.training = False
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.standardize(x))
+        return pick_output(self.model(self.standardize(x)), self.output)
 
     def train(self, mode: bool = True) -> Prepared:
         self.training = mode

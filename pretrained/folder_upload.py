@@ -38,6 +38,7 @@ import numpy as np
 
 from .gate import UserModelError
 from .images import ImageError, decode_image
+from .text import output_key
 from .workspace import IMAGE_SUFFIXES, MAX_CLASSES, Preprocessing, WorkspaceError
 
 __all__ = ["Built", "ZipImages", "build", "read_zip_images"]
@@ -328,6 +329,7 @@ def build(
     time_limit: float | None = None,
     progress: Callable[[int, int], object] | None = None,
     max_sums: int = MAX_SUMS,
+    output: str | int | None = None,
 ):
     """Check the model in a sandboxed worker on these images, then index them there. Returns
     `(worker, Built)`; the worker keeps running (the views use it). The float64 maps it keeps
@@ -355,6 +357,8 @@ def build(
     }  # fmt: skip
     if architecture:  # weights (a state dict, safetensors) for a registry or torchvision name
         settings["architecture"] = architecture
+    if output_key(output) is not None:  # the scores' entry in a tuple or dict output
+        settings["output"] = output_key(output)
     digest = hashlib.sha256(model + images.sha256.encode() + repr(settings).encode()).hexdigest()
     worker = Worker(model, settings, example=x[:1], n_classes=k, limits=limits or Limits())
     with checked_worker(worker, kind, n_classes=k, time_limit=time_limit) as seconds:

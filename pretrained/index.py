@@ -57,7 +57,7 @@ import saliency
 
 from . import gate
 from .images import ImageError, decode_image
-from .text import csv_text
+from .text import csv_text, output_key
 from .workspace import (
     Item,
     Preprocessing,
@@ -686,6 +686,11 @@ def _parser() -> argparse.ArgumentParser:
         "(resnet18, …), a timm model (when timm is installed) or the registry's (cnn, …)",
     )
     p.add_argument("--classes", help="a text file of class names, one per line, in index order")
+    p.add_argument(
+        "--output",
+        help="for a model returning a tuple, named tuple or dict: the entry that holds the "
+        "class scores, by position (0) or name (logits); by default the only (N, K) entry",
+    )
     p.add_argument("--resize", type=int, help="resize the shorter side to this many pixels")
     p.add_argument("--crop", type=int, help="centre crop to this many pixels square")
     colour = p.add_mutually_exclusive_group()
@@ -726,6 +731,8 @@ def config_from_args(args: argparse.Namespace) -> WorkspaceConfig:
     for name in ("model", "data", "kind", "architecture"):
         if getattr(args, name, None):
             changes[name] = getattr(args, name)
+    if getattr(args, "output", None):
+        changes["output"] = output_key(args.output)
     if args.classes:
         try:
             names = [ln.strip() for ln in Path(args.classes).read_text().splitlines() if ln.strip()]

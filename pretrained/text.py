@@ -70,3 +70,15 @@ def csv_text(rows: Iterable[Iterable[Any]]) -> str:
         carriage = any(isinstance(c, str) and "\r" in c for c in cells)
         (quoted if carriage else writer).writerow(cells)
     return out.getvalue()
+
+
+def output_key(text: str | int | None) -> str | int | None:
+    """An output choice as a user types it: "" or None for the one tensor (or the one entry
+    that can be scores), digits for a tuple's entry by position, a name for a dict's key or a
+    named tuple's field."""
+    if text is None or isinstance(text, int):
+        return text
+    text = str(text).strip()
+    if not text:
+        return None
+    return int(text) if text.isdigit() else text

@@ -51,11 +51,12 @@ from torch import nn
 
 from . import gate as gate_module
 from . import named_weights, onnx_models, safetensors_file
-from .architectures import ARCHITECTURES, Normalize, build_model
+from .architectures import ARCHITECTURES, Normalize, build_model, pick_output
 from .data import CLASS_NAMES, DATASETS, load_dataset
 from .evaluation import evaluate
 from .gate import UserModelError
 from .registry import default_device, model_from_weights
+from .text import output_key
 
 __all__ = [
     "KINDS",
@@ -126,11 +127,12 @@ class Preprocessed(nn.Module):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.model = model
+        self.output: str | int | None = None  # which entry of a tuple or dict: `pick_output`
         for m in self.modules():  # eval mode without calling .eval() on the inner model
             m.training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
+        return pick_output(self.model(self.normalize(x)), self.output)
 
     def train(self, mode: bool = True) -> Preprocessed:
         self.training = mode  # the inner model stays in eval mode: it was trained elsewhere
@@ -291,6 +293,21 @@ def _resolve_kind(data: bytes, kind: str) -> str:
 
 
 def read_model_with_ops(
+    data: bytes, *, output: str | int | None = None, table: bool = False, **settings
+) -> tuple[nn.Module, set[str]]:
+    """`_read_model_with_ops` (below), whose image model takes its scores from entry
+    `output` of what the program returns (`architectures.pick_output`: by position, field
+    name or dict key; None: the tensor itself, or the one entry that can be scores)."""
+    model, ops = _read_model_with_ops(data, table=table, **settings)
+    if not table and hasattr(model, "output"):
+        model.output = output_key(output)
+    elif output_key(output) is not None and not table:
+        raise UserModelError("Output applies to a program that returns a tuple or dict; "
+                             "these weights' architecture returns one tensor.")  # fmt: skip
+    return model, ops
+
+
+def _read_model_with_ops(
     data: bytes,
     *,
     kind: str = "auto",
@@ -471,6 +488,7 @@ def read_model(
     architecture: str | None = None,
     normalisation: tuple[float, float] = (0.0, 1.0),
     device: str | torch.device | None = None,
+    output: str | int | None = None,
 ) -> nn.Module:
     """The file as a model taking `(N, 1, 28, 28)` pixels in [0, 1], in eval mode, with frozen
     parameters, read in *this* process. Not yet checked: see `check_model`.
@@ -488,6 +506,7 @@ def read_model(
         architecture=architecture,
         normalisation=normalisation,
         device=device,
+        output=output,
     )[0]
 
 
@@ -633,6 +652,7 @@ def _info(
     accuracy: float,
     n_test: int,
     seconds: float,
+    output: str | int | None = None,
 ) -> UserModelInfo:
     settings = {
         "dataset": dataset,
@@ -641,6 +661,8 @@ def _info(
         "normalisation": list(normalisation) if kind not in WEIGHTS else None,
         "class_names": list(names),
     }
+    if output_key(output) is not None:  # the same file read at another output: another model
+        settings["output"] = output_key(output)
     return UserModelInfo(
         name=f"upload:{_digest(data, settings)[:12]}",
         dataset=dataset,
@@ -676,6 +698,7 @@ def load_user_model(
     filename: str = "",
     time_limit: float | None = None,
     device: str | torch.device | None = None,
+    output: str | int | None = None,
 ) -> tuple[nn.Module, UserModelInfo]:
     """Read, check and measure a model file *in this process*; `(model, info)` if usable.
 
@@ -695,6 +718,7 @@ def load_user_model(
         architecture=architecture,
         normalisation=normalisation,
         device=device,
+        output=output,
     )
     test = _test_set(dataset)
     device_ = next(iter(model.parameters()), torch.empty(0)).device
@@ -717,6 +741,7 @@ def load_user_model(
         accuracy=accuracy,
         n_test=len(test),
         seconds=seconds,
+        output=output,
     )
     return model, info
 
@@ -733,6 +758,7 @@ def accept_upload(
     time_limit: float | None = None,
     limits=None,
     progress=None,
+    output: str | int | None = None,
 ):
     """Check and measure an uploaded file without running any of it in this process.
 
@@ -767,6 +793,8 @@ def accept_upload(
         "architecture": architecture,
         "normalisation": [float(mean), float(std)],
     }
+    if output_key(output) is not None:  # which entry of a tuple or dict holds the scores
+        settings["output"] = output_key(output)
     worker = Worker(
         data, settings, example=test.images[:1].numpy(), n_classes=len(names), limits=limits
     )
@@ -796,5 +824,6 @@ def accept_upload(
         accuracy=accuracy,
         n_test=len(test),
         seconds=seconds,
+        output=output,
     )
     return worker, info

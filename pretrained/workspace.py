@@ -41,7 +41,7 @@ from PIL import Image
 from . import gate
 from .gate import UserModelError
 from .images import ImageError, decode_image
-from .text import from_csv_cell
+from .text import from_csv_cell, output_key
 
 # torch and the architectures are imported where a model is read (`load_model`): listing,
 # reading and opening a workspace's images and index need no torch, which takes seconds.
@@ -166,6 +166,7 @@ class WorkspaceConfig:
     architecture: str | None = None
     classes: tuple[str, ...] | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    output: str | int | None = None  # the scores' entry in a tuple or dict output
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -198,7 +199,7 @@ class WorkspaceConfig:
     @classmethod
     def from_dict(cls, d: dict, *, base: Path | None = None) -> WorkspaceConfig:
         """From a parsed TOML table; relative paths are taken from `base` (the file's folder)."""
-        known = {"model", "data", "kind", "architecture", "classes", "preprocessing"}
+        known = {"model", "data", "kind", "architecture", "classes", "preprocessing", "output"}
         unknown = set(d) - known
         if unknown:
             raise WorkspaceError(f"unknown workspace settings: {', '.join(sorted(unknown))}")
@@ -220,6 +221,7 @@ class WorkspaceConfig:
             architecture=d.get("architecture"),
             classes=tuple(str(c) for c in classes) if classes is not None else None,
             preprocessing=Preprocessing(**pre),
+            output=output_key(d.get("output")),
         )
 
     @classmethod
@@ -409,7 +411,7 @@ def load_model(
         if kind == "onnx":
             from .onnx_models import read_onnx
 
-            return Prepared(read_onnx(data)[0], pre).to(device)
+            return Prepared(read_onnx(data)[0], pre, config.output).to(device)
         if kind == "torchscript":
             program = torch.jit.load(io.BytesIO(data), map_location="cpu")
             inner = program
@@ -426,7 +428,7 @@ def load_model(
         raise WorkspaceError(
             f"could not read the model {config.model}: {error_line(err)}"
         ) from None
-    return Prepared(inner, pre).to(device)
+    return Prepared(inner, pre, config.output).to(device)
 
 
 @functools.lru_cache(maxsize=8)

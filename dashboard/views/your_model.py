@@ -58,6 +58,11 @@ MNIST_FORM_NOTE = (
     "your own images”, with a ZIP of them."
 )
 DATASET_LABELS = {"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST"}
+OUTPUT_HELP = (
+    "For a model that returns a tuple, named tuple or dict (torchvision's GoogLeNet, a model "
+    "returning (features, logits)): the entry that holds the class scores, by position (0, "
+    "1, …) or by name (logits). Empty: the output itself, or its only (N, K) entry."
+)
 
 
 def _open_in_explore(name: str, dataset: str) -> None:
@@ -88,7 +93,7 @@ def _same_file_again(name: str, what: str, mb: int) -> str:
     )
 
 
-def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
+def _accept(file, names_file, kind, dataset, architecture, mean, std, output="") -> None:
     """Check the upload in a sandboxed worker; remember the accepted model or why not."""
     _clear_errors()
     st.session_state["um_accepted"] = None
@@ -103,7 +108,7 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
     if too_big:
         st.session_state["um_error"] = too_big
         return
-    if _unchanged("um", (file, names_file), (kind, dataset, architecture, mean, std)):
+    if _unchanged("um", (file, names_file), (kind, dataset, architecture, mean, std, output)):
         st.session_state["um_error"] = _same_file_again(file.name, "model file", limits.MODEL_MB)
         return
     bar = st.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
@@ -125,6 +130,7 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std) -> None:
                 class_names=names,
                 filename=file.name,
                 progress=progress,
+                output=output,
             )
     except user_models.UserModelError as err:
         said = str(err)
@@ -149,7 +155,7 @@ def _numbers(text: str, name: str) -> tuple[float, ...]:
 
 
 def _accept_folder(
-    model_file, zip_file, kind, resize, crop, channels, mean, std, architecture=None
+    model_file, zip_file, kind, resize, crop, channels, mean, std, architecture=None, output=""
 ) -> None:
     """Prepare the ZIP's images, check the model on them in a sandboxed worker and index them
     there; keep the workspace, or say why not."""
@@ -175,7 +181,7 @@ def _accept_folder(
     if too_big:
         st.session_state["ws_error"] = too_big
         return
-    settings = (kind, resize, crop, channels, mean, std, architecture)
+    settings = (kind, resize, crop, channels, mean, std, architecture, output)
     if _unchanged("ws", (model_file, zip_file), settings):
         st.session_state["ws_error"] = _same_file_again(
             f"{model_file.name} with {zip_file.name}", "model file", limits.MODEL_MB
@@ -221,6 +227,7 @@ def _accept_folder(
                         "Indexing in the sandbox (prediction and gradient of each image)"
                     ),
                     max_sums=room - images.x.nbytes,
+                    output=output,
                 )
             try:
                 key = sources.add_uploaded(built, zip_file.name)
@@ -317,6 +324,7 @@ def folder_section() -> None:
             "(otherwise: " + named_weights.INSTALL_TIMM + "). Type to search. The number of "
             "classes comes from the weights' last layer.",
         )  # fmt: skip
+        output = c1.text_input("Output (tuple or dict outputs)", key="ws_output", help=OUTPUT_HELP)
         channels = c2.selectbox(
             "Colours", (3, 1), key="ws_channels", format_func={3: "RGB", 1: "grey"}.get
         )
@@ -336,7 +344,9 @@ def folder_section() -> None:
         # fmt: skip
         submitted = st.form_submit_button("Check and index", type="primary", key="ws_submit")
     if submitted:
-        _accept_folder(model_file, zip_file, kind, resize, crop, channels, mean, std, architecture)
+        _accept_folder(
+            model_file, zip_file, kind, resize, crop, channels, mean, std, architecture, output
+        )
         if st.session_state.get("ws_accepted"):
             st.rerun()  # so the sidebar's data sets, drawn before this page, include it
     if st.session_state.get("ws_error"):
@@ -438,6 +448,7 @@ def render_view() -> None:
             key="um_arch",
             help="\n".join(f"- **{k}**: {v}" for k, v in pretrained.ARCHITECTURES.items()),
         )
+        output = c1.text_input("Output (tuple or dict outputs)", key="um_output", help=OUTPUT_HELP)
         m1, m2 = c2.columns(2)
         mean = m1.number_input("Normalise: mean", format="%.4f", key="um_mean")
         std = m2.number_input(
@@ -447,7 +458,7 @@ def render_view() -> None:
         )  # fmt: skip
         submitted = st.form_submit_button("Check and add", type="primary", key="um_submit")
     if submitted:
-        _accept(file, names_file, kind, dataset, architecture, mean, std)
+        _accept(file, names_file, kind, dataset, architecture, mean, std, output)
         if st.session_state.get("um_accepted"):
             st.rerun()  # so the sidebar's model list, drawn before this page, includes it
 
