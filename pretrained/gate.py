@@ -140,7 +140,7 @@ def check_archive(data: bytes) -> None:
     if not data.startswith(b"PK\x03\x04"):
         raise UserModelError(
             "This file is not a PyTorch model: expected a TorchScript file (torch.jit.save), a "
-            "torch.export program (torch.export.save) or a state dict (torch.save)."
+            "torch.export program (torch.export.save), a state dict (torch.save) or an ONNX file."
         )
     n = _declared_records(data)
     if n > MAX_RECORDS:
