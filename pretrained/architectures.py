@@ -81,10 +81,11 @@ def _described(key, value) -> str:
 
 def pick_output(out, key: str | int | None = None) -> torch.Tensor:
     """The scores `(N, K)` in what a model returned: the tensor itself, or one entry of a
-    tuple, list, named tuple or dict. `key` None takes the only entry that is a 2-D float
-    tensor (torchvision's GoogLeNetOutputs in eval mode: logits, None, None); several such
-    entries, or none, raise a TypeError listing them, to be chosen by `key` (position,
-    field name or dict key). Called on every forward pass: it only looks, never copies."""
+    tuple, list, named tuple or dict. `key` None takes the first entry that is a 2-D float
+    tensor (torchvision's GoogLeNetOutputs in eval mode: logits, None, None), as the Tables
+    page does; another is chosen by `key` (position, field name or dict key). None that can
+    be scores raises a TypeError listing the entries. Called on every forward pass: it only
+    looks, never copies."""
     if isinstance(out, torch.Tensor):
         return out
     if not isinstance(out, (tuple, list, dict)):
@@ -105,13 +106,12 @@ def pick_output(out, key: str | int | None = None) -> torch.Tensor:
                             f"({_described(k, v)})")  # fmt: skip
         return v
     found = [v for _, v in entries if _scores(v)]
-    if len(found) == 1:
+    if found:
         return found[0]
-    which = "none of its entries is a" if not found else "several of its entries could be the"
     raise TypeError(
-        f"the model returns a {kind} ({listed}) and {which} (N, K) float tensor of class "
-        "scores: name the entry that holds them in Output (--output for python -m "
-        "pretrained.index), by position or name"
+        f"the model returns a {kind} ({listed}) and none of its entries is an (N, K) float "
+        "tensor of class scores: name the entry that holds them in Output (--output for "
+        "python -m pretrained.index), by position or name"
     )
 
 

@@ -560,7 +560,9 @@ def judge_check(facts: dict, *, n_classes: int, time_limit: float = TIME_LIMIT) 
         )
     if shape[1] != n_classes:
         raise UserModelError(
-            f"The model returns {shape[1]} scores but there are {n_classes} class names."
+            f"The model returns {shape[1]} scores but there are {n_classes} class names. If it "
+            "returns a tuple or dict, name the entry that holds the scores in Output (--output "
+            "for python -m pretrained.index)."
         )
     if not facts["finite"]:
         raise UserModelError("The model's output contains NaN or inf for a test image.")
