@@ -73,6 +73,21 @@ def check(model: nn.Module, x: np.ndarray, *, n_classes: int) -> dict:
     }
 
 
+def batch_check(model: nn.Module, x: np.ndarray) -> dict:
+    """Why the model fails on a batch `x` of two or more images, or None, as `{"error": …}`:
+    after `check` (one image), a file traced or exported with its batch size fixed runs on
+    one image and on nothing else. Its own deadline, apart from the check's: a model that
+    hangs only on a batch is stopped here, and told so."""
+    try:
+        with torch.no_grad():
+            out = model(_tensor(model, x))
+    except Exception as err:  # noqa: BLE001 - the model's own failure, reported as a fact
+        return {"error": str(err)[:2000] or type(err).__name__}
+    if isinstance(out, torch.Tensor) and (out.dim() == 0 or out.shape[0] != len(x)):
+        return {"error": f"it returned shape {tuple(out.shape)} for {len(x)} images"}
+    return {"error": None}
+
+
 def class_maps(
     model: nn.Module, x: np.ndarray, *, method: str, score: str, absolute: bool, **options
 ) -> np.ndarray:
@@ -428,6 +443,7 @@ JOBS: dict[str, Callable[..., Any]] = {
         logits,
         probabilities,
         check,
+        batch_check,
         class_maps,
         maps,
         contrast,

@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -228,6 +229,12 @@ def _weights_only_everywhere():
                 del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
             else:
                 os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+
+
+DYNAMIC_EXPORT = (
+    'torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("'
+    'batch")},)), "m.pt2")'
+)
 
 
 def error_line(err: BaseException) -> str:
@@ -530,6 +537,8 @@ def checked_worker(
                     seconds = judge(facts)
                 else:
                     seconds = judge_check(facts, n_classes=n_classes, time_limit=limit)
+                    two = np.concatenate([worker.example, worker.example])
+                    judge_batch(worker.call("batch_check", two))
             except (KeyError, TypeError, ValueError) as err:  # facts come from the sandbox
                 if isinstance(err, UserModelError):
                     raise
@@ -575,6 +584,18 @@ def judge_check(facts: dict, *, n_classes: int, time_limit: float = TIME_LIMIT) 
     return seconds
 
 
+def judge_batch(answer: dict) -> None:
+    """Refuse a model that ran on one image but not on a batch (`jobs.batch_check`)."""
+    if answer.get("error"):
+        raise UserModelError(
+            "The model runs on one image but not on a batch of two "
+            f"({error_line(RuntimeError(answer['error'])).rstrip('.')}). Its batch size was "
+            "fixed when it was saved: torch.jit.trace records the traced batch's shapes as "
+            "constants, and torch.export without dynamic_shapes fixes the batch. Save it with "
+            f"a dynamic batch: {DYNAMIC_EXPORT}."
+        )
+
+
 def judge_table_check(facts: dict) -> float:
     """Refuse a table model from what one row gave (`jobs.table_outputs`'s facts): it must
     return a tensor, or a tuple or dict holding at least one float tensor of (1, K) values."""
@@ -597,7 +618,7 @@ def check_model(
     `time_limit` seconds (measured, then refused: nothing is interrupted here; the sandboxed
     worker of `accept_upload` does interrupt).
     """
-    from .jobs import check
+    from .jobs import batch_check, check
 
     try:
         facts = check(model, x, n_classes=n_classes)
@@ -605,7 +626,9 @@ def check_model(
         raise UserModelError(
             f"The model failed on one {tuple(x.shape)} image: {error_line(err)}"
         ) from None
-    return judge_check(facts, n_classes=n_classes, time_limit=time_limit)
+    seconds = judge_check(facts, n_classes=n_classes, time_limit=time_limit)
+    judge_batch(batch_check(model, torch.cat([x, x])))
+    return seconds
 
 
 def _digest(data: bytes, settings: dict) -> str:
@@ -630,9 +653,8 @@ def _batch_failure(err: BaseException, kind: str) -> UserModelError:
     from .worker import WrongAnswer
 
     hint = (
-        " (export it with a dynamic batch size: torch.export.export(model, (x,), "
-        'dynamic_shapes=({0: torch.export.Dim("batch")},)))'
-        if kind == "export" and not isinstance(err, WrongAnswer)
+        f" (save it with a dynamic batch size: {DYNAMIC_EXPORT})"
+        if kind in ("export", "torchscript") and not isinstance(err, WrongAnswer)
         else ""
     )
     return UserModelError(

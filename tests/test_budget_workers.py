@@ -187,7 +187,8 @@ def test_the_chunks_of_an_accuracy_run_are_capped_whatever_the_model_says(monkey
     original = worker.Worker.call
 
     def spy(self, job, *args, **kwargs):
-        sizes.append(len(args[0]))
+        if job == "logits":  # (the check's batch of two is another job)
+            sizes.append(len(args[0]))
         return original(self, job, *args, **kwargs)
 
     monkeypatch.setattr(worker.Worker, "call", spy)

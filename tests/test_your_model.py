@@ -199,12 +199,36 @@ def test_export_program_with_a_dynamic_batch_is_accepted_and_differentiable():
     torch.testing.assert_close(s, net[1].weight[3].abs().view(1, 1, 28, 28).expand(2, -1, -1, -1))
 
 
+FIXED_BATCH = r"runs on one image but not on a batch of two \(.*\)\. Its batch size was fixed"
+
+
 def test_export_program_with_a_fixed_batch_says_how_to_fix_it():
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
     buf = io.BytesIO()
     torch.export.save(torch.export.export(net, (torch.rand(1, 1, 28, 28),)), buf)
-    with pytest.raises(UserModelError, match="dynamic batch size"):
+    with pytest.raises(UserModelError, match=FIXED_BATCH + r'.*Dim\("batch"\)'):
         load_user_model(buf.getvalue(), dataset="mnist")
+
+
+class BakedBatch(nn.Module):
+    """Reads its batch size as a Python int: torch.jit.trace keeps the traced one (1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.view(int(x.size(0)), -1))
+
+
+@hostile.needs_sandbox
+def test_a_traced_model_with_its_batch_baked_in_is_told_so_in_the_sandbox_too():
+    """Before: "works on one image but failed on a batch of test images: mat1 and mat2 shapes
+    cannot be multiplied", with no word on tracing or how to save it."""
+    data = hostile.saved(BakedBatch().eval(), torch.rand(1, 1, 28, 28), "trace")
+    for read in (load_user_model, user_models.accept_upload):
+        with pytest.raises(UserModelError, match=FIXED_BATCH + ".*torch.jit.trace records"):
+            read(data, dataset="mnist")
 
 
 # --- each way a model can be refused ----------------------------------------------------------
