@@ -18,7 +18,7 @@ world; see the README for the caveats.
 import importlib
 from typing import TYPE_CHECKING
 
-from .names import METHODS, SCORES
+from .names import FAMILIES, METHOD_INFO, METHODS, SCORES, MethodInfo, method_info, methods
 
 # Where each public name lives. They are imported when first used, not here: `import saliency`
 # (or `saliency.display`, numpy only) must not import torch, which takes seconds, for a caller
@@ -29,7 +29,9 @@ _FROM = {
     "_methods": ("attribute", "class_maps", "contrast"),
     "_tabular": ("FeatureRanking", "column_differences", "correlated_pairs", "feature_ranking",
                  "rank_flips", "ranking_from_jacobian"),
+    "_layers": ("Layer", "find_layer", "layers"),
     "_validate": ("eval_mode",),
+    "cam": ("CAM", "cam_map"),
     "faithfulness": ("Curve", "blur", "deletion_curve", "insertion_curve"),
     "sanity": ("LayerOrder", "RandomisedStep", "SanityStep", "cascade",
                "cascading_randomisation", "layer_order", "sanity_check"),
@@ -59,6 +61,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from ._average import SensitivitySummary, average_sensitivity, sensitivity_summary
     from ._gradients import finite_differences, gradients, jacobian
+    from ._layers import Layer, find_layer, layers
     from ._methods import attribute, class_maps, contrast
     from ._tabular import (
         FeatureRanking,
@@ -69,6 +72,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         ranking_from_jacobian,
     )
     from ._validate import eval_mode
+    from .cam import CAM, cam_map
     from .faithfulness import Curve, blur, deletion_curve, insertion_curve
     from .sanity import (
         LayerOrder,
@@ -82,8 +86,13 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from .taylor import Nudge, nudge
 
 __all__ = [
+    "CAM",
+    "FAMILIES",
     "METHODS",
+    "METHOD_INFO",
     "SCORES",
+    "Layer",
+    "MethodInfo",
     "Curve",
     "FeatureRanking",
     "LayerOrder",
@@ -94,6 +103,7 @@ __all__ = [
     "attribute",
     "average_sensitivity",
     "blur",
+    "cam_map",
     "cascade",
     "cascading_randomisation",
     "class_maps",
@@ -103,11 +113,15 @@ __all__ = [
     "deletion_curve",
     "eval_mode",
     "feature_ranking",
+    "find_layer",
     "finite_differences",
     "gradients",
     "insertion_curve",
     "jacobian",
     "layer_order",
+    "layers",
+    "method_info",
+    "methods",
     "sensitivity_summary",
     "nudge",
     "rank_flips",

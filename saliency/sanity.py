@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ._methods import METHODS, attribute
+from ._methods import METHOD_INFO, attribute
 from ._validate import Target, check_input, check_score, eval_mode, forward_scores, resolve_target
 from .metrics import spearman, ssim
 
@@ -254,8 +254,8 @@ def sanity_check(
     """
     check_input(x)
     check_score(score)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method not in METHOD_INFO:
+        raise ValueError(f"method must be one of {', '.join(METHOD_INFO)}; got {method!r}")
     if x.ndim != 4:
         raise ValueError(f"x must be an image batch (N, C, H, W), got shape {tuple(x.shape)}")
     with eval_mode(model), torch.no_grad():
