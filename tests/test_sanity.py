@@ -219,7 +219,7 @@ def test_a_sanity_job_runs_through_the_worker_wire_format(mnist):
     assert out[0]["spearman"].shape == (3,) and out[1]["init"] == "its own reset_parameters"
     assert out[0]["map"].shape == (1, 28, 28)
     with pytest.raises(ValueError, match="method must be one of"):
-        saliency.sanity_check(model, mnist.images[:1], method="guided_backprop")
+        saliency.sanity_check(model, mnist.images[:1], method="no_such_method")
 
 
 def test_x_must_be_an_image_batch():
