@@ -23,6 +23,11 @@ ARCHITECTURES: dict[str, str] = {
         "The small CNN with BatchNorm after each convolution (its output depends on the batch "
         "in train mode, so eval mode matters)."
     ),
+    "vit": (
+        "Small vision transformer: 7x7 patches (16 tokens) and a CLS token, width 64, "
+        "4 pre-norm blocks of 4-head self-attention and a GELU MLP (128), LayerNorm, "
+        "Linear(64, 10) on the CLS token."
+    ),
 }
 
 
@@ -170,11 +175,96 @@ def _cnn(num_classes: int, batch_norm: bool = False) -> list[nn.Module]:
     ]
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention, `(N, T, D)` -> same shape, laid out as timm's ViT does.
+
+    With `fused_attn` (the default, and what training uses) the softmax weights stay inside
+    `scaled_dot_product_attention`; with it False they are computed explicitly and pass
+    through `attn_drop` (an identity), where a forward hook can read them `(N, heads, T, T)`
+    and take their gradient: what attention rollout does, on this model and timm's alike.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.fused_attn = True
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_drop = nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (N, heads, T, D / heads)
+        if self.fused_attn:
+            x = nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1)  # (N, heads, T, T)
+            x = self.attn_drop(attn) @ v
+        return self.proj(x.transpose(1, 2).reshape(n, t, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """A small ViT for `(N, C, H, W)` images -> `(N, num_classes)` logits.
+
+    The patch embedding is a strided convolution (`patch_embed`), a learned CLS token is
+    prepended (`num_prefix_tokens` = 1, timm's name, which rollout reads to drop it) and the
+    head reads the CLS token after the last block.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        image_size: int = 28,
+        patch_size: int = 7,
+        in_channels: int = 1,
+        dim: int = 64,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        grid = image_size // patch_size
+        self.num_prefix_tokens = 1
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.Sequential(*(Block(dim, num_heads, mlp_dim) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, 16, D)
+        cls = self.cls_token.expand(len(x), -1, -1)  # (N, 1, D)
+        tokens = torch.cat([cls, tokens], 1) + self.pos_embed  # (N, 17, D)
+        return self.head(self.norm(self.blocks(tokens))[:, 0])  # (N, K)
+
+
 _BUILDERS: dict[str, Callable[[int], list[nn.Module]]] = {
     "linear": _linear,
     "mlp": _mlp,
     "cnn": _cnn,
     "cnn-bn": lambda k: _cnn(k, batch_norm=True),
+    "vit": lambda k: [VisionTransformer(k)],
 }
 
 

@@ -99,6 +99,20 @@ _ENTRIES: dict[str, _Entry] = {
             "The small CNN with BatchNorm on MNIST digits; in train mode its outputs depend on "
             "the rest of the batch, which is why saliency needs eval mode.",
         ),
+        _Entry(
+            "mnist-vit",
+            "mnist",
+            "vit",
+            "Small vision transformer (7x7 patches, a CLS token, 4 blocks) on MNIST digits; "
+            "its attention can be read by attention rollout.",
+        ),
+        _Entry(
+            "fashion-mnist-vit",
+            "fashion-mnist",
+            "vit",
+            "Small vision transformer (7x7 patches, a CLS token, 4 blocks) on Fashion-MNIST "
+            "clothing images; its attention can be read by attention rollout.",
+        ),
     )
 }
 

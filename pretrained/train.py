@@ -50,6 +50,9 @@ RECIPES: dict[str, Recipe] = {
     "fashion-mnist-linear": Recipe(epochs=15, lr=2e-3),
     "fashion-mnist-mlp": Recipe(epochs=20, lr=2e-3, weight_decay=1e-4),
     "fashion-mnist-cnn": Recipe(epochs=15, lr=3e-3, weight_decay=1e-4),
+    # Transformers want more weight decay than the convolutional nets (ViT's 0.05).
+    "mnist-vit": Recipe(epochs=10, lr=2e-3, weight_decay=0.05),
+    "fashion-mnist-vit": Recipe(epochs=12, lr=2e-3, weight_decay=0.05),
 }
 SEED = 0
 

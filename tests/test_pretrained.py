@@ -39,6 +39,8 @@ TARGETS = {
     "fashion-mnist-linear": 0.83,
     "fashion-mnist-mlp": 0.88,
     "fashion-mnist-cnn": 0.91,
+    "mnist-vit": 0.97,  # issue 32's
+    "fashion-mnist-vit": 0.85,
 }
 TEST_IMAGES_MD5 = {
     "mnist": "2646ac647ad5339dbf082846283269ea",
