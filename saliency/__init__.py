@@ -32,6 +32,8 @@ _FROM = {
     "_layers": ("Layer", "find_layer", "layers"),
     "_validate": ("eval_mode",),
     "cam": ("CAM", "cam_map"),
+    "relevance": ("lrp",),
+    "transformer": ("attention_rollout", "gradient_rollout"),
     "faithfulness": ("Curve", "blur", "deletion_curve", "insertion_curve"),
     "sanity": ("LayerOrder", "RandomisedStep", "SanityStep", "cascade",
                "cascading_randomisation", "layer_order", "sanity_check"),
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from ._validate import eval_mode
     from .cam import CAM, cam_map
     from .faithfulness import Curve, blur, deletion_curve, insertion_curve
+    from .relevance import lrp
     from .sanity import (
         LayerOrder,
         RandomisedStep,
@@ -84,6 +87,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         sanity_check,
     )
     from .taylor import Nudge, nudge
+    from .transformer import attention_rollout, gradient_rollout
 
 __all__ = [
     "CAM",
@@ -100,6 +104,7 @@ __all__ = [
     "SensitivitySummary",
     "Nudge",
     "SanityStep",
+    "attention_rollout",
     "attribute",
     "average_sensitivity",
     "blur",
@@ -115,11 +120,13 @@ __all__ = [
     "feature_ranking",
     "find_layer",
     "finite_differences",
+    "gradient_rollout",
     "gradients",
     "insertion_curve",
     "jacobian",
     "layer_order",
     "layers",
+    "lrp",
     "method_info",
     "methods",
     "sensitivity_summary",

@@ -29,6 +29,7 @@ NEEDS = {
     "spatial layer": "no spatial layer: an MLP has no Grad-CAM",
     "image": "needs an image batch (N, C, H, W)",
     "transformer": "needs a transformer",
+    "lrp rules": "has a layer LRP has no rule for (attention, LayerNorm)",
 }
 
 
@@ -177,6 +178,35 @@ METHOD_INFO: dict[str, MethodInfo] = _entries(
         all_classes="perturbation:occlusion_classes",
         needs="image",
         signed=True,
+    ),
+    MethodInfo(
+        "lrp",
+        "LRP",
+        "relevance (LRP)",
+        "relevance:lrp_method",
+        "Bach et al. 2015; composite: Montavon et al. 2019",
+        "Captum 0.9 LRP on the same rules",
+        needs="lrp rules",
+        signed=True,
+    ),
+    MethodInfo(
+        "attention_rollout",
+        "Attention rollout",
+        "transformer",
+        "transformer:attention_rollout_method",
+        "Abnar & Zuidema 2020",
+        "the paper's formula written out in the test",
+        needs="transformer",
+        has_class=False,
+    ),
+    MethodInfo(
+        "gradient_rollout",
+        "Gradient rollout",
+        "transformer",
+        "transformer:gradient_rollout_method",
+        "Chefer et al. 2021",
+        "the paper's formula written out in the test",
+        needs="transformer",
     ),
 )
 
