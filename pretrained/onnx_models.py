@@ -18,9 +18,14 @@ with the reason in plain words:
 
 The converted module is an ordinary `torch.fx.GraphModule` of onnx2torch's modules, each
 computing with torch's own operators, so saliency's gradients are real autograd through it.
-Its operators are reported as "onnx::Conv"… and are not matched against the gate's allowlist
-of TorchScript operators: the standard ONNX domain has no operator that reads a file, starts a
-process or connects, and the code that runs is onnx2torch's, not the file's. The sandbox
+Those operators are then held to the gate's allowlist, as every upload's are
+(`converted_ops`): the module runs once on zeros of the input shape the file declares (batch
+1), and every operator it calls is recorded at torch's dispatcher ("aten::convolution",
+"aten::add.Tensor"…), the names the allowlist holds; one not on it refuses the file, by name.
+The standard ONNX domain has no operator that reads a file, starts a process or connects, and
+the code that runs is onnx2torch's, not the file's; the check makes sure no combination of
+them reaches an operator the gate has not seen a real classifier call. What it records is that
+run's: a branch of onnx2torch's code taken only for other inputs is not in it, so the sandbox
 stays the second wall, as for every upload.
 
 Newer exporters (torch 2.14's `torch.onnx.export` writes opset 20) use operator versions
@@ -36,7 +41,16 @@ from typing import Any
 
 from .gate import MAX_MODEL_BYTES, UserModelError
 
-__all__ = ["INSTALL", "TARGET_OPSET", "looks_cut_short", "looks_like_onnx", "missing", "read_onnx"]
+__all__ = [
+    "INSTALL",
+    "TARGET_OPSET",
+    "converted_ops",
+    "input_shape",
+    "looks_cut_short",
+    "looks_like_onnx",
+    "missing",
+    "read_onnx",
+]
 
 INSTALL = (
     "ONNX files need the onnx and onnx2torch packages, which this Python lacks: "
@@ -45,6 +59,11 @@ INSTALL = (
 TARGET_OPSET = 17  # the newest opset whose every operator version onnx2torch 1.5 converts
 STANDARD_DOMAINS = ("", "ai.onnx")
 MAX_FIELDS = 100_000  # outer fields of a ModelProto the header check walks before giving up
+# The run that lists a converted model's operators: a symbolic batch is 1, symbolic channels 3,
+# any other symbolic size STAND_IN (a classifier's usual side); at most MAX_CHECK_VALUES
+# values, a 4096-pixel RGB square (the largest the workspace form prepares).
+STAND_IN = 224
+MAX_CHECK_VALUES = 3 * 4096 * 4096
 
 # ModelProto's fields, by number: their protobuf wire type (0 varint, 2 length-delimited).
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
@@ -264,15 +283,90 @@ def _naming_the_operator() -> Iterator[list[str]]:
         converter.get_converter = original
 
 
+def input_shape(model) -> tuple[int, ...]:
+    """The shape of the graph's one input as the file declares it, symbolic sizes replaced
+    (batch 1, channels 3, others `STAND_IN`): what `converted_ops` runs the model on.
+    UserModelError for a model of several inputs, or one with no shape or too many values."""
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in weights]
+    if len(inputs) != 1:
+        names = ", ".join(repr(v.name[:40]) for v in inputs[:5])
+        raise UserModelError(
+            f"This ONNX model takes {len(inputs)} inputs ({names or 'none'}); an image "
+            "classifier here takes one, the images (N, C, H, W)."
+        )
+    kind = inputs[0].type
+    if not kind.HasField("tensor_type") or not kind.tensor_type.HasField("shape"):
+        raise UserModelError(
+            "This ONNX model's input declares no shape, so it can't be checked here. Export it "
+            "with an example input of your images' shape (torch.onnx.export does)."
+        )
+    dims = kind.tensor_type.shape.dim
+    shape = tuple(
+        d.dim_value
+        if d.HasField("dim_value") and d.dim_value > 0
+        else {0: 1, 1: 3}.get(i, STAND_IN)
+        for i, d in enumerate(dims)
+    )
+    values = 1
+    for size in shape:
+        values *= size
+    if values > MAX_CHECK_VALUES:
+        raise UserModelError(
+            f"This ONNX model's input {tuple(shape)} has {values:,} values, more than the "
+            f"{MAX_CHECK_VALUES:,} of a 4096-pixel RGB image, the most this server runs it on."
+        )
+    return shape
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or "allocate memory" in text or "out of memory" in text
+
+
+def converted_ops(module, shape: tuple[int, ...]) -> set[str]:
+    """Every operator `module` calls when run once on zeros of `shape`, as torch's dispatcher
+    names them ("aten::convolution", "aten::add.Tensor"): beneath Python, after torch's own
+    composite operators are broken up, so nothing a module computes escapes it. Compare them
+    with `gate.check_ops`. UserModelError when the run fails."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(func.name())
+            return func(*args, **(kwargs or {}))
+
+    x = torch.zeros(shape)  # made outside the recorder: the model's operators only
+    recorder = Recorder()
+    try:
+        with recorder, torch.no_grad():
+            module(x)
+    except Exception as err:  # noqa: BLE001 - onnx2torch's modules raise their own kinds
+        if _out_of_memory(err):
+            raise
+        raise UserModelError(
+            f"This ONNX model does not run on an input of the shape it declares, {shape} (a "
+            f"symbolic batch as 1): {_first_line(err)}"
+        ) from None
+    return recorder.ops
+
+
 def _first_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     return (lines[0] if lines else type(err).__name__)[:300]
 
 
-def read_onnx(data: bytes) -> tuple[Any, set[str]]:
-    """The ONNX file `data` as a torch module in eval mode with frozen parameters, and its
-    operators ("onnx::Conv", …). Raises UserModelError saying why not. Parses a file a user
-    sent: call it only in a sandboxed worker, or on your own files."""
+def read_onnx(data: bytes, *, check: bool = True) -> tuple[Any, set[str]]:
+    """The ONNX file `data` as a torch module in eval mode with frozen parameters, and the
+    torch operators it calls (`converted_ops`), each on the gate's allowlist (`check=False`
+    lists them without checking: tools/build_allowlist.py). Raises UserModelError saying why
+    not. Parses and runs a file a user sent: call it only in a sandboxed worker, or on your
+    own files."""
     limit, lifted = _limit()
     if len(data) > limit:
         where = (
@@ -320,7 +414,7 @@ def read_onnx(data: bytes) -> tuple[Any, set[str]]:
                 f"Export it with opset_version={TARGET_OPSET}."
             ) from None
         _fold_identity_initializers(model)
-    ops = {f"onnx::{op}" for _, op in _operators(model)}
+    shape = input_shape(model)
     with _naming_the_operator() as seen:
         try:
             module = onnx2torch.convert(model)
@@ -333,6 +427,16 @@ def read_onnx(data: bytes) -> tuple[Any, set[str]]:
     del model
     module.eval()
     module.requires_grad_(False)
+    ops = converted_ops(module, shape)
+    if check:
+        from . import gate
+
+        try:
+            gate.check_ops(ops)
+        except UserModelError as err:
+            raise UserModelError(
+                f"{err} This ONNX model's operators call it once onnx2torch converts them."
+            ) from None
     return module, ops
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import pretrained
-from pretrained import onnx_models, user_models
+from pretrained import gate, onnx_models, user_models
 from pretrained.user_models import UserModelError, accept_upload, detect_kind
 from pretrained.worker import Worker
 
@@ -154,7 +154,9 @@ def test_an_onnx_resnet18_on_your_own_images_equals_the_original():
     try:
         facts = worker.start()
         assert facts["shape"] == [1, 10]
-        assert {"onnx::Conv", "onnx::Gemm", "onnx::GlobalAveragePool"} <= set(facts["ops"])
+        # What the converted module calls, as the dispatcher names it: all on the allowlist.
+        assert {"aten::convolution", "aten::addmm", "aten::mean.dim"} <= set(facts["ops"])
+        assert all(gate.base_name(op) in gate.ALLOWED_OPS for op in facts["ops"]), facts["ops"]
         with torch.no_grad():
             expected = original(x).numpy()
         np.testing.assert_allclose(worker.call("logits", x.numpy()), expected, atol=1e-4, rtol=0)
@@ -191,6 +193,74 @@ print(json.dumps({{"kind": info.kind, "n_test": info.n_test, "loaded": loaded}})
     assert out.returncode == 0, out.stderr[-2000:]
     said = json.loads(out.stdout.strip().splitlines()[-1])
     assert said == {"kind": "onnx", "n_test": 20, "loaded": []}
+
+
+# --- the converted module's operators, held to the gate's allowlist -------------------------
+
+
+@pytest.mark.parametrize("opset", [17, None], ids=["opset17", "opset20"])
+def test_the_operators_listed_are_the_converted_modules_all_on_the_allowlist(opset):
+    data = exported(
+        small_cnn(), torch.rand(2, 1, 28, 28), **({"opset_version": opset} if opset else {})
+    )
+    _, ops = onnx_models.read_onnx(data)
+    # BatchNorm folded into the Conv; Gemm as addmm of the transposed weights; Flatten a view.
+    assert ops == {"aten::convolution", "aten::relu", "aten::max_pool2d_with_indices",
+                   "aten::avg_pool2d", "aten::view", "aten::t", "aten::addmm"}  # fmt: skip
+    assert all(gate.base_name(op) in gate.ALLOWED_OPS for op in ops)
+
+
+def test_an_operator_off_the_allowlist_refuses_the_converted_model(monkeypatch):
+    data = exported(small_cnn(), torch.rand(2, 1, 28, 28))
+    monkeypatch.setattr(gate, "ALLOWED_OPS", gate.ALLOWED_OPS - {"aten::relu"})
+    with pytest.raises(UserModelError) as err:
+        onnx_models.read_onnx(data)
+    assert str(err.value) == (
+        "Refused: this model calls aten::relu, which is not on this server's list of pure tensor "
+        "operators. This ONNX model's operators call it once onnx2torch converts them."
+    )
+    module, ops = onnx_models.read_onnx(data, check=False)  # listed, not checked
+    assert "aten::relu" in ops and module(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_a_shufflenet_needs_lift_fresh_which_the_onnx_corpus_added():
+    """onnx2torch's Reshape and Slice make their shapes with torch.tensor, which the
+    dispatcher sees as aten::lift_fresh (an alias of its input: `lift_fresh(x) is x`): no
+    traced, scripted or exported model calls it, so the corpus's ONNX form put it on the list."""
+    import torchvision
+
+    torch.manual_seed(0)
+    original = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    _, ops = onnx_models.read_onnx(exported(original, torch.rand(2, 3, 64, 64)))
+    assert "aten::lift_fresh" in ops and "aten::lift_fresh" in gate.ALLOWED_OPS
+    made = json.loads(gate.ALLOWLIST_FILE.read_text())["made"]["onnx"]
+    assert (
+        made["made"] >= 20
+        and "aten::lift_fresh" in json.loads(gate.ALLOWLIST_FILE.read_text())["operators"]
+    )
+    x = torch.zeros(1, 3, 8, 8)
+    assert torch.ops.aten.lift_fresh(x) is x
+
+
+def test_the_run_that_lists_the_operators_has_the_declared_shape():
+    w = numpy_helper.from_array(np.ones((10, 3), np.float32), "w")
+    pool = helper.make_node("GlobalAveragePool", ["x"], ["p"])
+    flat = helper.make_node("Flatten", ["p"], ["f"])
+    gemm = helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)
+    sizes = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "c", "h", 64])
+    model = onnx.load_from_string(graph_model([pool, flat, gemm], [sizes], [scores_out()], [w]))
+    assert onnx_models.input_shape(model) == (1, 3, onnx_models.STAND_IN, 64)
+    huge = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8192, 8192])
+    with pytest.raises(UserModelError, match=r"input \(1, 3, 8192, 8192\) has 201,326,592 "):
+        onnx_models.read_onnx(graph_model([pool, flat, gemm], [huge], [scores_out()], [w]))
+    two = [image_in("x"), image_in("x2")]
+    with pytest.raises(UserModelError, match=r"takes 2 inputs \('x', 'x2'\); an image"):
+        onnx_models.read_onnx(graph_model([pool, flat, gemm], two, [scores_out()], [w]))
+    # A model that can't run on its own declared shape: said so, with the shape.
+    wrong = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 8, 8])
+    with pytest.raises(UserModelError, match=r"does not run on an input of the shape it "
+                       r"declares, \(1, 5, 8, 8\)"):  # fmt: skip
+        onnx_models.read_onnx(graph_model([pool, flat, gemm], [wrong], [scores_out()], [w]))
 
 
 # --- refused, in plain words -----------------------------------------------------------------

@@ -13,6 +13,10 @@ overloads (`aten::_native_batch_norm_legit_no_training`). So the list is measure
 - each is made three ways (traced, scripted, exported with a dynamic batch), saved, loaded
   back, and its operators listed by the gate's own code (`gate.program_ops`), so the list holds
   exactly the names the gate will see in an uploaded file;
+- the smallest model of each family (`ONNX_SAMPLE`) is also exported to ONNX (opset
+  `onnx_models.TARGET_OPSET`, a dynamic batch), converted by onnx2torch and its operators listed
+  as the worker lists an ONNX upload's (`onnx_models.read_onnx`, which records what the
+  converted module calls at torch's dispatcher);
 - an operator the gate denies outright (`gate.denied`: file, process, network, custom-class,
   attribute-growing operators and the like) is never added: the form that needs it stays
   refused and is reported.
@@ -51,7 +55,7 @@ import hostile  # noqa: E402
 from pretrained import gate  # noqa: E402
 
 OUT = ROOT / "pretrained" / "allowlist.json"
-FORMS = ("trace", "script", "export")
+FORMS = ("trace", "script", "export", "onnx")
 
 # The smallest input each family takes and behaves as it would at its usual size: the CNNs pool
 # adaptively, so 64 × 64 follows the same code; the transformers' windows, patches and position
@@ -112,8 +116,29 @@ def _build(source: str, name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     return timm.create_model(name, pretrained=False).eval(), (3, TIMM[name], TIMM[name])
 
 
+def onnx_saved(model: torch.nn.Module, x: torch.Tensor) -> bytes:
+    """`model` exported to ONNX as a user would with torch's own exporter (no onnxscript)."""
+    from pretrained import onnx_models
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (x,), buf, dynamo=False, opset_version=onnx_models.TARGET_OPSET,
+            input_names=["x"], output_names=["scores"],
+            dynamic_axes={"x": {0: "batch"}, "scores": {0: "batch"}},
+        )  # fmt: skip
+    return buf.getvalue()
+
+
 def loaded_ops(data: bytes, form: str) -> set[str]:
     """The operators the gate lists in the file, read back as the worker reads it."""
+    if form == "onnx":
+        from pretrained import onnx_models
+
+        with gate.max_model_bytes(len(data)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return onnx_models.read_onnx(data, check=False)[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if form == "export":
@@ -136,6 +161,7 @@ _FIRST = {"alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficie
           "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "swin_v2_t", "vgg11", "vgg11_bn",
           "vit_b_32", "wide_resnet50_2"}  # fmt: skip
 _LAST = {"vit_h_14", "regnet_y_128gf", "vit_l_16", "convnext_large", "regnet_y_32gf"}
+ONNX_SAMPLE = _FIRST  # torchvision's made as ONNX too (the registry's and timm's all are)
 
 
 def corpus(only: set[str] | None, with_timm: bool) -> list[tuple[str, str]]:
@@ -151,18 +177,25 @@ def corpus(only: set[str] | None, with_timm: bool) -> list[tuple[str, str]]:
     return [m for m in models if only is None or m[1] in only]
 
 
-def measure(source: str, name: str) -> dict:
+def forms_of(source: str, name: str) -> tuple[str, ...]:
+    """The forms a model is made in: ONNX only for `ONNX_SAMPLE` (an export is slow, and the
+    operators are onnx2torch's per ONNX operator, which one model of a family covers)."""
+    return FORMS if source != "torchvision" or name in ONNX_SAMPLE else FORMS[:3]
+
+
+def measure(source: str, name: str, forms: tuple[str, ...] = FORMS) -> dict:
     """Each form's operators (or why it could not be made), and the seconds each took."""
     entry: dict = {}
     torch.manual_seed(0)
     try:
         model, shape = build(source, name)
     except Exception as err:  # noqa: BLE001 - recorded: a model that can't be built
-        return {form: {"error": f"build: {type(err).__name__}: {err}"[:300]} for form in FORMS}
-    for form in FORMS:
+        return {form: {"error": f"build: {type(err).__name__}: {err}"[:300]} for form in forms}
+    for form in forms:
         start = time.process_time()
         try:
-            data = hostile.saved(model, torch.rand(2, *shape), form)
+            x = torch.rand(2, *shape)
+            data = onnx_saved(model, x) if form == "onnx" else hostile.saved(model, x, form)
             ops = loaded_ops(data, form)
             entry[form] = {"ops": sorted(ops), "mb": round(len(data) / 2**20, 1)}
         except Exception as err:  # noqa: BLE001 - recorded: a form this model can't be made in
@@ -210,18 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     models = corpus(only, timm_version is not None)
     for i, (source, name) in enumerate(models):
         key = f"{source}:{name}"
-        if key not in results:
+        missing = [f for f in forms_of(source, name) if f not in results.get(key, {})]
+        if missing:  # a form added since the cache was written is measured on its own
             start = time.monotonic()
-            results[key] = measure(source, name)
+            results.setdefault(key, {}).update(measure(source, name, tuple(missing)))
             args.cache.write_text(json.dumps(cache))
             took = time.monotonic() - start
-            forms = " ".join(f"{f}:{'ok' if 'ops' in results[key][f] else 'FAIL'}" for f in FORMS)
+            forms = " ".join(f"{f}:{'ok' if 'ops' in results[key][f] else 'FAIL'}" for f in missing)
             print(f"[{i + 1}/{len(models)}] {key} {took:.0f}s {forms}", flush=True)
     keys = [f"{s}:{n}" for s, n in models]
     allowed, refused = set(), {}
     for key in keys:
         for form in FORMS:
-            for op in results[key][form].get("ops", []):
+            for op in results[key].get(form, {}).get("ops", []):
                 why = gate.denied(op)
                 if why:
                     refused.setdefault(op, []).append(f"{key} ({form})")
@@ -231,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"denied, not added: {op} ({gate.denied(op)}), used by {', '.join(where[:5])}")
     done = [(k, results[k]) for k in keys]
     listing = {
-        "about": "Operators of the corpus, made traced, scripted and exported; built by "
+        "about": "Operators of the corpus, made traced, scripted, exported and (a sample) as "
+        "ONNX converted by onnx2torch; built by "
         "tools/build_allowlist.py (its docstring says how to keep it current). Read by "
         "pretrained.gate.",
         **versions,
@@ -242,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "made": {
             form: {
-                "made": sum("ops" in results[k][form] for k in keys),
-                "failed": {k: r[form]["error"] for k, r in done if "error" in r[form]},
+                "made": sum("ops" in results[k].get(form, {}) for k in keys),
+                "failed": {k: r[form]["error"] for k, r in done if "error" in r.get(form, {})},
             }
             for form in FORMS
         },
