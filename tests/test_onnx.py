@@ -224,9 +224,9 @@ def test_an_operator_off_the_allowlist_refuses_the_converted_model(monkeypatch):
 
 
 def test_a_shufflenet_needs_lift_fresh_which_the_onnx_corpus_added():
-    """onnx2torch's Reshape and Slice make their shapes with torch.tensor, which the
-    dispatcher sees as aten::lift_fresh (an alias of its input: `lift_fresh(x) is x`): no
-    traced, scripted or exported model calls it, so the corpus's ONNX form put it on the list."""
+    """onnx2torch's Shape returns a tensor's sizes as `torch.tensor(...)`, which the dispatcher
+    sees as aten::lift_fresh (an alias of its input: `lift_fresh(x) is x`): no traced, scripted
+    or exported model calls it, so the corpus's ONNX form put it on the list."""
     import torchvision
 
     torch.manual_seed(0)
