@@ -31,8 +31,9 @@ dropped from the columns: their number is the model's `num_prefix_tokens` (timm,
 or 1 for torchvision (`class_token`). The patch grid is the remaining tokens arranged with the
 input's aspect ratio. Maps are upsampled to the input's height and width (bilinear, as the CAM
 references do) and repeated over its channels, so they come back shaped like `x`;
-`upsample=False` gives the raw `(N, grid_h, grid_w)` grid. A model without a class token is
-read through the mean of its patch rows. Values are the rollout's own (not rescaled).
+`upsample=False` gives the raw `(N, grid_h, grid_w)` grid. A model without a class token (a
+timm ViT with average pooling) is read through the mean of its patch rows. Values are the
+rollout's own (not rescaled).
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ def _attention_modules(model: Callable) -> list[nn.Module]:
     ]
 
 
-def _prefix_tokens(model: nn.Module) -> int | None:
+def _prefix_tokens(model: nn.Module) -> tuple[int | None, bool]:
+    """(how many tokens come before the patches, whether the first is a class token): timm's
+    and mnist-vit's `num_prefix_tokens` and `cls_token` (None in a timm ViT built without
+    one, whose prefix is then register tokens only), torchvision's `class_token`."""
     for m in model.modules():
         n = getattr(m, "num_prefix_tokens", None)
         if isinstance(n, int):
-            return n
+            return n, isinstance(getattr(m, "cls_token", None), nn.Parameter)
         if isinstance(getattr(m, "class_token", None), nn.Parameter):  # torchvision
-            return 1
-    return None
+            return 1, True
+    return None, True
 
 
 def _explicit_mha(
@@ -176,8 +180,9 @@ def _grid(tokens: int, prefix: int | None, height: int, width: int) -> tuple[int
 
 def _patch_map(r: torch.Tensor, model: nn.Module, x: torch.Tensor, upsample: bool) -> torch.Tensor:
     """The CLS row (or the patch rows' mean) of `r` (N, T, T) over the patches, as a map."""
-    prefix, gh, gw = _grid(r.shape[-1], _prefix_tokens(model), x.shape[-2], x.shape[-1])
-    rows = r[:, 0] if prefix > 0 else r[:, prefix:].mean(1)  # (N, T)
+    known, cls = _prefix_tokens(model)
+    prefix, gh, gw = _grid(r.shape[-1], known, x.shape[-2], x.shape[-1])
+    rows = r[:, 0] if prefix > 0 and cls else r[:, prefix:].mean(1)  # (N, T)
     grid = rows[:, prefix:].reshape(-1, 1, gh, gw)  # (N, 1, gh, gw)
     if not upsample:
         return grid[:, 0]
