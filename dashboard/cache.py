@@ -292,10 +292,14 @@ def class_maps(
     score: str,
     absolute: bool,
     classes: tuple[int, ...] | None = None,
+    layer: str = "",
 ) -> np.ndarray:
     """`(len(classes), H, W)` maps of one image (every class when `classes` is None: `(K, H,
-    W)`), channels reduced by `_reduce` (gradient: one `jacobian` call)."""
+    W)`), channels reduced by `_reduce` (gradient: one `jacobian` call). `layer`: a layer
+    map's layer, by its dotted name ("" for the automatic one)."""
     options = dict(METHOD_OPTIONS.get(method, {}))
+    if layer:
+        options["layer"] = layer
     if classes is not None:
         options["classes"] = [int(c) for c in classes]
     maps = run(
@@ -307,9 +311,11 @@ def class_maps(
 @one_at_a_time
 @memo("maps")
 def contrast_map(
-    name: str, image: np.ndarray, target: int, versus: int, method: str, score: str
-) -> np.ndarray:
+    name: str, image: np.ndarray, target: int, versus: int, method: str, score: str,
+    layer: str = "",
+) -> np.ndarray:  # fmt: skip
     """`(H, W)` signed map of score_target - score_versus (channels summed)."""
+    options = {**METHOD_OPTIONS.get(method, {}), **({"layer": layer} if layer else {})}
     m = run(
         name,
         "contrast",
@@ -318,9 +324,22 @@ def contrast_map(
         versus=int(versus),
         method=method,
         score=score,
-        **METHOD_OPTIONS.get(method, {}),
+        **options,
     )
     return _reduce(m[0], absolute=False)
+
+
+@memo("maps")
+def method_facts(name: str, shape: tuple[int, ...], method: str, layer: str = "") -> dict:
+    """`jobs.method_facts` of model `name` on an input of `shape` (C, H, W): whether `method`
+    applies, and a layer map's layer and choices. Once per model, shape and method (a
+    forward pass with hooks; in the upload's worker for an upload)."""
+    from saliency import method_info
+
+    if not method_info(method).layer:
+        return {"problem": "", "layer": "", "layers": []}
+    return run(name, "method_facts", np.zeros((1, *shape), np.float32), method=method,
+               layer=layer)  # fmt: skip
 
 
 @memo("maps")

@@ -56,7 +56,9 @@ READ_BURST = 2 * READS_PER_S
 JOINS_PER_MIN = _setting("SALIENCY_JOINS_PER_MIN", 6.0)
 JOIN_BURST = 10.0
 EXPLORE_CPU_S_PER_MIN = _setting("SALIENCY_EXPLORE_CPU_S_PER_MIN", 20.0)
-EXPENSIVE_METHODS = frozenset({"smoothgrad", "smoothgrad_sq", "vargrad", "integrated_gradients"})
+EXPENSIVE_METHODS = frozenset(
+    {"smoothgrad", "smoothgrad_sq", "vargrad", "integrated_gradients", "score_cam", "occlusion"}
+)  # each many forward (and backward) passes: Score-CAM one per channel of its layer
 EXPENSIVE_AT_ONCE = int(_setting("SALIENCY_EXPENSIVE_AT_ONCE", 1.0))
 EXPENSIVE_WAITING = 8  # requests that may wait for a turn, server-wide; more are refused
 EXPENSIVE_WAIT_S = 30.0  # the longest one waits

@@ -239,6 +239,15 @@ def _dump_names(names: list[str]) -> str:
     return ",".join(urllib.parse.quote(n, safe="") for n in names)
 
 
+def _layer_name(text: str) -> str:
+    """A module's dotted name in a model ("layer4", "features.7.0"), or "" for the automatic
+    layer: letters, digits, "_" and "." only, as `named_modules` writes them."""
+    name = text.strip()
+    if len(name) > 200 or not all(c.isalnum() or c in "_." for c in name):
+        raise ValueError("not a layer's name")
+    return name
+
+
 def _room_code(text: str) -> str:
     code = text.strip().upper()
     if not 0 < len(code) <= 16 or not code.isalnum():
@@ -274,7 +283,8 @@ FIELDS: dict[str, Field] = {
     "true_class": Field("any", _class_or("any")),
     "correctness": Field("all", _choice(CORRECTNESS)),
     "target": Field("predicted", _class_or(*TARGETS)),
-    "method": Field("gradient", _choice(saliency.METHODS)),
+    "method": Field("gradient", _choice(tuple(saliency.METHOD_INFO))),
+    "layer": Field("", _layer_name),  # a layer map's layer by its dotted name; "": automatic
     "score": Field("logit", _choice(SCORES)),
     "sign": Field("absolute", _choice(SIGNS)),
     "cmap": Field("inferno", _choice(SEQUENTIAL_CMAPS)),

@@ -73,6 +73,29 @@ def check(model: nn.Module, x: np.ndarray, *, n_classes: int) -> dict:
     }
 
 
+def method_facts(model: nn.Module, x: np.ndarray, *, method: str, layer: str = "") -> dict:
+    """Whether `method` can explain `model` on inputs like `x`, asked before any map: the
+    library's reason when it can't (`problem`: "no spatial layer: an MLP has no Grad-CAM", a
+    TorchScript file whose layers can't be hooked, a layer name that isn't there), and for a
+    layer map the layer used (`layer`: the automatic one when none is named) and the spatial
+    layers that run once, which a user may choose instead (`layers`, in forward order)."""
+    info = saliency.method_info(method)
+    facts = {"problem": "", "layer": "", "layers": []}
+    if not info.layer:
+        return facts
+    t = _tensor(model, x[:1])
+    try:
+        found = saliency.layers(model, t)
+        facts["layers"] = [f.name for f in found if f.spatial and f.learned and f.calls == 1][-64:]
+        facts["layer"] = layer or saliency.find_layer(model, t).name
+        if layer and layer not in facts["layers"]:
+            listed = ", ".join(facts["layers"][-8:]) or "none"
+            raise ValueError(f"no spatial layer named {layer!r} runs once; some that do: {listed}")
+    except (ValueError, TypeError) as err:
+        facts["problem"] = str(err)[:600]
+    return facts
+
+
 def batch_check(model: nn.Module, x: np.ndarray) -> dict:
     """Why the model fails on a batch `x` of two or more images, or None, as `{"error": …}`:
     after `check` (one image), a file traced or exported with its batch size fixed runs on
@@ -444,6 +467,7 @@ JOBS: dict[str, Callable[..., Any]] = {
         probabilities,
         check,
         batch_check,
+        method_facts,
         class_maps,
         maps,
         contrast,

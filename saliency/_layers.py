@@ -31,13 +31,17 @@ class Layer:
     """A module of the model and what its output looked like on one example.
 
     `name` is its dotted name in `model.named_modules()` ("layer4", "features.12");
-    `shape` is its output's shape for `x[:1]`; `calls` is how often it ran in one forward.
+    `shape` is its output's shape for `x[:1]`; `calls` is how often it ran in one forward;
+    `learned`: whether its output depends on learned weights (it holds parameters, or a module
+    with parameters ran before it). A normalisation in front of an MLP makes a spatial grid of
+    the input itself: a layer map there is no layer map.
     """
 
     name: str
     module: nn.Module
     shape: tuple[int, ...]
     calls: int = 1
+    learned: bool = True
 
     @property
     def spatial(self) -> bool:
@@ -54,11 +58,27 @@ def _check_module(model: Callable, method: str = "this method") -> nn.Module:
             f"{method} reads a layer of the model, so the model must be a torch.nn.Module, "
             f"got {type(model).__name__}"
         )
-    if isinstance(model, torch.jit.ScriptModule):
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
         raise TypeError(
             f"{method} reads a layer through forward hooks, which a TorchScript module does "
-            "not run; use the model's Python module, or a pixel-gradient method"
+            "not run; use the model's Python module (its weights with the architecture's "
+            "name, or an ONNX file, keep its layers), or a pixel-gradient method"
         )
+    from torch.fx import GraphModule
+
+    for m in model.modules():
+        calls = (
+            [n for n in m.graph.nodes if n.op == "call_module"]
+            if isinstance(m, GraphModule)
+            else None
+        )
+        if calls is not None and all(str(n.target) == "_guards_fn" for n in calls):
+            raise TypeError(
+                f"{method} reads a layer through forward hooks, and a torch.export program "
+                "keeps the model's operations but not its layers; use the model's Python "
+                "module (its weights with the architecture's name, or an ONNX file, keep its "
+                "layers), or a pixel-gradient method"
+            )
     return model
 
 
@@ -92,24 +112,31 @@ def layers(model: nn.Module, x: torch.Tensor, *, output: OutputSelector = None) 
     """
     _check_module(model, "finding a layer")
     names = {m: name for name, m in model.named_modules() if m is not model}
-    seen: dict[nn.Module, list] = {}  # module -> [shape of its first output, calls]
+    seen: dict[nn.Module, list] = {}  # module -> [shape of its first output, calls, learned]
+    weights_ran = [False]  # has a module with parameters of its own produced an output yet?
 
     def record(module, args, out):
         if not isinstance(out, torch.Tensor):
             return
+        learned = weights_ran[0] or any(True for _ in module.parameters())
+        if any(True for _ in module.parameters(recurse=False)):
+            weights_ran[0] = True
         if module in seen:
             seen[module][1] += 1
         else:
-            seen[module] = [tuple(out.shape), 1]
+            seen[module] = [tuple(out.shape), 1, learned]
 
     with eval_mode(model), torch.no_grad(), _hooks([(m, record) for m in names]):
         forward_scores(model, x[:1], score="logit", output=output)
-    return [Layer(names[m], m, shape, calls) for m, (shape, calls) in seen.items()]
+    return [
+        Layer(names[m], m, shape, calls, learned) for m, (shape, calls, learned) in seen.items()
+    ]
 
 
 def find_layer(model: nn.Module, x: torch.Tensor, *, output: OutputSelector = None) -> Layer:
     """The layer `layer=None` picks: the last module that runs once and whose output is a
-    spatial grid (N, C, h, w) with h, w > 1, found by one forward pass on `x[:1]`.
+    spatial grid (N, C, h, w) with h, w > 1 made by learned weights (`Layer.learned`: not the
+    input normalised, in front of an MLP), found by one forward pass on `x[:1]`.
 
     Raises ValueError "no spatial layer: an MLP has no Grad-CAM" when there is none.
 
@@ -117,7 +144,7 @@ def find_layer(model: nn.Module, x: torch.Tensor, *, output: OutputSelector = No
         >>> saliency.find_layer(resnet18, x).name
         'layer4'
     """
-    found = [layer for layer in layers(model, x, output=output) if layer.spatial]
+    found = [layer for layer in layers(model, x, output=output) if layer.spatial and layer.learned]
     once = [layer for layer in found if layer.calls == 1]
     if not once:
         extra = (

@@ -11,6 +11,7 @@ import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+import saliency
 from dashboard import (
     PAGE_DRAWN,
     PAGE_WAITS,
@@ -38,7 +39,7 @@ from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.metrics import spearman
 
-METHOD_LABELS = {
+_PIXEL_LABELS = {
     "gradient": "Vanilla gradient",
     "smoothgrad": "SmoothGrad (mean |g|, 50 noisy copies, σ = 0.15)",
     "smoothgrad_sq": "SmoothGrad² (mean g², 50 copies, σ = 0.15)",
@@ -46,6 +47,16 @@ METHOD_LABELS = {
     "input_x_gradient": "Gradient × Input",
     "integrated_gradients": "Integrated Gradients (black baseline, 50 steps)",
 }
+# Every method of the library's registry, grouped by family in the picker: the pixel
+# gradients first, then layer maps (CAM), perturbation, relevance and transformer maps.
+METHOD_LABELS = {
+    name: _PIXEL_LABELS.get(name) or f"{info.label} · {info.family}"
+    for family in saliency.FAMILIES
+    for name, info in saliency.METHOD_INFO.items()
+    if info.family == family
+}
+UNSIGNED = ("smoothgrad_sq", "vargrad", "grad_cam", "grad_cam_pp", "score_cam", "layer_cam")
+LAYER_LABEL = "Layer (layer maps)"
 SCORE_SYMBOL = {"logit": "logit", "probability": "p", "log_probability": "log p"}
 SAME_MAP_RHO = 0.9
 PREDICTED_COLOUR = (255, 140, 0)
@@ -480,7 +491,7 @@ def render_view() -> None:
 
 
 # The view's keys that change in the explanation fragment (it copies them into the view).
-FRAGMENT_KEYS = ("target", "method", "score", "sign", "scale", "clip", "alpha", "cmap",
+FRAGMENT_KEYS = ("target", "layer", "method", "score", "sign", "scale", "clip", "alpha", "cmap",
                  "cmap_signed", "compare")  # fmt: skip
 
 
@@ -506,9 +517,41 @@ def explanation(
         names = info.class_names  # the data set's, or an uploaded model's own
         with target_slot:
             _target_control(names)
-        if image is not None:
+            problem = "" if image is None else _layer_control(view, image)
+        if problem:
+            label = saliency.method_info(view["method"]).label
+            st.warning(
+                f"**{label} can't explain {render.plain(cache.display_name(view['model']))}:** "
+                f"{render.plain(problem)}. Choose another method in the sidebar; nothing else "
+                "you chose has changed."
+            )
+        elif image is not None:
             _explain(view, info, names, image, true, described, others, src)
     state.sync()  # the link follows
+
+
+def _layer_control(view: dict, image: np.ndarray) -> str:
+    """For a layer map (Grad-CAM and its kin): the layer picker, the automatic layer named in
+    its first option; returns why the method can't explain this model ("" when it can)."""
+    method = view["method"]
+    if not saliency.method_info(method).layer:
+        return ""
+    auto = cache.method_facts(view["model"], image.shape, method)
+    if auto["problem"]:
+        return auto["problem"]
+    options = ("", *auto["layers"])
+    if state.get("layer") not in options:
+        state.put("layer", "")  # another model's layer
+    st.selectbox(
+        LAYER_LABEL,
+        options,
+        key="layer",
+        format_func=lambda n: n or f"automatic: {auto['layer']}",
+        help="The module whose activations and gradients the map is made of. Automatic: the "
+        "last one that runs once and keeps a spatial grid (N, C, h, w); earlier layers are "
+        "finer and less class-specific.",
+    )
+    return ""
 
 
 def _on_pick() -> None:
@@ -523,7 +566,7 @@ def _on_pick() -> None:
         st.session_state[f"{PANEL_KEY}_seq"] = seq
 
 
-def _class_maps(model_name, image, method, score, signed, asked):
+def _class_maps(model_name, image, method, score, signed, asked, layer=""):
     """`(maps, sent, of_signed)`: the maps shown, and what the panel gets. A vanilla gradient of
     a one-channel image is one Jacobian whichever the sign: its absolute map is |signed map|
     (bit for bit what `absolute=True` computes), so the panel gets the signed maps once and a
@@ -531,7 +574,7 @@ def _class_maps(model_name, image, method, score, signed, asked):
     if method == "gradient" and image.shape[0] == 1:
         raw = cache.class_maps(model_name, image, method, score, False, asked)
         return (raw if signed else np.abs(raw)), raw, not signed
-    computed = cache.class_maps(model_name, image, method, score, not signed, asked)
+    computed = cache.class_maps(model_name, image, method, score, not signed, asked, layer)
     return computed, computed, False
 
 
@@ -598,8 +641,8 @@ class Explained:
 
 EXPLAINED_BYTES = budget.share("explained")  # the latest `explained` answers, by their bytes
 # The view's keys that `explained` reads.
-EXPLAINED_KEYS = ("model", "target", "method", "score", "sign", "cmap", "cmap_signed", "alpha",
-                  "clip", "scale")  # fmt: skip
+EXPLAINED_KEYS = ("model", "target", "method", "layer", "score", "sign", "cmap", "cmap_signed",
+                  "alpha", "clip", "scale")  # fmt: skip
 _explained = lru.store("explained")
 
 
@@ -643,7 +686,7 @@ def _explained_now(view: dict, image: np.ndarray, true: int | None) -> Explained
     versus = pred if target != pred else runner_up
 
     method, score = view["method"], view["score"]
-    signed = view["sign"] == "signed" and method not in ("smoothgrad_sq", "vargrad")
+    signed = view["sign"] == "signed" and method not in UNSIGNED
     style = Style(
         signed=signed,
         cmap=view["cmap_signed"] if signed else view["cmap"],
@@ -652,11 +695,15 @@ def _explained_now(view: dict, image: np.ndarray, true: int | None) -> Explained
         shared=view["scale"] == "shared",
     )
     asked, grid_classes = _maps_shown(probs, target, versus, true)
-    computed, sent, of_signed = _class_maps(model_name, image, method, score, signed, asked)
+    layer = view["layer"] if saliency.method_info(method).layer else ""
+    computed, sent, of_signed = _class_maps(model_name, image, method, score, signed, asked,
+                                            layer)  # fmt: skip
     classes = list(range(len(probs))) if asked is None else list(asked)
     maps = dict(zip(classes, computed, strict=True))
     compare, compare_targets = {}, {}
     for m in view["compare"]:
+        if cache.method_facts(m, image.shape, method)["problem"]:
+            continue  # said beside the comparison (`_compare_models`)
         p = cache.probabilities(m, image)
         compare_targets[m] = int(p.argmax()) if view["target"] == "predicted" else target
         compare[m] = cache.class_maps(m, image, method, score, not signed, (compare_targets[m],))[0]
@@ -668,7 +715,7 @@ def _explained_now(view: dict, image: np.ndarray, true: int | None) -> Explained
     if from_maps:
         diff = sent[classes.index(target)] - sent[classes.index(versus)]
     else:
-        diff = cache.contrast_map(model_name, image, target, versus, method, score)
+        diff = cache.contrast_map(model_name, image, target, versus, method, score, layer)
     return Explained(
         probs, pred, true, target, versus, runner_up, style, classes, grid_classes, maps, sent,
         of_signed, compare, compare_targets, lo, hi, diff, from_maps,
@@ -774,10 +821,19 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         else " Three colour channels, one map: max |g| over the channels"
         + (" (signed maps: their sum)." if signed else ".")
     )
+    method_info = saliency.method_info(method)
+    at = ""
+    if method_info.family != "pixel gradients":
+        what = f"{symbol}[{class_md(target, names)}]"  # not a derivative of the pixels
+        reduced = ""
+    if method_info.layer:
+        layer = cache.method_facts(model_name, image.shape, method, view["layer"])["layer"]
+        chosen = "chosen" if view["layer"] else "automatic"
+        at = f" At layer {render.plain(layer)} ({chosen}), upsampled to the image."
     st.markdown(
         f"**Showing** {METHOD_LABELS[method]} of {'|' + what + '|' if not signed else what} "
         f"for {render.plain(described)}, model {render.plain(cache.display_name(model_name))} "
-        f"({info.test_accuracy:.2%} accuracy).{reduced}"
+        f"({info.test_accuracy:.2%} accuracy).{reduced}{at}"
     )
     st.caption(style.describe(lo, hi))
 
@@ -850,7 +906,8 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
 ROUTE_ENV = saliency_panel.ROUTE_ENV
 # The view's keys the route reads (the test image's, the model's and the map's settings).
 ROUTE_KEYS = ("dataset", "model", "index", "true_class", "correctness", "target", "method",
-              "score", "sign", "scale", "clip", "alpha", "cmap", "cmap_signed")  # fmt: skip
+              "layer", "score", "sign", "scale", "clip", "alpha", "cmap",
+              "cmap_signed")  # fmt: skip
 
 
 def _route(view: dict, src: Source) -> dict | None:
@@ -1003,7 +1060,15 @@ def _compare_models(view, others, image, main, compare, compare_targets, target,
     )
     if not view["compare"]:
         return
-    chosen = [model_name, *view["compare"]]
+    chosen = [model_name, *(m for m in view["compare"] if m in compare)]
+    skipped = [m for m in view["compare"] if m not in compare]
+    if skipped:
+        label = saliency.method_info(view["method"]).label
+        st.caption(
+            f"{label} can't explain "
+            + ", ".join(render.plain(cache.display_name(m)) for m in skipped)
+            + " (e.g. an MLP has no spatial layer): left out of the comparison."
+        )
     targets = {model_name: target, **compare_targets}
     shown = {model_name: main, **compare}
     s_lo, s_hi = style.range(list(shown.values()))

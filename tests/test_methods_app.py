@@ -1,0 +1,116 @@
+"""The field's methods in the dashboard (issue 32): Explore's picker lists every method of the
+library's registry, grouped by family; a layer map names its layer (automatic, or the one
+chosen) and shows the library's own map; a method that can't explain the model says why, and
+the page goes on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_dashboard import run_app, texts
+
+import pretrained
+import saliency
+from dashboard import cache, lru
+from dashboard.views import explore
+
+
+def test_the_picker_lists_every_method_grouped_by_family():
+    order = list(explore.METHOD_LABELS)
+    assert set(order) == set(saliency.METHOD_INFO)
+    families = [saliency.method_info(m).family for m in order]
+    assert families == sorted(families, key=saliency.FAMILIES.index)
+    assert explore.METHOD_LABELS["grad_cam"] == "Grad-CAM · layer maps (CAM)"
+    assert explore.METHOD_LABELS["gradient"] == "Vanilla gradient"  # the links' labels stay
+
+
+@pytest.mark.parametrize("layer", ["", "2"])
+def test_grad_cam_in_explore_is_the_librarys_at_the_named_layer(layer):
+    lru.store("maps").clear()
+    at = run_app(method="grad_cam", layer=layer) if layer else run_app(method="grad_cam")
+    shown = texts(at)
+    name = layer or "6"
+    how = "chosen" if layer else "automatic"
+    assert f"At layer {name} ({how}), upsampled to the image." in shown, shown[:2000]
+    box = at.selectbox(key="layer")
+    assert box.value == layer and "6" in box.options and "2" in box.options
+    model = pretrained.load_model("mnist-cnn", device="cpu")
+    x = pretrained.load_dataset("mnist", "test").images[:1]
+    image = x[0].numpy()
+    got = cache.class_maps("mnist-cnn", image, "grad_cam", "logit", True, None, layer)
+    expected = saliency.class_maps(model, x, method="grad_cam", layer=name, absolute=True)[0, :, 0]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-6)
+    # and the map differs from the other layer's: the choice is honoured
+    other = "2" if name == "6" else "6"
+    theirs = saliency.class_maps(model, x, method="grad_cam", layer=other, absolute=True)[0, :, 0]
+    assert not np.allclose(got, theirs.numpy(), atol=1e-3)
+
+
+def test_a_layer_map_of_an_mlp_says_why_and_the_page_goes_on():
+    at = run_app(model="mnist-mlp", method="grad_cam")
+    warning = " ".join(w.value for w in at.warning)
+    assert (
+        "Grad-CAM can't explain" in warning
+        and "no spatial layer: an MLP has no Grad-CAM" in warning
+    )
+    assert at.subheader and "says" in at.subheader[0].value  # the prediction is still there
+    at.selectbox(key="method").set_value("gradient").run()
+    assert not at.exception and "Grad-CAM can't" not in " ".join(w.value for w in at.warning)
+
+
+@pytest.mark.parametrize("method", ["guided_backprop", "occlusion", "layer_cam"])
+def test_other_families_show_the_librarys_every_class_maps(method):
+    lru.store("maps").clear()
+    at = run_app(method=method)
+    assert not at.exception
+    model = pretrained.load_model("mnist-cnn", device="cpu")
+    x = pretrained.load_dataset("mnist", "test").images[:1]
+    got = cache.class_maps("mnist-cnn", x[0].numpy(), method, "logit", True, None)
+    with torch.no_grad() if method == "occlusion" else torch.enable_grad():
+        expected = saliency.class_maps(model, x, method=method, absolute=True)[0, :, 0]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert saliency.method_info(method).label in texts(at) or explore.METHOD_LABELS[
+        method
+    ] in texts(at)
+
+
+def test_a_normalisation_in_front_of_an_mlp_is_not_a_layer_for_cam():
+    mlp = pretrained.load_model("mnist-mlp", device="cpu")
+    x = torch.rand(1, 1, 28, 28)
+    first = saliency.layers(mlp, x)[0]
+    assert first.spatial and not first.learned  # the input, normalised: no weights yet
+    with pytest.raises(ValueError, match="no spatial layer: an MLP has no Grad-CAM"):
+        saliency.find_layer(mlp, x)
+    cnn = pretrained.load_model("mnist-cnn", device="cpu")
+    assert saliency.find_layer(cnn, x).name == "6"
+
+
+@pytest.mark.slow
+def test_an_uploaded_models_layers_are_read_in_its_sandbox():
+    """A layer map on an upload runs in its worker, like every other job: an ONNX or weights
+    file keeps its modules; a TorchScript file's layers can't be hooked, and the page says so."""
+    import hostile
+
+    from pretrained import jobs, user_models
+
+    cnn = pretrained.load_model("mnist-cnn", device="cpu")
+    x = pretrained.load_dataset("mnist", "test").images[:1].numpy()
+    facts = jobs.method_facts(cnn, x, method="grad_cam")
+    assert facts == {"problem": "", "layer": "6", "layers": ["1", "2", "3", "4", "5", "6"]}
+    if hostile.sandbox.unavailable():
+        pytest.skip("no sandbox here")
+    data = hostile.saved(cnn, torch.rand(2, 1, 28, 28), "trace")
+    w, _ = user_models.accept_upload(data, dataset="mnist")
+    try:
+        said = w.call("method_facts", x, method="grad_cam")
+    finally:
+        w.stop()
+    assert "TorchScript" in said["problem"] and said["layers"] == []
+    program = pretrained.user_models.read_model(
+        hostile.saved(cnn, torch.rand(2, 1, 28, 28), "export")
+    )
+    said = jobs.method_facts(program, x, method="grad_cam")
+    assert (
+        "a torch.export program keeps the model's operations but not its layers" in said["problem"]
+    )
