@@ -194,9 +194,10 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, d = x.shape
+        n, t, d = x.shape[0], x.shape[1], x.shape[2]  # (TorchScript can't unpack a shape)
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (N, heads, T, D / heads)
+        qkv = qkv.permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (N, heads, T, D / heads)
         if self.fused_attn:
             x = nn.functional.scaled_dot_product_attention(q, k, v)
         else:
@@ -254,7 +255,7 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, 16, D)
-        cls = self.cls_token.expand(len(x), -1, -1)  # (N, 1, D)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (N, 1, D)
         tokens = torch.cat([cls, tokens], 1) + self.pos_embed  # (N, 17, D)
         return self.head(self.norm(self.blocks(tokens))[:, 0])  # (N, K)
 
