@@ -297,9 +297,16 @@ def class_maps(
     """`(len(classes), H, W)` maps of one image (every class when `classes` is None: `(K, H,
     W)`), channels reduced by `_reduce` (gradient: one `jacobian` call). `layer`: a layer
     map's layer, by its dotted name ("" for the automatic one)."""
+    from saliency import method_info
+
     options = dict(METHOD_OPTIONS.get(method, {}))
     if layer:
         options["layer"] = layer
+    if not method_info(method).has_class:  # one map, whatever the class (attention rollout)
+        one = run(name, "maps", _one(image), targets=np.zeros(1, np.int64), method=method,
+                  score=score, absolute=absolute, **options)[0]  # fmt: skip
+        k = len(classes) if classes is not None else len(model_info(name).class_names)
+        return np.repeat(_reduce(one, absolute)[None], k, axis=0)
     if classes is not None:
         options["classes"] = [int(c) for c in classes]
     maps = run(

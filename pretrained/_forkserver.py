@@ -7,6 +7,7 @@ safe to fork. The gradient methods, whose first backward starts autograd's threa
 up in each worker after the fork.
 """
 
+import importlib
 import io
 import warnings
 
@@ -56,4 +57,12 @@ with warnings.catch_warnings():
         torch.export.load(io.BytesIO(_buf.getvalue())).module()(torch.rand(3, 1, 16, 16))
     onnx_models.warm_up()  # onnx and onnx2torch, when installed: imported before any lockdown
     named_weights.warm_up()  # torchvision, and timm when installed: weights name their code
-del _net, _x, _buf, _batch, _package, _name
+# Every method's module, and what LRP imports on first use (Zennit's rules, composites and
+# canonizers): a locked-down worker could not open them later.
+for _info in saliency.METHOD_INFO.values():
+    for _where in (_info.function, _info.all_classes):
+        if _where:
+            importlib.import_module("saliency." + _where.split(":")[0])
+for _module in ("attribution", "canonizers", "composites", "rules", "torchvision", "types"):
+    importlib.import_module("zennit." + _module)
+del _net, _x, _buf, _batch, _package, _name, _info, _where, _module

@@ -508,6 +508,17 @@ def _warm_up(threads: int) -> None:
         if method == "integrated_gradients":
             opts = {"steps": 2}
         jobs.class_maps(net, x, method=method, score="logit", absolute=True, **opts)
+    for method, info in saliency.METHOD_INFO.items():  # the others: a backward of each kind
+        if method in saliency.METHODS or info.needs == "transformer":
+            continue
+        jobs.class_maps(net, x, method=method, score="logit", absolute=True, classes=[0])
+    from pretrained.architectures import VisionTransformer
+
+    vit = VisionTransformer(3, image_size=16, patch_size=8, dim=8, depth=1, num_heads=2,
+                            mlp_dim=8).eval()  # fmt: skip
+    for method in saliency.methods("transformer"):
+        jobs.maps(vit, x, targets=np.zeros(2, np.int64), method=method, score="logit",
+                  absolute=True)  # fmt: skip
     jobs.summary(net, x, labels=np.array([0, 1]), num_classes=3)
     jobs.autograd_vs_fd(net, x[:1], target=0)
     jobs.sanity(net, x[:1], target=0)

@@ -114,3 +114,56 @@ def test_an_uploaded_models_layers_are_read_in_its_sandbox():
     assert (
         "a torch.export program keeps the model's operations but not its layers" in said["problem"]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, architecture, methods",
+    [
+        ("mnist-cnn", "cnn", ("grad_cam", "score_cam", "guided_grad_cam", "occlusion", "lrp")),
+        ("mnist-vit", "vit", ("attention_rollout", "gradient_rollout")),
+    ],
+)
+def test_every_family_runs_in_an_uploads_locked_down_worker(name, architecture, methods):
+    """Weights with an architecture's name keep the model's layers: in the sandboxed worker
+    (locked down, so nothing may be imported there any more) each family's maps equal the
+    library's on the original module."""
+    import hostile
+
+    from pretrained import safetensors_file, user_models
+
+    if hostile.sandbox.unavailable():
+        pytest.skip("no sandbox here")
+    original = pretrained.load_model(name, device="cpu")
+    data = safetensors_file.dumps(original.state_dict())
+    w, _ = user_models.accept_upload(data, dataset="mnist", architecture=architecture)
+    x = pretrained.load_dataset("mnist", "test").images[:2]
+    try:
+        for method in methods:
+            if saliency.method_info(method).has_class:
+                got = w.call("class_maps", x.numpy(), method=method, score="logit",
+                             absolute=True, classes=[3, 7])  # fmt: skip
+                expected = saliency.class_maps(original, x, [3, 7], method=method, absolute=True)
+            else:  # one map whatever the class
+                got = w.call("maps", x.numpy(), targets=np.array([3, 7]), method=method,
+                             score="logit", absolute=True)  # fmt: skip
+                expected = saliency.attribute(original, x, 3, method=method, absolute=True)
+            np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-4, atol=1e-6,
+                                       err_msg=method)  # fmt: skip
+    finally:
+        w.stop()
+
+
+def test_attention_rollout_on_the_bundled_vit_in_explore():
+    """A class-less map (rollout) fills every class's place with its one map, equal to the
+    library's; the page says the maps are all the same."""
+    lru.store("maps").clear()
+    at = run_app(model="mnist-vit", method="attention_rollout")
+    assert "Attention rollout" in texts(at) and "nearly the same" in texts(at)
+    vit = pretrained.load_model("mnist-vit", device="cpu")
+    x = pretrained.load_dataset("mnist", "test").images[:1]
+    got = cache.class_maps("mnist-vit", x[0].numpy(), "attention_rollout", "logit", True, None)
+    expected = saliency.attribute(vit, x, 0, method="attention_rollout", absolute=True)[0, 0]
+    assert got.shape == (10, 28, 28)
+    for k in range(10):
+        np.testing.assert_allclose(got[k], expected.detach().numpy(), rtol=1e-4, atol=1e-7)

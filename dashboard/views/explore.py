@@ -712,7 +712,7 @@ def _explained_now(view: dict, image: np.ndarray, true: int | None) -> Explained
     # The contrast of two classes: for a vanilla gradient of a one-channel image, the difference
     # of their Jacobian rows (what the panel computes too: any target, no new gradients).
     from_maps = method == "gradient" and image.shape[0] == 1
-    if from_maps:
+    if from_maps or not saliency.method_info(method).has_class:  # (a class-less map: zero)
         diff = sent[classes.index(target)] - sent[classes.index(versus)]
     else:
         diff = cache.contrast_map(model_name, image, target, versus, method, score, layer)
