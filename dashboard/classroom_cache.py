@@ -17,7 +17,7 @@ import torch
 import saliency
 from dashboard import cache
 from dashboard.lru import memo
-from pretrained import jobs, tabular
+from pretrained import jobs, tabular, worker
 
 N_RANDOM_ORDERS = jobs.N_RANDOM_ORDERS
 TABLES = ("cubic", "cubic-mm", "correlated")
@@ -45,12 +45,17 @@ def autograd_vs_fd(name: str, image: np.ndarray, target: int, run: int) -> dict:
     return {**res, "autograd": res["autograd"][0], "fd": res["fd"][0]}  # (28, 28) maps
 
 
-# The four methods of the sanity lesson, with the options the rest of the dashboard uses.
+# The methods of the sanity lesson, with the options the rest of the dashboard uses: the four
+# pixel-gradient methods, then the four of Adebayo et al.'s sharpest contrast (issue 32).
 SANITY_METHODS = {
     "gradient": {},
     "smoothgrad": cache.METHOD_OPTIONS["smoothgrad"],
     "integrated_gradients": cache.METHOD_OPTIONS["integrated_gradients"],
     "input_x_gradient": {},
+    "guided_backprop": {},
+    "guided_grad_cam": {},
+    "grad_cam": {},
+    "lrp": {},
 }
 
 
@@ -62,6 +67,22 @@ def sanity(name: str, images: np.ndarray, method: str) -> list[dict]:
     x = np.ascontiguousarray(images, dtype=np.float32)[:, None]  # (N, 1, 28, 28)
     steps = cache.run(name, "sanity", x, method=method, timeout=120, **SANITY_METHODS[method])
     return [{**s, "map": s["map"][0]} for s in steps]
+
+
+def sanity_or_why(name: str, images: np.ndarray, method: str) -> list[dict] | str:
+    """`sanity`'s steps, or the library's reason `method` can't explain model `name` ("no
+    spatial layer: an MLP has no Grad-CAM", no nn.ReLU to guide, a layer LRP has no rule for):
+    a lesson shows that reason in the method's place and the other methods as usual."""
+    if saliency.method_info(method).layer:
+        problem = cache.method_facts(name, (1, *images.shape[1:]), method)["problem"]
+        if problem:
+            return problem
+    try:
+        return sanity(name, images, method)
+    except ValueError as err:  # refused by the library, for a model in this process
+        return str(err)
+    except worker.ModelError as err:  # refused in an upload's worker: the same sentence
+        return str(err).removeprefix("The model failed: ")
 
 
 @memo("maps", spinner="Deleting and inserting pixels…")

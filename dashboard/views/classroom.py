@@ -48,15 +48,23 @@ def notice(text: str) -> None:
 
 def _subject(view: dict) -> tuple[np.ndarray | None, int | None, str]:
     """The image chosen in Explore, its true class if known, and a short description."""
-    if view["source"] == "test":
+    i = _index(view)
+    if i is not None:
         ds = cache.dataset(view["dataset"])
-        i = int(view["index"]) if int(view["index"]) < len(ds) else 0  # a workspace's index
         return ds.images[i, 0].numpy(), int(ds.labels[i]), f"test image #{i}"
     try:
         image = decode_image28(view["image"]) if view["image"] else None
     except ImageError:
         image = None
     return image, None, "your drawing" if view["source"] == "draw" else "your upload"
+
+
+def _index(view: dict) -> int | None:
+    """The chosen test image's index, as `_subject` reads it; None for a drawing or upload."""
+    if view["source"] != "test":
+        return None
+    i = int(view["index"])
+    return i if i < len(cache.dataset(view["dataset"])) else 0  # a workspace's index
 
 
 def _target(view: dict, probs: np.ndarray, true: int | None) -> int:
@@ -290,15 +298,37 @@ SANITY_LABELS = {
     "smoothgrad": "SmoothGrad",
     "integrated_gradients": "Integrated Gradients",
     "input_x_gradient": "Input × Gradient",
+    "guided_backprop": "Guided Backprop",
+    "guided_grad_cam": "Guided Grad-CAM",
+    "grad_cam": "Grad-CAM",
+    "lrp": "LRP (ε-z⁺)",
 }
-# Adebayo et al. 2018, cascading randomisation of an MNIST CNN (their figures): what each
-# method's rank correlation with the original map does as the layers are randomised.
-PAPER_MNIST = {
+SANITY_ROW = 4  # methods side by side
+# Adebayo et al. 2018, cascading randomisation (their MNIST CNN and Inception v3 figures): what
+# each method's rank correlation with the original map does as the layers are randomised from
+# the top down. LRP is not in the paper; Sixt et al. 2020 showed that z+-rule LRP, like
+# Guided Backprop, converges to a map that ignores the later layers.
+PAPER = {
     "gradient": "falls towards 0",
     "smoothgrad": "falls towards 0",
     "integrated_gradients": "stays ≈ 0.99",
     "input_x_gradient": "stays ≈ 0.99",
+    "guided_backprop": "nearly unchanged until the lowest layers are randomised",
+    "guided_grad_cam": "nearly unchanged until the lowest layers are randomised",
+    "grad_cam": "changes once the top layer is randomised",
+    "lrp": "not tested there (Sixt et al. 2020: z⁺ LRP ignores the later layers)",
 }
+
+
+def rho_text(spearman) -> str:
+    """Mean ± std of the examples' ρ; a flat map (one value everywhere, as Grad-CAM's ReLU can
+    leave) has no ranking, so its ρ is undefined and the mean is over the others."""
+    v = np.asarray(spearman, dtype=float)
+    flat = int(np.isnan(v).sum())
+    if flat == len(v):
+        return "— (every map flat)"
+    text = f"{np.nanmean(v):.2f} ± {np.nanstd(v):.2f}"
+    return text + (f" · {flat} of {len(v)} flat" if flat else "")
 
 
 def _sanity_chart(steps: list[dict]) -> dict:
@@ -349,39 +379,50 @@ def lesson_sanity(ctx: dict, controls) -> None:
             key="sanity_n",
             horizontal=True,
             format_func=lambda k: "this image" if k == 1 else f"this image and {k - 1} more",
-            help="The image chosen in Explore, then the first test images of the data set; "
+            help="The image chosen in Explore, then the data set's first other test images; "
             "the band around each line is ±1 standard deviation over them.",
         )
     ds = cache.dataset(ctx["dataset"])
-    others = ds.images[: n - 1, 0].numpy()
+    rest = [k for k in range(n) if k != ctx["index"]][: n - 1]  # never the chosen one twice
+    others = ds.images[rest, 0].numpy()
     images = np.concatenate([ctx["image"][None], others]).astype(np.float32)
-    runs = {m: lessons.sanity(ctx["model"], images, m) for m in SANITY_LABELS}
+    found = {m: lessons.sanity_or_why(ctx["model"], images, m) for m in SANITY_LABELS}
+    runs = {m: steps for m, steps in found.items() if not isinstance(steps, str)}
     st.latex(
         r"\rho_{\text{Spearman}}\big(|A(x)|_{\theta},\;|A(x)|_{\tilde\theta_{L..l}}\big)"
-        r"\quad\text{for } A \in \{\nabla,\ \text{SmoothGrad},\ \text{IG},\ x \odot \nabla\}"
+        r"\quad\text{for } A \in \{\nabla,\ \text{SmoothGrad},\ \text{IG},\ x \odot \nabla,"
+        r"\ \text{GBP},\ \text{Guided Grad-CAM},\ \text{Grad-CAM},\ \text{LRP}\}"
     )
-    cols = st.columns(len(runs))
-    for col, (method, steps) in zip(cols, runs.items(), strict=True):
-        with col:
-            st.markdown(f"**{SANITY_LABELS[method]}**")
-            st.vega_lite_chart(_sanity_chart(steps), width="stretch", key=f"sanity_chart_{method}")
-            last = len(steps) - 1
-            for i in sorted({0, 1, last}):
-                s = steps[i]
-                label = "original" if i == 0 else f"to {s['step']}"
-                _map(s["map"], ABS, f"{label} · ρ {float(np.mean(s['spearman'])):.2f}")
+    methods = list(found)
+    for start in range(0, len(methods), SANITY_ROW):
+        row = methods[start : start + SANITY_ROW]
+        for col, method in zip(st.columns(SANITY_ROW), row, strict=False):
+            with col:
+                st.markdown(f"**{SANITY_LABELS[method]}**")
+                steps = found[method]
+                if isinstance(steps, str):
+                    who = render.plain(cache.display_name(ctx["model"]))
+                    st.warning(f"Can't explain {who}: {render.plain(steps)}.")
+                    continue
+                chart = _sanity_chart(steps)
+                st.vega_lite_chart(chart, width="stretch", key=f"sanity_chart_{method}")
+                last = len(steps) - 1
+                for i in sorted({0, 1, last}):
+                    s = steps[i]
+                    label = "original" if i == 0 else f"to {s['step']}"
+                    _map(s["map"], ABS, f"{label} · ρ {rho_text(s['spearman'])}")
     gradient_steps = runs["gradient"]
     table = pd.DataFrame(
         {
-            "method": [SANITY_LABELS[m] for m in runs],
-            "paper, MNIST": [PAPER_MNIST[m] for m in runs],
+            "method": [SANITY_LABELS[m] for m in found],
+            "Adebayo et al. 2018": [PAPER[m] for m in found],
             "ours: ρ after the top layer": [
-                f"{np.mean(s[1]['spearman']):.2f} ± {np.std(s[1]['spearman']):.2f}"
-                for s in runs.values()
+                "doesn't apply" if m not in runs else rho_text(runs[m][1]["spearman"])
+                for m in found
             ],
             "ours: ρ, all layers random": [
-                f"{np.mean(s[-1]['spearman']):.2f} ± {np.std(s[-1]['spearman']):.2f}"
-                for s in runs.values()
+                "doesn't apply" if m not in runs else rho_text(runs[m][-1]["spearman"])
+                for m in found
             ],
         }
     )
@@ -396,18 +437,24 @@ def lesson_sanity(ctx: dict, controls) -> None:
     st.dataframe(steps_df, hide_index=True, width="stretch", key="sanity_steps")
     st.caption(
         f"Layers re-initialised cumulatively from the output down, in the order forward uses "
-        f"them (on deep copies; the shared {ctx['model']} is untouched). Maps are absolute "
-        f"values; each image's target is the class the original model predicts. SSIM on maps "
-        "scaled to [0, 1]. A layer without its own reset_parameters (inside TorchScript or an "
-        "exported program) gets N(0, 0.05²)."
+        f"them (on deep copies; the shared {render.plain(ctx['model'])} is untouched). Maps are "
+        "absolute values; each image's target is the class the original model predicts; "
+        "Grad-CAM at the automatic layer, LRP with z⁺ on convolutions and ε on linear layers. "
+        "SSIM on maps scaled to [0, 1]. A flat map (the same value everywhere: Grad-CAM's ReLU "
+        "can leave nothing) has no ranking, so ρ is averaged over the other images. A layer "
+        "without its own reset_parameters (inside TorchScript or an exported program) gets "
+        "N(0, 0.05²)."
     )
     notice(
         "Gradient and SmoothGrad change beyond recognition as the network is destroyed: they "
         "depend on what the model learned. Integrated Gradients and Input × Gradient barely "
         "move, because both multiply by the input: on MNIST most pixels are exactly 0, so "
         "their maps are 0 wherever the image is black, whatever the weights, and what is left "
-        "is the digit's outline. A map that survives the destruction of the model shows the "
-        "image, not the model."
+        "is the digit's outline. The paper's sharpest contrast is Guided Backprop against "
+        "Grad-CAM: Guided Backprop drops every negative gradient at each ReLU, which makes it "
+        "redraw the image's edges whatever the top layers hold, while Grad-CAM is made of the "
+        "top layers' gradients and changes at once. Compare the paper's column with ours. A "
+        "map that survives the destruction of the model shows the image, not the model."
     )
 
 
@@ -591,6 +638,7 @@ def render_view() -> None:
         "target": target,
         "probs": probs,
         "described": described,
+        "index": _index(view),
     }
     live_on = (
         f"Live on **{render.plain(cache.display_name(model))}** and {described} (class "
