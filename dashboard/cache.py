@@ -551,17 +551,36 @@ def photo_probabilities(name: str, weights: str, pixels: np.ndarray) -> np.ndarr
 
 @memo("maps", spinner="Computing the map…")
 def photo_map(
-    name: str, weights: str, pixels: np.ndarray, target: int, method: str, reduction: str
+    name: str,
+    weights: str,
+    pixels: np.ndarray,
+    target: int,
+    method: str,
+    reduction: str,
+    layer: str = "",
 ) -> np.ndarray:
-    """(224, 224) map of one class: signed gradients (3, 224, 224) reduced over channels
-    ("max": max |g|, Simonyan's choice; "sum": signed sum). One class at a time: never the
-    1000-class Jacobian."""
+    """(224, 224) map of one class: the method's (3, 224, 224) map reduced over channels
+    ("max": max |g|, Simonyan's choice; "sum": signed sum; "mean": a layer map's or
+    occlusion's, the same in every channel). `layer`: a layer map's layer, "" for the
+    automatic one. One class at a time: never the 1000-class Jacobian. Raises the library's
+    ValueError when the method can't explain the model (LRP and a MobileNet's Hardswish)."""
     import torch
 
     m = imagenet_model(name, weights)
     x = torch.from_numpy(pixels)[None]  # (1, 3, 224, 224)
     signed = reduction != "max"  # "max" takes |g| anyway; SmoothGrad then averages |g|
+    options = {**PHOTO_METHODS.get(method, {}), **({"layer": layer} if layer else {})}
     g = saliency.attribute(
-        m, x, target, method=method, absolute=False if signed else None, **PHOTO_METHODS[method]
+        m, x, target, method=method, absolute=False if signed else None, **options
     )  # (1, 3, 224, 224)
     return display.reduce_channels(g[0].numpy(), reduction)  # (224, 224)
+
+
+@memo("maps")
+def photo_facts(name: str, weights: str, method: str, layer: str = "") -> dict:
+    """`jobs.method_facts` of an ImageNet model on a 224 x 224 photo: a layer map's layer (the
+    automatic one when `layer` is ""), the layers a user may choose, or why it can't apply."""
+    from pretrained import jobs
+
+    x = np.zeros((1, 3, 224, 224), np.float32)  # the layers don't depend on the pixels
+    return jobs.method_facts(imagenet_model(name, weights), x, method=method, layer=layer)

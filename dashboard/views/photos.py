@@ -2,8 +2,9 @@
 
 Models, preprocessing and category names come from `pretrained.imagenet` (torchvision's own
 `weights.transforms()` and `weights.meta["categories"]`); maps from `cache.photo_map`, one class
-at a time. Without the pretrained weights (offline) the page says how to get them and offers
-random weights as a demonstration of the code path.
+at a time, by Explore's methods: gradients, layer maps (Grad-CAM and its kin, at a layer named
+on screen), occlusion and LRP. Without the pretrained weights (offline) the page says how to
+get them and offers random weights as a demonstration of the code path.
 """
 
 from __future__ import annotations
@@ -13,15 +14,26 @@ import hashlib
 import numpy as np
 import streamlit as st
 
+import saliency
 from dashboard import cache, render, state, upload_limits
+from dashboard.rate_limits import EXPENSIVE, Refused
 from dashboard.render import Style
+from dashboard.views import explore
 from pretrained import imagenet
 from pretrained.images import ImageError, decode_image
 
+# Explore's methods and labels, less those Photos doesn't run as Explore labels them: the noisy
+# and path methods' 50 passes of a 224 x 224 ResNet (SmoothGrad runs 10 here, and says so) and
+# the transformer maps (neither model is a transformer).
+_SKIPPED = ("smoothgrad_sq", "vargrad", "integrated_gradients")
 METHOD_LABELS = {
-    "gradient": "Vanilla gradient",
-    "smoothgrad": "SmoothGrad (10 noisy copies, σ = 0.15)",
+    m: "SmoothGrad (10 noisy copies, σ = 0.15)" if m == "smoothgrad" else label
+    for m, label in explore.METHOD_LABELS.items()
+    if m not in _SKIPPED and saliency.method_info(m).family != "transformer"
 }
+# One map for the whole photo, the same in every colour channel: no channels to reduce.
+ONE_MAP = ("grad_cam", "grad_cam_pp", "score_cam", "layer_cam", "occlusion")
+LAYER_LABEL = "Layer (layer maps)"
 REDUCTION_LABELS = {
     "max": "max |g| over R, G, B (Simonyan)",
     "sum": "sum of g over R, G, B (signed)",
@@ -95,12 +107,13 @@ def _photo(name: str) -> np.ndarray | None:
 
 def render_view() -> None:
     state.init()
-    state.keep("ph_model", "ph_random", "ph_method", "ph_reduce", "ph_class")
+    state.keep("ph_model", "ph_random", "ph_method", "ph_reduce", "ph_class", "ph_layer")
     st.title("Photos (ImageNet)")
     st.caption(
         "A real photo and a torchvision ImageNet classifier: the photo is resized and "
-        "centre-cropped to 224 × 224 exactly as the weights' own transforms do, and each map is "
-        "the gradient of one class's logit with respect to those pixels."
+        "centre-cropped to 224 × 224 exactly as the weights' own transforms do, and each map "
+        "explains one class's logit from those pixels: its gradient and kin, a layer map "
+        "(Grad-CAM and kin), occlusion or LRP."
     )
     c1, c2, c3 = st.columns(3)
     name = c1.radio(
@@ -109,7 +122,7 @@ def render_view() -> None:
         key="ph_model",
         format_func=lambda n: imagenet.MODELS[n].title,
     )
-    method = c2.radio(
+    method = c2.selectbox(
         "Method", tuple(METHOD_LABELS), key="ph_method", format_func=METHOD_LABELS.get
     )
     reduction = c3.radio(
@@ -117,6 +130,10 @@ def render_view() -> None:
         tuple(REDUCTION_LABELS),
         key="ph_reduce",
         format_func=REDUCTION_LABELS.get,
+        disabled=method in ONE_MAP,
+        help="A layer map or occlusion is one map, the same in every channel."
+        if method in ONE_MAP
+        else None,
     )
     weights = _weights(name)
     if weights is None:
@@ -140,16 +157,45 @@ def render_view() -> None:
         format_func=lambda r: f"{names[top5[r]]} ({probs[top5[r]]:.1%})",
     )
     target = top5[rank]
-    m = cache.photo_map(name, weights, pixels, target, method, reduction)  # (224, 224)
-    signed = reduction == "sum"
+    info = saliency.method_info(method)
+    layer, chosen = "", ""  # the layer map's layer, and the one the user chose ("": automatic)
+    if info.layer:
+        facts = _layer_control(name, weights, method)
+        if facts["problem"]:
+            _cannot(info.label, name, facts["problem"])
+            return
+        layer, chosen = facts["layer"], _chosen()
+    one_map = method in ONE_MAP
+    how = "mean" if one_map else reduction  # the mean of identical channels is the map
+    try:
+        with EXPENSIVE.turn(method):  # Score-CAM, occlusion: a minute and 17 s of one core
+            m = cache.photo_map(name, weights, pixels, target, method, how, chosen)
+    except ValueError as err:  # the library's reason (LRP and a MobileNet's Hardswish)
+        _cannot(info.label, name, str(err))
+        return
+    except Refused as err:
+        st.warning(str(err))
+        return
+    signed = info.signed if one_map else reduction == "sum"
     style = Style(signed, "RdBu_r" if signed else "inferno", 0.5, 99.0, False)
     lo, hi = style.range([m])
-    symbol = "Σ_c ∂" if signed else "max_c |∂"
-    st.markdown(
-        f"**Showing** {METHOD_LABELS[method]}, {symbol} logit[{names[target]}] / ∂x_c"
-        f"{'' if signed else '|'} (channels: {REDUCTION_LABELS[reduction]}), class "
-        f"#{target} of 1000."
-    )
+    label = METHOD_LABELS[method]
+    if info.family == "pixel gradients":
+        symbol = "Σ_c ∂" if signed else "max_c |∂"
+        st.markdown(
+            f"**Showing** {label}, {symbol} logit[{names[target]}] / ∂x_c"
+            f"{'' if signed else '|'} (channels: {REDUCTION_LABELS[reduction]}), class "
+            f"#{target} of 1000."
+        )
+    else:
+        channels = "" if one_map else f" (channels: {REDUCTION_LABELS[reduction]})"
+        at = ""
+        if info.layer:
+            which = "chosen" if chosen else "automatic"
+            at = f" At layer {render.plain(layer)} ({which}), upsampled to the photo."
+        st.markdown(
+            f"**Showing** {label} of logit[{names[target]}]{channels}, class #{target} of 1000.{at}"
+        )
     st.caption(style.describe(lo, hi))
     photo = np.moveaxis(pixels, 0, -1)  # (224, 224, 3)
     c1, c2, c3 = st.columns(3)
@@ -160,3 +206,35 @@ def render_view() -> None:
         render.show(render.colorbar(lo, hi, style.cmap, width=224), None)
     with c3:
         render.show(render.picture(m, lo, hi, style, image=photo, scale=1), "Overlay")
+
+
+def _chosen() -> str:
+    return st.session_state.get("ph_layer") or ""
+
+
+def _layer_control(name: str, weights: str, method: str) -> dict:
+    """A layer map's layer picker (as Explore's), the automatic layer named in its first
+    option; returns the facts of the layer in force (`problem` when none can be used)."""
+    auto = cache.photo_facts(name, weights, method)
+    if auto["problem"]:
+        return auto
+    options = ("", *auto["layers"])
+    if st.session_state.get("ph_layer") not in options:
+        st.session_state["ph_layer"] = ""  # the other model's layer
+    st.selectbox(
+        LAYER_LABEL,
+        options,
+        key="ph_layer",
+        format_func=lambda n: n or f"automatic: {auto['layer']}",
+        help="The module whose activations and gradients the map is made of. Automatic: the "
+        "last one that runs once and keeps a spatial grid (N, C, h, w); earlier layers are "
+        "finer and less class-specific.",
+    )
+    return cache.photo_facts(name, weights, method, _chosen()) if _chosen() else auto
+
+
+def _cannot(label: str, name: str, why: str) -> None:
+    st.warning(
+        f"**{label} can't explain {imagenet.MODELS[name].title}:** {render.plain(why)}. "
+        "Choose another method above; nothing else you chose has changed."
+    )
