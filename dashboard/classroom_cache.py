@@ -81,8 +81,8 @@ def sanity_or_why(name: str, images: np.ndarray, method: str) -> list[dict] | st
         return sanity(name, images, method)
     except ValueError as err:  # refused by the library, for a model in this process
         return str(err)
-    except worker.ModelError as err:  # refused in an upload's worker: the same sentence
-        return str(err).removeprefix("The model failed: ")
+    except worker.ModelError as err:  # refused in an upload's worker: the same sentence,
+        return str(err).partition("The model failed: ")[2] or str(err)  # after the model's name
 
 
 @memo("maps", spinner="Deleting and inserting pixels…")

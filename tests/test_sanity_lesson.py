@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hostile
 import numpy as np
 import pytest
 import torch
@@ -104,3 +105,40 @@ def test_a_method_that_cant_explain_the_model_says_why_and_the_others_show():
         assert table.loc[label, "Adebayo et al. 2018"]  # the paper's finding still stated
     for label in ("Guided Backprop", "LRP (ε-z⁺)", "Gradient"):
         assert table.loc[label, "ours: ρ, all layers random"] != "doesn't apply"
+
+
+@hostile.needs_sandbox
+@pytest.mark.slow
+def test_an_uploads_refusals_come_from_its_worker_in_the_librarys_words(monkeypatch):
+    """A torch.export upload has no layers to hook: the four methods that need them say the
+    library's sentence (from the upload's worker, without the worker's framing), and the four
+    pixel-gradient methods run there."""
+    from test_every_view import SmallCNN, exported
+
+    from pretrained import user_models
+
+    monkeypatch.setattr(user_models, "TEST_IMAGES", 500)  # the accuracy isn't the point here
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page("page_files/your_model.py").run()
+    data = exported(SmallCNN().eval())
+    at.file_uploader(key="um_file").set_value(("small.pt2", data, "application/octet-stream"))
+    at.button(key="um_submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    token = at.query_params["mine"]
+    token = token[0] if isinstance(token, list) else token
+    lesson = AppTest.from_file(APP, default_timeout=300)
+    params = {"model": at.session_state["um_accepted"], "mine": token, "lesson": "sanity"}
+    for key, value in params.items():
+        lesson.query_params[key] = value
+    lesson.run()
+    lesson.switch_page("page_files/classroom.py").run()
+    assert not lesson.exception, [e.value for e in lesson.exception]
+    warnings = [w.value.replace("\\", "") for w in lesson.warning]
+    assert len(warnings) == 4 and not any("failed" in w for w in warnings), warnings
+    hooks = "reads a layer through forward hooks, and a torch.export program keeps"
+    assert all(w.startswith("Can't explain small.pt2: ") and hooks in w for w in warnings[:3])
+    assert warnings[3].startswith("Can't explain small.pt2: lrp has no rule for")
+    assert len(lesson.get("vega_lite_chart")) == 4
+    table = shown_table(lesson)
+    assert (table["ours: ρ, all layers random"] == "doesn't apply").sum() == 4
