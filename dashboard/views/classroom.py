@@ -320,14 +320,14 @@ PAPER = {
 }
 
 
-def rho_text(spearman) -> str:
-    """Mean ± std of the examples' ρ; a flat map (one value everywhere, as Grad-CAM's ReLU can
-    leave) has no ranking, so its ρ is undefined and the mean is over the others."""
+def rho_text(spearman, *, spread: bool = True) -> str:
+    """Mean (± std) of the examples' ρ; a flat map (one value everywhere, as Grad-CAM's ReLU
+    can leave) has no ranking, so its ρ is undefined and the mean is over the others."""
     v = np.asarray(spearman, dtype=float)
     flat = int(np.isnan(v).sum())
     if flat == len(v):
         return "— (every map flat)"
-    text = f"{np.nanmean(v):.2f} ± {np.nanstd(v):.2f}"
+    text = f"{np.nanmean(v):.2f}" + (f" ± {np.nanstd(v):.2f}" if spread else "")
     return text + (f" · {flat} of {len(v)} flat" if flat else "")
 
 
@@ -390,8 +390,7 @@ def lesson_sanity(ctx: dict, controls) -> None:
     runs = {m: steps for m, steps in found.items() if not isinstance(steps, str)}
     st.latex(
         r"\rho_{\text{Spearman}}\big(|A(x)|_{\theta},\;|A(x)|_{\tilde\theta_{L..l}}\big)"
-        r"\quad\text{for } A \in \{\nabla,\ \text{SmoothGrad},\ \text{IG},\ x \odot \nabla,"
-        r"\ \text{GBP},\ \text{Guided Grad-CAM},\ \text{Grad-CAM},\ \text{LRP}\}"
+        r"\quad\text{for each method } A \text{ below}"
     )
     methods = list(found)
     for start in range(0, len(methods), SANITY_ROW):
@@ -410,7 +409,7 @@ def lesson_sanity(ctx: dict, controls) -> None:
                 for i in sorted({0, 1, last}):
                     s = steps[i]
                     label = "original" if i == 0 else f"to {s['step']}"
-                    _map(s["map"], ABS, f"{label} · ρ {rho_text(s['spearman'])}")
+                    _map(s["map"], ABS, f"{label} · ρ {rho_text(s['spearman'], spread=False)}")
     gradient_steps = runs["gradient"]
     table = pd.DataFrame(
         {
