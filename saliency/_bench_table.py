@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import bench as m
 from ._validate import OutputSelector, Target
 
 MAP_METRICS = (
@@ -109,6 +108,8 @@ def _bootstrap(values: np.ndarray, idx: np.ndarray, level: float) -> tuple[float
 def _controls(
     names: Sequence[str], first: Callable, seed: int, sigma: float
 ) -> dict[str, Callable]:
+    from . import bench as m  # (bench imports this module: not at its top)
+
     made = {
         "random": lambda model, x, t: m.random_map(x, seed=seed),
         "edge": lambda model, x, t: m.edge_map(x),
@@ -144,6 +145,8 @@ def bench(
     {"noise": 0.0}}). `target` None: the class predicted at `x`, fixed for every method. The
     caller's random streams are left as they were.
     """
+    from . import bench as m  # (bench imports this module: not at its top)
+
     unknown = [k for k in metrics if k not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
