@@ -98,6 +98,8 @@ def test_every_dashboard_cache_is_bounded_by_bytes():
         "workers": "one store of workers",
         "regressor": "the classroom's three synthetic tables",
         "live_class_store": "one store",
+        "held_exports": "one store, bounded in bytes (the gallery's exports)",
+        "_exporting": "one lock",
     }
     found = []
     for path in sorted((ROOT / "dashboard").rglob("*.py")):
