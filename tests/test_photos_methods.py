@@ -100,4 +100,6 @@ def test_a_method_that_cant_explain_the_photo_model_says_why(empty_hub):  # noqa
     assert "says **" in at.subheader[0].value  # the prediction is still there
     at.selectbox(key="ph_method").set_value("guided_backprop").run()
     assert not at.exception and not any("can't explain" in w.value for w in at.warning)
-    assert "**Showing** Guided Backprop · pixel gradients, max_c |∂ logit[" in texts(at)
+    shown = texts(at)
+    assert "**Showing** Guided Backprop · pixel gradients of logit[" in shown
+    assert "(channels: max |g| over R, G, B (Simonyan))" in shown

@@ -180,7 +180,7 @@ def render_view() -> None:
     style = Style(signed, "RdBu_r" if signed else "inferno", 0.5, 99.0, False)
     lo, hi = style.range([m])
     label = METHOD_LABELS[method]
-    if info.family == "pixel gradients":
+    if method in ("gradient", "smoothgrad"):  # a derivative of the pixels, as written
         symbol = "Σ_c ∂" if signed else "max_c |∂"
         st.markdown(
             f"**Showing** {label}, {symbol} logit[{names[target]}] / ∂x_c"
