@@ -95,8 +95,9 @@ def attribute(
         "guided_backprop": the gradient with negative gradients stopped at every nn.ReLU
             (Springenberg et al. 2015; `guided.py`, signed).
     Layer maps (CAM) of one layer, upsampled to x's size, the same map in every channel
-    (`cam.py`; options `relu`, `normalize`, and for Score-CAM `weights`, `batch_size`,
-    `align_corners`; `saliency.cam_map` also returns the layer-grid map and the layer's name):
+    (`cam.py`; options `relu`, `normalize`, for Grad-CAM++ `eps`, and for Score-CAM
+    `weights`, `batch_size`, `align_corners`; `saliency.cam_map` also returns the layer-grid
+    map and the layer's name; a ViT's patch tokens are read as a grid):
         "grad_cam" (Selvaraju et al. 2017), "grad_cam_pp" (Chattopadhay et al. 2018),
         "score_cam" (Wang et al. 2020), "layer_cam" (Jiang et al. 2021), and
         "guided_grad_cam": guided backprop times the upsampled Grad-CAM (signed).

@@ -1,7 +1,9 @@
 """Class activation maps: a layer's channels weighted by how much the class score needs them.
 
-Every method here reads one layer's activations A `(N, C, h, w)` (chosen as in `find_layer`),
-weights its channels for the class, sums them to an `(N, h, w)` map on the layer's grid,
+Every method here reads one layer's activations A `(N, C, h, w)` (chosen as in `find_layer`;
+a vision transformer's patch tokens `(N, T, D)` are read as `(N, D, h, w)`, the class and
+register tokens dropped, as pytorch-grad-cam's `reshape_transform` for ViTs does), weights its
+channels for the class, sums them to an `(N, h, w)` map on the layer's grid,
 applies the paper's ReLU and upsamples the map bilinearly to the input's size (half-pixel
 centres, `align_corners=False`, as OpenCV's resize that pytorch-grad-cam uses). No method's
 formula normalises its map: `normalize=True` min-max scales each map to [0, 1] as the
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ._gradients import _vjp
-from ._layers import LayerSpec, layer_forward, resolve_layer
+from ._layers import LayerSpec, check_tokens_read, layer_forward, resolve_layer
 from ._validate import (
     OutputSelector,
     Target,
@@ -73,13 +75,13 @@ def _weights_grad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.einsum("snc,nchw->snhw", w, a)
 
 
-def _weights_grad_cam_pp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _weights_grad_cam_pp(a: torch.Tensor, g: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Chattopadhay et al. Eq. 19 with the exponential score's derivatives written in terms of
     g = dS/dA (the factor exp(S) is one number per map and cancels in any normalisation):
-    alpha = g^2 / (2 g^2 + sum_grid(A) g^3), 0 where the denominator is 0 (the authors' code);
-    w_c = sum over the grid of alpha * relu(g)."""
+    alpha = g^2 / (2 g^2 + sum_grid(A) g^3 + eps), 0 where the denominator is 0 (the authors'
+    code) or g is; w_c = sum over the grid of alpha * relu(g)."""
     g2 = g * g
-    denom = 2 * g2 + a.sum(dim=(-2, -1), keepdim=True) * g2 * g  # (S, N, C, h, w)
+    denom = 2 * g2 + a.sum(dim=(-2, -1), keepdim=True) * g2 * g + eps  # (S, N, C, h, w)
     alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
     w = (alpha * g.clamp(min=0)).sum(dim=(-2, -1))  # (S, N, C)
     return torch.einsum("snc,nchw->snhw", w, a)
@@ -203,6 +205,7 @@ def _compute(
     weights: str = "softmax",
     batch_size: int | None = None,
     align_corners: bool = True,
+    eps: float = 0.0,
 ) -> CAM:
     if method not in CAM_METHODS:
         raise ValueError(f"method must be one of {', '.join(CAM_METHODS)}; got {method!r}")
@@ -212,16 +215,20 @@ def _compute(
         raise ValueError(f"weights must be 'softmax' or 'score', got {weights!r}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size}")
+    if not (0 <= eps < float("inf")) or (eps and method != "grad_cam_pp"):
+        raise ValueError(f"eps is Grad-CAM++'s, a finite number >= 0; got {eps} for {method}")
     with eval_mode(model):
         name, module = resolve_layer(model, x, layer, output=output)
         gradient = method != "score_cam"
-        a, scores, out = layer_forward(
+        a, scores, out, tokens = layer_forward(
             model, x, module, name, score=score, output=output, grad=gradient
         )
         seeds = _seeds(out, target, classes).to(scores.dtype)  # (S, N, K)
         if gradient:
             g = _layer_gradients(a, scores, seeds, name)  # (S, N, C, h, w)
-            grid = _COMBINE[method](a.detach(), g)
+            if tokens and not g.any():  # after a class-token model's last attention?
+                check_tokens_read(model, x, module, name, output)
+            grid = _COMBINE[method](a.detach(), g, *([eps] if eps else []))
         else:
             grid = _score_cam_combine(
                 model,
@@ -260,6 +267,7 @@ def cam_map(
     weights: str = "softmax",
     batch_size: int | None = None,
     align_corners: bool = True,
+    eps: float = 0.0,
 ) -> CAM:
     """A class activation map with its layer-grid version and the layer's name.
 
@@ -268,10 +276,13 @@ def cam_map(
         x: an image batch `(N, C, H, W)`, floating point, finite. Not modified.
         target: None (each example's predicted class), an int, or N ints.
         method: "grad_cam", "grad_cam_pp", "layer_cam" or "score_cam" (see the module's notes).
-        layer: None (the automatic choice, `find_layer`), a dotted name ("layer4"), or a
-            submodule. A name that doesn't exist is refused with the candidates listed; a
-            module that runs twice in one forward pass is refused (the hooks would mix the
-            two uses); non-finite activations raise ValueError.
+        layer: None (the automatic choice, `find_layer`: a CNN's last spatial layer, a
+            ViT's last block's first norm), a dotted name ("layer4"), or a submodule; a
+            transformer's token output (N, T, D) is read as its patch grid. A name that
+            doesn't exist is refused with the candidates listed; a module that runs twice in
+            one forward pass is refused (the hooks would mix the two uses); non-finite
+            activations raise ValueError; a token grid whose patches the scores don't read
+            (after a class-token model's last attention) is refused.
         classes: instead of `target`, several classes at once: `map` becomes `(N, C, H, W)`
             and `layer_map` `(N, C, h, w)`, one forward pass for all of them.
         score: "logit", "probability" or "log_probability": the class score S the maps
@@ -288,6 +299,10 @@ def cam_map(
         align_corners: Score-CAM only: how the channel masks are upsampled. True (default):
             corner-aligned, pytorch-grad-cam's `UpsamplingBilinear2d`; False: half-pixel
             centres, the authors' code (Pearson 0.97-0.9999 with the default on mnist-cnn).
+        eps: Grad-CAM++ only: added to alpha's denominator. 0 (default) is the paper's and
+            the authors' formula; pytorch-grad-cam adds 1e-6, which outweighs 2 g^2 where
+            the layer's gradients g are under ~1e-3 (a random-weight ViT's are ~1e-5): pass
+            1e-6 to reproduce its maps there.
 
     Returns:
         `CAM(map, layer_map, layer)`: `(N, H, W)` and `(N, h, w)` maps, on x's device.
@@ -313,6 +328,7 @@ def cam_map(
         weights=weights,
         batch_size=batch_size,
         align_corners=align_corners,
+        eps=eps,
     )
 
 
@@ -375,7 +391,7 @@ def _num_classes(model: Callable, x: torch.Tensor, score: str, output: OutputSel
 
 _ALLOWED = {
     "grad_cam": ("relu", "normalize"),
-    "grad_cam_pp": ("relu", "normalize"),
+    "grad_cam_pp": ("relu", "normalize", "eps"),
     "layer_cam": ("relu", "normalize"),
     "score_cam": ("relu", "normalize", "weights", "batch_size", "align_corners"),
 }
