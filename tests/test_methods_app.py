@@ -167,3 +167,32 @@ def test_attention_rollout_on_the_bundled_vit_in_explore():
     assert got.shape == (10, 28, 28)
     for k in range(10):
         np.testing.assert_allclose(got[k], expected.detach().numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "model, method, said",
+    [
+        ("mnist-vit", "lrp", "lrp has no rule for"),
+        ("mnist-linear", "guided_backprop", "ReLU"),
+    ],
+)
+def test_a_refusal_found_only_when_the_map_is_asked_for_is_said_too(model, method, said):
+    """LRP and guided backprop learn what they can't explain only when they run: the page
+    says the library's reason instead of a traceback, and switching back works."""
+    at = run_app(model=model, method=method)
+    warning = " ".join(w.value for w in at.warning)
+    assert f"can't explain {model}" in warning and said in warning, warning
+    at.selectbox(key="method").set_value("gradient").run()
+    assert not at.exception and "can't explain" not in " ".join(w.value for w in at.warning)
+
+
+def test_an_empty_layer_map_says_why():
+    """Grad-CAM of test image 0 at mnist-cnn's layer 2 is zero everywhere (every weighted
+    activation negative): the page says so instead of a black square."""
+    at = run_app(method="grad_cam", layer="2")
+    model = pretrained.load_model("mnist-cnn", device="cpu")
+    x = pretrained.load_dataset("mnist", "test").images[:1]
+    zero = not saliency.attribute(model, x, 7, method="grad_cam", layer="2").any()
+    infos = " ".join(i.value for i in at.info)
+    assert ("This map is zero everywhere" in infos) == bool(zero)
+    assert zero  # measured: what makes this test say something

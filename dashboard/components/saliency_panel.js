@@ -862,8 +862,10 @@ function draw(panel, k, previewing) {
   setSrc(ui.map.img, pictureUrl(ui, w, h, paint(a, off, hw, abs, lo, hi, s.lut, null, null, px)));
   paint(a, off, hw, abs, lo, hi, s.lut, A.rgb, s.alpha, px);
   setSrc(ui.overlay.img, pictureUrl(ui, w, h, px));
+  const of = `${d.symbol}[${label(d, k)}]`;
   ui.map.cap.textContent =
-    `Map: ∂ ${d.symbol}[${label(d, k)}] / ∂x` + (previewing ? " (preview: click to keep)" : "");
+    `Map: ${d.map_of ? `${d.map_of} of ${of}` : `∂ ${of} / ∂x`}` +
+    (previewing ? " (preview: click to keep)" : "");
   ui.overlay.cap.textContent = `Overlay (alpha ${fmtG(s.alpha, 6)})`;
   drawBar(ui.mapBar, s.lut, lo, hi, Math.max(280, w * d.scale));
   ui.map.fig.dataset.target = String(k);

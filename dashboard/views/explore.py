@@ -526,8 +526,26 @@ def explanation(
                 "you chose has changed."
             )
         elif image is not None:
-            _explain(view, info, names, image, true, described, others, src)
+            try:
+                _explain(view, info, names, image, true, described, others, src)
+            except (ValueError, TypeError) as err:
+                if view["method"] in saliency.METHODS:
+                    raise  # the pixel gradients explain every differentiable model
+                # The library refusing this model for this method (LRP: no rule for a layer;
+                # guided backprop: no nn.ReLU), found only when the map is asked for.
+                label = saliency.method_info(view["method"]).label
+                st.warning(
+                    f"**{label} can't explain "
+                    f"{render.plain(cache.display_name(view['model']))}:** "
+                    f"{render.plain(err)}. Choose another method in the sidebar; nothing else "
+                    "you chose has changed."
+                )
     state.sync()  # the link follows
+
+
+def _is_pixel(method: str) -> bool:
+    """A map that is a derivative of the score with respect to the pixels (or made of one)."""
+    return saliency.method_info(method).family == "pixel gradients"
 
 
 def _layer_control(view: dict, image: np.ndarray) -> str:
@@ -548,8 +566,9 @@ def _layer_control(view: dict, image: np.ndarray) -> str:
         key="layer",
         format_func=lambda n: n or f"automatic: {auto['layer']}",
         help="The module whose activations and gradients the map is made of. Automatic: the "
-        "last one that runs once and keeps a spatial grid (N, C, h, w); earlier layers are "
-        "finer and less class-specific.",
+        "last one that runs once and keeps a spatial grid (N, C, h, w), or a transformer's "
+        "patch tokens before its last attention; earlier layers are finer and less "
+        "class-specific.",
     )
     return ""
 
@@ -775,6 +794,9 @@ def panel_content(
         "sign_local": view["method"] == "gradient" and c == 1,
         "scale_local": not view["compare"],
         "symbol": SCORE_SYMBOL[view["score"]],
+        # A map that is not a derivative of the pixels (Grad-CAM, LRP, …) is named by its
+        # method in the caption: "Grad-CAM of logit[7]", not "∂ logit[7] / ∂x".
+        "map_of": "" if _is_pixel(view["method"]) else saliency.method_info(view["method"]).label,
         "scale": big,
         "grid_px": _thumbnail_width(h, w, 160) * small,
         "image_caption": f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
@@ -823,7 +845,7 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
     )
     method_info = saliency.method_info(method)
     at = ""
-    if method_info.family != "pixel gradients":
+    if not _is_pixel(method):
         what = f"{symbol}[{class_md(target, names)}]"  # not a derivative of the pixels
         reduced = ""
     if method_info.layer:
@@ -835,7 +857,14 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         f"for {render.plain(described)}, model {render.plain(cache.display_name(model_name))} "
         f"({info.test_accuracy:.2%} accuracy).{reduced}{at}"
     )
+    map_caption = what if _is_pixel(method) else f"{method_info.label} of {what}"
     st.caption(style.describe(lo, hi))
+    if method_info.layer and not np.any(main):
+        st.info(
+            "This map is zero everywhere: at this layer every class-weighted activation is "
+            "negative, and the method's ReLU keeps only evidence for the class. Try another "
+            "layer, or LayerCAM, which weighs each position by its own gradient."
+        )
 
     if score == "probability" and probs.max() > 0.99:
         st.info(
@@ -877,7 +906,9 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
             with c1:
                 render.show(render.grey(image, 1), data["image_caption"], scale=big)
             with c2:
-                render.show(render.picture(main, lo, hi, style, scale=1), f"Map: {what}", scale=big)
+                render.show(
+                    render.picture(main, lo, hi, style, scale=1), f"Map: {map_caption}", scale=big
+                )
                 render.show(render.colorbar(lo, hi, style.cmap), None)
             overlay = render.picture(main, lo, hi, style, image=image, scale=1)
             with c3:
