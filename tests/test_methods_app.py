@@ -196,3 +196,26 @@ def test_an_empty_layer_map_says_why():
     infos = " ".join(i.value for i in at.info)
     assert ("This map is zero everywhere" in infos) == bool(zero)
     assert zero  # measured: what makes this test say something
+
+
+def test_a_workspace_with_weights_gets_layer_maps_in_process(tmp_path):
+    """A CLI workspace whose model is weights with an architecture's name (a safetensors
+    resnet18) keeps its layers: the automatic layer is its layer4, and the view's maps equal
+    the library's on the module."""
+    import torchvision
+
+    from pretrained import jobs, safetensors_file
+    from pretrained.workspace import Preprocessing, WorkspaceConfig, load_model
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=5).eval()
+    (tmp_path / "m.safetensors").write_bytes(safetensors_file.dumps(net.state_dict()))
+    weights, pre = str(tmp_path / "m.safetensors"), Preprocessing(channels=3)
+    config = WorkspaceConfig(weights, str(tmp_path), architecture="resnet18", preprocessing=pre)
+    model = load_model(config, 5)
+    x = torch.rand(1, 3, 64, 64)
+    facts = jobs.method_facts(model, x.numpy(), method="grad_cam")
+    assert facts["problem"] == "" and facts["layer"].endswith("layer4"), facts
+    got = jobs.class_maps(model, x.numpy(), method="grad_cam", score="logit", absolute=True)
+    expected = saliency.class_maps(net, x, method="grad_cam", layer="layer4", absolute=True)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-6)
