@@ -219,3 +219,14 @@ def test_a_workspace_with_weights_gets_layer_maps_in_process(tmp_path):
     got = jobs.class_maps(model, x.numpy(), method="grad_cam", score="logit", absolute=True)
     expected = saliency.class_maps(net, x, method="grad_cam", layer="layer4", absolute=True)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_compared_model_the_method_cant_explain_is_left_out_and_said():
+    at = run_app(method="grad_cam", compare="mnist-mlp,mnist-cnn-bn")
+    captions = " ".join(c.value for c in at.caption)
+    assert (
+        "Grad-CAM can't explain mnist-mlp" in captions and "left out of the comparison" in captions
+    )
+    shown = [i.caption for el in at.get("image") for i in el.proto.imgs]
+    assert any(c.startswith("mnist-cnn-bn (") for c in shown), shown
+    assert not any(c.startswith("mnist-mlp (") for c in shown)

@@ -724,8 +724,14 @@ def _explained_now(view: dict, image: np.ndarray, true: int | None) -> Explained
         if cache.method_facts(m, image.shape, method)["problem"]:
             continue  # said beside the comparison (`_compare_models`)
         p = cache.probabilities(m, image)
-        compare_targets[m] = int(p.argmax()) if view["target"] == "predicted" else target
-        compare[m] = cache.class_maps(m, image, method, score, not signed, (compare_targets[m],))[0]
+        t = int(p.argmax()) if view["target"] == "predicted" else target
+        try:
+            compare[m] = cache.class_maps(m, image, method, score, not signed, (t,))[0]
+        except (ValueError, TypeError):
+            if method in saliency.METHODS:
+                raise
+            continue  # refused when it ran (LRP without a rule for a layer): said there too
+        compare_targets[m] = t
     on_screen = [maps[target], *(maps[k] for k in grid_classes), *compare.values()]
     lo, hi = style.range(on_screen if style.shared else [maps[target]])
     # The contrast of two classes: for a vanilla gradient of a one-channel image, the difference
@@ -1098,7 +1104,7 @@ def _compare_models(view, others, image, main, compare, compare_targets, target,
         st.caption(
             f"{label} can't explain "
             + ", ".join(render.plain(cache.display_name(m)) for m in skipped)
-            + " (e.g. an MLP has no spatial layer): left out of the comparison."
+            + " (the library refuses them for this method): left out of the comparison."
         )
     targets = {model_name: target, **compare_targets}
     shown = {model_name: main, **compare}
