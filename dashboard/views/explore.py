@@ -859,7 +859,8 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         chosen = "chosen" if view["layer"] else "automatic"
         at = f" At layer {render.plain(layer)} ({chosen}), upsampled to the image."
     st.markdown(
-        f"**Showing** {METHOD_LABELS[method]} of {'|' + what + '|' if not signed else what} "
+        f"**Showing** {METHOD_LABELS[method]} of "
+        f"{'|' + what + '|' if not signed and _is_pixel(method) else what} "
         f"for {render.plain(described)}, model {render.plain(cache.display_name(model_name))} "
         f"({info.test_accuracy:.2%} accuracy).{reduced}{at}"
     )
