@@ -142,3 +142,31 @@ def start_server(log: Path, *args: str, env: dict[str, str] | None = None) -> Se
         time.sleep(0.05)
     server.stop()
     pytest.fail(f"the dashboard was not healthy after 90 s:\n{log.read_text()[-3000:]}")
+
+
+def send_zip_form(page, url: str, model: str | Path, pictures: str | Path, *, side: int,
+                  mean: float, std: float, architecture: str | None = None) -> None:  # fmt: skip
+    """The Your model page's second form (a model and a ZIP of class folders), filled in and
+    sent as a user would: each file shown in its uploader before the form goes."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/your-model")
+    page.wait_for_selector(IDLE)
+    form = page.get_by_test_id("stForm").nth(1)
+    files = form.locator('input[type="file"]')
+    for i, path in enumerate((Path(model), Path(pictures))):
+        files.nth(i).set_input_files(str(path))
+        expect(form.get_by_text(path.name, exact=True)).to_be_visible()
+    page.wait_for_selector(IDLE)
+    if architecture:  # the box lists every registry, torchvision and timm name: typing filters
+        box = form.get_by_role("combobox", name="Architecture (weights only)")
+        box.click()
+        page.keyboard.type(architecture)
+        page.get_by_role("option", name=architecture, exact=True).click()
+        expect(box).to_have_value(architecture)
+    resize = "Resize shorter side to (px; 0 keeps the size)"
+    form.get_by_role("spinbutton", name=resize).fill(str(side))
+    form.get_by_role("spinbutton", name="Centre crop (px; 0: none)").fill(str(side))
+    form.get_by_role("textbox", name="Normalise: mean").fill(str(mean))
+    form.get_by_role("textbox", name="std", exact=True).fill(str(std))
+    form.get_by_role("button", name="Check and index").click()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from browser_support import IDLE, TIMEOUT_MS
+from browser_support import IDLE, TIMEOUT_MS, send_zip_form
 from hostile import saved
 from test_browser_live import PHONE, paint
 from workspaces import rgb_workspace
@@ -121,17 +121,8 @@ def test_a_practitioner_follows_a_mistake_from_a_zip_upload(server, page, tmp_pa
     (tmp_path / "pictures.zip").write_bytes(buf.getvalue())
     assert all(int(ws.predicted[ws.find(s)]) == 0 for s in slipped)
 
-    page.goto(f"{server.url}/your-model")
-    idle(page)
-    form = page.get_by_test_id("stForm").nth(1)
-    files = form.locator('input[type="file"]')
-    files.nth(0).set_input_files(ws.config.model)
-    files.nth(1).set_input_files(str(tmp_path / "pictures.zip"))
-    form.get_by_role("spinbutton", name="Resize shorter side to (px; 0 keeps the size)").fill("64")
-    form.get_by_role("spinbutton", name="Centre crop (px; 0: none)").fill("64")
-    form.get_by_role("textbox", name="Normalise: mean").fill("0.5")
-    form.get_by_role("textbox", name="std", exact=True).fill("0.25")
-    form.get_by_role("button", name="Check and index").click()
+    send_zip_form(page, server.url, ws.config.model, tmp_path / "pictures.zip", side=64,
+                  mean=0.5, std=0.25)  # fmt: skip
     expect(page.get_by_text("Indexed 60 images of 5 classes (3 × 64 × 64)")).to_be_visible()
     expect(page.get_by_text("accuracy 95.00%")).to_be_visible()
     page.get_by_role("button", name="Open it in Explore").click()

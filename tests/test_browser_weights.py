@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from browser_support import IDLE, TIMEOUT_MS
+from browser_support import IDLE, TIMEOUT_MS, send_zip_form
 from workspaces import colour_images
 
 from pretrained import safetensors_file
@@ -74,32 +74,10 @@ def expected(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tup
 def send(page, server, tmp_path: Path, name: str, data: bytes, pictures: bytes, *,
          architecture: str, side: int) -> None:  # fmt: skip
     """The second form of the Your model page, filled in as a user would."""
-    from playwright.sync_api import expect
-
     (tmp_path / name).write_bytes(data)
     (tmp_path / "pictures.zip").write_bytes(pictures)
-    page.goto(f"{server.url}/your-model")
-    idle(page)
-    form = page.get_by_test_id("stForm").nth(1)
-    files = form.locator('input[type="file"]')
-    files.nth(0).set_input_files(str(tmp_path / name))
-    expect(form.get_by_text(name, exact=True)).to_be_visible()
-    files.nth(1).set_input_files(str(tmp_path / "pictures.zip"))
-    expect(form.get_by_text("pictures.zip", exact=True)).to_be_visible()
-    idle(page)
-    # The Architecture box lists every registry, torchvision and timm name: typing filters it.
-    box = form.get_by_role("combobox", name="Architecture (weights only)")
-    box.click()
-    page.keyboard.type(architecture)
-    page.get_by_role("option", name=architecture, exact=True).click()
-    expect(box).to_have_value(architecture)
-    form.get_by_role("spinbutton", name="Resize shorter side to (px; 0 keeps the size)").fill(
-        str(side)
-    )
-    form.get_by_role("spinbutton", name="Centre crop (px; 0: none)").fill(str(side))
-    form.get_by_role("textbox", name="Normalise: mean").fill(str(MEAN))
-    form.get_by_role("textbox", name="std", exact=True).fill(str(STD))
-    form.get_by_role("button", name="Check and index").click()
+    send_zip_form(page, server.url, tmp_path / name, tmp_path / "pictures.zip", side=side,
+                  mean=MEAN, std=STD, architecture=architecture)  # fmt: skip
 
 
 def indexed_then_explored(page, *, side: int, accuracy: float, first: int, path: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import IDLE, require_browser, start_server
+from browser_support import IDLE, require_browser, send_zip_form, start_server
 from workspaces import resnet_workspace, rgb_workspace
 
 from pretrained.workspace import open_indexed
@@ -84,17 +84,8 @@ def test_a_model_and_a_zipped_folder_uploaded_in_the_browser(ws_server, page, tm
         for p in sorted(Path(data).rglob("*.png")):
             z.write(p, f"pictures/{p.relative_to(data)}")
     (tmp_path / "pictures.zip").write_bytes(buf.getvalue())
-    page.goto(f"{server.url}/your-model")
-    wait(page)
-    form = page.get_by_test_id("stForm").nth(1)
-    files = form.locator('input[type="file"]')
-    files.nth(0).set_input_files(ws.config.model)
-    files.nth(1).set_input_files(str(tmp_path / "pictures.zip"))
-    form.get_by_role("spinbutton", name="Resize shorter side to (px; 0 keeps the size)").fill("64")
-    form.get_by_role("spinbutton", name="Centre crop (px; 0: none)").fill("64")
-    form.get_by_role("textbox", name="Normalise: mean").fill("0.5")
-    form.get_by_role("textbox", name="std", exact=True).fill("0.25")
-    form.get_by_role("button", name="Check and index").click()
+    send_zip_form(page, server.url, ws.config.model, tmp_path / "pictures.zip", side=64,
+                  mean=0.5, std=0.25)  # fmt: skip
     expect(page.get_by_text("Indexed 120 images of 5 classes (3 × 64 × 64)")).to_be_visible()
     expect(page.get_by_text("accuracy 100.00%")).to_be_visible()
     page.get_by_role("button", name="Open it in Explore").click()
