@@ -150,6 +150,7 @@ def test_the_projected_page_holds_no_teacher_key(server, browser, page):
     idle(page)
     page.get_by_role("button", name="Start a class").click()
     expect(page.get_by_role("button", name="Open the round")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"room=\w+"))  # written when the run ends
     idle(page)
     code = parse_qs(urlparse(page.url).query)["room"][0]
     projected = page.url + page_and_frames(page)
