@@ -31,6 +31,8 @@ _FROM = {
                  "rank_flips", "ranking_from_jacobian"),
     "_layers": ("Layer", "find_layer", "layers"),
     "_validate": ("eval_mode",),
+    "agreement": ("Agreement", "Ceiling", "alignment", "alignment_interval", "blurred_rho",
+                  "class_agreement", "dice_iou_top", "null_rho", "split_half_ceiling"),
     "cam": ("CAM", "cam_map"),
     "relevance": ("lrp",),
     "transformer": ("attention_rollout", "gradient_rollout"),
@@ -74,6 +76,17 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         ranking_from_jacobian,
     )
     from ._validate import eval_mode
+    from .agreement import (
+        Agreement,
+        Ceiling,
+        alignment,
+        alignment_interval,
+        blurred_rho,
+        class_agreement,
+        dice_iou_top,
+        null_rho,
+        split_half_ceiling,
+    )
     from .cam import CAM, cam_map
     from .faithfulness import Curve, blur, deletion_curve, insertion_curve
     from .relevance import lrp
@@ -90,7 +103,9 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from .transformer import attention_rollout, gradient_rollout
 
 __all__ = [
+    "Agreement",
     "CAM",
+    "Ceiling",
     "FAMILIES",
     "METHODS",
     "METHOD_INFO",
@@ -104,18 +119,23 @@ __all__ = [
     "SensitivitySummary",
     "Nudge",
     "SanityStep",
+    "alignment",
+    "alignment_interval",
     "attention_rollout",
     "attribute",
     "average_sensitivity",
     "blur",
+    "blurred_rho",
     "cam_map",
     "cascade",
     "cascading_randomisation",
+    "class_agreement",
     "class_maps",
     "column_differences",
     "contrast",
     "correlated_pairs",
     "deletion_curve",
+    "dice_iou_top",
     "eval_mode",
     "feature_ranking",
     "find_layer",
@@ -131,8 +151,10 @@ __all__ = [
     "methods",
     "sensitivity_summary",
     "nudge",
+    "null_rho",
     "rank_flips",
     "ranking_from_jacobian",
     "sanity_check",
+    "split_half_ceiling",
 ]
 __version__ = "0.1.0"
