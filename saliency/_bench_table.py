@@ -1,14 +1,27 @@
 """The bench's table: methods and controls × metrics, each a mean with a bootstrap interval over
 images, the methods' rank under each metric, and how far the metrics agree (Kendall τ).
 
+Two halves: `score` gives each (row, metric) its per-image values; `summarise` makes the table
+from those values alone, so pieces scored apart (batches, processes, a resumed run) are
+concatenated and summarised once. `bench` is the two in one call. `save_table` / `load_table`
+store a table as one .npz (per-image values, names, the bootstrap's settings and a JSON meta)
+and read it back as the same `Bench`.
+
 Re-exported by `saliency.bench`; the metrics themselves live there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import os
+import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,6 +70,7 @@ class Bench:
     (1 = best, controls not ranked). `agreement`: `(M, M)` Kendall τ-b between the metrics'
     rankings of the methods (NaN where undefined), with `agreement_note` saying why when it
     can't be computed. `losses`: plain sentences, one per method beaten by a control.
+    `n_boot`, `level`, `seed`: the bootstrap that made the intervals (`summarise`'s).
     """
 
     methods: tuple[str, ...]
@@ -68,6 +82,9 @@ class Bench:
     agreement: np.ndarray
     agreement_note: str
     losses: tuple[str, ...]
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
 
     def score(self, row: str, metric: str) -> Score:
         for s in self.scores:
@@ -106,7 +123,7 @@ def _bootstrap(values: np.ndarray, idx: np.ndarray, level: float) -> tuple[float
 
 
 def _controls(
-    names: Sequence[str], first: Callable, seed: int, sigma: float
+    names: Sequence[str], first: Callable, seed: int | list[int], sigma: float
 ) -> dict[str, Callable]:
     from . import bench as m  # (bench imports this module: not at its top)
 
@@ -118,7 +135,30 @@ def _controls(
     return {name: made[name] for name in names}
 
 
-def bench(
+def _control_names(controls: bool | Sequence[str]) -> tuple[str, ...]:
+    names = tuple(CONTROLS if controls is True else (controls or ()))
+    if set(names) - set(CONTROLS):
+        raise ValueError(f"controls must be among {CONTROLS}, got {names}")
+    return names
+
+
+def _check_summary(n_boot: int, level: float) -> None:
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"n_boot must be >= 1 and level in (0, 1), got {n_boot} and {level}")
+
+
+def _image_seeds(seed: int, indices: Sequence[int] | None, n: int) -> int | list[int]:
+    """The per-image seed a metric gets: `seed` (image i draws from seed + i) or, given each
+    image's place in the whole set, the list seed + indices[i]."""
+    if indices is None:
+        return seed
+    seeds = [seed + int(i) for i in indices]
+    if len(seeds) != n:
+        raise ValueError(f"indices must give one index per image: {n} images, {len(seeds)} indices")
+    return seeds
+
+
+def score(
     model: torch.nn.Module,
     x: torch.Tensor,
     target: Target = None,
@@ -126,24 +166,23 @@ def bench(
     methods: Sequence[str] = ("gradient",),
     metrics: Sequence[str] = METRICS,
     controls: bool | Sequence[str] = True,
-    n_boot: int = 1000,
-    level: float = 0.95,
     seed: int = 0,
     blur_sigma: float = 2.0,
     options: dict[str, dict] | None = None,
     metric_options: dict[str, dict] | None = None,
     output: OutputSelector = None,
-) -> Bench:
-    """Score `methods` (names of `saliency.attribute`) and the controls on `metrics`, per image.
+    indices: Sequence[int] | None = None,
+) -> dict[tuple[str, str], np.ndarray]:
+    """The per-image half of `bench`: each (row, metric) -> `(N,)` float64, one value per
+    image, rows in the order methods then controls (arguments as in `bench`).
 
-    Controls (`controls` True: all three, or a subset of `CONTROLS`): "random", a uniform random
-    map; "edge", the Sobel edge map of the input (Adebayo et al. 2018); "blurred", a Gaussian
-    blur (sigma `blur_sigma` pixels) of the first method's map. Each cell is the mean over
-    images with a percentile bootstrap `level` interval from `n_boot` resamples of the images
-    (the same resamples for every cell, from `seed`). `options`: method -> its options;
-    `metric_options`: metric -> options for that metric's function (e.g. {"road_morf":
-    {"noise": 0.0}}). `target` None: the class predicted at `x`, fixed for every method. The
-    caller's random streams are left as they were.
+    Image i's random draws (ROAD's noise, Max-Sensitivity's δ, Random Logit's other class, the
+    random control) come from seed + i, or from seed + `indices[i]` when `indices` gives each
+    image's place in a larger set (a dataset index): then scoring the set in pieces, each with
+    its own indices, gives the values of one call over the whole set. The model-level draws
+    (MPRT's re-initialisation) come from `seed` itself. A method that draws its own noise
+    (SmoothGrad) draws it for its whole batch, so its maps depend on which images share a batch:
+    keep the batches the same to reproduce them.
     """
     from . import bench as m  # (bench imports this module: not at its top)
 
@@ -152,11 +191,7 @@ def bench(
         raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
     if not methods:
         raise ValueError("methods is empty: name at least one method to score")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"n_boot must be >= 1 and level in (0, 1), got {n_boot} and {level}")
-    control_names = tuple(CONTROLS if controls is True else (controls or ()))
-    if set(control_names) - set(CONTROLS):
-        raise ValueError(f"controls must be among {CONTROLS}, got {control_names}")
+    control_names = _control_names(controls)
     options = options or {}
     metric_options = metric_options or {}
     t, _ = m._targets(model, x, target, output)
@@ -171,7 +206,8 @@ def bench(
         return explain
 
     rows = {name: method_fn(name) for name in methods}
-    rows |= _controls(control_names, rows[methods[0]], seed, blur_sigma)
+    rows |= _controls(control_names, rows[methods[0]], _image_seeds(seed, indices, len(x)),
+                      blur_sigma)  # fmt: skip
     values: dict[tuple[str, str], np.ndarray] = {}
     for row, fn in rows.items():
         maps = fn(model, x, t).detach() if set(metrics) & set(MAP_METRICS) else None
@@ -180,17 +216,61 @@ def bench(
             if metric in ("sparseness", "complexity"):
                 v = getattr(m, metric)(maps)
             elif metric in ("road_morf", "road_lerf"):
-                kw.setdefault("seed", seed)
+                kw["seed"] = _image_seeds(kw.get("seed", seed), indices, len(x))
                 v = m.road(model, x, t, maps, order=metric[5:], output=output, **kw)
             elif metric in MAP_METRICS:
                 v = getattr(m, metric)(model, x, t, maps, output=output, **kw)
             elif metric == "model_randomisation":
                 v = m.model_randomisation(model, x, t, method=fn, seed=seed, **kw)
             else:
-                kw.setdefault("seed", seed)
+                kw["seed"] = _image_seeds(kw.get("seed", seed), indices, len(x))
                 v = getattr(m, metric)(model, x, t, method=fn, output=output, **kw)
             values[row, metric] = v.double().cpu().numpy()
-    idx = np.random.default_rng(seed).integers(0, x.shape[0], size=(n_boot, x.shape[0]))
+    return values
+
+
+def summarise(
+    values: dict[tuple[str, str], np.ndarray],
+    *,
+    methods: Sequence[str],
+    controls: bool | Sequence[str] = True,
+    metrics: Sequence[str] = METRICS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Bench:
+    """The table half of `bench`, from per-image values alone (`score`'s, or several `score`
+    calls' concatenated, or a stored table's): each cell's mean and percentile bootstrap `level`
+    interval from `n_boot` resamples of the images (the same resamples for every cell, from
+    `seed`), the methods' ranks, the metrics' Kendall τ agreement and the methods beaten by a
+    control. `controls` as in `bench` (only those present in `values` when True); every
+    (row, metric) must be in `values`, each the same length N.
+    """
+    from . import bench as m  # (bench imports this module: not at its top)
+
+    _check_summary(n_boot, level)
+    methods, metrics = tuple(methods), tuple(metrics)
+    if not methods:
+        raise ValueError("methods is empty: name at least one method to score")
+    unknown = [k for k in metrics if k not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
+    if controls is True:
+        control_names = tuple(c for c in CONTROLS if any((c, k) in values for k in metrics))
+    else:
+        control_names = _control_names(controls)
+    rows = methods + control_names
+    missing = [(r, k) for r in rows for k in metrics if (r, k) not in values]
+    if missing:
+        raise ValueError(f"values lack {len(missing)} cells, e.g. {missing[0]}")
+    values = {(r, k): np.asarray(values[r, k], dtype=np.float64) for r in rows for k in metrics}
+    lengths = {v.shape for v in values.values()}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        raise ValueError(f"every cell needs one value per image, (N,); got shapes {lengths}")
+    n = next(iter(lengths))[0]
+    if n == 0:
+        raise ValueError("no images: nothing to summarise")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     scores = tuple(
         Score(
             row, k, *_bootstrap(values[row, k], idx, level),
@@ -225,10 +305,188 @@ def bench(
                 if sign * (theirs - mine) > 0:
                     losses.append(f"{r} is worse than {CONTROL_LABELS[c]} on {k}")
     return Bench(
-        tuple(methods), control_names, tuple(metrics), scores, values, ranks, agreement, note,
-        tuple(losses),
+        methods, control_names, metrics, scores, values, ranks, agreement, note, tuple(losses),
+        n_boot, level, seed,
+    )  # fmt: skip
+
+
+def bench(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    methods: Sequence[str] = ("gradient",),
+    metrics: Sequence[str] = METRICS,
+    controls: bool | Sequence[str] = True,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    blur_sigma: float = 2.0,
+    options: dict[str, dict] | None = None,
+    metric_options: dict[str, dict] | None = None,
+    output: OutputSelector = None,
+    indices: Sequence[int] | None = None,
+) -> Bench:
+    """Score `methods` (names of `saliency.attribute`) and the controls on `metrics`, per image:
+    `summarise(score(...))`.
+
+    Controls (`controls` True: all three, or a subset of `CONTROLS`): "random", a uniform random
+    map; "edge", the Sobel edge map of the input (Adebayo et al. 2018); "blurred", a Gaussian
+    blur (sigma `blur_sigma` pixels) of the first method's map. Each cell is the mean over
+    images with a percentile bootstrap `level` interval from `n_boot` resamples of the images
+    (the same resamples for every cell, from `seed`). `options`: method -> its options;
+    `metric_options`: metric -> options for that metric's function (e.g. {"road_morf":
+    {"noise": 0.0}}). `target` None: the class predicted at `x`, fixed for every method.
+    `indices`: each image's place in a larger set, for its random draws (see `score`). The
+    caller's random streams are left as they were.
+    """
+    _check_summary(n_boot, level)
+    control_names = _control_names(controls)
+    values = score(
+        model, x, target, methods=methods, metrics=metrics, controls=control_names, seed=seed,
+        blur_sigma=blur_sigma, options=options, metric_options=metric_options, output=output,
+        indices=indices,
+    )  # fmt: skip
+    return summarise(
+        values, methods=methods, controls=control_names, metrics=metrics, n_boot=n_boot,
+        level=level, seed=seed,
     )  # fmt: skip
 
 
 def _mean(v: np.ndarray) -> float:
     return float(np.nanmean(v)) if (~np.isnan(v)).any() else float("nan")
+
+
+# --- a stored table ------------------------------------------------------------------------------
+
+TABLE_FORMAT = 1
+# What a stored table may hold at most: rows x metrics x images values (a table read from disk is
+# untrusted; 8 methods and 3 controls x 9 metrics x 100,000 images is 79 MB of float64).
+MAX_STORED_VALUES = 10_000_000
+_PER_IMAGE = ("indices", "labels", "targets")
+
+
+def save_table(
+    table: Bench | dict[tuple[str, str], np.ndarray],
+    path: str | os.PathLike,
+    meta: dict | None = None,
+    *,
+    indices: Sequence[int] | None = None,
+    labels: Sequence[int] | None = None,
+    targets: Sequence[int] | None = None,
+) -> Path:
+    """Store a bench as one `.npz` that `load_table` turns back into the same `Bench`.
+
+    `table`: a `Bench`, or `score`'s per-image values (then summarised with `summarise`'s
+    defaults; methods are the rows that are not controls). What is stored is the per-image
+    values `(R, M, N)` float64 with the row and metric names, the summary's `n_boot`, `level`
+    and `seed`, `meta` (anything JSON can hold: the model, the data, the settings) and, when
+    given, each image's dataset index, label and target class `(N,)` int64. Written to a
+    temporary file beside `path` and renamed, so a reader never sees half a table.
+    """
+    if not isinstance(table, Bench):
+        rows = list(dict.fromkeys(r for r, _ in table))
+        controls = tuple(r for r in rows if r in CONTROLS)
+        methods = tuple(r for r in rows if r not in CONTROLS)
+        metrics = tuple(dict.fromkeys(k for _, k in table))
+        table = summarise(table, methods=methods, controls=controls, metrics=metrics)
+    rows = table.methods + table.controls
+    values = np.stack(
+        [np.stack([table.values[r, k] for k in table.metrics]) for r in rows]
+    )  # (R, M, N)
+    arrays = {
+        "format": np.array(TABLE_FORMAT),
+        "values": values.astype(np.float64),
+        "methods": np.array(table.methods, dtype=str),
+        "controls": np.array(table.controls, dtype=str),
+        "metrics": np.array(table.metrics, dtype=str),
+        "summary": np.array([table.n_boot, table.level, table.seed], dtype=np.float64),
+        "meta": np.array(json.dumps(meta or {}, sort_keys=True)),
+    }
+    n = values.shape[2]
+    for name, given in zip(_PER_IMAGE, (indices, labels, targets), strict=True):
+        if given is not None:
+            a = np.asarray(given, dtype=np.int64).reshape(-1)
+            if len(a) != n:
+                raise ValueError(f"{name} must give one value per image: {n} images, {len(a)}")
+            arrays[name] = a
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_table(path: str | os.PathLike) -> tuple[Bench, dict]:
+    """A table stored by `save_table`: the `Bench` (summarised again from the stored per-image
+    values, with the stored `n_boot`, `level` and `seed`, so it equals the one saved) and the
+    meta dict, with `indices`, `labels` and `targets` `(N,)` int64 arrays added when stored.
+
+    Raises ValueError with a plain reason for a file that is not such a table (damaged,
+    another format, more than `MAX_STORED_VALUES` values, names or shapes that don't fit).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "values" not in f.files or "metrics" not in f.files:
+                raise ValueError("it holds no bench table")
+            shape = _npy_shape(f.zip, "values.npy")
+            if shape is None or len(shape) != 3 or math.prod(shape) > MAX_STORED_VALUES:
+                raise ValueError(
+                    f"its values are shaped {shape}; a table holds (rows, metrics, images) "
+                    f"with at most {MAX_STORED_VALUES:,} values"
+                )
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as err:
+        raise ValueError(f"{path} is not a readable bench table: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ValueError(f"{path} is not a readable bench table: {err}") from None
+    if int(arrays.get("format", -1)) != TABLE_FORMAT:
+        raise ValueError(f"{path}: a bench table of another format ({arrays.get('format')})")
+    methods = tuple(str(v) for v in arrays["methods"])
+    controls = tuple(str(v) for v in arrays["controls"])
+    metrics = tuple(str(v) for v in arrays["metrics"])
+    values = np.asarray(arrays["values"], dtype=np.float64)
+    rows = methods + controls
+    if values.shape[:2] != (len(rows), len(metrics)):
+        raise ValueError(
+            f"{path}: values shaped {values.shape} for {len(rows)} rows and {len(metrics)} metrics"
+        )
+    n_boot, level, seed = (float(v) for v in arrays["summary"])
+    cells = {(r, k): values[i, j] for i, r in enumerate(rows) for j, k in enumerate(metrics)}
+    b = summarise(
+        cells, methods=methods, controls=controls, metrics=metrics, n_boot=int(n_boot),
+        level=level, seed=int(seed),
+    )  # fmt: skip
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except ValueError:
+        raise ValueError(f"{path}: its meta is not JSON") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its meta is not a JSON object")
+    for name in _PER_IMAGE:
+        if name in arrays:
+            a = np.asarray(arrays[name])
+            if a.shape != (values.shape[2],) or not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"{path}: {name} shaped {a.shape}, not one int per image")
+            meta[name] = a.astype(np.int64)
+    return b, meta
+
+
+def _npy_shape(archive: zipfile.ZipFile, name: str) -> tuple[int, ...] | None:
+    """An array's shape from its `.npy` header, read before the array itself."""
+    try:
+        with archive.open(name) as member:
+            fmt = np.lib.format
+            version = fmt.read_magic(member)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, _ = read(member, max_header_size=10_000)
+        return tuple(shape)
+    except (KeyError, ValueError, OSError):
+        return None

@@ -11,17 +11,20 @@ model's device. Two kinds:
 
 Randomness comes from a local generator, never the global one: image i's draws come from
 `seed + i`, so a batch gives exactly what a loop over its images gives with seeds seed, seed+1, …
-and the caller's random streams are untouched.
+and the caller's random streams are untouched. `seed` may also be a list, one seed per image
+(a piece of a larger set passes seed + each image's index in the set, so that scoring the set
+in pieces, on several processes, gives the values of one call: `score(..., indices=)` does).
 
 Scores only mean something beside controls (removal-based scores reward blurry maps; an edge
 detector makes maps that look like saliency, Adebayo et al. 2018): `random_map`, `edge_map` and
-`blurred_map` make them, and `saliency.bench_table.bench` scores methods and controls together.
-`HIGHER_IS_BETTER` says which way each metric points.
+`blurred_map` make them. `bench` scores methods and controls together: `score` gives the
+per-image values, `summarise` the table from them (bootstrap intervals, ranks, Kendall τ),
+`save_table` / `load_table` store it. `HIGHER_IS_BETTER` says which way each metric points.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Union
 
 import numpy as np
@@ -40,6 +43,19 @@ from .metrics import spearman, ssim
 
 # A method: a registry name (`saliency.attribute`'s) or a callable (model, x, target) -> maps.
 Method = Union[str, Callable[..., torch.Tensor]]  # noqa: UP007
+# A seed: an int (image i draws from seed + i) or one int per image.
+Seed = Union[int, Sequence[int]]  # noqa: UP007
+
+
+def _seed_of(seed: Seed, i: int) -> int:
+    """Image i's seed (see the module docstring)."""
+    return int(seed) + i if np.ndim(seed) == 0 else int(seed[i])
+
+
+def _check_seeds(seed: Seed, n: int) -> None:
+    if np.ndim(seed) != 0 and len(seed) != n:
+        raise ValueError(f"seed must be an int or one int per image: {n} images, {len(seed)} seeds")
+
 
 # Which way each metric points: True when a higher value means a better map.
 HIGHER_IS_BETTER = {
@@ -229,7 +245,7 @@ def road_curve(
     percentages: Iterable[float] = range(1, 100, 2),
     noise: float = 0.01,
     score: str = "accuracy",
-    seed: int = 0,
+    seed: Seed = 0,
     output: OutputSelector = None,
     batch_size: int = 256,
 ) -> torch.Tensor:
@@ -254,6 +270,7 @@ def road_curve(
     if pct.numel() == 0 or not bool(((pct > 0) & (pct < 100)).all()):
         raise ValueError("percentages must be in (0, 100) exclusive, at least one")
     n, c, h, w = x.shape
+    _check_seeds(seed, n)
     counts = (h * w * pct / 100).long().to(x.device)  # (P,) as int(a_size * p / 100)
     rank = _pixel_order(maps, most_first=order == "morf")  # (N, H·W)
     gen = torch.Generator(device=x.device)
@@ -271,7 +288,7 @@ def road_curve(
             filled = linear_imputation(x[i], removed)
             draws = []
             for j in range(i0, min(n, i0 + per_chunk)):
-                gen.manual_seed(seed + j)
+                gen.manual_seed(_seed_of(seed, j))
                 draws.append(torch.randn((len(pct), c, h, w), generator=gen, device=x.device))
             eps = torch.cat(draws).to(x.dtype) * noise
             filled = torch.where(removed.unsqueeze(1), filled + eps, x[i])
@@ -319,7 +336,7 @@ def max_sensitivity(
     method: Method = "gradient",
     radius: float = 0.2,
     samples: int = 10,
-    seed: int = 0,
+    seed: Seed = 0,
     options: dict | None = None,
     output: OutputSelector = None,
 ) -> torch.Tensor:
@@ -331,11 +348,12 @@ def max_sensitivity(
     t, _ = _targets(model, x, target, output)
     if samples < 1 or not radius > 0:
         raise ValueError(f"samples must be >= 1 and radius > 0, got {samples} and {radius}")
+    _check_seeds(seed, x.shape[0])
     base = _explain(method, model, x, t, options).double().flatten(1)  # (N, D)
     gen = torch.Generator(device=x.device)
     deltas = []
     for i in range(x.shape[0]):
-        gen.manual_seed(seed + i)
+        gen.manual_seed(_seed_of(seed, i))
         u = torch.rand((samples, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
         deltas.append((u * 2 - 1) * radius)
     delta = torch.stack(deltas, 1)  # (S, N, ...)
@@ -363,7 +381,7 @@ def random_logit(
     method: Method = "gradient",
     other: Target = None,
     similarity: str = "ssim",
-    seed: int = 0,
+    seed: Seed = 0,
     options: dict | None = None,
     output: OutputSelector = None,
 ) -> torch.Tensor:
@@ -380,10 +398,11 @@ def random_logit(
     if k < 2:
         raise ValueError("random_logit needs a model with at least 2 classes")
     if other is None:
+        _check_seeds(seed, x.shape[0])
         gen = torch.Generator()
         picks = []
         for i in range(x.shape[0]):
-            gen.manual_seed(seed + i)
+            gen.manual_seed(_seed_of(seed, i))
             picks.append(int(torch.randint(k - 1, (1,), generator=gen)))
         o = torch.tensor(picks, device=t.device)
         o = o + (o >= t).long()  # skip the target: uniform over the other k - 1 classes
@@ -430,17 +449,18 @@ def model_randomisation(
     return torch.tensor([spearman(p, q) for p, q in zip(a, b, strict=True)], dtype=torch.float64)
 
 
-def random_map(x: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+def random_map(x: torch.Tensor, *, seed: Seed = 0) -> torch.Tensor:
     """The chance control: uniform [0, 1) values shaped like `x`, image i's from `seed + i`.
 
     The same image gives the same map whatever the model, class or small perturbation, so it
     scores at chance on removal metrics, fails the randomisation tests (ρ 1), and is perfectly
     robust (Max-Sensitivity 0): robustness alone rewards a map that ignores the model."""
     check_input(x)
+    _check_seeds(seed, x.shape[0])
     gen = torch.Generator(device=x.device)
     out = []
     for i in range(x.shape[0]):
-        gen.manual_seed(seed + i)
+        gen.manual_seed(_seed_of(seed, i))
         out.append(torch.rand(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype))
     return torch.stack(out)
 
@@ -468,4 +488,16 @@ def blurred_map(maps: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
 
 
 # The table that scores methods and controls together (it imports this module's metrics).
-from ._bench_table import CONTROLS, METRICS, Bench, Score, bench, kendall_tau  # noqa: E402, F401
+# `score as score`: an explicit re-export (the metrics' own `score=` arguments shadow the name).
+from ._bench_table import (  # noqa: E402, F401
+    CONTROLS,
+    METRICS,
+    Bench,
+    Score,
+    bench,
+    kendall_tau,
+    load_table,
+    save_table,
+    summarise,
+)
+from ._bench_table import score as score  # noqa: E402
