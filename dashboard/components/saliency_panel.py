@@ -1,6 +1,8 @@
 """The Explore view's saliency panel: the image, the target's map and overlay, the class
-probabilities, the contrast map, every class's map and the exports, drawn in the browser
-(`saliency_panel.js`) from arrays the server sends once.
+probabilities, the contrast map, every class's map and the exports, drawn in the browser from
+arrays the server sends once. Its JavaScript, its payload (`PanelData`) and the packing live in
+the library (`saliency.panel`), shared with the notebook widget; this module mounts it in
+Streamlit (entry point `saliency/panel/streamlit.js`).
 
 What needs no new gradients then needs no server to be seen: hovering over a class (in the
 grid or the chart) previews its map, a click shows it at once and reaches the server as a
@@ -28,32 +30,29 @@ held) while the button is still down; a press that ends without a click on it is
 rerun's payload then confirms what it drew.
 
 Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
-payload with the settings: `pack`) only when this session's browser has not had them yet, so
-colours, clip or alpha send a few kilobytes of settings, not the maps. A browser that lost some
-asks for them again (trigger `missing`).
+payload with the settings: `saliency.panel.pack`) only when this session's browser has not had
+them yet, so colours, clip or alpha send a few kilobytes of settings, not the maps. A browser
+that lost some asks for them again (trigger `missing`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import os
 import time
 from collections.abc import Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from dashboard import EXPLORE_ROUTE_ENV
-from saliency import display
+from saliency import panel as core
+from saliency.panel import MAGIC, PanelData, array_id, exact, lut, pack, unpack  # noqa: F401
 
-_HERE = Path(__file__).parent
 ROUTE_ENV = EXPLORE_ROUTE_ENV  # where dashboard.serve tells the pages its explore route is
 FALLBACK_KEY = "explore_fallback"  # the container of the server's own pictures (see the CSS)
-MAX_SENT = 48  # arrays this session's browser is taken to hold (saliency_panel.js keeps 64)
+MAX_SENT = 48  # arrays this session's browser is taken to hold (arith.js keeps 64)
 WAIT_ENV = "SALIENCY_PANEL_WAIT_S"  # seconds a first run waits for the panel; 0: never waits
 WAIT_S = 3.0
 MIN_WATCH_S = 0.5
@@ -61,86 +60,23 @@ MIN_WATCH_S = 0.5
 _mount = st.components.v2.component(
     "saliency_panel",
     html='<div class="sal-panel"></div>',
-    css=(_HERE / "saliency_panel.css").read_text(encoding="utf-8"),
-    js=(_HERE / "saliency_panel.js").read_text(encoding="utf-8"),
+    css=core.css(),
+    js=core.source("streamlit"),
     isolate_styles=False,  # in the page's DOM: the map's <img> is found as st.image's is
 )
-
-
-@cache
-def lut(cmap: str) -> np.ndarray:
-    """The colour map's 256 × 3 uint8 table, as `display.colorize` indexes it."""
-    table = display.colorize(np.arange(256) / 255, cmap).astype(np.uint8)
-    table.setflags(write=False)
-    return table
-
-
-def exact(array: np.ndarray) -> np.ndarray:
-    """Little-endian, and float32 or float64 as it was (uint8 stays): no value changes."""
-    array = np.asarray(array)
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    return np.ascontiguousarray(array, dtype="<f4" if array.dtype == np.float32 else "<f8")
-
-
-def array_id(array: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    h.update(repr((array.dtype.str, array.shape)).encode())
-    h.update(array.data)
-    return h.hexdigest()
-
-
-MAGIC = b"SAL1"
-
-
-def pack(data: dict[str, Any], blobs: list[np.ndarray]) -> bytes:
-    """`MAGIC`, the JSON's length (uint32 LE), the JSON, zeros to a multiple of 8 bytes, then
-    each blob's bytes, each padded to 8 bytes (its place is in the JSON): one bytes payload,
-    which Streamlit sends as it is (a dict would be searched for data frames key by key, and
-    arrays in JSON would need base64)."""
-    head = json.dumps(data, separators=(",", ":")).encode()
-    parts = [MAGIC, len(head).to_bytes(4, "little"), head, b"\0" * (-len(head) % 8)]
-    for blob in blobs:
-        parts += [blob.data, b"\0" * (-blob.nbytes % 8)]
-    return b"".join(parts)
-
-
-def unpack(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """`pack`'s inverse, as saliency_panel.js reads it: the data, and the arrays it carried."""
-    if payload[:4] != MAGIC:
-        raise ValueError("not a saliency panel payload")
-    n = int.from_bytes(payload[4:8], "little")
-    data = json.loads(payload[8 : 8 + n])
-    base = 8 + n + (-n % 8)
-    arrays = {}
-    for name, ref in data["arrays"].items():
-        if "at" in ref:
-            start = base + ref["at"]
-            raw = payload[start : start + ref["nbytes"]]
-            arrays[name] = np.frombuffer(raw, dtype=ref["dtype"]).reshape(ref["shape"])
-    return data, arrays
 
 
 def pack_arrays(
     data: dict[str, Any], arrays: dict[str, np.ndarray], carry: Callable[[str], bool]
 ) -> bytes:
-    """`pack` of `data` with `data["arrays"]` describing each of `arrays` (`id`, `dtype`,
-    `shape`), and carrying the bytes of those whose id `carry` says (`at`, `nbytes`)."""
-    refs, blobs, at = {}, [], 0
-    for name, array in arrays.items():
-        array = exact(array)
-        ident = array_id(array)
-        refs[name] = {"id": ident, "dtype": array.dtype.str, "shape": list(array.shape)}
-        if carry(ident):
-            refs[name].update(at=at, nbytes=array.nbytes)
-            blobs.append(array)
-            at += array.nbytes + (-array.nbytes % 8)
-    return pack({**data, "arrays": refs}, blobs)
+    """`saliency.panel.pack_arrays` of the view's `data`, checked against `PanelData`'s fields
+    (a key it doesn't name is a TypeError here, not a panel that ignores it)."""
+    return core.pack_arrays(PanelData(**data), arrays, carry)
 
 
 def pack_all(arrays: dict[str, np.ndarray], data: dict[str, Any]) -> bytes:
     """`data` and every one of `arrays` in one payload (for a browser that may hold none)."""
-    return pack_arrays({**data, "fallback": False, "alive": True}, arrays, lambda ident: True)
+    return core.pack_all(arrays, PanelData(**data))
 
 
 def said(key: str) -> bool | None:
@@ -203,7 +139,7 @@ def panel(
     data: dict[str, Any],
     on_pick: Callable[[], None],
 ) -> bool:
-    """Mount the panel with `data` (JSON: what saliency_panel.js reads) and `arrays`, each
+    """Mount the panel with `data` (`PanelData`'s fields) and `arrays`, each
     described in `data["arrays"][name]` (`id`, `dtype`, `shape`) and, when this session's
     browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`). Returns
     whether the caller draws its own pictures too (`fallback_due`)."""
@@ -220,7 +156,8 @@ def panel(
     # say so); "alive": the server has heard that the panel drew (else it says so once it did).
     reported = said(key)
     fallback, heard = fallback_due(key, reported), reported is True
-    payload = pack_arrays({**data, "fallback": fallback, "alive": heard}, arrays, carry)
+    data = dataclasses.replace(PanelData(**data), fallback=fallback, alive=heard)
+    payload = core.pack_arrays(data, arrays, carry)
     del sent[:-MAX_SENT]
 
     def missing() -> None:
