@@ -145,23 +145,30 @@ def test_the_alignment_and_its_interval_repeat_a_loop_written_from_the_definitio
     assert math.isnan(saliency.alignment(math.nan, 0.5))
     # The bootstrap, written as its docstring says, with scipy's ρ.
     boots, draws = 60, 6
-    lo, hi = agreement.alignment_interval(paintings, model_map, boots=boots, boot_draws=draws,
-                                          seed=4)  # fmt: skip
+    lo, hi = agreement.alignment_interval(
+        paintings, model_map, boots=boots, boot_draws=draws, seed=4
+    )
     rng = np.random.default_rng([4, 1])
     values = []
     for _ in range(boots):
         idx = rng.integers(0, 7, 7)
-        sample = paintings[idx]
         halves = []
         for _ in range(draws):
             perm = rng.permutation(7)
-            halves.append(rho(paintings[idx[perm[:3]]].mean(0), paintings[idx[perm[3:]]].mean(0)))
-        values.append(rho(sample.mean(0), model_map) / np.mean(halves))
-    expect = np.percentile(values, [2.5, 97.5])
+            first, second = [], []
+            for student in perm:  # every copy of a student in one half
+                half = first if len(first) < 3 else second
+                half += [student] * int((idx == student).sum())
+            if second:
+                halves.append(rho(paintings[first].mean(0), paintings[second].mean(0)))
+        values.append(rho(paintings[idx].mean(0), model_map) / np.mean(halves))
+    low, mid, high = np.percentile(values, [2.5, 50, 97.5])
+    estimate = r / agreement.split_half_ceiling(paintings, 50, seed=4).rho
+    expect = (low + estimate - mid, high + estimate - mid)  # centred on the estimate
     assert (lo, hi) == pytest.approx(tuple(expect), abs=1e-9)
     a = agreement.class_agreement(paintings, model_map)
-    assert a.alignment == pytest.approx(r / ceiling) and a.interval[0] < a.alignment
-    assert a.interval[1] > a.interval[0]
+    assert a.alignment == pytest.approx(r / ceiling)
+    assert a.interval[0] < a.alignment < a.interval[1]
     # More students, a narrower interval.
     many, many_map = a_class(60, seed=3)
     wide = np.subtract(*agreement.alignment_interval(paintings, model_map)[::-1])
@@ -207,7 +214,9 @@ def test_the_reveal_numbers_are_consistent_over_the_combinations():
     a = agreement.class_agreement(paintings, model_map, others, draws=30, boots=50, seed=2)
     mean = paintings.mean(0)
     assert a.ceiling == agreement.split_half_ceiling(paintings, 30, 2).rho
-    assert a.interval == agreement.alignment_interval(paintings, model_map, boots=50, seed=2)
+    assert a.interval == agreement.alignment_interval(
+        paintings, model_map, draws=30, boots=50, seed=2
+    )
     assert (a.dice, a.iou) == saliency.dice_iou_top(mean, model_map)
     assert a.blurred_rho == pytest.approx(saliency.blurred_rho(mean, model_map), abs=1e-12)
     assert a.draws == 30 and a.n == 10
