@@ -15,8 +15,9 @@ import socket
 
 import numpy as np
 
-from dashboard.live_store import Answer, Round
+from dashboard.live_store import PAINTING_SIDE, Answer, LiveError, Round
 from pretrained.text import clean, csv_text
+from saliency.agreement import Agreement, class_agreement
 from saliency.metrics import spearman, top_overlap
 
 TOP_FRACTION = 0.1
@@ -35,16 +36,24 @@ def scores(saliency_map: np.ndarray, painting: np.ndarray) -> tuple[float | None
     )
 
 
-def map_result(saliency_map: np.ndarray, answers: list[Answer], extra: dict) -> dict:
+def map_result(
+    saliency_map: np.ndarray,
+    answers: list[Answer],
+    extra: dict,
+    other_maps: np.ndarray | None = None,
+) -> dict:
     """What the reveal of a "where does it look?" round publishes: the model's map and the
     mean painting (each divided by its maximum, so one colour scale shows both), the class's
     Spearman ρ and top-10 % overlap (mean painting against the map), every student's own
-    pair of scores (without names: the histogram), and `extra` (the round's facts)."""
+    pair of scores (without names: the histogram), the class read against itself
+    (`agreement`: `class_agreement`'s numbers, None where undefined; the null against
+    `other_maps` `(M, H, W)`, other images' maps), and `extra` (the round's facts)."""
     m = np.asarray(saliency_map, dtype=np.float64)
     paintings = [a.painting for a in answers if a.painting is not None]
     mean = np.mean(paintings, axis=0) if paintings else np.zeros_like(m)
     rho, overlap = scores(m, mean) if paintings else (None, None)
     each = [scores(m, p) for p in paintings]
+    stack = np.stack(paintings) if paintings else np.zeros((0, *m.shape))
     return {
         **extra,
         "n": len(paintings),
@@ -53,7 +62,72 @@ def map_result(saliency_map: np.ndarray, answers: list[Answer], extra: dict) -> 
         "rho": rho,
         "overlap": overlap,
         "scores": [list(s) for s in each],
+        "agreement": agreement_result(class_agreement(stack, m, other_maps)),
     }
+
+
+def agreement_result(a: Agreement) -> dict:
+    """`class_agreement`'s numbers as a reveal publishes them (JSON: None for NaN)."""
+    return {
+        "n": a.n,
+        "ceiling": _number(a.ceiling),
+        "ceiling_reason": a.ceiling_reason,
+        "alignment": _number(a.alignment),
+        "interval": [_number(v) for v in a.interval],
+        "null": [_number(v) for v in a.null],
+        "dice": _number(a.dice),
+        "iou": _number(a.iou),
+        "blurred_rho": _number(a.blurred_rho),
+        "draws": a.draws,
+    }
+
+
+def agreement_lines(result: dict) -> list[str]:
+    """The class read against itself, in sentences a projector can show (Markdown of numbers
+    only): the split-half ceiling and the model's share of it, the null, Dice/IoU of the top
+    10 % and the blurred ρ. [] for a round revealed before these were measured."""
+    a = result.get("agreement")
+    if not a:
+        return []
+    lines = []
+    ceiling, share, (low, high) = a["ceiling"], a["alignment"], a["interval"]
+    if ceiling is None:
+        lines.append(
+            f"**How far the class agreed with itself can't be measured**: {a['ceiling_reason']}."
+            " The class's ρ above is the raw one."
+        )
+    elif share is None:
+        lines.append(
+            f"**Your class agreed with itself at ρ {ceiling:.2f}** (split-half: the class cut "
+            f"in two at random, {a['draws']} times), too little to measure the model against."
+        )
+    else:
+        interval = (
+            f" (95 % interval {low:.0%} to {high:.0%})" if low is not None and high is not None
+            else ""
+        )  # fmt: skip
+        lines.append(
+            f"**Your class agreed with itself at ρ {ceiling:.2f}** (split-half: the class cut "
+            f"in two at random, {a['draws']} times). **The model reached {share:.0%} of "
+            f"that**{interval}."
+        )
+    null = [v for v in a["null"] if v is not None]
+    if null:
+        lines.append(
+            f"By chance: the class's painting against {len(null)} other images' maps gives "
+            f"ρ {np.mean(null):+.2f} on average ({min(null):+.2f} to {max(null):+.2f}). "
+            "The model's own map should do better than that."
+        )
+    if a["dice"] is not None:
+        lines.append(
+            f"The top {TOP_FRACTION:.0%} of each map: Dice {a['dice']:.2f}, IoU {a['iou']:.2f} "
+            "(1: the same pixels, 0: none in common)."
+        )
+    if a["blurred_rho"] is not None:
+        lines.append(
+            f"With both maps blurred (a stroke's width off is forgiven): ρ {a['blurred_rho']:+.2f}."
+        )
+    return lines
 
 
 def predict_result(probs: np.ndarray, answers: list[Answer], extra: dict) -> dict:
@@ -152,6 +226,49 @@ def answers_csv(rnd: Round, answers: list[Answer], saliency_map: np.ndarray | No
             says = spec.get("predicted")
             rows.append([rnd.number, name, when, a.guess, a.confidence, says, a.guess == says])
     return csv_text(rows)
+
+
+MAX_NPZ_BYTES = 16 * 2**20  # one round's export: 60 students' paintings are 190 kB of these
+
+
+def round_npz(rnd: Round, answers: list[Answer], image: np.ndarray, model_name: str) -> bytes:
+    """A revealed "where does it look?" round as a `.npz` (numpy, no pickles): a class's own
+    small ClickMe, one file per round. `paintings` `(K, 28, 28)` float32 in [0, 1] (no names),
+    `map` `(28, 28)` float32 (the model's, divided by its maximum, as revealed), `image`
+    float32 as the model saw it, `true_label`, `target`, `predicted`, `model` (as shown),
+    `model_id`, `dataset`, `index`, `round`, `round_time` (Unix seconds, when it opened) and
+    `round_time_utc`. LiveError when it would pass `MAX_NPZ_BYTES`, counted before it is
+    built."""
+    if rnd.kind != "map" or not rnd.result:
+        raise LiveError("Only a revealed “where does it look?” round has paintings to export.")
+    paintings = [a.painting for a in answers if a.painting is not None]
+    image = np.asarray(image, dtype=np.float32)
+    side = PAINTING_SIDE * PAINTING_SIDE
+    size = 4 * side * (len(paintings) + 1) + image.nbytes + 8192  # arrays + names and headers
+    if size > MAX_NPZ_BYTES:
+        raise LiveError(
+            f"This round's paintings and image come to {size / 2**20:.1f} MB, more than the "
+            f"{MAX_NPZ_BYTES / 2**20:.0f} MB an export may be."
+        )
+    spec = rnd.spec
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        paintings=np.asarray(paintings, dtype=np.float32).reshape(-1, PAINTING_SIDE, PAINTING_SIDE),
+        map=np.asarray(rnd.result["map"], dtype=np.float32).reshape(PAINTING_SIDE, PAINTING_SIDE),
+        image=image,
+        true_label=np.int64(spec.get("true", -1)),
+        target=np.int64(spec["target"]),
+        predicted=np.int64(spec.get("predicted", -1)),
+        model=np.str_(model_name),
+        model_id=np.str_(spec["model"]),
+        dataset=np.str_(spec["dataset"]),
+        index=np.int64(spec["index"]),
+        round=np.int64(rnd.number),
+        round_time=np.float64(rnd.opened),
+        round_time_utc=np.str_(_utc(rnd.opened)),
+    )
+    return buf.getvalue()
 
 
 def _utc(t: float) -> str:

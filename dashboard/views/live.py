@@ -47,6 +47,7 @@ POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round ha
 COUNT_SECONDS = 0.5  # how often the teacher's count of answers refreshes (a cheap read)
 STUDENTS_SECONDS = 1.0  # how often the teacher's count of students refreshes
 CANVAS_PX = 280
+NULL_IMAGES = 8  # other images whose maps the class's painting is scored against (the null)
 KIND_LABELS = {"map": "Where does it look? (paint)", "predict": "What will it say? (guess)"}
 TEACHERS = "live_teachers"  # session state: {room code: teacher's key} of this session's classes
 KEPT = "live_cookie_kept"  # session state: the rooms whose cookie the browser said it has
@@ -453,11 +454,25 @@ def _model_map(spec: dict) -> np.ndarray:
     return _grid(m)
 
 
+def _other_maps(spec: dict) -> tuple[np.ndarray, list[int]]:
+    """The null's maps: the same score's map on `NULL_IMAGES` other images of the round's data
+    set (chosen by the round's image index: the same round, the same images), on the 28 × 28
+    grid `(M, 28, 28)`, and those images' indices."""
+    n = len(sources.source(spec["dataset"]))
+    pool = np.delete(np.arange(n), spec["index"])
+    rng = np.random.default_rng(spec["index"])
+    chosen = sorted(int(i) for i in rng.choice(pool, min(NULL_IMAGES, len(pool)), replace=False))
+    maps = [_model_map({**spec, "index": i}) for i in chosen]
+    return (np.stack(maps) if maps else np.zeros((0, PAINTING_SIDE, PAINTING_SIDE))), chosen
+
+
 def _reveal(store: LiveStore, code: str, teacher: str, rnd) -> None:
     answers = store.answers(code, teacher, rnd.number)
     spec = rnd.spec
     if rnd.kind == "map":
-        result = live_class.map_result(_model_map(spec), answers, {"target": spec["target"]})
+        others, chosen = _other_maps(spec)
+        extra = {"target": spec["target"], "null_images": chosen}
+        result = live_class.map_result(_model_map(spec), answers, extra, others)
     else:
         image = _round_image(spec)
         probs = cache.probabilities(spec["model"], image)
@@ -473,7 +488,8 @@ def _reveal_teacher(store: LiveStore, code: str, teacher: str, rnd) -> None:
     if rnd.kind == "predict":
         _class_calibration(store, code, teacher, rnd.number)
     saliency_map = np.reshape(rnd.result["map"], (28, 28)) if rnd.kind == "map" else None
-    st.download_button(
+    c1, c2 = st.columns(2)
+    c1.download_button(
         "This round's answers as CSV",
         live_class.answers_csv(rnd, answers, saliency_map),
         f"class-{code}-round-{rnd.number}.csv",
@@ -481,6 +497,24 @@ def _reveal_teacher(store: LiveStore, code: str, teacher: str, rnd) -> None:
         key=f"live_csv_{rnd.number}",
         on_click="ignore",
     )
+    if rnd.kind == "map":
+        try:
+            data = live_class.round_npz(
+                rnd, answers, _round_image(rnd.spec), cache.display_name(rnd.spec["model"])
+            )
+        except LiveError as err:
+            c2.warning(render.plain(err))
+            return
+        c2.download_button(
+            "Download the class's paintings (.npz)",
+            data,
+            f"class-{code}-round-{rnd.number}.npz",
+            "application/octet-stream",
+            key=f"live_npz_{rnd.number}",
+            on_click="ignore",
+            help="The paintings (no names), the model's map, the image and its label: this "
+            "round of your class's own ClickMe. Keep one file per round.",
+        )
 
 
 def _result(rnd, mine=None) -> None:
@@ -513,6 +547,9 @@ def _result(rnd, mine=None) -> None:
         if mine is not None and mine.painting is not None:
             rho, overlap = live_class.scores(model_map, mine.painting)
             c3.metric("Your ρ · your overlap", f"{_fmt(rho)} · {_fmt(overlap, percent=True)}")
+        lines = live_class.agreement_lines(r)
+        if lines:
+            st.markdown("\n\n".join(lines))
         _histogram([s[0] for s in r["scores"] if s[0] is not None])
     else:
         _predict_result(rnd, names, image, mine)
