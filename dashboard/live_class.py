@@ -82,6 +82,17 @@ def agreement_result(a: Agreement) -> dict:
     }
 
 
+def _against_null(rho: float | None, null: list[float]) -> str:
+    if rho is None:
+        return ""
+    if rho > max(null):
+        return f"This image's map, at ρ {rho:+.2f}, beats every one of them."
+    return (
+        f"This image's map, at ρ {rho:+.2f}, does no better than some of them: the class's "
+        "agreement may not be about this image."
+    )
+
+
 def agreement_lines(result: dict) -> list[str]:
     """The class read against itself, in sentences a projector can show (Markdown of numbers
     only): the split-half ceiling and the model's share of it, the null, Dice/IoU of the top
@@ -116,7 +127,7 @@ def agreement_lines(result: dict) -> list[str]:
         lines.append(
             f"By chance: the class's painting against {len(null)} other images' maps gives "
             f"ρ {np.mean(null):+.2f} on average ({min(null):+.2f} to {max(null):+.2f}). "
-            "The model's own map should do better than that."
+            + _against_null(result.get("rho"), null)
         )
     if a["dice"] is not None:
         lines.append(
