@@ -33,7 +33,7 @@ from typing import Any
 
 __all__ = ["MAX_BYTES", "MAX_IMAGES", "Section", "default_versions", "read_report", "report_html"]
 
-MAX_IMAGES = 400  # pictures in one report
+MAX_IMAGES = 600  # pictures in one report
 MAX_BYTES = 24 * 2**20  # of HTML in all; the pictures are most of it
 MAX_TEXT = 2_000  # characters of a heading, caption, label or note
 MAX_CARD = 100_000  # characters of a model card
@@ -84,7 +84,7 @@ def _json_script(value: Any) -> str:
     """JSON that can sit inside <script type="application/json">: `<`, `>` and `&` written as
     \\u escapes, so no string in it can close the element or open a comment; `json.loads`
     reads them back as they were."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = json.dumps(value, ensure_ascii=True, default=str)  # no raw bidi controls either
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
