@@ -239,7 +239,7 @@ def test_saturation_note_for_probability_maps():
 def test_downloads_exist():
     at = run_app()
     keys = {b.proto.id for b in at.get("download_button")}
-    assert len(keys) == 3
+    assert len(keys) == 4  # PNG, .npy, JSON and the report (tests/test_report.py)
 
 
 def test_app_start_does_not_import_torchvision():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from dashboard import (
     cache,
     lru,
     render,
+    reports,
     sources,
     state,
     upload_limits,
@@ -35,7 +37,7 @@ from pretrained.images import (
     encode_image,
     mnist_style,
 )
-from saliency import display
+from saliency import display, report
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.metrics import spearman
 
@@ -935,8 +937,131 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
             _export(view, info, described, target, method, overlay, main, probs, pred, true,
                     (lo, hi))  # fmt: skip
 
+    _report_button(view, info, image, described, ex, data["export"]["json"])
     _compare_models(view, others, image, main, ex.compare, ex.compare_targets, target, style,
                     names)  # fmt: skip
+
+
+# --- the report: this view as one HTML file ------------------------------------------------
+
+
+def _report_button(view, info, image, described, ex: Explained, settings: dict) -> None:
+    """The "Download report" button: what this view shows, as one self-contained HTML file,
+    made from `ex` (already computed, by the model's own process or worker) and the JSON
+    export's `settings` when the button is clicked, never on a rerun."""
+    model = cache.display_name(view["model"])  # read here: it looks at this session
+    compared = {m: cache.display_name(m) for m in ex.compare}
+    method = view["method"]
+    before, after = _export_stem(view, described)
+    build = functools.partial(
+        report_sections, dict(view), info, image, described, ex, model, compared
+    )
+
+    def html() -> str:
+        return report.report_html(
+            build(),
+            title=f"{model}: {METHOD_LABELS[method]} of {described}",
+            settings=settings,
+            model_name=model,
+            model_card=reports.card_text(info),
+            model_sha256=info.weights_sha256,
+        )
+
+    reports.button(
+        "📄 Download report", html, f"report_{before}{ex.target}{after}.html", "download_report"
+    )
+
+
+def report_sections(view, info, image, described, ex: Explained, model: str,
+                    compared: dict[str, str]) -> list[report.Section]:  # fmt: skip
+    """The report's sections: the pictures exactly as the view draws and exports them (the
+    overlay is the "Map as PNG" download, byte for byte), the probabilities, and the grid,
+    contrast and compared models, each on the scale the view uses."""
+    names = info.class_names
+    style, target, versus, main = ex.style, ex.target, ex.versus, ex.main
+    big = render.scale_for(image.shape)
+    symbol = SCORE_SYMBOL[view["score"]]
+    what = f"{symbol}[{class_label(target, names)}]"
+    if not _is_pixel(view["method"]):
+        what = f"{saliency.method_info(view['method']).label} of {what}"
+    elif style.signed:
+        what = f"∂ {what} / ∂x"
+    else:
+        what = f"|∂ {what} / ∂x|"
+    c, h, w = image.shape
+
+    def marks(k: int) -> str:
+        return (" · predicted" if k == ex.pred else "") + (" · true" if k == ex.true else "")
+
+    overlay = render.picture(main, ex.lo, ex.hi, style, image=image, scale=1)
+    sections = [
+        report.Section(
+            f"{described}: {model} says {class_label(ex.pred, names)} ({ex.probs[ex.pred]:.1%})",
+            images=[
+                (
+                    f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
+                    render.png(render.grey(image, big)),
+                ),
+                (f"Map: {what}", render.png(render.picture(main, ex.lo, ex.hi, style, scale=big))),
+                (f"Overlay (alpha {style.alpha:g})", render.png(render.upscale(overlay, big))),
+                (
+                    f"Colour scale {ex.lo:.3g} … {ex.hi:.3g}",
+                    render.png(render.colorbar(ex.lo, ex.hi, style.cmap)),
+                ),
+            ],
+            probabilities=[
+                (class_label(k, names) + marks(k), float(ex.probs[k]))
+                for k in _bar_classes(ex.probs, ex.true)
+            ],
+            note=f"{METHOD_LABELS[view['method']]}, model {model} "
+            f"({info.test_accuracy:.2%} accuracy). {style.describe(ex.lo, ex.hi)}.",
+        )
+    ]
+    c_style = Style(True, view["cmap_signed"], style.alpha, style.clip, False)
+    c_lo, c_hi = c_style.range([ex.diff])
+    t_label, v_label = class_label(target, names), class_label(versus, names)
+    sections.append(
+        report.Section(
+            f"Why {t_label} and not {v_label}?",
+            images=[
+                (
+                    f"{symbol}[{target}] − {symbol}[{versus}]",
+                    render.png(render.picture(ex.diff, c_lo, c_hi, c_style, scale=big)),
+                ),
+                (
+                    f"Colour scale {c_lo:.3g} … {c_hi:.3g}",
+                    render.png(render.colorbar(c_lo, c_hi, c_style.cmap)),
+                ),
+            ],
+            note=f"Red pixels, when brighter, favour {t_label}; blue ones favour {v_label}. "
+            "Signed, on its own symmetric scale.",
+        )
+    )
+    small = render.scale_for(image.shape, 140)
+    grid = []
+    for k in ex.grid_classes:
+        k_lo, k_hi = (ex.lo, ex.hi) if style.shared else style.range([ex.maps[k]])
+        rgb = render.thumbnail(render.picture(ex.maps[k], k_lo, k_hi, style, image=image, scale=1),
+                               160)  # fmt: skip
+        grid.append((class_label(k, names) + marks(k), render.png(render.upscale(rgb, small))))
+    title, note = _grid_text(len(ex.grid_classes) == len(names), view["method"], style)
+    note = note.replace(" Orange frame: predicted class; green frame: true class.", "")
+    sections.append(report.Section(title, images=grid, note=note))  # no frames: captions say
+    if ex.compare:
+        shown = [(view["model"], model, main)]
+        shown += [(m, compared[m], a) for m, a in ex.compare.items()]
+        s_lo, s_hi = style.range([a for *_, a in shown])
+        scale = render.scale_for(image.shape, 224)
+        pictures = [
+            (f"{name}: map of class {ex.compare_targets.get(m, target)}",
+             render.png(render.picture(a, s_lo, s_hi, style, image=image, scale=scale)))
+            for m, name, a in shown
+        ]  # fmt: skip
+        pictures.append((f"Colour scale {s_lo:.3g} … {s_hi:.3g}",
+                         render.png(render.colorbar(s_lo, s_hi, style.cmap))))  # fmt: skip
+        note = "The same image and settings, on one shared colour scale."
+        sections.append(report.Section("Compare models", images=pictures, note=note))
+    return sections
 
 
 # --- the explore route: the panel's content without a session -------------------------------
