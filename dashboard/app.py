@@ -60,6 +60,9 @@ page = st.navigation(
             st.Page(
                 "page_files/dataset.py", title="Data-set sensitivity", icon="🗺️", url_path="dataset"
             ),
+            st.Page(
+                "page_files/bench.py", title="Which map can I trust?", icon="⚖️", url_path="bench"
+            ),
         ],
         "Teach": [
             st.Page("page_files/classroom.py", title="Classroom", icon="🎓", url_path="classroom"),

@@ -30,13 +30,39 @@ SIGNS = ("absolute", "signed")
 SCALES = ("map", "shared")
 CORRECTNESS = ("all", "correct", "wrong")
 # Classroom lessons (dashboard/views/classroom.py), in teaching order.
-LESSONS = ("nudge", "autograd", "saturation", "linear", "sanity", "deletion", "tabular")
+LESSONS = (
+    "nudge", "autograd", "saturation", "linear", "sanity", "deletion", "tabular", "trust",
+)  # fmt: skip
 
 
 # The Tables page (dashboard/views/tables.py).
 TABLE_SOURCES = ("example", "upload")
 TABLE_SCALES = ("std", "none")  # × std first: only it compares features
 MAX_NAME = 100  # characters of a column name in a link
+
+# The metric bench (dashboard/views/bench.py): its default methods and `saliency.bench.METRICS`
+# (named here so that a first page needs no torch; a test checks they are the library's).
+BENCH_METHODS = (
+    "gradient",
+    "smoothgrad",
+    "integrated_gradients",
+    "input_x_gradient",
+    "guided_backprop",
+    "grad_cam",
+)
+BENCH_METRICS = (
+    "sparseness",
+    "complexity",
+    "deletion_auc",
+    "insertion_auc",
+    "road_morf",
+    "road_lerf",
+    "max_sensitivity",
+    "random_logit",
+    "model_randomisation",
+)
+BENCH_PER_CLASS = (1, 2, 5, 10)
+MAX_BENCH_METHODS = 8
 
 MAX_COMPARE = 3  # models shown beside the main one
 MODEL_PICKER = "Model"  # the sidebar's model picker's label (the Explore panel finds it by it)
@@ -206,6 +232,16 @@ def _models(text: str) -> list[str]:
     return [_model(t) for t in names]
 
 
+def _names_of(known: tuple[str, ...], most: int) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = list(dict.fromkeys(t for t in text.split(",") if t))
+        if len(names) > most or not set(names) <= set(known):
+            raise ValueError(f"expected at most {most} of {', '.join(known)}")
+        return names
+
+    return parse
+
+
 def _tokens(text: str) -> list[str]:
     tokens = list(dict.fromkeys(t for t in text.split(",") if t))
     if len(tokens) > cache.MAX_UPLOADS or not all(
@@ -294,6 +330,16 @@ FIELDS: dict[str, Field] = {
     "scale": Field("map", _choice(SCALES)),
     "compare": Field([], _models, lambda v: ",".join(v)),
     "lesson": Field("nudge", _choice(LESSONS)),
+    # The metric bench: methods, metrics and images per class.
+    "b_methods": Field(
+        list(BENCH_METHODS),
+        _names_of(tuple(saliency.METHOD_INFO), MAX_BENCH_METHODS),
+        lambda v: ",".join(v),
+    ),
+    "b_metrics": Field(
+        list(BENCH_METRICS), _names_of(BENCH_METRICS, len(BENCH_METRICS)), lambda v: ",".join(v)
+    ),
+    "b_per_class": Field(2, lambda t: int(_choice(tuple(map(str, BENCH_PER_CLASS)))(t))),
     "present": Field(False, _flag, lambda v: "true" if v else "false"),
     # Tables: "" and [] mean "this table's default" (every numeric column but the target...).
     "t_source": Field("example", _choice(TABLE_SOURCES)),

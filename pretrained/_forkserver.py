@@ -63,6 +63,7 @@ for _info in saliency.METHOD_INFO.values():
     for _where in (_info.function, _info.all_classes):
         if _where:
             importlib.import_module("saliency." + _where.split(":")[0])
+importlib.import_module("saliency.bench")  # the metric bench's job (`jobs.bench_scores`)
 for _module in ("attribution", "canonizers", "composites", "rules", "torchvision", "types"):
     importlib.import_module("zennit." + _module)
 del _net, _x, _buf, _batch, _package, _name, _info, _where, _module

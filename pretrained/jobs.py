@@ -289,6 +289,35 @@ def faithfulness(model: nn.Module, x: np.ndarray, *, target: int, start: str) ->
     return out
 
 
+MAX_BENCH_ROWS = 32  # methods and controls a bench job scores
+MAX_BENCH_METRICS = 16
+
+
+def bench_scores(
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    targets: np.ndarray,
+    indices: np.ndarray,
+    methods: list[str],
+    metrics: list[str],
+    controls: list[str],
+    seed: int = 0,
+    options: dict | None = None,
+) -> dict:
+    """The metric bench's per-image values for a batch (`saliency.bench.score`): "row\tmetric"
+    -> `(N,)` float64, each image's random draws seeded from its index in the whole set
+    (`indices`), so a bench computed a batch at a time equals one computed at once."""
+    from saliency import bench
+
+    values = bench.score(
+        model, _tensor(model, x), torch.as_tensor(np.asarray(targets, dtype=np.int64)),
+        methods=list(methods), metrics=list(metrics), controls=list(controls), seed=int(seed),
+        options=options or {}, indices=[int(i) for i in indices],
+    )  # fmt: skip
+    return {f"{row}\t{metric}": v.astype(np.float64) for (row, metric), v in values.items()}
+
+
 # Table models: rows (N, D) in; a tensor, tuple or dict out. `output` picks the entry of a
 # tuple (an index) or dict (a key), None for a tensor; `column` one column of it.
 
@@ -478,6 +507,7 @@ JOBS: dict[str, Callable[..., Any]] = {
         autograd_vs_fd,
         sanity,
         faithfulness,
+        bench_scores,
         table_outputs,
         table_jacobian,
         table_differences,
@@ -547,6 +577,12 @@ def answer_bytes(
         "table_check": 2 * n + 2 * n * pixels,
         "table_nudge": 2 * deltas,
         "table_classify": 2 * n,  # two numbers a row, whatever the output's width
+        "bench_scores": n
+        * min(
+            _count(kwargs.get("methods", ()), 0) + _count(kwargs.get("controls", ()), 0),
+            MAX_BENCH_ROWS,
+        )
+        * min(_count(kwargs.get("metrics", ()), 0), MAX_BENCH_METRICS),
     }.get(job, 0)
     return _WORD * elements
 

@@ -1,4 +1,4 @@
-"""Classroom: seven short lessons on sensitivity analysis, run live on the model chosen in Explore.
+"""Classroom: eight short lessons on sensitivity analysis, run live on the model chosen in Explore.
 
 Each lesson shows its formula beside the live numbers and says in two sentences what to notice.
 Drawn by `render_view`, which the page file `page_files/classroom.py` calls.
@@ -25,6 +25,7 @@ TITLES = {
     "sanity": "5 · Sanity check",
     "deletion": "6 · Does the map point at what matters?",
     "tabular": "7 · Tabular sensitivity",
+    "trust": "8 · Which map can I trust?",
 }
 ABS = Style(signed=False, cmap="inferno", alpha=0.5, clip=100.0, shared=False)
 SIGNED = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=100.0, shared=False)
@@ -582,6 +583,46 @@ def lesson_tabular(ctx: dict, controls) -> None:
     )
 
 
+# The bench the lesson reads: four methods of three families, four metrics that disagree, one
+# test image of each class (a minute of a core, once per model: saved for every visitor).
+TRUST_METHODS = ("gradient", "integrated_gradients", "guided_backprop", "grad_cam")
+TRUST_METRICS = ("sparseness", "deletion_auc", "road_morf", "random_logit")
+
+
+def lesson_trust(ctx: dict, controls) -> None:
+    from dashboard.bench_cache import Request
+    from dashboard.views import bench as bench_view
+
+    st.markdown(
+        "Every method gives a map, and they differ. Metrics score maps without a ground truth, "
+        "each by one idea of what a good map is: **few bright pixels** (Sparseness), **the "
+        "class falls when its pixels go** (Deletion, ROAD), **another class gets another map** "
+        "(Random Logit). Read each score beside three **controls** that know nothing about the "
+        "model: a random map, the edge detector, and a blurred copy of the first map."
+    )
+    st.latex(
+        r"\tau_b(a, b) = \frac{\sum_{i<j} \operatorname{sign}(a_i - a_j)\,"
+        r"\operatorname{sign}(b_i - b_j)}{\sqrt{(n_0 - n_a)(n_0 - n_b)}}"
+    )
+    st.caption(
+        "Kendall's τ between two metrics' scores a and b of the methods: 1 when they rank the "
+        "methods alike, −1 when in reverse (n₀ pairs; n_a, n_b the tied ones)."
+    )
+    req = Request(ctx["model"], ctx["dataset"], 1, TRUST_METHODS, TRUST_METRICS)
+    result = bench_view.result_or_offer(req, "trust", "Score the four methods")
+    if result is None:
+        return
+    bench_view.show_table(result, "trust")
+    notice(
+        "The metrics disagree: a method that wins on one can lose on another, because each "
+        "measures a different idea of a good map (the τ matrix shows how much). And removal "
+        "scores reward blur and edges: when the edge detector, which never looked at the "
+        "model, beats a method, that score says nothing about the method. Trust a method on "
+        "a metric only where it beats every control. The page *Which map can I trust?* runs "
+        "the same bench with more methods, metrics and images."
+    )
+
+
 LESSONS = {
     "nudge": lesson_nudge,
     "autograd": lesson_autograd,
@@ -590,6 +631,7 @@ LESSONS = {
     "sanity": lesson_sanity,
     "deletion": lesson_deletion,
     "tabular": lesson_tabular,
+    "trust": lesson_trust,
 }
 
 
