@@ -7,7 +7,7 @@ concatenated and summarised once. `bench` is the two in one call. `save_table` /
 store a table as one .npz (per-image values, names, the bootstrap's settings and a JSON meta)
 and read it back as the same `Bench`.
 
-Re-exported by `saliency.bench`; the metrics themselves live there.
+Re-exported by `saliency.bench`; the metrics themselves live in `_bench_metrics`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _bench_metrics as m
 from ._validate import OutputSelector, Target
 
 MAP_METRICS = (
@@ -125,8 +126,6 @@ def _bootstrap(values: np.ndarray, idx: np.ndarray, level: float) -> tuple[float
 def _controls(
     names: Sequence[str], first: Callable, seed: int | list[int], sigma: float
 ) -> dict[str, Callable]:
-    from . import bench as m  # (bench imports this module: not at its top)
-
     made = {
         "random": lambda model, x, t: m.random_map(x, seed=seed),
         "edge": lambda model, x, t: m.edge_map(x),
@@ -184,8 +183,6 @@ def score(
     (SmoothGrad) draws it for its whole batch, so its maps depend on which images share a batch:
     keep the batches the same to reproduce them.
     """
-    from . import bench as m  # (bench imports this module: not at its top)
-
     unknown = [k for k in metrics if k not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
@@ -246,8 +243,6 @@ def summarise(
     control. `controls` as in `bench` (only those present in `values` when True); every
     (row, metric) must be in `values`, each the same length N.
     """
-    from . import bench as m  # (bench imports this module: not at its top)
-
     _check_summary(n_boot, level)
     methods, metrics = tuple(methods), tuple(metrics)
     if not methods:

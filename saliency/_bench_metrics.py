@@ -1,0 +1,467 @@
+"""The metric bench's metrics and controls, one value per image (`saliency.bench` is the
+face: read its docstring). The table that scores methods and controls together is
+`_bench_table`, which imports this module; nothing here imports it back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Union
+
+import numpy as np
+import torch
+
+from ._validate import (
+    OutputSelector,
+    Target,
+    check_input,
+    eval_mode,
+    forward_scores,
+    resolve_target,
+)
+from .faithfulness import blur, deletion_curve, insertion_curve
+from .metrics import spearman, ssim
+
+# A method: a registry name (`saliency.attribute`'s) or a callable (model, x, target) -> maps.
+Method = Union[str, Callable[..., torch.Tensor]]  # noqa: UP007
+# A seed: an int (image i draws from seed + i) or one int per image.
+Seed = Union[int, Sequence[int]]  # noqa: UP007
+
+
+def _seed_of(seed: Seed, i: int) -> int:
+    """Image i's seed (see the module docstring)."""
+    return int(seed) + i if np.ndim(seed) == 0 else int(seed[i])
+
+
+def _check_seeds(seed: Seed, n: int) -> None:
+    if np.ndim(seed) != 0 and len(seed) != n:
+        raise ValueError(f"seed must be an int or one int per image: {n} images, {len(seed)} seeds")
+
+
+# Which way each metric points: True when a higher value means a better map.
+HIGHER_IS_BETTER = {
+    "sparseness": True,
+    "complexity": False,
+    "deletion_auc": False,
+    "insertion_auc": True,
+    "road_morf": False,
+    "road_lerf": True,
+    "max_sensitivity": False,
+    "random_logit": False,
+    "model_randomisation": False,
+}
+
+
+def _flat_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
+    """`(N, D)` float64 |maps|, or a clear error for a map that can't be scored."""
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
+    if maps.ndim < 2 or maps.shape[0] == 0:
+        raise ValueError(f"{name} must be batch-first (N, ...), got shape {tuple(maps.shape)}")
+    bad = int((~torch.isfinite(maps)).sum())
+    if bad:
+        raise ValueError(f"{name} contain {bad} non-finite values (NaN or inf): nothing to score")
+    return maps.detach().reshape(maps.shape[0], -1).abs().double()
+
+
+def _check_maps(maps: torch.Tensor, x: torch.Tensor) -> None:
+    _flat_maps(maps)
+    if maps.shape != x.shape:
+        raise ValueError(f"maps must be shaped like x {tuple(x.shape)}, got {tuple(maps.shape)}")
+
+
+def sparseness(maps: torch.Tensor) -> torch.Tensor:
+    """Gini index of each map's absolute values (Chalasani et al. 2020, "Concise explanations of
+    neural networks using adversarial training"): 0 for a uniform map, (D - 1) / D → 1 for one
+    non-zero element out of D. Higher is better (a concise map). An all-zero map has no
+    Gini index: NaN. `(N,)` float64.
+    """
+    a = torch.sort(_flat_maps(maps), dim=1).values  # (N, D) ascending
+    d = a.shape[1]
+    i = torch.arange(1, d + 1, dtype=torch.float64, device=a.device)
+    total = a.sum(1)
+    gini = ((2 * i - d - 1) * a).sum(1) / (d * total)
+    return torch.where(total > 0, gini, torch.nan).cpu()
+
+
+def complexity(maps: torch.Tensor) -> torch.Tensor:
+    """Entropy of each map's absolute values as a distribution, p = |m| / sum |m| (Bhatt et al.
+    2020, "Evaluating and aggregating feature-based model explanations"): 0 for one non-zero
+    element, log D for a uniform map. Lower is better (a simpler map). 0·log 0 = 0; an all-zero
+    map has no distribution: NaN. `(N,)` float64.
+    """
+    a = _flat_maps(maps)
+    total = a.sum(1, keepdim=True)
+    p = a / total.clamp_min(torch.finfo(torch.float64).tiny)
+    h = -torch.where(p > 0, p * p.log(), 0.0).sum(1)
+    return torch.where(total.squeeze(1) > 0, h, torch.nan).cpu()
+
+
+def deletion_auc(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    *,
+    steps: int = 56,
+    baseline: torch.Tensor | float = 0.0,
+    score: str = "probability",
+    output: OutputSelector = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Area under the deletion curve (Petsiuk et al. 2018, "RISE"): the target's probability as
+    elements are set to `baseline`, largest |map| first. Lower is better. `(N,)` float64; the
+    curve itself is `saliency.deletion_curve`."""
+    _check_maps(maps, x)
+    c = deletion_curve(
+        model, x, maps.abs(), target, steps=steps, baseline=baseline, score=score,
+        output=output, batch_size=batch_size,
+    )  # fmt: skip
+    return c.auc.double().cpu()
+
+
+def insertion_auc(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    *,
+    steps: int = 56,
+    start: torch.Tensor | float | None = None,
+    score: str = "probability",
+    output: OutputSelector = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Area under the insertion curve (Petsiuk et al. 2018, "RISE"): the target's probability as
+    elements of `x` are revealed on `start` (default `blur(x)`), largest |map| first. Higher is
+    better. `(N,)` float64; the curve itself is `saliency.insertion_curve`."""
+    _check_maps(maps, x)
+    start = blur(x) if start is None else start
+    c = insertion_curve(
+        model, x, maps.abs(), target, steps=steps, start=start, score=score, output=output,
+        batch_size=batch_size,
+    )  # fmt: skip
+    return c.auc.double().cpu()
+
+
+# Noisy linear imputation's neighbour weights (Rong et al. 2022): 1/6 for the four direct
+# neighbours, 1/12 for the diagonal ones.
+_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
+
+
+def linear_imputation(
+    x: torch.Tensor, removed: torch.Tensor, *, tol: float = 1e-10, max_iter: int | None = None
+) -> torch.Tensor:
+    """`x` `(B, C, H, W)` with its `removed` pixels `(B, H, W)` bool replaced by the solution
+    of Rong et al.'s (2022) linear system: each removed pixel equals the weighted mean of its
+    eight neighbours (weights `_WEIGHTS`, normalised over the neighbours inside the image),
+    removed neighbours being unknowns too. Solved for the whole batch at once by Jacobi-
+    preconditioned conjugate gradients in float64 (the system is symmetric positive definite
+    while any pixel is kept), to a relative residual of `tol`. Same shape and dtype as `x`.
+    """
+    b_, c_, h, w = x.shape
+    if removed.shape != (b_, h, w):
+        raise ValueError(f"removed must be (B, H, W) = {(b_, h, w)}, got {tuple(removed.shape)}")
+    if bool(removed.flatten(1).all(1).any()):
+        raise ValueError("every pixel of an image is removed: nothing to impute from")
+    k = _WEIGHTS.to(x.device, torch.float64).view(1, 1, 3, 3)
+    xd = x.double().reshape(b_ * c_, 1, h, w)  # channels share the system: one batch row each
+    m = removed.repeat_interleave(c_, 0).unsqueeze(1).double()  # (BC, 1, H, W): 1 = unknown
+
+    def conv(v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(v, k, padding=1)
+
+    total = conv(torch.ones(1, 1, h, w, dtype=torch.float64, device=x.device))  # (1, 1, H, W)
+
+    rhs = m * conv((1 - m) * xd)
+    v = torch.zeros_like(rhs)
+    dims = (1, 2, 3)
+    # The systems converge at very different speeds (1 % removed: a few iterations; 99 %: a
+    # few hundred): every few iterations the converged ones leave the working set.
+    live = torch.arange(len(rhs), device=x.device)
+    ml, vl, r = m, torch.zeros_like(rhs), rhs.clone()
+    z = r / total
+    p = z.clone()
+    rz = (r * z).sum(dims, keepdim=True)
+    goal = tol * rhs.square().sum(dims, keepdim=True).sqrt()
+    for it in range(max_iter or 4 * h * w):
+        ap = ml * (total * p - conv(ml * p))  # A p on the unknowns, zero elsewhere
+        alpha = rz / (p * ap).sum(dims, keepdim=True).clamp_min(1e-300)
+        vl = vl + alpha * p
+        r = r - alpha * ap
+        if it % 4 == 3:
+            done = (r.square().sum(dims, keepdim=True).sqrt() <= goal[live]).view(-1)
+            if bool(done.any()):
+                v[live[done]] = vl[done]
+                keep = ~done
+                live, ml, vl, r, p, rz = live[keep], ml[keep], vl[keep], r[keep], p[keep], rz[keep]
+                if not len(live):
+                    break
+        z = r / total
+        rz_new = (r * z).sum(dims, keepdim=True)
+        p = z + (rz_new / rz.clamp_min(1e-300)) * p
+        rz = rz_new
+    v[live] = vl  # any left at max_iter
+    out = torch.where(m > 0, v, xd)
+    return out.reshape(b_, c_, h, w).to(x.dtype)
+
+
+def _pixel_order(maps: torch.Tensor, most_first: bool) -> torch.Tensor:
+    """`(N, H·W)` each pixel's place in the removal order (0 = removed first); channels summed,
+    ties in index order."""
+    pix = maps.detach().double().sum(1).flatten(1)  # (N, H·W)
+    order = torch.argsort(pix, dim=1, descending=most_first, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return rank
+
+
+def road_curve(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    *,
+    order: str = "morf",
+    percentages: Iterable[float] = range(1, 100, 2),
+    noise: float = 0.01,
+    score: str = "accuracy",
+    seed: Seed = 0,
+    output: OutputSelector = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """ROAD's curve (Rong et al. 2022, "A consistent and efficient evaluation strategy for
+    attribution methods"): `(N, P)` float64, the score after removing each percentage of pixels.
+
+    Pixels are ordered by the map (channels summed; `order` "morf": most relevant first, "lerf":
+    least relevant first); int(H·W·p/100) of them are removed and filled by noisy linear
+    imputation (`linear_imputation` plus N(0, `noise`²) in input units, image i's noise drawn
+    from `seed + i`). `score` "accuracy": 1 when the model still predicts `target` (the paper's
+    and Quantus's), or "probability" of `target`. `target` None: the class predicted at `x`.
+    """
+    _check_maps(maps, x)
+    check_input(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be an image batch (N, C, H, W), got shape {tuple(x.shape)}")
+    if order not in ("morf", "lerf"):
+        raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
+    if score not in ("accuracy", "probability"):
+        raise ValueError(f"score must be 'accuracy' or 'probability', got {score!r}")
+    pct = torch.tensor(list(percentages), dtype=torch.float64)
+    if pct.numel() == 0 or not bool(((pct > 0) & (pct < 100)).all()):
+        raise ValueError("percentages must be in (0, 100) exclusive, at least one")
+    n, c, h, w = x.shape
+    _check_seeds(seed, n)
+    counts = (h * w * pct / 100).long().to(x.device)  # (P,) as int(a_size * p / 100)
+    rank = _pixel_order(maps, most_first=order == "morf")  # (N, H·W)
+    gen = torch.Generator(device=x.device)
+    per_chunk = max(1, batch_size // len(pct))
+    scores = torch.empty(n, len(pct), dtype=torch.float64)
+    with eval_mode(model), torch.no_grad():
+        out, _ = forward_scores(model, x, score="probability", output=output)
+        t = resolve_target(target, out)
+        for i0 in range(0, n, per_chunk):
+            i = torch.arange(i0, min(n, i0 + per_chunk), device=x.device).repeat_interleave(
+                len(pct)
+            )  # (B,) each image once per percentage
+            k = counts.repeat(len(i) // len(pct))  # (B,)
+            removed = (rank[i] < k.unsqueeze(1)).view(-1, h, w)
+            filled = linear_imputation(x[i], removed)
+            draws = []
+            for j in range(i0, min(n, i0 + per_chunk)):
+                gen.manual_seed(_seed_of(seed, j))
+                draws.append(torch.randn((len(pct), c, h, w), generator=gen, device=x.device))
+            eps = torch.cat(draws).to(x.dtype) * noise
+            filled = torch.where(removed.unsqueeze(1), filled + eps, x[i])
+            _, p = forward_scores(model, filled, score="probability", output=output)
+            if score == "accuracy":
+                s = (p.argmax(1) == t[i]).double()
+            else:
+                s = p.gather(1, t[i].unsqueeze(1)).squeeze(1).double()
+            scores[i0 : i0 + len(i) // len(pct)] = s.view(-1, len(pct)).cpu()
+    return scores
+
+
+def road(
+    model: Callable, x: torch.Tensor, target: Target, maps: torch.Tensor, *, order: str = "morf",
+    **options,
+) -> torch.Tensor:  # fmt: skip
+    """ROAD (Rong et al. 2022): the mean of `road_curve` over its percentages, `(N,)` float64,
+    the area under the accuracy curve. MoRF (`order="morf"`): lower is better (removing what
+    the map calls relevant should destroy the prediction); LeRF: higher is better."""
+    return road_curve(model, x, target, maps, order=order, **options).mean(1)
+
+
+def _explain(
+    method: Method, model: Callable, x: torch.Tensor, t: torch.Tensor, options: dict | None
+) -> torch.Tensor:
+    if callable(method):
+        return method(model, x, t, **(options or {})).detach()
+    from ._methods import attribute
+
+    return attribute(model, x, t, method=method, absolute=True, **(options or {})).detach()
+
+
+def _targets(model: Callable, x: torch.Tensor, target: Target, output: OutputSelector):
+    check_input(x)
+    with eval_mode(model), torch.no_grad():
+        out, _ = forward_scores(model, x, score="logit", output=output)
+    return resolve_target(target, out), out.shape[1]
+
+
+def max_sensitivity(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    method: Method = "gradient",
+    radius: float = 0.2,
+    samples: int = 10,
+    seed: Seed = 0,
+    options: dict | None = None,
+    output: OutputSelector = None,
+) -> torch.Tensor:
+    """Max-Sensitivity (Yeh et al. 2019, "On the (in)fidelity and sensitivity of explanations"):
+    max over `samples` draws of δ uniform in [-radius, radius]^D of ‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖
+    (Frobenius norms, |maps| of `method`, the target fixed at x's). Lower is better. Image i's
+    δ come from `seed + i`. `options` go to the method. An all-zero map: NaN. `(N,)` float64.
+    """
+    t, _ = _targets(model, x, target, output)
+    if samples < 1 or not radius > 0:
+        raise ValueError(f"samples must be >= 1 and radius > 0, got {samples} and {radius}")
+    _check_seeds(seed, x.shape[0])
+    base = _explain(method, model, x, t, options).double().flatten(1)  # (N, D)
+    gen = torch.Generator(device=x.device)
+    deltas = []
+    for i in range(x.shape[0]):
+        gen.manual_seed(_seed_of(seed, i))
+        u = torch.rand((samples, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
+        deltas.append((u * 2 - 1) * radius)
+    delta = torch.stack(deltas, 1)  # (S, N, ...)
+    worst = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for s in range(samples):
+        moved = _explain(method, model, x + delta[s], t, options).double().flatten(1)
+        worst = torch.maximum(worst, (moved - base).norm(dim=1))
+    norm = base.norm(dim=1)
+    return torch.where(norm > 0, worst / norm.clamp_min(1e-300), torch.nan).cpu()
+
+
+def _as_image(m: np.ndarray) -> np.ndarray:
+    """A map `(C, H, W)` as one `(H, W)` image in [0, 1]: max |value| over channels, divided
+    by its maximum (as the sanity check compares maps)."""
+    a = np.abs(m).max(0) if m.ndim == 3 else np.abs(m)
+    top = a.max()
+    return a / top if top > 0 else a
+
+
+def random_logit(
+    model: Callable,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    method: Method = "gradient",
+    other: Target = None,
+    similarity: str = "ssim",
+    seed: Seed = 0,
+    options: dict | None = None,
+    output: OutputSelector = None,
+) -> torch.Tensor:
+    """Random Logit (Sixt et al. 2020, "When explanations lie"): the similarity between the map
+    for the target class and the map for another class, drawn uniformly from the others (image
+    i's from `seed + i`; `other` gives them instead). `similarity` "ssim": SSIM of the two maps
+    as images (channels reduced by max |value|, each divided by its maximum, data range 1;
+    `saliency.metrics.ssim`), or "spearman". Lower is better: a map that explains the decision
+    changes with the class. `(N,)` float64.
+    """
+    if similarity not in ("ssim", "spearman"):
+        raise ValueError(f"similarity must be 'ssim' or 'spearman', got {similarity!r}")
+    t, k = _targets(model, x, target, output)
+    if k < 2:
+        raise ValueError("random_logit needs a model with at least 2 classes")
+    if other is None:
+        _check_seeds(seed, x.shape[0])
+        gen = torch.Generator()
+        picks = []
+        for i in range(x.shape[0]):
+            gen.manual_seed(_seed_of(seed, i))
+            picks.append(int(torch.randint(k - 1, (1,), generator=gen)))
+        o = torch.tensor(picks, device=t.device)
+        o = o + (o >= t).long()  # skip the target: uniform over the other k - 1 classes
+    else:
+        o = resolve_target(other, torch.empty(x.shape[0], k, device=t.device))
+        if bool((o == t).any()):
+            raise ValueError("other must differ from the target for every image")
+    a = _explain(method, model, x, t, options).double().cpu().numpy()
+    b = _explain(method, model, x, o, options).double().cpu().numpy()
+    if similarity == "ssim":
+        v = [ssim(_as_image(p), _as_image(q), data_range=1.0) for p, q in zip(a, b, strict=True)]
+    else:
+        v = [spearman(p, q) for p, q in zip(a, b, strict=True)]
+    return torch.tensor(v, dtype=torch.float64)
+
+
+def model_randomisation(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    method: Method = "gradient",
+    seed: int = 0,
+    options: dict | None = None,
+) -> torch.Tensor:
+    """The model-parameter randomisation test (MPRT; Adebayo et al. 2018, "Sanity checks for
+    saliency maps") as one number: Spearman ρ between each image's map on the model and on the
+    model with every layer re-initialised (the last step of `saliency.sanity.cascade`; maps
+    compared as in `sanity_check`). Lower is better: a map that explains the model must change
+    when the model is destroyed. `(N,)` float64."""
+    from .sanity import cascade
+
+    t, _ = _targets(model, x, target, None)
+    last = None
+    for step in cascade(model, x, seed=seed):
+        last = step.model
+    if last is None:
+        raise ValueError("the model has no parameters to randomise")
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        a = _explain(method, model, x, t, options)
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        b = _explain(method, last, x, t, options)
+    a, b = (m.abs().amax(1).double().cpu().numpy() for m in (a, b))
+    return torch.tensor([spearman(p, q) for p, q in zip(a, b, strict=True)], dtype=torch.float64)
+
+
+def random_map(x: torch.Tensor, *, seed: Seed = 0) -> torch.Tensor:
+    """The chance control: uniform [0, 1) values shaped like `x`, image i's from `seed + i`.
+
+    The same image gives the same map whatever the model, class or small perturbation, so it
+    scores at chance on removal metrics, fails the randomisation tests (ρ 1), and is perfectly
+    robust (Max-Sensitivity 0): robustness alone rewards a map that ignores the model."""
+    check_input(x)
+    _check_seeds(seed, x.shape[0])
+    gen = torch.Generator(device=x.device)
+    out = []
+    for i in range(x.shape[0]):
+        gen.manual_seed(_seed_of(seed, i))
+        out.append(torch.rand(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype))
+    return torch.stack(out)
+
+
+def edge_map(x: torch.Tensor) -> torch.Tensor:
+    """The edge-detector control (Adebayo et al. 2018): the Sobel gradient magnitude of the
+    input, max over channels, the same map in every channel, edges replicated. Shaped like `x`.
+    It looks like a saliency map and knows nothing of the model."""
+    check_input(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be an image batch (N, C, H, W), got shape {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    gx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=x.dtype, device=x.device)
+    k = torch.stack([gx, gx.T]).unsqueeze(1)  # (2, 1, 3, 3)
+    padded = torch.nn.functional.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    g = torch.nn.functional.conv2d(padded, k)  # (NC, 2, H, W)
+    mag = g.square().sum(1).sqrt().view(n, c, h, w).amax(1, keepdim=True)
+    return mag.expand(n, c, h, w).contiguous()
+
+
+def blurred_map(maps: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """The blur control: a Gaussian-blurred copy of a method's |map| (`saliency.blur`). Shaped
+    like `maps`. Removal-based scores are known to rank such a copy above the sharp map."""
+    return blur(maps.detach().abs(), sigma)
