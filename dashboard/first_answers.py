@@ -12,8 +12,10 @@ and the job's arguments. Retrained weights, another image or other settings miss
 computed as usual; nothing stale is shown. `tests/test_first_answers.py` checks every stored
 answer against a live computation, and that the default page needs nothing else.
 
-Written by `python -m dashboard.first_answers`: it draws the default page (Streamlit's AppTest,
-as a first visitor's browser would ask for it) and stores what that page asked.
+Written by `python tools/record_first_answers.py`: it draws the default page (Streamlit's
+AppTest, as a first visitor's browser would ask for it) with `cache.run` wrapped from outside,
+and stores what that page asked. This module is the lookup only: it imports nothing of ours, so
+`cache` may import it without a circle.
 """
 
 from __future__ import annotations
@@ -91,54 +93,3 @@ def questions(path: Path = PATH) -> list[dict[str, Any]]:
         for k, about in json.loads(str(f["questions"])).items():
             out.append({**about, "x": f[f"x:{k}"], "answer": f[f"answer:{k}"], "key": k})
     return out
-
-
-def record(path: Path = PATH) -> list[dict[str, Any]]:
-    """Draw the default page as a first visitor gets it and store every question it asked a
-    registry model, with the answer computed now. Returns what was stored."""
-    from streamlit.testing.v1 import AppTest
-
-    from dashboard import cache
-    from pretrained import jobs
-
-    asked: dict[str, dict[str, Any]] = {}
-
-    def answering(name: str, job: str, x: np.ndarray, **kwargs: Any) -> Any:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        kwargs.pop("timeout", None)
-        answer = jobs.run(job, cache.model(name), x, **kwargs)
-        if isinstance(answer, np.ndarray) and not cache.is_upload(name):
-            sha = cache.model_info(name).weights_sha256
-            k = key(name, sha, job, x, kwargs)
-            asked[k] = {"name": name, "weights_sha256": sha, "job": job, "kwargs": kwargs,
-                        "x": x, "answer": answer}  # fmt: skip
-        return answer
-
-    real = cache.run
-    cache.run = answering
-    try:
-        at = AppTest.from_file(str(Path(__file__).with_name("app.py")), default_timeout=120)
-        at.run()
-    finally:
-        cache.run = real
-    if at.exception:
-        raise RuntimeError(f"the default page failed: {at.exception[0].message}")
-    arrays = {"questions": np.array(json.dumps(
-        {k: {f: v for f, v in q.items() if f not in ("x", "answer")} for k, q in asked.items()},
-        default=_plain,
-    ))}  # fmt: skip
-    for k, q in asked.items():
-        arrays[f"x:{k}"] = q["x"]
-        arrays[f"answer:{k}"] = q["answer"]
-    np.savez_compressed(path, **arrays)
-    _stored.cache_clear()
-    return list(asked.values())
-
-
-if __name__ == "__main__":
-    import os
-
-    os.environ.setdefault("SALIENCY_PANEL_WAIT_S", "0")  # AppTest has no browser to wait for
-    for q in record():
-        print(f"{q['name']} {q['job']} {q['x'].shape} -> {q['answer'].shape} {q['kwargs']}")
-    print(f"wrote {PATH}")

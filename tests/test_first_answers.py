@@ -28,7 +28,7 @@ def test_every_stored_answer_is_what_the_model_computes_now():
         info = pretrained.model_info(q["name"])
         assert q["weights_sha256"] == info.weights_sha256, (
             f"{q['name']} was retrained: write the answers again with "
-            "python -m dashboard.first_answers"
+            "python tools/record_first_answers.py"
         )
         assert q["key"] == first_answers.key(
             q["name"], info.weights_sha256, q["job"], q["x"], q["kwargs"]
@@ -140,7 +140,7 @@ def test_the_default_page_is_drawn_without_torch():
     assert seen["heading"] == ["mnist-cnn says **7** (100.0%) · true class 7 ✓ right"]
     assert not seen["torch"], (
         "the default page imported torch: if it asks its model something new, write the "
-        "answers again with python -m dashboard.first_answers"
+        "answers again with python tools/record_first_answers.py"
     )
 
 
