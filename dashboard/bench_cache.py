@@ -271,3 +271,48 @@ def _save(file: Path, result: Result, req: Request) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     bench.save_table(result.table, file, meta, indices=result.indices, labels=result.labels,
                      targets=result.targets)  # fmt: skip
+
+
+# --- a table made by `python -m pretrained.bench` -----------------------------------------------
+
+
+def adopt(folder: str | Path) -> Path:
+    """Save the table a `python -m pretrained.bench --model M --out FOLDER` run wrote as the
+    page's table for the same request, so that the page shows it instead of offering to compute
+    it; returns where. The run must have scored what the page scores: a registry model on a
+    bundled test set, at most `MAX_IMAGES` images, the three controls, the predicted class,
+    seed `SEED`, the page's method options (`--options`, e.g. SmoothGrad's 50 samples) and the
+    metrics' defaults. Its images are put in the page's order and summarised as the page
+    summarises. Raises ValueError saying what differs."""
+    file = Path(folder) / "bench.npz"
+    table, meta = bench.load_table(file)  # ValueError for a file that is not a table
+    data = meta.get("data", {}).get("name")
+    name = meta.get("model", {}).get("name")
+    if not name or not data:
+        raise ValueError(f"{file}: the page shows a registry model's bench on a bundled test set")
+    options = {m: cache.METHOD_OPTIONS[m] for m in table.methods if m in cache.METHOD_OPTIONS}
+    page = {"controls": list(bench.CONTROLS), "target": "predicted", "seed": SEED,
+            "metric_options": {}, "options": json.loads(json.dumps(options))}  # fmt: skip
+    for key, want in page.items():
+        if meta.get(key) != want:
+            raise ValueError(
+                f"{file}: scored with {key} {meta.get(key)!r}; the page scores {want!r}"
+            )
+    sha = cache.model_info(name).weights_sha256
+    if meta["model"].get("sha256") != sha:
+        raise ValueError(f"{file}: scored with other weights than this server's {name}")
+    req = Request(name, data, int(meta["per_class"]), table.methods, table.metrics)
+    src = sources.source(data)
+    order = chosen_images(src.labels, len(src.classes), req.per_class)
+    where = {int(i): j for j, i in enumerate(meta["indices"])}
+    if sorted(where) != sorted(int(i) for i in order):
+        raise ValueError(f"{file}: its images are not the page's {len(order)} images")
+    pos = np.array([where[int(i)] for i in order], np.int64)
+    values = {key: v[pos] for key, v in table.values.items()}
+    summary = bench.summarise(values, methods=table.methods, controls=table.controls,
+                              metrics=table.metrics, n_boot=N_BOOT, seed=SEED)  # fmt: skip
+    result = Result(summary, order, meta["labels"][pos], meta["targets"][pos], {},
+                    float(meta.get("seconds", 0.0)), str(meta.get("finished", "")))  # fmt: skip
+    target = path(req)
+    _save(target, result, req)
+    return target

@@ -168,8 +168,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
 class _Progress:
     """`done / total images · rate · ETA` on one line of stderr, for rank 0."""
 
-    def __init__(self, total: int, enabled: bool, world: int) -> None:
-        self.total, self.enabled, self.world = total, enabled, world
+    def __init__(self, total: int, enabled: bool, world: int, verb: str = "indexing") -> None:
+        self.total, self.enabled, self.world, self.verb = total, enabled, world, verb
         self.start = time.perf_counter()
         self.last = 0.0
 
@@ -185,7 +185,7 @@ class _Progress:
         eta = (self.total - done) / rate if rate > 0 else math.inf
         eta_text = str(dt.timedelta(seconds=round(eta))) if math.isfinite(eta) else "?"
         print(
-            f"\r  indexing: {done:,} / {self.total:,} images · {rate:,.0f} images/s · ETA "
+            f"\r  {self.verb}: {done:,} / {self.total:,} images · {rate:,.0f} images/s · ETA "
             f"{eta_text}   ",
             end="\n" if final else "",
             file=sys.stderr,
@@ -291,7 +291,7 @@ def _check_outputs(model, x: torch.Tensor, k: int) -> None:
         with torch.no_grad():
             out = model(x)
     except Exception as err:  # noqa: BLE001 - the model's own failure, reported plainly
-        from .user_models import error_line
+        from .model_files import error_line
 
         raise WorkspaceError(
             f"the model fails on a batch of shape {tuple(x.shape)}: {error_line(err)}"
