@@ -550,8 +550,8 @@ def _serve(conn: Any, limits: Limits) -> None:
         os.nice(limits.nice)
     _warm_up(limits.threads)
     request = read_message(fd)
-    from pretrained import gate, jobs, sandbox, user_models, workspace  # noqa: F401
-    from pretrained.user_models import error_line
+    from pretrained import gate, jobs, model_files, sandbox, workspace  # noqa: F401
+    from pretrained.model_files import error_line
 
     # Keep only the socket to the server (and /dev/null on 0-2): not the fork server's pipes,
     # not multiprocessing's resource tracker, nothing a warm-up left open.
@@ -561,7 +561,7 @@ def _serve(conn: Any, limits: Limits) -> None:
     if limits.confine:
         sandbox.lock_down()
     try:
-        model, ops = user_models.read_model_with_ops(
+        model, ops = model_files.read_model_with_ops(
             bytes(request["data"]), device="cpu", gate=limits.gate, **request["settings"]
         )
         facts = {"ops": sorted(ops), "n_params": sum(p.numel() for p in model.parameters())}
