@@ -316,3 +316,48 @@ def adopt(folder: str | Path) -> Path:
     target = path(req)
     _save(target, result, req)
     return target
+
+
+def page_query(req: Request) -> str:
+    """The page's address for `req`, after the server's root: `bench?model=…&b_methods=…`."""
+    from urllib.parse import urlencode
+
+    return "bench?" + urlencode(
+        {"model": req.model, "dataset": req.dataset, "b_methods": ",".join(req.methods),
+         "b_metrics": ",".join(req.metrics), "b_per_class": req.per_class},
+        safe=",",
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m dashboard.bench_cache FOLDER [FOLDER …]`: show each table a `python -m
+    pretrained.bench` run wrote on the Which map can I trust? page (`adopt`), and print the
+    page's address. Exit 2, saying why, for a table the page can't show."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m dashboard.bench_cache", description=main.__doc__)
+    ap.add_argument("folders", nargs="+", help="the --out folders of python -m pretrained.bench")
+    status = 0
+    for folder in ap.parse_args(argv).folders:
+        try:
+            table, meta = bench.load_table(Path(folder) / "bench.npz")
+            per_class = int(meta.get("per_class", 0))
+            if per_class not in PER_CLASS:
+                raise ValueError(
+                    f"{folder}: {per_class} images per class; the page offers "
+                    f"{', '.join(map(str, PER_CLASS))}"
+                )
+            adopt(folder)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"{folder}: not shown: {err}", file=sys.stderr)
+            status = 2
+            continue
+        name, data = meta["model"]["name"], meta["data"]["name"]
+        req = Request(name, data, per_class, table.methods, table.metrics)
+        print(f"{folder}: shown at {page_query(req)}")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

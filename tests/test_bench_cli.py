@@ -286,3 +286,28 @@ def test_the_page_shows_a_table_the_cli_made(tmp_path, monkeypatch, one_thread):
     assert cli.main([*args, "--seed", "1", "--out", str(tmp_path / "C")]) == 0
     with pytest.raises(ValueError, match="scored with seed 1; the page scores 0"):
         bench_cache.adopt(tmp_path / "C")
+
+
+def test_the_dashboards_command_shows_cli_tables(tmp_path, monkeypatch, capsys, one_thread):
+    """`python -m dashboard.bench_cache B C`: B shown (the page's table for B's request, and
+    its address), C refused with the reason and exit 2."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from dashboard import bench_cache
+
+    monkeypatch.setenv("SALIENCY_CACHE_DIR", str(tmp_path / "cache"))
+    metrics = ("sparseness",)
+    args = ["--model", "mnist-cnn", "--methods", ",".join(METHODS), "--metrics", ",".join(metrics),
+            "--per-class", "1", "--batch-size", "10", "--quiet", "--threads", "1"]  # fmt: skip
+    assert cli.main([*args, "--out", str(tmp_path / "B")]) == 0
+    assert cli.main([*args, "--n-boot", "50", "--seed", "2", "--out", str(tmp_path / "C")]) == 0
+    capsys.readouterr()
+    assert bench_cache.main([str(tmp_path / "B"), str(tmp_path / "C")]) == 2
+    out, err = capsys.readouterr()
+    req = bench_cache.Request("mnist-cnn", "mnist", 1, METHODS, metrics)
+    assert bench_cache.stored(req)[0] is not None
+    (line,) = out.splitlines()
+    query = parse_qs(urlsplit(line.split(" shown at ", 1)[1]).query)
+    assert query == {"model": ["mnist-cnn"], "dataset": ["mnist"], "b_methods": [",".join(METHODS)],
+                     "b_metrics": ["sparseness"], "b_per_class": ["1"]}  # fmt: skip
+    assert "C: not shown:" in err and "scored with seed 2" in err
