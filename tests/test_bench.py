@@ -133,6 +133,62 @@ def test_deletion_and_insertion_batched_equal_one_image_at_a_time(cnn, batch):
         torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
 
 
+def test_deletion_and_insertion_equal_quantus_pixel_flipping(cnn, batch):
+    """With a fixed order (a random map: no ties), the deletion curve is Quantus's PixelFlipping
+    (14 pixels a step to its "black" baseline, the image's minimum: 0 here) point for point, and
+    the insertion curve is PixelFlipping from the blurred start with a perturb_func that reveals
+    the image's pixels; the AUC is the trapezoid over both, the unperturbed point included."""
+    x, y, _ = batch
+    a = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    kw = {"abs": False, "normalise": False, "disable_warnings": True, "display_progressbar": False}
+    call = {"model": cnn, "y_batch": y.numpy(), "a_batch": a.numpy(), "device": "cpu"}
+    assert float(x.flatten(1).min(1).values.max()) == 0.0  # "black" is 0 for these images
+    flip = quantus.PixelFlipping(features_in_step=14, perturb_baseline="black", **kw)
+    theirs = np.array(flip(x_batch=x.numpy(), softmax=True, **call))  # (8, 56): after each step
+    mine = saliency.deletion_curve(cnn, x, a, y, steps=56)
+    np.testing.assert_allclose(mine.scores[:, 1:].numpy(), theirs, rtol=0, atol=1e-6)
+    whole = np.concatenate([mine.scores[:, :1].numpy(), theirs], 1)
+    np.testing.assert_allclose(
+        B.deletion_auc(cnn, x, y, a).numpy(), np.trapezoid(whole, dx=1 / 56, axis=1), atol=1e-6
+    )
+
+    start = saliency.blur(x)
+    pixels = x.numpy().reshape(len(x), -1)
+
+    def reveal(arr, indices, **_):
+        out = arr.copy()
+        rows = np.arange(len(arr))[:, None]
+        out[rows, indices] = pixels[rows, indices]
+        return out
+
+    insert = quantus.PixelFlipping(features_in_step=14, perturb_func=reveal, **kw)
+    theirs = np.array(insert(x_batch=start.numpy(), softmax=True, **call))
+    mine = saliency.insertion_curve(cnn, x, a, y, steps=56, start=start)
+    np.testing.assert_allclose(mine.scores[:, 1:].numpy(), theirs, rtol=0, atol=1e-6)
+    whole = np.concatenate([mine.scores[:, :1].numpy(), theirs], 1)
+    np.testing.assert_allclose(
+        B.insertion_auc(cnn, x, y, a).numpy(), np.trapezoid(whole, dx=1 / 56, axis=1), atol=1e-6
+    )
+
+
+def test_model_randomisation_agrees_with_quantus_mprt_within_20_seeds(cnn, batch):
+    """MPRT at full randomisation (Quantus's last layer of its top-down cascade, Spearman of the
+    gradient's |map|): each draws its own weights, so the two means over 20 seeds must agree
+    within 3 standard errors of their difference."""
+    x, y, a = batch
+    kw = {"return_last_correlation": True, "disable_warnings": True, "display_progressbar": False}
+    call = {"model": cnn, "x_batch": x.numpy(), "y_batch": y.numpy(), "a_batch": a.numpy()}
+    ours, theirs = [], []
+    for seed in range(20):
+        ours.append(float(B.model_randomisation(cnn, x, y, method="gradient", seed=seed).mean()))
+        mprt = quantus.MPRT(seed=seed, **kw)
+        theirs.append(float(np.mean(mprt(**call, device="cpu", explain_func=_gradient_np))))
+    ours, theirs = np.array(ours), np.array(theirs)
+    assert 0.05 < ours.mean() < 0.5  # a destroyed model's map is far from the trained one's
+    se = math.sqrt(ours.var(ddof=1) / 20 + theirs.var(ddof=1) / 20)
+    assert abs(ours.mean() - theirs.mean()) < 3 * se, (ours.mean(), theirs.mean(), se)
+
+
 def test_linear_imputation_equals_quantus(batch):
     from quantus.functions.perturb_func import noisy_linear_imputation
 
