@@ -46,9 +46,9 @@ def warm_up() -> None:
     # pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom). Captum stays out:
     # only some methods need it.
     _server_started()
-    from streamlit.string_util import is_emoji
+    from dashboard.compat_streamlit import warm_emoji
 
-    is_emoji("🔥")
+    warm_emoji()
     import numpy
     import PIL.ImageDraw  # noqa: F401
     import PIL.ImageFont
@@ -105,11 +105,11 @@ def _server_started(timeout: float = 10.0) -> None:
     before then would only make the server's own start later (one GIL)."""
     import time
 
-    from streamlit.runtime import Runtime, RuntimeState
+    from dashboard.compat_streamlit import runtime_started
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if Runtime.exists() and Runtime.instance().state != RuntimeState.INITIAL:
+        if runtime_started():
             return
         time.sleep(0.02)
 
@@ -183,9 +183,12 @@ def main() -> None:
     # package's circular imports, and Python then hands one of them a half-made module (an
     # ImportError in `streamlit.errors` killed a server's start once). After these, what the
     # server's start imports and what the warm-up imports (torch, the models) share no
-    # package (tests/test_streamlit_runs.py).
+    # package (tests/test_compat_streamlit.py).
     import numpy  # noqa: F401 - torch's and serve.py's
-    from streamlit.web import cli
+
+    from dashboard import compat_streamlit
+
+    compat_streamlit.load_cli()
 
     warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
     warm.start()
@@ -195,10 +198,8 @@ def main() -> None:
     # garbage, so the collector stops walking them on every full collection.
     threading.Thread(target=_freeze_after, args=(warm,), name="gc-freeze", daemon=True).start()
     if _file_watcher(args) == "none":  # nor the config files: see no_config_polling
-        from dashboard.streamlit_runs import no_config_polling
-
-        no_config_polling()
-    sys.exit(cli.main(["run", str(app), *args], prog_name="streamlit"))
+        compat_streamlit.no_config_polling()
+    sys.exit(compat_streamlit.run_cli(["run", str(app), *args]))
 
 
 def _file_watcher(args: list[str]) -> str:

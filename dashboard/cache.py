@@ -266,9 +266,9 @@ def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
 def page_progress(text: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar with the rate and the time left, `step(done, total)`, on a page's run;
     a no-op elsewhere (the explore route's thread). The bar goes when the work is done."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from dashboard.compat_streamlit import in_script_run
 
-    if get_script_run_ctx(suppress_warning=True) is None:
+    if not in_script_run():
         yield lambda done, total: None
         return
     bar = st.progress(0.0, text=text)

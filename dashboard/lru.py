@@ -177,9 +177,9 @@ def _spinner(text: str | None):
     """Streamlit's spinner on a page's run; nothing elsewhere (the explore route's thread)."""
     if not text:
         return nullcontext()
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from dashboard.compat_streamlit import in_script_run
 
-    if get_script_run_ctx(suppress_warning=True) is None:
+    if not in_script_run():
         return nullcontext()
     import streamlit as st
 

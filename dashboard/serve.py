@@ -44,6 +44,7 @@ from streamlit import config
 from streamlit.starlette import App
 
 from dashboard import EXPLORE_ROUTE_ENV, LIVE_STATUS_ENV, rate_limits
+from dashboard.compat_streamlit import reuse_theme_messages
 from dashboard.live_store import (
     TEACHER_ROUTE_ENV,
     LiveError,
@@ -51,7 +52,6 @@ from dashboard.live_store import (
     normalise_code,
     teacher_cookie,
 )
-from dashboard.streamlit_runs import reuse_theme_messages
 
 STATUS_PATH = "/api/live/status"
 TEACHER_PATH = "/api/live/teacher"
@@ -218,7 +218,7 @@ os.environ[LIVE_STATUS_ENV] = STATUS_URL
 os.environ[TEACHER_ROUTE_ENV] = TEACHER_URL
 os.environ[EXPLORE_ROUTE_ENV] = EXPLORE_URL
 
-reuse_theme_messages()  # each run's NewSession theme, made once (dashboard/streamlit_runs.py)
+reuse_theme_messages()  # each run's NewSession theme, made once (dashboard/compat_streamlit.py)
 
 
 class Uncompressed:

@@ -1,5 +1,7 @@
-"""dashboard.streamlit_runs: each run's NewSession theme, made once, is the message Streamlit
-would have made itself."""
+"""dashboard.compat_streamlit: Streamlit is the version requirements.txt pins and every private
+part the module reaches for is where it expects (a Streamlit upgrade fails here, loudly, not in
+a served page); each run's NewSession theme, made once, is the message Streamlit would have
+made itself."""
 
 from __future__ import annotations
 
@@ -13,11 +15,42 @@ from streamlit import config
 from streamlit.proto.NewSession_pb2 import CustomThemeConfig, NewSession
 from streamlit.runtime import app_session
 
-from dashboard.streamlit_runs import memoized_theme
+from dashboard import compat_streamlit
+from dashboard.compat_streamlit import memoized_theme
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("theme", "theme.light", "theme.dark", "theme.sidebar", "theme.light.sidebar",
             "theme.dark.sidebar")  # fmt: skip
+
+
+def pinned(package: str) -> str:
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if name == package:
+            return version
+    raise AssertionError(f"{package} is not pinned in requirements.txt")
+
+
+def test_streamlit_is_the_pinned_version_and_every_reach_is_there():
+    import importlib
+    import inspect
+
+    import streamlit
+
+    assert streamlit.__version__ == pinned("streamlit"), (
+        "Streamlit is not the version requirements.txt pins: check every reach of "
+        "dashboard/compat_streamlit.py (REACHES) against the new version, then pin it"
+    )
+    missing = [f"{m}.{a}" for m, a in compat_streamlit.REACHES
+               if not hasattr(importlib.import_module(m), a)]  # fmt: skip
+    assert not missing, f"Streamlit moved what dashboard/compat_streamlit.py reaches for: {missing}"
+    assert list(inspect.signature(app_session._populate_theme_msg).parameters)[:2] == [
+        "msg", "section"]  # fmt: skip
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    assert "suppress_warning" in inspect.signature(get_script_run_ctx).parameters
+    assert compat_streamlit.in_script_run() is False  # no page runs in this thread
+    assert not compat_streamlit.runtime_started()  # no server in this process
 
 
 @pytest.fixture
@@ -105,7 +138,7 @@ def test_no_config_polling_keeps_streamlit_from_watching_its_config_files(monkey
     from streamlit.web import bootstrap
 
     from dashboard.__main__ import _file_watcher, streamlit_args
-    from dashboard.streamlit_runs import no_config_polling
+    from dashboard.compat_streamlit import no_config_polling
 
     watched = []
     monkeypatch.setattr(bootstrap, "watch_file", lambda path, *a, **k: watched.append(path))
