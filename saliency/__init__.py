@@ -30,6 +30,7 @@ _FROM = {
     "_tabular": ("FeatureRanking", "column_differences", "correlated_pairs", "feature_ranking",
                  "rank_flips", "ranking_from_jacobian"),
     "_layers": ("Layer", "find_layer", "layers"),
+    "notebook": ("widget",),
     "_validate": ("eval_mode",),
     "agreement": ("Agreement", "Ceiling", "alignment", "alignment_interval", "blurred_rho",
                   "class_agreement", "dice_iou_top", "null_rho", "split_half_ceiling"),
@@ -89,6 +90,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     )
     from .cam import CAM, cam_map
     from .faithfulness import Curve, blur, deletion_curve, insertion_curve
+    from .notebook import widget
     from .relevance import lrp
     from .sanity import (
         LayerOrder,
@@ -155,6 +157,7 @@ __all__ = [
     "rank_flips",
     "ranking_from_jacobian",
     "sanity_check",
+    "widget",
     "split_half_ceiling",
 ]
 __version__ = "0.1.0"
