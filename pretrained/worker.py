@@ -46,7 +46,6 @@ import contextvars
 import json
 import math
 import multiprocessing
-import multiprocessing.spawn
 import os
 import resource
 import secrets
@@ -61,6 +60,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from pretrained import compat_mp
 
 __all__ = [
     "Limits",
@@ -605,22 +606,7 @@ _CONTEXT_LOCK = threading.Lock()
 _PROCESS_NAME = "saliency-model-worker"
 
 
-def _preparation_data(name: str) -> dict:
-    """multiprocessing's data for a new process, without the parent's `__main__` for ours.
-
-    A child normally re-imports its parent's main module first. Inside Streamlit that is the
-    app's script (Streamlit runs it as `__main__`), so every worker would first run the whole
-    dashboard, in bare mode, before its own code: slow, noisy, and not what a sandboxed model
-    worker should execute."""
-    data = _original_preparation_data(name)
-    if name == _PROCESS_NAME:
-        data.pop("init_main_from_path", None)
-        data.pop("init_main_from_name", None)
-    return data
-
-
-_original_preparation_data = multiprocessing.spawn.get_preparation_data
-multiprocessing.spawn.get_preparation_data = _preparation_data
+compat_mp.skip_parent_main(_PROCESS_NAME)  # a worker doesn't run the dashboard first
 
 
 def _context() -> Any:
