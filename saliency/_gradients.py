@@ -8,7 +8,7 @@ each submodule's flag afterwards).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -29,10 +29,10 @@ from ._validate import (
     OutputSelector,
     Target,
     check_classes,
-    check_input,
-    check_score,
+    check_inputs,
     eval_mode,
     forward_scores,
+    predict,
     resolve_target,
 )
 
@@ -64,6 +64,24 @@ def _vjp(
     return _vmap(vjp, 0, 0, allow_none_pass_through=True)(seed) if batched else vjp(seed)
 
 
+def _target_vjp(scores: torch.Tensor, xd: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """d scores[n, t[n]] / d xd for every example n, from one backward pass: the seed is a
+    one-hot (N, K) matrix, and each example gets its own row."""
+    seed = torch.zeros_like(scores).scatter_(1, t[:, None], 1.0)
+    return _vjp(scores, xd, seed)
+
+
+def _class_vjps(
+    scores: torch.Tensor, xd: torch.Tensor, classes: Sequence[int]
+) -> Iterator[torch.Tensor]:
+    """d scores[:, k] / d xd for each k of `classes` in turn: one backward pass each, reusing
+    the graph (freed after the last)."""
+    for j, k in enumerate(classes):
+        seed = torch.zeros_like(scores)
+        seed[:, k] = 1
+        yield _vjp(scores, xd, seed, retain_graph=j < len(classes) - 1)
+
+
 def _target_gradients(
     model: Callable,
     x: torch.Tensor,
@@ -77,9 +95,7 @@ def _target_gradients(
     with torch.enable_grad():
         out, scores = forward_scores(model, xd, score=score, output=output)  # (N, K)
         t = resolve_target(target, out)  # (N,)
-        # The seed is a one-hot (N, K) matrix: one backward gives every example its own row.
-        seed = torch.zeros_like(scores).scatter_(1, t[:, None], 1.0)
-        g = _vjp(scores, xd, seed)
+        g = _target_vjp(scores, xd, t)
     return g, out.detach(), t
 
 
@@ -120,8 +136,7 @@ def gradients(
     Example:
         >>> s = gradients(model, images[:8], target=3)   # |d logit_3 / d x|, (8, 1, 28, 28)
     """
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     with eval_mode(model):
         g, out, _ = _target_gradients(model, x, target, score=score, output=output)
     if absolute:
@@ -180,10 +195,8 @@ def _jacobian_chunk(
             return parts[0] if len(parts) == 1 else torch.cat(parts)
         # One forward, then one backward per class reusing the graph.
         jac = x.new_empty((len(cls), *x.shape))  # (C, n, ...)
-        for j, k in enumerate(cls):
-            seed = torch.zeros_like(scores)
-            seed[:, k] = 1
-            jac[j] = _vjp(scores, xd, seed, retain_graph=j < len(cls) - 1)
+        for j, g in enumerate(_class_vjps(scores, xd, cls)):
+            jac[j] = g
     return jac
 
 
@@ -225,8 +238,7 @@ def jacobian(
         >>> J = jacobian(model, images[:8])        # (8, 10, 1, 28, 28)
         >>> torch.equal(J[:, 3].abs(), gradients(model, images[:8], target=3))
     """
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     if strategy not in ("auto", "loop", "batched"):
         raise ValueError(f"strategy must be 'auto', 'loop' or 'batched', got {strategy!r}")
     if chunk_size is not None and chunk_size < 1:
@@ -275,8 +287,7 @@ def finite_differences(
     float64 and 5e-3 otherwise. For a tight check, run a float64 copy of the model on float64
     inputs. Evaluated in eval mode without gradients.
     """
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size}")
     eps = _default_eps(x.dtype) if eps is None else float(eps)
@@ -285,9 +296,8 @@ def finite_differences(
     shape = x.shape[1:]
     d = x[0].numel()
     result = torch.empty_like(x)
+    _, _, t = predict(model, x, target, score=score, output=output)  # (N,)
     with eval_mode(model), torch.no_grad():
-        out, _ = forward_scores(model, x, score=score, output=output)
-        t = resolve_target(target, out)  # (N,)
         steps = torch.eye(d, dtype=x.dtype, device=x.device) * eps  # (D, D)
         for n in range(x.shape[0]):
             base = x[n].reshape(1, d)

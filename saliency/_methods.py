@@ -22,10 +22,10 @@ from ._gradients import gradients
 from ._validate import (
     OutputSelector,
     Target,
-    check_input,
-    check_score,
+    check_inputs,
     eval_mode,
-    forward_scores,
+    num_classes,
+    predict,
     resolve_target,
     scores_from,
     select_output,
@@ -112,8 +112,7 @@ def attribute(
     TypeError.
     """
     info = method_info(method)
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     function = _function(info.function, method)
     options = _layer_option(info, layer, options)
     return function(model, x, target, absolute=absolute, score=score, output=output, **options)
@@ -136,17 +135,8 @@ def _pixel_method(
     seed: int | None = 0,
     return_delta: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """A pixel-gradient method's map shaped like `x`.
-
-    Methods:
-        "gradient": |d score / dx| (or signed), as `gradients`.
-        "smoothgrad": mean |gradient| over `n_samples` noisy copies (Smilkov et al. 2017).
-        "smoothgrad_sq": mean squared gradient over the noisy copies.
-        "vargrad": variance of the gradient over the noisy copies (Adebayo et al. 2018).
-        "input_x_gradient": x * gradient (signed).
-        "integrated_gradients": path integral of the gradient from `baseline` to x in `steps`
-            Riemann steps (Sundararajan et al. 2017, signed). With `return_delta=True` also
-            returns the completeness delta per example: sum(attribution) - (f(x) - f(baseline)).
+    """A pixel-gradient method's map shaped like `x`: the methods are the "Pixel gradients"
+    of `attribute`'s docstring, guided backprop (`guided.py`) excepted.
 
     `noise` is sigma as a fraction of the input range: `noise_range` (lo, hi) if given, else the
     batch's max - min. `seed` makes the noise reproducible (None: the global RNG). `absolute`
@@ -173,10 +163,8 @@ def _pixel_method(
     xc = x.detach().clone().requires_grad_(True)
     # Process the noisy copies in groups so memory stays near that of ~256 images.
     group = max(1, min(n_samples, 256 // x.shape[0]))
+    _, _, t = predict(model, xc.detach(), target, score=score, output=output)
     with eval_mode(model):
-        with torch.no_grad():
-            out, _ = forward_scores(model, xc.detach(), score=score, output=output)
-        t = resolve_target(target, out)
         if method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
             lo, hi = noise_range if noise_range is not None else (float(x.min()), float(x.max()))
             sigma = float(noise) * (hi - lo)
@@ -251,8 +239,7 @@ def class_maps(
 
     info = method_info(method)
     _has_class(info, "an every-class grid shows one map K times")
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     options = _layer_option(info, layer, options)
     if method == "gradient":
         jac = jacobian(model, x, score=score, output=output, classes=classes)
@@ -261,8 +248,7 @@ def class_maps(
         every = _function(info.all_classes, method)
         return every(model, x, classes, absolute=absolute, score=score, output=output, **options)
     if classes is None:
-        with eval_mode(model), torch.no_grad():
-            classes = range(forward_scores(model, x[:1], score=score, output=output)[0].shape[1])
+        classes = range(num_classes(model, x, score=score, output=output))
     cls = list(classes)
     n, c = x.shape[0], len(cls)
     repeated = x.repeat_interleave(c, dim=0)  # (N*C, ...): example n's copies side by side
@@ -317,11 +303,8 @@ def contrast(
 
     info = method_info(method)
     _has_class(info, "a contrast of two classes is zero")
-    check_input(x)
-    check_score(score)
-    with eval_mode(model), torch.no_grad():
-        out, _ = forward_scores(model, x, score=score, output=output)
-    t = resolve_target(target, out)
+    check_inputs(x, score)
+    out, _, t = predict(model, x, target, score=score, output=output)
     v = resolve_target(versus, out)
     same = (t == v).nonzero().flatten()
     if len(same):

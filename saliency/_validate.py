@@ -156,6 +156,29 @@ def forward_scores(
     return out, scores_from(out, score)
 
 
+def check_inputs(x: torch.Tensor, score: str) -> None:
+    """What every map's function checks first: `check_input(x)`, then `check_score(score)`."""
+    check_input(x)
+    check_score(score)
+
+
+def predict(
+    model: Callable, x: torch.Tensor, target: Target, *, score: str, output: OutputSelector
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass in eval mode without gradients: the raw (N, K) outputs, their (N, K)
+    scores and the (N,) targets (`resolve_target`: None is each example's predicted class)."""
+    with eval_mode(model), torch.no_grad():
+        out, scores = forward_scores(model, x, score=score, output=output)
+    return out, scores, resolve_target(target, out)
+
+
+def num_classes(model: Callable, x: torch.Tensor, *, score: str, output: OutputSelector) -> int:
+    """How many classes the model scores, from one forward pass of `x[:1]` (eval mode, no
+    gradients)."""
+    with eval_mode(model), torch.no_grad():
+        return forward_scores(model, x[:1], score=score, output=output)[0].shape[1]
+
+
 def check_dtype(model: Any, x: torch.Tensor) -> None:
     """A clear error when the input's floating dtype is not the model's (torch would say
     "mat1 and mat2 must have the same dtype" from deep inside the first layer). Called when a
@@ -277,3 +300,18 @@ def model_device(model: Any, fallback: torch.device) -> torch.device:
         for t in model.buffers():
             return t.device
     return fallback
+
+
+def expand_map(m: torch.Tensor, x: torch.Tensor, absolute: bool | None) -> torch.Tensor:
+    """(N, H, W) -> x's shape, the same map in every channel (a view; |m| if `absolute`)."""
+    if absolute:
+        m = m.abs()
+    return m.unsqueeze(1).expand_as(x)
+
+
+def expand_class_maps(m: torch.Tensor, x: torch.Tensor, absolute: bool | None) -> torch.Tensor:
+    """(N, K, H, W) -> (N, K, *x.shape[1:]), the same map in every channel (a view; |m| if
+    `absolute`)."""
+    if absolute:
+        m = m.abs()
+    return m.unsqueeze(2).expand(m.shape[0], m.shape[1], *x.shape[1:])

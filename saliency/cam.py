@@ -43,6 +43,9 @@ from ._validate import (
     check_input,
     check_score,
     eval_mode,
+    expand_class_maps,
+    expand_map,
+    num_classes,
     resolve_target,
 )
 
@@ -332,20 +335,6 @@ def cam_map(
     )
 
 
-def _shaped_like(m: torch.Tensor, x: torch.Tensor, absolute: bool | None) -> torch.Tensor:
-    """(N, H, W) -> x's shape, the same map in every channel (a view)."""
-    if absolute:
-        m = m.abs()
-    return m.unsqueeze(1).expand_as(x)
-
-
-def _classes_like(m: torch.Tensor, x: torch.Tensor, absolute: bool | None) -> torch.Tensor:
-    """(N, K, H, W) -> (N, K, *x.shape[1:]), the same map in every channel (a view)."""
-    if absolute:
-        m = m.abs()
-    return m.unsqueeze(2).expand(m.shape[0], m.shape[1], *x.shape[1:])
-
-
 def _one(method: str) -> Callable:
     def run(
         model: Callable,
@@ -360,7 +349,7 @@ def _one(method: str) -> Callable:
     ) -> torch.Tensor:
         r = _compute(method, model, x, target, None, layer=layer, score=score, output=output,
                      **_options(method, options))  # fmt: skip
-        return _shaped_like(r.map, x, absolute)
+        return expand_map(r.map, x, absolute)
 
     def every(
         model: Callable,
@@ -374,19 +363,12 @@ def _one(method: str) -> Callable:
         **options,
     ) -> torch.Tensor:
         if classes is None:
-            classes = range(_num_classes(model, x, score, output))
+            classes = range(num_classes(model, x, score=score, output=output))
         r = _compute(method, model, x, None, list(classes), layer=layer, score=score,
                      output=output, **_options(method, options))  # fmt: skip
-        return _classes_like(r.map, x, absolute)
+        return expand_class_maps(r.map, x, absolute)
 
     return run, every
-
-
-def _num_classes(model: Callable, x: torch.Tensor, score: str, output: OutputSelector) -> int:
-    from ._validate import forward_scores
-
-    with eval_mode(model), torch.no_grad():
-        return forward_scores(model, x[:1], score=score, output=output)[0].shape[1]
 
 
 _ALLOWED = {

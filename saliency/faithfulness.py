@@ -22,10 +22,10 @@ from ._validate import (
     OutputSelector,
     Target,
     check_input,
-    check_score,
+    check_inputs,
     eval_mode,
     forward_scores,
-    resolve_target,
+    predict,
 )
 
 
@@ -85,8 +85,7 @@ def _curve(
     output: OutputSelector,
     batch_size: int,
 ) -> Curve:
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     if attribution.shape != x.shape:
         raise ValueError(
             f"attribution must be shaped like x {tuple(x.shape)}, got {tuple(attribution.shape)}"
@@ -105,9 +104,8 @@ def _curve(
     fractions = counts.double() / d  # (S + 1,)
     flat_source, flat_start = source.reshape(n, d), start.reshape(n, d)
     scores = x.new_empty((n, steps + 1))
+    _, _, t = predict(model, x, target, score=score, output=output)  # (N,): at the full input
     with eval_mode(model), torch.no_grad():
-        out, _ = forward_scores(model, x, score=score, output=output)
-        t = resolve_target(target, out)  # (N,): the class at the full input
         # Every (image, step) pair of the batch, `batch_size` pairs per forward pass: the images
         # share passes, so a batch of 64 costs what 64 separate curves' forwards cost together,
         # not 64 rounds of Python.

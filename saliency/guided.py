@@ -19,14 +19,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ._gradients import _vjp
+from ._gradients import _class_vjps, _target_vjp
 from ._layers import LayerSpec, _check_module, _hooks
 from ._validate import (
     OutputSelector,
     Target,
     check_classes,
-    check_input,
-    check_score,
+    check_inputs,
     eval_mode,
     forward_scores,
     resolve_target,
@@ -84,13 +83,10 @@ def guided_backprop(
     Example:
         >>> gb = saliency.attribute(resnet, images, 3, method="guided_backprop")
     """
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     with eval_mode(model):
         xd, out, scores = _guided_forward(model, x, score, output)
-        t = resolve_target(target, out)
-        seed = torch.zeros_like(scores).scatter_(1, t[:, None], 1.0)
-        g = _vjp(scores, xd, seed)
+        g = _target_vjp(scores, xd, resolve_target(target, out))
     return g.abs() if absolute else g
 
 
@@ -105,16 +101,13 @@ def guided_backprop_classes(
 ) -> torch.Tensor:
     """Guided backprop for several classes: `(N, C, *x.shape[1:])` from one forward pass and
     one backward pass per class."""
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     with eval_mode(model):
         xd, out, scores = _guided_forward(model, x, score, output)
         cls = check_classes(classes, out.shape[1])
         result = x.new_empty((x.shape[0], len(cls), *x.shape[1:]))
-        for j, k in enumerate(cls):
-            seed = torch.zeros_like(scores)
-            seed[:, k] = 1
-            result[:, j] = _vjp(scores, xd, seed, retain_graph=j < len(cls) - 1)
+        for j, g in enumerate(_class_vjps(scores, xd, cls)):
+            result[:, j] = g
     return result.abs() if absolute else result
 
 

@@ -19,9 +19,10 @@ from ._validate import (
     OutputSelector,
     Target,
     check_classes,
-    check_input,
-    check_score,
+    check_inputs,
     eval_mode,
+    expand_class_maps,
+    expand_map,
     forward_scores,
     resolve_target,
 )
@@ -86,8 +87,7 @@ def _occlusion(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every class's score drop per window: ((N, P, K) drops, (P, H, W) windows, (N, K)
     scores of x)."""
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     if x.ndim != 4:
         raise ValueError(f"occlusion needs an image batch (N, C, H, W), got shape {tuple(x.shape)}")
     window, stride = _defaults(x, window, stride)
@@ -119,10 +119,6 @@ def _spread(d: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
     one matmul for every class (only the classes asked for: 1000 ImageNet maps are big)."""
     count = win.sum(0)  # (H, W), >= 1 since stride <= window
     return torch.einsum("nps,phw->nshw", d, win) / count
-
-
-def _like(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return maps.unsqueeze(2).expand(maps.shape[0], maps.shape[1], *x.shape[1:])
 
 
 def occlusion(
@@ -161,10 +157,7 @@ def occlusion(
     )  # fmt: skip
     t = resolve_target(target, base)
     picked = d.gather(2, t[:, None, None].expand(-1, d.shape[1], 1))  # (N, P, 1)
-    m = _spread(picked, win)[:, 0]  # (N, H, W)
-    if absolute:
-        m = m.abs()
-    return m.unsqueeze(1).expand_as(x)
+    return expand_map(_spread(picked, win)[:, 0], x, absolute)  # (N, H, W) -> x's shape
 
 
 def occlusion_classes(
@@ -186,7 +179,4 @@ def occlusion_classes(
         baseline=baseline, batch_size=batch_size,
     )  # fmt: skip
     cls = check_classes(classes, base.shape[1])
-    m = _spread(d[:, :, cls], win)  # (N, C, H, W)
-    if absolute:
-        m = m.abs()
-    return _like(m, x)
+    return expand_class_maps(_spread(d[:, :, cls], win), x, absolute)  # from (N, C, H, W)

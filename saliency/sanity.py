@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._methods import METHOD_INFO, attribute
-from ._validate import Target, check_input, check_score, eval_mode, forward_scores, resolve_target
+from ._validate import Target, check_input, check_inputs, eval_mode, predict
 from .metrics import spearman, ssim
 
 FALLBACK_INITS = ("normal", "kaiming_uniform")
@@ -252,15 +252,12 @@ def sanity_check(
     as the layers are destroyed, while Integrated Gradients and Input × Gradient, which multiply
     by the input, keep showing the digit.
     """
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     if method not in METHOD_INFO:
         raise ValueError(f"method must be one of {', '.join(METHOD_INFO)}; got {method!r}")
     if x.ndim != 4:
         raise ValueError(f"x must be an image batch (N, C, H, W), got shape {tuple(x.shape)}")
-    with eval_mode(model), torch.no_grad():
-        out, _ = forward_scores(model, x, score=score, output=None)
-    t = resolve_target(target, out)
+    _, _, t = predict(model, x, target, score=score, output=None)
 
     def explain(m: nn.Module) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):  # SmoothGrad's seeded noise stays local

@@ -15,15 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ._gradients import gradients
-from ._validate import (
-    OutputSelector,
-    Target,
-    check_input,
-    check_score,
-    eval_mode,
-    forward_scores,
-    resolve_target,
-)
+from ._validate import OutputSelector, Target, check_inputs, eval_mode, forward_scores, predict
 
 
 @dataclass(frozen=True)
@@ -55,8 +47,7 @@ def nudge(
     changes come from one batched forward pass of N·S copies; nothing is clipped (a pixel may
     leave [0, 1]). `x` and the model are left unchanged.
     """
-    check_input(x)
-    check_score(score)
+    check_inputs(x, score)
     element = tuple(int(i) for i in element)
     if len(element) != x.ndim - 1:
         raise ValueError(
@@ -68,9 +59,8 @@ def nudge(
             raise ValueError(f"element {element} is outside an example of shape {x.shape[1:]}")
     d = torch.as_tensor(deltas, dtype=x.dtype, device=x.device).reshape(-1)  # (S,)
     n, s = x.shape[0], d.shape[0]
+    _, base, t = predict(model, x, target, score=score, output=output)  # t: (N,)
     with eval_mode(model), torch.no_grad():
-        out, base = forward_scores(model, x, score=score, output=output)
-        t = resolve_target(target, out)  # (N,)
         copies = x.detach().unsqueeze(1).repeat(1, s, *([1] * (x.ndim - 1)))  # (N, S, ...)
         copies[(slice(None), slice(None), *element)] += d
         _, moved = forward_scores(
