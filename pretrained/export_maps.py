@@ -35,7 +35,6 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -50,6 +49,7 @@ from saliency import display
 from saliency.names import METHODS, SCORES
 
 from .evaluation import ranked_least_confident, ranked_mistakes
+from .zip_stream import _copy, _npy_entry, _opened, _size, _write_array
 
 __all__ = [
     "ExportError",
@@ -181,33 +181,6 @@ class Written:
     zip_bytes: int | None
 
 
-@contextlib.contextmanager
-def _npy_entry(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...]):
-    """A `.npy` entry of a ZIP, written in pieces: its header now, then `write(chunk)` calls
-    that must add up to `shape` exactly (checked), C order."""
-    nbytes = int(dtype.itemsize * math.prod(shape))
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": shape}  # fmt: skip
-    written = 0
-    with zf.open(f"{name}.npy", "w", force_zip64=nbytes > 2**30) as f:
-        np.lib.format.write_array_header_1_0(f, header)
-
-        def write(chunk: np.ndarray) -> None:
-            nonlocal written
-            data = np.ascontiguousarray(chunk, dtype=dtype)
-            f.write(memoryview(data).cast("B"))  # bytes, not rows: no copy
-            written += data.nbytes
-
-        yield write
-    if written != nbytes:
-        raise RuntimeError(f"{name}: wrote {written} bytes, expected {nbytes}")
-
-
-def _write_array(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
-    with zf.open(f"{name}.npy", "w", force_zip64=array.nbytes > 2**30) as f:
-        np.lib.format.write_array(f, array, allow_pickle=False)
-
-
 def _reduce(maps: np.ndarray, absolute: bool) -> np.ndarray:
     """`(N, C, H, W)` -> `(N, H, W)`, as the dashboard reduces a map it shows."""
     if maps.shape[1] == 1:
@@ -277,22 +250,8 @@ def export(
     anything when the filter is empty or the export is over `max_images` or `max_bytes`.
     """
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    n, rows = len(indices), len(labels)
-    if method not in METHODS:
-        raise ExportError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    if score not in SCORES:
-        raise ExportError(f"unknown score {score!r}: use one of {', '.join(SCORES)}")
-    if target not in TARGETS:
-        raise ExportError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
-    if n == 0:
-        raise ExportError("the filter selects no image: there is nothing to export")
-    if n and (indices.min() < 0 or indices.max() >= rows):
-        raise ExportError(f"an index is out of range: there are {rows:,} images")
-    if n > max_images:
-        raise ExportError(
-            f"the filter selects {n:,} images; one export takes at most {max_images:,}: "
-            "choose a narrower filter"
-        )
+    n = len(indices)
+    _check_request(indices, len(labels), method, score, target, max_images)
     image_shape = tuple(int(d) for d in image_shape)
     options = dict(options or {})
     if method in NOISE_METHODS:
@@ -313,21 +272,76 @@ def export(
     targets = (labels if target == "true" else predicted)[indices]
     small = _small_arrays(indices, labels[indices], predicted[indices], p_predicted[indices],
                           targets, chosen_paths, meta)  # fmt: skip
+    _check_size(n, image_shape, per_channel, chosen_paths, small, pngs is not None, max_bytes)
+    job = _Job(run, image, indices, targets, labels, predicted, paths, image_shape, method,
+               score, absolute, per_channel, options, batch_size, progress)  # fmt: skip
+    return _write_files(job, small, npz, pngs)
+
+
+def _check_request(indices: np.ndarray, rows: int, method, score, target, max_images) -> None:
+    """Refuse an unknown method, score or target, an empty filter, an index out of range and
+    more than `max_images` images."""
+    n = len(indices)
+    if method not in METHODS:
+        raise ExportError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if score not in SCORES:
+        raise ExportError(f"unknown score {score!r}: use one of {', '.join(SCORES)}")
+    if target not in TARGETS:
+        raise ExportError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+    if n == 0:
+        raise ExportError("the filter selects no image: there is nothing to export")
+    if n and (indices.min() < 0 or indices.max() >= rows):
+        raise ExportError(f"an index is out of range: there are {rows:,} images")
+    if n > max_images:
+        raise ExportError(
+            f"the filter selects {n:,} images; one export takes at most {max_images:,}: "
+            "choose a narrower filter"
+        )
+
+
+def _check_size(n, image_shape, per_channel, chosen_paths, small, pngs: bool, max_bytes) -> None:
+    """Refuse an export whose files could be over `max_bytes`, before computing anything."""
     need = estimate_bytes(
         n,
         image_shape,
         per_channel=per_channel,
         path_chars=max((len(p) for p in chosen_paths), default=0) if chosen_paths else 0,
         meta_chars=len(small["meta"].item()),
-        pngs=pngs is not None,
+        pngs=pngs,
     )
     if need > max_bytes:
         raise ExportError(
             f"{n:,} maps of {'×'.join(map(str, image_shape))} images make up to "
             f"{need / 2**20:,.1f} MB; one export writes at most {max_bytes / 2**20:,.0f} MB: "
-            "choose a narrower filter" + (", or leave out the PNGs" if pngs is not None else "")
+            "choose a narrower filter" + (", or leave out the PNGs" if pngs else "")
         )
-    shape = map_shape(image_shape, per_channel=per_channel)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """An export's maps to compute: the images' rows and each one's target, and how."""
+
+    run: Runner
+    image: Callable[[int], np.ndarray]
+    indices: np.ndarray
+    targets: np.ndarray
+    labels: np.ndarray
+    predicted: np.ndarray
+    paths: Sequence[str] | None
+    image_shape: tuple[int, ...]
+    method: str
+    score: str
+    absolute: bool
+    per_channel: bool
+    options: dict
+    batch_size: int
+    progress: Callable[[int, int], Any] | None
+
+
+def _write_files(job: _Job, small: dict, npz, pngs) -> Written:
+    """The `.npz` (the small arrays, then the maps streamed a batch at a time) and with `pngs`
+    the ZIP of PNGs, which gets a copy of the `.npz` last."""
+    n, shape = len(job.indices), map_shape(job.image_shape, per_channel=job.per_channel)
     with contextlib.ExitStack() as stack:
         npz_file = stack.enter_context(_opened(npz))
         zf = stack.enter_context(zipfile.ZipFile(npz_file, "w", zipfile.ZIP_STORED))
@@ -338,25 +352,7 @@ def export(
         for name, array in small.items():
             _write_array(zf, name, array)
         with _npy_entry(zf, "maps", np.dtype("<f4"), (n, *shape)) as write:
-            for start in range(0, n, batch_size):
-                rows_ = indices[start : start + batch_size]
-                x = _batch(image, rows_, image_shape, paths)  # (B, C, H, W)
-                signed = run("maps", x, targets=targets[start : start + len(rows_)],
-                             method=method, score=score, absolute=absolute, **options)  # fmt: skip
-                signed = np.asarray(signed)
-                if signed.shape != x.shape or not np.issubdtype(signed.dtype, np.floating):
-                    raise ExportError(f"the model returned maps of shape {signed.shape}, "
-                                      f"not {x.shape}")  # fmt: skip
-                reduced = _reduce(signed, absolute)  # (B, H, W)
-                write(signed if per_channel else reduced)
-                if png_zip is not None:
-                    for j, i in enumerate(rows_):
-                        name = (f"{start + j:05d}_img{i}_true{labels[i]}_pred{predicted[i]}"
-                                f"_target{targets[start + j]}.png")  # fmt: skip
-                        rgb = png(reduced[j], x[j], absolute=absolute)
-                        png_zip.writestr(name, _png_bytes(rgb))
-                if progress:
-                    progress(start + len(rows_), n)
+            _write_maps(job, write, png_zip)
         zf.close()
         npz_bytes = _size(npz_file)
         zip_bytes = None
@@ -366,6 +362,32 @@ def export(
             png_zip.close()
             zip_bytes = _size(zip_file)
     return Written(n=n, shape=(n, *shape), npz_bytes=npz_bytes, zip_bytes=zip_bytes)
+
+
+def _write_maps(job: _Job, write: Callable[[np.ndarray], None], png_zip) -> None:
+    """Every batch's maps through `write` (and its PNGs into `png_zip`), in the rows' order."""
+    indices, targets, labels, predicted = job.indices, job.targets, job.labels, job.predicted
+    n = len(indices)
+    for start in range(0, n, job.batch_size):
+        rows_ = indices[start : start + job.batch_size]
+        x = _batch(job.image, rows_, job.image_shape, job.paths)  # (B, C, H, W)
+        signed = job.run("maps", x, targets=targets[start : start + len(rows_)],
+                         method=job.method, score=job.score, absolute=job.absolute,
+                         **job.options)  # fmt: skip
+        signed = np.asarray(signed)
+        if signed.shape != x.shape or not np.issubdtype(signed.dtype, np.floating):
+            raise ExportError(f"the model returned maps of shape {signed.shape}, "
+                              f"not {x.shape}")  # fmt: skip
+        reduced = _reduce(signed, job.absolute)  # (B, H, W)
+        write(signed if job.per_channel else reduced)
+        if png_zip is not None:
+            for j, i in enumerate(rows_):
+                name = (f"{start + j:05d}_img{i}_true{labels[i]}_pred{predicted[i]}"
+                        f"_target{targets[start + j]}.png")  # fmt: skip
+                rgb = png(reduced[j], x[j], absolute=job.absolute)
+                png_zip.writestr(name, _png_bytes(rgb))
+        if job.progress:
+            job.progress(start + len(rows_), n)
 
 
 def _batch(image, rows: np.ndarray, image_shape: tuple[int, ...], paths) -> np.ndarray:
@@ -382,33 +404,6 @@ def _batch(image, rows: np.ndarray, image_shape: tuple[int, ...], paths) -> np.n
             raise ExportError(f"{what} is {x.shape}, not {image_shape} like the others")
         out[j] = x
     return out
-
-
-class _opened(contextlib.AbstractContextManager):
-    """A path opened for reading and writing (created), or a caller's file object as is."""
-
-    def __init__(self, target: str | os.PathLike | IO[bytes]) -> None:
-        self.target, self.file = target, None
-
-    def __enter__(self) -> IO[bytes]:
-        if isinstance(self.target, str | os.PathLike):
-            self.file = open(self.target, "w+b")  # noqa: SIM115 - closed in __exit__
-            return self.file
-        return self.target
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def _size(f: IO[bytes]) -> int:
-    f.flush()
-    return f.seek(0, os.SEEK_END)
-
-
-def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
-    src.seek(0)
-    shutil.copyfileobj(src, dst, 2**20)
 
 
 # --- the command line ---------------------------------------------------------------------------
