@@ -21,6 +21,7 @@ import saliency
 from dashboard import cache, sources
 from pretrained.workspace import WorkspaceError
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
+from saliency.names import METRICS
 
 SOURCES = ("test", "upload", "draw")
 TARGETS = ("predicted", "true")  # or a class index, "0" to "999"
@@ -50,17 +51,7 @@ BENCH_METHODS = (
     "guided_backprop",
     "grad_cam",
 )
-BENCH_METRICS = (
-    "sparseness",
-    "complexity",
-    "deletion_auc",
-    "insertion_auc",
-    "road_morf",
-    "road_lerf",
-    "max_sensitivity",
-    "random_logit",
-    "model_randomisation",
-)
+BENCH_METRICS = METRICS  # the page offers every metric of saliency.bench
 BENCH_PER_CLASS = (1, 2, 5, 10)
 MAX_BENCH_METHODS = 8
 

@@ -28,17 +28,8 @@ import torch
 
 from . import _bench_metrics as m
 from ._validate import OutputSelector, Target
+from .names import MAP_METRICS, METRICS
 
-MAP_METRICS = (
-    "sparseness",
-    "complexity",
-    "deletion_auc",
-    "insertion_auc",
-    "road_morf",
-    "road_lerf",
-)
-METHOD_METRICS = ("max_sensitivity", "random_logit", "model_randomisation")
-METRICS = MAP_METRICS + METHOD_METRICS
 CONTROLS = ("random", "edge", "blurred")
 CONTROL_LABELS = {
     "random": "a random map",

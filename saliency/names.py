@@ -1,5 +1,5 @@
-"""The names the library accepts for a score and a method, importable without torch (a page
-that only lists them, such as the dashboard's first page, needs nothing else).
+"""The names the library accepts for a score, a method and a bench metric, importable without
+torch (a page that only lists them, such as the dashboard's first page, needs nothing else).
 
 `METHOD_INFO` is the one registry of attribution methods: `attribute`, `class_maps` and
 `contrast` dispatch through it, and a user interface groups its picker by `family` and says
@@ -12,6 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCORES = ("logit", "probability", "log_probability")
+
+# `saliency.bench`'s metrics: those that read one map per image, then those that run the method.
+MAP_METRICS = (
+    "sparseness",
+    "complexity",
+    "deletion_auc",
+    "insertion_auc",
+    "road_morf",
+    "road_lerf",
+)
+METHOD_METRICS = ("max_sensitivity", "random_logit", "model_randomisation")
+METRICS = MAP_METRICS + METHOD_METRICS
 
 # The families, in the order a picker lists them.
 FAMILIES = (
