@@ -40,11 +40,6 @@ if TYPE_CHECKING:
 
     from pretrained.user_models import UserModelInfo
 
-try:
-    import fcntl  # a lock file shared by servers on one machine (POSIX only)
-except ImportError:  # pragma: no cover - Windows: the in-process lock still holds
-    fcntl = None
-
 # Method options used everywhere in the app (named on screen): images live in [0, 1].
 METHOD_OPTIONS = {
     "smoothgrad": {"n_samples": 50, "noise": 0.15, "noise_range": (0.0, 1.0), "seed": 0},
@@ -456,17 +451,12 @@ def single_flight(key: str, waiting: Callable[[], Any] | None = None) -> Iterato
             waiting()
         lock.acquire()
     try:
-        if fcntl is None:
-            yield
-            return
+        import filelock  # (~20 ms: not on a first page's path)
+
         lock_file = Path(key).with_suffix(".lock")
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with filelock.FileLock(lock_file):  # servers sharing the folder (any OS)
+            yield
     finally:
         lock.release()
 

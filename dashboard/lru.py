@@ -14,11 +14,11 @@ import dataclasses
 import functools
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
+import cachetools
 import numpy as np
 
 from dashboard import budget
@@ -28,55 +28,70 @@ _MISSING = object()
 
 class BytesLRU:
     """Values by key; once their sizes add up to more than `max_bytes`, the least recently used
-    go first. A value larger than `max_bytes` on its own is not kept at all."""
+    go first. A value larger than `max_bytes` on its own is not kept at all. A thread-safe face
+    over `cachetools.LRUCache`, each entry weighed by the size it is put with."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0  # the sum of the kept values' sizes
-        self.items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self.cache: cachetools.LRUCache = cachetools.LRUCache(max_bytes, getsizeof=_entry_size)
         self.lock = threading.Lock()
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.cache.maxsize)
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        """A new bound (the kept values that fit it stay, oldest first out)."""
+        with self.lock:
+            old = self.cache
+            self.cache = cachetools.LRUCache(value, getsizeof=_entry_size)
+            for key in list(old):
+                entry = old[key]
+                if entry[1] <= value:
+                    self.cache[key] = entry
+
+    @property
+    def bytes(self) -> int:
+        """The sum of the kept values' sizes."""
+        return int(self.cache.currsize)
 
     def get(self, key: Hashable, default: Any = None) -> Any:
         """The value kept for `key` (now the most recently used), else `default`."""
         with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key][0]
-        return default
+            entry = self.cache.get(key, _MISSING)
+        return default if entry is _MISSING else entry[0]
 
     def put(self, key: Hashable, value: Any, size: int) -> bool:
         """Keep `value` (of `size` bytes) unless `key` already has one; False when it is too
         big to keep."""
         with self.lock:
-            if key in self.items:
+            if key in self.cache:
                 return True
-            if size > self.max_bytes:
+            if size > self.cache.maxsize:
                 return False
-            self.items[key] = (value, size)
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, (_, old) = self.items.popitem(last=False)
-                self.bytes -= old
+            self.cache[key] = (value, size)  # the least recently used go while it won't fit
             return True
 
     def pop(self, key: Hashable) -> None:
         with self.lock:
-            if key in self.items:
-                self.bytes -= self.items.pop(key)[1]
+            self.cache.pop(key, None)
 
     def clear(self) -> None:
         with self.lock:
-            self.items.clear()
-            self.bytes = 0
+            self.cache.clear()
 
     def keys(self) -> list[Hashable]:
         with self.lock:
-            return list(self.items)
+            return list(self.cache)
 
     def values(self) -> Iterator[Any]:
-        """The kept values, least recently used first (a copy: safe while others put)."""
+        """The kept values, in the order they were kept (a copy: safe while others put)."""
         with self.lock:
-            return iter([value for value, _ in self.items.values()])
+            return iter([value for value, _ in self.cache.values()])
+
+
+def _entry_size(entry: tuple[Any, int]) -> int:
+    return entry[1]
 
 
 def nbytes(value: Any, _seen: set[int] | None = None) -> int:

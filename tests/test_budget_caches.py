@@ -208,3 +208,36 @@ def test_tables_read_are_kept_within_the_tables_share(monkeypatch):
         assert table_cache.read_table(table_cache.sha(data), data) is table  # kept: read once
         assert 0 < lru._STORES["tables"].bytes <= 4 * 2**20
     assert len(lru._STORES["tables"].keys()) < 8  # the oldest went
+
+
+def test_single_flight_holds_across_processes(tmp_path):
+    """`cache.single_flight`: while one process computes a key, another process's flight for
+    the same key waits (the lock file, filelock's); a different key doesn't."""
+    import subprocess
+    import sys
+    import time
+
+    from dashboard import cache
+
+    code = (
+        "import sys, time\n"
+        "from dashboard import cache\n"
+        "print('ready', flush=True)\n"
+        "t0 = time.monotonic()\n"
+        "with cache.single_flight(sys.argv[1]):\n"
+        "    print(round(time.monotonic() - t0, 2), flush=True)\n"
+    )
+
+    def start(key: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", code, key], stdout=subprocess.PIPE,
+                                text=True, cwd=ROOT)  # fmt: skip
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    key = str(tmp_path / "answer.npz")
+    with cache.single_flight(key):
+        same, other = start(key), start(str(tmp_path / "other.npz"))
+        assert float(other.communicate(timeout=120)[0]) < 1.0  # another key: not held
+        time.sleep(1.0)
+        assert same.poll() is None  # the same key: still waiting
+    assert float(same.communicate(timeout=120)[0]) >= 1.0
