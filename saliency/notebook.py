@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,14 +219,22 @@ def widget(
     *,
     score: str = "logit",
     layer: str | None = None,
+    model_name: str | None = None,
+    model_card: str | None = None,
+    model_sha256: str | None = None,
 ) -> Any:
     """The Explore panel for `images` (N, C, H, W) in [0, 1], as `model` takes them, with
     image navigation and a method picker (`methods`, names of `saliency.METHOD_INFO`; the first
     is shown first). Maps are computed on the model's device (CUDA when the model is there).
     `labels`: the true classes (or None). Raises ModuleNotFoundError saying what to install
-    when anywidget is missing."""
+    when anywidget is missing.
+
+    The report (`w.report()`, `w.save_report(path)` and the panel's "Download report") names
+    the model `model_name` (else its class), with `model_card` (plain text) and
+    `model_sha256` (else the SHA-256 of its state dict, `state_sha256`)."""
     cls = _widget_class()
-    return cls(model, images, labels, class_names, methods, score=score, layer=layer)
+    about = {"name": model_name, "card": model_card, "sha256": model_sha256}
+    return cls(model, images, labels, class_names, methods, score=score, layer=layer, about=about)
 
 
 _CLASS = None
@@ -254,7 +263,7 @@ def _make_class(anywidget):
         n_images = traitlets.Int(0).tag(sync=True)
         error = traitlets.Unicode("").tag(sync=True)
 
-        def __init__(self, model, images, labels, class_names, methods, *, score, layer):
+        def __init__(self, model, images, labels, class_names, methods, *, score, layer, about):
             images = torch.as_tensor(images)
             if images.ndim != 4 or images.shape[0] == 0:
                 raise ValueError(
@@ -264,6 +273,7 @@ def _make_class(anywidget):
             if unknown or not methods:
                 raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHOD_INFO)}")
             self.model, self.images, self.score, self.layer = model, images, score, layer
+            self.about = about
             self.labels = None if labels is None else [int(v) for v in labels]
             self.class_names = list(class_names or [])
             self.kernel_messages = 0
@@ -275,7 +285,11 @@ def _make_class(anywidget):
                 n_images=int(images.shape[0]),
             )
             self.observe(self._recompute, names=["index", "method"])
+            self.on_msg(self._on_browser_msg)
             self._recompute()
+
+        def model_name(self) -> str:
+            return self.about["name"] or type(self.model).__name__
 
         def _handle_msg(self, msg):  # every message the browser sends the kernel
             self.kernel_messages += 1
@@ -313,5 +327,91 @@ def _make_class(anywidget):
             self.error = ""
             self._payload = core.pack_all(arrays, self.data)
 
+        def report(self, target: int | None = None, **settings: Any) -> str:
+            """The view as one self-contained HTML file (`saliency.report`): the image, the
+            map of `target` (default: the predicted class), its overlay and colour bar, the
+            probabilities, the contrast and every class's map, drawn with `settings` (the
+            panel's: cmap, cmap_signed, alpha, clip, sign, scale; the defaults otherwise),
+            every setting, the model's name, card and sha256, and the library versions."""
+            return view_report(self, target, settings)
+
+        def save_report(self, path, target: int | None = None, **settings: Any) -> Path:
+            """`report(...)` written to `path` (UTF-8); returns the path."""
+            path = Path(path)
+            path.write_text(self.report(target, **settings), encoding="utf-8")
+            return path
+
+        def _on_browser_msg(self, _widget, content, _buffers) -> None:
+            """The panel's "Download report": it sends the class and settings it shows, and
+            gets the HTML back as one buffer (or the reason it can't)."""
+            if not isinstance(content, dict) or content.get("kind") != "report":
+                return
+            try:
+                given = content.get("settings") or {}
+                target = int(content["target"])
+                html = self.report(target, **{k: given.get(k) for k in report_keys()})
+            except (KeyError, TypeError, ValueError) as err:
+                self.send({"kind": "report", "error": str(err)})
+                return
+            self.send({"kind": "report", "name": report_name(self, target)}, [html.encode()])
+
     SaliencyWidget.__qualname__ = "SaliencyWidget"  # its repr: saliency.notebook.SaliencyWidget
     return SaliencyWidget
+
+
+def report_keys() -> tuple[str, ...]:
+    from saliency._view_report import VIEW_KEYS
+
+    return VIEW_KEYS
+
+
+def report_name(w, target: int) -> str:
+    stem = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in w.model_name())[:80]
+    return f"report_{stem}_image{w.index}_class{target}_{w.method}.html"
+
+
+def view_report(w, target: int | None, settings: dict[str, Any]) -> str:
+    """`SaliencyWidget.report`: the view the widget holds (`w.view`, `w.data`)."""
+    from saliency import _view_report as vr
+    from saliency.report import report_html
+
+    if w.view is None:
+        raise ValueError("nothing to report: the first view failed")
+    data, view = w.data, w.view
+    target = data.pred if target is None else int(target)
+    s = vr.settings_of(data, settings)
+    i = min(max(w.index, 0), w.n_images - 1)
+    label = data.labels.get(str(data.pred), str(data.pred))
+    heading = f"Image {i}: {w.model_name()} says {label} ({view.probs[data.pred]:.1%})"
+    parts, drawn = vr.sections(view.maps, view.rgb, view.contrast, data, s, target, heading)
+    recorded = {
+        "settings": {"method": w.method, "score": w.score, "layer": w.layer, **s},
+        "target": target,
+        "display_range": [drawn.lo, drawn.hi],
+        "image": i,
+        "true": data.true,
+        "probabilities": [[int(k), float(p)] for k, p in data.bars],
+        "device": str(device_of(w.model)),
+    }
+    if w.about["sha256"] is None:
+        w.about["sha256"] = vr.state_sha256(w.model)
+    return report_html(
+        parts,
+        title=f"{w.model_name()}: {METHOD_INFO[w.method].label} of image {i}",
+        settings=recorded,
+        model_name=w.model_name(),
+        model_card=w.about["card"] or model_card(w),
+        model_sha256=w.about["sha256"],
+    )
+
+
+def model_card(w) -> str:
+    """What the kernel knows of a model with no card: its class, size, device and classes."""
+    n = sum(p.numel() for p in w.model.parameters())
+    k = len(w.view.probs)
+    names = w.class_names[:20]
+    shown = ", ".join(str(c)[:60] for c in names) + (", …" if k > len(names) else "")
+    return (
+        f"{type(w.model).__module__}.{type(w.model).__qualname__}: {n:,} parameters on "
+        f"{device_of(w.model)}; {k:,} classes" + (f" ({shown})" if names else "")
+    )

@@ -5,6 +5,7 @@ tests/test_notebook_browser.py."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import subprocess
 import sys
@@ -13,11 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import pretrained
 import saliency
+from saliency import display
 from saliency import panel as core
+from saliency._view_report import state_sha256
 from saliency.notebook import INSTALL
+from saliency.report import read_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
@@ -49,6 +54,11 @@ def test_both_hosts_build_the_same_versioned_dataclass(mnist) -> None:
     # A key the dataclass doesn't name is refused, not sent for the panel to ignore.
     from dashboard.components import saliency_panel
 
+    # One class, not two look-alikes: the widget's data is saliency.panel.PanelData, and the
+    # dashboard's component builds that same class (and packs nothing else).
+    assert type(w.data) is core.PanelData and saliency_panel.PanelData is core.PanelData
+    with pytest.raises(TypeError, match="the panel's data is a PanelData, not dict"):
+        core.pack_arrays(dashboard_data, {}, lambda ident: True)
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
         sent = {k: v for k, v in dashboard_data.items() if k not in ("arrays", "version")}
         saliency_panel.pack_all({}, {**sent, "colour": 1})
@@ -133,3 +143,106 @@ def test_example_notebook_runs(tmp_path: Path) -> None:
         if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
     ]  # fmt: skip
     assert len(shown) == 2  # the MNIST widget and the torchvision one
+    last = nb.cells[-1].outputs[-1]["data"]["text/plain"]
+    assert re.fullmatch(r"'\d+ kB of HTML'", last), last  # the report, made in the kernel
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"))
+
+
+def check_report(html: str, w, target: int, s: dict) -> None:
+    """Every picture of the widget's report is saliency.display's, from the maps the panel
+    was sent (`w._payload`) and the settings the report states; the settings round-trip."""
+    back = read_report(html)
+    data, arrays = core.unpack(w._payload)
+    got = back["settings"]
+    assert {k: got["settings"][k] for k in s} == s
+    assert got["settings"]["method"] == w.method and got["target"] == target
+    assert got["image"] == w.index and got["true"] == data["true"]
+    index = {k: i for i, k in enumerate(data["classes"])}
+    maps, rgb = arrays["maps"], arrays["rgb"]
+    signed = s["sign"] == "signed" if data["sign_local"] else data["signed"]
+    shown = np.abs(maps) if data["sign_local"] and not signed else maps
+    cmap = s["cmap_signed"] if signed else s["cmap"]
+    main = shown[index[target]]
+    grid = [shown[index[k]] for k in data["grid"]]
+    parts = [main, *grid] if s["scale"] == "shared" else [main]
+    lo, hi = display.display_range(parts, signed=signed, percentile=s["clip"])
+    assert got["display_range"] == [lo, hi]
+    big = data["scale"]
+    first, contrast, cells = back["sections"]
+    want = [
+        display.upscale(rgb, big),
+        display.render(main, lo=lo, hi=hi, cmap=cmap, scale=big),
+        display.render(main, lo=lo, hi=hi, cmap=cmap, image=rgb, alpha=s["alpha"], scale=big),
+        display.colorbar(lo, hi, cmap, length=max(280, rgb.shape[1] * big))[0],
+    ]
+    assert len(first["images"]) == len(want)
+    for (caption, png), rgb_want in zip(first["images"], want, strict=True):
+        assert np.array_equal(_pixels(png), rgb_want), caption
+    assert [p for _, p in first["probabilities"]] == [p for _, p in data["bars"]]
+    if data["sign_local"]:  # two rows of the signed maps, in float32 as the browser subtracts
+        versus = data["pred"] if target != data["pred"] else data["runner_up"]
+        diff = maps[index[target]] - maps[index[versus]]
+    else:
+        diff = arrays["contrast"]
+    c_lo, c_hi = display.display_range(diff, signed=True, percentile=s["clip"])
+    c_want = display.render(diff, lo=c_lo, hi=c_hi, cmap=s["cmap_signed"], scale=big)
+    assert np.array_equal(_pixels(contrast["images"][0][1]), c_want)
+    small = max(1, 140 // max(rgb.shape[:2]))
+    assert len(cells["images"]) == len(data["grid"])
+    for (caption, png), k, m in zip(cells["images"], data["grid"], grid, strict=True):
+        k_lo, k_hi = (
+            (lo, hi)
+            if s["scale"] == "shared"
+            else display.display_range(m, signed=signed, percentile=s["clip"])
+        )
+        rgb_k = display.render(m, lo=k_lo, hi=k_hi, cmap=cmap, image=rgb, alpha=s["alpha"],
+                               scale=small)  # fmt: skip
+        assert np.array_equal(_pixels(png), rgb_k) and caption.split(":")[0].startswith(str(k))
+
+
+def test_the_widgets_report_is_the_view_it_shows(mnist, tmp_path: Path) -> None:
+    model, x, y, names = mnist
+    w = saliency.widget(model, x, y, names, methods=("gradient", "input_x_gradient"),
+                        model_name="mnist-cnn", model_card="A <b>card</b>")  # fmt: skip
+    defaults = {"cmap": "inferno", "cmap_signed": "RdBu_r", "alpha": 0.5, "clip": 99.0,
+                "sign": "signed", "scale": "map"}  # fmt: skip
+    html = w.report()
+    check_report(html, w, int(w.view.probs.argmax()), defaults)
+    assert "mnist-cnn" in html and "A &lt;b&gt;card&lt;/b&gt;" in html
+    sha = re.search(r"weights sha256 <code>([0-9a-f]{64})</code>", html)
+    assert sha and sha.group(1) == state_sha256(model)
+    for library in ("torch", "numpy", "saliency-dashboard", "python"):
+        assert f"<td>{library}</td>" in html
+
+    # Another class and the panel's switches: what the browser sends with "Download report".
+    s = {"cmap": "viridis", "cmap_signed": "PiYG", "alpha": 0.25, "clip": 95.0,
+         "sign": "absolute", "scale": "shared"}  # fmt: skip
+    sent = []
+    w.send = lambda content, buffers=None: sent.append((content, buffers))
+    w._on_browser_msg(w, {"kind": "report", "target": 3, "settings": s, "seq": 1}, [])
+    ((content, buffers),) = sent
+    assert content["name"] == "report_mnist-cnn_image0_class3_gradient.html"
+    check_report(bytes(buffers[0]).decode("utf-8"), w, 3, s)
+
+    # Another image and method (not sign-local: the kernel's contrast), saved to a file.
+    w.index, w.method = 1, "input_x_gradient"
+    path = w.save_report(tmp_path / "r.html", target=int(y[1]), clip=90)
+    assert core.unpack(w._payload)[0]["sign"] == "absolute"  # the method's: no sign switch
+    check_report(
+        path.read_text("utf-8"), w, int(y[1]), {**defaults, "clip": 90.0, "sign": "absolute"}
+    )
+
+    # What the panel can't show is refused, said to the browser, not drawn.
+    with pytest.raises(ValueError, match="sign must be one of"):
+        w.report(sign="signed")  # Input × Gradient has no sign switch
+    with pytest.raises(TypeError, match="unknown settings"):
+        w.report(colour="red")
+    sent.clear()
+    w._on_browser_msg(w, {"kind": "report", "target": 99, "settings": {}}, [])
+    assert sent == [({"kind": "report", "error": sent[0][0]["error"]}, None)]
+    assert "class 99 is not in this view" in sent[0][0]["error"]

@@ -4,6 +4,7 @@ change recomputes in the kernel, and the panel's pixels equal saliency.display's
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser_support import VIEWPORT
+from PIL import Image
 from test_browser import data_url_pixels, expected_pictures
+
+from saliency import display
+from saliency.report import read_report
 
 pytest.importorskip("anywidget")
 pytest.importorskip("jupyterlab")
@@ -39,6 +44,7 @@ STATE_JS = """
     absolute: s.absolute, signed: s.signed, clip: s.clip, alpha: s.alpha, shared: s.shared,
     cmap: s.cmap, shape: [p.h, p.w], maps: Array.from(p.A.maps), rgb: Array.from(p.A.rgb),
     map: p.ui.map.img.src, overlay: p.ui.overlay.img.src, map_of: d.map_of, seq: d.seq,
+    scale: d.scale, view: s.view,
   };
 }
 """
@@ -58,6 +64,11 @@ DRAWN_JS = """
   return ps.length >= n && [...ps].every((p) => p.salPanel && p.salPanel.ready);
 }
 """
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def free_port() -> int:
@@ -184,6 +195,19 @@ def test_widget_in_jupyterlab(lab: str, browser, artifacts_dir: Path) -> None:
         want = expected_pictures(cam, cam["cmap"])
         np.testing.assert_array_equal(data_url_pixels(cam["map"]), want["map"])
         np.testing.assert_array_equal(data_url_pixels(cam["overlay"]), want["overlay"])
+
+        # "Download report": the kernel makes it from this view (class and switches as shown).
+        with page.expect_download(timeout=TIMEOUT_MS) as download:
+            first.get_by_role("button", name="Download report").click()
+        path = download.value.path()
+        assert download.value.suggested_filename.endswith(f"_class{cam['chosen']}_grad_cam.html")
+        back = read_report(Path(path).read_text(encoding="utf-8"))
+        assert back["settings"]["target"] == cam["chosen"]
+        assert {k: back["settings"]["settings"][k] for k in cam["view"]} == cam["view"]
+        assert back["settings"]["display_range"] == cam["range"] == list(want["range"])
+        pictures = [png_pixels(data) for _, data in back["sections"][0]["images"]]
+        np.testing.assert_array_equal(pictures[1], display.upscale(want["map"], cam["scale"]))
+        np.testing.assert_array_equal(pictures[2], display.upscale(want["overlay"], cam["scale"]))
 
         # The torchvision model's panel drew too: 224 x 224, the top 10 classes.
         photo = page.evaluate(STATE_JS, 1)

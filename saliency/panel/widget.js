@@ -5,7 +5,8 @@
 // Above the panel: image navigation and the method picker. They set the model's `index` and
 // `method`; the kernel computes the new maps and sends them back as `_payload` (the same
 // PanelData and arrays as the dashboard's). A class click, hover or any of the panel's own
-// switches is drawn here and sends nothing: the kernel hears only of images and methods.
+// switches is drawn here and sends nothing: the kernel hears only of images and methods, and
+// of a report asked for.
 
 function bytesOf(value) {
   if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
@@ -49,11 +50,33 @@ function widgetBar(model, root) {
   return { update, busy };
 }
 
+// "Download report" (next to the panel's exports): the kernel makes the HTML from the maps it
+// sent, for the class and settings shown here, and sends it back as one buffer.
+function reportButton(model, panel, busy) {
+  const button = el("button", "sal-button sal-report", panel.ui.png.parentNode, { type: "button" });
+  button.textContent = "Download report";
+  button.title = "One HTML file: the pictures, probabilities, settings, model and versions.";
+  button.addEventListener("click", () => {
+    if (!panel.ready) return;
+    busy.textContent = "Making the report…";
+    model.send({ kind: "report", target: panel.chosen, settings: panel.s.view, seq: panel.d.seq });
+  });
+  const received = (msg, buffers) => {
+    if (!msg || msg.kind !== "report") return;
+    busy.textContent = msg.error ? `No report: ${msg.error}` : "";
+    if (msg.error || !buffers || !buffers.length) return;
+    save(new Blob([bytesOf(buffers[0])], { type: "text/html" }), msg.name);
+  };
+  model.on("msg:custom", received);
+  return () => model.off("msg:custom", received);
+}
+
 function widgetRender({ model, el: host }) {
   const root = el("div", "sal-panel", host);
   const panel = makePanel(root, { pick() {} }); // a click is drawn here: the kernel needn't know
   root.salPanel = panel;
   const bar = widgetBar(model, root);
+  const unreport = reportButton(model, panel, bar.busy);
   const draw = () => {
     try {
       const d = unpack(bytesOf(model.get("_payload")));
@@ -75,6 +98,7 @@ function widgetRender({ model, el: host }) {
   return () => {
     model.off("change:_payload", changed);
     model.off("change:error", bar.update);
+    unreport();
   };
 }
 
