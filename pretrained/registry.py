@@ -175,6 +175,32 @@ def _entry(name: str) -> _Entry:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(_ENTRIES)}") from None
 
 
+def _record_of(name: str, how_to_train: str) -> tuple[Path, dict]:
+    """A registered model's training record (its file and its contents); FileNotFoundError
+    saying `how_to_train` it when there is none yet."""
+    metrics_file = WEIGHTS_DIR / f"{name}.json"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"{metrics_file}: no training record for {name}; {how_to_train}")
+    return metrics_file, _training_record(metrics_file, metrics_file.stat().st_mtime_ns)
+
+
+def _recorded(name: str, m: dict, metrics_file: Path) -> dict:
+    """The fields an image model's info and a table model's info both take from the training
+    record `m` and the model's files."""
+    return {
+        "n_train": int(m["n_train"]),
+        "train_command": m["train_command"],
+        "train_seconds": float(m["train_seconds"]),
+        "optimiser": m["optimiser"],
+        "seed": int(m["seed"]),
+        "torch_version": m["torch_version"],
+        "weights_file": WEIGHTS_DIR / f"{name}.pt",
+        "weights_sha256": m["weights_sha256"],
+        "metrics_file": metrics_file,
+        "card_file": CARDS_DIR / f"{name}.md",
+    }
+
+
 def train_command(name: str) -> str:
     """The command that trains `name` with its default recipe."""
     _entry(name)
@@ -188,12 +214,7 @@ def model_info(name: str) -> ModelInfo:
     (saying how to train it) if the model has no training record yet.
     """
     e = _entry(name)
-    metrics_file = WEIGHTS_DIR / f"{name}.json"
-    if not metrics_file.is_file():
-        raise FileNotFoundError(
-            f"{metrics_file}: no training record for {name}; train it with `{train_command(name)}`"
-        )
-    m = _training_record(metrics_file, metrics_file.stat().st_mtime_ns)
+    metrics_file, m = _record_of(name, f"train it with `{train_command(name)}`")
     return ModelInfo(
         name=name,
         dataset=e.dataset,
@@ -205,19 +226,10 @@ def model_info(name: str) -> ModelInfo:
         test_accuracy=float(m["test_accuracy"]),
         per_class_accuracy=tuple(float(a) for a in m["per_class_accuracy"]),
         confusion_matrix=tuple(tuple(int(c) for c in row) for row in m["confusion_matrix"]),
-        train_command=m["train_command"],
-        n_train=int(m["n_train"]),
-        train_seconds=float(m["train_seconds"]),
         epochs=int(m["epochs"]),
         batch_size=int(m["batch_size"]),
-        optimiser=m["optimiser"],
-        seed=int(m["seed"]),
         threads=int(m["threads"]),
-        torch_version=m["torch_version"],
-        weights_file=WEIGHTS_DIR / f"{name}.pt",
-        weights_sha256=m["weights_sha256"],
-        metrics_file=metrics_file,
-        card_file=CARDS_DIR / f"{name}.md",
+        **_recorded(name, m, metrics_file),
     )
 
 
@@ -397,11 +409,7 @@ def table_model_info(name: str) -> TableModelInfo:
     if name not in _TABLE_ENTRIES:
         raise KeyError(f"unknown table model {name!r}; known: {', '.join(_TABLE_ENTRIES)}")
     e = _TABLE_ENTRIES[name]
-    metrics_file = WEIGHTS_DIR / f"{name}.json"
-    command = f"python -m pretrained.tables train {name}"
-    if not metrics_file.is_file():
-        raise FileNotFoundError(f"{metrics_file}: no training record for {name}; run `{command}`")
-    m = _training_record(metrics_file, metrics_file.stat().st_mtime_ns)
+    metrics_file, m = _record_of(name, f"run `python -m pretrained.tables train {name}`")
     return TableModelInfo(
         name=name,
         description=e.description,
@@ -410,21 +418,12 @@ def table_model_info(name: str) -> TableModelInfo:
         target=e.target,
         outputs=tuple(m["outputs"]),
         hidden=e.hidden,
-        n_train=int(m["n_train"]),
         n_test=int(m["n_test"]),
         test_r2=float(m["test_r2"]),
         test_rmse=float(m["test_rmse"]),
         linear_r2=float(m["linear_r2"]),
-        train_command=m["train_command"],
-        train_seconds=float(m["train_seconds"]),
         steps=int(m["steps"]),
-        optimiser=m["optimiser"],
-        seed=int(m["seed"]),
-        torch_version=m["torch_version"],
-        weights_file=WEIGHTS_DIR / f"{name}.pt",
-        weights_sha256=m["weights_sha256"],
-        metrics_file=metrics_file,
-        card_file=CARDS_DIR / f"{name}.md",
+        **_recorded(name, m, metrics_file),
     )
 
 
