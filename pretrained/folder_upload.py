@@ -145,84 +145,8 @@ def read_zip_images(
     except (zipfile.BadZipFile, ValueError, OSError) as err:
         raise WorkspaceError(f"This is not a readable ZIP file ({err}).") from None
     with z:
-        files = [
-            i
-            for i in _entries(z)
-            if not any(
-                p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(i.filename).parts
-            )
-        ]
-        pictures = [
-            i.filename for i in files if PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES
-        ]
-        depth, classes = _layout(pictures)
-        if not 2 <= len(classes) <= MAX_CLASSES:
-            raise WorkspaceError(
-                f"The ZIP must hold one folder per class (2 to {MAX_CLASSES}); found "
-                f"{len(classes)}: {', '.join(classes[:5]) or 'none'}."
-            )
-        index = {c: k for k, c in enumerate(classes)}
-        problems, chosen = [], []
-        for info in files:
-            parts = PurePosixPath(info.filename).parts[depth:]
-            rel = "/".join(parts)
-            if len(parts) < 2 or parts[0] not in index:
-                problems.append({"path": info.filename, "reason": "not inside a class folder"})
-            elif PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
-                problems.append({"path": rel, "reason": "not an image file"})
-            elif info.file_size > MAX_IMAGE:
-                problems.append({"path": rel, "reason": f"over {MAX_IMAGE >> 20} MB"})
-            else:
-                chosen.append((rel, index[parts[0]], info))
-        chosen.sort(key=lambda t: (t[1], t[0]))
-        for name in classes:
-            if not any(k == index[name] for _, k, _ in chosen):
-                problems.append({"path": name, "reason": f"the class folder {name!r} is empty"})
-        arrays, paths, labels, shape = [], [], [], None
-        budget = _DecodeBudget(pre)
-        for n, (rel, label, info) in enumerate(chosen):
-            try:
-                raw = z.read(info)  # at most the declared size (checked against the CRC)
-                a = pre(
-                    decode_image(
-                        raw, max_bytes=MAX_IMAGE,
-                        # A JPEG at least 4 times the resize is decoded at 1/2-1/8 scale in
-                        # the DCT, still at least twice the resize. A crop alone keeps the
-                        # scale: without a resize, every image is decoded at its size.
-                        shrink_above=0 if pre.resize else None,
-                        shrink_to=2 * (pre.resize or 1),
-                        check=lambda size, rel=rel: budget.spend(size, rel),
-                    )
-                )  # fmt: skip
-            except _TooLarge as err:
-                problems.append({"path": rel, "reason": str(err)})
-                continue
-            except (ImageError, zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-                if isinstance(err, WorkspaceError):  # the whole ZIP is over its budget
-                    raise
-                problems.append({"path": rel, "reason": f"can't be read: {err}"})
-                continue
-            if shape is None:
-                shape = a.shape
-                budget.first(a.shape)
-                if len(chosen) * a.nbytes > max_bytes:
-                    _refuse(
-                        f"{len(chosen):,} images of {a.shape[1]} × {a.shape[2]} need "
-                        f"{len(chosen) * a.nbytes / 2**20:,.0f} MB prepared; this server keeps "
-                        f"at most {max_bytes >> 20} MB: resize them smaller, send fewer, or "
-                        "index them on your own machine with python -m pretrained.index."
-                    )
-            if a.shape != shape:
-                problems.append(
-                    {"path": rel, "reason": f"{a.shape[2]} × {a.shape[1]}, not "
-                     f"{shape[2]} × {shape[1]} like the first image: add a resize and crop"}
-                )  # fmt: skip
-                continue
-            arrays.append(a)
-            paths.append(rel)
-            labels.append(label)
-            if progress and (n + 1) % 50 == 0:
-                progress(n + 1, len(chosen))
+        classes, chosen, problems = _choose(z)
+        arrays, paths, labels = _prepare(z, chosen, pre, problems, progress, max_bytes)
     if not arrays:
         raise WorkspaceError("No image in the ZIP could be read: " + _first_problems(problems))
     return ZipImages(
@@ -234,6 +158,99 @@ def read_zip_images(
         problems=problems,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _choose(z: zipfile.ZipFile) -> tuple[list[str], list[tuple], list[dict]]:
+    """The class names, the images to read `(path, label, info)` in class then path order, and
+    the files skipped (not in a class folder, not an image, too large, an empty class)."""
+    files = [
+        i
+        for i in _entries(z)
+        if not any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(i.filename).parts)
+    ]
+    pictures = [
+        i.filename for i in files if PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES
+    ]
+    depth, classes = _layout(pictures)
+    if not 2 <= len(classes) <= MAX_CLASSES:
+        raise WorkspaceError(
+            f"The ZIP must hold one folder per class (2 to {MAX_CLASSES}); found "
+            f"{len(classes)}: {', '.join(classes[:5]) or 'none'}."
+        )
+    index = {c: k for k, c in enumerate(classes)}
+    problems, chosen = [], []
+    for info in files:
+        parts = PurePosixPath(info.filename).parts[depth:]
+        rel = "/".join(parts)
+        if len(parts) < 2 or parts[0] not in index:
+            problems.append({"path": info.filename, "reason": "not inside a class folder"})
+        elif PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append({"path": rel, "reason": "not an image file"})
+        elif info.file_size > MAX_IMAGE:
+            problems.append({"path": rel, "reason": f"over {MAX_IMAGE >> 20} MB"})
+        else:
+            chosen.append((rel, index[parts[0]], info))
+    chosen.sort(key=lambda t: (t[1], t[0]))
+    for name in classes:
+        if not any(k == index[name] for _, k, _ in chosen):
+            problems.append({"path": name, "reason": f"the class folder {name!r} is empty"})
+    return classes, chosen, problems
+
+
+def _prepare(z: zipfile.ZipFile, chosen, pre: Preprocessing, problems: list[dict], progress,
+             max_bytes: int) -> tuple[list[np.ndarray], list[str], list[int]]:  # fmt: skip
+    """The chosen images decoded and prepared, within the ZIP's decode budget; those that can't
+    be, or come out another size than the first, go to `problems`."""
+    arrays, paths, labels, shape = [], [], [], None
+    budget = _DecodeBudget(pre)
+    for n, (rel, label, info) in enumerate(chosen):
+        try:
+            a = _decode(z, info, rel, pre, budget)
+        except _TooLarge as err:
+            problems.append({"path": rel, "reason": str(err)})
+            continue
+        except (ImageError, zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            if isinstance(err, WorkspaceError):  # the whole ZIP is over its budget
+                raise
+            problems.append({"path": rel, "reason": f"can't be read: {err}"})
+            continue
+        if shape is None:
+            shape = a.shape
+            budget.first(a.shape)
+            if len(chosen) * a.nbytes > max_bytes:
+                _refuse(
+                    f"{len(chosen):,} images of {a.shape[1]} × {a.shape[2]} need "
+                    f"{len(chosen) * a.nbytes / 2**20:,.0f} MB prepared; this server keeps "
+                    f"at most {max_bytes >> 20} MB: resize them smaller, send fewer, or "
+                    "index them on your own machine with python -m pretrained.index."
+                )
+        if a.shape != shape:
+            problems.append(
+                {"path": rel, "reason": f"{a.shape[2]} × {a.shape[1]}, not "
+                 f"{shape[2]} × {shape[1]} like the first image: add a resize and crop"}
+            )  # fmt: skip
+            continue
+        arrays.append(a)
+        paths.append(rel)
+        labels.append(label)
+        if progress and (n + 1) % 50 == 0:
+            progress(n + 1, len(chosen))
+    return arrays, paths, labels
+
+
+def _decode(z: zipfile.ZipFile, info, rel: str, pre: Preprocessing, budget) -> np.ndarray:
+    raw = z.read(info)  # at most the declared size (checked against the CRC)
+    return pre(
+        decode_image(
+            raw, max_bytes=MAX_IMAGE,
+            # A JPEG at least 4 times the resize is decoded at 1/2-1/8 scale in
+            # the DCT, still at least twice the resize. A crop alone keeps the
+            # scale: without a resize, every image is decoded at its size.
+            shrink_above=0 if pre.resize else None,
+            shrink_to=2 * (pre.resize or 1),
+            check=lambda size, rel=rel: budget.spend(size, rel),
+        )
+    )  # fmt: skip
 
 
 class _TooLarge(ImageError):
@@ -340,7 +357,7 @@ def build(
     from .user_models import checked_worker
     from .worker import Limits, Worker
 
-    x, labels = images.x, images.labels
+    x = images.x
     k = len(images.classes)
     per_class = k * int(np.prod(x.shape[1:])) * 8
     if per_class * (2 if k <= ALL_CLASSES_UP_TO else 1) > max_sums:
@@ -349,7 +366,31 @@ def build(
             "summarise on this server: resize the images smaller, or index the folder on your "
             "own machine with python -m pretrained.index."
         )
-    pre = images.preprocessing
+    settings = _settings(kind, images.preprocessing, architecture, output)
+    digest = hashlib.sha256(model + images.sha256.encode() + repr(settings).encode()).hexdigest()
+    worker = Worker(model, settings, example=x[:1], n_classes=k, limits=limits or Limits())
+    with checked_worker(worker, kind, n_classes=k, time_limit=time_limit) as seconds:
+        # A forward and a backward pass cost about three forwards: chunks of about a second.
+        chunk = int(min(256, max(1, 0.3 / max(seconds, 1e-4))))
+        total = len(x) * (2 if k <= ALL_CLASSES_UP_TO else 1)
+        logits, sums = _own_class(worker, images, chunk, total, progress)
+        every = None
+        if k <= ALL_CLASSES_UP_TO:
+            every = _every_class(worker, x, k, chunk, total, progress)
+    summary = _summary(images, logits, sums, every)
+    return worker, Built(
+        name=f"upload:{digest[:12]}",
+        images=images,
+        **summary,
+        seconds_per_image=seconds,
+        n_params=int((worker.facts or {}).get("n_params", 0)),
+        kind=kind,
+    )
+
+
+def _settings(kind: str, pre: Preprocessing, architecture, output) -> dict:
+    """The worker's settings: the model's kind, the preparation, and where they apply the
+    architecture of weights and the scores' entry in a tuple or dict output."""
     settings = {
         "kind": kind,
         "preprocessing": {"channels": pre.channels, "mean": list(pre.mean), "std": list(pre.std),
@@ -359,45 +400,56 @@ def build(
         settings["architecture"] = architecture
     if output_key(output) is not None:  # the scores' entry in a tuple or dict output
         settings["output"] = output_key(output)
-    digest = hashlib.sha256(model + images.sha256.encode() + repr(settings).encode()).hexdigest()
-    worker = Worker(model, settings, example=x[:1], n_classes=k, limits=limits or Limits())
-    with checked_worker(worker, kind, n_classes=k, time_limit=time_limit) as seconds:
-        # A forward and a backward pass cost about three forwards: chunks of about a second.
-        chunk = int(min(256, max(1, 0.3 / max(seconds, 1e-4))))
-        n = len(x)
-        logits = np.empty((n, k), np.float32)
-        sums = np.zeros((k, *x.shape[1:]), np.float64)
-        every = np.zeros((k, *x.shape[1:]), np.float64) if k <= ALL_CLASSES_UP_TO else None
-        total = n * (2 if every is not None else 1)
-        for i in range(0, n, chunk):
-            part = worker.call("own_class", x[i : i + chunk], labels=labels[i : i + chunk])
-            b = min(chunk, n - i)
-            got_l = np.asarray(part.get("logits"), np.float32)
-            got_m = np.asarray(part.get("maps"), np.float64)
-            if got_l.shape != (b, k) or got_m.shape != (b, *x.shape[1:]):
-                raise UserModelError(
-                    f"The model's worker returned shapes {got_l.shape} and {got_m.shape}."
-                )
-            if not (np.isfinite(got_l).all() and np.isfinite(got_m).all()):
-                raise UserModelError("The model gave NaN or infinite scores for some images.")
-            logits[i : i + b] = got_l
-            np.add.at(sums, labels[i : i + b], got_m)
-            if progress:
-                progress(i + b, total)
-        if every is not None:
-            size = k * int(np.prod(x.shape[1:])) * 4
-            step = int(max(1, min(chunk, (32 * 2**20) // size)))
-            for i in range(0, n, step):
-                b = min(step, n - i)
-                maps = worker.call(
-                    "class_maps", x[i : i + b], method="gradient", score="logit", absolute=True
-                )
-                maps = np.asarray(maps, np.float64)
-                if maps.shape != (b, k, *x.shape[1:]):
-                    raise UserModelError(f"The model's worker returned shape {maps.shape}.")
-                every += maps.sum(0)
-                if progress:
-                    progress(n + i + b, total)
+    return settings
+
+
+def _own_class(worker, images: ZipImages, chunk: int, total: int, progress):
+    """Every image's logits `(N, K)` and the float64 sums of |∂logit_label/∂x| per class."""
+    x, labels, k = images.x, images.labels, len(images.classes)
+    n = len(x)
+    logits = np.empty((n, k), np.float32)
+    sums = np.zeros((k, *x.shape[1:]), np.float64)
+    for i in range(0, n, chunk):
+        part = worker.call("own_class", x[i : i + chunk], labels=labels[i : i + chunk])
+        b = min(chunk, n - i)
+        got_l = np.asarray(part.get("logits"), np.float32)
+        got_m = np.asarray(part.get("maps"), np.float64)
+        if got_l.shape != (b, k) or got_m.shape != (b, *x.shape[1:]):
+            raise UserModelError(
+                f"The model's worker returned shapes {got_l.shape} and {got_m.shape}."
+            )
+        if not (np.isfinite(got_l).all() and np.isfinite(got_m).all()):
+            raise UserModelError("The model gave NaN or infinite scores for some images.")
+        logits[i : i + b] = got_l
+        np.add.at(sums, labels[i : i + b], got_m)
+        if progress:
+            progress(i + b, total)
+    return logits, sums
+
+
+def _every_class(worker, x: np.ndarray, k: int, chunk: int, total: int, progress) -> np.ndarray:
+    """The float64 sum over all images of every class's |∂logit_c/∂x| `(K, C, H, W)`."""
+    n = len(x)
+    every = np.zeros((k, *x.shape[1:]), np.float64)
+    size = k * int(np.prod(x.shape[1:])) * 4
+    step = int(max(1, min(chunk, (32 * 2**20) // size)))
+    for i in range(0, n, step):
+        b = min(step, n - i)
+        maps = worker.call(
+            "class_maps", x[i : i + b], method="gradient", score="logit", absolute=True
+        )
+        maps = np.asarray(maps, np.float64)
+        if maps.shape != (b, k, *x.shape[1:]):
+            raise UserModelError(f"The model's worker returned shape {maps.shape}.")
+        every += maps.sum(0)
+        if progress:
+            progress(n + i + b, total)
+    return every
+
+
+def _summary(images: ZipImages, logits: np.ndarray, sums: np.ndarray, every) -> dict:
+    """`Built`'s predictions, top-5 and summary arrays from the logits and the sums."""
+    labels, k, n = images.labels, len(images.classes), len(logits)
     probs = _softmax(logits)
     top = np.argsort(-probs, axis=1, kind="stable")[:, : min(5, k)]
     rows = np.arange(n)
@@ -411,16 +463,11 @@ def build(
     }
     if every is not None:
         summary["mean_abs_grad_all"] = every / n
-    return worker, Built(
-        name=f"upload:{digest[:12]}",
-        images=images,
-        predicted=top[:, 0],
-        p_predicted=probs[rows, top[:, 0]].astype(np.float32),
-        p_label=probs[rows, labels].astype(np.float32),
-        top_classes=top,
-        top_probabilities=np.take_along_axis(probs, top, 1).astype(np.float32),
-        summary=summary,
-        seconds_per_image=seconds,
-        n_params=int((worker.facts or {}).get("n_params", 0)),
-        kind=kind,
-    )
+    return {
+        "predicted": top[:, 0],
+        "p_predicted": probs[rows, top[:, 0]].astype(np.float32),
+        "p_label": probs[rows, labels].astype(np.float32),
+        "top_classes": top,
+        "top_probabilities": np.take_along_axis(probs, top, 1).astype(np.float32),
+        "summary": summary,
+    }
