@@ -66,6 +66,7 @@ __all__ = [
     "check_program",
     "denied",
     "max_model_bytes",
+    "model_bound",
     "program_ops",
 ]
 
@@ -94,6 +95,18 @@ def max_model_bytes(limit: int) -> Iterator[None]:
         yield
     finally:
         _LIFTED.reset(token)
+
+
+def model_bound() -> tuple[int, str]:
+    """The bound on one model's bytes in this context, and the words a refusal names it by:
+    the command line's (`max_model_bytes`), else the server's `MAX_MODEL_BYTES`."""
+    lifted = _LIFTED.get()
+    if lifted is None:
+        return MAX_MODEL_BYTES, (
+            "the most this server reads for one model. On your own machine, "
+            "python -m pretrained.index reads models of any size"
+        )
+    return lifted, "the most this index reads for one model (--max-model-mb)"
 
 
 # --- 1. the container --------------------------------------------------------------------------
@@ -127,8 +140,7 @@ def check_archive(data: bytes) -> None:
     """Refuse, from the ZIP directory alone, any file that could inflate or overlap its way to
     more than `MAX_MODEL_BYTES` (or the bound `max_model_bytes` set). Raises UserModelError;
     returns None for an acceptable file."""
-    lifted = _LIFTED.get()
-    limit = MAX_MODEL_BYTES if lifted is None else lifted
+    limit, where = model_bound()
     if len(data) == 0:
         raise UserModelError("The file is empty (0 bytes).")
     if data[:1] == b"\x80":
@@ -181,12 +193,6 @@ def check_archive(data: bytes) -> None:
                 "tensor record is how a small file inflates to gigabytes (a ZIP bomb)."
             )
         if total > limit:
-            where = (
-                "the most this server reads for one model. On your own machine, "
-                "python -m pretrained.index reads models of any size"
-                if lifted is None
-                else "the most this index reads for one model (--max-model-mb)"
-            )
             raise UserModelError(
                 f"The archive's records add up to more than {limit // 2**20:,} MB "
                 f"uncompressed, {where}."

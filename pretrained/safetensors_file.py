@@ -182,15 +182,8 @@ def _check_layout(entries: dict[str, Entry]) -> None:
 
 
 def _check_total(total: int) -> None:
-    lifted = gate._LIFTED.get()  # the command-line index's bound, else the server's
-    limit = gate.MAX_MODEL_BYTES if lifted is None else lifted
+    limit, where = gate.model_bound()  # the command-line index's bound, else the server's
     if total > limit:
-        where = (
-            "the most this server reads for one model. On your own machine, "
-            "python -m pretrained.index reads models of any size"
-            if lifted is None
-            else "the most this index reads for one model (--max-model-mb)"
-        )
         raise UserModelError(
             f"The safetensors file's tensors add up to {total:,} bytes, more than "
             f"{limit // 2**20:,} MB, {where}."
