@@ -377,7 +377,8 @@ def _canonical() -> dict[str, Any]:
 
 
 def init() -> dict[str, Any]:
-    """Seed every widget key from the canonical state and return the canonical dict."""
+    """Seed every widget key from the canonical state and return the canonical dict. The
+    router (app.py) calls it once per rerun, before any page; pages read `current()`."""
     view = _canonical()
     if view["dataset"] not in sources.keys():  # a workspace the server no longer serves
         view["dataset"] = FIELDS["dataset"].default
@@ -401,6 +402,11 @@ def init() -> dict[str, Any]:
         if key not in st.session_state or st.session_state[key] != value:
             st.session_state[key] = value
     return view
+
+
+def current() -> dict[str, Any]:
+    """This rerun's canonical view, as the router's `init` made it."""
+    return st.session_state["view"]
 
 
 def keep(*keys: str) -> None:

@@ -301,7 +301,7 @@ def result_or_offer(req: Request, key: str, compute_label: str = "Score the maps
 
 
 def render_view() -> None:
-    view = state.init()
+    view = state.current()
     st.title("Which map can I trust?")
     st.markdown(
         "Six methods give six maps. This page scores each method on the metrics the field "

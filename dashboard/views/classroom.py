@@ -636,7 +636,7 @@ LESSONS = {
 
 
 def render_view() -> None:
-    view = state.init()
+    view = state.current()
     present = bool(view["present"])
     if present:
         st.markdown(PRESENTATION_CSS, unsafe_allow_html=True)

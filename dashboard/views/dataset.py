@@ -160,7 +160,7 @@ def workspace_summary(src: Source) -> None:
 
 
 def render_view() -> None:
-    view = state.init()
+    view = state.current()
     state.keep("sens_n", "sens_other")
     dataset_name, model_name = view["dataset"], view["model"]
     st.title("Data-set sensitivity")

@@ -467,7 +467,7 @@ PANEL_KEY = "explore_panel"
 
 
 def render_view() -> None:
-    view = state.init()
+    view = state.current()
     for problem in st.session_state.get("url_problems", []):
         st.warning(f"Link: {problem}")
     src = sources.source(view["dataset"])

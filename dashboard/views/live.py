@@ -118,7 +118,7 @@ def _painting_from_canvas(data: np.ndarray | None) -> np.ndarray | None:
 
 
 def render_view() -> None:
-    view = state.init()
+    view = state.current()
     st.title("🙋 Live class")
     code = view["room"]
     linked = view["teacher"]  # a teacher link's key (`streamlit run`), or an old link's

@@ -607,7 +607,7 @@ def _make_report(model_name, src, preds, indices, what, key) -> dict | None:
 
 
 def render_view() -> None:
-    view = state.init()
+    view = state.current()
     state.keep("mis_kind", "mis_true", "mis_pred", "mis_index", "mis_other", "mis_page")
     model_name, key = view["model"], view["dataset"]
     src = sources.source(key)

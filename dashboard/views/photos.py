@@ -106,7 +106,6 @@ def _photo(name: str) -> np.ndarray | None:
 
 
 def render_view() -> None:
-    state.init()
     state.keep("ph_model", "ph_random", "ph_method", "ph_reduce", "ph_class", "ph_layer")
     st.title("Photos (ImageNet)")
     st.caption(

@@ -391,7 +391,6 @@ def folder_section() -> None:
 
 
 def render_view() -> None:
-    state.init()
     state.keep("um_kind", "um_dataset", "um_arch", "um_mean", "um_std")
     for key, default in (("um_arch", "cnn"), ("um_mean", 0.0), ("um_std", 1.0)):
         st.session_state.setdefault(key, default)
