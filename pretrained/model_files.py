@@ -167,6 +167,18 @@ def _weights_only_everywhere():
                 os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
 
 
+def load_program(data: bytes, kind: str) -> tuple[Any, nn.Module]:
+    """A "torchscript" file, else a torch.export one, read as it is: the program (what the
+    gate's operator check reads) and the module that runs it. Raises whatever torch raises;
+    an exported program's `torch.load`s are weights-only."""
+    if kind == "torchscript":
+        program = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        return program, program
+    with _weights_only_everywhere():
+        program = torch.export.load(io.BytesIO(data))
+    return program, program.module()
+
+
 DYNAMIC_EXPORT = (
     'torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("'
     'batch")},)), "m.pt2")'
@@ -285,13 +297,8 @@ def _read_model_with_ops(
     if kind == "safetensors":
         return _registry_weights(data, architecture, dataset, device), set()
     try:
-        if kind == "torchscript":
-            program = torch.jit.load(io.BytesIO(data), map_location="cpu")
-            inner = program
-        elif kind == "export":
-            with _weights_only_everywhere():
-                program = torch.export.load(io.BytesIO(data))
-            inner = program.module()
+        if kind in ("torchscript", "export"):
+            program, inner = load_program(data, kind)
         elif kind == "onnx":
             inner, ops = onnx_models.read_onnx(data)
             model = Preprocessed(inner, mean, std)
@@ -388,13 +395,7 @@ def _read_program(data: bytes, kind: str, gate: bool, what: str) -> tuple[nn.Mod
     if kind == "onnx":
         return onnx_models.read_onnx(data)
     try:
-        if kind == "torchscript":
-            program = torch.jit.load(io.BytesIO(data), map_location="cpu")
-            inner = program
-        else:
-            with _weights_only_everywhere():
-                program = torch.export.load(io.BytesIO(data))
-            inner = program.module()
+        program, inner = load_program(data, kind)
     except Exception as err:  # noqa: BLE001
         raise UserModelError(f"Could not read this {kind} file: {error_line(err)}") from None
     ops = gate_module.program_ops(program)

@@ -306,10 +306,8 @@ def load_model(
     The file is checked by the gate first (its ZIP directory; for programs, every operator).
     `data`: the file's bytes when already read. Raises WorkspaceError saying what is wrong.
     """
-    import torch
-
     from .architectures import Prepared
-    from .model_files import _resolve_kind, _weights_only_everywhere, error_line
+    from .model_files import _resolve_kind, error_line, load_program
 
     if data is None:
         try:
@@ -325,13 +323,7 @@ def load_model(
             from .onnx_models import read_onnx
 
             return Prepared(read_onnx(data)[0], pre, config.output).to(device)
-        if kind == "torchscript":
-            program = torch.jit.load(io.BytesIO(data), map_location="cpu")
-            inner = program
-        else:
-            with _weights_only_everywhere():
-                program = torch.export.load(io.BytesIO(data))
-            inner = program.module()
+        program, inner = load_program(data, kind)
         gate.check_program(program)
     except UserModelError as err:
         raise WorkspaceError(str(err)) from None
