@@ -103,14 +103,20 @@ def compute(
     true: int | None = None,
     score: str = "logit",
     layer=None,
+    same_image: View | None = None,
 ) -> View:
     """The panel's arrays for one `image` (C, H, W) in [0, 1] under `method`, on the model's
     device. A vanilla gradient of a one-channel image is sent signed, once: its absolute map is
-    |signed map|, so the panel's sign switch needs no new gradients."""
+    |signed map|, so the panel's sign switch needs no new gradients. `same_image`: a view of
+    this same image (another method's), whose probabilities and pixels are taken as they are:
+    a method switch costs the kernel the maps alone, not another forward pass."""
     info = method_info(method)
     x = image.detach().to(device_of(model), torch.float32)[None]  # (1, C, H, W)
-    with torch.no_grad():
-        probs = torch.softmax(model(x).double(), dim=1)[0].cpu().numpy()
+    if same_image is None:
+        with torch.no_grad():
+            probs = torch.softmax(model(x).double(), dim=1)[0].cpu().numpy()
+    else:
+        probs = same_image.probs
     classes = shown_classes(probs, true)
     options = {"layer": layer} if info.layer and layer is not None else {}
     sign_local = method == "gradient" and x.shape[1] == 1
@@ -131,7 +137,7 @@ def compute(
     if not sign_local:
         c = contrast(model, x, pred, versus, method=method, score=score, **options)
         diff = _reduce(c, True)[0]
-    rgb = display.to_rgb(image.detach().cpu().numpy())
+    rgb = display.to_rgb(image.detach().cpu().numpy()) if same_image is None else same_image.rgb
     return View(probs, classes, maps, rgb, diff, sign_local, signed)
 
 
@@ -279,6 +285,7 @@ def _make_class(anywidget):
             self.kernel_messages = 0
             self.computed = 0  # views computed (the payload's seq: a view seen again redraws)
             self.view: View | None = None
+            self.view_index = -1  # the image `view` shows
             super().__init__(
                 methods=[[m, METHOD_INFO[m].label] for m in methods],
                 method=methods[0],
@@ -298,6 +305,8 @@ def _make_class(anywidget):
         def _recompute(self, change=None):
             i = min(max(self.index, 0), self.n_images - 1)
             true = None if self.labels is None else self.labels[i]
+            method_only = change is not None and change["name"] == "method"
+            same = self.view if method_only and self.view_index == i else None
             try:
                 view = compute(
                     self.model,
@@ -306,11 +315,12 @@ def _make_class(anywidget):
                     true=true,
                     score=self.score,
                     layer=self.layer,
+                    same_image=same,
                 )
             except (ValueError, TypeError, RuntimeError) as err:
                 self.error = f"{METHOD_INFO[self.method].label}: {err}"
                 return
-            self.view = view
+            self.view, self.view_index = view, i
             names = self.class_names or [str(k) for k in range(len(view.probs))]
             c, h, w = self.images.shape[1:]
             caption = f"Image {i} ({h} × {w}{', RGB' if c == 3 else ''})"

@@ -88,6 +88,11 @@ def test_widget_maps_equal_the_library_call(mnist) -> None:
     cam = saliency.class_maps(model, x[2:3], list(range(10)), method="grad_cam")
     np.testing.assert_array_equal(arrays["maps"], cam[0, :, 0].numpy())
     assert data["true"] == int(y[2]) and data["map_of"] == "Grad-CAM" and not data["sign_local"]
+    # A method switch reuses the image's prediction (no second forward pass): still image 2's.
+    with torch.no_grad():
+        probs = torch.softmax(model(x[2:3]).double(), dim=1)[0].numpy()
+    np.testing.assert_array_equal(w.view.probs, probs)
+    assert data["bars"] == [[k, float(probs[k])] for k in range(10)]
     assert w.kernel_messages == 0  # set from the kernel: no message came from a browser
 
 

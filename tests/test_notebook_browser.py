@@ -4,6 +4,7 @@ change recomputes in the kernel, and the panel's pixels equal saliency.display's
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,23 +79,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, artifacts_dir: Path):
-    """`jupyter lab --no-browser` on a free port with a token, in a temp dir holding a copy of
-    the example notebook; killed at the end."""
-    home = tmp_path_factory.mktemp("lab")
-    shutil.copy(NOTEBOOK, home / NOTEBOOK.name)
+@contextlib.contextmanager
+def jupyter_lab(home: Path, log_path: Path) -> Iterator[str]:
+    """`jupyter lab --no-browser` on a free port with a token, serving `home` (with no user
+    settings, no news toast); yields its URL and kills it at the end. Also used by
+    benchmarks/bench_notebook.py."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     for name in ("CONFIG", "RUNTIME"):  # no user settings, no lab workspaces
         env[f"JUPYTER_{name}_DIR"] = str(home / f".jupyter-{name.lower()}")
     settings = home / ".lab-settings"
-    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True, exist_ok=True)
     (settings / "@jupyterlab/apputils-extension/notification.jupyterlab-settings").write_text(
         json.dumps(NO_NEWS)
     )
     env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
-    log = open(artifacts_dir / "jupyterlab.log", "w")  # noqa: SIM115 - closed below
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={home}",
@@ -124,6 +125,31 @@ def lab(tmp_path_factory, artifacts_dir: Path):
         log.close()
 
 
+def run_notebook(page, url: str, name: str, panels: int) -> None:
+    """Open notebook `name` in JupyterLab at `url`, run every cell once its kernel is
+    connected, and wait for `panels` panels to have drawn (their grids included)."""
+    page.goto(f"{url}/lab/tree/{name}?token={TOKEN}")
+    page.wait_for_function("() => !!window.jupyterapp", timeout=TIMEOUT_MS)
+    page.locator(".jp-Notebook").first.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function(KERNEL_JS, timeout=TIMEOUT_MS)
+    # Not awaited: the command's promise settles when every cell has run.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    page.wait_for_function(DRAWN_JS, arg=panels, timeout=TIMEOUT_MS)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.sal-panel .sal-cell canvas').length >= 20",
+        timeout=TIMEOUT_MS,
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, artifacts_dir: Path):
+    """JupyterLab in a temp dir holding a copy of the example notebook."""
+    home = tmp_path_factory.mktemp("lab")
+    shutil.copy(NOTEBOOK, home / NOTEBOOK.name)
+    with jupyter_lab(home, artifacts_dir / "jupyterlab.log") as url:
+        yield url
+
+
 def test_widget_in_jupyterlab(lab: str, browser, artifacts_dir: Path) -> None:
     page = browser.new_page(viewport=VIEWPORT)
     sent: list[bytes] = []  # the browser's comm messages to the kernel, from the websocket
@@ -138,17 +164,7 @@ def test_widget_in_jupyterlab(lab: str, browser, artifacts_dir: Path) -> None:
 
     page.on("websocket", watch)
     try:
-        page.goto(f"{lab}/lab/tree/{NOTEBOOK.name}?token={TOKEN}")
-        page.wait_for_function("() => !!window.jupyterapp", timeout=TIMEOUT_MS)
-        page.locator(".jp-Notebook").first.wait_for(timeout=TIMEOUT_MS)
-        page.wait_for_function(KERNEL_JS, timeout=TIMEOUT_MS)
-        # Not awaited: the command's promise settles when every cell has run.
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        page.wait_for_function(DRAWN_JS, arg=2, timeout=TIMEOUT_MS)
-        page.wait_for_function(
-            "() => document.querySelectorAll('.sal-panel .sal-cell canvas').length >= 20",
-            timeout=TIMEOUT_MS,
-        )
+        run_notebook(page, lab, NOTEBOOK.name, 2)
         first = page.locator(".sal-panel").first
         first.scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir / "notebook-widget.png"))
