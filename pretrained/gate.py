@@ -455,28 +455,19 @@ def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
     method calls is read inlined into its caller (where what it is handed is known), and every
     method nobody calls is read on its own. Submodules of one TorchScript type share their
     methods, so a type is read once however many instances it has."""
-    import torch
-
-    def inlined(fn):
-        graph = fn.graph.copy()
-        torch._C._jit_pass_inline(graph)
-        return graph
+    from saliency import compat_torch as ct
 
     methods = {}  # (type, method name) -> method
     for sub in module.modules():
-        c = sub._c
-        kind = c._type().qualified_name()
-        for name in c._method_names():
-            methods.setdefault((kind, name), c._get_method(name))
+        kind = ct.script_type(sub)
+        for name, method in ct.script_methods(sub).items():
+            methods.setdefault((kind, name), method)
         # Hooks run around a call of the module, from C++, outside its methods: refused, and
         # their code is read like the methods' for the record.
-        for what, hooks in (
-            ("hook::forward_pre_hook", c._get_forward_pre_hooks()),
-            ("hook::forward_hook", c._get_forward_hooks()),
-        ):
+        for what, hooks in ct.script_hooks(sub):
             for hook in hooks:
                 yield what
-                yield from _graph_ops(inlined(hook))
+                yield from _graph_ops(ct.inline_graph(hook))
     called = set()
 
     def calls(block) -> None:
@@ -491,11 +482,13 @@ def _script_ops(module: torch.jit.ScriptModule) -> Iterator[str]:
         calls(method.graph)
     for key, method in methods.items():
         if key not in called:
-            yield from _graph_ops(inlined(method))
+            yield from _graph_ops(ct.inline_graph(method))
 
 
 def _fx_ops(gm: torch.fx.GraphModule) -> Iterator[str]:
     import torch
+
+    from saliency.compat_torch import HIGHER_ORDER, OP_OVERLOADS
 
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output", "get_attr"):
@@ -504,9 +497,9 @@ def _fx_ops(gm: torch.fx.GraphModule) -> Iterator[str]:
             yield f"fx::{node.op}"
             continue
         target = node.target
-        if isinstance(target, torch._ops.OpOverload | torch._ops.OpOverloadPacket):
+        if isinstance(target, OP_OVERLOADS):
             yield target.name() if callable(getattr(target, "name", None)) else str(target)
-        elif isinstance(target, torch._ops.HigherOrderOperator):
+        elif isinstance(target, HIGHER_ORDER):
             yield f"higher_order::{target.name()}"
         else:
             yield f"{getattr(target, '__module__', '?')}.{getattr(target, '__name__', target)}"
@@ -516,35 +509,11 @@ def _fx_ops(gm: torch.fx.GraphModule) -> Iterator[str]:
 
 
 def cache_export_schema_hints() -> None:
-    """Make `torch.export.load` resolve its schema's type hints once per class.
+    """`torch.export.load` resolves its schema's type hints once per class: the patch is
+    `saliency.compat_torch.cache_export_schema_hints` (the workers' fork server applies it)."""
+    from saliency.compat_torch import cache_export_schema_hints as patch
 
-    Its deserialiser calls `typing.get_type_hints` on a schema dataclass for every serialized
-    object, 10,000 times for a resnet50: half the CPU of reading the program. The schema's
-    classes never change, so their hints are kept after the first call. The worker reads every
-    exported upload; its fork server calls this once. Idempotent; a torch without that module
-    is left as it is."""
-    import types
-    import typing
-
-    try:
-        from torch._export.serde import serialize
-    except ImportError:
-        return
-    if getattr(serialize.typing, "_schema_hints", None) is not None:
-        return
-    hints: dict = {}
-
-    def get_type_hints(obj, globalns=None, localns=None, include_extras=False):
-        key = (obj, id(globalns), id(localns), include_extras)
-        if key not in hints:
-            hints[key] = typing.get_type_hints(obj, globalns, localns, include_extras)
-        return hints[key]
-
-    shim = types.ModuleType("typing")
-    shim.__dict__.update(typing.__dict__)
-    shim.get_type_hints = get_type_hints
-    shim._schema_hints = hints
-    serialize.typing = shim
+    patch()
 
 
 def program_ops(module) -> set[str]:

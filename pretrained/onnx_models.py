@@ -330,7 +330,8 @@ def converted_ops(module, shape: tuple[int, ...]) -> set[str]:
     composite operators are broken up, so nothing a module computes escapes it. Compare them
     with `gate.check_ops`. UserModelError when the run fails."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from saliency.compat_torch import TorchDispatchMode
 
     class Recorder(TorchDispatchMode):
         def __init__(self) -> None:

@@ -13,18 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-# torch.autograd.grad checks the seeds it is given in Python before it calls the engine; the
-# seeds here are made from the scores (`zeros_like`), so they are right by construction, and
-# the check costs ~12 us a call (a tenth of a small net's backward at batch 1) and, on a
-# process's first call, imports sympy (~0.5 s, through torch.fx's symbolic shapes) for the
-# first visitor's page. Where torch (>= 2.3) has the engine's own entry, `_vjp` calls it, as
-# torch.autograd.grad does after its check; elsewhere torch.autograd.grad itself.
-try:
-    from torch._vmap_internals import _vmap
-    from torch.autograd.graph import _engine_run_backward
-except ImportError:  # pragma: no cover - older torch
-    _engine_run_backward = None
-
 from ._validate import (
     OutputSelector,
     Target,
@@ -35,6 +23,7 @@ from ._validate import (
     predict,
     resolve_target,
 )
+from .compat_torch import engine_run_backward, vmap
 
 
 def _vjp(
@@ -47,21 +36,22 @@ def _vjp(
 ) -> torch.Tensor:
     """`torch.autograd.grad(scores, xd, grad_outputs=seed, ...)[0]` for a `seed` shaped like
     `scores` (with a leading batch of seeds when `batched`), without torch's Python-level check
-    of the seed (see `_engine_run_backward` above). The engine's own errors are torch's: an
-    output that does not require grad, an input the graph does not use."""
-    if _engine_run_backward is None:
+    of the seed (the engine's own entry, `compat_torch.engine_run_backward`, where torch has
+    it). The engine's own errors are torch's: an output that does not require grad, an input
+    the graph does not use."""
+    if engine_run_backward is None:
         (g,) = torch.autograd.grad(
             scores, xd, grad_outputs=seed, retain_graph=retain_graph, is_grads_batched=batched
         )
         return g
 
     def vjp(s: torch.Tensor) -> torch.Tensor:
-        (g,) = _engine_run_backward(
+        (g,) = engine_run_backward(
             (scores,), (s,), retain_graph, False, (xd,), False, accumulate_grad=False
         )
         return g
 
-    return _vmap(vjp, 0, 0, allow_none_pass_through=True)(seed) if batched else vjp(seed)
+    return vmap(vjp, 0, 0, allow_none_pass_through=True)(seed) if batched else vjp(seed)
 
 
 def _target_vjp(scores: torch.Tensor, xd: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._methods import METHOD_INFO, attribute
 from ._validate import Target, check_input, check_inputs, eval_mode, predict
+from .compat_torch import TorchDispatchMode
 from .metrics import spearman, ssim
 
 FALLBACK_INITS = ("normal", "kaiming_uniform")

@@ -707,7 +707,7 @@ def test_the_backward_pass_is_torch_autograd_grad_s_own(engine, monkeypatch):
     from saliency import _gradients
 
     if engine == "torch.autograd.grad":
-        monkeypatch.setattr(_gradients, "_engine_run_backward", None)
+        monkeypatch.setattr(_gradients, "engine_run_backward", None)
     m = SigmoidMLP()
     x = torch.rand(4, 3, requires_grad=True)
     out = m(x)  # (4, 1)
