@@ -53,6 +53,12 @@ BENCH_METHODS = (
 )
 BENCH_METRICS = METRICS  # the page offers every metric of saliency.bench
 BENCH_PER_CLASS = (1, 2, 5, 10)
+# Misclassifications: what its gallery shows (dashboard/views/mistakes.py's KINDS).
+MIS_KINDS = ("cell", "all", "unsure", "disagree")
+# Photos: pretrained.imagenet.MODELS' names and the channel reductions (named here so that a
+# first page needs no torch; tests/test_every_view.py checks them against the page's).
+PHOTO_MODELS = ("resnet18", "mobilenet_v3_small")
+PHOTO_REDUCTIONS = ("max", "sum")
 MAX_BENCH_METHODS = 8
 
 MAX_COMPARE = 3  # models shown beside the main one
@@ -216,6 +222,10 @@ def _model(text: str) -> str:
     return text
 
 
+def _model_or_none(text: str) -> str:
+    return "" if not text else _model(text)
+
+
 def _models(text: str) -> list[str]:
     names = list(dict.fromkeys(t for t in text.split(",") if t))  # each model once
     if len(names) > MAX_COMPARE:
@@ -332,6 +342,21 @@ FIELDS: dict[str, Field] = {
     ),
     "b_per_class": Field(2, lambda t: int(_choice(tuple(map(str, BENCH_PER_CLASS)))(t))),
     "present": Field(False, _flag, lambda v: "true" if v else "false"),
+    # Misclassifications: -1 (true and predicted class, image) is the page's own start (the
+    # most frequent confusion, the first image shown); "" the first other model.
+    "mis_kind": Field("cell", _choice(MIS_KINDS)),
+    "mis_true": Field(-1, _number(int, -1, 999_999)),
+    "mis_pred": Field(-1, _number(int, -1, 999_999)),
+    "mis_other": Field("", _model_or_none),
+    "mis_page": Field(1, _number(int, 1, 10_000_000)),
+    "mis_index": Field(-1, _number(int, -1, 10_000_000)),
+    # Photos: the ImageNet model, method, reduction, which of the top 5 and the layer.
+    "ph_model": Field(PHOTO_MODELS[0], _choice(PHOTO_MODELS)),
+    "ph_method": Field("gradient", _choice(tuple(saliency.METHOD_INFO))),
+    "ph_reduce": Field(PHOTO_REDUCTIONS[0], _choice(PHOTO_REDUCTIONS)),
+    "ph_class": Field(0, _number(int, 0, 4)),
+    "ph_layer": Field("", _layer_name),
+    "ph_random": Field(False, _flag, lambda v: "true" if v else "false"),
     # Tables: "" and [] mean "this table's default" (every numeric column but the target...).
     "t_source": Field("example", _choice(TABLE_SOURCES)),
     "t_all": Field(True, _flag, lambda v: "true" if v else "false"),

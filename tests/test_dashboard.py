@@ -353,3 +353,43 @@ def test_panel_gets_the_maps_once_and_then_settings_only():
     assert data["arrays"]["maps"]["id"] != maps_id and arrays["maps"].shape == (10, 28, 28)
     assert data["contrast_from_maps"] is False and arrays["contrast"].shape == (28, 28)
     assert (data["contrast_target"], data["contrast_versus"]) == (3, pred)
+
+
+def test_misclassifications_and_photos_choices_are_in_the_url():
+    """Every choice of the Misclassifications and Photos pages is in the URL (issue 31): a
+    link opens them as chosen, and a change is written back; the names the URL may hold are
+    the pages' own."""
+    from dashboard import state
+    from dashboard.views import mistakes, photos
+    from pretrained import imagenet
+
+    assert state.PHOTO_MODELS == tuple(imagenet.MODELS)
+    assert state.PHOTO_REDUCTIONS == tuple(photos.REDUCTION_LABELS)
+    assert mistakes.KINDS == state.MIS_KINDS
+
+    at = run_app(mis_kind="all", mis_page="2", model="mnist-mlp")
+    at.switch_page("page_files/mistakes.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="mis_kind").value == "all" and at.number_input(key="mis_page").value == 2
+    shown = at.selectbox(key="mis_index").value
+    at.radio(key="mis_kind").set_value("cell").run()
+    q = {k: at.query_params[k] for k in at.query_params}
+    q = {k: v[0] if isinstance(v, list) else v for k, v in q.items()}
+    assert "mis_kind" not in q  # "cell", the default, is not written
+    true, pred = at.selectbox(key="mis_true").value, at.selectbox(key="mis_pred").value
+    assert (q["mis_true"], q["mis_pred"]) == (str(true), str(pred))  # the most frequent confusion
+    again = run_app(**q)
+    again.switch_page("page_files/mistakes.py").run()
+    assert (again.selectbox(key="mis_true").value, again.selectbox(key="mis_pred").value) == (
+        true, pred)  # fmt: skip
+    assert shown is not None
+
+    at = run_app(ph_model="mobilenet_v3_small", ph_method="vargrad", ph_reduce="sum",
+                 ph_random="true")  # fmt: skip
+    at.switch_page("page_files/photos.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="ph_model").value == "mobilenet_v3_small"
+    assert at.radio(key="ph_reduce").value == "sum" and at.checkbox(key="ph_random").value
+    assert at.selectbox(key="ph_method").value == "gradient"  # vargrad: not a Photos method
+    at.selectbox(key="ph_method").set_value("grad_cam").run()
+    assert at.query_params["ph_method"] in ("grad_cam", ["grad_cam"])  # (AppTest's list form)

@@ -25,7 +25,7 @@ from saliency import report
 GALLERY_SIZE = 40  # thumbnails a page
 GRID_UP_TO = 20  # more classes than this: a table of the most confused pairs, not the grid
 THUMBNAIL_PX = 84
-KINDS = ("cell", "all", "unsure", "disagree")
+KINDS = state.MIS_KINDS  # ("cell", "all", "unsure", "disagree"), in the URL
 KIND_LABELS = {
     "cell": "mistakes in one cell",
     "all": "every mistake",
@@ -720,6 +720,8 @@ def render_view() -> None:
         )
         note = "right, the least confident answers first"
     else:
+        if st.session_state.get("mis_other") not in others:
+            st.session_state["mis_other"] = others[0]
         other = st.selectbox("Compare with", others, key="mis_other")
         theirs = cache.predictions(other, key)
         indices = pretrained.ranked_disagreements(

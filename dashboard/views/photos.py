@@ -114,6 +114,8 @@ def render_view() -> None:
         "explains one class's logit from those pixels: its gradient and kin, a layer map "
         "(Grad-CAM and kin), occlusion or LRP."
     )
+    if st.session_state.get("ph_method") not in METHOD_LABELS:  # a link's method it can't run
+        st.session_state["ph_method"] = "gradient"
     c1, c2, c3 = st.columns(3)
     name = c1.radio(
         "Model",
