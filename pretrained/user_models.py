@@ -374,6 +374,22 @@ def load_user_model(
     return model, info
 
 
+def _count_right(worker, images, labels, seconds: float, progress) -> int:
+    """How many of `images` the worker's model gets right, measured in chunks."""
+    # Chunks of about a second each, so progress moves and a deadline means something;
+    # at most MAX_CHUNK images, whatever the model's own time says. Each chunk's answer
+    # is refused from its header unless it is (chunk, K) (`Worker.call`), and only its
+    # count of right answers is kept.
+    chunk = int(min(MAX_CHUNK, max(16, 1.0 / max(seconds, 1e-4))))
+    right = 0
+    for i in range(0, len(images), chunk):
+        logits = worker.call("logits", images[i : i + chunk])  # (chunk, K)
+        right += int((logits.argmax(1) == labels[i : i + chunk]).sum())
+        if progress:
+            progress(min(i + chunk, len(images)), len(images))
+    return right
+
+
 def accept_upload(
     data: bytes,
     *,
@@ -428,17 +444,7 @@ def accept_upload(
     )
     images, labels = test.images.numpy(), test.labels.numpy()
     with checked_worker(worker, kind, n_classes=len(names), time_limit=time_limit) as seconds:
-        # Chunks of about a second each, so progress moves and a deadline means something;
-        # at most MAX_CHUNK images, whatever the model's own time says. Each chunk's answer
-        # is refused from its header unless it is (chunk, K) (`Worker.call`), and only its
-        # count of right answers is kept.
-        chunk = int(min(MAX_CHUNK, max(16, 1.0 / max(seconds, 1e-4))))
-        right = 0
-        for i in range(0, len(images), chunk):
-            logits = worker.call("logits", images[i : i + chunk])  # (chunk, K)
-            right += int((logits.argmax(1) == labels[i : i + chunk]).sum())
-            if progress:
-                progress(min(i + chunk, len(images)), len(images))
+        right = _count_right(worker, images, labels, seconds, progress)
     accuracy = right / len(test)
     info = _info(
         data,

@@ -118,6 +118,30 @@ def attribute(
     return function(model, x, target, absolute=absolute, score=score, output=output, **options)
 
 
+def _noise_tunnel(forward, x, xc, t, method, n_samples, group, noise, noise_range, seed, absolute):
+    """SmoothGrad, SmoothGrad² or VarGrad of `forward` at `xc` (a copy of `x`), via Captum."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    lo, hi = noise_range if noise_range is not None else (float(x.min()), float(x.max()))
+    sigma = float(noise) * (hi - lo)
+    # Seed only the generator the noise comes from (x's device), inside fork_rng, which
+    # restores it: torch.manual_seed would also (re)seed every CUDA device.
+    rng = torch.random.fork_rng(devices=[x.device] if x.is_cuda else [])
+    with rng if seed is not None else nullcontext():
+        if seed is not None:
+            _generator(x.device).manual_seed(seed)
+        tunnel = NoiseTunnel(Saliency(forward))
+        return tunnel.attribute(
+            xc,
+            nt_type=method,
+            nt_samples=n_samples,
+            nt_samples_batch_size=group,
+            stdevs=sigma,
+            target=t,
+            abs=method == "smoothgrad" and absolute is not False,
+        )
+
+
 def _pixel_method(
     model: Callable,
     x: torch.Tensor,
@@ -156,7 +180,7 @@ def _pixel_method(
     if not float(noise) >= 0:  # also refuses NaN
         raise ValueError(f"noise must be >= 0 (sigma as a fraction of the data range), got {noise}")
     # Imported here: plain gradients never pay for importing Captum.
-    from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+    from captum.attr import InputXGradient, IntegratedGradients
 
     forward = _score_function(model, score, output)
     # Captum flips requires_grad on its inputs: give it a private copy that already requires it.
@@ -166,24 +190,9 @@ def _pixel_method(
     _, _, t = predict(model, xc.detach(), target, score=score, output=output)
     with eval_mode(model):
         if method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
-            lo, hi = noise_range if noise_range is not None else (float(x.min()), float(x.max()))
-            sigma = float(noise) * (hi - lo)
-            # Seed only the generator the noise comes from (x's device), inside fork_rng, which
-            # restores it: torch.manual_seed would also (re)seed every CUDA device.
-            rng = torch.random.fork_rng(devices=[x.device] if x.is_cuda else [])
-            with rng if seed is not None else nullcontext():
-                if seed is not None:
-                    _generator(x.device).manual_seed(seed)
-                tunnel = NoiseTunnel(Saliency(forward))
-                result = tunnel.attribute(
-                    xc,
-                    nt_type=method,
-                    nt_samples=n_samples,
-                    nt_samples_batch_size=group,
-                    stdevs=sigma,
-                    target=t,
-                    abs=method == "smoothgrad" and absolute is not False,
-                )
+            result = _noise_tunnel(
+                forward, x, xc, t, method, n_samples, group, noise, noise_range, seed, absolute
+            )
         elif method == "input_x_gradient":
             result = InputXGradient(forward).attribute(xc, target=t)
         else:
