@@ -19,7 +19,7 @@ from ._validate import (
     resolve_target,
 )
 from .faithfulness import blur, deletion_curve, insertion_curve
-from .metrics import spearman, ssim
+from .metrics import spearman, ssim_many
 
 # A method: a registry name (`saliency.attribute`'s) or a callable (model, x, target) -> maps.
 Method = Union[str, Callable[..., torch.Tensor]]  # noqa: UP007
@@ -393,7 +393,8 @@ def random_logit(
     a = _explain(method, model, x, t, options).double().cpu().numpy()
     b = _explain(method, model, x, o, options).double().cpu().numpy()
     if similarity == "ssim":
-        v = [ssim(_as_image(p), _as_image(q), data_range=1.0) for p, q in zip(a, b, strict=True)]
+        v = ssim_many(np.stack([_as_image(p) for p in a]), np.stack([_as_image(q) for q in b]),
+                      data_range=1.0)  # fmt: skip
     else:
         v = [spearman(p, q) for p, q in zip(a, b, strict=True)]
     return torch.tensor(v, dtype=torch.float64)

@@ -32,14 +32,15 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _gaussian_filter(m: np.ndarray, sigma: float, radius: int) -> np.ndarray:
-    """Separable Gaussian blur of a 2-D array with mirrored edges (scipy.ndimage 'reflect')."""
+    """Separable Gaussian blur over the last two axes of `m` (one map `(H, W)` or a stack
+    `(..., H, W)`), mirrored edges (scipy.ndimage 'reflect')."""
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 * (t / sigma) ** 2)
     w /= w.sum()
-    padded = np.pad(m, radius, mode="symmetric")
-    h, wd = m.shape
-    rows = sum(w[i] * padded[i : i + h, :] for i in range(2 * radius + 1))  # (H, W + 2r)
-    return sum(w[i] * rows[:, i : i + wd] for i in range(2 * radius + 1))  # (H, W)
+    padded = np.pad(m, [(0, 0)] * (m.ndim - 2) + [(radius, radius)] * 2, mode="symmetric")
+    h, wd = m.shape[-2:]
+    rows = sum(w[i] * padded[..., i : i + h, :] for i in range(2 * radius + 1))  # (., H, W + 2r)
+    return sum(w[i] * rows[..., i : i + wd] for i in range(2 * radius + 1))  # (., H, W)
 
 
 def ssim(
@@ -70,6 +71,11 @@ def ssim(
     radius = int(3.5 * sigma + 0.5)
     if min(a.shape) <= 2 * radius:
         raise ValueError(f"maps of shape {a.shape} are smaller than the {2 * radius + 1} window")
+    return float(_ssim_maps(a, b, data_range, sigma, radius, k1, k2))
+
+
+def _ssim_maps(a, b, data_range, sigma, radius, k1, k2) -> np.ndarray:
+    """The mean SSIM over the last two axes (a border of `radius` ignored): `ssim`'s core."""
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu_a, mu_b = _gaussian_filter(a, sigma, radius), _gaussian_filter(b, sigma, radius)
     var_a = _gaussian_filter(a * a, sigma, radius) - mu_a * mu_a
@@ -78,7 +84,28 @@ def ssim(
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
         (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
     )
-    return float(s[radius:-radius, radius:-radius].mean())
+    return s[..., radius:-radius, radius:-radius].mean(axis=(-2, -1))
+
+
+def ssim_many(
+    a: np.ndarray, b: np.ndarray, *, data_range: float, sigma: float = 1.5, k1: float = 0.01,
+    k2: float = 0.03,
+) -> np.ndarray:  # fmt: skip
+    """`ssim` of each pair of maps of two stacks `(N, H, W)`, all at once: `(N,)` float64,
+    equal to `[ssim(a[n], b[n], data_range=data_range) for n in range(N)]`. `data_range` is
+    one value for every pair (1.0 for maps scaled to [0, 1])."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"ssim_many compares two (N, H, W) stacks, got {a.shape} and {b.shape}")
+    if data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    radius = int(3.5 * sigma + 0.5)
+    if min(a.shape[1:]) <= 2 * radius:
+        raise ValueError(
+            f"maps of shape {a.shape[1:]} are smaller than the {2 * radius + 1} window"
+        )
+    return _ssim_maps(a, b, data_range, sigma, radius, k1, k2)
 
 
 def top_set(v: np.ndarray, fraction: float = 0.1) -> np.ndarray:

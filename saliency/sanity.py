@@ -31,7 +31,7 @@ from torch import nn
 from ._methods import METHOD_INFO, attribute
 from ._validate import Target, check_input, check_inputs, eval_mode, predict
 from .compat_torch import TorchDispatchMode
-from .metrics import spearman, ssim
+from .metrics import spearman, ssim_many
 
 FALLBACK_INITS = ("normal", "kaiming_uniform")
 
@@ -269,7 +269,8 @@ def sanity_check(
     def step(name: str, m: torch.Tensor, init: str = "", note: str = "") -> SanityStep:
         b = m.amax(1).double().cpu().numpy()
         rho = [spearman(a[n], b[n]) for n in range(len(a))]
-        sim = [ssim(_scaled(a[n]), _scaled(b[n]), data_range=1.0) for n in range(len(a))]
+        sim = ssim_many(np.stack([_scaled(m) for m in a]), np.stack([_scaled(m) for m in b]),
+                        data_range=1.0)  # fmt: skip
         as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
         return SanityStep(name, m, as_tensor(rho), as_tensor(sim), init, note)
 

@@ -160,6 +160,22 @@ def test_ssim_against_scikit_image():
     assert metrics.ssim(a, b, data_range=1.0) == pytest.approx(expected)
 
 
+def test_ssim_many_is_ssim_of_each_pair():
+    """`ssim_many` (the metric bench's and the sanity check's batched SSIM) equals a loop of
+    `ssim` bit for bit, and refuses what `ssim` refuses."""
+    rng = np.random.default_rng(2)
+    a, b = rng.random((6, 28, 28)), rng.random((6, 28, 28))
+    b[0] = a[0]
+    got = metrics.ssim_many(a, b, data_range=1.0)
+    want = [metrics.ssim(p, q, data_range=1.0) for p, q in zip(a, b, strict=True)]
+    np.testing.assert_array_equal(got, want)
+    assert got[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="stacks"):
+        metrics.ssim_many(a[0], b[0], data_range=1.0)
+    with pytest.raises(ValueError, match="window"):
+        metrics.ssim_many(a[:, :8, :8], b[:, :8, :8], data_range=1.0)
+
+
 # --- 6. deletion and insertion --------------------------------------------------------------
 
 
