@@ -606,20 +606,11 @@ def _make_report(model_name, src, preds, indices, what, key) -> dict | None:
     return mine
 
 
-def render_view() -> None:
-    view = state.current()
-    state.keep("mis_kind", "mis_true", "mis_pred", "mis_index", "mis_other", "mis_page")
-    model_name, key = view["model"], view["dataset"]
-    src = sources.source(key)
-    names = src.classes
-    k = len(names)
+def _headline(model_name: str, src: Source, confusion: np.ndarray) -> None:
+    """The page's title, the source's notes and the model's accuracy on every image."""
     info = cache.model_info(model_name)
-    preds = cache.predictions(model_name, key)
-    labels = src.labels
-    confusion = pretrained.confusion_matrix(labels, preds.predicted, k)
     right = int(np.trace(confusion))
     accuracy = right / max(confusion.sum(), 1)
-
     st.title("Misclassifications")
     for note in src.notes:
         st.caption(note)
@@ -629,7 +620,11 @@ def render_view() -> None:
         f"**{accuracy:.2%}** ({right:,} right, {confusion.sum() - right:,} wrong)"
         + (f"; the model card says {info.test_accuracy:.2%}." if src.paths is None else ".")
     )
-    st.session_state.setdefault("mis_kind", "cell")
+
+
+def _choose_start_cell(confusion: np.ndarray) -> tuple[int, int]:
+    """The chosen (true, predicted) cell; the most frequent confusion when none is valid."""
+    k = confusion.shape[0]
     if k <= GRID_UP_TO:  # a click on the chart chooses the cell before the chart is drawn
         _apply_chart_click(st.session_state.get("mis_chart"))
     if not (0 <= st.session_state.get("mis_true", -1) < k) or not (
@@ -638,7 +633,14 @@ def render_view() -> None:
         off = confusion - np.diag(np.diag(confusion))
         t, p = np.unravel_index(off.argmax(), off.shape)
         st.session_state["mis_true"], st.session_state["mis_pred"] = int(t), int(p)
-    chosen = (st.session_state["mis_true"], st.session_state["mis_pred"])
+    return (st.session_state["mis_true"], st.session_state["mis_pred"])
+
+
+def _confusion_overview(
+    confusion: np.ndarray, names: tuple[str, ...], chosen: tuple[int, int]
+) -> None:
+    """The matrix (or, for many classes, the most confused pairs) beside per-class accuracy."""
+    k = len(names)
     left, right_col = st.columns([3, 2])
     with left:
         if k <= GRID_UP_TO:
@@ -689,12 +691,19 @@ def render_view() -> None:
             key="mis_table",
         )
 
+
+def _chosen_images(
+    model_name: str, key: str, names: tuple[str, ...], labels: np.ndarray, preds: Predictions
+) -> tuple[str, np.ndarray, str, dict]:
+    """The "Show" choice and its controls: (kind, ranked image indices, note, what for exports)."""
+    k = len(names)
     others = [m for m in state.models(key) if m != model_name]
     kinds = KINDS if others else KINDS[:3]
     if st.session_state["mis_kind"] not in kinds:
         st.session_state["mis_kind"] = "cell"
     st.radio("Show", kinds, key="mis_kind", horizontal=True, format_func=KIND_LABELS.get)
     kind = st.session_state["mis_kind"]
+    what = {"kind": kind}
     if kind == "cell":
         c1, c2 = st.columns(2)
         fmt = lambda c: class_label(c, names)  # noqa: E731
@@ -711,6 +720,7 @@ def render_view() -> None:
             f"{class_md(true, names)} taken for {class_md(predicted, names)}, "
             "the most confident mistakes first"
         )
+        what.update(true=int(true), pred=int(predicted))
     elif kind == "all":
         indices = pretrained.ranked_mistakes(preds.predicted, preds.p_predicted, labels)
         note = "misclassified, the most confident mistakes first"
@@ -729,13 +739,25 @@ def render_view() -> None:
         )
         names_ = " and ".join(render.plain(cache.display_name(m)) for m in (model_name, other))
         note = f"different answers from {names_}, most confident clash first"
+        what.update(other=cache.display_name(other))
+    return kind, indices, note, what
+
+
+def render_view() -> None:
+    view = state.current()
+    state.keep("mis_kind", "mis_true", "mis_pred", "mis_index", "mis_other", "mis_page")
+    model_name, key = view["model"], view["dataset"]
+    src = sources.source(key)
+    names = src.classes
+    preds = cache.predictions(model_name, key)
+    confusion = pretrained.confusion_matrix(src.labels, preds.predicted, len(names))
+    _headline(model_name, src, confusion)
+    st.session_state.setdefault("mis_kind", "cell")
+    chosen = _choose_start_cell(confusion)
+    _confusion_overview(confusion, names, chosen)
+    kind, indices, note, what = _chosen_images(model_name, key, names, src.labels, preds)
     verb = ("gets", "get") if kind == "disagree" else ("is", "are")
     index = gallery(indices, src, preds, note=note, verb=verb)
-    what = {"kind": kind}
-    if kind == "cell":
-        what.update(true=int(true), pred=int(predicted))
-    elif kind == "disagree":
-        what.update(other=cache.display_name(other))
     export_panel(model_name, src, preds, indices, what)
     report_panel(model_name, src, preds, indices, what)
     if index >= 0:
