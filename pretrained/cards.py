@@ -18,6 +18,27 @@ def format_accuracy(fraction: float) -> str:
     return f"{100 * fraction:.2f} %"
 
 
+def _class_tables(info: ModelInfo) -> list[str]:
+    """The card's per-class accuracy rows and its confusion matrix section."""
+    lines = []
+    for k, (name, acc) in enumerate(zip(info.class_names, info.per_class_accuracy, strict=True)):
+        lines.append(f"| {k} | {name} | {format_accuracy(acc)} | {sum(info.confusion_matrix[k])} |")
+    lines += [
+        "",
+        "## Confusion matrix",
+        "",
+        "Rows: true class; columns: predicted class.",
+        "",
+        "| true \\ predicted | " + " | ".join(str(k) for k in range(len(info.class_names))) + " |",
+        "|---|" + "---:|" * len(info.class_names),
+    ]
+    for k, row in enumerate(info.confusion_matrix):
+        cells = " | ".join(f"**{c}**" if j == k else str(c) for j, c in enumerate(row))
+        label = str(k) if info.class_names[k] == str(k) else f"{k} {info.class_names[k]}"
+        lines.append(f"| {label} | {cells} |")
+    return lines
+
+
 def render_card(info: ModelInfo) -> str:
     """The Markdown model card for `info`."""
     title = _DATASET_TITLES[info.dataset]
@@ -53,21 +74,7 @@ def render_card(info: ModelInfo) -> str:
         "| Class | Name | Accuracy | Test images |",
         "|---:|---|---:|---:|",
     ]
-    for k, (name, acc) in enumerate(zip(info.class_names, info.per_class_accuracy, strict=True)):
-        lines.append(f"| {k} | {name} | {format_accuracy(acc)} | {sum(info.confusion_matrix[k])} |")
-    lines += [
-        "",
-        "## Confusion matrix",
-        "",
-        "Rows: true class; columns: predicted class.",
-        "",
-        "| true \\ predicted | " + " | ".join(str(k) for k in range(len(info.class_names))) + " |",
-        "|---|" + "---:|" * len(info.class_names),
-    ]
-    for k, row in enumerate(info.confusion_matrix):
-        cells = " | ".join(f"**{c}**" if j == k else str(c) for j, c in enumerate(row))
-        label = str(k) if info.class_names[k] == str(k) else f"{k} {info.class_names[k]}"
-        lines.append(f"| {label} | {cells} |")
+    lines += _class_tables(info)
     lines += [
         "",
         "## Intended use",

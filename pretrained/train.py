@@ -114,6 +114,29 @@ def _reproducible(seed: int, threads: int | None) -> Iterator[None]:
             torch.use_deterministic_algorithms(old_deterministic)
 
 
+def _epoch(model, train_set, recipe, shuffle, optimiser, schedule, loss_fn, epoch, start) -> dict:
+    """One pass over `train_set` in the order `shuffle` draws; the epoch's history row."""
+    model.train()
+    order = torch.randperm(len(train_set), generator=shuffle)
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(order), recipe.batch_size):
+        x, y = train_set[order[i : i + recipe.batch_size]]  # (B, 1, 28, 28), (B,)
+        logits = model(x)  # (B, 10)
+        loss = loss_fn(logits, y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+    return {
+        "epoch": epoch,
+        "loss": total_loss / len(train_set),
+        "train_accuracy": correct / len(train_set),
+        "elapsed": time.perf_counter() - start,
+    }
+
+
 def _train(
     info: registry._Entry,
     recipe: Recipe,
@@ -145,25 +168,7 @@ def _train(
     history = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_set), generator=shuffle)
-        total_loss, correct = 0.0, 0
-        for i in range(0, len(order), recipe.batch_size):
-            x, y = train_set[order[i : i + recipe.batch_size]]  # (B, 1, 28, 28), (B,)
-            logits = model(x)  # (B, 10)
-            loss = loss_fn(logits, y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-        row = {
-            "epoch": epoch,
-            "loss": total_loss / len(train_set),
-            "train_accuracy": correct / len(train_set),
-            "elapsed": time.perf_counter() - start,
-        }
+        row = _epoch(model, train_set, recipe, shuffle, optimiser, schedule, loss_fn, epoch, start)
         history.append(row)
         _log(
             f"  epoch {epoch:2d}/{epochs}  loss {row['loss']:.4f}  "

@@ -48,6 +48,34 @@ def _batches(data: Any) -> tuple[Iterable, int | None]:
     return (split(item) for item in data), total
 
 
+def _batch_gradients(model, x, y, target, by_class, absolute, score, output, device):
+    """One batch of `average_sensitivity`: `(x, y, g, k)`, the batch and its labels on the
+    device, its float64 gradients (absolute if asked) and the model's number of outputs."""
+    check_input(x)
+    dev = torch.device(device) if device is not None else model_device(model, x.device)
+    x = x.to(dev)
+    needs_y = by_class or target == "label"
+    if needs_y and y is None:
+        raise ValueError(
+            f"target={target!r}, by_class={by_class} needs labels: pass (x, y) batches"
+        )
+    if y is not None:
+        y = torch.as_tensor(y, device=dev).long().reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"a batch has {x.shape[0]} inputs but {y.shape[0]} labels")
+    if target == "all":
+        g = jacobian(model, x, score=score, output=output)  # (n, K, ...)
+        k = g.shape[1]
+    else:
+        t = y if target == "label" else (None if target == "predicted" else target)
+        g, out, _ = _target_gradients(model, x, t, score=score, output=output)  # (n, ...)
+        k = out.shape[1]
+    g = g.double()
+    if absolute:
+        g = g.abs()
+    return x, y, g, k
+
+
 def average_sensitivity(
     model: Callable,
     data: Any,
@@ -92,28 +120,9 @@ def average_sensitivity(
     done = 0
     with eval_mode(model):
         for x, y in batches:
-            check_input(x)
-            dev = torch.device(device) if device is not None else model_device(model, x.device)
-            x = x.to(dev)
-            needs_y = by_class or target == "label"
-            if needs_y and y is None:
-                raise ValueError(
-                    f"target={target!r}, by_class={by_class} needs labels: pass (x, y) batches"
-                )
-            if y is not None:
-                y = torch.as_tensor(y, device=dev).long().reshape(-1)
-                if y.shape[0] != x.shape[0]:
-                    raise ValueError(f"a batch has {x.shape[0]} inputs but {y.shape[0]} labels")
-            if target == "all":
-                g = jacobian(model, x, score=score, output=output)  # (n, K, ...)
-                k = g.shape[1]
-            else:
-                t = y if target == "label" else (None if target == "predicted" else target)
-                g, out, _ = _target_gradients(model, x, t, score=score, output=output)  # (n, ...)
-                k = out.shape[1]
-            g = g.double()
-            if absolute:
-                g = g.abs()
+            x, y, g, k = _batch_gradients(
+                model, x, y, target, by_class, absolute, score, output, device
+            )
             k = num_classes or k
             if sums is None:
                 groups = (k,) if by_class else ()
