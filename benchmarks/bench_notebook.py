@@ -95,14 +95,17 @@ def browser_part(clicks: int, screenshot: Path | None) -> dict:
         t = time.perf_counter()
         run_notebook(page, url, NOTEBOOK.name, 2)
         out["notebook_run_s"] = round(time.perf_counter() - t, 2)
-        if screenshot is not None:
-            panel = page.locator(".sal-panel").first
-            panel.scroll_into_view_if_needed()
-            bar = page.locator(".sal-widget-bar").first
-            box, top = panel.bounding_box(), bar.bounding_box()
-            clip = {"x": top["x"] - 8, "y": top["y"] - 8, "width": box["width"] + 16,
-                    "height": min(box["y"] + box["height"] - top["y"] + 16, 1100)}  # fmt: skip
-            page.screenshot(path=str(screenshot), clip=clip)
+        if screenshot is not None:  # JupyterLab's window: the first cell and its widget
+            page.evaluate(
+                "() => window.jupyterapp.commands.execute('application:toggle-left-area')"
+            )
+            page.locator(".sal-panel .sal-cell").nth(5).scroll_into_view_if_needed()
+            page.evaluate("() => document.querySelector('.jp-WindowedPanel-outer').scrollTo(0, 0)")
+            bottom = page.locator(".sal-panel .sal-cell").first.bounding_box()
+            height = min(bottom["y"] + bottom["height"] + 24, VIEWPORT["height"])
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(screenshot), clip={"x": 0, "y": 0, "width": VIEWPORT["width"],
+                                                        "height": height})  # fmt: skip
         for n, name in enumerate(("mnist-cnn 28x28", "resnet18 224x224")):
             grid = page.evaluate(
                 f"() => document.querySelectorAll('.sal-panel')[{n}].salPanel.d.grid"

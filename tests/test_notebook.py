@@ -251,3 +251,29 @@ def test_the_widgets_report_is_the_view_it_shows(mnist, tmp_path: Path) -> None:
     w._on_browser_msg(w, {"kind": "report", "target": 99, "settings": {}}, [])
     assert sent == [({"kind": "report", "error": sent[0][0]["error"]}, None)]
     assert "class 99 is not in this view" in sent[0][0]["error"]
+
+
+@pytest.mark.slow  # trains, exports and indexes a small workspace (~13 s here)
+def test_widget_on_a_workspace_with_its_name_and_sha256(tmp_path: Path) -> None:
+    """A workspace's model, images, labels and classes, as docs/notebook.md shows them."""
+    from workspaces import rgb_workspace
+
+    from pretrained import workspace
+
+    ws = workspace.open_indexed(rgb_workspace(tmp_path, per_class=4))
+    model = workspace.load_model(ws.config, len(ws.classes))
+    images = torch.stack([torch.from_numpy(ws.image(i)) for i in range(3)])
+    w = saliency.widget(model, images, ws.labels[:3], ws.classes,
+                        methods=("gradient", "grad_cam", "input_x_gradient"),
+                        model_name=ws.name, model_sha256=ws.model_sha256)  # fmt: skip
+    data, arrays = core.unpack(w._payload)
+    assert arrays["maps"].shape == (5, 64, 64) and data["labels"]["0"] == ws.classes[0]
+    jac = saliency.class_maps(model, images[:1], list(range(5)))[0].numpy()  # (5, 3, 64, 64)
+    want = display.reduce_channels(jac, "max", channel_axis=1)  # RGB: max |gradient|
+    np.testing.assert_array_equal(arrays["maps"], want)
+    w.method = "grad_cam"  # a torch.export program keeps no layers: said, the view kept
+    assert w.error.startswith("Grad-CAM: a layer map reads a layer through forward hooks")
+    w.method = "input_x_gradient"
+    assert not w.error and core.unpack(w._payload)[0]["map_of"] == "Input × Gradient"
+    html = w.report()
+    assert ws.name in html and f"<code>{ws.model_sha256}</code>" in html
