@@ -154,14 +154,8 @@ def _numbers(text: str, name: str) -> tuple[float, ...]:
     return values
 
 
-def _accept_folder(
-    model_file, zip_file, kind, resize, crop, channels, mean, std, architecture=None, output=""
-) -> None:
-    """Prepare the ZIP's images, check the model on them in a sandboxed worker and index them
-    there; keep the workspace, or say why not."""
-    _clear_errors()
-    st.session_state["ws_accepted"] = None
-    st.session_state["ws_problems"] = []
+def _folder_refusal(model_file, zip_file, settings: tuple) -> str | None:
+    """Why the folder form's files are not checked (one missing, too big, the same again)."""
     if model_file is None or zip_file is None:
         missing = [
             limits.not_sent(what, mb)
@@ -171,74 +165,67 @@ def _accept_folder(
             )
             if f is None
         ]
-        st.session_state["ws_error"] = (
-            "Choose a model file and a ZIP of your images first. " + " ".join(missing)
-        )
-        return
+        return "Choose a model file and a ZIP of your images first. " + " ".join(missing)
     too_big = limits.too_big(model_file, "model file", limits.MODEL_MB) or limits.too_big(
         zip_file, "ZIP", limits.ZIP_MB
     )
     if too_big:
-        st.session_state["ws_error"] = too_big
-        return
-    settings = (kind, resize, crop, channels, mean, std, architecture, output)
+        return too_big
     if _unchanged("ws", (model_file, zip_file), settings):
-        st.session_state["ws_error"] = _same_file_again(
+        return _same_file_again(
             f"{model_file.name} with {zip_file.name}", "model file", limits.MODEL_MB
         )
-        return
-    model_bytes = model_file.getvalue()  # the uploader's own bytes, not a copy
-    bar = st.progress(0.0, text="Checking the ZIP…")
-    start = time.perf_counter()
+    return None
 
-    def step(what: str):
-        def progress(done: int, total: int) -> None:
-            text = f"{what}: {render.counted(done, max(total, 1), start)}"
-            bar.progress(min(done / max(total, 1), 1.0), text=text)
 
-        return progress
+def _step(bar, what: str, start: float):
+    """A progress callback that shows `what`, the count and the rate since `start` on `bar`."""
+
+    def progress(done: int, total: int) -> None:
+        text = f"{what}: {render.counted(done, max(total, 1), start)}"
+        bar.progress(min(done / max(total, 1), 1.0), text=text)
+
+    return progress
+
+
+def _index_folder(bar, start, model_file, zip_file, model_bytes, pre, kind, architecture, output):
+    """Read the ZIP's images, check and index the model on them in a sandboxed worker, keep
+    the workspace: (images, worker, built, the workspace's key, when indexing started)."""
 
     def waiting() -> None:
         bar.progress(0.0, text="Another upload is being indexed on this server: yours waits…")
 
-    try:
-        pre = Preprocessing(
-            resize=int(resize) or None,
-            crop=int(crop) or None,
-            channels=int(channels),
-            mean=_numbers(mean, "mean"),
-            std=_numbers(std, "std"),
-        )
-        with sources.one_build(waiting):
-            room = budget.share("workspaces")  # what one uploaded workspace may hold, in all
-            images = folder_upload.read_zip_images(
-                zip_file.getvalue(), pre, progress=step("Reading your images"), max_bytes=room
+    with sources.one_build(waiting):
+        room = budget.share("workspaces")  # what one uploaded workspace may hold, in all
+        images = folder_upload.read_zip_images(
+            zip_file.getvalue(), pre, progress=_step(bar, "Reading your images", start),
+            max_bytes=room,
+        )  # fmt: skip
+        start = time.perf_counter()
+        bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
+        with worker.on_wait(lambda wait: bar.progress(0.0, text=str(wait))):
+            model_worker, built = folder_upload.build(
+                model_bytes,
+                images,
+                kind=kind,
+                architecture=architecture or None,
+                filename=model_file.name,
+                progress=_step(
+                    bar, "Indexing in the sandbox (prediction and gradient of each image)", start
+                ),
+                max_sums=room - images.x.nbytes,
+                output=output,
             )
-            start = time.perf_counter()
-            bar.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
-            with worker.on_wait(lambda wait: bar.progress(0.0, text=str(wait))):
-                model_worker, built = folder_upload.build(
-                    model_bytes,
-                    images,
-                    kind=kind,
-                    architecture=architecture or None,
-                    filename=model_file.name,
-                    progress=step(
-                        "Indexing in the sandbox (prediction and gradient of each image)"
-                    ),
-                    max_sums=room - images.x.nbytes,
-                    output=output,
-                )
-            try:
-                key = sources.add_uploaded(built, zip_file.name)
-            except WorkspaceError:
-                model_worker.stop()  # its workspace is not kept: nor is its worker
-                raise
-    except (WorkspaceError, user_models.UserModelError) as err:
-        st.session_state["ws_error"] = f"{model_file.name} and {zip_file.name}: {err}"
-        return
-    finally:
-        bar.empty()
+        try:
+            key = sources.add_uploaded(built, zip_file.name)
+        except WorkspaceError:
+            model_worker.stop()  # its workspace is not kept: nor is its worker
+            raise
+    return images, model_worker, built, key, start
+
+
+def _keep_folder(model_file, model_bytes, architecture, images, model_worker, built, key, start):
+    """Keep the indexed upload's model and say so on the next run."""
     pre = images.preprocessing
     detected = user_models.detect_kind(model_bytes)
     info = user_models.UserModelInfo(
@@ -266,8 +253,42 @@ def _accept_folder(
     st.session_state["ws_reset"] = pre.describe()
 
 
-def folder_section() -> None:
-    """Your model on your own images: a ZIP of an ImageFolder becomes a workspace."""
+def _accept_folder(
+    model_file, zip_file, kind, resize, crop, channels, mean, std, architecture=None, output=""
+) -> None:
+    """Prepare the ZIP's images, check the model on them in a sandboxed worker and index them
+    there; keep the workspace, or say why not."""
+    _clear_errors()
+    st.session_state["ws_accepted"] = None
+    st.session_state["ws_problems"] = []
+    settings = (kind, resize, crop, channels, mean, std, architecture, output)
+    refusal = _folder_refusal(model_file, zip_file, settings)
+    if refusal:
+        st.session_state["ws_error"] = refusal
+        return
+    model_bytes = model_file.getvalue()  # the uploader's own bytes, not a copy
+    bar = st.progress(0.0, text="Checking the ZIP…")
+    start = time.perf_counter()
+    try:
+        pre = Preprocessing(
+            resize=int(resize) or None,
+            crop=int(crop) or None,
+            channels=int(channels),
+            mean=_numbers(mean, "mean"),
+            std=_numbers(std, "std"),
+        )
+        images, model_worker, built, key, start = _index_folder(
+            bar, start, model_file, zip_file, model_bytes, pre, kind, architecture, output
+        )
+    except (WorkspaceError, user_models.UserModelError) as err:
+        st.session_state["ws_error"] = f"{model_file.name} and {zip_file.name}: {err}"
+        return
+    finally:
+        bar.empty()
+    _keep_folder(model_file, model_bytes, architecture, images, model_worker, built, key, start)
+
+
+def _folder_intro() -> None:
     st.markdown("### Your model on your own images")
     st.markdown(
         "Any image classifier, on a **ZIP of an ImageFolder**: one folder per class, the "
@@ -289,6 +310,10 @@ def folder_section() -> None:
         "your own machine and start the dashboard on the result: "
         "`python -m pretrained.index …` then `python -m dashboard --workspace W`."
     )
+
+
+def _folder_form() -> tuple[bool, tuple]:
+    """The folder form, its settings at their defaults after a success: (sent, its values)."""
     defaults = {"ws_resize": 0, "ws_crop": 0, "ws_channels": 3, "ws_mean": "0", "ws_std": "1"}
     if st.session_state.get("ws_reset"):  # set by the last success, before these widgets draw
         st.session_state["ws_used"] = st.session_state.pop("ws_reset")
@@ -343,17 +368,13 @@ def folder_section() -> None:
             )
         # fmt: skip
         submitted = st.form_submit_button("Check and index", type="primary", key="ws_submit")
-    if submitted:
-        _accept_folder(
-            model_file, zip_file, kind, resize, crop, channels, mean, std, architecture, output
-        )
-        if st.session_state.get("ws_accepted"):
-            st.rerun()  # so the sidebar's data sets, drawn before this page, include it
-    if st.session_state.get("ws_error"):
-        st.error(
-            render.plain(st.session_state["ws_error"])
-            + " Everything you added before is still available."
-        )
+    return submitted, (
+        model_file, zip_file, kind, resize, crop, channels, mean, std, architecture, output
+    )  # fmt: skip
+
+
+def _folder_result() -> None:
+    """The last indexed workspace: what it holds, the files skipped, Explore and the CSV."""
     key = st.session_state.get("ws_accepted")
     src = sources.uploaded().get(key) if key else None
     if src is None:
@@ -390,17 +411,23 @@ def folder_section() -> None:
     )
 
 
-def render_view() -> None:
-    state.keep("um_kind", "um_dataset", "um_arch", "um_mean", "um_std")
-    for key, default in (("um_arch", "cnn"), ("um_mean", 0.0), ("um_std", 1.0)):
-        st.session_state.setdefault(key, default)
-    st.title("Your model")
-    if not cache.uploads_allowed():
-        st.info(
-            "Uploading models is turned off on this server (it was started with "
-            "`--no-uploads`). The bundled models work everywhere in the dashboard."
+def folder_section() -> None:
+    """Your model on your own images: a ZIP of an ImageFolder becomes a workspace."""
+    _folder_intro()
+    submitted, values = _folder_form()
+    if submitted:
+        _accept_folder(*values)
+        if st.session_state.get("ws_accepted"):
+            st.rerun()  # so the sidebar's data sets, drawn before this page, include it
+    if st.session_state.get("ws_error"):
+        st.error(
+            render.plain(st.session_state["ws_error"])
+            + " Everything you added before is still available."
         )
-        return
+    _folder_result()
+
+
+def _upload_intro() -> None:
     st.markdown(
         "Upload a classifier for the project's images (**1 × 28 × 28 greyscale, pixels in "
         "[0, 1]**) and explore it like the built-in models. Save it as a **torch.export** "
@@ -422,6 +449,10 @@ def render_view() -> None:
         "turn. Programs may only call pure tensor operators; compressed tensor records (ZIP "
         "bombs) are refused before they are read."
     )
+
+
+def _upload_form() -> tuple[bool, tuple]:
+    """The MNIST-sized model's form: (sent, its values)."""
     with st.form("um_form", border=True):
         file = st.file_uploader(
             f"Model file (.pt2, .pt, .pth, .onnx, .safetensors; up to {limits.MODEL_MB} MB)",
@@ -456,11 +487,11 @@ def render_view() -> None:
             "architectures normalise with the data set's own statistics.",
         )  # fmt: skip
         submitted = st.form_submit_button("Check and add", type="primary", key="um_submit")
-    if submitted:
-        _accept(file, names_file, kind, dataset, architecture, mean, std, output)
-        if st.session_state.get("um_accepted"):
-            st.rerun()  # so the sidebar's model list, drawn before this page, includes it
+    return submitted, (file, names_file, kind, dataset, architecture, mean, std, output)
 
+
+def _upload_result() -> None:
+    """The last upload's error, or the model it added with a way to Explore."""
     if st.session_state.get("um_error") and not st.session_state.get("ws_submit"):
         # (the second form, sent in this run, clears this box below: it isn't drawn stale)
         st.error(
@@ -483,32 +514,56 @@ def render_view() -> None:
         ):
             st.switch_page("page_files/explore.py")
 
+
+def _session_models() -> None:
+    """The table of this session's uploaded models."""
+    mine = [n for n in st.session_state.get("user_models", []) if n in cache.uploads()]
+    if not mine:
+        return
+    st.markdown("#### Your models in this session")
+    st.caption(
+        "Each also appears in the sidebar's model list (for its data set), in Explore, "
+        "Misclassifications and the other views. The server keeps the last "
+        f"{cache.MAX_UPLOADS} uploads. Your page's link holds a secret key for each "
+        "(`mine=`): reloading it gets them back, and nobody without the key can use them, "
+        "so share that link only with people who may use your models."
+    )
+    rows = [cache.model_info(n) for n in mine]
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "name": [cache.display_name(i.name) for i in rows],
+                "key": [i.name for i in rows],
+                "kind": [i.kind for i in rows],
+                "data set": [i.dataset for i in rows],
+                "test accuracy": [i.test_accuracy for i in rows],
+                "ms per image": [round(i.seconds_per_example * 1000, 1) for i in rows],
+                "parameters": [i.n_params for i in rows],
+            }
+        ),
+        hide_index=True,
+        key="um_table",
+    )
+
+
+def render_view() -> None:
+    state.keep("um_kind", "um_dataset", "um_arch", "um_mean", "um_std")
+    for key, default in (("um_arch", "cnn"), ("um_mean", 0.0), ("um_std", 1.0)):
+        st.session_state.setdefault(key, default)
+    st.title("Your model")
+    if not cache.uploads_allowed():
+        st.info(
+            "Uploading models is turned off on this server (it was started with "
+            "`--no-uploads`). The bundled models work everywhere in the dashboard."
+        )
+        return
+    _upload_intro()
+    submitted, values = _upload_form()
+    if submitted:
+        _accept(*values)
+        if st.session_state.get("um_accepted"):
+            st.rerun()  # so the sidebar's model list, drawn before this page, includes it
+    _upload_result()
     st.divider()
     folder_section()
-
-    mine = [n for n in st.session_state.get("user_models", []) if n in cache.uploads()]
-    if mine:
-        st.markdown("#### Your models in this session")
-        st.caption(
-            "Each also appears in the sidebar's model list (for its data set), in Explore, "
-            "Misclassifications and the other views. The server keeps the last "
-            f"{cache.MAX_UPLOADS} uploads. Your page's link holds a secret key for each "
-            "(`mine=`): reloading it gets them back, and nobody without the key can use them, "
-            "so share that link only with people who may use your models."
-        )
-        rows = [cache.model_info(n) for n in mine]
-        st.dataframe(
-            pd.DataFrame(
-                {
-                    "name": [cache.display_name(i.name) for i in rows],
-                    "key": [i.name for i in rows],
-                    "kind": [i.kind for i in rows],
-                    "data set": [i.dataset for i in rows],
-                    "test accuracy": [i.test_accuracy for i in rows],
-                    "ms per image": [round(i.seconds_per_example * 1000, 1) for i in rows],
-                    "parameters": [i.n_params for i in rows],
-                }
-            ),
-            hide_index=True,
-            key="um_table",
-        )
+    _session_models()
