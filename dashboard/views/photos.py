@@ -105,15 +105,8 @@ def _photo(name: str) -> np.ndarray | None:
         return None
 
 
-def render_view() -> None:
-    state.keep("ph_model", "ph_random", "ph_method", "ph_reduce", "ph_class", "ph_layer")
-    st.title("Photos (ImageNet)")
-    st.caption(
-        "A real photo and a torchvision ImageNet classifier: the photo is resized and "
-        "centre-cropped to 224 × 224 exactly as the weights' own transforms do, and each map "
-        "explains one class's logit from those pixels: its gradient and kin, a layer map "
-        "(Grad-CAM and kin), occlusion or LRP."
-    )
+def _controls() -> tuple[str, str, str]:
+    """The model, method and colour-channel controls: (model, method, reduction)."""
     if st.session_state.get("ph_method") not in METHOD_LABELS:  # a link's method it can't run
         st.session_state["ph_method"] = "gradient"
     c1, c2, c3 = st.columns(3)
@@ -136,6 +129,40 @@ def render_view() -> None:
         if method in ONE_MAP
         else None,
     )
+    return name, method, reduction
+
+
+def _showing(method, info, names, target, signed, reduction, layer, chosen) -> None:
+    """What the map shows: the derivative as written, or the method, channels and layer."""
+    label = METHOD_LABELS[method]
+    if method in ("gradient", "smoothgrad"):  # a derivative of the pixels, as written
+        symbol = "Σ_c ∂" if signed else "max_c |∂"
+        st.markdown(
+            f"**Showing** {label}, {symbol} logit[{names[target]}] / ∂x_c"
+            f"{'' if signed else '|'} (channels: {REDUCTION_LABELS[reduction]}), class "
+            f"#{target} of 1000."
+        )
+    else:
+        channels = "" if method in ONE_MAP else f" (channels: {REDUCTION_LABELS[reduction]})"
+        at = ""
+        if info.layer:
+            which = "chosen" if chosen else "automatic"
+            at = f" At layer {render.plain(layer)} ({which}), upsampled to the photo."
+        st.markdown(
+            f"**Showing** {label} of logit[{names[target]}]{channels}, class #{target} of 1000.{at}"
+        )
+
+
+def render_view() -> None:
+    state.keep("ph_model", "ph_random", "ph_method", "ph_reduce", "ph_class", "ph_layer")
+    st.title("Photos (ImageNet)")
+    st.caption(
+        "A real photo and a torchvision ImageNet classifier: the photo is resized and "
+        "centre-cropped to 224 × 224 exactly as the weights' own transforms do, and each map "
+        "explains one class's logit from those pixels: its gradient and kin, a layer map "
+        "(Grad-CAM and kin), occlusion or LRP."
+    )
+    name, method, reduction = _controls()
     weights = _weights(name)
     if weights is None:
         return
@@ -180,23 +207,7 @@ def render_view() -> None:
     signed = info.signed if one_map else reduction == "sum"
     style = Style(signed, "RdBu_r" if signed else "inferno", 0.5, 99.0, False)
     lo, hi = style.range([m])
-    label = METHOD_LABELS[method]
-    if method in ("gradient", "smoothgrad"):  # a derivative of the pixels, as written
-        symbol = "Σ_c ∂" if signed else "max_c |∂"
-        st.markdown(
-            f"**Showing** {label}, {symbol} logit[{names[target]}] / ∂x_c"
-            f"{'' if signed else '|'} (channels: {REDUCTION_LABELS[reduction]}), class "
-            f"#{target} of 1000."
-        )
-    else:
-        channels = "" if one_map else f" (channels: {REDUCTION_LABELS[reduction]})"
-        at = ""
-        if info.layer:
-            which = "chosen" if chosen else "automatic"
-            at = f" At layer {render.plain(layer)} ({which}), upsampled to the photo."
-        st.markdown(
-            f"**Showing** {label} of logit[{names[target]}]{channels}, class #{target} of 1000.{at}"
-        )
+    _showing(method, info, names, target, signed, reduction, layer, chosen)
     st.caption(style.describe(lo, hi))
     photo = np.moveaxis(pixels, 0, -1)  # (224, 224, 3)
     c1, c2, c3 = st.columns(3)
