@@ -175,13 +175,9 @@ def _sentence(err: BaseException) -> str:
 # --- the page --------------------------------------------------------------------------------
 
 
-def render_view() -> None:
-    st.title("📊 Tables: which features does the output depend on?")
-    st.caption(
-        "For a net that takes a row of numbers: the sensitivity of the chosen output y to "
-        "feature j is ∂y/∂xⱼ, by one backward pass per batch of rows; the ranking is its mean "
-        "absolute value over the rows. It describes the model, not the world."
-    )
+def _chosen_table() -> tuple | None:
+    """The source choice, then the example's or the uploaded table and model:
+    (example, table, model, kind, digest), or None when there is nothing to explain yet."""
     allowed = cache.uploads_allowed()
     if not allowed and state.get("t_source") != "example":
         state.put("t_source", "example")  # a link that asked for uploads
@@ -212,15 +208,29 @@ def render_view() -> None:
                 table = table_cache.read_table(table_cache.sha(csv), csv)
             except tables.TableError as err:
                 st.error(f"{render.plain(err)} Upload another file; your model is kept.")
-                return
+                return None
         if table is None or model is None:
             st.info(
                 f"Upload {'a CSV' if table is None else 'the model'}"
                 f"{' and a model' if table is None and model is None else ''} to go on; the "
                 "bundled example is one click above."
             )
-            return
+            return None
         digest = ("upload", table_cache.sha(csv), table_cache.sha(model), kind)
+    return example, table, model, kind, digest
+
+
+def render_view() -> None:
+    st.title("📊 Tables: which features does the output depend on?")
+    st.caption(
+        "For a net that takes a row of numbers: the sensitivity of the chosen output y to "
+        "feature j is ∂y/∂xⱼ, by one backward pass per batch of rows; the ranking is its mean "
+        "absolute value over the rows. It describes the model, not the world."
+    )
+    chosen = _chosen_table()
+    if chosen is None:
+        return
+    example, table, model, kind, digest = chosen
     for note in table.notes:
         st.info(render.plain(note))
     features, target = _columns(table, example)
