@@ -371,28 +371,9 @@ def _sanity_chart(steps: list[dict]) -> dict:
     }  # fmt: skip
 
 
-def lesson_sanity(ctx: dict, controls) -> None:
-    with controls:
-        n = st.radio(
-            "Images averaged",
-            (1, 5, 10),
-            index=1,
-            key="sanity_n",
-            horizontal=True,
-            format_func=lambda k: "this image" if k == 1 else f"this image and {k - 1} more",
-            help="The image chosen in Explore, then the data set's first other test images; "
-            "the band around each line is ±1 standard deviation over them.",
-        )
-    ds = cache.dataset(ctx["dataset"])
-    rest = [k for k in range(n) if k != ctx["index"]][: n - 1]  # never the chosen one twice
-    others = ds.images[rest, 0].numpy()
-    images = np.concatenate([ctx["image"][None], others]).astype(np.float32)
-    found = {m: lessons.sanity_or_why(ctx["model"], images, m) for m in SANITY_LABELS}
-    runs = {m: steps for m, steps in found.items() if not isinstance(steps, str)}
-    st.latex(
-        r"\rho_{\text{Spearman}}\big(|A(x)|_{\theta},\;|A(x)|_{\tilde\theta_{L..l}}\big)"
-        r"\quad\text{for each method } A \text{ below}"
-    )
+def _sanity_grid(ctx: dict, found: dict) -> None:
+    """Each method's chart of ρ and SSIM per step, and its maps at the first, second and last
+    step; or why the method can't explain the model."""
     methods = list(found)
     for start in range(0, len(methods), SANITY_ROW):
         row = methods[start : start + SANITY_ROW]
@@ -411,6 +392,10 @@ def lesson_sanity(ctx: dict, controls) -> None:
                     s = steps[i]
                     label = "original" if i == 0 else f"to {s['step']}"
                     _map(s["map"], ABS, f"{label} · ρ {rho_text(s['spearman'], spread=False)}")
+
+
+def _sanity_tables(found: dict, runs: dict) -> None:
+    """Our ρ beside the paper's verdict for each method, and the steps re-initialised."""
     gradient_steps = runs["gradient"]
     table = pd.DataFrame(
         {
@@ -435,6 +420,32 @@ def lesson_sanity(ctx: dict, controls) -> None:
         }
     )
     st.dataframe(steps_df, hide_index=True, width="stretch", key="sanity_steps")
+
+
+def lesson_sanity(ctx: dict, controls) -> None:
+    with controls:
+        n = st.radio(
+            "Images averaged",
+            (1, 5, 10),
+            index=1,
+            key="sanity_n",
+            horizontal=True,
+            format_func=lambda k: "this image" if k == 1 else f"this image and {k - 1} more",
+            help="The image chosen in Explore, then the data set's first other test images; "
+            "the band around each line is ±1 standard deviation over them.",
+        )
+    ds = cache.dataset(ctx["dataset"])
+    rest = [k for k in range(n) if k != ctx["index"]][: n - 1]  # never the chosen one twice
+    others = ds.images[rest, 0].numpy()
+    images = np.concatenate([ctx["image"][None], others]).astype(np.float32)
+    found = {m: lessons.sanity_or_why(ctx["model"], images, m) for m in SANITY_LABELS}
+    runs = {m: steps for m, steps in found.items() if not isinstance(steps, str)}
+    st.latex(
+        r"\rho_{\text{Spearman}}\big(|A(x)|_{\theta},\;|A(x)|_{\tilde\theta_{L..l}}\big)"
+        r"\quad\text{for each method } A \text{ below}"
+    )
+    _sanity_grid(ctx, found)
+    _sanity_tables(found, runs)
     st.caption(
         f"Layers re-initialised cumulatively from the output down, in the order forward uses "
         f"them (on deep copies; the shared {render.plain(ctx['model'])} is untouched). Maps are "
