@@ -830,20 +830,13 @@ def panel_content(
     return arrays, data
 
 
-def _explain(view, info, names, image, true, described, others, src) -> None:
-    model_name = view["model"]
-    ex = explained(view, image, true)
-    target, versus, probs, style = ex.target, ex.versus, ex.probs, ex.style
-    main, maps = ex.main, ex.maps
-    lo, hi = ex.lo, ex.hi
-    method, score = view["method"], view["score"]
-    signed = style.signed
-
-    if view["target"] == "true" and true is None:
-        st.caption("This image has no true class: the map is for the predicted class.")
-
-    symbol = SCORE_SYMBOL[score]
-    what = f"∂ {symbol}[{class_md(target, names)}] / ∂x"
+def _showing(view, info, names, image, described, ex: Explained) -> tuple[str, str]:
+    """The sentence of what the map shows and its colour scale: (the score's symbol, the
+    map's caption)."""
+    model_name, method = view["model"], view["method"]
+    signed = ex.style.signed
+    symbol = SCORE_SYMBOL[view["score"]]
+    what = f"∂ {symbol}[{class_md(ex.target, names)}] / ∂x"
     c, h, w = image.shape
     reduced = (
         ""
@@ -854,7 +847,7 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
     method_info = saliency.method_info(method)
     at = ""
     if not _is_pixel(method):
-        what = f"{symbol}[{class_md(target, names)}]"  # not a derivative of the pixels
+        what = f"{symbol}[{class_md(ex.target, names)}]"  # not a derivative of the pixels
         reduced = ""
     if method_info.layer:
         layer = cache.method_facts(model_name, image.shape, method, view["layer"])["layer"]
@@ -867,8 +860,16 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         f"({info.test_accuracy:.2%} accuracy).{reduced}{at}"
     )
     map_caption = what if _is_pixel(method) else f"{method_info.label} of {what}"
-    st.caption(style.describe(lo, hi))
-    if method_info.layer and not np.any(main):
+    st.caption(ex.style.describe(ex.lo, ex.hi))
+    return symbol, map_caption
+
+
+def _map_notes(view, names, image, ex: Explained) -> None:
+    """What to know before reading the map: zero everywhere, a saturated softmax, integrated
+    gradients' completeness, a target that hardly matters."""
+    method, score, probs = view["method"], view["score"], ex.probs
+    target, versus = ex.target, ex.versus
+    if saliency.method_info(method).layer and not np.any(ex.main):
         st.info(
             "This map is zero everywhere: at this layer every class-weighted activation is "
             "negative, and the method's ReLU keeps only evidence for the class. Try another "
@@ -882,12 +883,12 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
             "The logit map still shows what the score depends on."
         )
     if method == "integrated_gradients":
-        delta = cache.integrated_gradients_delta(model_name, image, target, score)
+        delta = cache.integrated_gradients_delta(view["model"], image, target, score)
         st.caption(
             f"Completeness: sum(map) − (f(x) − f(black)) = {delta:.2e}. Integrated gradients "
             "should add up to the score difference; a large delta means more steps are needed."
         )
-    rho = spearman(maps[target], maps[versus])
+    rho = spearman(ex.maps[target], ex.maps[versus])
     if rho >= SAME_MAP_RHO:
         st.warning(
             f"**The target hardly matters here.** The maps for {class_md(target, names)} and "
@@ -895,6 +896,48 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
             "where the model is sensitive at all, not what tells the two classes apart. "
             "The contrast map below does."
         )
+
+
+def _server_pictures(view, info, names, image, true, described, ex, data, map_caption, symbol):
+    """The server's own pictures, prediction, contrast, grid and exports: where the panel
+    failed or hasn't drawn in time."""
+    main, lo, hi, style, probs = ex.main, ex.lo, ex.hi, ex.style, ex.probs
+    big = render.scale_for(image.shape)
+    pred = ex.pred
+    with st.container(key=saliency_panel.FALLBACK_KEY):
+        c1, c2, c3 = st.columns(3)
+        with c1:
+            render.show(render.grey(image, 1), data["image_caption"], scale=big)
+        with c2:
+            render.show(
+                render.picture(main, lo, hi, style, scale=1), f"Map: {map_caption}", scale=big
+            )
+            render.show(render.colorbar(lo, hi, style.cmap), None)
+        overlay = render.picture(main, lo, hi, style, image=image, scale=1)
+        with c3:
+            render.show(overlay, f"Overlay (alpha {style.alpha:g})", scale=big)
+        left, right = st.columns([1, 1])
+        with left:
+            st.markdown("#### Prediction")
+            if len(probs) > ALL_CLASSES_UP_TO:
+                st.caption(f"The {TOP_CLASSES} most probable of {len(probs):,} classes.")
+            _prediction_table(probs, names, pred, true)
+        with right:
+            _contrast(ex.diff, ex.target, ex.versus, names, symbol, view, style, big)
+        st.markdown(f"#### {data['grid_title']}")
+        st.caption(data["grid_note"])
+        _class_grid(ex.maps, ex.grid_classes, image, style, (lo, hi), pred, true, names)
+        overlay = render.upscale(overlay, big)  # the download: crisp pixels, as on screen
+        _export(view, info, described, ex.target, view["method"], overlay, main, probs, pred,
+                true, (lo, hi))  # fmt: skip
+
+
+def _explain(view, info, names, image, true, described, others, src) -> None:
+    ex = explained(view, image, true)
+    if view["target"] == "true" and true is None:
+        st.caption("This image has no true class: the map is for the predicted class.")
+    symbol, map_caption = _showing(view, info, names, image, described, ex)
+    _map_notes(view, names, image, ex)
 
     # The panel: pictures, chart, contrast, every class and the exports, drawn in the browser.
     arrays, data = panel_content(
@@ -908,38 +951,11 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
     else:
         st.session_state[PAGE_WAITS] = True
     if fallback:
-        big = render.scale_for(image.shape)
-        pred = ex.pred
-        with st.container(key=saliency_panel.FALLBACK_KEY):
-            c1, c2, c3 = st.columns(3)
-            with c1:
-                render.show(render.grey(image, 1), data["image_caption"], scale=big)
-            with c2:
-                render.show(
-                    render.picture(main, lo, hi, style, scale=1), f"Map: {map_caption}", scale=big
-                )
-                render.show(render.colorbar(lo, hi, style.cmap), None)
-            overlay = render.picture(main, lo, hi, style, image=image, scale=1)
-            with c3:
-                render.show(overlay, f"Overlay (alpha {style.alpha:g})", scale=big)
-            left, right = st.columns([1, 1])
-            with left:
-                st.markdown("#### Prediction")
-                if len(probs) > ALL_CLASSES_UP_TO:
-                    st.caption(f"The {TOP_CLASSES} most probable of {len(probs):,} classes.")
-                _prediction_table(probs, names, pred, true)
-            with right:
-                _contrast(ex.diff, target, versus, names, symbol, view, style, big)
-            st.markdown(f"#### {data['grid_title']}")
-            st.caption(data["grid_note"])
-            _class_grid(maps, ex.grid_classes, image, style, (lo, hi), pred, true, names)
-            overlay = render.upscale(overlay, big)  # the download: crisp pixels, as on screen
-            _export(view, info, described, target, method, overlay, main, probs, pred, true,
-                    (lo, hi))  # fmt: skip
+        _server_pictures(view, info, names, image, true, described, ex, data, map_caption, symbol)
 
     _report_button(view, info, image, described, ex, data["export"]["json"])
-    _compare_models(view, others, image, main, ex.compare, ex.compare_targets, target, style,
-                    names)  # fmt: skip
+    _compare_models(view, others, image, ex.main, ex.compare, ex.compare_targets, ex.target,
+                    ex.style, names)  # fmt: skip
 
 
 # --- the report: this view as one HTML file ------------------------------------------------
@@ -972,16 +988,18 @@ def _report_button(view, info, image, described, ex: Explained, settings: dict) 
     )
 
 
-def report_sections(view, info, image, described, ex: Explained, model: str,
-                    compared: dict[str, str]) -> list[report.Section]:  # fmt: skip
-    """The report's sections: the pictures exactly as the view draws and exports them (the
-    overlay is the "Map as PNG" download, byte for byte), the probabilities, and the grid,
-    contrast and compared models, each on the scale the view uses."""
+def _marks(ex: Explained, k: int) -> str:
+    return (" · predicted" if k == ex.pred else "") + (" · true" if k == ex.true else "")
+
+
+def _report_main(view, info, image, described, ex: Explained, model: str) -> report.Section:
+    """The image, its map, the overlay (the "Map as PNG" download, byte for byte) and scale,
+    with the probabilities."""
     names = info.class_names
-    style, target, versus, main = ex.style, ex.target, ex.versus, ex.main
+    style, main = ex.style, ex.main
     big = render.scale_for(image.shape)
     symbol = SCORE_SYMBOL[view["score"]]
-    what = f"{symbol}[{class_label(target, names)}]"
+    what = f"{symbol}[{class_label(ex.target, names)}]"
     if not _is_pixel(view["method"]):
         what = f"{saliency.method_info(view['method']).label} of {what}"
     elif style.signed:
@@ -989,78 +1007,101 @@ def report_sections(view, info, image, described, ex: Explained, model: str,
     else:
         what = f"|∂ {what} / ∂x|"
     c, h, w = image.shape
-
-    def marks(k: int) -> str:
-        return (" · predicted" if k == ex.pred else "") + (" · true" if k == ex.true else "")
-
     overlay = render.picture(main, ex.lo, ex.hi, style, image=image, scale=1)
-    sections = [
-        report.Section(
-            f"{described}: {model} says {class_label(ex.pred, names)} ({ex.probs[ex.pred]:.1%})",
-            images=[
-                (
-                    f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
-                    render.png(render.grey(image, big)),
-                ),
-                (f"Map: {what}", render.png(render.picture(main, ex.lo, ex.hi, style, scale=big))),
-                (f"Overlay (alpha {style.alpha:g})", render.png(render.upscale(overlay, big))),
-                (
-                    f"Colour scale {ex.lo:.3g} … {ex.hi:.3g}",
-                    render.png(render.colorbar(ex.lo, ex.hi, style.cmap)),
-                ),
-            ],
-            probabilities=[
-                (class_label(k, names) + marks(k), float(ex.probs[k]))
-                for k in _bar_classes(ex.probs, ex.true)
-            ],
-            note=f"{METHOD_LABELS[view['method']]}, model {model} "
-            f"({info.test_accuracy:.2%} accuracy). {style.describe(ex.lo, ex.hi)}.",
-        )
-    ]
+    return report.Section(
+        f"{described}: {model} says {class_label(ex.pred, names)} ({ex.probs[ex.pred]:.1%})",
+        images=[
+            (
+                f"What the model sees ({h} × {w}{', RGB' if c == 3 else ''})",
+                render.png(render.grey(image, big)),
+            ),
+            (f"Map: {what}", render.png(render.picture(main, ex.lo, ex.hi, style, scale=big))),
+            (f"Overlay (alpha {style.alpha:g})", render.png(render.upscale(overlay, big))),
+            (
+                f"Colour scale {ex.lo:.3g} … {ex.hi:.3g}",
+                render.png(render.colorbar(ex.lo, ex.hi, style.cmap)),
+            ),
+        ],
+        probabilities=[
+            (class_label(k, names) + _marks(ex, k), float(ex.probs[k]))
+            for k in _bar_classes(ex.probs, ex.true)
+        ],
+        note=f"{METHOD_LABELS[view['method']]}, model {model} "
+        f"({info.test_accuracy:.2%} accuracy). {ex.style.describe(ex.lo, ex.hi)}.",
+    )
+
+
+def _report_contrast(view, names, image, ex: Explained) -> report.Section:
+    """Why the target and not the versus class: the signed contrast on its own scale."""
+    style, target, versus = ex.style, ex.target, ex.versus
+    big = render.scale_for(image.shape)
+    symbol = SCORE_SYMBOL[view["score"]]
     c_style = Style(True, view["cmap_signed"], style.alpha, style.clip, False)
     c_lo, c_hi = c_style.range([ex.diff])
     t_label, v_label = class_label(target, names), class_label(versus, names)
-    sections.append(
-        report.Section(
-            f"Why {t_label} and not {v_label}?",
-            images=[
-                (
-                    f"{symbol}[{target}] − {symbol}[{versus}]",
-                    render.png(render.picture(ex.diff, c_lo, c_hi, c_style, scale=big)),
-                ),
-                (
-                    f"Colour scale {c_lo:.3g} … {c_hi:.3g}",
-                    render.png(render.colorbar(c_lo, c_hi, c_style.cmap)),
-                ),
-            ],
-            note=f"Red pixels, when brighter, favour {t_label}; blue ones favour {v_label}. "
-            "Signed, on its own symmetric scale.",
-        )
+    return report.Section(
+        f"Why {t_label} and not {v_label}?",
+        images=[
+            (
+                f"{symbol}[{target}] − {symbol}[{versus}]",
+                render.png(render.picture(ex.diff, c_lo, c_hi, c_style, scale=big)),
+            ),
+            (
+                f"Colour scale {c_lo:.3g} … {c_hi:.3g}",
+                render.png(render.colorbar(c_lo, c_hi, c_style.cmap)),
+            ),
+        ],
+        note=f"Red pixels, when brighter, favour {t_label}; blue ones favour {v_label}. "
+        "Signed, on its own symmetric scale.",
     )
+
+
+def _report_grid(view, names, image, ex: Explained) -> report.Section:
+    """The grid of classes' overlays, on the scale the view uses."""
+    style = ex.style
     small = render.scale_for(image.shape, 140)
     grid = []
     for k in ex.grid_classes:
         k_lo, k_hi = (ex.lo, ex.hi) if style.shared else style.range([ex.maps[k]])
         rgb = render.thumbnail(render.picture(ex.maps[k], k_lo, k_hi, style, image=image, scale=1),
                                160)  # fmt: skip
-        grid.append((class_label(k, names) + marks(k), render.png(render.upscale(rgb, small))))
+        grid.append((class_label(k, names) + _marks(ex, k), render.png(render.upscale(rgb, small))))
     title, note = _grid_text(len(ex.grid_classes) == len(names), view["method"], style)
     note = note.replace(" Orange frame: predicted class; green frame: true class.", "")
-    sections.append(report.Section(title, images=grid, note=note))  # no frames: captions say
+    return report.Section(title, images=grid, note=note)  # no frames: captions say
+
+
+def _report_compare(view, image, ex: Explained, model: str, compared: dict) -> report.Section:
+    """The compared models' maps beside this one's, on one shared colour scale."""
+    style = ex.style
+    shown = [(view["model"], model, ex.main)]
+    shown += [(m, compared[m], a) for m, a in ex.compare.items()]
+    s_lo, s_hi = style.range([a for *_, a in shown])
+    scale = render.scale_for(image.shape, 224)
+    pictures = [
+        (f"{name}: map of class {ex.compare_targets.get(m, ex.target)}",
+         render.png(render.picture(a, s_lo, s_hi, style, image=image, scale=scale)))
+        for m, name, a in shown
+    ]  # fmt: skip
+    pictures.append((f"Colour scale {s_lo:.3g} … {s_hi:.3g}",
+                     render.png(render.colorbar(s_lo, s_hi, style.cmap))))  # fmt: skip
+    note = "The same image and settings, on one shared colour scale."
+    return report.Section("Compare models", images=pictures, note=note)
+
+
+def report_sections(view, info, image, described, ex: Explained, model: str,
+                    compared: dict[str, str]) -> list[report.Section]:  # fmt: skip
+    """The report's sections: the pictures exactly as the view draws and exports them (the
+    overlay is the "Map as PNG" download, byte for byte), the probabilities, and the grid,
+    contrast and compared models, each on the scale the view uses."""
+    names = info.class_names
+    sections = [
+        _report_main(view, info, image, described, ex, model),
+        _report_contrast(view, names, image, ex),
+        _report_grid(view, names, image, ex),
+    ]
     if ex.compare:
-        shown = [(view["model"], model, main)]
-        shown += [(m, compared[m], a) for m, a in ex.compare.items()]
-        s_lo, s_hi = style.range([a for *_, a in shown])
-        scale = render.scale_for(image.shape, 224)
-        pictures = [
-            (f"{name}: map of class {ex.compare_targets.get(m, target)}",
-             render.png(render.picture(a, s_lo, s_hi, style, image=image, scale=scale)))
-            for m, name, a in shown
-        ]  # fmt: skip
-        pictures.append((f"Colour scale {s_lo:.3g} … {s_hi:.3g}",
-                         render.png(render.colorbar(s_lo, s_hi, style.cmap))))  # fmt: skip
-        note = "The same image and settings, on one shared colour scale."
-        sections.append(report.Section("Compare models", images=pictures, note=note))
+        sections.append(_report_compare(view, image, ex, model, compared))
     return sections
 
 
