@@ -1,6 +1,7 @@
 """Issue 29, item 1 (live part): a live "where does it look?" round on the teacher's uploaded
 TorchScript model opens, reveals, and publishes that model's own gradient, as an independent
-`torch.autograd` computation on the same file gives it; the student's page shows the reveal."""
+`torch.autograd` computation on the same file gives it; the reveal's agreement numbers (issue
+33) are the library's on that model's maps; the student's page shows the reveal."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import pretrained  # noqa: E402
+import saliency  # noqa: E402
 from dashboard import cache, rate_limits  # noqa: E402
 from dashboard.live_store import LiveStore  # noqa: E402
 from pretrained import user_models  # noqa: E402
@@ -79,6 +81,12 @@ def test_a_map_round_on_an_uploaded_torchscript_model(class_db):
     p = np.zeros((28, 28))
     p[6:20, 8:20] = 1.0
     class_db.answer(code, student.query_params["me"], 1, painting=p)
+    rng = np.random.default_rng(29)
+    for i in range(4):  # four more students, so the class can be read against itself
+        q = np.zeros((28, 28))
+        r, c = rng.integers(4, 10, 2)
+        q[r : r + 14, c : c + 10] = 1.0
+        class_db.answer(code, class_db.join(code, f"s{i}"), 1, painting=q)
     teacher.button(key="live_reveal").click().run()
     assert not teacher.exception, [e.value for e in teacher.exception]
     assert not teacher.error, [e.body for e in teacher.error]
@@ -95,7 +103,25 @@ def test_a_map_round_on_an_uploaded_torchscript_model(class_db):
         np.reshape(rnd.result["map"], (28, 28)), direct / direct.max(), atol=1e-4
     )
     captions = [c for im in teacher.get("image") for c in im.captions]
-    assert "The class: the mean of 1 paintings" in captions, captions
+    assert "The class: the mean of 5 paintings" in captions, captions
+
+    # The reveal's agreement numbers (issue 33), read against the upload's own maps.
+    def upload_map(index: int) -> np.ndarray:
+        xi, _ = pretrained.load_dataset("mnist", "test")[index : index + 1]
+        xi = xi.clone().requires_grad_(True)
+        (gi,) = torch.autograd.grad(net(xi)[0, spec["target"]], xi)
+        return gi[0, 0].abs().double().numpy()
+
+    got = rnd.result["agreement"]
+    key = teacher.session_state["live_teachers"][code]
+    stored = np.stack([a.painting for a in class_db.answers(code, key, 1)])
+    others = np.stack([upload_map(i) for i in rnd.result["null_images"]])
+    expect = saliency.class_agreement(stored, direct, others)
+    assert got["n"] == 5 and got["ceiling_reason"] is None
+    assert got["ceiling"] == pytest.approx(expect.ceiling, abs=1e-12)
+    assert got["alignment"] == pytest.approx(expect.alignment, abs=1e-3)
+    assert got["null"] == pytest.approx(expect.null.tolist(), abs=1e-3)
+    assert (got["dice"], got["iou"]) == pytest.approx((expect.dice, expect.iou), abs=1e-9)
     student.run()
     assert not student.exception, [e.value for e in student.exception]
     assert "Your ρ · your overlap" in [m.label for m in student.metric]
