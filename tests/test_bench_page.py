@@ -171,10 +171,10 @@ def test_images_are_bounded_whatever_the_classes():
 
 
 def test_the_lesson_reads_the_bench_and_says_how_to_read_it(monkeypatch):
-    from dashboard.views import classroom
+    from dashboard.views import classroom_checks
 
-    monkeypatch.setattr(classroom, "TRUST_METHODS", ("gradient", "grad_cam"))  # kept short
-    monkeypatch.setattr(classroom, "TRUST_METRICS", ("sparseness", "deletion_auc"))
+    monkeypatch.setattr(classroom_checks, "TRUST_METHODS", ("gradient", "grad_cam"))  # short
+    monkeypatch.setattr(classroom_checks, "TRUST_METRICS", ("sparseness", "deletion_auc"))
     at = AppTest.from_file(APP, default_timeout=300)
     at.query_params["lesson"] = "trust"
     at.query_params["model"] = "mnist-mlp"
