@@ -253,10 +253,111 @@ def _widget_class():
     return _CLASS
 
 
+class _WidgetBody:
+    """`SaliencyWidget`'s behaviour (its class, made with anywidget when that is installed,
+    adds the synced traits): see `widget`. `index` and `method` are the kernel's state (the
+    browser sets them); `kernel_messages` counts the browser's messages, which a class click
+    never sends."""
+
+    def __init__(self, model, images, labels, class_names, methods, *, score, layer, about):
+        images = torch.as_tensor(images)
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"images must be (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
+        unknown = [m for m in methods if m not in METHOD_INFO]
+        if unknown or not methods:
+            raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHOD_INFO)}")
+        self.model, self.images, self.score, self.layer = model, images, score, layer
+        self.about = about
+        self.labels = None if labels is None else [int(v) for v in labels]
+        self.class_names = list(class_names or [])
+        self.kernel_messages = 0
+        self.computed = 0  # views computed (the payload's seq: a view seen again redraws)
+        self.view: View | None = None
+        self.view_index = -1  # the image `view` shows
+        super().__init__(
+            methods=[[m, METHOD_INFO[m].label] for m in methods],
+            method=methods[0],
+            n_images=int(images.shape[0]),
+        )
+        self.observe(self._recompute, names=["index", "method"])
+        self.on_msg(self._on_browser_msg)
+        self._recompute()
+
+    def model_name(self) -> str:
+        return self.about["name"] or type(self.model).__name__
+
+    def _handle_msg(self, msg):  # every message the browser sends the kernel
+        self.kernel_messages += 1
+        return super()._handle_msg(msg)
+
+    def _recompute(self, change=None):
+        i = min(max(self.index, 0), self.n_images - 1)
+        true = None if self.labels is None else self.labels[i]
+        method_only = change is not None and change["name"] == "method"
+        same = self.view if method_only and self.view_index == i else None
+        try:
+            view = compute(
+                self.model,
+                self.images[i],
+                self.method,
+                true=true,
+                score=self.score,
+                layer=self.layer,
+                same_image=same,
+            )
+        except (ValueError, TypeError, RuntimeError) as err:
+            self.error = f"{METHOD_INFO[self.method].label}: {err}"
+            return
+        self.view, self.view_index = view, i
+        names = self.class_names or [str(k) for k in range(len(view.probs))]
+        c, h, w = self.images.shape[1:]
+        caption = f"Image {i} ({h} × {w}{', RGB' if c == 3 else ''})"
+        arrays, data = panel_content(
+            view,
+            true=true,
+            class_names=names,
+            method=self.method,
+            caption=caption,
+            score=self.score,
+        )
+        self.computed += 1
+        self.arrays, self.data = arrays, dataclasses.replace(data, seq=self.computed)
+        self.error = ""
+        self._payload = core.pack_all(arrays, self.data)
+
+    def report(self, target: int | None = None, **settings: Any) -> str:
+        """The view as one self-contained HTML file (`saliency.report`): the image, the
+        map of `target` (default: the predicted class), its overlay and colour bar, the
+        probabilities, the contrast and every class's map, drawn with `settings` (the
+        panel's: cmap, cmap_signed, alpha, clip, sign, scale; the defaults otherwise),
+        every setting, the model's name, card and sha256, and the library versions."""
+        return view_report(self, target, settings)
+
+    def save_report(self, path, target: int | None = None, **settings: Any) -> Path:
+        """`report(...)` written to `path` (UTF-8); returns the path."""
+        path = Path(path)
+        path.write_text(self.report(target, **settings), encoding="utf-8")
+        return path
+
+    def _on_browser_msg(self, _widget, content, _buffers) -> None:
+        """The panel's "Download report": it sends the class and settings it shows, and
+        gets the HTML back as one buffer (or the reason it can't)."""
+        if not isinstance(content, dict) or content.get("kind") != "report":
+            return
+        try:
+            given = content.get("settings") or {}
+            target = int(content["target"])
+            html = self.report(target, **{k: given.get(k) for k in report_keys()})
+        except (KeyError, TypeError, ValueError) as err:
+            self.send({"kind": "report", "error": str(err)})
+            return
+        self.send({"kind": "report", "name": report_name(self, target)}, [html.encode()])
+
+
 def _make_class(anywidget):
     import traitlets
 
-    class SaliencyWidget(anywidget.AnyWidget):
+    class SaliencyWidget(_WidgetBody, anywidget.AnyWidget):
         """See `widget`. `index` and `method` are the kernel's state (the browser sets them);
         `kernel_messages` counts the browser's messages, which a class click never sends."""
 
@@ -268,102 +369,6 @@ def _make_class(anywidget):
         methods = traitlets.List([]).tag(sync=True)  # [[name, label], ...]
         n_images = traitlets.Int(0).tag(sync=True)
         error = traitlets.Unicode("").tag(sync=True)
-
-        def __init__(self, model, images, labels, class_names, methods, *, score, layer, about):
-            images = torch.as_tensor(images)
-            if images.ndim != 4 or images.shape[0] == 0:
-                raise ValueError(
-                    f"images must be (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
-                )
-            unknown = [m for m in methods if m not in METHOD_INFO]
-            if unknown or not methods:
-                raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHOD_INFO)}")
-            self.model, self.images, self.score, self.layer = model, images, score, layer
-            self.about = about
-            self.labels = None if labels is None else [int(v) for v in labels]
-            self.class_names = list(class_names or [])
-            self.kernel_messages = 0
-            self.computed = 0  # views computed (the payload's seq: a view seen again redraws)
-            self.view: View | None = None
-            self.view_index = -1  # the image `view` shows
-            super().__init__(
-                methods=[[m, METHOD_INFO[m].label] for m in methods],
-                method=methods[0],
-                n_images=int(images.shape[0]),
-            )
-            self.observe(self._recompute, names=["index", "method"])
-            self.on_msg(self._on_browser_msg)
-            self._recompute()
-
-        def model_name(self) -> str:
-            return self.about["name"] or type(self.model).__name__
-
-        def _handle_msg(self, msg):  # every message the browser sends the kernel
-            self.kernel_messages += 1
-            return super()._handle_msg(msg)
-
-        def _recompute(self, change=None):
-            i = min(max(self.index, 0), self.n_images - 1)
-            true = None if self.labels is None else self.labels[i]
-            method_only = change is not None and change["name"] == "method"
-            same = self.view if method_only and self.view_index == i else None
-            try:
-                view = compute(
-                    self.model,
-                    self.images[i],
-                    self.method,
-                    true=true,
-                    score=self.score,
-                    layer=self.layer,
-                    same_image=same,
-                )
-            except (ValueError, TypeError, RuntimeError) as err:
-                self.error = f"{METHOD_INFO[self.method].label}: {err}"
-                return
-            self.view, self.view_index = view, i
-            names = self.class_names or [str(k) for k in range(len(view.probs))]
-            c, h, w = self.images.shape[1:]
-            caption = f"Image {i} ({h} × {w}{', RGB' if c == 3 else ''})"
-            arrays, data = panel_content(
-                view,
-                true=true,
-                class_names=names,
-                method=self.method,
-                caption=caption,
-                score=self.score,
-            )
-            self.computed += 1
-            self.arrays, self.data = arrays, dataclasses.replace(data, seq=self.computed)
-            self.error = ""
-            self._payload = core.pack_all(arrays, self.data)
-
-        def report(self, target: int | None = None, **settings: Any) -> str:
-            """The view as one self-contained HTML file (`saliency.report`): the image, the
-            map of `target` (default: the predicted class), its overlay and colour bar, the
-            probabilities, the contrast and every class's map, drawn with `settings` (the
-            panel's: cmap, cmap_signed, alpha, clip, sign, scale; the defaults otherwise),
-            every setting, the model's name, card and sha256, and the library versions."""
-            return view_report(self, target, settings)
-
-        def save_report(self, path, target: int | None = None, **settings: Any) -> Path:
-            """`report(...)` written to `path` (UTF-8); returns the path."""
-            path = Path(path)
-            path.write_text(self.report(target, **settings), encoding="utf-8")
-            return path
-
-        def _on_browser_msg(self, _widget, content, _buffers) -> None:
-            """The panel's "Download report": it sends the class and settings it shows, and
-            gets the HTML back as one buffer (or the reason it can't)."""
-            if not isinstance(content, dict) or content.get("kind") != "report":
-                return
-            try:
-                given = content.get("settings") or {}
-                target = int(content["target"])
-                html = self.report(target, **{k: given.get(k) for k in report_keys()})
-            except (KeyError, TypeError, ValueError) as err:
-                self.send({"kind": "report", "error": str(err)})
-                return
-            self.send({"kind": "report", "name": report_name(self, target)}, [html.encode()])
 
     SaliencyWidget.__qualname__ = "SaliencyWidget"  # its repr: saliency.notebook.SaliencyWidget
     return SaliencyWidget
