@@ -11,7 +11,7 @@ from test_dashboard import panel_payload, run_app
 
 from dashboard import cache
 from dashboard.components import saliency_panel
-from dashboard.views import explore
+from dashboard.views import explore, explore_explained
 
 
 @pytest.fixture(autouse=True)
@@ -187,7 +187,7 @@ def test_the_page_draws_with_the_view_module_imported_once(monkeypatch):
     from dashboard.lru import BytesLRU
 
     kept = BytesLRU(explore.EXPLAINED_BYTES)
-    monkeypatch.setattr(explore, "_explained", kept)
+    monkeypatch.setattr(explore_explained, "_explained", kept)  # the store `explained` reads
     at = run_app(index="11")
     assert len(list(kept.values())) == 1
     (ex,) = kept.values()

@@ -1,0 +1,292 @@
+"""Explore's image chooser: a test image found by class, correctness, index or path, an
+upload, or a drawn digit. Split from `dashboard.views.explore`, which re-exports every name
+(issue 31)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import streamlit as st
+
+from dashboard import cache, render, state, upload_limits
+from dashboard.render import class_label
+from dashboard.sources import Source
+from dashboard.views.explore_controls import NEXT_LABEL, PREVIOUS_LABEL
+from pretrained.images import (
+    ImageError,
+    canvas_to_mnist,
+    decode_image,
+    decode_image28,
+    encode_image,
+    mnist_style,
+)
+
+
+def _candidates(view: dict, src: Source) -> np.ndarray:
+    """Indices of the images matching the true-class and correct/wrong filters."""
+    keep = np.ones(len(src), dtype=bool)
+    if view["true_class"] != "any":
+        keep &= src.labels == int(view["true_class"])
+    if view["correctness"] != "all":
+        pred = cache.predictions(view["model"], src.key).predicted
+        right = pred == src.labels
+        keep &= right if view["correctness"] == "correct" else ~right
+    return np.flatnonzero(keep)
+
+
+def _neighbour(candidates: np.ndarray, i: int, direction: int) -> int | None:
+    """The candidate after image `i` (direction 1) or before it (-1), wrapping around."""
+    if len(candidates) == 0:
+        return None
+    if direction > 0:
+        after = candidates[candidates > i]
+        return int(after[0] if len(after) else candidates[0])
+    before = candidates[candidates < i]
+    return int(before[-1] if len(before) else candidates[-1])
+
+
+def _step(candidates: np.ndarray, direction: int) -> None:
+    if len(candidates) == 0:
+        return
+    if direction == 0:
+        state.put("index", int(np.random.default_rng().choice(candidates)))
+    else:
+        state.put("index", _neighbour(candidates, state.get("index"), direction))
+
+
+def _described(src: Source, index: int) -> str:
+    return f"test image #{index}" if src.paths is None else f"#{index} {src.paths[index]}"
+
+
+def _open_path(src: Source) -> None:
+    """The path typed into "Open by path": that image, or a message saying it isn't here."""
+    text = st.session_state.get("open_path", "").strip()
+    if not text:
+        return
+    i = src.find(text)
+    if i is None:
+        st.session_state["open_path_error"] = f"No image {text!r} in this workspace."
+        return
+    st.session_state["open_path_error"] = None
+    state.put("index", i)
+    state.put("true_class", "any")
+    state.put("correctness", "all")
+
+
+def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
+    names = src.classes
+    if view["true_class"] != "any" and int(view["true_class"]) >= len(names):
+        state.put("true_class", "any")  # a class number from another data set's link
+    if int(state.get("index")) >= len(src):  # a link or another data set's index
+        st.info(f"There is no image #{state.get('index')} in {len(src):,} images: #0 is shown.")
+        state.put("index", 0)
+    c1, c2 = st.columns(2)
+    c1.selectbox(
+        "True class",
+        ("any",) + tuple(str(k) for k in range(len(names))),
+        key="true_class",
+        format_func=lambda v: "any class" if v == "any" else class_label(int(v), names),
+        help="Type to search the class names.",
+    )
+    c2.radio(
+        f"{render.plain(cache.display_name(view['model']))} got it",
+        state.CORRECTNESS,
+        key="correctness",
+        horizontal=True,
+        format_func={"all": "either", "correct": "right", "wrong": "wrong"}.get,
+    )
+    candidates = _candidates(view, src)
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
+    c1.number_input("Image index", 0, len(src) - 1, step=1, key="index")
+    c2.button(PREVIOUS_LABEL, key="previous", on_click=_step, args=(candidates, -1))
+    c3.button(NEXT_LABEL, key="next", on_click=_step, args=(candidates, 1))
+    c4.button("🎲 Random", key="random", on_click=_step, args=(candidates, 0))
+    if src.paths is not None:
+        if st.session_state.get("open_path_source") != src.key:  # another data set's path
+            st.session_state["open_path_source"] = src.key
+            st.session_state.pop("open_path", None)
+            st.session_state.pop("open_path_error", None)
+        st.text_input(
+            "Open by path",
+            key="open_path",
+            on_change=_open_path,
+            args=(src,),
+            placeholder=src.paths[0],
+            help="The image's path under the data folder, as in predictions.csv.",
+        )
+        if st.session_state.get("open_path_error"):
+            st.error(render.plain(st.session_state["open_path_error"]))
+    index = int(st.session_state["index"])
+    kind = "test images" if src.paths is None else "images"
+    note = f"{len(candidates):,} of {len(src):,} {kind} match the filters."
+    if len(candidates) and not np.isin(index, candidates):
+        note += f" Image #{index} does not: use Next or Random."
+    st.caption(note)
+    try:
+        image = src.image(index)
+    except ImageError as err:
+        st.error(
+            f"{render.plain(src.name(index))} can't be read now: {render.plain(err)}. Pick "
+            "another image; the rest of the workspace is fine."
+        )
+        return None, None, ""
+    return image, int(src.labels[index]), _described(src, index)
+
+
+def _remember_image(image: np.ndarray) -> None:
+    state.put("image", encode_image(image))
+
+
+def _workspace_upload(src: Source) -> np.ndarray | None:
+    """An image of the user's, prepared as the workspace's images are (kept in this session,
+    not in the link: a 224 × 224 RGB image is too big for a URL)."""
+    kept = st.session_state.setdefault("ws_uploads", {})
+    if not cache.uploads_allowed():
+        st.info("Uploading images is turned off on this server: pick one from the data set.")
+        return None
+    file = st.file_uploader(
+        "An image (PNG, JPEG, GIF, BMP, WebP; up to 20 MB), prepared like the workspace's: "
+        + src.description,
+        key="ws_upload_file",
+        max_upload_size=upload_limits.IMAGE_MB,
+    )
+    if too_big := upload_limits.too_big(file, "image", upload_limits.IMAGE_MB):
+        st.session_state["ws_upload_error"], file = too_big, None  # never read
+    if file is not None:
+        digest = hashlib.sha256(file.getvalue()).hexdigest()
+        if st.session_state.get("ws_upload_seen") != (src.key, digest):
+            st.session_state["ws_upload_seen"] = (src.key, digest)
+            st.session_state["ws_upload_error"] = None
+            try:
+                x = src.prepare(decode_image(file.getvalue()))
+                if tuple(x.shape) != src.shape:
+                    raise ImageError(
+                        f"it becomes {x.shape[1]} × {x.shape[2]}, but the model takes "
+                        f"{src.shape[1]} × {src.shape[2]} (this workspace keeps images at their "
+                        "own size)"
+                    )
+            except ImageError as err:
+                st.session_state["ws_upload_error"] = f"{file.name}: {err}"
+            else:
+                kept[src.key] = x
+    if st.session_state.get("ws_upload_error"):
+        st.error(
+            render.plain(st.session_state["ws_upload_error"])
+            + " The image shown below is the one you had before."
+        )
+    return kept.get(src.key)
+
+
+def _uploaded_image() -> None:
+    if not cache.uploads_allowed():
+        st.info("Uploading images is turned off on this server: draw one instead.")
+        return
+    file = st.file_uploader(
+        "An image of one digit or garment (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)",
+        key="upload_file",
+        max_upload_size=upload_limits.IMAGE_MB,
+    )
+    if too_big := upload_limits.too_big(file, "image", upload_limits.IMAGE_MB):
+        st.error(render.plain(too_big))  # never read
+        return
+    if file is None:
+        return
+    digest = hashlib.sha256(file.getvalue()).hexdigest()
+    if st.session_state.get("upload_seen") != digest:
+        st.session_state["upload_seen"] = digest
+        st.session_state["upload_error"] = None
+        try:
+            picture = decode_image(file.getvalue())
+            image = mnist_style(picture)
+        except ImageError as err:
+            st.session_state["upload_error"] = f"{file.name}: {err}"
+        else:
+            preview = picture.convert("RGB")
+            preview.thumbnail((280, 280))  # keep only a small copy per session
+            st.session_state["upload_preview"] = np.asarray(preview)
+            st.session_state["upload_note"] = picture.info.get("saliency_note")
+            _remember_image(image)
+    if st.session_state.get("upload_error"):
+        st.error(
+            render.plain(st.session_state["upload_error"])
+            + " The image shown below is the one you had before."
+        )
+    elif st.session_state.get("upload_note"):
+        st.info(st.session_state["upload_note"])
+    if st.session_state.get("upload_preview") is not None and state.get("image"):
+        c1, c2, _ = st.columns([2, 2, 3])
+        with c1:
+            render.show(st.session_state["upload_preview"], "Your image, as uploaded")
+        with c2:
+            seen = decode_image28(state.get("image"))
+            render.show(
+                render.grey(seen, 5),
+                "What the model sees: greyscale, light background inverted, cropped to the ink, "
+                "fitted into 20 × 20 and centred by mass in 28 × 28, like MNIST",
+            )
+
+
+def _drawn_image() -> None:
+    from dashboard import canvas  # the browser's PNG is checked before it is decoded
+
+    drawing = canvas.draw(
+        width=280,
+        height=280,
+        key="canvas",
+        stroke_width=22,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        drawing_mode="freedraw",
+    )
+    st.caption("Draw one digit, large, in the middle. It is converted like MNIST digits were.")
+    if drawing.error:
+        st.error(render.plain(drawing.error) + " The image you had before is kept.")
+        return
+    data = drawing.pixels
+    if data is None:
+        return
+    digest = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    if st.session_state.get("canvas_seen") == digest:
+        return
+    st.session_state["canvas_seen"] = digest
+    try:
+        _remember_image(canvas_to_mnist(np.asarray(data)))
+    except ImageError as err:
+        st.info(str(err))
+
+
+def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
+    """The image to explain `(C, H, W)`, its true class if known, and a short description."""
+    bundled = src.paths is None
+    if not bundled and view["source"] == "draw":  # drawing makes 28 x 28 digits only
+        state.put("source", "test")
+    st.radio(
+        "Image",
+        state.SOURCES if bundled else state.SOURCES[:2],
+        key="source",
+        horizontal=True,
+        format_func={"test": "Test set" if bundled else "Data set", "upload": "Upload",
+                     "draw": "Draw"}.get,
+    )  # fmt: skip
+    if view["source"] == "test":
+        return _test_image(view, src)
+    if not bundled:
+        image = _workspace_upload(src)
+        if image is None:
+            st.info("No image yet: upload one above.")
+            return None, None, ""
+        return image, None, "your upload"
+    if view["source"] == "upload":
+        _uploaded_image()
+    else:
+        _drawn_image()
+    if not state.get("image"):
+        st.info("No image yet: upload one or draw a digit above.")
+        return None, None, ""
+    try:
+        image = decode_image28(state.get("image"))
+    except ImageError as err:  # a hand-edited link
+        st.error(f"The image in the link is damaged: {err}")
+        return None, None, ""
+    return image[None], None, "your drawing" if view["source"] == "draw" else "your upload"
