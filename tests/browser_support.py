@@ -170,3 +170,26 @@ def send_zip_form(page, url: str, model: str | Path, pictures: str | Path, *, si
     form.get_by_role("textbox", name="Normalise: mean").fill(str(mean))
     form.get_by_role("textbox", name="std", exact=True).fill(str(std))
     form.get_by_role("button", name="Check and index").click()
+
+
+def choose_file(page, name: str, data: bytes, *, nth: int = 0, tries: int = 4) -> None:
+    """Choose `data` as file `name` in the page's `nth` file uploader and make sure it stays
+    chosen. A script run that starts while a file goes up clears the uploader (Streamlit 1.67:
+    a page that opens runs twice, the second ~0.3 s after the first; on a fast machine a test
+    chooses its file in between, and "Check and add" then sent no file, about 1 time in 6), so
+    the page is let settle, the file chosen, and chosen again if a run took it away."""
+    box = page.get_by_test_id("stFileUploaderDropzoneInput").nth(nth)
+    shown = page.get_by_test_id("stFileUploader").nth(nth).get_by_text(name, exact=True)
+    for _ in range(tries):
+        page.wait_for_selector(IDLE)
+        page.wait_for_timeout(500)  # the page's second run, if it comes
+        page.wait_for_selector(IDLE)
+        box.set_input_files(files=[{"name": name, "mimeType": "application/octet-stream",
+                                    "buffer": data}])  # fmt: skip
+        shown.wait_for()
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(500)
+        page.wait_for_selector(IDLE)
+        if shown.count():
+            return
+    raise AssertionError(f"the uploader lost {name} {tries} times")

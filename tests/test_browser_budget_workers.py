@@ -20,8 +20,8 @@ from pathlib import Path
 import hostile
 import pytest
 from browser_support import (
-    IDLE,
     VIEWPORT,
+    choose_file,
     proc_status,
     require_browser,
     reset_peak,
@@ -124,12 +124,7 @@ def small_server(artifacts_dir):
 def chosen(page, url: str, name: str, data: bytes) -> None:
     page.goto(f"{url}/your-model")
     expect(page.get_by_role("button", name="Check and add")).to_be_visible()
-    page.wait_for_selector(IDLE)
-    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(
-        files=[{"name": name, "mimeType": "application/octet-stream", "buffer": data}]
-    )
-    expect(page.get_by_text(name, exact=True)).to_be_visible()
-    page.wait_for_load_state("networkidle")
+    choose_file(page, name, data)
 
 
 def test_six_checks_at_once_and_a_huge_answer_stay_within_the_budget(small_server, browser):

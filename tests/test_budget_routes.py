@@ -177,14 +177,15 @@ def test_the_explore_route_stops_one_client_at_its_cpu_budget(served):
     me = Client(server.url)
     base = "/api/explore/panel?dataset=mnist&model=mnist-cnn&method=smoothgrad&seq=0"
     answers = []
-    for index in range(10):
+    for index in range(24):
         status, headers, body = me.ask(f"{base}&index={100 + index}")
         answers.append((status, headers.get("retry-after"), body[:200]))
     codes = [a[0] for a in answers]
     print("explore burst:", codes)
     first_refusal = codes.index(429)
-    # Each smoothgrad costs at least 0.3 s of CPU (1.6 s here): the budget pays for a few.
-    assert 1 <= first_refusal <= CPU_S_PER_MIN / 0.3 + 1
+    # Each smoothgrad costs at least 0.1 s of CPU (0.25 s on an AVX-512 core, 1.6 s on a slow
+    # shared one): the budget pays for a few.
+    assert 1 <= first_refusal <= CPU_S_PER_MIN / 0.1 + 1
     assert all(c == 429 for c in codes[first_refusal:])
     retry = int(answers[first_refusal][1])
     assert 1 <= retry <= 60 * 10  # a debt of at most 10 budgets
