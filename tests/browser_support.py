@@ -152,6 +152,8 @@ def send_zip_form(page, url: str, model: str | Path, pictures: str | Path, *, si
 
     page.goto(f"{url}/your-model")
     page.wait_for_selector(IDLE)
+    page.wait_for_timeout(500)  # the page's second run (see choose_file) would clear a file
+    page.wait_for_selector(IDLE)
     form = page.get_by_test_id("stForm").nth(1)
     files = form.locator('input[type="file"]')
     for i, path in enumerate((Path(model), Path(pictures))):
