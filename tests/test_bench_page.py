@@ -100,6 +100,13 @@ def test_a_registry_models_table_is_the_librarys_and_is_saved_for_the_next_visit
     expected = bench_view.losses(bench_cache.stored(req)[0].table)
     assert expected and all(line in lost for line in expected)
     assert at.get("vega_lite_chart"), "the agreement matrix is drawn"
+    spec = bench_view.agreement_chart(bench_cache.stored(req)[0].table)
+    # A row per metric (a numeric height collapsed the matrix's rows to nothing in Chromium),
+    # each metric against each, the diagonal 1.
+    assert spec["height"] == {"step": 28} and spec["encoding"]["y"]["field"] == "a"
+    cells = {(v["a"], v["b"]): v["tau"] for v in spec["data"]["values"]}
+    labels = [bench_view.METRIC_LABELS[m] for m in METRICS]
+    assert len(cells) == len(labels) ** 2 and all(cells[m, m] == 1.0 for m in labels)
     again = bench_page(dataset="mnist", model="mnist-cnn")  # another visitor: read, not computed
     assert any("saved for every visitor" in c.value for c in again.caption)
     assert not any(b.key == "bench_compute" for b in again.button)

@@ -111,14 +111,16 @@ def agreement_chart(table: bench.Bench) -> dict:
         "x": {"field": "b", "type": "nominal", "sort": names, "title": None},
         "y": {"field": "a", "type": "nominal", "sort": names, "title": None},
     }
+    # (a numeric height leaves Streamlit's band scale no room: the rows collapse to nothing;
+    # a step per row, with the encoding shared by both layers, draws the matrix)
     return {
         "data": {"values": data},
-        "height": 28 * len(names),
+        "height": {"step": 28},
+        "encoding": enc,
         "layer": [
             {
                 "mark": "rect",
-                "encoding": enc
-                | {
+                "encoding": {
                     "color": {
                         "field": "tau",
                         "type": "quantitative",
@@ -127,7 +129,7 @@ def agreement_chart(table: bench.Bench) -> dict:
                     }
                 },
             },
-            {"mark": {"type": "text"}, "encoding": enc | {"text": {"field": "tau"}}},
+            {"mark": {"type": "text"}, "encoding": {"text": {"field": "tau"}}},
         ],
     }
 
