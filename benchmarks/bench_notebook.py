@@ -73,7 +73,7 @@ def pct(values: list[float], q: float) -> float:
 def browser_part(clicks: int, screenshot: Path | None) -> dict:
     from browser_support import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
     from playwright.sync_api import sync_playwright
-    from test_notebook_browser import NOTEBOOK, jupyter_lab, run_notebook
+    from test_notebook_browser import NOTEBOOK, jupyter_lab, kernel_messages, run_notebook
 
     out: dict = {}
     home = Path(tempfile.mkdtemp(prefix="bench_notebook_"))
@@ -81,17 +81,7 @@ def browser_part(clicks: int, screenshot: Path | None) -> dict:
     with jupyter_lab(home, home / "jupyterlab.log") as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
-        sent: list[bytes] = []
-
-        def watch(ws) -> None:
-            def frame(payload) -> None:
-                data = payload.encode() if isinstance(payload, str) else payload
-                if b'"comm_msg"' in data:
-                    sent.append(data)
-
-            ws.on("framesent", frame)
-
-        page.on("websocket", watch)
+        sent = kernel_messages(page)
         t = time.perf_counter()
         run_notebook(page, url, NOTEBOOK.name, 2)
         out["notebook_run_s"] = round(time.perf_counter() - t, 2)

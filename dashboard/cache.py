@@ -10,10 +10,8 @@ are handed out read-only: a long-running classroom server does not grow without 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from dashboard.lru import key_part, memo
 from pretrained import worker, workspace
 from pretrained.text import clean
 from saliency import display
+from saliency._atomic import write_atomically
 
 # torch, the jobs and the uploads' module are imported where a model is loaded or run: until
 # then, a first page drawn from `first_answers` doesn't wait seconds for torch's import.
@@ -462,18 +461,9 @@ def single_flight(key: str, waiting: Callable[[], Any] | None = None) -> Iterato
 
 
 def save_atomically(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz to a uniquely named temporary file beside `path`, then move it into place
-    (`os.replace`): readers see the old file or the whole new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write an .npz atomically (`saliency._atomic`): readers see the old file or the whole
+    new one, never half of one."""
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def compute_summary(

@@ -13,13 +13,11 @@ Never imports streamlit or the dashboard.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from saliency._atomic import write_atomically
 
 # --- distributed plumbing (torchrun) -----------------------------------------------------------
 
@@ -86,18 +86,7 @@ def _broadcast(obj: Any, d: _Dist) -> Any:
 
 # --- working files ------------------------------------------------------------------------------
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+_atomic_write = write_atomically  # (the name index, bench and their parts import)
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:

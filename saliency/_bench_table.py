@@ -12,11 +12,9 @@ Re-exported by `saliency.bench`; the metrics themselves live in `_bench_metrics`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from . import _bench_metrics as m
+from ._atomic import write_atomically
 from ._validate import OutputSelector, Target
 from .names import MAP_METRICS, METRICS
 
@@ -396,18 +395,7 @@ def save_table(
             if len(a) != n:
                 raise ValueError(f"{name} must give one value per image: {n} images, {len(a)}")
             arrays[name] = a
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def load_table(path: str | os.PathLike) -> tuple[Bench, dict]:

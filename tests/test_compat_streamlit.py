@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pins import pinned
 from streamlit import config
 from streamlit.proto.NewSession_pb2 import CustomThemeConfig, NewSession
 from streamlit.runtime import app_session
@@ -21,14 +22,6 @@ from dashboard.compat_streamlit import memoized_theme
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("theme", "theme.light", "theme.dark", "theme.sidebar", "theme.light.sidebar",
             "theme.dark.sidebar")  # fmt: skip
-
-
-def pinned(package: str) -> str:
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        name, _, version = line.split("#")[0].strip().partition("==")
-        if name == package:
-            return version
-    raise AssertionError(f"{package} is not pinned in requirements.txt")
 
 
 def test_streamlit_is_the_pinned_version_and_every_reach_is_there():

@@ -8,21 +8,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import typing
-from pathlib import Path
 
 import torch
+from pins import pinned
 
 from saliency import compat_torch
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def pinned(package: str) -> str:
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        name, _, version = line.split("#")[0].strip().partition("==")
-        if name == package:
-            return version
-    raise AssertionError(f"{package} is not pinned in requirements.txt")
 
 
 def test_torch_is_the_pinned_version_and_every_reach_is_there():

@@ -150,9 +150,10 @@ def lab(tmp_path_factory, artifacts_dir: Path):
         yield url
 
 
-def test_widget_in_jupyterlab(lab: str, browser, artifacts_dir: Path) -> None:
-    page = browser.new_page(viewport=VIEWPORT)
-    sent: list[bytes] = []  # the browser's comm messages to the kernel, from the websocket
+def kernel_messages(page) -> list[bytes]:
+    """The widget messages (`comm_msg`) `page` sends its kernels from now on, as they go: read
+    off the websockets, so a message drawn nowhere is still counted."""
+    sent: list[bytes] = []
 
     def watch(ws) -> None:
         def frame(payload) -> None:
@@ -163,6 +164,12 @@ def test_widget_in_jupyterlab(lab: str, browser, artifacts_dir: Path) -> None:
         ws.on("framesent", frame)
 
     page.on("websocket", watch)
+    return sent
+
+
+def test_widget_in_jupyterlab(lab: str, browser, artifacts_dir: Path) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    sent = kernel_messages(page)
     try:
         run_notebook(page, lab, NOTEBOOK.name, 2)
         first = page.locator(".sal-panel").first

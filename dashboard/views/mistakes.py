@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import secrets
 
 import altair as alt
@@ -23,6 +22,7 @@ from dashboard.views.mistakes_export import (  # noqa: F401 (re-exported: tests 
     export_panel,
     held_exports,
     held_file,
+    model_stem,
 )
 from pretrained import worker
 from pretrained.images import ImageError
@@ -315,7 +315,7 @@ def report_panel(
             st.session_state["mis_report"] = None
             return
         if mine:
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "-", cache.display_name(model_name))[:60]
+            stem = model_stem(model_name)
             st.download_button(
                 f"📄 Download report (.html, {mine['bytes'] / 2**20:,.1f} MB)",
                 data=functools.partial(held_file, mine["token"], "html"),

@@ -25,6 +25,11 @@ EXPORT_IMAGES = 10_000  # maps one export from the page may hold: a bundled test
 # --- the gallery's maps, every image its filter selects, as one download --------------------
 
 
+def model_stem(model_name: str) -> str:
+    """A model's shown name as part of a download's file name (letters, digits, ".-_")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", cache.display_name(model_name))[:60]
+
+
 def export_bytes() -> int:
     """What the exports waiting to be downloaded may hold together, every session's (their
     .npz and .zip): half the maps' share of the budget, 154 MB with the default 1536 MB."""
@@ -128,8 +133,7 @@ def export_panel(
             st.session_state["mis_export"] = None
             return
         if mine:
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "-", cache.display_name(model_name))[:60]
-            stem = f"maps-{stem}-{what['kind']}-{n}"
+            stem = f"maps-{model_stem(model_name)}-{what['kind']}-{n}"
             st.download_button(
                 f"Download these maps (.npz, {mine['npz'] / 2**20:,.1f} MB)",
                 data=functools.partial(held_file, mine["token"], "npz"),
