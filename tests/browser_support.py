@@ -144,6 +144,16 @@ def start_server(log: Path, *args: str, env: dict[str, str] | None = None) -> Se
     pytest.fail(f"the dashboard was not healthy after 90 s:\n{log.read_text()[-3000:]}")
 
 
+def settle(page, ms: int = 1500) -> None:
+    """Let a page that just opened finish its own runs before the test acts. Explore's panel
+    reports that it drew, and the report reruns the explanation about 0.7 s after the first
+    run; a choice clicked around then was lost once in CI (the Image radio showed Draw, the
+    page the test set), which a user clicking that early could meet too."""
+    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
+    page.wait_for_timeout(ms)
+    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
+
+
 def send_zip_form(page, url: str, model: str | Path, pictures: str | Path, *, side: int,
                   mean: float, std: float, architecture: str | None = None) -> None:  # fmt: skip
     """The Your model page's second form (a model and a ZIP of class folders), filled in and

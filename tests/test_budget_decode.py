@@ -626,8 +626,11 @@ def _hostile_strokes(page, pid: int, refusal) -> list[float]:
 def test_a_hostile_stroke_on_explore_is_refused_by_a_real_server_within_its_budget(server, page):
     from playwright.sync_api import expect
 
+    from browser_support import settle
+
     page.add_init_script(HOSTILE_BROWSER_JS)
     page.goto(server.url)
+    settle(page)
     image = page.get_by_test_id("stRadio").filter(has_text="Image")
     image.get_by_text("Draw", exact=True).click()
     expect(page.get_by_text("No image yet")).to_be_visible()
