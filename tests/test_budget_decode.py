@@ -624,9 +624,8 @@ def _hostile_strokes(page, pid: int, refusal) -> list[float]:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_a_hostile_stroke_on_explore_is_refused_by_a_real_server_within_its_budget(server, page):
-    from playwright.sync_api import expect
-
     from browser_support import settle
+    from playwright.sync_api import expect
 
     page.add_init_script(HOSTILE_BROWSER_JS)
     page.goto(server.url)
