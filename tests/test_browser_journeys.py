@@ -129,6 +129,10 @@ def test_a_practitioner_follows_a_mistake_from_a_zip_upload(server, page, tmp_pa
     expect(page.get_by_text("Indexed 60 images of 5 classes (3 × 64 × 64)")).to_be_visible()
     expect(page.get_by_text("accuracy 95.00%")).to_be_visible()
     page.get_by_role("button", name="Open it in Explore").click()
+    # Explore on the upload's workspace, not only its heading (the page before had none): the
+    # link clicked before that run ends would open the gallery on the old data set.
+    expect(page).to_have_url(re.compile(r"dataset=ws"))
+    expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible()
     idle(page)
     page.get_by_role("link", name="Misclassifications").click()
     idle(page)

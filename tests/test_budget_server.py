@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import IDLE, proc_status, require_browser, reset_peak, start_server
+from browser_support import IDLE, proc_status, require_browser, reset_peak, settle, start_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -106,12 +106,18 @@ def any_size_model(path: Path, k: int = 20) -> Path:
 
 
 def upload_folder(page, model: Path, data: bytes, name: str) -> None:
-    """Fill the Your model page's second form and press "Check and index" (not waiting)."""
+    """Fill the Your model page's second form and press "Check and index" (not waiting for
+    the answer). Each file is seen in its uploader first: a run of the page that starts while
+    a file goes up clears it (browser_support.choose_file), and the form then sent no file."""
+    from playwright.sync_api import expect
+
     form = page.get_by_test_id("stForm").nth(1)
     files = form.locator('input[type="file"]')
     files.nth(0).set_input_files(str(model))
+    expect(form.get_by_text(model.name, exact=True)).to_be_visible()
     files.nth(1).set_input_files(files=[{"name": name, "mimeType": "application/zip",
                                          "buffer": data}])  # fmt: skip
+    expect(form.get_by_text(name, exact=True)).to_be_visible()
     form.get_by_role("button", name="Check and index").click()
 
 
@@ -133,7 +139,7 @@ def test_three_pixel_heavy_workspaces_at_once_stay_within_the_budget(
     try:
         for page in pages:
             page.goto(f"{budget_server.url}/your-model")
-            page.wait_for_selector(IDLE)
+            settle(page)  # the page's second run would clear a file chosen before it
         baseline = status(pid, "VmRSS")
         reset_peak(pid)
         for i, page in enumerate(pages):  # three visitors press at once
