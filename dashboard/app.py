@@ -24,7 +24,7 @@ with st.sidebar:
     st.selectbox(
         "Data set",
         sources.keys(),
-        key="dataset",
+        key=state.DATASET,
         format_func=sources.title,
         help="The bundled test sets, and the workspaces this server was started on "
         "(python -m dashboard --workspace FOLDER): any image classifier on any image folder, "
@@ -34,7 +34,7 @@ with st.sidebar:
     st.selectbox(
         state.MODEL_PICKER,
         state.models(view["dataset"]),
-        key="model",
+        key=state.MODEL,
         format_func=state.model_label,
         help="Every model trained for this data set, with its accuracy on the test images "
         "(and the models you uploaded on the Your model page). A workspace has its own model.",
@@ -79,7 +79,7 @@ page = st.navigation(
         ],
     }
 )
-for note in st.session_state.pop("gone_models", []):
+for note in st.session_state.pop(state.GONE_MODELS, []):
     st.warning(note)
 try:
     page.run()

@@ -32,6 +32,9 @@ from pretrained.text import clean
 from saliency import display
 from saliency._atomic import write_atomically
 
+# Session key: the names of the models this session uploaded (`state.remember_upload`).
+USER_MODELS = "user_models"
+
 # torch, the jobs and the uploads' module are imported where a model is loaded or run: until
 # then, a first page drawn from `first_answers` doesn't wait seconds for torch's import.
 if TYPE_CHECKING:
@@ -90,7 +93,7 @@ def display_name(name: str) -> str:
     filename = uploads().get(name).info.filename or "your model"
     same = [
         other
-        for other in st.session_state.get("user_models", [])
+        for other in st.session_state.get(USER_MODELS, [])
         if other != name and other in uploads() and uploads().get(other).info.filename == filename
     ]
     short = name.removeprefix(UPLOAD_PREFIX)[:6]

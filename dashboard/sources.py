@@ -37,6 +37,8 @@ from dashboard import budget, lru
 from pretrained.folder_upload import Built
 from pretrained.workspace import Indexed, WorkspaceError, find_path, open_indexed
 
+# Session key: the uploaded workspaces this session may open (`remember`).
+MY_WORKSPACES = "my_workspaces"
 WORKSPACE_PREFIX = "ws:"
 UPLOADED_PREFIX = "ws:upload-"
 MAX_UPLOADED = 4  # uploaded workspaces kept by a server (their images are in memory)
@@ -330,7 +332,7 @@ def one_build(waiting: Callable[[], Any] | None = None) -> Iterator[None]:
 def remember(key: str) -> None:
     """This session may open uploaded workspace `key` (a reload with its model's secret key
     gets it back: `state._claim`)."""
-    mine_ = st.session_state.setdefault("my_workspaces", [])
+    mine_ = st.session_state.setdefault(MY_WORKSPACES, [])
     if key not in mine_:
         mine_.append(key)
 
@@ -339,7 +341,7 @@ def mine() -> list[str]:
     """This session's uploaded workspaces still on the server."""
     store = uploaded()
     try:
-        keys_ = st.session_state.get("my_workspaces", [])
+        keys_ = st.session_state.get(MY_WORKSPACES, [])
     except Exception:  # noqa: BLE001 - no session (a script outside Streamlit)
         return []
     return [k for k in keys_ if store.get(k) is not None]

@@ -23,13 +23,73 @@ from pretrained.workspace import WorkspaceError
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.names import METRICS
 
+# Session keys. The URL's fields (FIELDS' names): each is also its widget's key and its
+# query parameter's name.
+DATASET = "dataset"
+MODEL = "model"
+SOURCE = "source"
+INDEX = "index"
+IMAGE = "image"
+TRUE_CLASS = "true_class"
+CORRECTNESS = "correctness"
+TARGET = "target"
+METHOD = "method"
+LAYER = "layer"
+SCORE = "score"
+SIGN = "sign"
+CMAP = "cmap"
+CMAP_SIGNED = "cmap_signed"
+ALPHA = "alpha"
+CLIP = "clip"
+SCALE = "scale"
+COMPARE = "compare"
+LESSON = "lesson"
+B_METHODS = "b_methods"
+B_METRICS = "b_metrics"
+B_PER_CLASS = "b_per_class"
+PRESENT = "present"
+MIS_KIND = "mis_kind"
+MIS_TRUE = "mis_true"
+MIS_PRED = "mis_pred"
+MIS_OTHER = "mis_other"
+MIS_PAGE = "mis_page"
+MIS_INDEX = "mis_index"
+PH_MODEL = "ph_model"
+PH_METHOD = "ph_method"
+PH_REDUCE = "ph_reduce"
+PH_CLASS = "ph_class"
+PH_LAYER = "ph_layer"
+PH_RANDOM = "ph_random"
+T_SOURCE = "t_source"
+T_ALL = "t_all"
+T_FEATURES = "t_features"
+T_TARGET = "t_target"
+T_DROP = "t_drop"
+T_OUTPUT = "t_output"
+T_SCALE = "t_scale"
+T_SCORE = "t_score"
+T_ROW = "t_row"
+T_NUDGE = "t_nudge"
+ROOM = "room"
+TEACHER = "teacher"
+ME = "me"
+MINE = "mine"
+# Never in the URL: the canonical view (see above), the URL's values that were ignored,
+# this session's upload keys by model, the notes on uploads gone, the model last chosen
+# per data set.
+VIEW = "view"
+URL_PROBLEMS = "url_problems"
+UPLOAD_TOKENS = "upload_tokens"
+GONE_MODELS = "gone_models"
+MODEL_PER_DATASET = "model_per_dataset"
+
 SOURCES = ("test", "upload", "draw")
 TARGETS = ("predicted", "true")  # or a class index, "0" to "999"
 MAX_CLASSES = 1000
 SCORES = saliency.SCORES
 SIGNS = ("absolute", "signed")
 SCALES = ("map", "shared")
-CORRECTNESS = ("all", "correct", "wrong")
+CORRECTNESS_CHOICES = ("all", "correct", "wrong")
 # Classroom lessons (dashboard/views/classroom.py), in teaching order.
 LESSONS = (
     "nudge", "autograd", "saturation", "linear", "sanity", "deletion", "tabular", "trust",
@@ -92,7 +152,7 @@ def models(dataset: str | None = None) -> list[str]:
         return [dataset]
     ready = public_models(dataset)
     pool = cache.uploads()
-    for name in list(st.session_state.get("user_models", [])):  # this session's uploads
+    for name in list(st.session_state.get(cache.USER_MODELS, [])):  # this session's uploads
         if name not in pool:
             forget_upload(name)
             continue
@@ -104,20 +164,20 @@ def models(dataset: str | None = None) -> list[str]:
 def remember_upload(name: str, token: str) -> None:
     """This session may use upload `name`; its secret token goes into the URL (`mine=`), so a
     reload (or the uploader's own bookmark) gets it back. Nobody without the token can."""
-    mine = st.session_state.setdefault("user_models", [])
+    mine = st.session_state.setdefault(cache.USER_MODELS, [])
     if name not in mine:
         mine.append(name)
-    st.session_state.setdefault("upload_tokens", {})[name] = token
+    st.session_state.setdefault(UPLOAD_TOKENS, {})[name] = token
 
 
 def forget_upload(name: str) -> None:
     """Drop an upload that left the server, and say so once on the next page."""
-    mine = st.session_state.get("user_models", [])
+    mine = st.session_state.get(cache.USER_MODELS, [])
     if name in mine:
         mine.remove(name)
-        st.session_state.get("upload_tokens", {}).pop(name, None)
+        st.session_state.get(UPLOAD_TOKENS, {}).pop(name, None)
         why = cache.uploads().evicted.get(name, "the server no longer has it")
-        st.session_state.setdefault("gone_models", []).append(
+        st.session_state.setdefault(GONE_MODELS, []).append(
             f"Your model **{name}** is gone: {why}. Upload it again on the Your model page; "
             "everything else you chose is kept."
         )
@@ -137,7 +197,7 @@ def _claim(tokens: list[str]) -> None:
             if workspace:  # a model uploaded with its images: the workspace comes back too
                 sources.remember(workspace)
     if lost:
-        st.session_state.setdefault("gone_models", []).append(
+        st.session_state.setdefault(GONE_MODELS, []).append(
             f"{lost} model{'s' if lost > 1 else ''} you uploaded earlier "
             f"{'are' if lost > 1 else 'is'} no longer on this server (it was restarted, or it "
             f"keeps only the last {cache.MAX_UPLOADS} uploads): upload "
@@ -312,117 +372,117 @@ def _output(text: str) -> str:
 
 
 FIELDS: dict[str, Field] = {
-    "dataset": Field(_first_source, _source_key),
-    "model": Field(_first_model, _model),
-    "source": Field("test", _choice(SOURCES)),
-    "index": Field(0, _number(int, 0, 10_000_000)),
-    "image": Field("", _image),
-    "true_class": Field("any", _class_or("any")),
-    "correctness": Field("all", _choice(CORRECTNESS)),
-    "target": Field("predicted", _class_or(*TARGETS)),
-    "method": Field("gradient", _choice(tuple(saliency.METHOD_INFO))),
-    "layer": Field("", _layer_name),  # a layer map's layer by its dotted name; "": automatic
-    "score": Field("logit", _choice(SCORES)),
-    "sign": Field("absolute", _choice(SIGNS)),
-    "cmap": Field("inferno", _choice(SEQUENTIAL_CMAPS)),
-    "cmap_signed": Field("RdBu_r", _choice(DIVERGING_CMAPS)),
-    "alpha": Field(0.5, _number(float, 0.0, 1.0)),
-    "clip": Field(99.0, _number(float, 50.0, 100.0)),
-    "scale": Field("map", _choice(SCALES)),
-    "compare": Field([], _models, lambda v: ",".join(v)),
-    "lesson": Field("nudge", _choice(LESSONS)),
+    DATASET: Field(_first_source, _source_key),
+    MODEL: Field(_first_model, _model),
+    SOURCE: Field("test", _choice(SOURCES)),
+    INDEX: Field(0, _number(int, 0, 10_000_000)),
+    IMAGE: Field("", _image),
+    TRUE_CLASS: Field("any", _class_or("any")),
+    CORRECTNESS: Field("all", _choice(CORRECTNESS_CHOICES)),
+    TARGET: Field("predicted", _class_or(*TARGETS)),
+    METHOD: Field("gradient", _choice(tuple(saliency.METHOD_INFO))),
+    LAYER: Field("", _layer_name),  # a layer map's layer by its dotted name; "": automatic
+    SCORE: Field("logit", _choice(SCORES)),
+    SIGN: Field("absolute", _choice(SIGNS)),
+    CMAP: Field("inferno", _choice(SEQUENTIAL_CMAPS)),
+    CMAP_SIGNED: Field("RdBu_r", _choice(DIVERGING_CMAPS)),
+    ALPHA: Field(0.5, _number(float, 0.0, 1.0)),
+    CLIP: Field(99.0, _number(float, 50.0, 100.0)),
+    SCALE: Field("map", _choice(SCALES)),
+    COMPARE: Field([], _models, lambda v: ",".join(v)),
+    LESSON: Field("nudge", _choice(LESSONS)),
     # The metric bench: methods, metrics and images per class.
-    "b_methods": Field(
+    B_METHODS: Field(
         list(BENCH_METHODS),
         _names_of(tuple(saliency.METHOD_INFO), MAX_BENCH_METHODS),
         lambda v: ",".join(v),
     ),
-    "b_metrics": Field(
+    B_METRICS: Field(
         list(BENCH_METRICS), _names_of(BENCH_METRICS, len(BENCH_METRICS)), lambda v: ",".join(v)
     ),
-    "b_per_class": Field(2, lambda t: int(_choice(tuple(map(str, BENCH_PER_CLASS)))(t))),
-    "present": Field(False, _flag, lambda v: "true" if v else "false"),
+    B_PER_CLASS: Field(2, lambda t: int(_choice(tuple(map(str, BENCH_PER_CLASS)))(t))),
+    PRESENT: Field(False, _flag, lambda v: "true" if v else "false"),
     # Misclassifications: -1 (true and predicted class, image) is the page's own start (the
     # most frequent confusion, the first image shown); "" the first other model.
-    "mis_kind": Field("cell", _choice(MIS_KINDS)),
-    "mis_true": Field(-1, _number(int, -1, 999_999)),
-    "mis_pred": Field(-1, _number(int, -1, 999_999)),
-    "mis_other": Field("", _model_or_none),
-    "mis_page": Field(1, _number(int, 1, 10_000_000)),
-    "mis_index": Field(-1, _number(int, -1, 10_000_000)),
+    MIS_KIND: Field("cell", _choice(MIS_KINDS)),
+    MIS_TRUE: Field(-1, _number(int, -1, 999_999)),
+    MIS_PRED: Field(-1, _number(int, -1, 999_999)),
+    MIS_OTHER: Field("", _model_or_none),
+    MIS_PAGE: Field(1, _number(int, 1, 10_000_000)),
+    MIS_INDEX: Field(-1, _number(int, -1, 10_000_000)),
     # Photos: the ImageNet model, method, reduction, which of the top 5 and the layer.
-    "ph_model": Field(PHOTO_MODELS[0], _choice(PHOTO_MODELS)),
-    "ph_method": Field("gradient", _choice(tuple(saliency.METHOD_INFO))),
-    "ph_reduce": Field(PHOTO_REDUCTIONS[0], _choice(PHOTO_REDUCTIONS)),
-    "ph_class": Field(0, _number(int, 0, 4)),
-    "ph_layer": Field("", _layer_name),
-    "ph_random": Field(False, _flag, lambda v: "true" if v else "false"),
+    PH_MODEL: Field(PHOTO_MODELS[0], _choice(PHOTO_MODELS)),
+    PH_METHOD: Field("gradient", _choice(tuple(saliency.METHOD_INFO))),
+    PH_REDUCE: Field(PHOTO_REDUCTIONS[0], _choice(PHOTO_REDUCTIONS)),
+    PH_CLASS: Field(0, _number(int, 0, 4)),
+    PH_LAYER: Field("", _layer_name),
+    PH_RANDOM: Field(False, _flag, lambda v: "true" if v else "false"),
     # Tables: "" and [] mean "this table's default" (every numeric column but the target...).
-    "t_source": Field("example", _choice(TABLE_SOURCES)),
-    "t_all": Field(True, _flag, lambda v: "true" if v else "false"),
-    "t_features": Field([], _column_names, _dump_names),
-    "t_target": Field("", _column_name),
-    "t_drop": Field(False, _flag, lambda v: "true" if v else "false"),
-    "t_output": Field("", _output),
-    "t_scale": Field("std", _choice(TABLE_SCALES)),  # only × std compares features
+    T_SOURCE: Field("example", _choice(TABLE_SOURCES)),
+    T_ALL: Field(True, _flag, lambda v: "true" if v else "false"),
+    T_FEATURES: Field([], _column_names, _dump_names),
+    T_TARGET: Field("", _column_name),
+    T_DROP: Field(False, _flag, lambda v: "true" if v else "false"),
+    T_OUTPUT: Field("", _output),
+    T_SCALE: Field("std", _choice(TABLE_SCALES)),  # only × std compares features
     # What y is for an output of K ≥ 2 columns (a classifier): its class's probability, as a
     # classifier's user reads it; a one-column output (a regression) is always itself.
-    "t_score": Field("probability", _choice(SCORES)),
-    "t_row": Field(1, _number(int, 1, 10_000_000)),
-    "t_nudge": Field("", _column_name),
+    T_SCORE: Field("probability", _choice(SCORES)),
+    T_ROW: Field(1, _number(int, 1, 10_000_000)),
+    T_NUDGE: Field("", _column_name),
     # The live class: the room's code; the teacher's and a student's secret keys (a reload
     # keeps the URL, so it keeps control of the class or the student's answers).
-    "room": Field("", _room_code),
-    "teacher": Field("", _secret),
-    "me": Field("", _secret),
+    ROOM: Field("", _room_code),
+    TEACHER: Field("", _secret),
+    ME: Field("", _secret),
     # Secret keys of this session's uploads: a reload (which keeps the URL) gets them back.
-    "mine": Field([], _tokens, lambda v: ",".join(v)),
+    MINE: Field([], _tokens, lambda v: ",".join(v)),
 }
 
 
 def _canonical() -> dict[str, Any]:
-    if "view" not in st.session_state:
+    if VIEW not in st.session_state:
         view = {k: f.default for k, f in FIELDS.items()}
         problems = []
         query = st.query_params.to_dict()
         try:  # first: the uploads this link may use, so that model= and compare= can name them
-            _claim(_tokens(query.get("mine", "")))
+            _claim(_tokens(query.get(MINE, "")))
         except ValueError as err:
             problems.append(f"`mine=` ignored ({err})")
         for key, text in query.items():
-            if key not in FIELDS or key == "mine":
+            if key not in FIELDS or key == MINE:
                 continue
             try:
                 view[key] = FIELDS[key].parse(text)
             except (ValueError, TypeError) as err:
                 problems.append(f"`{key}={text[:40]}` ignored ({err})")
-        st.session_state["view"] = view
-        st.session_state["url_problems"] = problems
-    return st.session_state["view"]
+        st.session_state[VIEW] = view
+        st.session_state[URL_PROBLEMS] = problems
+    return st.session_state[VIEW]
 
 
 def init() -> dict[str, Any]:
     """Seed every widget key from the canonical state and return the canonical dict. The
     router (app.py) calls it once per rerun, before any page; pages read `current()`."""
     view = _canonical()
-    if view["dataset"] not in sources.keys():  # a workspace the server no longer serves
-        view["dataset"] = FIELDS["dataset"].default
+    if view[DATASET] not in sources.keys():  # a workspace the server no longer serves
+        view[DATASET] = FIELDS[DATASET].default
     for key in FIELDS:  # a widget changed in the last interaction is newer than the canonical
         if key in st.session_state:
             view[key] = st.session_state[key]
     # A model from another data set (an edited link, or a data-set switch) falls back: to
     # the one this session last chose for that data set, so switching away and back keeps it.
-    ready = models(view["dataset"])
-    chosen = st.session_state.setdefault("model_per_dataset", {})
-    if view["model"] not in ready:
-        kept = chosen.get(view["dataset"])
-        view["model"] = kept if kept in ready else default_model(view["dataset"])
-    chosen[view["dataset"]] = view["model"]
-    view["compare"] = [
-        m for m in dict.fromkeys(view["compare"]) if m in ready and m != view["model"]
-    ][:MAX_COMPARE]
-    tokens = st.session_state.get("upload_tokens", {})
-    view["mine"] = [tokens[m] for m in st.session_state.get("user_models", []) if m in tokens]
+    ready = models(view[DATASET])
+    chosen = st.session_state.setdefault(MODEL_PER_DATASET, {})
+    if view[MODEL] not in ready:
+        kept = chosen.get(view[DATASET])
+        view[MODEL] = kept if kept in ready else default_model(view[DATASET])
+    chosen[view[DATASET]] = view[MODEL]
+    view[COMPARE] = [m for m in dict.fromkeys(view[COMPARE]) if m in ready and m != view[MODEL]][
+        :MAX_COMPARE
+    ]
+    tokens = st.session_state.get(UPLOAD_TOKENS, {})
+    view[MINE] = [tokens[m] for m in st.session_state.get(cache.USER_MODELS, []) if m in tokens]
     for key, value in view.items():
         if key not in st.session_state or st.session_state[key] != value:
             st.session_state[key] = value
@@ -431,7 +491,7 @@ def init() -> dict[str, Any]:
 
 def current() -> dict[str, Any]:
     """This rerun's canonical view, as the router's `init` made it."""
-    return st.session_state["view"]
+    return st.session_state[VIEW]
 
 
 def keep(*keys: str) -> None:
@@ -443,25 +503,25 @@ def keep(*keys: str) -> None:
 
 
 def get(key: str) -> Any:
-    return st.session_state["view"][key]
+    return st.session_state[VIEW][key]
 
 
 def put(key: str, value: Any) -> None:
     """Change a value from code (a button): widget and canonical state together."""
-    st.session_state["view"][key] = value
+    st.session_state[VIEW][key] = value
     st.session_state[key] = value
 
 
 def sync() -> None:
     """Copy widget values into the canonical state and write the non-default ones to the URL."""
-    view = st.session_state["view"]
+    view = st.session_state[VIEW]
     for key in FIELDS:
         if key in st.session_state:
             view[key] = st.session_state[key]
     defaults = {k: f.default for k, f in FIELDS.items()}
     query = {k: FIELDS[k].dump(v) for k, v in view.items() if v != defaults[k]}
-    if view["source"] == "test":
-        query.pop("image", None)
+    if view[SOURCE] == "test":
+        query.pop(IMAGE, None)
     if query != st.query_params.to_dict():
         st.query_params.from_dict(query)
 
@@ -477,9 +537,9 @@ def model_label(name: str) -> str:
 def settings_json(extra: dict[str, Any] | None = None, view: dict[str, Any] | None = None) -> str:
     """The view's settings (this session's, or `view`) and `extra` facts (the prediction…) as
     pretty JSON."""
-    view = dict(st.session_state["view"] if view is None else view)
-    for secret in ("mine", "teacher", "me"):  # upload and class keys are secrets, not settings
+    view = dict(st.session_state[VIEW] if view is None else view)
+    for secret in (MINE, TEACHER, ME):  # upload and class keys are secrets, not settings
         view.pop(secret, None)
-    if view["source"] == "test":
-        view.pop("image", None)
+    if view[SOURCE] == "test":
+        view.pop(IMAGE, None)
     return json.dumps({"settings": view, **(extra or {})}, indent=2, default=str)

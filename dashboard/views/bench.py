@@ -19,6 +19,11 @@ from dashboard import bench_cache, cache, render, sources, state
 from dashboard.bench_cache import Request, Result
 from saliency import bench
 
+# Session keys of this page: the prefixes of its widgets' keys (`show_table(result, BENCH)` keys
+# its table "bench_table"), so that the trust lesson can show the same widgets under its own.
+BENCH = "bench"
+BENCH_CELL = "bench_cell"
+
 METRIC_LABELS = {
     "sparseness": "Sparseness",
     "complexity": "Complexity",
@@ -219,10 +224,10 @@ def show_cell(result: Result, row: str, metric: str, src: sources.Source, key: s
     rgb = render.grey(image, render.scale_for(image.shape, 112))
     render.show(render.thumbnail(rgb, 112), render.plain(src.name(index)))
     if st.button(f"Open {render.plain(src.name(index))} in Explore", key=f"{key}_open"):
-        state.put("source", "test")
-        state.put("index", index)
+        state.put(state.SOURCE, "test")
+        state.put(state.INDEX, index)
         if row in saliency.METHOD_INFO:
-            state.put("method", row)
+            state.put(state.METHOD, row)
         st.switch_page("page_files/explore.py")
 
 
@@ -231,7 +236,7 @@ def controls(view: dict, key: str) -> Request:
     c1.multiselect(
         "Methods",
         list(saliency.METHOD_INFO),
-        key="b_methods",
+        key=state.B_METHODS,
         format_func=lambda m: saliency.method_info(m).label,
         max_selections=8,
         help="Each is scored beside three controls: a random map, the Sobel edge map of the "
@@ -240,18 +245,18 @@ def controls(view: dict, key: str) -> Request:
     c2.selectbox(
         "Images per class",
         bench_cache.PER_CLASS,
-        key="b_per_class",
+        key=state.B_PER_CLASS,
         help=f"The first N test images of each class (at most {bench_cache.MAX_IMAGES} in all).",
     )
     st.multiselect(
         "Metrics",
         list(bench.METRICS),
-        key="b_metrics",
+        key=state.B_METRICS,
         format_func=METRIC_LABELS.get,
     )
     return Request(
-        view["model"], view["dataset"], int(st.session_state["b_per_class"]),
-        tuple(st.session_state["b_methods"]), tuple(st.session_state["b_metrics"]),
+        view["model"], view["dataset"], int(st.session_state[state.B_PER_CLASS]),
+        tuple(st.session_state[state.B_METHODS]), tuple(st.session_state[state.B_METRICS]),
     )  # fmt: skip
 
 
@@ -315,10 +320,10 @@ def render_view() -> None:
     )
     name = render.plain(cache.display_name(view["model"]))
     st.caption(f"Model: **{name}** on {render.plain(sources.title(view['dataset']))}.")
-    req = controls(view, "bench")
-    result = result_or_offer(req, "bench")
+    req = controls(view, BENCH)
+    result = result_or_offer(req, BENCH)
     if result is None:
         return
-    picked = show_table(result, "bench")
+    picked = show_table(result, BENCH)
     if picked:
-        show_cell(result, *picked, sources.source(req.dataset), "bench_cell")
+        show_cell(result, *picked, sources.source(req.dataset), BENCH_CELL)

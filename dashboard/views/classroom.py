@@ -26,6 +26,18 @@ from dashboard.views.lesson_kit import ABS, SIGNED, notice, show_map
 from pretrained.images import ImageError, decode_image28
 from saliency.metrics import spearman
 
+# Session keys of this page.
+NUDGE_ROW = "nudge_row"
+NUDGE_COL = "nudge_col"
+NUDGE_DELTA = "nudge_delta"
+NUDGE_RESET = "nudge_reset"
+FD_RUN = "fd_run"
+FD_AGAIN = "fd_again"
+SATURATION_CONFIDENT = "saturation_confident"
+LINEAR_OTHER = "linear_other"
+LESSON_PICK = "lesson_pick"
+
+
 TITLES = {
     "nudge": "1 · Nudge a pixel",
     "autograd": "2 · Autograd vs finite differences",
@@ -95,21 +107,21 @@ def _marked(rgb: np.ndarray, row: int, col: int, scale: int = render.SCALE) -> n
 
 def _most_salient(jac: np.ndarray) -> None:
     row, col = np.unravel_index(int(np.abs(jac).argmax()), jac.shape)
-    st.session_state["nudge_row"], st.session_state["nudge_col"] = int(row), int(col)
+    st.session_state[NUDGE_ROW], st.session_state[NUDGE_COL] = int(row), int(col)
 
 
 def lesson_nudge(ctx: dict, controls) -> None:
     jac = cache.class_maps(ctx["model"], ctx["image"], "gradient", "logit", False)[ctx["target"]]
-    if "nudge_row" not in st.session_state:
+    if NUDGE_ROW not in st.session_state:
         _most_salient(jac)
     with controls:
         c1, c2, c3, c4 = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
-        c1.number_input("Row i", 0, 27, step=1, key="nudge_row")
-        c2.number_input("Column j", 0, 27, step=1, key="nudge_col")
-        c3.slider("Δ (change of the pixel)", -1.0, 1.0, 0.2, step=0.05, key="nudge_delta")
-        c4.button("Most salient pixel", key="nudge_reset", on_click=_most_salient, args=(jac,))
-    row, col = int(st.session_state["nudge_row"]), int(st.session_state["nudge_col"])
-    delta = float(st.session_state["nudge_delta"])
+        c1.number_input("Row i", 0, 27, step=1, key=NUDGE_ROW)
+        c2.number_input("Column j", 0, 27, step=1, key=NUDGE_COL)
+        c3.slider("Δ (change of the pixel)", -1.0, 1.0, 0.2, step=0.05, key=NUDGE_DELTA)
+        c4.button("Most salient pixel", key=NUDGE_RESET, on_click=_most_salient, args=(jac,))
+    row, col = int(st.session_state[NUDGE_ROW]), int(st.session_state[NUDGE_COL])
+    delta = float(st.session_state[NUDGE_DELTA])
     deltas = tuple(np.round(np.linspace(-1, 1, 41), 4).tolist())
     res = lessons.nudge(ctx["model"], ctx["image"], ctx["target"], row, col, deltas + (delta,))
     predicted, actual = float(res["predicted"][-1]), float(res["actual"][-1])
@@ -153,14 +165,14 @@ def lesson_nudge(ctx: dict, controls) -> None:
 
 
 def _time_again() -> None:
-    st.session_state["fd_run"] = st.session_state.get("fd_run", 0) + 1
+    st.session_state[FD_RUN] = st.session_state.get(FD_RUN, 0) + 1
 
 
 def lesson_autograd(ctx: dict, controls) -> None:
     with controls:
-        st.button("Time again", key="fd_again", on_click=_time_again)
+        st.button("Time again", key=FD_AGAIN, on_click=_time_again)
     res = lessons.autograd_vs_fd(
-        ctx["model"], ctx["image"], ctx["target"], st.session_state.get("fd_run", 0)
+        ctx["model"], ctx["image"], ctx["target"], st.session_state.get(FD_RUN, 0)
     )
     left, right = st.columns([1, 1])
     with left:
@@ -201,15 +213,15 @@ def lesson_autograd(ctx: dict, controls) -> None:
 
 def _confident(model: str, dataset: str) -> None:
     probs = cache.test_set_probabilities(model, dataset)
-    state.put("source", "test")
-    state.put("index", int(np.flatnonzero(probs.max(1) > 0.9999)[0]))
+    state.put(state.SOURCE, "test")
+    state.put(state.INDEX, int(np.flatnonzero(probs.max(1) > 0.9999)[0]))
 
 
 def lesson_saturation(ctx: dict, controls) -> None:
     with controls:
         st.button(
             "Show a confident test image",
-            key="saturation_confident",
+            key=SATURATION_CONFIDENT,
             on_click=_confident,
             args=(ctx["model"], ctx["dataset"]),
         )
@@ -248,7 +260,7 @@ def lesson_linear(ctx: dict, controls) -> None:
     linear, cnn = f"{dataset}-linear", f"{dataset}-cnn"
     ds = cache.dataset(dataset)
     with controls:
-        other = st.number_input("Second test image", 0, len(ds) - 1, step=1, key="linear_other")
+        other = st.number_input("Second test image", 0, len(ds) - 1, step=1, key=LINEAR_OTHER)
     b = ds.images[int(other), 0].numpy()
     a = ctx["image"]
     c = ctx["target"]
@@ -312,22 +324,22 @@ def render_view() -> None:
     head, toggle = st.columns([3, 1], vertical_alignment="bottom")
     if present:  # a projector's 720 lines: the lesson itself above the fold, its picker small
         # A widget of its own (the radio's key keeps the radio's state), following the view.
-        st.session_state["lesson_pick"] = view["lesson"]
+        st.session_state[LESSON_PICK] = view["lesson"]
         head.selectbox(
-            "Lesson", state.LESSONS, key="lesson_pick", format_func=TITLES.get,
+            "Lesson", state.LESSONS, key=LESSON_PICK, format_func=TITLES.get,
             label_visibility="collapsed",
-            on_change=lambda: state.put("lesson", st.session_state["lesson_pick"]),
+            on_change=lambda: state.put(state.LESSON, st.session_state[LESSON_PICK]),
         )  # fmt: skip
     else:
         head.title("Classroom")
     toggle.toggle(
         "Presentation mode",
-        key="present",
+        key=state.PRESENT,
         help="Large type, no sidebar, controls tucked into an expander below the lesson: for "
         "a projector.",
     )
     if not present:
-        st.radio("Lesson", state.LESSONS, key="lesson", horizontal=True, format_func=TITLES.get)
+        st.radio("Lesson", state.LESSONS, key=state.LESSON, horizontal=True, format_func=TITLES.get)
     if sources.is_workspace(view["dataset"]):
         st.info(
             "The lessons are written for the bundled models: pick MNIST digits or Fashion-MNIST "

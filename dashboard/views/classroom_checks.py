@@ -13,6 +13,15 @@ from dashboard import cache, render
 from dashboard import classroom_cache as lessons
 from dashboard.views.lesson_kit import ABS, notice, show_map
 
+# Session keys of this page.
+SANITY_TABLE = "sanity_table"
+SANITY_STEPS = "sanity_steps"
+SANITY_N = "sanity_n"
+DELETION_START = "deletion_start"
+SANITY_CHART = "sanity_chart"  # a prefix: one chart per method
+TRUST = "trust"  # the prefix of the trust lesson's bench widgets (bench.show_table...)
+
+
 SANITY_LABELS = {
     "gradient": "Gradient",
     "smoothgrad": "SmoothGrad",
@@ -105,7 +114,7 @@ def _sanity_grid(ctx: dict, found: dict) -> None:
                     st.warning(f"Can't explain {who}: {render.plain(steps)}.")
                     continue
                 chart = _sanity_chart(steps)
-                st.vega_lite_chart(chart, width="stretch", key=f"sanity_chart_{method}")
+                st.vega_lite_chart(chart, width="stretch", key=f"{SANITY_CHART}_{method}")
                 last = len(steps) - 1
                 for i in sorted({0, 1, last}):
                     s = steps[i]
@@ -130,7 +139,7 @@ def _sanity_tables(found: dict, runs: dict) -> None:
             ],
         }
     )
-    st.dataframe(table, hide_index=True, width="stretch", key="sanity_table")
+    st.dataframe(table, hide_index=True, width="stretch", key=SANITY_TABLE)
     steps_df = pd.DataFrame(
         {
             "step": [f"{i}. {s['step']}" for i, s in enumerate(gradient_steps)],
@@ -138,7 +147,7 @@ def _sanity_tables(found: dict, runs: dict) -> None:
             "note": [s["note"] for s in gradient_steps],
         }
     )
-    st.dataframe(steps_df, hide_index=True, width="stretch", key="sanity_steps")
+    st.dataframe(steps_df, hide_index=True, width="stretch", key=SANITY_STEPS)
 
 
 def lesson_sanity(ctx: dict, controls) -> None:
@@ -147,7 +156,7 @@ def lesson_sanity(ctx: dict, controls) -> None:
             "Images averaged",
             (1, 5, 10),
             index=1,
-            key="sanity_n",
+            key=SANITY_N,
             horizontal=True,
             format_func=lambda k: "this image" if k == 1 else f"this image and {k - 1} more",
             help="The image chosen in Explore, then the data set's first other test images; "
@@ -193,7 +202,7 @@ def lesson_deletion(ctx: dict, controls) -> None:
         start = st.radio(
             "Insertion starts from",
             ("blank", "blurred"),
-            key="deletion_start",
+            key=DELETION_START,
             horizontal=True,
             format_func={"blank": "a black image", "blurred": "the blurred image (σ = 3)"}.get,
         )
@@ -339,10 +348,10 @@ def lesson_trust(ctx: dict, controls) -> None:
         "methods alike, −1 when in reverse (n₀ pairs; n_a, n_b the tied ones)."
     )
     req = Request(ctx["model"], ctx["dataset"], 1, TRUST_METHODS, TRUST_METRICS)
-    result = bench_view.result_or_offer(req, "trust", "Score the four methods")
+    result = bench_view.result_or_offer(req, TRUST, "Score the four methods")
     if result is None:
         return
-    bench_view.show_table(result, "trust")
+    bench_view.show_table(result, TRUST)
     notice(
         "The metrics disagree: a method that wins on one can lose on another, because each "
         "measures a different idea of a good map (the τ matrix shows how much). And removal "

@@ -13,6 +13,15 @@ from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Source
 from saliency import display
 
+# Session keys of this page.
+SENS_N = "sens_n"
+SENS_OTHER = "sens_other"
+# Prefixes of keys made per slot ("a", "b") or per data set.
+SENS_COMPUTE = "sens_compute"
+SENS_CANCEL = "sens_cancel"
+SENS_CLASSES = "sens_classes"
+
+
 SIZES = (10_000, 1_000)
 ABS = Style(signed=False, cmap="inferno", alpha=0.5, clip=99.0, shared=True)
 SIGNED = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=99.0, shared=True)
@@ -84,10 +93,12 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
                 "image. The result is saved on disk, so it is computed once for every user."
             )
             shown = render.plain(cache.display_name(model_name))
-            if not st.button(f"Compute for {shown}", key=f"sens_compute_{slot}"):
+            if not st.button(f"Compute for {shown}", key=f"{SENS_COMPUTE}_{slot}"):
                 return
             st.button(
-                "Cancel", key=f"sens_cancel_{slot}", help="Stops the computation; nothing is saved."
+                "Cancel",
+                key=f"{SENS_CANCEL}_{slot}",
+                help="Stops the computation; nothing is saved.",
             )
             bar = st.progress(0.0, text="Starting…")
         start = time.perf_counter()
@@ -140,11 +151,11 @@ def workspace_summary(src: Source) -> None:
             f"Classes to show (type to search {k:,} names)",
             range(k),
             default=biggest,
-            key=f"sens_classes_{src.key}",
+            key=f"{SENS_CLASSES}_{src.key}",
             format_func=lambda c: class_label(c, names),
             max_selections=40,
         )
-        chosen = list(st.session_state[f"sens_classes_{src.key}"]) or biggest
+        chosen = list(st.session_state[f"{SENS_CLASSES}_{src.key}"]) or biggest
         st.markdown("**Each chosen class, over the images of that class**: mean |∂ logit_c / ∂x|")
         grid(own[chosen], ABS, names, "Each averages over the images of its class.", chosen)
     if "mean_abs_grad_all" in summary:
@@ -161,7 +172,7 @@ def workspace_summary(src: Source) -> None:
 
 def render_view() -> None:
     view = state.current()
-    state.keep("sens_n", "sens_other")
+    state.keep(SENS_N, SENS_OTHER)
     dataset_name, model_name = view["dataset"], view["model"]
     st.title("Data-set sensitivity")
     st.markdown(
@@ -181,17 +192,17 @@ def render_view() -> None:
         workspace_summary(src)
         return
     for slot in ("a", "b"):
-        if st.session_state.get(f"sens_cancel_{slot}"):
+        if st.session_state.get(f"{SENS_CANCEL}_{slot}"):
             st.info("Computation cancelled; nothing was saved.")
     c1, c2 = st.columns(2)
     n = c1.selectbox(
         "Test images",
         SIZES,
-        key="sens_n",
+        key=SENS_N,
         format_func=lambda v: f"all {v:,}" if v == 10_000 else f"the first {v:,}",
     )
     others = ["none"] + [m for m in state.models(dataset_name) if m != model_name]
-    other = c2.selectbox("Beside it", others, key="sens_other")
+    other = c2.selectbox("Beside it", others, key=SENS_OTHER)
     if other == "none":
         model_column(model_name, dataset_name, n, "a")
         return

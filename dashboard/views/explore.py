@@ -92,6 +92,14 @@ from dashboard.views.explore_route import (  # noqa: F401 (re-exported)
 )
 from saliency.metrics import spearman
 
+# Session keys of this page: the panel's (its component's key, a prefix of its own keys) and
+# the downloads'.
+PANEL_KEY = "explore_panel"
+DOWNLOAD_PNG = "download_png"
+DOWNLOAD_NPY = "download_npy"
+DOWNLOAD_JSON = "download_json"
+
+
 # --- sections -------------------------------------------------------------------------------
 
 
@@ -116,12 +124,9 @@ def _framed(rgb: np.ndarray, colour: tuple[int, int, int] | None, width: int = 4
     return out
 
 
-PANEL_KEY = "explore_panel"
-
-
 def render_view() -> None:
     view = state.current()
-    for problem in st.session_state.get("url_problems", []):
+    for problem in st.session_state.get(state.URL_PROBLEMS, []):
         st.warning(f"Link: {problem}")
     src = sources.source(view["dataset"])
     target_slot = sidebar_controls()
@@ -146,8 +151,8 @@ def render_view() -> None:
 
 
 # The view's keys that change in the explanation fragment (it copies them into the view).
-FRAGMENT_KEYS = ("target", "layer", "method", "score", "sign", "scale", "clip", "alpha", "cmap",
-                 "cmap_signed", "compare")  # fmt: skip
+FRAGMENT_KEYS = (state.TARGET, state.LAYER, state.METHOD, state.SCORE, state.SIGN, state.SCALE,
+                 state.CLIP, state.ALPHA, state.CMAP, state.CMAP_SIGNED, state.COMPARE)  # fmt: skip
 
 
 @st.fragment(key=MAIN_FRAGMENT)
@@ -163,7 +168,7 @@ def explanation(
     this alone, not the router, the sidebar and the image chooser. The panel shows what needs
     no new gradients before the server has even heard of it. `others`: the models that can be
     compared with this one; `src`: the view's data set."""
-    view = st.session_state["view"]
+    view = state.current()
     for key in FRAGMENT_KEYS:  # on a fragment rerun, the widgets' new values
         if key in st.session_state:
             view[key] = st.session_state[key]
@@ -205,7 +210,7 @@ def _on_pick() -> None:
         return
     k, seq = pick.get("k"), pick.get("seq")
     if type(k) is int and 0 <= k < state.MAX_CLASSES:
-        state.put("target", str(k))
+        state.put(state.TARGET, str(k))
     if type(seq) is int:
         st.session_state[f"{PANEL_KEY}_seq"] = seq
 
@@ -377,7 +382,7 @@ def _compare_models(view, others, image, main, compare, compare_targets, target,
     st.multiselect(
         "Models to show beside this one (same image, same settings, one shared colour scale)",
         others,
-        key="compare",
+        key=state.COMPARE,
         max_selections=state.MAX_COMPARE,
     )
     if not view["compare"]:
@@ -421,7 +426,7 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
         render.png(overlay),
         f"{stem}.png",
         "image/png",
-        key="download_png",
+        key=DOWNLOAD_PNG,
         on_click="ignore",
     )
     c2.download_button(
@@ -429,7 +434,7 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
         render.npy_bytes(main),
         f"{stem}.npy",
         "application/octet-stream",
-        key="download_npy",
+        key=DOWNLOAD_NPY,
         on_click="ignore",
     )
     c3.download_button(
@@ -437,6 +442,6 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
         state.settings_json(_export_facts(info, described, target, probs, pred, true, lo_hi)),
         f"{stem}.json",
         "application/json",
-        key="download_json",
+        key=DOWNLOAD_JSON,
         on_click="ignore",
     )

@@ -77,13 +77,13 @@ def sidebar_controls() -> DeltaGenerator:
         st.markdown("### Map")
         slot = st.container()
         st.selectbox(
-            CONTROLS["method"], saliency_methods(), key="method", format_func=METHOD_LABELS.get,
+            CONTROLS["method"], saliency_methods(), key=state.METHOD, format_func=METHOD_LABELS.get,
             on_change=rerun,
         )  # fmt: skip
         st.radio(
             CONTROLS["score"],
             state.SCORES,
-            key="score",
+            key=state.SCORE,
             horizontal=True,
             format_func={
                 "logit": "logit",
@@ -92,31 +92,33 @@ def sidebar_controls() -> DeltaGenerator:
             }.get,
             on_change=rerun,
         )
-        st.radio(CONTROLS["sign"], state.SIGNS, key="sign", horizontal=True, on_change=rerun)
+        st.radio(CONTROLS["sign"], state.SIGNS, key=state.SIGN, horizontal=True, on_change=rerun)
         st.markdown("### Colours")
         st.radio(
             CONTROLS["scale"],
             state.SCALES,
-            key="scale",
+            key=state.SCALE,
             horizontal=True,
             format_func={"map": "per map", "shared": "shared"}.get,
             on_change=rerun,
         )
-        st.slider(CONTROLS["clip"], 50.0, 100.0, step=0.5, key="clip", on_change=rerun)
-        st.slider(CONTROLS["alpha"], 0.0, 1.0, step=0.05, key="alpha", on_change=rerun)
+        st.slider(CONTROLS["clip"], 50.0, 100.0, step=0.5, key=state.CLIP, on_change=rerun)
+        st.slider(CONTROLS["alpha"], 0.0, 1.0, step=0.05, key=state.ALPHA, on_change=rerun)
         c1, c2 = st.columns(2)
-        c1.selectbox(CONTROLS["cmap"], SEQUENTIAL_CMAPS, key="cmap", on_change=rerun)
-        c2.selectbox(CONTROLS["cmap_signed"], DIVERGING_CMAPS, key="cmap_signed", on_change=rerun)
+        c1.selectbox(CONTROLS["cmap"], SEQUENTIAL_CMAPS, key=state.CMAP, on_change=rerun)
+        c2.selectbox(
+            CONTROLS["cmap_signed"], DIVERGING_CMAPS, key=state.CMAP_SIGNED, on_change=rerun
+        )
     return slot
 
 
 def _target_control(names: tuple[str, ...]) -> None:
-    if state.get("target") not in state.TARGETS and int(state.get("target")) >= len(names):
-        state.put("target", "predicted")  # a class number this model doesn't have
+    if state.get(state.TARGET) not in state.TARGETS and int(state.get(state.TARGET)) >= len(names):
+        state.put(state.TARGET, "predicted")  # a class number this model doesn't have
     st.selectbox(
         CONTROLS["target"],
         state.TARGETS + tuple(str(k) for k in range(len(names))),
-        key="target",
+        key=state.TARGET,
         help="Type to search the class names, or click a class's map in the panel.",
         format_func=lambda t: TARGET_LABELS.get(t) or class_label(int(t), names),
     )  # drawn by the explanation fragment: a change reruns that alone
@@ -141,12 +143,12 @@ def _layer_control(view: dict, image: np.ndarray) -> str:
     if auto["problem"]:
         return auto["problem"]
     options = ("", *auto["layers"])
-    if state.get("layer") not in options:
-        state.put("layer", "")  # another model's layer
+    if state.get(state.LAYER) not in options:
+        state.put(state.LAYER, "")  # another model's layer
     st.selectbox(
         LAYER_LABEL,
         options,
-        key="layer",
+        key=state.LAYER,
         format_func=lambda n: n or f"automatic: {auto['layer']}",
         help="The module whose activations and gradients the map is made of. Automatic: the "
         "last one that runs once and keeps a spatial grid (N, C, h, w), or a transformer's "

@@ -22,6 +22,25 @@ from pretrained.images import (
     mnist_style,
 )
 
+# Session keys of this page.
+OPEN_PATH = "open_path"
+OPEN_PATH_ERROR = "open_path_error"
+PREVIOUS = "previous"
+NEXT = "next"
+RANDOM = "random"
+OPEN_PATH_SOURCE = "open_path_source"
+WS_UPLOADS = "ws_uploads"
+WS_UPLOAD_FILE = "ws_upload_file"
+WS_UPLOAD_ERROR = "ws_upload_error"
+WS_UPLOAD_SEEN = "ws_upload_seen"
+UPLOAD_FILE = "upload_file"
+UPLOAD_SEEN = "upload_seen"
+UPLOAD_ERROR = "upload_error"
+UPLOAD_PREVIEW = "upload_preview"
+UPLOAD_NOTE = "upload_note"
+CANVAS = "canvas"
+CANVAS_SEEN = "canvas_seen"
+
 
 def _candidates(view: dict, src: Source) -> np.ndarray:
     """Indices of the images matching the true-class and correct/wrong filters."""
@@ -50,9 +69,9 @@ def _step(candidates: np.ndarray, direction: int) -> None:
     if len(candidates) == 0:
         return
     if direction == 0:
-        state.put("index", int(np.random.default_rng().choice(candidates)))
+        state.put(state.INDEX, int(np.random.default_rng().choice(candidates)))
     else:
-        state.put("index", _neighbour(candidates, state.get("index"), direction))
+        state.put(state.INDEX, _neighbour(candidates, state.get(state.INDEX), direction))
 
 
 def _described(src: Source, index: int) -> str:
@@ -61,63 +80,63 @@ def _described(src: Source, index: int) -> str:
 
 def _open_path(src: Source) -> None:
     """The path typed into "Open by path": that image, or a message saying it isn't here."""
-    text = st.session_state.get("open_path", "").strip()
+    text = st.session_state.get(OPEN_PATH, "").strip()
     if not text:
         return
     i = src.find(text)
     if i is None:
-        st.session_state["open_path_error"] = f"No image {text!r} in this workspace."
+        st.session_state[OPEN_PATH_ERROR] = f"No image {text!r} in this workspace."
         return
-    st.session_state["open_path_error"] = None
-    state.put("index", i)
-    state.put("true_class", "any")
-    state.put("correctness", "all")
+    st.session_state[OPEN_PATH_ERROR] = None
+    state.put(state.INDEX, i)
+    state.put(state.TRUE_CLASS, "any")
+    state.put(state.CORRECTNESS, "all")
 
 
 def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
     names = src.classes
     if view["true_class"] != "any" and int(view["true_class"]) >= len(names):
-        state.put("true_class", "any")  # a class number from another data set's link
-    if int(state.get("index")) >= len(src):  # a link or another data set's index
-        st.info(f"There is no image #{state.get('index')} in {len(src):,} images: #0 is shown.")
-        state.put("index", 0)
+        state.put(state.TRUE_CLASS, "any")  # a class number from another data set's link
+    if int(state.get(state.INDEX)) >= len(src):  # a link or another data set's index
+        st.info(f"There is no image #{state.get(state.INDEX)} in {len(src):,} images: #0 is shown.")
+        state.put(state.INDEX, 0)
     c1, c2 = st.columns(2)
     c1.selectbox(
         "True class",
         ("any",) + tuple(str(k) for k in range(len(names))),
-        key="true_class",
+        key=state.TRUE_CLASS,
         format_func=lambda v: "any class" if v == "any" else class_label(int(v), names),
         help="Type to search the class names.",
     )
     c2.radio(
         f"{render.plain(cache.display_name(view['model']))} got it",
-        state.CORRECTNESS,
-        key="correctness",
+        state.CORRECTNESS_CHOICES,
+        key=state.CORRECTNESS,
         horizontal=True,
         format_func={"all": "either", "correct": "right", "wrong": "wrong"}.get,
     )
     candidates = _candidates(view, src)
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
-    c1.number_input("Image index", 0, len(src) - 1, step=1, key="index")
-    c2.button(PREVIOUS_LABEL, key="previous", on_click=_step, args=(candidates, -1))
-    c3.button(NEXT_LABEL, key="next", on_click=_step, args=(candidates, 1))
-    c4.button("🎲 Random", key="random", on_click=_step, args=(candidates, 0))
+    c1.number_input("Image index", 0, len(src) - 1, step=1, key=state.INDEX)
+    c2.button(PREVIOUS_LABEL, key=PREVIOUS, on_click=_step, args=(candidates, -1))
+    c3.button(NEXT_LABEL, key=NEXT, on_click=_step, args=(candidates, 1))
+    c4.button("🎲 Random", key=RANDOM, on_click=_step, args=(candidates, 0))
     if src.paths is not None:
-        if st.session_state.get("open_path_source") != src.key:  # another data set's path
-            st.session_state["open_path_source"] = src.key
-            st.session_state.pop("open_path", None)
-            st.session_state.pop("open_path_error", None)
+        if st.session_state.get(OPEN_PATH_SOURCE) != src.key:  # another data set's path
+            st.session_state[OPEN_PATH_SOURCE] = src.key
+            st.session_state.pop(OPEN_PATH, None)
+            st.session_state.pop(OPEN_PATH_ERROR, None)
         st.text_input(
             "Open by path",
-            key="open_path",
+            key=OPEN_PATH,
             on_change=_open_path,
             args=(src,),
             placeholder=src.paths[0],
             help="The image's path under the data folder, as in predictions.csv.",
         )
-        if st.session_state.get("open_path_error"):
-            st.error(render.plain(st.session_state["open_path_error"]))
-    index = int(st.session_state["index"])
+        if st.session_state.get(OPEN_PATH_ERROR):
+            st.error(render.plain(st.session_state[OPEN_PATH_ERROR]))
+    index = int(st.session_state[state.INDEX])
     kind = "test images" if src.paths is None else "images"
     note = f"{len(candidates):,} of {len(src):,} {kind} match the filters."
     if len(candidates) and not np.isin(index, candidates):
@@ -135,29 +154,29 @@ def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None,
 
 
 def _remember_image(image: np.ndarray) -> None:
-    state.put("image", encode_image(image))
+    state.put(state.IMAGE, encode_image(image))
 
 
 def _workspace_upload(src: Source) -> np.ndarray | None:
     """An image of the user's, prepared as the workspace's images are (kept in this session,
     not in the link: a 224 × 224 RGB image is too big for a URL)."""
-    kept = st.session_state.setdefault("ws_uploads", {})
+    kept = st.session_state.setdefault(WS_UPLOADS, {})
     if not cache.uploads_allowed():
         st.info("Uploading images is turned off on this server: pick one from the data set.")
         return None
     file = st.file_uploader(
         "An image (PNG, JPEG, GIF, BMP, WebP; up to 20 MB), prepared like the workspace's: "
         + src.description,
-        key="ws_upload_file",
+        key=WS_UPLOAD_FILE,
         max_upload_size=upload_limits.IMAGE_MB,
     )
     if too_big := upload_limits.too_big(file, "image", upload_limits.IMAGE_MB):
-        st.session_state["ws_upload_error"], file = too_big, None  # never read
+        st.session_state[WS_UPLOAD_ERROR], file = too_big, None  # never read
     if file is not None:
         digest = hashlib.sha256(file.getvalue()).hexdigest()
-        if st.session_state.get("ws_upload_seen") != (src.key, digest):
-            st.session_state["ws_upload_seen"] = (src.key, digest)
-            st.session_state["ws_upload_error"] = None
+        if st.session_state.get(WS_UPLOAD_SEEN) != (src.key, digest):
+            st.session_state[WS_UPLOAD_SEEN] = (src.key, digest)
+            st.session_state[WS_UPLOAD_ERROR] = None
             try:
                 x = src.prepare(decode_image(file.getvalue()))
                 if tuple(x.shape) != src.shape:
@@ -167,12 +186,12 @@ def _workspace_upload(src: Source) -> np.ndarray | None:
                         "own size)"
                     )
             except ImageError as err:
-                st.session_state["ws_upload_error"] = f"{file.name}: {err}"
+                st.session_state[WS_UPLOAD_ERROR] = f"{file.name}: {err}"
             else:
                 kept[src.key] = x
-    if st.session_state.get("ws_upload_error"):
+    if st.session_state.get(WS_UPLOAD_ERROR):
         st.error(
-            render.plain(st.session_state["ws_upload_error"])
+            render.plain(st.session_state[WS_UPLOAD_ERROR])
             + " The image shown below is the one you had before."
         )
     return kept.get(src.key)
@@ -184,7 +203,7 @@ def _uploaded_image() -> None:
         return
     file = st.file_uploader(
         "An image of one digit or garment (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)",
-        key="upload_file",
+        key=UPLOAD_FILE,
         max_upload_size=upload_limits.IMAGE_MB,
     )
     if too_big := upload_limits.too_big(file, "image", upload_limits.IMAGE_MB):
@@ -193,33 +212,33 @@ def _uploaded_image() -> None:
     if file is None:
         return
     digest = hashlib.sha256(file.getvalue()).hexdigest()
-    if st.session_state.get("upload_seen") != digest:
-        st.session_state["upload_seen"] = digest
-        st.session_state["upload_error"] = None
+    if st.session_state.get(UPLOAD_SEEN) != digest:
+        st.session_state[UPLOAD_SEEN] = digest
+        st.session_state[UPLOAD_ERROR] = None
         try:
             picture = decode_image(file.getvalue())
             image = mnist_style(picture)
         except ImageError as err:
-            st.session_state["upload_error"] = f"{file.name}: {err}"
+            st.session_state[UPLOAD_ERROR] = f"{file.name}: {err}"
         else:
             preview = picture.convert("RGB")
             preview.thumbnail((280, 280))  # keep only a small copy per session
-            st.session_state["upload_preview"] = np.asarray(preview)
-            st.session_state["upload_note"] = picture.info.get("saliency_note")
+            st.session_state[UPLOAD_PREVIEW] = np.asarray(preview)
+            st.session_state[UPLOAD_NOTE] = picture.info.get("saliency_note")
             _remember_image(image)
-    if st.session_state.get("upload_error"):
+    if st.session_state.get(UPLOAD_ERROR):
         st.error(
-            render.plain(st.session_state["upload_error"])
+            render.plain(st.session_state[UPLOAD_ERROR])
             + " The image shown below is the one you had before."
         )
-    elif st.session_state.get("upload_note"):
-        st.info(st.session_state["upload_note"])
-    if st.session_state.get("upload_preview") is not None and state.get("image"):
+    elif st.session_state.get(UPLOAD_NOTE):
+        st.info(st.session_state[UPLOAD_NOTE])
+    if st.session_state.get(UPLOAD_PREVIEW) is not None and state.get(state.IMAGE):
         c1, c2, _ = st.columns([2, 2, 3])
         with c1:
-            render.show(st.session_state["upload_preview"], "Your image, as uploaded")
+            render.show(st.session_state[UPLOAD_PREVIEW], "Your image, as uploaded")
         with c2:
-            seen = decode_image28(state.get("image"))
+            seen = decode_image28(state.get(state.IMAGE))
             render.show(
                 render.grey(seen, 5),
                 "What the model sees: greyscale, light background inverted, cropped to the ink, "
@@ -233,7 +252,7 @@ def _drawn_image() -> None:
     drawing = canvas.draw(
         width=280,
         height=280,
-        key="canvas",
+        key=CANVAS,
         stroke_width=22,
         stroke_color="#FFFFFF",
         background_color="#000000",
@@ -247,9 +266,9 @@ def _drawn_image() -> None:
     if data is None:
         return
     digest = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
-    if st.session_state.get("canvas_seen") == digest:
+    if st.session_state.get(CANVAS_SEEN) == digest:
         return
-    st.session_state["canvas_seen"] = digest
+    st.session_state[CANVAS_SEEN] = digest
     try:
         _remember_image(canvas_to_mnist(np.asarray(data)))
     except ImageError as err:
@@ -260,11 +279,11 @@ def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None
     """The image to explain `(C, H, W)`, its true class if known, and a short description."""
     bundled = src.paths is None
     if not bundled and view["source"] == "draw":  # drawing makes 28 x 28 digits only
-        state.put("source", "test")
+        state.put(state.SOURCE, "test")
     st.radio(
         "Image",
         state.SOURCES if bundled else state.SOURCES[:2],
-        key="source",
+        key=state.SOURCE,
         horizontal=True,
         format_func={"test": "Test set" if bundled else "Data set", "upload": "Upload",
                      "draw": "Draw"}.get,
@@ -281,11 +300,11 @@ def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None
         _uploaded_image()
     else:
         _drawn_image()
-    if not state.get("image"):
+    if not state.get(state.IMAGE):
         st.info("No image yet: upload one or draw a digit above.")
         return None, None, ""
     try:
-        image = decode_image28(state.get("image"))
+        image = decode_image28(state.get(state.IMAGE))
     except ImageError as err:  # a hand-edited link
         st.error(f"The image in the link is damaged: {err}")
         return None, None, ""

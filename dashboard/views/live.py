@@ -43,14 +43,35 @@ from dashboard.render import class_label, class_md
 from dashboard.views import live_results as results
 from dashboard.views.live_results import CANVAS_PX, painting_from_canvas
 
+# Session keys of this page.
+LIVE_KEEP = "live_keep"
+LIVE_START = "live_start"
+LIVE_CODE = "live_code"
+LIVE_NAME = "live_name"
+LIVE_SHOW_LINK = "live_show_link"
+LIVE_KIND = "live_kind"
+LIVE_INDEX = "live_index"
+LIVE_WRONG = "live_wrong"
+LIVE_ANY = "live_any"
+LIVE_OPEN = "live_open"
+LIVE_REVEAL = "live_reveal"
+LIVE_STUDENTS = "live_students"
+LIVE_COUNT = "live_count"
+LIVE_POLL = "live_poll"
+TEACHERS = "live_teachers"  # {room code: teacher's key} of this session's classes
+KEPT = "live_cookie_kept"  # the rooms whose cookie the browser said it has
+PASSES = "live_passes"  # {room code: (single-use pass, when made)}
+FOUND = "live_rooms_found"  # codes this session found (no guess spent again)
+# Prefixes of keys made per round, or per image and model.
+LIVE_TARGET = "live_target"
+LIVE_CSV = "live_csv"
+LIVE_NPZ = "live_npz"
+LIVE_CANVAS = "live_canvas"
+
 POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round has opened
 COUNT_SECONDS = 0.5  # how often the teacher's count of answers refreshes (a cheap read)
 STUDENTS_SECONDS = 1.0  # how often the teacher's count of students refreshes
 KIND_LABELS = {"map": "Where does it look? (paint)", "predict": "What will it say? (guess)"}
-TEACHERS = "live_teachers"  # session state: {room code: teacher's key} of this session's classes
-KEPT = "live_cookie_kept"  # session state: the rooms whose cookie the browser said it has
-PASSES = "live_passes"  # session state: {room code: (single-use pass, when made)}
-FOUND = "live_rooms_found"  # session state: codes this session found (no guess spent again)
 _painting_from_canvas = painting_from_canvas  # the name tests/test_budget_decode.py reads
 
 
@@ -86,7 +107,7 @@ def render_view() -> None:
     code = view["room"]
     linked = view["teacher"]  # a teacher link's key (`streamlit run`), or an old link's
     if linked:
-        state.put("teacher", "")  # out of the address: state.sync() rewrites it without
+        state.put(state.TEACHER, "")  # out of the address: state.sync() rewrites it without
     if not code:
         _landing()
         return
@@ -162,7 +183,7 @@ def _keep_in_browser(store: LiveStore, code: str, key: str) -> None:
         st.session_state.setdefault(KEPT, set()).add(code)
 
     live_watch.keep_teacher_key(
-        key="live_keep", url=route, room=code, single_pass=single, on_stored=kept
+        key=LIVE_KEEP, url=route, room=code, single_pass=single, on_stored=kept
     )
 
 
@@ -192,11 +213,11 @@ def _landing() -> None:
     c1, c2 = st.columns(2)
     with c1, st.container(border=True):
         st.markdown("### I'm the teacher")
-        if st.button("Start a class", type="primary", key="live_start"):
+        if st.button("Start a class", type="primary", key=LIVE_START):
             code, token = _store().create_room()
             _remember_teacher(code, token)
             st.session_state.setdefault(FOUND, set()).add(code)
-            state.put("room", code)
+            state.put(state.ROOM, code)
             st.rerun()
         st.caption(
             "This browser keeps control of the class (a cookie; nothing secret goes into the "
@@ -211,8 +232,8 @@ def _landing() -> None:
 
 def _join_form(store: LiveStore, code: str | None) -> None:
     with st.form("live_join", border=False):
-        typed = code or st.text_input("Class code", key="live_code", max_chars=16)
-        name = st.text_input("Your nickname", key="live_name", max_chars=40)
+        typed = code or st.text_input("Class code", key=LIVE_CODE, max_chars=16)
+        name = st.text_input("Your nickname", key=LIVE_NAME, max_chars=40)
         joined = st.form_submit_button("Join", type="primary")
     if joined:
         client = _client()
@@ -232,9 +253,9 @@ def _join_form(store: LiveStore, code: str | None) -> None:
             return
         rate_limits.found(client)
         st.session_state.setdefault(FOUND, set()).add(store.room(typed).code)
-        state.put("room", store.room(typed).code)
-        state.put("me", token)
-        state.put("teacher", "")
+        state.put(state.ROOM, store.room(typed).code)
+        state.put(state.ME, token)
+        state.put(state.TEACHER, "")
         st.rerun()
 
 
@@ -252,7 +273,7 @@ def _teacher(store: LiveStore, code: str, teacher: str) -> None:
         _students_count(store, code, rnd)
         # Off by default, and nothing of it in the page until asked: the projector shows
         # this page, and the link gives whoever holds it the class.
-        if st.toggle("Show my teacher link (not on the projector)", key="live_show_link"):
+        if st.toggle("Show my teacher link (not on the projector)", key=LIVE_SHOW_LINK):
             link = _teacher_link(code, teacher)
             st.caption(
                 "Open this on your own phone or laptop to run the class from there. Anyone "
@@ -277,7 +298,7 @@ def _teacher(store: LiveStore, code: str, teacher: str) -> None:
 
 
 def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
-    view = st.session_state["view"]
+    view = state.current()
     src = sources.source(view["dataset"])
     model = view["model"]
     names = cache.model_info(model).class_names
@@ -289,17 +310,17 @@ def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
         "Explore."
     )
     kind = st.radio("Kind of round", tuple(KIND_LABELS), format_func=KIND_LABELS.get,
-                    key="live_kind", horizontal=True)  # fmt: skip
+                    key=LIVE_KIND, horizontal=True)  # fmt: skip
     preds = cache.predictions(model, view["dataset"])
-    st.session_state.setdefault("live_index", 0)
+    st.session_state.setdefault(LIVE_INDEX, 0)
     c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-    if c2.button("A misclassified one", key="live_wrong"):
+    if c2.button("A misclassified one", key=LIVE_WRONG):
         wrong = np.flatnonzero(preds.predicted != src.labels)
         if len(wrong):
-            st.session_state["live_index"] = int(np.random.default_rng().choice(wrong))
-    if c3.button("Any image", key="live_any"):
-        st.session_state["live_index"] = int(np.random.default_rng().integers(len(src)))
-    index = c1.number_input(f"Image (0 to {len(src) - 1:,})", 0, len(src) - 1, key="live_index")
+            st.session_state[LIVE_INDEX] = int(np.random.default_rng().choice(wrong))
+    if c3.button("Any image", key=LIVE_ANY):
+        st.session_state[LIVE_INDEX] = int(np.random.default_rng().integers(len(src)))
+    index = c1.number_input(f"Image (0 to {len(src) - 1:,})", 0, len(src) - 1, key=LIVE_INDEX)
     image = src.image(index)
     pred = int(preds.predicted[index])
     target = pred
@@ -311,7 +332,7 @@ def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
             format_func=lambda k: (
                 class_label(k, names) + (" (the model's answer)" if k == pred else "")
             ),  # fmt: skip
-            key=f"live_target_{index}_{model}",
+            key=f"{LIVE_TARGET}_{index}_{model}",
         )
     c1, c2 = st.columns([1, 2])
     with c1:
@@ -328,7 +349,7 @@ def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
             else "Which class will the model say, and how sure are you?"
         )
         st.markdown(f"Students will be asked: **{render.plain(question)}**")
-        if st.button("Open the round", type="primary", key="live_open"):
+        if st.button("Open the round", type="primary", key=LIVE_OPEN):
             spec = {
                 "dataset": view["dataset"],
                 "model": model,
@@ -352,7 +373,7 @@ def _open_round(store: LiveStore, code: str, teacher: str, rnd) -> None:
         render.show(render.grey(image, render.scale_for(image.shape)))
     with c2:
         _answer_count(store, code, rnd.number)
-        if st.button("Reveal", type="primary", key="live_reveal"):
+        if st.button("Reveal", type="primary", key=LIVE_REVEAL):
             results.reveal(store, code, teacher, rnd)
             st.rerun()
 
@@ -378,7 +399,7 @@ def _students_count(store: LiveStore, code: str, rnd) -> None:
         return
     now = store.public_status(code) or {"students": 0}
     live_watch.watch(
-        key="live_students", url=url, room=code, every=STUDENTS_SECONDS,
+        key=LIVE_STUDENTS, url=url, room=code, every=STUDENTS_SECONDS,
         round_shown=rnd.number if rnd else 0, state_shown=rnd.state if rnd else "none",
         on_change=_round_changed, students=now["students"],
         notify=rnd is None or rnd.state != "open",
@@ -397,7 +418,7 @@ def _answer_count(store: LiveStore, code: str, number: int) -> None:
         return
     now = store.public_status(code) or {"round": 0, "answers": 0, "students": 0}
     live_watch.watch(
-        key="live_count", url=url, room=code, every=COUNT_SECONDS, round_shown=number,
+        key=LIVE_COUNT, url=url, room=code, every=COUNT_SECONDS, round_shown=number,
         state_shown="open", on_change=_round_changed,
         count=(now["answers"] if now["round"] == number else 0, now["students"]),
     )  # fmt: skip
@@ -424,7 +445,7 @@ def _reveal_teacher(store: LiveStore, code: str, teacher: str, rnd) -> None:
         live_class.answers_csv(rnd, answers, saliency_map),
         f"class-{code}-round-{rnd.number}.csv",
         "text/csv",
-        key=f"live_csv_{rnd.number}",
+        key=f"{LIVE_CSV}_{rnd.number}",
         on_click="ignore",
     )
     if rnd.kind == "map":
@@ -440,7 +461,7 @@ def _reveal_teacher(store: LiveStore, code: str, teacher: str, rnd) -> None:
             data,
             f"class-{code}-round-{rnd.number}.npz",
             "application/octet-stream",
-            key=f"live_npz_{rnd.number}",
+            key=f"{LIVE_NPZ}_{rnd.number}",
             on_click="ignore",
             help="The paintings (no names), the model's map, the image and its label: this "
             "round of your class's own ClickMe. Keep one file per round.",
@@ -491,7 +512,7 @@ def _poll(store: LiveStore, code: str, shown: tuple[int, str]) -> None:
         _poll_fragment(store, code, shown)
         return
     live_watch.watch(
-        key="live_poll", url=url, room=code, every=POLL_SECONDS, round_shown=shown[0],
+        key=LIVE_POLL, url=url, room=code, every=POLL_SECONDS, round_shown=shown[0],
         state_shown=shown[1], on_change=_round_changed,
     )  # fmt: skip
 
@@ -516,7 +537,7 @@ def _paint(store: LiveStore, code: str, me: str, rnd, mine) -> None:
     drawing = canvas.draw(
         width=CANVAS_PX,
         height=CANVAS_PX,
-        key=f"live_canvas_{rnd.number}",
+        key=f"{LIVE_CANVAS}_{rnd.number}",
         stroke_width=18,
         stroke_color="rgba(255, 165, 0, 0.8)",
         background_image=background,

@@ -13,6 +13,9 @@ from dashboard.live_store import PAINTING_SIDE, LiveStore
 from dashboard.render import class_label, class_md
 from pretrained.text import clean
 
+# Session keys of this page: a prefix (one table per round shown).
+LIVE_CALIBRATION = "live_calibration"
+
 CANVAS_PX = 280
 NULL_IMAGES = 8  # other images whose maps the class's painting is scored against (the null)
 
@@ -223,7 +226,7 @@ def class_calibration(store: LiveStore, code: str, teacher: str, upto: int) -> N
         f"Each student's calibration over {len(guessing_rounds(store, code, upto))}"
         " guessing rounds: right answers against how sure they said they were"
     ):
-        st.dataframe(rows, hide_index=True, key=f"live_calibration_{upto}")  # fmt: skip
+        st.dataframe(rows, hide_index=True, key=f"{LIVE_CALIBRATION}_{upto}")  # fmt: skip
 
 
 def my_calibration(store: LiveStore, code: str, me: str, upto: int) -> None:

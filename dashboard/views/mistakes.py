@@ -28,6 +28,17 @@ from pretrained import worker
 from pretrained.images import ImageError
 from saliency import report
 
+# Session keys of this page.
+MIS_LAST_CLICK = "mis_last_click"
+MIS_OPEN = "mis_open"
+MIS_REPORT = "mis_report"
+MIS_REPORT_GO = "mis_report_go"
+MIS_REPORT_HTML = "mis_report_html"
+MIS_CHART = "mis_chart"
+MIS_PAIRS = "mis_pairs"
+MIS_TABLE = "mis_table"
+
+
 GALLERY_SIZE = 40  # thumbnails a page
 GRID_UP_TO = 20  # more classes than this: a table of the most confused pairs, not the grid
 THUMBNAIL_PX = 84
@@ -110,12 +121,12 @@ def _apply_table_click(event, pairs: pd.DataFrame) -> None:
     if not rows or rows[0] >= len(pairs):
         return
     t, p = int(pairs["t"].iloc[rows[0]]), int(pairs["p"].iloc[rows[0]])
-    if st.session_state.get("mis_last_click") == (t, p):
+    if st.session_state.get(MIS_LAST_CLICK) == (t, p):
         return
-    st.session_state["mis_last_click"] = (t, p)
-    st.session_state["mis_kind"] = "cell"
-    st.session_state["mis_true"] = t
-    st.session_state["mis_pred"] = p
+    st.session_state[MIS_LAST_CLICK] = (t, p)
+    st.session_state[state.MIS_KIND] = "cell"
+    st.session_state[state.MIS_TRUE] = t
+    st.session_state[state.MIS_PRED] = p
 
 
 def _apply_chart_click(event) -> None:
@@ -124,21 +135,21 @@ def _apply_chart_click(event) -> None:
     if not points:
         return
     t, p = int(points[0]["t"]), int(points[0]["p"])
-    if st.session_state.get("mis_last_click") == (t, p):
+    if st.session_state.get(MIS_LAST_CLICK) == (t, p):
         return
-    st.session_state["mis_last_click"] = (t, p)
+    st.session_state[MIS_LAST_CLICK] = (t, p)
     if t != p:
-        st.session_state["mis_kind"] = "cell"
-        st.session_state["mis_true"] = t
-        st.session_state["mis_pred"] = p
+        st.session_state[state.MIS_KIND] = "cell"
+        st.session_state[state.MIS_TRUE] = t
+        st.session_state[state.MIS_PRED] = p
 
 
 def _open_in_explore(index: int, target: str) -> None:
-    state.put("source", "test")
-    state.put("index", index)
-    state.put("target", target)
-    state.put("true_class", "any")
-    state.put("correctness", "all")
+    state.put(state.SOURCE, "test")
+    state.put(state.INDEX, index)
+    state.put(state.TARGET, target)
+    state.put(state.TRUE_CLASS, "any")
+    state.put(state.CORRECTNESS, "all")
 
 
 STYLE = Style(signed=False, cmap="inferno", alpha=0.5, clip=99.0, shared=True)
@@ -212,12 +223,12 @@ def detail(model_name: str, src: Source, index: int, preds: Predictions) -> None
         )
     st.button(
         "🔍 Open in Explore",
-        key="mis_open",
+        key=MIS_OPEN,
         on_click=_open_in_explore,
         args=(index, str(true)),
         help="Opens this image in Explore, with the true class as the target.",
     )
-    if st.session_state.get("mis_open"):
+    if st.session_state.get(MIS_OPEN):
         st.switch_page("page_files/explore.py")
 
 
@@ -242,12 +253,12 @@ def gallery(
     The caption counts them: `counted(len(indices), verb, note)`."""
     names = src.classes
     pages = max(1, -(-len(indices) // GALLERY_SIZE))
-    if int(st.session_state.get("mis_page", 1)) > pages:
-        st.session_state["mis_page"] = 1
+    if int(st.session_state.get(state.MIS_PAGE, 1)) > pages:
+        st.session_state[state.MIS_PAGE] = 1
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     page = 1
     if pages > 1:
-        page = int(c2.number_input(f"Page (of {pages:,})", 1, pages, step=1, key="mis_page"))
+        page = int(c2.number_input(f"Page (of {pages:,})", 1, pages, step=1, key=state.MIS_PAGE))
     first = (page - 1) * GALLERY_SIZE
     shown = indices[first : first + GALLERY_SIZE]
     c1.caption(
@@ -265,12 +276,12 @@ def gallery(
                 f"#{index}: {class_md(pred, names)} {preds.p_predicted[index]:.2f}",
             )
     options = [int(i) for i in shown]
-    if st.session_state.get("mis_index") not in options:
-        st.session_state["mis_index"] = options[0]
+    if st.session_state.get(state.MIS_INDEX) not in options:
+        st.session_state[state.MIS_INDEX] = options[0]
     return st.selectbox(
         "Look closer at",
         options,
-        key="mis_index",
+        key=state.MIS_INDEX,
         format_func=lambda i: (
             f"#{i}{'' if src.paths is None else ' ' + src.paths[i]}: "
             f"true {class_label(int(src.labels[i]), names)}, predicted "
@@ -304,15 +315,15 @@ def report_panel(
         )
         digest = hashlib.blake2b(np.ascontiguousarray(indices, np.int64).data, digest_size=16)
         key = (model_name, src.key, digest.hexdigest())
-        mine = st.session_state.get("mis_report")
+        mine = st.session_state.get(MIS_REPORT)
         if mine and mine["key"] != key:  # another filter or model: that report is not these
             held_exports().pop(mine["token"])
-            mine = st.session_state["mis_report"] = None
-        if st.button("Make the report", key="mis_report_go", disabled=bool(mine)):
+            mine = st.session_state[MIS_REPORT] = None
+        if st.button("Make the report", key=MIS_REPORT_GO, disabled=bool(mine)):
             mine = _make_report(model_name, src, preds, indices, what, key)
         if mine and held_exports().get(mine["token"]) is None:
             st.caption("The report made earlier was dropped to make room: make it again.")
-            st.session_state["mis_report"] = None
+            st.session_state[MIS_REPORT] = None
             return
         if mine:
             stem = model_stem(model_name)
@@ -321,7 +332,7 @@ def report_panel(
                 data=functools.partial(held_file, mine["token"], "html"),
                 file_name=f"report-{stem}-{what['kind']}-{n}.html",
                 mime=reports.MIME,
-                key="mis_report_html",
+                key=MIS_REPORT_HTML,
                 on_click="ignore",
             )
 
@@ -428,7 +439,7 @@ def _make_report(model_name, src, preds, indices, what, key) -> dict | None:
         st.error("The report is larger than this server holds for downloads: narrow the filter.")
         return None
     mine = {"token": token, "key": key, "bytes": len(html), "n": len(sections)}
-    st.session_state["mis_report"] = mine
+    st.session_state[MIS_REPORT] = mine
     return mine
 
 
@@ -452,14 +463,14 @@ def _choose_start_cell(confusion: np.ndarray) -> tuple[int, int]:
     """The chosen (true, predicted) cell; the most frequent confusion when none is valid."""
     k = confusion.shape[0]
     if k <= GRID_UP_TO:  # a click on the chart chooses the cell before the chart is drawn
-        _apply_chart_click(st.session_state.get("mis_chart"))
-    if not (0 <= st.session_state.get("mis_true", -1) < k) or not (
-        0 <= st.session_state.get("mis_pred", -1) < k
+        _apply_chart_click(st.session_state.get(MIS_CHART))
+    if not (0 <= st.session_state.get(state.MIS_TRUE, -1) < k) or not (
+        0 <= st.session_state.get(state.MIS_PRED, -1) < k
     ):  # start at the model's most frequent confusion (also after a data-set switch)
         off = confusion - np.diag(np.diag(confusion))
         t, p = np.unravel_index(off.argmax(), off.shape)
-        st.session_state["mis_true"], st.session_state["mis_pred"] = int(t), int(p)
-    return (st.session_state["mis_true"], st.session_state["mis_pred"])
+        st.session_state[state.MIS_TRUE], st.session_state[state.MIS_PRED] = int(t), int(p)
+    return (st.session_state[state.MIS_TRUE], st.session_state[state.MIS_PRED])
 
 
 def _confusion_overview(
@@ -472,10 +483,10 @@ def _confusion_overview(
         if k <= GRID_UP_TO:
             event = st.altair_chart(
                 confusion_chart(
-                    confusion, names, chosen if st.session_state["mis_kind"] == "cell" else None
+                    confusion, names, chosen if st.session_state[state.MIS_KIND] == "cell" else None
                 ),
                 on_select="rerun",
-                key="mis_chart",
+                key=MIS_CHART,
                 width="stretch",
             )
             st.caption("Click an off-diagonal cell to see exactly those mistakes (framed).")
@@ -493,7 +504,7 @@ def _confusion_overview(
                 hide_index=True,
                 on_select="rerun",
                 selection_mode="single-row",
-                key="mis_pairs",
+                key=MIS_PAIRS,
                 height=380,
             )
             st.caption(
@@ -514,7 +525,7 @@ def _confusion_overview(
             ),
             column_config={"accuracy": st.column_config.ProgressColumn(format="percent")},
             hide_index=True,
-            key="mis_table",
+            key=MIS_TABLE,
         )
 
 
@@ -525,19 +536,19 @@ def _chosen_images(
     k = len(names)
     others = [m for m in state.models(key) if m != model_name]
     kinds = KINDS if others else KINDS[:3]
-    if st.session_state["mis_kind"] not in kinds:
-        st.session_state["mis_kind"] = "cell"
-    st.radio("Show", kinds, key="mis_kind", horizontal=True, format_func=KIND_LABELS.get)
-    kind = st.session_state["mis_kind"]
+    if st.session_state[state.MIS_KIND] not in kinds:
+        st.session_state[state.MIS_KIND] = "cell"
+    st.radio("Show", kinds, key=state.MIS_KIND, horizontal=True, format_func=KIND_LABELS.get)
+    kind = st.session_state[state.MIS_KIND]
     what = {"kind": kind}
     if kind == "cell":
         c1, c2 = st.columns(2)
         fmt = lambda c: class_label(c, names)  # noqa: E731
         true = c1.selectbox(
-            "True class", range(k), key="mis_true", format_func=fmt, help="Type to search."
+            "True class", range(k), key=state.MIS_TRUE, format_func=fmt, help="Type to search."
         )
         predicted = c2.selectbox(
-            "Predicted as", range(k), key="mis_pred", format_func=fmt, help="Type to search."
+            "Predicted as", range(k), key=state.MIS_PRED, format_func=fmt, help="Type to search."
         )
         indices = pretrained.ranked_mistakes(
             preds.predicted, preds.p_predicted, labels, true=true, predicted_as=predicted
@@ -556,9 +567,9 @@ def _chosen_images(
         )
         note = "right, the least confident answers first"
     else:
-        if st.session_state.get("mis_other") not in others:
-            st.session_state["mis_other"] = others[0]
-        other = st.selectbox("Compare with", others, key="mis_other")
+        if st.session_state.get(state.MIS_OTHER) not in others:
+            st.session_state[state.MIS_OTHER] = others[0]
+        other = st.selectbox("Compare with", others, key=state.MIS_OTHER)
         theirs = cache.predictions(other, key)
         indices = pretrained.ranked_disagreements(
             preds.predicted, preds.p_predicted, theirs.predicted, theirs.p_predicted
@@ -571,14 +582,21 @@ def _chosen_images(
 
 def render_view() -> None:
     view = state.current()
-    state.keep("mis_kind", "mis_true", "mis_pred", "mis_index", "mis_other", "mis_page")
+    state.keep(
+        state.MIS_KIND,
+        state.MIS_TRUE,
+        state.MIS_PRED,
+        state.MIS_INDEX,
+        state.MIS_OTHER,
+        state.MIS_PAGE,
+    )
     model_name, key = view["model"], view["dataset"]
     src = sources.source(key)
     names = src.classes
     preds = cache.predictions(model_name, key)
     confusion = pretrained.confusion_matrix(src.labels, preds.predicted, len(names))
     _headline(model_name, src, confusion)
-    st.session_state.setdefault("mis_kind", "cell")
+    st.session_state.setdefault(state.MIS_KIND, "cell")
     chosen = _choose_start_cell(confusion)
     _confusion_overview(confusion, names, chosen)
     kind, indices, note, what = _chosen_images(model_name, key, names, src.labels, preds)

@@ -19,6 +19,15 @@ from dashboard import budget, cache, lru, render
 from dashboard.sources import Predictions, Source
 from pretrained import export_maps, worker
 
+# Session keys of this page.
+MIS_EXPORT_TARGET = "mis_export_target"
+MIS_EXPORT_PNGS = "mis_export_pngs"
+MIS_EXPORT = "mis_export"
+MIS_EXPORT_GO = "mis_export_go"
+MIS_EXPORT_NPZ = "mis_export_npz"
+MIS_EXPORT_ZIP = "mis_export_zip"
+
+
 EXPORT_IMAGES = 10_000  # maps one export from the page may hold: a bundled test set's size
 
 
@@ -88,11 +97,11 @@ def export_panel(
         target = c1.radio(
             "Each map explains",
             export_maps.TARGETS,
-            key="mis_export_target",
+            key=MIS_EXPORT_TARGET,
             horizontal=True,
             format_func=lambda t: f"the {t} class",
         )
-        pngs = c2.checkbox("PNGs too (.zip)", key="mis_export_pngs")
+        pngs = c2.checkbox("PNGs too (.zip)", key=MIS_EXPORT_PNGS)
         longest = max((len(src.paths[i]) for i in indices), default=0) if src.paths else 0
         need = export_maps.estimate_bytes(n, src.shape, path_chars=longest, pngs=pngs)
         h, w = src.shape[-2:]
@@ -105,10 +114,10 @@ def export_panel(
         )
         digest = hashlib.blake2b(np.ascontiguousarray(indices, np.int64).data, digest_size=16)
         key = (model_name, src.key, digest.hexdigest(), target, pngs)
-        mine = st.session_state.get("mis_export")
+        mine = st.session_state.get(MIS_EXPORT)
         if mine and mine["key"] != key:  # another filter or model: that export is not these
             held_exports().pop(mine["token"])
-            mine = st.session_state["mis_export"] = None
+            mine = st.session_state[MIS_EXPORT] = None
         limit = export_bytes()
         if n > EXPORT_IMAGES or need > limit:
             command = _cli_filter(what["kind"], what.get("true", 0), what.get("pred", 0))
@@ -126,11 +135,11 @@ def export_panel(
                 + "."
             )
             return
-        if st.button("Compute the maps", key="mis_export_go", disabled=bool(mine)):
+        if st.button("Compute the maps", key=MIS_EXPORT_GO, disabled=bool(mine)):
             mine = _compute_export(model_name, src, preds, indices, what, target, pngs, key)
         if mine and held_exports().get(mine["token"]) is None:
             st.caption("The maps computed earlier were dropped to make room: compute again.")
-            st.session_state["mis_export"] = None
+            st.session_state[MIS_EXPORT] = None
             return
         if mine:
             stem = f"maps-{model_stem(model_name)}-{what['kind']}-{n}"
@@ -139,7 +148,7 @@ def export_panel(
                 data=functools.partial(held_file, mine["token"], "npz"),
                 file_name=f"{stem}.npz",
                 mime="application/octet-stream",
-                key="mis_export_npz",
+                key=MIS_EXPORT_NPZ,
                 on_click="ignore",
             )
             if mine["zip"] is not None:
@@ -148,7 +157,7 @@ def export_panel(
                     data=functools.partial(held_file, mine["token"], "zip"),
                     file_name=f"{stem}.zip",
                     mime="application/zip",
-                    key="mis_export_zip",
+                    key=MIS_EXPORT_ZIP,
                     on_click="ignore",
                 )
 
@@ -201,5 +210,5 @@ def _compute_export(
         return None
     mine = {"token": token, "key": key, "n": written.n, "npz": written.npz_bytes,
             "zip": written.zip_bytes}  # fmt: skip
-    st.session_state["mis_export"] = mine
+    st.session_state[MIS_EXPORT] = mine
     return mine

@@ -22,6 +22,16 @@ from dashboard.views import explore
 from pretrained import imagenet
 from pretrained.images import ImageError, decode_image
 
+# Session keys of this page.
+PH_DOWNLOAD_ERROR = "ph_download_error"
+PH_DOWNLOAD = "ph_download"
+PH_FILE = "ph_file"
+PH_ERROR = "ph_error"
+PH_SEEN = "ph_seen"
+PH_IMAGE = "ph_image"
+PH_NAME = "ph_name"
+
+
 # Explore's methods and labels, less those Photos doesn't run as Explore labels them: the noisy
 # and path methods' 50 passes of a 224 x 224 ResNet (SmoothGrad runs 10 here, and says so) and
 # the transformer maps (neither model is a transformer).
@@ -45,9 +55,9 @@ def _try_download(name: str) -> None:
     try:
         imagenet.load(name, download=True)
     except imagenet.WeightsUnavailable as err:
-        st.session_state["ph_download_error"] = str(err)
+        st.session_state[PH_DOWNLOAD_ERROR] = str(err)
     else:
-        st.session_state["ph_download_error"] = None
+        st.session_state[PH_DOWNLOAD_ERROR] = None
 
 
 def _weights(name: str) -> str | None:
@@ -55,10 +65,10 @@ def _weights(name: str) -> str | None:
     if imagenet.weights_available(name):
         return "pretrained"
     st.warning(imagenet.how_to_get(name))
-    st.button("Try to download them now", key="ph_download", on_click=_try_download, args=(name,))
-    if st.session_state.get("ph_download_error"):
-        st.caption(f"Download failed: {st.session_state['ph_download_error'][-200:]}")
-    if st.checkbox(RANDOM_LABEL, key="ph_random"):
+    st.button("Try to download them now", key=PH_DOWNLOAD, on_click=_try_download, args=(name,))
+    if st.session_state.get(PH_DOWNLOAD_ERROR):
+        st.caption(f"Download failed: {st.session_state[PH_DOWNLOAD_ERROR][-200:]}")
+    if st.checkbox(RANDOM_LABEL, key=state.PH_RANDOM):
         return "random"
     st.info("The rest of the dashboard works without these weights.")
     return None
@@ -72,57 +82,57 @@ def _photo(name: str) -> np.ndarray | None:
         return None
     file = st.file_uploader(
         "A photo (PNG, JPEG, GIF, BMP, WebP; up to 20 MB)",
-        key="ph_file",
+        key=PH_FILE,
         type=None,
         max_upload_size=upload_limits.IMAGE_MB,
     )
     if too_big := upload_limits.too_big(file, "photo", upload_limits.IMAGE_MB):
-        st.session_state["ph_error"], file = too_big, None  # never read
+        st.session_state[PH_ERROR], file = too_big, None  # never read
     if file is not None:
         digest = hashlib.sha256(file.getvalue()).hexdigest()
-        if st.session_state.get("ph_seen") != digest:
-            st.session_state["ph_seen"] = digest
-            st.session_state["ph_error"] = None
+        if st.session_state.get(PH_SEEN) != digest:
+            st.session_state[PH_SEEN] = digest
+            st.session_state[PH_ERROR] = None
             try:
                 photo = decode_image(file.getvalue())
                 imagenet.resized_size(photo.width, photo.height, 256)  # refuse before keeping
-                st.session_state["ph_image"] = photo.convert("RGB")
-                st.session_state["ph_name"] = file.name
+                st.session_state[PH_IMAGE] = photo.convert("RGB")
+                st.session_state[PH_NAME] = file.name
             except ImageError as err:
-                st.session_state["ph_error"] = f"{file.name}: {err}"
-    if st.session_state.get("ph_error"):
-        had = "ph_image" in st.session_state
+                st.session_state[PH_ERROR] = f"{file.name}: {err}"
+    if st.session_state.get(PH_ERROR):
+        had = PH_IMAGE in st.session_state
         kept = " The photo shown is the one you had before." if had else ""
-        st.error(render.plain(st.session_state["ph_error"]) + kept)
-    if "ph_image" not in st.session_state:
+        st.error(render.plain(st.session_state[PH_ERROR]) + kept)
+    if PH_IMAGE not in st.session_state:
         st.info("No photo yet: upload one above.")
         return None
     try:
-        return imagenet.pixels(name, st.session_state["ph_image"]).numpy()
+        return imagenet.pixels(name, st.session_state[PH_IMAGE]).numpy()
     except (ImageError, ValueError, OverflowError, MemoryError) as err:
-        st.session_state.pop("ph_image", None)  # never fail again on every later click
+        st.session_state.pop(PH_IMAGE, None)  # never fail again on every later click
         st.error(f"That photo can't be prepared for the model ({render.plain(err)}).")
         return None
 
 
 def _controls() -> tuple[str, str, str]:
     """The model, method and colour-channel controls: (model, method, reduction)."""
-    if st.session_state.get("ph_method") not in METHOD_LABELS:  # a link's method it can't run
-        st.session_state["ph_method"] = "gradient"
+    if st.session_state.get(state.PH_METHOD) not in METHOD_LABELS:  # a link's method it can't run
+        st.session_state[state.PH_METHOD] = "gradient"
     c1, c2, c3 = st.columns(3)
     name = c1.radio(
         "Model",
         tuple(imagenet.MODELS),
-        key="ph_model",
+        key=state.PH_MODEL,
         format_func=lambda n: imagenet.MODELS[n].title,
     )
     method = c2.selectbox(
-        "Method", tuple(METHOD_LABELS), key="ph_method", format_func=METHOD_LABELS.get
+        "Method", tuple(METHOD_LABELS), key=state.PH_METHOD, format_func=METHOD_LABELS.get
     )
     reduction = c3.radio(
         "Colour channels",
         tuple(REDUCTION_LABELS),
-        key="ph_reduce",
+        key=state.PH_REDUCE,
         format_func=REDUCTION_LABELS.get,
         disabled=method in ONE_MAP,
         help="A layer map or occlusion is one map, the same in every channel."
@@ -154,7 +164,14 @@ def _showing(method, info, names, target, signed, reduction, layer, chosen) -> N
 
 
 def render_view() -> None:
-    state.keep("ph_model", "ph_random", "ph_method", "ph_reduce", "ph_class", "ph_layer")
+    state.keep(
+        state.PH_MODEL,
+        state.PH_RANDOM,
+        state.PH_METHOD,
+        state.PH_REDUCE,
+        state.PH_CLASS,
+        state.PH_LAYER,
+    )
     st.title("Photos (ImageNet)")
     st.caption(
         "A real photo and a torchvision ImageNet classifier: the photo is resized and "
@@ -180,7 +197,7 @@ def render_view() -> None:
     rank = st.radio(
         "Map of class (top 5)",
         range(5),
-        key="ph_class",
+        key=state.PH_CLASS,
         horizontal=True,
         format_func=lambda r: f"{names[top5[r]]} ({probs[top5[r]]:.1%})",
     )
@@ -221,7 +238,7 @@ def render_view() -> None:
 
 
 def _chosen() -> str:
-    return st.session_state.get("ph_layer") or ""
+    return st.session_state.get(state.PH_LAYER) or ""
 
 
 def _layer_control(name: str, weights: str, method: str) -> dict:
@@ -231,12 +248,12 @@ def _layer_control(name: str, weights: str, method: str) -> dict:
     if auto["problem"]:
         return auto
     options = ("", *auto["layers"])
-    if st.session_state.get("ph_layer") not in options:
-        st.session_state["ph_layer"] = ""  # the other model's layer
+    if st.session_state.get(state.PH_LAYER) not in options:
+        st.session_state[state.PH_LAYER] = ""  # the other model's layer
     st.selectbox(
         LAYER_LABEL,
         options,
-        key="ph_layer",
+        key=state.PH_LAYER,
         format_func=lambda n: n or f"automatic: {auto['layer']}",
         help="The module whose activations and gradients the map is made of. Automatic: the "
         "last one that runs once and keeps a spatial grid (N, C, h, w); earlier layers are "

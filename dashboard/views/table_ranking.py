@@ -10,6 +10,10 @@ import saliency
 from dashboard import render, state
 from pretrained.text import csv_text
 
+# Session keys of this page.
+T_DL_RANKING = "t_dl_ranking"
+
+
 SCALE_LABELS = {"none": "raw units: mean |∂y/∂xⱼ|", "std": "× std: mean |∂y/∂xⱼ| · stdⱼ"}
 CORRELATED = 0.8
 FLIP_PLACES = 2
@@ -20,9 +24,9 @@ def ranking_section(Xu, features, raw, scaled) -> saliency.FeatureRanking:
     """The ranking in the units the user chose (chart, table, CSV) and its caveats; returns
     the ranking shown."""
     st.subheader("Ranking")
-    st.radio("Scale", state.TABLE_SCALES, key="t_scale", horizontal=True,
+    st.radio("Scale", state.TABLE_SCALES, key=state.T_SCALE, horizontal=True,
              format_func=SCALE_LABELS.get)  # fmt: skip
-    shown = scaled if state.get("t_scale") == "std" else raw
+    shown = scaled if state.get(state.T_SCALE) == "std" else raw
     other = raw if shown is scaled else scaled
     left, right = st.columns([3, 2])
     with left:
@@ -35,7 +39,7 @@ def ranking_section(Xu, features, raw, scaled) -> saliency.FeatureRanking:
             ranking_csv(raw, scaled),
             "ranking.csv",
             "text/csv",
-            key="t_dl_ranking",
+            key=T_DL_RANKING,
             on_click="ignore",
         )
     caveats(Xu, features, raw, scaled)

@@ -23,6 +23,18 @@ from pretrained.gate import UserModelError
 from pretrained.tables import quote
 from pretrained.worker import ModelFailure
 
+# Session keys of this page.
+T_CSV_FILE = "t_csv_file"
+T_MODEL_FILE = "t_model_file"
+T_KIND = "t_kind"
+T_CSV = "t_csv"
+T_MODEL = "t_model"
+T_DL_CSV = "t_dl_csv"
+T_DL_MODEL = "t_dl_model"
+T_CHECK = "t_check"
+T_CHECKED = "t_checked"
+
+
 NONE = "-"  # the target column's "no target"
 TARGET_NAMES = ("target", "label", "labels", "y", "class", "outcome")  # a target's usual names
 KINDS = {"auto": "detect", "torchscript": "TorchScript", "export": "torch.export", "onnx": "ONNX"}
@@ -42,11 +54,11 @@ def _upload_section() -> tuple[bytes | None, bytes | None, str]:
     limit = int(st.get_option("server.maxUploadSize"))
     c1, c2, c3 = st.columns([2, 2, 1])
     csv_file = c1.file_uploader("Your table (CSV with a header row)", type=["csv", "txt"],
-                                key="t_csv_file", max_upload_size=upload_limits.CSV_MB)  # fmt: skip
+                                key=T_CSV_FILE, max_upload_size=upload_limits.CSV_MB)  # fmt: skip
     model_file = c2.file_uploader("Your model (torch.export, TorchScript, ONNX)",
-                                  key="t_model_file",
+                                  key=T_MODEL_FILE,
                                   max_upload_size=upload_limits.MODEL_MB)  # fmt: skip
-    kind = c3.selectbox("Kind of model file", tuple(KINDS), format_func=KINDS.get, key="t_kind")
+    kind = c3.selectbox("Kind of model file", tuple(KINDS), format_func=KINDS.get, key=T_KIND)
     st.caption(
         f"Up to {min(limit, tables.MAX_BYTES >> 20)} MB and {tables.MAX_ROWS:,} rows of CSV. "
         "The model gets a float32 tensor of the rows `(N, D)`, the chosen columns in their "
@@ -55,21 +67,21 @@ def _upload_section() -> tuple[bytes | None, bytes | None, str]:
         "save with `torch.export.save(torch.export.export(model, (x,), dynamic_shapes=…))` or "
         "`torch.jit.save(torch.jit.script(model))`."
     )
-    for f, key in ((csv_file, "t_csv"), (model_file, "t_model")):
+    for f, key in ((csv_file, T_CSV), (model_file, T_MODEL)):
         if f is not None:
             st.session_state[key] = (f.name, f.getvalue())
-    csv = st.session_state.get("t_csv")
-    model = st.session_state.get("t_model")
+    csv = st.session_state.get(T_CSV)
+    model = st.session_state.get(T_MODEL)
     return (csv[1] if csv else None), (model[1] if model else None), kind
 
 
 def _example_downloads() -> None:
     c1, c2, _ = st.columns([1, 1, 2])
     c1.download_button("The example's CSV", table_cache.example_csv, "diabetes.csv", "text/csv",
-                       key="t_dl_csv", on_click="ignore")  # fmt: skip
+                       key=T_DL_CSV, on_click="ignore")  # fmt: skip
     c2.download_button("The example's model (torch.export)", table_cache.example_program,
                        "diabetes-mlp.pt2",
-                       "application/octet-stream", key="t_dl_model", on_click="ignore")  # fmt: skip
+                       "application/octet-stream", key=T_DL_MODEL, on_click="ignore")  # fmt: skip
 
 
 def _valid(key: str, options, default) -> None:
@@ -92,16 +104,16 @@ def _columns(table: tables.Table, example: bool) -> tuple[list[str], str]:
     """The target column (never a feature), then the features: by default every numeric
     column but the target, in the table's order; or a list the user edits."""
     names = list(table.names)
-    _valid("t_target", [NONE, *names], _default_target(names, example))
+    _valid(state.T_TARGET, [NONE, *names], _default_target(names, example))
     c1, c2 = st.columns([1, 2])
     c1.selectbox(
         "Target column (optional)",
         [NONE, *names],
-        key="t_target",
+        key=state.T_TARGET,
         format_func=lambda n: "none" if n == NONE else n,
         help="Only for comparing the output with it; it is never an input.",
     )
-    target = state.get("t_target")
+    target = state.get(state.T_TARGET)
     candidates = [n for n in names if n != target]
     numeric = [n for n in table.numeric_names() if n != target]
     default = numeric or candidates[:1]
@@ -117,7 +129,7 @@ def _columns(table: tables.Table, example: bool) -> tuple[list[str], str]:
         )
     every = c2.toggle(
         f"Features: every numeric column but the target ({len(numeric):,})",
-        key="t_all",
+        key=state.T_ALL,
         help="Off: choose the columns and their order yourself.",
     )
     if every:
@@ -128,14 +140,14 @@ def _columns(table: tables.Table, example: bool) -> tuple[list[str], str]:
             + (", …" if len(features) > 40 else "")
         )
         return features, target
-    chosen = [f for f in state.get("t_features") if f != target]
-    if chosen != state.get("t_features"):
-        state.put("t_features", chosen)  # the target chosen since is never an input
-    _valid("t_features", candidates, default)
+    chosen = [f for f in state.get(state.T_FEATURES) if f != target]
+    if chosen != state.get(state.T_FEATURES):
+        state.put(state.T_FEATURES, chosen)  # the target chosen since is never an input
+    _valid(state.T_FEATURES, candidates, default)
     features = st.multiselect(
         "Feature columns: the model's inputs, in the order its forward takes them",
         candidates,
-        key="t_features",
+        key=state.T_FEATURES,
     )
     return features, target
 
@@ -176,13 +188,13 @@ def _chosen_table() -> tuple | None:
     """The source choice, then the example's or the uploaded table and model:
     (example, table, model, kind, digest), or None when there is nothing to explain yet."""
     allowed = cache.uploads_allowed()
-    if not allowed and state.get("t_source") != "example":
-        state.put("t_source", "example")  # a link that asked for uploads
+    if not allowed and state.get(state.T_SOURCE) != "example":
+        state.put(state.T_SOURCE, "example")  # a link that asked for uploads
         st.info("Uploading tables and models is turned off on this server (--no-uploads).")
     st.radio(
         "Table and model",
         state.TABLE_SOURCES if allowed else ("example",),
-        key="t_source",
+        key=state.T_SOURCE,
         horizontal=True,
         format_func={
             "example": "Bundled example: diabetes (442 patients, 10 features in their own "
@@ -190,7 +202,7 @@ def _chosen_table() -> tuple | None:
             "upload": "Your own CSV and model",
         }.get,
     )
-    example = state.get("t_source") == "example"
+    example = state.get(state.T_SOURCE) == "example"
     if example:
         csv, model, kind = None, None, "auto"
         table = table_cache.example()[1]
@@ -233,13 +245,13 @@ def render_view() -> None:
     features, target = _columns(table, example)
     missing = len(table.missing_rows(features)) if features else 0
     if missing:
-        st.toggle(f"Leave out the {missing:,} rows with a missing value", key="t_drop")
+        st.toggle(f"Leave out the {missing:,} rows with a missing value", key=state.T_DROP)
     try:
-        X, kept = table.matrix(features, drop_missing=state.get("t_drop"))
+        X, kept = table.matrix(features, drop_missing=state.get(state.T_DROP))
     except tables.TableError as err:
         st.error(render.plain(err))
         return
-    key = (*digest, tuple(features), bool(state.get("t_drop")) and bool(missing))
+    key = (*digest, tuple(features), bool(state.get(state.T_DROP)) and bool(missing))
     try:
         run = table_cache.runner(model, kind, X)
         facts = _describe(run, key, X)
@@ -258,10 +270,10 @@ def render_view() -> None:
     if not options:
         st.error("The model returned no float output to explain.")
         return
-    _valid("t_output", list(options), next(iter(options)))
-    st.selectbox("Output to explain", list(options), format_func=options.get, key="t_output",
+    _valid(state.T_OUTPUT, list(options), next(iter(options)))
+    st.selectbox("Output to explain", list(options), format_func=options.get, key=state.T_OUTPUT,
                  help="An entry of a tuple or dict output, and a column of it.")  # fmt: skip
-    out_key, column = json.loads(state.get("t_output"))
+    out_key, column = json.loads(state.get(state.T_OUTPUT))
     width = _width(facts, out_key)
     score = _score_choice(width, column) if width > 1 else "logit"
     key = (*key, out_key, column, score)
@@ -287,12 +299,12 @@ def _score_choice(width: int, column: int) -> str:
     st.radio(
         "Score",
         TABLE_SCORES,
-        key="t_score",
+        key=state.T_SCORE,
         horizontal=True,
         format_func=SCORE_LABELS.get,
         help="What y is, for an output with several columns: a classifier's classes.",
     )
-    score = state.get("t_score")
+    score = state.get(state.T_SCORE)
     st.caption(
         {
             "probability": f"y is the probability of class {column}: the softmax over the "
@@ -406,10 +418,10 @@ def _fit_line(values, table, target, file_rows, fit=None) -> None:
 def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column, score) -> None:
     st.subheader("One row")
     n = len(Xu)
-    if state.get("t_row") > n:
-        state.put("t_row", 1)
+    if state.get(state.T_ROW) > n:
+        state.put(state.T_ROW, 1)
     c1, c2 = st.columns([1, 3])
-    r = c1.number_input(f"Row (1 to {n:,})", 1, n, step=1, key="t_row") - 1
+    r = c1.number_input(f"Row (1 to {n:,})", 1, n, step=1, key=state.T_ROW) - 1
     file_row = int(kept[ex.rows[r]]) + 1
     c1.metric({"logit": "Prediction y", "probability": f"Probability of class {column}",
                "log_probability": f"Log-probability of class {column}"}[score],
@@ -444,9 +456,9 @@ def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column, score) ->
         st.vega_lite_chart(None, spec, width="stretch")
     st.markdown("**Nudge a feature**: does the gradient predict what the model does?")
     best = shown.feature_names[int(shown.order[0, 0])]
-    _valid("t_nudge", features, best)
+    _valid(state.T_NUDGE, features, best)
     c1, c2 = st.columns([1, 3])
-    name = c1.selectbox("Feature", features, key="t_nudge")
+    name = c1.selectbox("Feature", features, key=state.T_NUDGE)
     j = features.index(name)
     std = float(tables.spreads(Xu)[j])
     try:
@@ -480,9 +492,9 @@ def _one_row(run, key, ex, Xu, kept, features, shown, out_key, column, score) ->
 
 def _check_section(check: tables.GradientCheck, features, key: tuple) -> None:
     st.subheader("Check autograd against finite differences")
-    if st.button("Compare on a few rows", key="t_check"):
-        st.session_state["t_checked"] = key
-    if st.session_state.get("t_checked") != key:
+    if st.button("Compare on a few rows", key=T_CHECK):
+        st.session_state[T_CHECKED] = key
+    if st.session_state.get(T_CHECKED) != key:
         st.caption(
             f"Central differences (f(x + h) − f(x − h)) / 2h with h = {tables.CHECK_STEP:g}·std "
             f"per feature, on {len(check.rows)} rows; finite differences are only for checking "

@@ -21,6 +21,45 @@ from dashboard import upload_limits as limits
 from pretrained import folder_upload, named_weights, user_models, worker
 from pretrained.workspace import Preprocessing, WorkspaceError
 
+# Session keys of this page. The model form and what became of its last upload:
+UM_ACCEPTED = "um_accepted"
+UM_ERROR = "um_error"
+UM_FILE = "um_file"
+UM_NAMES = "um_names"
+UM_KIND = "um_kind"
+UM_DATASET = "um_dataset"
+UM_ARCH = "um_arch"
+UM_OUTPUT = "um_output"
+UM_MEAN = "um_mean"
+UM_STD = "um_std"
+UM_SUBMIT = "um_submit"
+UM_EXPLORE = "um_explore"
+UM_TABLE = "um_table"
+UM_LAST_SENT = "um_last_sent"
+# The folder form (a model with a ZIP of its images) and what became of its last upload:
+WS_ACCEPTED = "ws_accepted"
+WS_PROBLEMS = "ws_problems"
+WS_CSV = "ws_csv"
+WS_SECONDS = "ws_seconds"
+WS_RESET = "ws_reset"
+WS_ERROR = "ws_error"
+WS_USED = "ws_used"
+WS_MODEL_FILE = "ws_model_file"
+WS_ZIP = "ws_zip"
+WS_KIND = "ws_kind"
+WS_ARCH = "ws_arch"
+WS_OUTPUT = "ws_output"
+WS_CHANNELS = "ws_channels"
+WS_RESIZE = "ws_resize"
+WS_CROP = "ws_crop"
+WS_MEAN = "ws_mean"
+WS_STD = "ws_std"
+WS_SUBMIT = "ws_submit"
+WS_PROBLEM_TABLE = "ws_problem_table"
+WS_EXPLORE = "ws_explore"
+WS_DOWNLOAD = "ws_download"
+WS_LAST_SENT = "ws_last_sent"
+
 KIND_LABELS = {
     "auto": "detect from the file",
     "export": "torch.export program (torch.export.save)",
@@ -66,23 +105,24 @@ OUTPUT_HELP = (
 
 
 def _open_in_explore(name: str, dataset: str) -> None:
-    state.put("dataset", dataset)
-    state.put("model", name)
+    state.put(state.DATASET, dataset)
+    state.put(state.MODEL, name)
 
 
 def _clear_errors() -> None:
     """A form sent again starts from a clean page: no box of an earlier attempt stays."""
-    for key in ("um_error", "ws_error"):
+    for key in (UM_ERROR, WS_ERROR):
         st.session_state[key] = None
 
 
-def _unchanged(form: str, files: tuple, settings: tuple) -> bool:
-    """True when `form` is sent with the very files and settings it last checked: what the
-    page sees when the user's new file was over the uploader's limit and never sent (the
-    uploader keeps its earlier file), so that file must not be checked again in its place."""
+def _unchanged(last_sent: str, files: tuple, settings: tuple) -> bool:
+    """True when a form (whose key `last_sent` holds what it last checked) is sent with the very
+    files and settings it last checked: what the page sees when the user's new file was over
+    the uploader's limit and never sent (the uploader keeps its earlier file), so that file must
+    not be checked again in its place."""
     sent = (tuple(getattr(f, "file_id", None) for f in files), settings)
-    seen = st.session_state.get(f"{form}_last_sent")
-    st.session_state[f"{form}_last_sent"] = sent
+    seen = st.session_state.get(last_sent)
+    st.session_state[last_sent] = sent
     return sent == seen
 
 
@@ -96,9 +136,9 @@ def _same_file_again(name: str, what: str, mb: int) -> str:
 def _accept(file, names_file, kind, dataset, architecture, mean, std, output="") -> None:
     """Check the upload in a sandboxed worker; remember the accepted model or why not."""
     _clear_errors()
-    st.session_state["um_accepted"] = None
+    st.session_state[UM_ACCEPTED] = None
     if file is None:
-        st.session_state["um_error"] = "Choose a model file first. " + limits.not_sent(
+        st.session_state[UM_ERROR] = "Choose a model file first. " + limits.not_sent(
             "model file", limits.MODEL_MB
         )
         return
@@ -106,10 +146,12 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std, output="")
         names_file, "file of class names", limits.NAMES_MB
     )
     if too_big:
-        st.session_state["um_error"] = too_big
+        st.session_state[UM_ERROR] = too_big
         return
-    if _unchanged("um", (file, names_file), (kind, dataset, architecture, mean, std, output)):
-        st.session_state["um_error"] = _same_file_again(file.name, "model file", limits.MODEL_MB)
+    if _unchanged(
+        UM_LAST_SENT, (file, names_file), (kind, dataset, architecture, mean, std, output)
+    ):
+        st.session_state[UM_ERROR] = _same_file_again(file.name, "model file", limits.MODEL_MB)
         return
     bar = st.progress(0.0, text="Reading the model in a sandboxed worker, checking one image…")
     start = time.perf_counter()
@@ -135,13 +177,13 @@ def _accept(file, names_file, kind, dataset, architecture, mean, std, output="")
     except user_models.UserModelError as err:
         said = str(err)
         note = MNIST_FORM_NOTE if any(w in said for w in RAN_AND_FAILED) else ""
-        st.session_state["um_error"] = f"{file.name}: {said}{note}"
+        st.session_state[UM_ERROR] = f"{file.name}: {said}{note}"
         return
     finally:
         bar.empty()
     kept = cache.uploads().add(worker.Upload(info.name, model_worker, info))
     state.remember_upload(kept.name, kept.token)
-    st.session_state["um_accepted"] = kept.name
+    st.session_state[UM_ACCEPTED] = kept.name
 
 
 def _numbers(text: str, name: str) -> tuple[float, ...]:
@@ -171,7 +213,7 @@ def _folder_refusal(model_file, zip_file, settings: tuple) -> str | None:
     )
     if too_big:
         return too_big
-    if _unchanged("ws", (model_file, zip_file), settings):
+    if _unchanged(WS_LAST_SENT, (model_file, zip_file), settings):
         return _same_file_again(
             f"{model_file.name} with {zip_file.name}", "model file", limits.MODEL_MB
         )
@@ -244,13 +286,13 @@ def _keep_folder(model_file, model_bytes, architecture, images, model_worker, bu
     )
     kept = cache.uploads().add(worker.Upload(info.name, model_worker, info))
     state.remember_upload(kept.name, kept.token)
-    st.session_state["ws_accepted"] = key
-    st.session_state["ws_problems"] = images.problems
-    st.session_state["ws_csv"] = built.predictions_csv()
-    st.session_state["ws_seconds"] = time.perf_counter() - start
+    st.session_state[WS_ACCEPTED] = key
+    st.session_state[WS_PROBLEMS] = images.problems
+    st.session_state[WS_CSV] = built.predictions_csv()
+    st.session_state[WS_SECONDS] = time.perf_counter() - start
     # The next upload is another model, maybe of other images: its settings start afresh
     # rather than carrying this one's Colours over unseen (the success message says them).
-    st.session_state["ws_reset"] = pre.describe()
+    st.session_state[WS_RESET] = pre.describe()
 
 
 def _accept_folder(
@@ -259,12 +301,12 @@ def _accept_folder(
     """Prepare the ZIP's images, check the model on them in a sandboxed worker and index them
     there; keep the workspace, or say why not."""
     _clear_errors()
-    st.session_state["ws_accepted"] = None
-    st.session_state["ws_problems"] = []
+    st.session_state[WS_ACCEPTED] = None
+    st.session_state[WS_PROBLEMS] = []
     settings = (kind, resize, crop, channels, mean, std, architecture, output)
     refusal = _folder_refusal(model_file, zip_file, settings)
     if refusal:
-        st.session_state["ws_error"] = refusal
+        st.session_state[WS_ERROR] = refusal
         return
     model_bytes = model_file.getvalue()  # the uploader's own bytes, not a copy
     bar = st.progress(0.0, text="Checking the ZIP…")
@@ -281,7 +323,7 @@ def _accept_folder(
             bar, start, model_file, zip_file, model_bytes, pre, kind, architecture, output
         )
     except (WorkspaceError, user_models.UserModelError) as err:
-        st.session_state["ws_error"] = f"{model_file.name} and {zip_file.name}: {err}"
+        st.session_state[WS_ERROR] = f"{model_file.name} and {zip_file.name}: {err}"
         return
     finally:
         bar.empty()
@@ -314,9 +356,9 @@ def _folder_intro() -> None:
 
 def _folder_form() -> tuple[bool, tuple]:
     """The folder form, its settings at their defaults after a success: (sent, its values)."""
-    defaults = {"ws_resize": 0, "ws_crop": 0, "ws_channels": 3, "ws_mean": "0", "ws_std": "1"}
-    if st.session_state.get("ws_reset"):  # set by the last success, before these widgets draw
-        st.session_state["ws_used"] = st.session_state.pop("ws_reset")
+    defaults = {WS_RESIZE: 0, WS_CROP: 0, WS_CHANNELS: 3, WS_MEAN: "0", WS_STD: "1"}
+    if st.session_state.get(WS_RESET):  # set by the last success, before these widgets draw
+        st.session_state[WS_USED] = st.session_state.pop(WS_RESET)
         st.session_state.update(defaults)
     for key, default in defaults.items():
         st.session_state.setdefault(key, default)
@@ -324,24 +366,24 @@ def _folder_form() -> tuple[bool, tuple]:
         c1, c2 = st.columns(2)
         model_file = c1.file_uploader(
             f"Model file (.pt2, .pt, .onnx, .safetensors; up to {limits.MODEL_MB} MB)",
-            key="ws_model_file",
+            key=WS_MODEL_FILE,
             max_upload_size=limits.MODEL_MB,
         )
         zip_file = c2.file_uploader(
             f"Your images: a ZIP of class folders (up to {limits.ZIP_MB} MB)",
             type=["zip"],
-            key="ws_zip",
+            key=WS_ZIP,
             max_upload_size=limits.ZIP_MB,
         )
         c1, c2, c3, c4, c5 = st.columns(5)
         kind = c1.selectbox(
             "Kind of file", ("auto", "export", "torchscript", "onnx", "state_dict", "safetensors"),
-            key="ws_kind", format_func=KIND_LABELS.get,
+            key=WS_KIND, format_func=KIND_LABELS.get,
         )  # fmt: skip
         architecture = c1.selectbox(
             "Architecture (weights only)",
             ("", *named_weights.architecture_names()),
-            key="ws_arch",
+            key=WS_ARCH,
             format_func=lambda name: name or WEIGHTS_LABEL,
             help="For a state dict or safetensors file: the registry's (" + ", ".join(
                 pretrained.ARCHITECTURES) + "), every torchvision classifier by its builder's "
@@ -349,25 +391,25 @@ def _folder_form() -> tuple[bool, tuple]:
             "(otherwise: " + named_weights.INSTALL_TIMM + "). Type to search. The number of "
             "classes comes from the weights' last layer.",
         )  # fmt: skip
-        output = c1.text_input("Output (tuple or dict outputs)", key="ws_output", help=OUTPUT_HELP)
+        output = c1.text_input("Output (tuple or dict outputs)", key=WS_OUTPUT, help=OUTPUT_HELP)
         channels = c2.selectbox(
-            "Colours", (3, 1), key="ws_channels", format_func={3: "RGB", 1: "grey"}.get
+            "Colours", (3, 1), key=WS_CHANNELS, format_func={3: "RGB", 1: "grey"}.get
         )
         resize = c3.number_input(
-            "Resize shorter side to (px; 0 keeps the size)", 0, 4096, key="ws_resize"
+            "Resize shorter side to (px; 0 keeps the size)", 0, 4096, key=WS_RESIZE
         )
-        crop = c4.number_input("Centre crop (px; 0: none)", 0, 4096, key="ws_crop")
+        crop = c4.number_input("Centre crop (px; 0: none)", 0, 4096, key=WS_CROP)
         with c5:
             mean = st.text_input(
                 "Normalise: mean",
-                key="ws_mean",
+                key=WS_MEAN,
                 help="One value, or one per channel: 0.485, 0.456, 0.406",
             )
             std = st.text_input(
-                "std", key="ws_std", help="One value, or one per channel: 0.229, 0.224, 0.225"
+                "std", key=WS_STD, help="One value, or one per channel: 0.229, 0.224, 0.225"
             )
         # fmt: skip
-        submitted = st.form_submit_button("Check and index", type="primary", key="ws_submit")
+        submitted = st.form_submit_button("Check and index", type="primary", key=WS_SUBMIT)
     return submitted, (
         model_file, zip_file, kind, resize, crop, channels, mean, std, architecture, output
     )  # fmt: skip
@@ -375,7 +417,7 @@ def _folder_form() -> tuple[bool, tuple]:
 
 def _folder_result() -> None:
     """The last indexed workspace: what it holds, the files skipped, Explore and the CSV."""
-    key = st.session_state.get("ws_accepted")
+    key = st.session_state.get(WS_ACCEPTED)
     src = sources.uploaded().get(key) if key else None
     if src is None:
         return
@@ -383,30 +425,30 @@ def _folder_result() -> None:
     st.success(
         f"Indexed **{len(src):,} images** of {len(src.classes):,} classes "
         f"({src.shape[0]} × {src.shape[1]} × {src.shape[2]}) in "
-        f"{st.session_state.get('ws_seconds', 0):.1f} s: accuracy {info.test_accuracy:.2%}, "
+        f"{st.session_state.get(WS_SECONDS, 0):.1f} s: accuracy {info.test_accuracy:.2%}, "
         f"{info.seconds_per_example * 1000:.0f} ms for one image."
     )
-    if st.session_state.get("ws_used"):
+    if st.session_state.get(WS_USED):
         st.caption(
-            f"Prepared as: {render.plain(st.session_state['ws_used'])}. The form above is back "
+            f"Prepared as: {render.plain(st.session_state[WS_USED])}. The form above is back "
             "to its defaults (Colours: RGB, no resize or crop) for your next upload."
         )
-    problems = st.session_state.get("ws_problems") or []
+    problems = st.session_state.get(WS_PROBLEMS) or []
     if problems:
         n = len(problems)
         st.warning(f"{n:,} file{'s' if n != 1 else ''} of the ZIP {'were' if n != 1 else 'was'} "
                    "skipped:")  # fmt: skip
-        st.dataframe(pd.DataFrame(problems), hide_index=True, key="ws_problem_table")
+        st.dataframe(pd.DataFrame(problems), hide_index=True, key=WS_PROBLEM_TABLE)
     c1, c2 = st.columns(2)
-    if c1.button("Open it in Explore", key="ws_explore", on_click=_open_in_explore,
+    if c1.button("Open it in Explore", key=WS_EXPLORE, on_click=_open_in_explore,
                  args=(src.model, key)):  # fmt: skip
         st.switch_page("page_files/explore.py")
     c2.download_button(
         "predictions.csv",
-        st.session_state.get("ws_csv", ""),
+        st.session_state.get(WS_CSV, ""),
         "predictions.csv",
         "text/csv",
-        key="ws_download",
+        key=WS_DOWNLOAD,
         on_click="ignore",
     )
 
@@ -417,11 +459,11 @@ def folder_section() -> None:
     submitted, values = _folder_form()
     if submitted:
         _accept_folder(*values)
-        if st.session_state.get("ws_accepted"):
+        if st.session_state.get(WS_ACCEPTED):
             st.rerun()  # so the sidebar's data sets, drawn before this page, include it
-    if st.session_state.get("ws_error"):
+    if st.session_state.get(WS_ERROR):
         st.error(
-            render.plain(st.session_state["ws_error"])
+            render.plain(st.session_state[WS_ERROR])
             + " Everything you added before is still available."
         )
     _folder_result()
@@ -456,49 +498,49 @@ def _upload_form() -> tuple[bool, tuple]:
     with st.form("um_form", border=True):
         file = st.file_uploader(
             f"Model file (.pt2, .pt, .pth, .onnx, .safetensors; up to {limits.MODEL_MB} MB)",
-            key="um_file",
+            key=UM_FILE,
             max_upload_size=limits.MODEL_MB,
         )
         names_file = st.file_uploader(
             "Class names (optional): a text file, one per line, or a JSON list",
             type=["txt", "json"],
-            key="um_names",
+            key=UM_NAMES,
             max_upload_size=limits.NAMES_MB,
         )
         c1, c2 = st.columns(2)
         kind = c1.selectbox(
-            "Kind of file", tuple(KIND_LABELS), key="um_kind", format_func=KIND_LABELS.get
+            "Kind of file", tuple(KIND_LABELS), key=UM_KIND, format_func=KIND_LABELS.get
         )
         dataset = c2.selectbox(
-            "Trained for", pretrained.DATASETS, key="um_dataset", format_func=DATASET_LABELS.get
+            "Trained for", pretrained.DATASETS, key=UM_DATASET, format_func=DATASET_LABELS.get
         )
         architecture = c1.selectbox(
             "Architecture (state dicts and safetensors only)",
             tuple(pretrained.ARCHITECTURES),
-            key="um_arch",
+            key=UM_ARCH,
             help="\n".join(f"- **{k}**: {v}" for k, v in pretrained.ARCHITECTURES.items()),
         )
-        output = c1.text_input("Output (tuple or dict outputs)", key="um_output", help=OUTPUT_HELP)
+        output = c1.text_input("Output (tuple or dict outputs)", key=UM_OUTPUT, help=OUTPUT_HELP)
         m1, m2 = c2.columns(2)
-        mean = m1.number_input("Normalise: mean", format="%.4f", key="um_mean")
+        mean = m1.number_input("Normalise: mean", format="%.4f", key=UM_MEAN)
         std = m2.number_input(
-            "std", min_value=1e-6, format="%.4f", key="um_std",
+            "std", min_value=1e-6, format="%.4f", key=UM_STD,
             help="The model gets (x − mean) / std. State dicts ignore this: the registry "
             "architectures normalise with the data set's own statistics.",
         )  # fmt: skip
-        submitted = st.form_submit_button("Check and add", type="primary", key="um_submit")
+        submitted = st.form_submit_button("Check and add", type="primary", key=UM_SUBMIT)
     return submitted, (file, names_file, kind, dataset, architecture, mean, std, output)
 
 
 def _upload_result() -> None:
     """The last upload's error, or the model it added with a way to Explore."""
-    if st.session_state.get("um_error") and not st.session_state.get("ws_submit"):
+    if st.session_state.get(UM_ERROR) and not st.session_state.get(WS_SUBMIT):
         # (the second form, sent in this run, clears this box below: it isn't drawn stale)
         st.error(
-            render.plain(st.session_state["um_error"])
+            render.plain(st.session_state[UM_ERROR])
             + " The models you added before are still available."
         )
-    accepted = st.session_state.get("um_accepted")
+    accepted = st.session_state.get(UM_ACCEPTED)
     if accepted and accepted in cache.uploads():
         info = cache.model_info(accepted)
         st.success(
@@ -508,7 +550,7 @@ def _upload_result() -> None:
         )
         if st.button(
             "Open it in Explore",
-            key="um_explore",
+            key=UM_EXPLORE,
             on_click=_open_in_explore,
             args=(info.name, info.dataset),
         ):
@@ -517,7 +559,7 @@ def _upload_result() -> None:
 
 def _session_models() -> None:
     """The table of this session's uploaded models."""
-    mine = [n for n in st.session_state.get("user_models", []) if n in cache.uploads()]
+    mine = [n for n in st.session_state.get(cache.USER_MODELS, []) if n in cache.uploads()]
     if not mine:
         return
     st.markdown("#### Your models in this session")
@@ -542,13 +584,13 @@ def _session_models() -> None:
             }
         ),
         hide_index=True,
-        key="um_table",
+        key=UM_TABLE,
     )
 
 
 def render_view() -> None:
-    state.keep("um_kind", "um_dataset", "um_arch", "um_mean", "um_std")
-    for key, default in (("um_arch", "cnn"), ("um_mean", 0.0), ("um_std", 1.0)):
+    state.keep(UM_KIND, UM_DATASET, UM_ARCH, UM_MEAN, UM_STD)
+    for key, default in ((UM_ARCH, "cnn"), (UM_MEAN, 0.0), (UM_STD, 1.0)):
         st.session_state.setdefault(key, default)
     st.title("Your model")
     if not cache.uploads_allowed():
@@ -561,7 +603,7 @@ def render_view() -> None:
     submitted, values = _upload_form()
     if submitted:
         _accept(*values)
-        if st.session_state.get("um_accepted"):
+        if st.session_state.get(UM_ACCEPTED):
             st.rerun()  # so the sidebar's model list, drawn before this page, includes it
     _upload_result()
     st.divider()
