@@ -131,7 +131,8 @@ def test_a_practitioner_follows_a_mistake_from_a_zip_upload(server, page, tmp_pa
     page.get_by_role("button", name="Open it in Explore").click()
     # Explore on the upload's workspace, not only its heading (the page before had none): the
     # link clicked before that run ends would open the gallery on the old data set.
-    expect(page).to_have_url(re.compile(r"dataset=ws"))
+    data_set = page.get_by_role("combobox", name="Data set")
+    expect(data_set).to_have_value(re.compile(r"^Your images: pictures\.zip"))
     expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible()
     idle(page)
     page.get_by_role("link", name="Misclassifications").click()
