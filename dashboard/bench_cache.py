@@ -31,7 +31,7 @@ import numpy as np
 import saliency
 from dashboard import cache, lru, sources, state
 from dashboard.lru import memo
-from pretrained import worker
+from pretrained import kinds, worker
 from saliency import bench
 
 DEFAULT_METHODS = state.BENCH_METHODS  # what a bench offers first
@@ -95,7 +95,7 @@ def chosen_images(labels: np.ndarray, n_classes: int, per_class: int) -> np.ndar
 
 def path(req: Request) -> Path | None:
     """Where the table is saved: None for an uploaded data set (kept in memory only)."""
-    if req.dataset.startswith(sources.UPLOADED_PREFIX):
+    if kinds.parse(req.dataset).kind == kinds.UPLOADED:
         return None
     sha = cache.model_info(req.model).weights_sha256[:12]
     stem = req.model.replace(":", "-")

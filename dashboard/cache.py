@@ -27,7 +27,7 @@ import pretrained
 import saliency
 from dashboard import first_answers, render, sources
 from dashboard.lru import key_part, memo
-from pretrained import worker, workspace
+from pretrained import kinds, worker, workspace
 from pretrained.text import clean
 from saliency import display
 from saliency._atomic import write_atomically
@@ -58,7 +58,6 @@ def _registry_model(name: str) -> torch.nn.Module:
 
 # --- users' own models: each in its own sandboxed worker process (pretrained.worker) ---------
 
-UPLOAD_PREFIX = "upload:"
 MAX_UPLOADS = 16  # accepted uploads kept per server; the least recently used is forgotten first
 # Running workers over the whole server (uploads, workspace builds, Tables, every check):
 # `SALIENCY_MAX_WORKERS` (default 4), held by `pretrained.worker`. Requests beyond it wait in
@@ -80,15 +79,11 @@ def uploads_allowed() -> bool:
     return os.environ.get("SALIENCY_UPLOADS", "on").lower() not in ("off", "0", "false", "no")
 
 
-def is_upload(name: str) -> bool:
-    return isinstance(name, str) and name.startswith(UPLOAD_PREFIX)
-
-
 def display_name(name: str) -> str:
     """A model as people read it, as plain text: an upload by its file's name, with its short
     hash where this session has two of that name (one file checked with two settings); other
     models by their name. The key (`upload:<hash>`) stays what links and caches use."""
-    if not is_upload(name) or name not in uploads():
+    if not kinds.is_upload(name) or name not in uploads():
         return name
     filename = uploads().get(name).info.filename or "your model"
     same = [
@@ -96,7 +91,7 @@ def display_name(name: str) -> str:
         for other in st.session_state.get(USER_MODELS, [])
         if other != name and other in uploads() and uploads().get(other).info.filename == filename
     ]
-    short = name.removeprefix(UPLOAD_PREFIX)[:6]
+    short = kinds.parse(name).name[:6]
     return clean(f"{filename} · {short}" if same else filename)
 
 
@@ -127,9 +122,10 @@ def _workspace_model(key: str, sha256: str) -> torch.nn.Module:
 def model(name: str) -> torch.nn.Module:
     """A registry model or a workspace's, shared by every session and never mutated. Uploaded
     models have no object in this process: their computations go through `run`."""
-    if is_upload(name):
+    kind = kinds.parse(name).kind
+    if kind == kinds.UPLOAD:
         raise TypeError(f"{name} runs in its sandboxed worker: use cache.run, not cache.model")
-    if sources.is_workspace(name):
+    if kind == kinds.WORKSPACE:
         return _workspace_model(name, model_info(name).weights_sha256)
     return _registry_model(name)
 
@@ -137,9 +133,10 @@ def model(name: str) -> torch.nn.Module:
 def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo | WorkspaceModelInfo:
     """The registry's model card, what was measured when an upload was accepted, or what the
     index of a workspace measured."""
-    if is_upload(name):
+    kind = kinds.parse(name).kind
+    if kind == kinds.UPLOAD:
         return uploads().get(name).info
-    if sources.is_workspace(name):
+    if kind == kinds.WORKSPACE:
         ws = sources.source(name).indexed
         return WorkspaceModelInfo(
             name=name,
@@ -160,9 +157,10 @@ def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
     model's answer stored in `first_answers` (the default view's) is read, not computed."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     timeout = kwargs.pop("timeout", None)  # seconds an upload's worker may take (a long job)
-    if is_upload(name):
+    kind = kinds.parse(name).kind
+    if kind == kinds.UPLOAD:
         return uploads().call(name, job, x, timeout=timeout, **kwargs)
-    if first_answers.may_hold(job, x.shape) and not sources.is_workspace(name):
+    if kind == kinds.BUNDLED and first_answers.may_hold(job, x.shape):
         # the default view's answers, stored with the code
         stored = first_answers.get(name, model_info(name).weights_sha256, job, x, kwargs)
         if stored is not None:
@@ -243,7 +241,7 @@ def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
     stored beside a bundled model's weights (`pretrained.test_predictions`), otherwise
     computed once per model in chunks of 1000 (each under the worker's deadline for an
     upload), with a progress bar and the time left on the page."""
-    if not is_upload(name) and not sources.is_workspace(name):
+    if kinds.parse(name).kind == kinds.BUNDLED:
         from pretrained import test_predictions
 
         stored = test_predictions.stored(name, dataset_name)

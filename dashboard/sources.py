@@ -34,19 +34,14 @@ import streamlit as st
 
 import pretrained
 from dashboard import budget, lru
+from pretrained import kinds
 from pretrained.folder_upload import Built
 from pretrained.workspace import Indexed, WorkspaceError, find_path, open_indexed
 
 # Session key: the uploaded workspaces this session may open (`remember`).
 MY_WORKSPACES = "my_workspaces"
-WORKSPACE_PREFIX = "ws:"
-UPLOADED_PREFIX = "ws:upload-"
 MAX_UPLOADED = 4  # uploaded workspaces kept by a server (their images are in memory)
 TITLES = {"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST"}
-
-
-def is_workspace(key: str) -> bool:
-    return isinstance(key, str) and key.startswith(WORKSPACE_PREFIX)
 
 
 def workspace_folders() -> dict[str, Path]:
@@ -57,9 +52,9 @@ def workspace_folders() -> dict[str, Path]:
         if not text.strip():
             continue
         folder = Path(text).expanduser().resolve()
-        key, n = WORKSPACE_PREFIX + folder.name, 2
+        key, n = kinds.workspace(folder.name), 2
         while key in out and out[key] != folder:
-            key, n = f"{WORKSPACE_PREFIX}{folder.name}-{n}", n + 1
+            key, n = kinds.workspace(f"{folder.name}-{n}"), n + 1
         out[key] = folder
     return out
 
@@ -77,10 +72,11 @@ def public_keys() -> list[str]:
 
 
 def title(key: str) -> str:
-    if key.startswith(UPLOADED_PREFIX):
+    kind, name = kinds.parse(key)
+    if kind == kinds.UPLOADED:
         src = uploaded().get(key)
         return f"Your images: {src.title}" if src else key
-    return TITLES.get(key) or f"Workspace {key.removeprefix(WORKSPACE_PREFIX)}"
+    return TITLES.get(key) or f"Workspace {name}"
 
 
 @dataclass(frozen=True)
@@ -196,9 +192,10 @@ def source(key: str) -> Source:
     """The bundled test set `key`, or the indexed workspace `ws:<name>`: reopened when its
     index is rewritten. Raises WorkspaceError when its folder is not (or no longer) a finished
     index, or not one of this server's workspaces."""
-    if not is_workspace(key):
+    kind = kinds.parse(key).kind
+    if kind == kinds.BUNDLED:
         return _bundled(key)
-    if key.startswith(UPLOADED_PREFIX):
+    if kind == kinds.UPLOADED:
         src = uploaded().get(key)
         if src is None:
             raise WorkspaceError(
@@ -268,7 +265,7 @@ def uploaded() -> _Uploaded:
 
 def uploaded_key(model_name: str) -> str:
     """`ws:upload-<hash>` for the workspace whose model is `upload:<hash>`."""
-    return UPLOADED_PREFIX + model_name.split(":", 1)[1]
+    return kinds.uploaded(model_name)
 
 
 def add_uploaded(built: Built, filename: str) -> str:

@@ -19,6 +19,7 @@ import streamlit as st
 import pretrained
 import saliency
 from dashboard import cache, sources
+from pretrained import kinds
 from pretrained.workspace import WorkspaceError
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.names import METRICS
@@ -135,7 +136,7 @@ def public_models(dataset: str | None = None) -> list[str]:
     if dataset in workspaces:
         return [dataset]
     ready = [] if dataset is not None else list(workspaces)
-    registry = [] if sources.is_workspace(dataset) else pretrained.list_models(dataset)
+    registry = [] if kinds.is_workspace(dataset) else pretrained.list_models(dataset)
     for name in registry:
         try:
             pretrained.model_info(name)
@@ -207,7 +208,7 @@ def _claim(tokens: list[str]) -> None:
 
 def default_model(dataset: str) -> str:
     ready = models(dataset)
-    if sources.is_workspace(dataset):
+    if kinds.is_workspace(dataset):
         return ready[0]
     return f"{dataset}-cnn" if f"{dataset}-cnn" in ready else ready[0]
 
@@ -231,7 +232,7 @@ def _first_source() -> str:
 
 def _first_model() -> str:
     first = _first_source()
-    return first if sources.is_workspace(first) else "mnist-cnn"
+    return first if kinds.is_workspace(first) else "mnist-cnn"
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:

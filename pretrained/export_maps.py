@@ -48,6 +48,7 @@ import numpy as np
 from saliency import display
 from saliency.names import METHODS, SCORES
 
+from . import kinds
 from .evaluation import ranked_least_confident, ranked_mistakes
 from .zip_stream import _copy, _npy_entry, _opened, _size, _write_array
 
@@ -460,7 +461,7 @@ def _open_source(text: str, device: str | None) -> _Source:
         return _Source(
             model=model, image=ws.image, image_shape=ws.shape, labels=ws.labels,
             predicted=ws.predicted, p_predicted=ws.p_predicted, paths=ws.paths,
-            meta={"model": f"ws:{ws.name}", "model_file": str(ws.config.model),
+            meta={"model": kinds.workspace(ws.name), "model_file": str(ws.config.model),
                   "weights_sha256": ws.model_sha256, "classes": list(ws.classes),
                   "source": str(folder.resolve())},
         )  # fmt: skip

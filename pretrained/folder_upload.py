@@ -36,6 +36,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from . import kinds
 from .gate import UserModelError
 from .images import ImageError, decode_image
 from .text import output_key
@@ -379,7 +380,7 @@ def build(
             every = _every_class(worker, x, k, chunk, total, progress)
     summary = _summary(images, logits, sums, every)
     return worker, Built(
-        name=f"upload:{digest[:12]}",
+        name=kinds.upload(digest[:12]),
         images=images,
         **summary,
         seconds_per_image=seconds,

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import kinds
 from .data import CLASS_NAMES, DATASETS, load_dataset
 from .evaluation import evaluate
 from .gate import UserModelError
@@ -292,7 +293,7 @@ def _info(
     if output_key(output) is not None:  # the same file read at another output: another model
         settings["output"] = output_key(output)
     return UserModelInfo(
-        name=f"upload:{_digest(data, settings)[:12]}",
+        name=kinds.upload(_digest(data, settings)[:12]),
         dataset=dataset,
         kind=kind,
         architecture=settings["architecture"],

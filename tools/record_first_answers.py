@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from streamlit.testing.v1 import AppTest  # noqa: E402, TID251 - a tool that draws the page
 
 from dashboard import cache, first_answers  # noqa: E402
-from pretrained import jobs  # noqa: E402
+from pretrained import jobs, kinds  # noqa: E402
 
 
 def record(path: Path = first_answers.PATH) -> list[dict[str, Any]]:
@@ -35,7 +35,7 @@ def record(path: Path = first_answers.PATH) -> list[dict[str, Any]]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         kwargs.pop("timeout", None)
         answer = jobs.run(job, cache.model(name), x, **kwargs)
-        if isinstance(answer, np.ndarray) and not cache.is_upload(name):
+        if isinstance(answer, np.ndarray) and not kinds.is_upload(name):
             sha = cache.model_info(name).weights_sha256
             k = first_answers.key(name, sha, job, x, kwargs)
             asked[k] = {"name": name, "weights_sha256": sha, "job": job, "kwargs": kwargs,

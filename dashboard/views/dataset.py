@@ -11,6 +11,7 @@ import saliency
 from dashboard import cache, render, sources, state
 from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Source
+from pretrained import kinds
 from saliency import display
 
 # Session keys of this page.
@@ -185,7 +186,7 @@ def render_view() -> None:
         "strongly correlated, so a model can rely on one and ignore the other; another model "
         "trained on the same data may choose differently (compare two models below)."
     )
-    if sources.is_workspace(dataset_name):
+    if kinds.is_workspace(dataset_name):
         src = sources.source(dataset_name)
         for note in src.notes:
             st.caption(note)

@@ -28,6 +28,7 @@ from dashboard.views.explore_controls import (
 )
 from dashboard.views.explore_explained import Explained, explained
 from dashboard.views.explore_image import _candidates, _described, _neighbour
+from pretrained import kinds
 from pretrained.images import ImageError
 from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
@@ -239,7 +240,7 @@ def _pickers(public: tuple[str, ...]) -> dict:
         },
         "buttons": {"next": NEXT_LABEL, "previous": PREVIOUS_LABEL},
     }
-    registry = not any(sources.is_workspace(m) for m in public)  # a workspace's card can change
+    registry = not any(kinds.is_workspace(m) for m in public)  # a workspace's card can change
     if registry and all(label != m for label, m in models.items()) and len(_pickers_made) < 256:
         _pickers_made[public] = made
     return made
