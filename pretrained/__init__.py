@@ -1,15 +1,31 @@
-"""Real models trained on real MNIST and Fashion-MNIST, with the test sets they are measured on.
+"""The model zoo, and the other models: users' files, workspaces, and the sandbox they run in.
+
+Four rooms share this package, apart by module (they may become packages of their own):
+
+- **The zoo.** Real models trained on real MNIST and Fashion-MNIST, their committed weights,
+  cards and recipes, and the test sets they are measured on (`registry`, `architectures`,
+  `data`, `train`, `evaluation`, `test_predictions`, `cards`, `imagenet`, `tabular`).
+- **Users' model files.** Reading a TorchScript, `torch.export`, ONNX or weights file, behind
+  the gate that refuses unsafe ones (`model_files`, `gate`, `user_models`, `onnx_models`,
+  `safetensors_file`, `named_weights`).
+- **The sandbox.** Untrusted models run in worker processes with bounded memory, time and
+  system calls (`worker`, `worker_main`, `worker_limits`, `sandbox`, `jobs`, `wire`).
+- **Workspaces.** Any image classifier on any image folder: preparing images, indexing them
+  under `torchrun`, ZIP uploads and the metric bench's CLI (`workspace`, `preparation`,
+  `index`, `folder_upload`, `images`, `bench`, `export_maps`, `tables`).
+
+Every model and data set is named by a key whose kind `kinds.parse` reads.
 
     >>> import pretrained
     >>> pretrained.list_models("mnist")
-    ['mnist-linear', 'mnist-mlp', 'mnist-cnn', 'mnist-cnn-bn']
+    ['mnist-linear', 'mnist-mlp', 'mnist-cnn', 'mnist-cnn-bn', 'mnist-vit']
     >>> model = pretrained.load_model("mnist-cnn")             # eval mode, weights_only load
     >>> x, y = pretrained.load_dataset("mnist", "test")[:8]    # (8, 1, 28, 28) in [0, 1], (8,)
     >>> model(x).shape
     torch.Size([8, 10])
 
-Models take raw [0, 1] pixels; normalisation is their first layer, so input gradients are
-with respect to pixels. Never imports streamlit or the saliency package.
+The zoo's models take raw [0, 1] pixels; normalisation is their first layer, so input
+gradients are with respect to pixels. Never imports streamlit or the dashboard.
 """
 
 import importlib
