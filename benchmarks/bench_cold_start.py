@@ -47,7 +47,7 @@ BARE_DONE_JS = """
     && !!app && app.dataset.testScriptState === 'notRunning';
 }
 """
-# The default view complete, as tests/test_browser.py's wait_complete sees it.
+# The default view complete, as tests/browser/test_browser.py's wait_complete sees it.
 DASHBOARD_DONE_JS = """
 () => {
   const app = document.querySelector('[data-testid="stApp"]');

@@ -4,7 +4,7 @@
         [--skip-kernel] [--screenshot PATH] [--out artifacts/bench_notebook.json]
 
 1. **A class switch is drawn in under 50 ms, with no kernel message.** A real JupyterLab
-   (started here, as tests/test_notebook_browser.py does) runs notebooks/explore.ipynb in
+   (started here, as tests/library/test_notebook_browser.py does) runs notebooks/explore.ipynb in
    Debian's Chromium; then `--clicks` clicks on classes of each panel's every-class grid (the
    MNIST CNN's 28 × 28 panel and ResNet-18's 224 × 224 one), alternating between classes.
    Each is timed on the page's own clock to the first animation frame after the new map's
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "library")]
 
 # Timestamps on the page's clock: the press (`pointerdown`), the click before the panel's
 # handler (capture on window) and after it (bubble on window: the panel has drawn synchronously

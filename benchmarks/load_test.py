@@ -80,7 +80,7 @@ SNAPSHOT_JS = """
           showing: showing || null};
 }
 """
-# Adapted from tests/test_browser.py MAP_UPDATED_JS: done when something on the map changed
+# Adapted from tests/browser/test_browser.py MAP_UPDATED_JS: done when something on the map changed
 # (src, or the "Showing" line: a class whose map equals the previous one still counts), the
 # image loaded, the script idle and nothing stale; or at once when an exception box appears.
 MAP_UPDATED_JS = """

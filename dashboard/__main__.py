@@ -183,7 +183,7 @@ def main() -> None:
     # package's circular imports, and Python then hands one of them a half-made module (an
     # ImportError in `streamlit.errors` killed a server's start once). After these, what the
     # server's start imports and what the warm-up imports (torch, the models) share no
-    # package (tests/test_compat_streamlit.py).
+    # package (tests/house/test_compat_streamlit.py).
     import numpy  # noqa: F401 - torch's and serve.py's
 
     from dashboard import compat_streamlit

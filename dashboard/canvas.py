@@ -32,7 +32,7 @@ def data_url(result) -> str | None:
 
     streamlit-drawable-canvas 0.13.0 keeps it in the result's `_image_data_url` slot and decodes
     it only when `image_data` is read. Should a later version move it, this fails loudly rather
-    than fall back to that decoder (tests/test_budget_decode.py pins it)."""
+    than fall back to that decoder (tests/browser/test_budget_decode.py pins it)."""
     try:
         return result._image_data_url
     except AttributeError:

@@ -1,5 +1,5 @@
 """Every reach into Streamlit's private parts, in one place (issue 31), each checked against the
-version `requirements.txt` pins by tests/test_compat_streamlit.py, which fails loudly when an
+version `requirements.txt` pins by tests/house/test_compat_streamlit.py, which fails loudly when an
 upgrade moves one (`REACHES` lists them).
 
 - `reuse_theme_messages`: Streamlit's per-run work that never changes while a server runs, done
@@ -94,7 +94,8 @@ def _no_watchers(*_: Any, **__: Any) -> None:
     """Streamlit's `bootstrap._install_config_watchers`, under `no_config_polling`."""
 
 
-# (module, attribute): what this module reaches for, checked by tests/test_compat_streamlit.py.
+# (module, attribute): what this module reaches for, checked by
+# tests/house/test_compat_streamlit.py.
 REACHES = (
     ("streamlit.runtime.app_session", "_populate_theme_msg"),
     ("streamlit.config", "on_config_parsed"),

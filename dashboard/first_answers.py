@@ -9,8 +9,8 @@ page is drawn without torch while `python -m dashboard` imports it in the backgr
 An answer is found by a key of everything it depends on: the model's name and the sha256 of
 its weights (as its training record states them), the job, the input's dtype, shape and bytes,
 and the job's arguments. Retrained weights, another image or other settings miss it and are
-computed as usual; nothing stale is shown. `tests/test_first_answers.py` checks every stored
-answer against a live computation, and that the default page needs nothing else.
+computed as usual; nothing stale is shown. `tests/dashboard/test_first_answers.py` checks
+every stored answer against a live computation, and that the default page needs nothing else.
 
 Written by `python tools/record_first_answers.py`: it draws the default page (Streamlit's
 AppTest, as a first visitor's browser would ask for it) with `cache.run` wrapped from outside,

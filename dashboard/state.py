@@ -117,7 +117,7 @@ BENCH_PER_CLASS = (1, 2, 5, 10)
 # Misclassifications: what its gallery shows (dashboard/views/mistakes.py's KINDS).
 MIS_KINDS = ("cell", "all", "unsure", "disagree")
 # Photos: pretrained.imagenet.MODELS' names and the channel reductions (named here so that a
-# first page needs no torch; tests/test_every_view.py checks them against the page's).
+# first page needs no torch; tests/dashboard/test_every_view.py checks them against the page's).
 PHOTO_MODELS = ("resnet18", "mobilenet_v3_small")
 PHOTO_REDUCTIONS = ("max", "sum")
 MAX_BENCH_METHODS = 8

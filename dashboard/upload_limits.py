@@ -20,7 +20,7 @@ MODEL_MB = SERVER_MB
 IMAGE_MB = 20  # an image or photo; pixels are bounded too (pretrained.images.MAX_PIXELS)
 ZIP_MB = min(SERVER_MB, folder_upload.MAX_ZIP_BYTES >> 20)
 # pretrained.tables.MAX_BYTES >> 20, written out: importing the tables module imports torch,
-# which the first page must not (tests/test_upload_limits.py holds them equal)
+# which the first page must not (tests/dashboard/test_upload_limits.py holds them equal)
 CSV_MB = 16
 NAMES_MB = 1  # a file of class names
 

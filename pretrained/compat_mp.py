@@ -1,5 +1,5 @@
 """Every reach into `multiprocessing`'s internals, in one place (issue 31), checked by
-tests/test_compat_mp.py, which fails loudly when a Python release moves one (`REACHES`).
+tests/sandbox/test_compat_mp.py, which fails loudly when a Python release moves one (`REACHES`).
 
 - `skip_parent_main(name)`: a new process named `name` does not re-import its parent's
   `__main__` first. A child normally does (`multiprocessing.spawn.get_preparation_data` puts

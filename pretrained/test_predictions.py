@@ -6,7 +6,7 @@ teacher pressing "Start a class" or a visitor opening the Misclassifications pag
 otherwise wait through. `weights/NAME.test.npz` holds them, float32 `(10000, K)`, with the two
 sha256 they depend on: the weights' (as the training record states them) and the test images'
 file. Retrained weights or another test set miss, and the dashboard computes as before; nothing
-stale is shown. `tests/test_pretrained.py` checks each stored file against a live computation.
+stale is shown. `tests/zoo/test_pretrained.py` checks each stored file against a live computation.
 
 Written by `python -m pretrained.test_predictions [NAME ...]` and by `pretrained.train` after
 training. Never imports streamlit.

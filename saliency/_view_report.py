@@ -4,7 +4,7 @@ one self-contained HTML file.
 The panel draws in the browser from the float32 maps the kernel sent; it tells the kernel only
 the settings it shows (the JSON export's: colour maps, alpha, clip, sign, scale) and the class
 chosen. The pictures here are `saliency.display`'s from the same maps and settings, which are
-the panel's pixels (tests/test_notebook_browser.py checks both against display). Numpy, PIL
+the panel's pixels (tests/library/test_notebook_browser.py checks both against display). Numpy, PIL
 and the library only.
 """
 

@@ -1,5 +1,5 @@
 """Every reach into torch's private parts, in one place (issue 31), each checked against the
-version `requirements.txt` pins by tests/test_compat_torch.py, which fails loudly when an
+version `requirements.txt` pins by tests/library/test_compat_torch.py, which fails loudly when an
 upgrade moves one (`REACHES` lists them). Only torch is imported here.
 
 - `engine_run_backward`, `vmap`: the autograd engine's own entry, behind

@@ -2,7 +2,8 @@
 
 Each builder returns the bytes of a real file made with torch's own savers, so that a test can
 also show the danger is real: run in this process without the gate, the reader reads, the
-writer writes and the loops loop. Used by tests/test_trust.py and benchmarks/hostile_uploads.py.
+writer writes and the loops loop. Used by tests/sandbox/test_trust.py and
+benchmarks/hostile_uploads.py.
 """
 
 import io

@@ -10,7 +10,7 @@ trigger that reruns only the view's fragment (for the link, the sidebar, the con
 the new pair of classes). The exports are made in the browser from what it shows.
 
 The browser does `saliency.display`'s arithmetic operation for operation, so its pixels equal the
-server's (tests/test_browser.py compares them). A panel that fails to load or to draw never
+server's (tests/browser/test_browser.py compares them). A panel that fails to load or to draw never
 leaves a blank space: the server draws its own pictures, chart and buttons (the fallback) when
 the panel reports an error (its state `alive` false), and when it has not reported that it drew
 (`alive` true) within `wait_s()` of the first run that mounted it: a small fragment with

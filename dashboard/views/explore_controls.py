@@ -71,7 +71,7 @@ def sidebar_controls() -> DeltaGenerator:
     a class clicked in the panel must show there in the same rerun.
 
     AppTest keeps only what a run drew: after one of these controls changes, its element tree
-    holds the fragment's elements until the next `run()` (tests/test_dashboard.py)."""
+    holds the fragment's elements until the next `run()` (tests/dashboard/test_dashboard.py)."""
     rerun = _rerun_explanation
     with st.sidebar:
         st.markdown("### Map")

@@ -72,7 +72,7 @@ POLL_SECONDS = 2.0  # how often a student's waiting page asks whether a round ha
 COUNT_SECONDS = 0.5  # how often the teacher's count of answers refreshes (a cheap read)
 STUDENTS_SECONDS = 1.0  # how often the teacher's count of students refreshes
 KIND_LABELS = {"map": "Where does it look? (paint)", "predict": "What will it say? (guess)"}
-_painting_from_canvas = painting_from_canvas  # the name tests/test_budget_decode.py reads
+_painting_from_canvas = painting_from_canvas  # the name tests/browser/test_budget_decode.py reads
 
 
 def _store() -> LiveStore:
