@@ -28,7 +28,7 @@ after upgrading torch or torchvision (the pins in requirements.txt), run
 
 then read `git diff pretrained/allowlist.json`: every added operator must be a pure tensor
 computation (look it up in native_functions.yaml when in doubt), and commit it with the pins.
-tests/test_gate_corpus.py fails when the installed torch is not the one the list was built
+tests/sandbox/test_gate_corpus.py fails when the installed torch is not the one the list was built
 with, and checks a sample of the corpus against the committed list in all three forms.
 """
 

@@ -5,7 +5,7 @@
 Draws the default page (Streamlit's AppTest, as a first visitor's browser would ask for it)
 with `dashboard.cache.run` wrapped from here, and stores every question the page asked a
 registry model with the answer computed now. Run it again when the default view asks its model
-something new or a bundled model is retrained (tests/test_first_answers.py says when).
+something new or a bundled model is retrained (tests/dashboard/test_first_answers.py says when).
 """
 
 from __future__ import annotations
