@@ -5,10 +5,13 @@ sent, the box only marks it red, and the widget still holds whatever it held bef
 must say the limit before a file is chosen, and when a form is sent without the file. The
 server-wide `server.maxUploadSize` (config.toml, `python -m dashboard`) is the largest of these;
 a client that skips the browser's check is refused here, from `UploadedFile.size`, before a byte
-is read.
+is read. `fresh` says whether a file in an image uploader is one not read yet.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import MutableMapping
 
 from pretrained import folder_upload
 
@@ -48,3 +51,20 @@ def too_big(file, what: str, mb: int) -> str | None:
         f"{file.name} is {file.size / 2**20:,.0f} MB; {_a(what)} may be at most {mb} MB here. "
         f"Index a bigger one on your own machine with {CLI}, which has no size limit."
     )
+
+
+def fresh(file, session: MutableMapping, *, seen: str, error: str, scope=None):
+    """`file` if it is not the upload last read under `session[seen]`, else None.
+
+    A page reruns on every click while its uploader still holds the file: decoding it once per
+    new file (its SHA-256, with `scope` where a page keeps one image per source) keeps reruns
+    cheap and keeps an error shown until another file comes. A new file clears `session[error]`.
+    """
+    if file is None:
+        return None
+    digest = hashlib.sha256(file.getvalue()).hexdigest()
+    mark = digest if scope is None else (scope, digest)
+    if session.get(seen) == mark:
+        return None
+    session[seen], session[error] = mark, None
+    return file

@@ -172,23 +172,21 @@ def _workspace_upload(src: Source) -> np.ndarray | None:
     )
     if too_big := upload_limits.too_big(file, "image", upload_limits.IMAGE_MB):
         st.session_state[WS_UPLOAD_ERROR], file = too_big, None  # never read
-    if file is not None:
-        digest = hashlib.sha256(file.getvalue()).hexdigest()
-        if st.session_state.get(WS_UPLOAD_SEEN) != (src.key, digest):
-            st.session_state[WS_UPLOAD_SEEN] = (src.key, digest)
-            st.session_state[WS_UPLOAD_ERROR] = None
-            try:
-                x = src.prepare(decode_image(file.getvalue()))
-                if tuple(x.shape) != src.shape:
-                    raise ImageError(
-                        f"it becomes {x.shape[1]} × {x.shape[2]}, but the model takes "
-                        f"{src.shape[1]} × {src.shape[2]} (this workspace keeps images at their "
-                        "own size)"
-                    )
-            except ImageError as err:
-                st.session_state[WS_UPLOAD_ERROR] = f"{file.name}: {err}"
-            else:
-                kept[src.key] = x
+    if file := upload_limits.fresh(
+        file, st.session_state, seen=WS_UPLOAD_SEEN, error=WS_UPLOAD_ERROR, scope=src.key
+    ):
+        try:
+            x = src.prepare(decode_image(file.getvalue()))
+            if tuple(x.shape) != src.shape:
+                raise ImageError(
+                    f"it becomes {x.shape[1]} × {x.shape[2]}, but the model takes "
+                    f"{src.shape[1]} × {src.shape[2]} (this workspace keeps images at their "
+                    "own size)"
+                )
+        except ImageError as err:
+            st.session_state[WS_UPLOAD_ERROR] = f"{file.name}: {err}"
+        else:
+            kept[src.key] = x
     if st.session_state.get(WS_UPLOAD_ERROR):
         st.error(
             render.plain(st.session_state[WS_UPLOAD_ERROR])
@@ -211,10 +209,7 @@ def _uploaded_image() -> None:
         return
     if file is None:
         return
-    digest = hashlib.sha256(file.getvalue()).hexdigest()
-    if st.session_state.get(UPLOAD_SEEN) != digest:
-        st.session_state[UPLOAD_SEEN] = digest
-        st.session_state[UPLOAD_ERROR] = None
+    if upload_limits.fresh(file, st.session_state, seen=UPLOAD_SEEN, error=UPLOAD_ERROR):
         try:
             picture = decode_image(file.getvalue())
             image = mnist_style(picture)

@@ -9,8 +9,6 @@ get them and offers random weights as a demonstration of the code path.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import streamlit as st
 
@@ -88,18 +86,14 @@ def _photo(name: str) -> np.ndarray | None:
     )
     if too_big := upload_limits.too_big(file, "photo", upload_limits.IMAGE_MB):
         st.session_state[PH_ERROR], file = too_big, None  # never read
-    if file is not None:
-        digest = hashlib.sha256(file.getvalue()).hexdigest()
-        if st.session_state.get(PH_SEEN) != digest:
-            st.session_state[PH_SEEN] = digest
-            st.session_state[PH_ERROR] = None
-            try:
-                photo = decode_image(file.getvalue())
-                imagenet.resized_size(photo.width, photo.height, 256)  # refuse before keeping
-                st.session_state[PH_IMAGE] = photo.convert("RGB")
-                st.session_state[PH_NAME] = file.name
-            except ImageError as err:
-                st.session_state[PH_ERROR] = f"{file.name}: {err}"
+    if file := upload_limits.fresh(file, st.session_state, seen=PH_SEEN, error=PH_ERROR):
+        try:
+            photo = decode_image(file.getvalue())
+            imagenet.resized_size(photo.width, photo.height, 256)  # refuse before keeping
+            st.session_state[PH_IMAGE] = photo.convert("RGB")
+            st.session_state[PH_NAME] = file.name
+        except ImageError as err:
+            st.session_state[PH_ERROR] = f"{file.name}: {err}"
     if st.session_state.get(PH_ERROR):
         had = PH_IMAGE in st.session_state
         kept = " The photo shown is the one you had before." if had else ""

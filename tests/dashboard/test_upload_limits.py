@@ -250,3 +250,26 @@ def test_an_image_over_its_limit_is_refused_from_its_size(monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.error[0].value.startswith("huge.png is 2 MB; an image may be at most 1 MB here.")
+
+
+def test_an_image_upload_is_read_once_per_new_file_and_its_error_stays_till_then():
+    class File:
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def getvalue(self) -> bytes:
+            return self.data
+
+    session = {"seen": None, "error": None}
+    a, b = File(b"one"), File(b"two")
+    assert upload_limits.fresh(a, session, seen="seen", error="error") is a
+    session["error"] = "a.png: not an image"
+    assert upload_limits.fresh(File(b"one"), session, seen="seen", error="error") is None
+    assert session["error"] == "a.png: not an image"  # the same file: still refused
+    assert upload_limits.fresh(b, session, seen="seen", error="error") is b
+    assert session["error"] is None
+    assert upload_limits.fresh(None, session, seen="seen", error="error") is None
+    # a page that keeps one image per source reads the same file again for another source
+    assert upload_limits.fresh(b, session, seen="seen", error="error", scope="ws:x") is b
+    assert upload_limits.fresh(b, session, seen="seen", error="error", scope="ws:y") is b
+    assert upload_limits.fresh(b, session, seen="seen", error="error", scope="ws:y") is None
