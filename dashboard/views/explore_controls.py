@@ -145,14 +145,21 @@ def _layer_control(view: dict, image: np.ndarray) -> str:
     options = ("", *auto["layers"])
     if state.get(state.LAYER) not in options:
         state.put(state.LAYER, "")  # another model's layer
+    layer_picker(state.LAYER, auto)
+    return ""
+
+
+def layer_picker(key: str, auto: dict, *, transformers: bool = True) -> None:
+    """The layer selectbox of a layer map, Explore's and Photos': "" is the automatic layer,
+    `auto["layer"]`, named in its option. `transformers` False: a page without any, whose help
+    leaves them out. The caller resets `key` to "" when it holds another model's layer."""
+    tokens = ", or a transformer's patch tokens before its last attention" if transformers else ""
     st.selectbox(
         LAYER_LABEL,
-        options,
-        key=state.LAYER,
+        ("", *auto["layers"]),
+        key=key,
         format_func=lambda n: n or f"automatic: {auto['layer']}",
         help="The module whose activations and gradients the map is made of. Automatic: the "
-        "last one that runs once and keeps a spatial grid (N, C, h, w), or a transformer's "
-        "patch tokens before its last attention; earlier layers are finer and less "
-        "class-specific.",
+        f"last one that runs once and keeps a spatial grid (N, C, h, w){tokens}; earlier "
+        "layers are finer and less class-specific.",
     )
-    return ""

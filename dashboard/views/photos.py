@@ -16,7 +16,7 @@ import saliency
 from dashboard import cache, render, state, upload_limits
 from dashboard.rate_limits import EXPENSIVE, Refused
 from dashboard.render import Style
-from dashboard.views import explore
+from dashboard.views import explore, explore_controls
 from pretrained import imagenet
 from pretrained.images import ImageError, decode_image
 
@@ -41,7 +41,6 @@ METHOD_LABELS = {
 }
 # One map for the whole photo, the same in every colour channel: no channels to reduce.
 ONE_MAP = ("grad_cam", "grad_cam_pp", "score_cam", "layer_cam", "occlusion")
-LAYER_LABEL = "Layer (layer maps)"
 REDUCTION_LABELS = {
     "max": "max |g| over R, G, B (Simonyan)",
     "sum": "sum of g over R, G, B (signed)",
@@ -244,15 +243,7 @@ def _layer_control(name: str, weights: str, method: str) -> dict:
     options = ("", *auto["layers"])
     if st.session_state.get(state.PH_LAYER) not in options:
         st.session_state[state.PH_LAYER] = ""  # the other model's layer
-    st.selectbox(
-        LAYER_LABEL,
-        options,
-        key=state.PH_LAYER,
-        format_func=lambda n: n or f"automatic: {auto['layer']}",
-        help="The module whose activations and gradients the map is made of. Automatic: the "
-        "last one that runs once and keeps a spatial grid (N, C, h, w); earlier layers are "
-        "finer and less class-specific.",
-    )
+    explore_controls.layer_picker(state.PH_LAYER, auto, transformers=False)
     return cache.photo_facts(name, weights, method, _chosen()) if _chosen() else auto
 
 
