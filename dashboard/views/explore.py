@@ -418,30 +418,15 @@ def _export(view, info, described, target, method, overlay, main, probs, pred, t
     the fallback (the panel has its own, which export what it shows)."""
     st.markdown("#### Share and export")
     st.caption(_export_note(view))
-    c1, c2, c3 = st.columns(3)
+    columns = st.columns(3)
     before, after = _export_stem(view, described)
     stem = f"{before}{target}{after}"
-    c1.download_button(
-        "Map as PNG",
-        render.png(overlay),
-        f"{stem}.png",
-        "image/png",
-        key=DOWNLOAD_PNG,
-        on_click="ignore",
+    png, npy = render.png(overlay), render.npy_bytes(main)
+    settings = state.settings_json(_export_facts(info, described, target, probs, pred, true, lo_hi))
+    buttons = (
+        ("Map as PNG", png, "png", "image/png", DOWNLOAD_PNG),
+        ("Raw map as .npy", npy, "npy", "application/octet-stream", DOWNLOAD_NPY),
+        ("Settings as JSON", settings, "json", "application/json", DOWNLOAD_JSON),
     )
-    c2.download_button(
-        "Raw map as .npy",
-        render.npy_bytes(main),
-        f"{stem}.npy",
-        "application/octet-stream",
-        key=DOWNLOAD_NPY,
-        on_click="ignore",
-    )
-    c3.download_button(
-        "Settings as JSON",
-        state.settings_json(_export_facts(info, described, target, probs, pred, true, lo_hi)),
-        f"{stem}.json",
-        "application/json",
-        key=DOWNLOAD_JSON,
-        on_click="ignore",
-    )
+    for col, (label, data, ext, mime, key) in zip(columns, buttons, strict=True):
+        col.download_button(label, data, f"{stem}.{ext}", mime, key=key, on_click="ignore")

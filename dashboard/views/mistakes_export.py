@@ -142,24 +142,24 @@ def export_panel(
             st.session_state[MIS_EXPORT] = None
             return
         if mine:
-            stem = f"maps-{model_stem(model_name)}-{what['kind']}-{n}"
+            _downloads(mine, f"maps-{model_stem(model_name)}-{what['kind']}-{n}")
+
+
+def _downloads(mine: dict, stem: str) -> None:
+    """The held maps' buttons: the .npz, and the .zip when PNGs were asked for."""
+    for ext, what, mime, key in (
+        ("npz", "these maps", "application/octet-stream", MIS_EXPORT_NPZ),
+        ("zip", "the PNGs and the .npz", "application/zip", MIS_EXPORT_ZIP),
+    ):
+        if mine[ext] is not None:
             st.download_button(
-                f"Download these maps (.npz, {mine['npz'] / 2**20:,.1f} MB)",
-                data=functools.partial(held_file, mine["token"], "npz"),
-                file_name=f"{stem}.npz",
-                mime="application/octet-stream",
-                key=MIS_EXPORT_NPZ,
+                f"Download {what} (.{ext}, {mine[ext] / 2**20:,.1f} MB)",
+                data=functools.partial(held_file, mine["token"], ext),
+                file_name=f"{stem}.{ext}",
+                mime=mime,
+                key=key,
                 on_click="ignore",
             )
-            if mine["zip"] is not None:
-                st.download_button(
-                    f"Download the PNGs and the .npz (.zip, {mine['zip'] / 2**20:,.1f} MB)",
-                    data=functools.partial(held_file, mine["token"], "zip"),
-                    file_name=f"{stem}.zip",
-                    mime="application/zip",
-                    key=MIS_EXPORT_ZIP,
-                    on_click="ignore",
-                )
 
 
 def _compute_export(

@@ -240,6 +240,8 @@ def test_downloads_exist():
     at = run_app()
     keys = {b.proto.id for b in at.get("download_button")}
     assert len(keys) == 4  # PNG, .npy, JSON and the report (tests/dashboard/test_report.py)
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {"Map as PNG", "Raw map as .npy", "Settings as JSON"} <= labels
 
 
 def test_app_start_does_not_import_torchvision():
