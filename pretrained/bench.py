@@ -65,7 +65,7 @@ from .bench_parts import (
     workspace_source,
     write_batch,
 )
-from .index import _atomic_write, _Dist, _gather, _memory_bytes, _Progress, _setup
+from .index import _atomic_write, _Dist, _exit_code, _gather, _memory_bytes, _Progress, _setup
 from .text import csv_text
 
 __all__ = ["MAX_IMAGES", "BenchError", "main", "run", "select"]
@@ -457,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     max_bytes = args.max_model_mb * 2**20 if args.max_model_mb else _memory_bytes()
-    try:
+
+    def work() -> int:
         with gate.max_model_bytes(max_bytes):  # the user's own machine: no server's bound
             meta = run(
                 args.out,
@@ -481,13 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.quiet,
                 stop_after_batches=args.stop_after_batches,
             )
-    except BenchError as err:
-        print(f"pretrained.bench: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return 3 if meta.get("status") == "stopped" else 0
+        return 3 if meta.get("status") == "stopped" else 0
+
+    return _exit_code("pretrained.bench", BenchError, work)
 
 
 if __name__ == "__main__":

@@ -476,10 +476,25 @@ def _memory_bytes() -> int:
         return 2**62
 
 
+def _exit_code(prog: str, errors: type[Exception], work: Callable[[], int]) -> int:
+    """`work()`'s exit code for `python -m pretrained.index` and `pretrained.bench`: 2, the
+    sentence on stderr, for one of the `errors` that explains itself; the process group of a
+    torchrun launch is torn down however it ends, so no rank waits for one that has quit."""
+    try:
+        return work()
+    except errors as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     max_bytes = args.max_model_mb * 2**20 if args.max_model_mb else _memory_bytes()
-    try:
+
+    def work() -> int:
         config = config_from_args(args)
         with gate.max_model_bytes(max_bytes):  # the user's own machine: no server's bound
             result = index(
@@ -496,13 +511,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.quiet,
                 stop_after_chunks=args.stop_after_chunks,
             )
-    except WorkspaceError as err:
-        print(f"pretrained.index: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return 0 if result.manifest.get("status") in ("complete", None) or result.reused else 3
+        return 0 if result.manifest.get("status") in ("complete", None) or result.reused else 3
+
+    return _exit_code("pretrained.index", WorkspaceError, work)
 
 
 if __name__ == "__main__":
