@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,6 +30,21 @@ def counted(done: int, total: int, start: float, unit: str = "images") -> str:
     rate = done / max(time.perf_counter() - start, 1e-9)
     left = (total - done) / max(rate, 1e-9)
     return f"{done:,} / {total:,} {unit} · {rate:,.0f} {unit}/s · about {left:,.0f} s left"
+
+
+def bar_calls(bar, waiting: str) -> tuple[float, Callable[[int, int], None], Callable[[], None]]:
+    """A shared computation's callbacks for its progress `bar`, from now: `(start, progress,
+    wait)`. `progress(done, total)` counts the work (`counted`); `wait()` says `waiting` while
+    another visitor computes the same result, which this page then reads."""
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=counted(done, total, start))
+
+    def wait() -> None:
+        bar.progress(0.0, text=waiting)
+
+    return start, progress, wait
 
 
 def plain(text: object) -> str:

@@ -8,8 +8,6 @@ draws them.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -285,14 +283,9 @@ def result_or_offer(req: Request, key: str, compute_label: str = "Score the maps
         if not st.button(compute_label, key=f"{key}_compute", type="primary"):
             return None
         bar = st.progress(0.0, text="Starting…")
-    start = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=render.counted(done, total, start))
-
-    def waiting() -> None:
-        bar.progress(0.0, text="Another visitor is computing this bench: waiting for it…")
-
+    _, progress, waiting = render.bar_calls(
+        bar, "Another visitor is computing this bench: waiting for it…"
+    )
     try:
         result = bench_cache.compute(req, progress, waiting)
     except bench_cache.Busy as err:

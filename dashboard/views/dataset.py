@@ -102,14 +102,9 @@ def model_column(model_name: str, dataset_name: str, n: int, slot: str) -> None:
                 help="Stops the computation; nothing is saved.",
             )
             bar = st.progress(0.0, text="Starting…")
-        start = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=render.counted(done, total, start))
-
-        def waiting() -> None:
-            bar.progress(0.0, text="Another visitor is computing this right now: waiting for it…")
-
+        start, progress, waiting = render.bar_calls(
+            bar, "Another visitor is computing this right now: waiting for it…"
+        )
         summary = cache.compute_summary(model_name, dataset_name, n, progress, waiting)
         offer.empty()
         st.success(f"Computed in {time.perf_counter() - start:.1f} s and saved.")

@@ -79,6 +79,27 @@ def test_counted_words(monkeypatch):
     assert render.counted(5, 10, 11.0, unit="rows") == "5 / 10 rows · 5 rows/s · about 1 s left"
 
 
+def test_a_shared_computations_bar_counts_from_its_start_and_says_when_it_waits(monkeypatch):
+    class Bar:
+        def __init__(self):
+            self.shown = []
+
+        def progress(self, value, text):
+            self.shown.append((value, text))
+
+    monkeypatch.setattr(render.time, "perf_counter", lambda: 10.0)
+    bar = Bar()
+    start, progress, wait = render.bar_calls(bar, "Another visitor is computing this.")
+    monkeypatch.setattr(render.time, "perf_counter", lambda: 12.0)
+    progress(3000, 10_000)
+    wait()
+    assert start == 10.0
+    assert bar.shown == [
+        (0.3, "3,000 / 10,000 images · 1,500 images/s · about 5 s left"),
+        (0.0, "Another visitor is computing this."),
+    ]
+
+
 def test_page_progress_is_silent_off_a_page():
     """Off a page's run (the explore route's thread), the bar is a no-op, not an error."""
     with cache.page_progress("x") as step:
