@@ -1,6 +1,6 @@
 """Misclassifications' download of the maps of every image the gallery's filter selects:
 computed on a click (`pretrained.export_maps`), held in `held_exports` until downloaded or
-replaced. The page's report (`mistakes.report_panel`) shares the store and the lock."""
+replaced. The page's report (`mistakes_report.report_panel`) shares the store and the lock."""
 
 from __future__ import annotations
 

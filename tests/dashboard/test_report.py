@@ -26,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 import pretrained
 from dashboard import budget, cache, lru, render
-from dashboard.views import explore, mistakes
+from dashboard.views import explore, mistakes, mistakes_report
 from pretrained import user_models
 from saliency import display
 from saliency.report import MAX_BYTES, Section, default_versions, read_report, report_html
@@ -381,7 +381,7 @@ def test_explores_report_holds_the_views_pictures_settings_and_model(kind, reque
 @pytest.mark.parametrize("kind", ["registry", "workspace", "upload"])
 def test_the_gallerys_report_holds_every_image_of_its_filter(kind, request, deferred,
                                                              monkeypatch):  # fmt: skip
-    monkeypatch.setattr(mistakes, "REPORT_IMAGES", 12)  # fewer maps to compute, and a cut
+    monkeypatch.setattr(mistakes_report, "REPORT_IMAGES", 12)  # fewer maps to compute, and a cut
     at, params, f = app_for(kind, request)
     at.switch_page("page_files/mistakes.py").run()
     if kind == "workspace":  # its small net makes no mistake: its least confident answers
@@ -408,7 +408,7 @@ def test_the_gallerys_report_holds_every_image_of_its_filter(kind, request, defe
     options = at.selectbox(key="mis_index").options
     shown = [int(o.split(":")[0].lstrip("#").split()[0]) for o in options]
     assert shown == indices[: len(shown)].tolist()
-    n = min(len(indices), mistakes.REPORT_IMAGES)
+    n = min(len(indices), mistakes_report.REPORT_IMAGES)
     assert settings["images"] == indices[:n].tolist() and settings["selected"] == len(indices)
     assert len(back["sections"]) == n > 0
     if len(indices) > n:
