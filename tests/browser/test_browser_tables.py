@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from browser_support import IDLE
+from browser_support import IDLE, choose_file
 from test_tables import CLASS_FEATURES, Linear, csv_bytes, exported, train_classifier
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,16 +33,10 @@ def test_tables_page_example_then_uploaded_csv_and_model(server, page, artifacts
     X = np.random.default_rng(0).normal(size=(200, 3)) * np.array([1.0, 10.0, 100.0])
     page.get_by_text("Your own CSV and model").click()
     page.wait_for_selector(IDLE)
-    inputs = page.get_by_test_id("stFileUploaderDropzoneInput")
-    inputs.nth(0).set_input_files(
-        files=[{"name": "mine.csv", "mimeType": "text/csv", "buffer": csv_bytes(X, "abc")}]
-    )
+    choose_file(page, "mine.csv", csv_bytes(X, "abc"), nth=0)
     expect(page.get_by_text("Upload the model to go on")).to_be_visible()
     page.wait_for_selector(IDLE)
-    model = exported(Linear([2.0, -3.0, 0.5]), 3)
-    inputs.nth(1).set_input_files(
-        files=[{"name": "mine.pt2", "mimeType": "application/octet-stream", "buffer": model}]
-    )
+    choose_file(page, "mine.pt2", exported(Linear([2.0, -3.0, 0.5]), 3), nth=1)
     # Raw units, as chosen above: b's weight (-3) is the largest, and its row's nudge shows.
     expect(page.get_by_text("∂y/∂b = -3 at this row")).to_be_visible(timeout=120_000)
     page.wait_for_selector(IDLE)
@@ -67,23 +61,14 @@ def test_tables_page_classifier_gets_probability_accuracy_and_log_loss(server, p
     log_loss = float(nn.functional.cross_entropy(z, torch.tensor(y)))
     page.goto(f"{server.url}/tables?t_source=upload")
     page.wait_for_selector(IDLE)
-    inputs = page.get_by_test_id("stFileUploaderDropzoneInput")
+    # Chosen after the page's second run, which would clear it (browser_support.choose_file):
+    # CI saw "Upload a CSV to go on" once, the file gone.
     data = csv_bytes(np.column_stack([X, y]), [*CLASS_FEATURES, "target"])
-    inputs.nth(0).set_input_files(
-        files=[{"name": "cancer.csv", "mimeType": "text/csv", "buffer": data}]
-    )
+    choose_file(page, "cancer.csv", data, nth=0)
     # The table was read (a bare wait for idle can pass before the upload's rerun starts).
     expect(page.get_by_text("Upload the model to go on")).to_be_visible()
     page.wait_for_selector(IDLE)
-    inputs.nth(1).set_input_files(
-        files=[
-            {
-                "name": "mlp.pt2",
-                "mimeType": "application/octet-stream",
-                "buffer": exported(model, 4),
-            }
-        ]  # fmt: skip
-    )
+    choose_file(page, "mlp.pt2", exported(model, 4), nth=1)
     line = f"accuracy {accuracy:.2%} (argmax), log-loss {log_loss:.4f} on 400 rows"
     expect(page.get_by_text(line, exact=False)).to_be_visible(timeout=120_000)
     expect(page.get_by_text("probability (softmax)")).to_be_visible()

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from browser_support import IDLE, require_browser
+from browser_support import IDLE, choose_file, require_browser
 from PIL import Image
 
 pytestmark = pytest.mark.browser
@@ -38,9 +38,7 @@ def test_photos_page_shows_the_offline_message_or_a_prediction(server, page, art
         expect(offline).to_be_visible()
         page.get_by_text("Use random weights", exact=False).click()
         page.wait_for_selector(IDLE)
-    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
-        files=[{"name": "photo.png", "mimeType": "image/png", "buffer": photo_png()}]
-    )
+    choose_file(page, "photo.png", photo_png())  # after the runs the click above started
     expect(page.get_by_role("heading", name=re.compile(r" says "))).to_be_visible()
     expect(page.get_by_test_id("stImageCaption").filter(has_text="Map: ")).to_be_visible()
     page.wait_for_selector(IDLE)
