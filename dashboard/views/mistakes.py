@@ -20,14 +20,7 @@ from dashboard.views.mistakes_export import (  # noqa: F401 (re-exported: tests 
     held_file,
     model_stem,
 )
-from dashboard.views.mistakes_report import (  # noqa: F401 (re-exported: tests read them here)
-    CONTRAST_STYLE,
-    MIS_REPORT,
-    REPORT_IMAGES,
-    STYLE,
-    detail_maps,
-    report_panel,
-)
+from dashboard.views.mistakes_report import detail_maps, report_panel
 from pretrained.images import ImageError
 
 # Session keys of this page.
