@@ -27,7 +27,7 @@ import pretrained
 import saliency
 from dashboard import first_answers, render, sources
 from dashboard.lru import key_part, memo
-from pretrained import kinds, worker, workspace
+from pretrained import kinds, model_ref, worker, workspace
 from pretrained.text import clean
 from saliency import display
 from saliency._atomic import write_atomically
@@ -119,55 +119,69 @@ def _workspace_model(key: str, sha256: str) -> torch.nn.Module:
     return workspace.shared_model(src.indexed.config, len(src.classes), sha256, device)
 
 
-def model(name: str) -> torch.nn.Module:
-    """A registry model or a workspace's, shared by every session and never mutated. Uploaded
-    models have no object in this process: their computations go through `run`."""
-    kind = kinds.parse(name).kind
+def _workspace_info(key: str) -> WorkspaceModelInfo:
+    ws = sources.source(key).indexed
+    return WorkspaceModelInfo(
+        name=key,
+        dataset=key,
+        description=f"{Path(ws.config.model).name}, indexed on {len(ws.paths):,} images",
+        class_names=ws.classes,
+        weights_sha256=ws.model_sha256,
+        test_accuracy=ws.accuracy,
+        n_test=len(ws.paths),
+    )
+
+
+def ref(name: str) -> model_ref.ModelRef:
+    """The handle of model `name`, whatever its kind (the one place in the dashboard that reads
+    a model key's kind): a registry model or a workspace's runs here, shared by every session
+    and never mutated; an upload runs in its sandboxed worker; an ImageNet classifier (the
+    Photos page's) is torchvision's."""
+    kind, rest = kinds.parse(name)
     if kind == kinds.UPLOAD:
-        raise TypeError(f"{name} runs in its sandboxed worker: use cache.run, not cache.model")
+        return model_ref.sandboxed(name, uploads())
     if kind == kinds.WORKSPACE:
-        return _workspace_model(name, model_info(name).weights_sha256)
-    return _registry_model(name)
+        info = _workspace_info(name)
+        return model_ref.in_process(
+            name, info, functools.partial(_workspace_model, name, info.weights_sha256)
+        )
+    if kind == kinds.IMAGENET:
+        from pretrained import imagenet
+
+        arch, weights = kinds.imagenet_parts(name)
+        load = functools.partial(imagenet_model, arch, weights)
+        return model_ref.in_process(name, imagenet.card(arch, weights), load)
+    load = functools.partial(_registry_model, name)
+    return model_ref.in_process(name, pretrained.model_info(name), load, stored=True)
+
+
+def model(name: str) -> torch.nn.Module:
+    """`ref(name).module()`: the model object of a trusted model. Uploaded models have no
+    object in this process: their computations go through `run`."""
+    return ref(name).module()
 
 
 def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo | WorkspaceModelInfo:
     """The registry's model card, what was measured when an upload was accepted, or what the
     index of a workspace measured."""
-    kind = kinds.parse(name).kind
-    if kind == kinds.UPLOAD:
-        return uploads().get(name).info
-    if kind == kinds.WORKSPACE:
-        ws = sources.source(name).indexed
-        return WorkspaceModelInfo(
-            name=name,
-            dataset=name,
-            description=f"{Path(ws.config.model).name}, indexed on {len(ws.paths):,} images",
-            class_names=ws.classes,
-            weights_sha256=ws.model_sha256,
-            test_accuracy=ws.accuracy,
-            n_test=len(ws.paths),
-        )
-    return pretrained.model_info(name)
+    return ref(name).info
 
 
 def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
-    """`pretrained.jobs.run(job, model, x, **kwargs)`: in this process for a registry model, in
-    the upload's sandboxed worker for an uploaded one (which raises `worker.ModelFailure`, with
-    a message for the page, when the model hangs, hoards memory or crashes). A registry
-    model's answer stored in `first_answers` (the default view's) is read, not computed."""
+    """`ref(name).run(job, x, **kwargs)`, a job of `pretrained.jobs`: in this process for a
+    trusted model, in the upload's sandboxed worker for an uploaded one (which raises
+    `worker.ModelFailure`, with a message for the page, when the model hangs, hoards memory or
+    crashes). A bundled model's answer stored in `first_answers` (the default view's) is read,
+    not computed."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     timeout = kwargs.pop("timeout", None)  # seconds an upload's worker may take (a long job)
-    kind = kinds.parse(name).kind
-    if kind == kinds.UPLOAD:
-        return uploads().call(name, job, x, timeout=timeout, **kwargs)
-    if kind == kinds.BUNDLED and first_answers.may_hold(job, x.shape):
+    handle = ref(name)
+    if handle.stored and first_answers.may_hold(job, x.shape):
         # the default view's answers, stored with the code
-        stored = first_answers.get(name, model_info(name).weights_sha256, job, x, kwargs)
+        stored = first_answers.get(name, handle.info.weights_sha256, job, x, kwargs)
         if stored is not None:
             return stored
-    from pretrained import jobs
-
-    return jobs.run(job, model(name), x, **kwargs)
+    return handle.run(job, x, timeout=timeout, **kwargs)
 
 
 @st.cache_resource(show_spinner="Loading the test set…")
@@ -241,7 +255,7 @@ def test_set_probabilities(name: str, dataset_name: str) -> np.ndarray:
     stored beside a bundled model's weights (`pretrained.test_predictions`), otherwise
     computed once per model in chunks of 1000 (each under the worker's deadline for an
     upload), with a progress bar and the time left on the page."""
-    if kinds.parse(name).kind == kinds.BUNDLED:
+    if ref(name).stored:
         from pretrained import test_predictions
 
         stored = test_predictions.stored(name, dataset_name)
@@ -520,48 +534,23 @@ def imagenet_model(name: str, weights: str) -> torch.nn.Module:
     return imagenet.load(name, weights=weights, download=False)
 
 
-@memo("maps")
-def photo_probabilities(name: str, weights: str, pixels: np.ndarray) -> np.ndarray:
-    """(1000,) softmax probabilities of one (3, 224, 224) photo."""
-    import torch
-
-    m = imagenet_model(name, weights)
-    with torch.no_grad():
-        return m(torch.from_numpy(pixels)[None]).softmax(1)[0].numpy()
-
-
 @memo("maps", spinner="Computing the map…")
 def photo_map(
     name: str,
-    weights: str,
     pixels: np.ndarray,
     target: int,
     method: str,
     reduction: str,
     layer: str = "",
 ) -> np.ndarray:
-    """(224, 224) map of one class: the method's (3, 224, 224) map reduced over channels
-    ("max": max |g|, Simonyan's choice; "sum": signed sum; "mean": a layer map's or
-    occlusion's, the same in every channel). `layer`: a layer map's layer, "" for the
-    automatic one. One class at a time: never the 1000-class Jacobian. Raises the library's
-    ValueError when the method can't explain the model (LRP and a MobileNet's Hardswish)."""
-    import torch
-
-    m = imagenet_model(name, weights)
-    x = torch.from_numpy(pixels)[None]  # (1, 3, 224, 224)
+    """(224, 224) map of one class of ImageNet model `name` (`kinds.imagenet`): the method's
+    (3, 224, 224) map reduced over channels ("max": max |g|, Simonyan's choice; "sum": signed
+    sum; "mean": a layer map's or occlusion's, the same in every channel). `layer`: a layer
+    map's layer, "" for the automatic one. One class at a time: never the 1000-class Jacobian.
+    Raises the library's ValueError when the method can't explain the model (LRP and a
+    MobileNet's Hardswish)."""
     signed = reduction != "max"  # "max" takes |g| anyway; SmoothGrad then averages |g|
     options = {**PHOTO_METHODS.get(method, {}), **({"layer": layer} if layer else {})}
-    g = saliency.attribute(
-        m, x, target, method=method, absolute=False if signed else None, **options
-    )  # (1, 3, 224, 224)
-    return display.reduce_channels(g[0].numpy(), reduction)  # (224, 224)
-
-
-@memo("maps")
-def photo_facts(name: str, weights: str, method: str, layer: str = "") -> dict:
-    """`jobs.method_facts` of an ImageNet model on a 224 x 224 photo: a layer map's layer (the
-    automatic one when `layer` is ""), the layers a user may choose, or why it can't apply."""
-    from pretrained import jobs
-
-    x = np.zeros((1, 3, 224, 224), np.float32)  # the layers don't depend on the pixels
-    return jobs.method_facts(imagenet_model(name, weights), x, method=method, layer=layer)
+    g = run(name, "maps", _one(pixels), targets=np.array([target]), method=method,
+            score="logit", absolute=False if signed else None, **options)  # fmt: skip
+    return display.reduce_channels(g[0], reduction)  # (224, 224)

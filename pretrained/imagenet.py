@@ -32,7 +32,9 @@ __all__ = [
     "MAX_ASPECT",
     "MODELS",
     "ChannelNormalize",
+    "Card",
     "WeightsUnavailable",
+    "card",
     "categories",
     "how_to_get",
     "load",
@@ -88,6 +90,21 @@ def _spec(name: str) -> _Model:
 def categories(name: str) -> tuple[str, ...]:
     """The 1000 ImageNet category names, in output order (shipped inside torchvision)."""
     return tuple(_spec(name).enum.meta["categories"])
+
+
+@dataclass(frozen=True)
+class Card:
+    """What the Photos page says of a model (its `pretrained.model_ref.ModelRef.info`)."""
+
+    name: str
+    weights: str  # "pretrained" or "random"
+    description: str
+    class_names: tuple[str, ...]
+
+
+def card(name: str, weights: str) -> Card:
+    what = "random weights" if weights == "random" else "ImageNet weights"
+    return Card(name, weights, f"{_spec(name).title} ({what})", categories(name))
 
 
 def weights_file(name: str) -> Path:

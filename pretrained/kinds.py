@@ -4,10 +4,13 @@
     (Key(kind='bundled', name='mnist-cnn'), Key(kind='upload', name='3f2a9c04d1e7'))
     >>> parse("ws:cells"), parse("ws:upload-3f2a9c04d1e7")
     (Key(kind='workspace', name='cells'), Key(kind='uploaded', name='3f2a9c04d1e7'))
+    >>> parse(imagenet("resnet18", "random")), imagenet_parts("imagenet:resnet18/random")
+    (Key(kind='imagenet', name='resnet18/random'), ('resnet18', 'random'))
 
 Every view, link, cache and table names a model or a data set by one of these strings; they
-are built with `upload`, `workspace` and `uploaded` below and read with `parse` only, so a new
-kind is one more branch here, not one more `startswith` in each place that needs to know.
+are built with `upload`, `workspace`, `uploaded` and `imagenet` below and read with `parse`
+only, so a new kind is one more branch here, not one more `startswith` in each place that
+needs to know.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from typing import NamedTuple
 UPLOAD_PREFIX = "upload:"  # a model uploaded on the Your model page: upload:<hash>
 WORKSPACE_PREFIX = "ws:"  # a server's workspace (its images, and its model): ws:<name>
 UPLOADED_PREFIX = "ws:upload-"  # the images uploaded with model upload:<hash>: ws:upload-<hash>
+IMAGENET_PREFIX = "imagenet:"  # a torchvision ImageNet classifier: imagenet:<name>/<weights>
 
 BUNDLED = "bundled"  # a registry model or a bundled test set: its own name
 UPLOAD = "upload"
 WORKSPACE = "workspace"
 UPLOADED = "uploaded"
+IMAGENET = "imagenet"
 
 
 class Key(NamedTuple):
-    kind: str  # BUNDLED, UPLOAD, WORKSPACE or UPLOADED
+    kind: str  # BUNDLED, UPLOAD, WORKSPACE, UPLOADED or IMAGENET
     name: str  # the key without its prefix
 
 
@@ -39,6 +44,7 @@ def parse(key: str) -> Key:
         (UPLOADED_PREFIX, UPLOADED),
         (WORKSPACE_PREFIX, WORKSPACE),
         (UPLOAD_PREFIX, UPLOAD),
+        (IMAGENET_PREFIX, IMAGENET),
     ):
         if key.startswith(prefix):
             return Key(kind, key[len(prefix) :])
@@ -69,3 +75,18 @@ def uploaded(model_key: str) -> str:
     if kind != UPLOAD:
         raise ValueError(f"{model_key!r} is not an uploaded model's key")
     return UPLOADED_PREFIX + digest
+
+
+def imagenet(name: str, weights: str) -> str:
+    """`imagenet:<name>/<weights>`: torchvision's model `name` (`pretrained.imagenet.MODELS`)
+    with its ImageNet weights, or "random" ones."""
+    return f"{IMAGENET_PREFIX}{name}/{weights}"
+
+
+def imagenet_parts(key: str) -> tuple[str, str]:
+    """(name, weights) of an `imagenet` key."""
+    kind, rest = parse(key)
+    if kind != IMAGENET or "/" not in rest:
+        raise ValueError(f"{key!r} is not an ImageNet model's key")
+    name, weights = rest.split("/", 1)
+    return name, weights

@@ -17,7 +17,7 @@ from dashboard import cache, render, state, upload_limits
 from dashboard.rate_limits import EXPENSIVE, Refused
 from dashboard.render import Style
 from dashboard.views import explore, explore_controls
-from pretrained import imagenet
+from pretrained import imagenet, kinds
 from pretrained.images import ImageError, decode_image
 
 # Session keys of this page.
@@ -45,6 +45,7 @@ REDUCTION_LABELS = {
     "max": "max |g| over R, G, B (Simonyan)",
     "sum": "sum of g over R, G, B (signed)",
 }
+PHOTO_SHAPE = (3, 224, 224)  # what the model sees: the photo resized and centre-cropped
 RANDOM_LABEL = "Use random weights (a demo of the code path: the predictions mean nothing)"
 
 
@@ -180,13 +181,12 @@ def render_view() -> None:
     if pixels is None:
         return
 
-    names = imagenet.categories(name)
-    probs = cache.photo_probabilities(name, weights, pixels)  # (1000,)
+    key = kinds.imagenet(name, weights)
+    card = cache.model_info(key)
+    names = card.class_names
+    probs = cache.probabilities(key, pixels)  # (1000,)
     top5 = [int(k) for k in np.argsort(-probs)[:5]]
-    what = "random weights" if weights == "random" else "ImageNet weights"
-    st.subheader(
-        f"{imagenet.MODELS[name].title} ({what}) says **{names[top5[0]]}** ({probs[top5[0]]:.1%})"
-    )
+    st.subheader(f"{card.description} says **{names[top5[0]]}** ({probs[top5[0]]:.1%})")
     rank = st.radio(
         "Map of class (top 5)",
         range(5),
@@ -198,7 +198,7 @@ def render_view() -> None:
     info = saliency.method_info(method)
     layer, chosen = "", ""  # the layer map's layer, and the one the user chose ("": automatic)
     if info.layer:
-        facts = _layer_control(name, weights, method)
+        facts = _layer_control(key, method)
         if facts["problem"]:
             _cannot(info.label, name, facts["problem"])
             return
@@ -207,7 +207,7 @@ def render_view() -> None:
     how = "mean" if one_map else reduction  # the mean of identical channels is the map
     try:
         with EXPENSIVE.turn(method):  # Score-CAM, occlusion: a minute and 17 s of one core
-            m = cache.photo_map(name, weights, pixels, target, method, how, chosen)
+            m = cache.photo_map(key, pixels, target, method, how, chosen)
     except ValueError as err:  # the library's reason (LRP and a MobileNet's Hardswish)
         _cannot(info.label, name, str(err))
         return
@@ -234,17 +234,17 @@ def _chosen() -> str:
     return st.session_state.get(state.PH_LAYER) or ""
 
 
-def _layer_control(name: str, weights: str, method: str) -> dict:
+def _layer_control(key: str, method: str) -> dict:
     """A layer map's layer picker (as Explore's), the automatic layer named in its first
     option; returns the facts of the layer in force (`problem` when none can be used)."""
-    auto = cache.photo_facts(name, weights, method)
+    auto = cache.method_facts(key, PHOTO_SHAPE, method)
     if auto["problem"]:
         return auto
     options = ("", *auto["layers"])
     if st.session_state.get(state.PH_LAYER) not in options:
         st.session_state[state.PH_LAYER] = ""  # the other model's layer
     explore_controls.layer_picker(state.PH_LAYER, auto, transformers=False)
-    return cache.photo_facts(name, weights, method, _chosen()) if _chosen() else auto
+    return cache.method_facts(key, PHOTO_SHAPE, method, _chosen()) if _chosen() else auto
 
 
 def _cannot(label: str, name: str, why: str) -> None:

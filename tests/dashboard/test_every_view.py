@@ -229,3 +229,28 @@ def _own_class_sums(result: dict) -> np.ndarray:
     `abs_sums` `(K classes of images, K logits, C, H, W)`."""
     a = np.asarray(result["abs_sums"])
     return np.stack([a[k, k] for k in range(a.shape[0])])
+
+
+@needs_sandbox
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_of_model_is_one_handle(kind, workspace, uploads):
+    """One model handle (issue 31): `cache.ref` reads the key's kind once; the handle's card
+    names the model's classes, and `run` answers a job (here for a trusted model, in the
+    sandboxed worker for an upload) with the model's own autograd gradients."""
+    from dashboard import sources
+
+    _, f, model = page_of(kind, "explore", workspace, uploads)
+    ref = cache.ref(model)
+    assert ref.key == model and ref.trusted == (kind in ("registry", "workspace"))
+    assert ref.stored == (kind == "registry")  # only a bundled model's answers ship with it
+    k = len(ref.info.class_names)
+    assert k == (5 if kind == "workspace" else 10)
+    dataset = model if kind == "workspace" else "mnist"
+    x = np.asarray(sources.source(dataset).image(2), np.float32)[None]
+    got = ref.run("class_maps", x, method="gradient", score="logit", absolute=False)
+    np.testing.assert_allclose(got, autograd(f, x, list(range(k))), rtol=1e-4, atol=1e-5)
+    if ref.trusted:
+        assert ref.module() is cache.model(model)
+    else:
+        with pytest.raises(TypeError, match="sandboxed worker"):
+            ref.module()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrained import imagenet
+from pretrained import imagenet, kinds
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -107,13 +107,13 @@ def test_photo_map_is_max_abs_gradient_over_channels(method):
     model = imagenet.load(name, weights="random")
     with torch.no_grad():
         k = int(model(x[None]).argsort(1, descending=True)[0, 2])  # the third-ranked class
-    got = cache.photo_map(name, "random", x.numpy(), k, method, "max")
+    got = cache.photo_map(kinds.imagenet(name, "random"), x.numpy(), k, method, "max")
     assert got.shape == (224, 224)
     if method == "gradient":  # independently: one class's logit, autograd, max |g| over RGB
         xr = x[None].clone().requires_grad_()
         (g,) = torch.autograd.grad(model(xr)[0, k], xr)
         torch.testing.assert_close(torch.from_numpy(got), g[0].abs().amax(0))
-        summed = cache.photo_map(name, "random", x.numpy(), k, method, "sum")
+        summed = cache.photo_map(kinds.imagenet(name, "random"), x.numpy(), k, method, "sum")
         torch.testing.assert_close(torch.from_numpy(summed), g[0].sum(0))
     else:
         assert (got >= 0).all() and got.max() > 0

@@ -15,7 +15,7 @@ from test_photos import empty_hub, photo, png  # noqa: F401 - empty_hub is a fix
 import saliency
 from dashboard import cache, lru
 from dashboard.views import explore, photos
-from pretrained import imagenet
+from pretrained import imagenet, kinds
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -69,7 +69,8 @@ def test_grad_cam_on_a_photo_is_the_librarys_at_the_named_layer(empty_hub):  # n
         top1 = int(model(x[None]).argmax())
     assert f"Map: {imagenet.categories('resnet18')[top1]}" in shown
     # What the page computed (the cache was emptied first), against the library's cam_map.
-    got = cache.photo_map("resnet18", "random", x.numpy(), top1, "grad_cam", "mean", "")
+    key = kinds.imagenet("resnet18", "random")
+    got = cache.photo_map(key, x.numpy(), top1, "grad_cam", "mean", "")
     cam = saliency.cam_map(model, x[None], top1, layer="1.layer4")
     assert cam.layer == "1.layer4" and cam.layer_map.shape == (1, 7, 7)
     np.testing.assert_allclose(got, cam.map[0].numpy(), rtol=1e-4, atol=1e-7 * cam.map.max())
@@ -78,7 +79,7 @@ def test_grad_cam_on_a_photo_is_the_librarys_at_the_named_layer(empty_hub):  # n
     at.selectbox(key="ph_layer").set_value("1.layer3").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "At layer 1.layer3 (chosen), upsampled to the photo." in texts(at)
-    got3 = cache.photo_map("resnet18", "random", x.numpy(), top1, "grad_cam", "mean", "1.layer3")
+    got3 = cache.photo_map(key, x.numpy(), top1, "grad_cam", "mean", "1.layer3")
     cam3 = saliency.cam_map(model, x[None], top1, layer="1.layer3")
     assert cam3.layer_map.shape == (1, 14, 14)
     np.testing.assert_allclose(got3, cam3.map[0].numpy(), rtol=1e-4, atol=1e-7 * cam3.map.max())

@@ -11,7 +11,12 @@ import pytest
 from pretrained import kinds
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIXES = (kinds.UPLOAD_PREFIX, kinds.WORKSPACE_PREFIX, kinds.UPLOADED_PREFIX)
+PREFIXES = (
+    kinds.UPLOAD_PREFIX,
+    kinds.WORKSPACE_PREFIX,
+    kinds.UPLOADED_PREFIX,
+    kinds.IMAGENET_PREFIX,
+)
 
 
 @pytest.mark.parametrize(
@@ -23,6 +28,7 @@ PREFIXES = (kinds.UPLOAD_PREFIX, kinds.WORKSPACE_PREFIX, kinds.UPLOADED_PREFIX)
         ("ws:cells", kinds.WORKSPACE, "cells"),
         ("ws:cells-2", kinds.WORKSPACE, "cells-2"),
         ("ws:upload-3f2a9c04d1e7", kinds.UPLOADED, "3f2a9c04d1e7"),
+        ("imagenet:resnet18/random", kinds.IMAGENET, "resnet18/random"),
         (None, kinds.BUNDLED, "None"),
     ],
 )
@@ -39,6 +45,10 @@ def test_the_builders_are_the_parsers_inverse():
     assert kinds.parse(kinds.uploaded("upload:abc")) == (kinds.UPLOADED, "abc")
     with pytest.raises(ValueError, match="not an uploaded model"):
         kinds.uploaded("ws:cells")
+    key = kinds.imagenet("mobilenet_v3_small", "pretrained")
+    assert kinds.imagenet_parts(key) == ("mobilenet_v3_small", "pretrained")
+    with pytest.raises(ValueError, match="not an ImageNet model"):
+        kinds.imagenet_parts("mnist-cnn")
 
 
 def spelled_prefixes(root: Path) -> list[str]:
@@ -85,7 +95,7 @@ def test_the_check_finds_a_spelled_prefix(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("module", ["pretrained", "pretrained.kinds"])
+@pytest.mark.parametrize("module", ["pretrained", "pretrained.kinds", "pretrained.model_ref"])
 def test_the_docstrings_examples_are_what_the_code_does(module):
     """A package's face says what it holds; its examples are run (pretrained's listed four
     MNIST models while the zoo had five)."""
