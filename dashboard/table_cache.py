@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import streamlit as st
 
 from dashboard import lru
 from dashboard.lru import BytesLRU
-from pretrained import jobs, tables, worker
+from pretrained import kinds, model_ref, tables, worker
 from pretrained.user_models import checked_worker, judge_table_check
 
 EXAMPLE = "diabetes-mlp"
@@ -105,13 +106,22 @@ def workers() -> _Workers:
     return _Workers()
 
 
-def runner(model: bytes | None, kind: str, rows: np.ndarray) -> Callable[..., Any]:
-    """`run(job, x, **kwargs)` for the bundled example (`model` None: in this process) or an
-    uploaded model (in its worker, started and checked on the first of `rows` first; a
-    failure there is a UserModelError saying why)."""
+@dataclass(frozen=True)
+class UploadedTableModel:
+    """What is known of an uploaded table model (its handle's `info`)."""
+
+    name: str  # kinds.table(digest)
+    kind: str  # the file's format: torchscript, export, onnx…
+    n_features: int
+
+
+def handle(model: bytes | None, kind: str, rows: np.ndarray) -> model_ref.ModelRef:
+    """The bundled example's handle (`model` None: in this process) or an uploaded model's (in
+    its worker, started and checked on the first of `rows` first; a failure there is a
+    UserModelError saying why)."""
     if model is None:
-        net = example()[0]
-        return lambda job, x, **kw: jobs.run(job, net, np.asarray(x, np.float32), **kw)
+        info = tables.registry.table_model_info(EXAMPLE)
+        return model_ref.in_process(EXAMPLE, info, lambda: example()[0])
     note = st.empty()  # where a wait for a free worker is shown, while it lasts
 
     @contextmanager
@@ -127,11 +137,12 @@ def runner(model: bytes | None, kind: str, rows: np.ndarray) -> Callable[..., An
     with shown():
         w = workers().get(model, kind, np.asarray(rows[:1], np.float32))
 
-    def run(job: str, x: np.ndarray, **kw: Any) -> Any:
+    def run(job: str, x: np.ndarray, *, timeout: float | None = None, **kw: Any) -> Any:
         with shown():  # a worker stopped to make room for another model restarts here
-            return w.call(job, np.asarray(x, np.float32), **kw)
+            return w.call(job, np.asarray(x, np.float32), timeout=timeout, **kw)
 
-    return run
+    name = kinds.table(sha(model))
+    return model_ref.ModelRef(name, UploadedTableModel(name, kind, rows.shape[1]), run)
 
 
 def results() -> BytesLRU:

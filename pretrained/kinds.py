@@ -8,7 +8,7 @@
     (Key(kind='imagenet', name='resnet18/random'), ('resnet18', 'random'))
 
 Every view, link, cache and table names a model or a data set by one of these strings; they
-are built with `upload`, `workspace`, `uploaded` and `imagenet` below and read with `parse`
+are built with `upload`, `workspace`, `uploaded`, `imagenet` and `table` below and read with `parse`
 only, so a new kind is one more branch here, not one more `startswith` in each place that
 needs to know.
 """
@@ -21,16 +21,18 @@ UPLOAD_PREFIX = "upload:"  # a model uploaded on the Your model page: upload:<ha
 WORKSPACE_PREFIX = "ws:"  # a server's workspace (its images, and its model): ws:<name>
 UPLOADED_PREFIX = "ws:upload-"  # the images uploaded with model upload:<hash>: ws:upload-<hash>
 IMAGENET_PREFIX = "imagenet:"  # a torchvision ImageNet classifier: imagenet:<name>/<weights>
+TABLE_PREFIX = "table:"  # a table model uploaded on the Tables page: table:<hash>
 
 BUNDLED = "bundled"  # a registry model or a bundled test set: its own name
 UPLOAD = "upload"
 WORKSPACE = "workspace"
 UPLOADED = "uploaded"
 IMAGENET = "imagenet"
+TABLE = "table"
 
 
 class Key(NamedTuple):
-    kind: str  # BUNDLED, UPLOAD, WORKSPACE, UPLOADED or IMAGENET
+    kind: str  # BUNDLED, UPLOAD, WORKSPACE, UPLOADED, IMAGENET or TABLE
     name: str  # the key without its prefix
 
 
@@ -45,6 +47,7 @@ def parse(key: str) -> Key:
         (WORKSPACE_PREFIX, WORKSPACE),
         (UPLOAD_PREFIX, UPLOAD),
         (IMAGENET_PREFIX, IMAGENET),
+        (TABLE_PREFIX, TABLE),
     ):
         if key.startswith(prefix):
             return Key(kind, key[len(prefix) :])
@@ -75,6 +78,10 @@ def uploaded(model_key: str) -> str:
     if kind != UPLOAD:
         raise ValueError(f"{model_key!r} is not an uploaded model's key")
     return UPLOADED_PREFIX + digest
+
+
+def table(digest: str) -> str:
+    return TABLE_PREFIX + digest
 
 
 def imagenet(name: str, weights: str) -> str:

@@ -253,7 +253,7 @@ def render_view() -> None:
         return
     key = (*digest, tuple(features), bool(state.get(state.T_DROP)) and bool(missing))
     try:
-        run = table_cache.runner(model, kind, X)
+        run = table_cache.handle(model, kind, X).run
         facts = _describe(run, key, X)
     except (UserModelError, ModelFailure) as err:
         hint = ""

@@ -16,6 +16,7 @@ PREFIXES = (
     kinds.WORKSPACE_PREFIX,
     kinds.UPLOADED_PREFIX,
     kinds.IMAGENET_PREFIX,
+    kinds.TABLE_PREFIX,
 )
 
 
@@ -29,6 +30,7 @@ PREFIXES = (
         ("ws:cells-2", kinds.WORKSPACE, "cells-2"),
         ("ws:upload-3f2a9c04d1e7", kinds.UPLOADED, "3f2a9c04d1e7"),
         ("imagenet:resnet18/random", kinds.IMAGENET, "resnet18/random"),
+        ("table:3f2a9c04d1e7", kinds.TABLE, "3f2a9c04d1e7"),
         (None, kinds.BUNDLED, "None"),
     ],
 )
@@ -45,6 +47,7 @@ def test_the_builders_are_the_parsers_inverse():
     assert kinds.parse(kinds.uploaded("upload:abc")) == (kinds.UPLOADED, "abc")
     with pytest.raises(ValueError, match="not an uploaded model"):
         kinds.uploaded("ws:cells")
+    assert kinds.parse(kinds.table("abc")) == (kinds.TABLE, "abc")
     key = kinds.imagenet("mobilenet_v3_small", "pretrained")
     assert kinds.imagenet_parts(key) == ("mobilenet_v3_small", "pretrained")
     with pytest.raises(ValueError, match="not an ImageNet model"):
