@@ -103,6 +103,12 @@ class Source:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def bundled(self) -> bool:
+        """A bundled test set, which every registry model of its kind explains (a workspace
+        comes with its one model)."""
+        return self.model is None
+
     def image(self, i: int) -> np.ndarray:
         """Image i, `(C, H, W)` float32 in [0, 1]: a copy, so a caller can't spoil the cache."""
         return self.read(int(i)).copy()

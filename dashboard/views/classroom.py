@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, render, state
+from dashboard import cache, render, sources, state
 from dashboard import classroom_cache as lessons
 from dashboard.views.classroom_checks import (  # noqa: F401 (tests read PAPER, SANITY_LABELS here)
     PAPER,
@@ -23,7 +23,6 @@ from dashboard.views.classroom_checks import (  # noqa: F401 (tests read PAPER, 
     lesson_trust,
 )
 from dashboard.views.lesson_kit import ABS, SIGNED, notice, show_map
-from pretrained import kinds
 from pretrained.images import ImageError, decode_image28
 from saliency.metrics import spearman
 
@@ -341,7 +340,7 @@ def render_view() -> None:
     )
     if not present:
         st.radio("Lesson", state.LESSONS, key=state.LESSON, horizontal=True, format_func=TITLES.get)
-    if kinds.is_workspace(view["dataset"]):
+    if not sources.source(view["dataset"]).bundled:
         st.info(
             "The lessons are written for the bundled models: pick MNIST digits or Fashion-MNIST "
             "as the data set in the sidebar. Your workspace stays one click away."

@@ -11,7 +11,6 @@ import saliency
 from dashboard import cache, render, sources, state
 from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Source
-from pretrained import kinds
 from saliency import display
 
 # Session keys of this page.
@@ -181,8 +180,8 @@ def render_view() -> None:
         "strongly correlated, so a model can rely on one and ignore the other; another model "
         "trained on the same data may choose differently (compare two models below)."
     )
-    if kinds.is_workspace(dataset_name):
-        src = sources.source(dataset_name)
+    src = sources.source(dataset_name)
+    if not src.bundled:
         for note in src.notes:
             st.caption(note)
         workspace_summary(src)
