@@ -73,6 +73,15 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _new_device(db: _Cursor, code: str) -> str:
+    """A new token for one of room `code`'s teacher's browsers, its hash stored in `db`."""
+    token = secrets.token_urlsafe(18)
+    db.execute(
+        "INSERT INTO live_teacher_devices (room, token_hash) VALUES (?, ?)", code, _hash(token)
+    )
+    return token
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS live_rooms (
     code TEXT PRIMARY KEY,
@@ -275,16 +284,11 @@ class LiveStore:
         """A new token for one of the teacher's browsers (a cookie): it does what the
         teacher's key does, in this room only. Teacher only."""
         code = self._teacher(code, teacher)
-        token = secrets.token_urlsafe(18)
         with self._tx() as db:
             (count,) = db.one("SELECT COUNT(*) FROM live_teacher_devices WHERE room = ?", code)
             if count >= MAX_DEVICES:
                 raise LiveError(f"This class already has {MAX_DEVICES} teacher's browsers.")
-            db.execute(
-                "INSERT INTO live_teacher_devices (room, token_hash) VALUES (?, ?)",
-                code, _hash(token),
-            )  # fmt: skip
-        return token
+            return _new_device(db, code)
 
     def teacher_pass(self, code: str, teacher: str | None) -> str:
         """A single-use pass that `redeem_pass` exchanges, within PASS_SECONDS, for a token
@@ -310,12 +314,7 @@ class LiveStore:
             )  # fmt: skip
             if used != 1:
                 return None
-            device = secrets.token_urlsafe(18)
-            db.execute(
-                "INSERT INTO live_teacher_devices (room, token_hash) VALUES (?, ?)",
-                code, _hash(device),
-            )  # fmt: skip
-        return device
+            return _new_device(db, code)
 
     def _teacher(self, code: str, token: str | None) -> str:
         code = self.room(code).code

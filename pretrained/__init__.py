@@ -28,8 +28,9 @@ The zoo's models take raw [0, 1] pixels; normalisation is their first layer, so 
 gradients are with respect to pixels. Never imports streamlit or the dashboard.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from saliency._lazy import lazy_exports
 
 from .data import (
     CLASS_NAMES,
@@ -54,25 +55,7 @@ _FROM = {
     "registry": ("default_device", "load_model", "model_from_weights"),
     "user_models": ("UserModelError", "UserModelInfo", "accept_upload", "load_user_model"),
 }  # fmt: skip
-_MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:  # a submodule not imported yet (`pretrained.jobs`), or nothing
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # the next lookup is an ordinary one
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(globals(), _FROM)
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors

@@ -65,7 +65,7 @@ from .bench_parts import (
     workspace_source,
     write_batch,
 )
-from .index import _atomic_write, _Dist, _exit_code, _gather, _memory_bytes, _Progress, _setup
+from .index import _atomic_write, _Dist, _exit_code, _gather, _Progress, _setup
 from .text import csv_text
 
 __all__ = ["MAX_IMAGES", "BenchError", "main", "run", "select"]
@@ -451,40 +451,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import gate
-
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    max_bytes = args.max_model_mb * 2**20 if args.max_model_mb else _memory_bytes()
 
     def work() -> int:
-        with gate.max_model_bytes(max_bytes):  # the user's own machine: no server's bound
-            meta = run(
-                args.out,
-                model=args.model,
-                workspace=args.workspace,
-                data=args.data,
-                methods=args.methods,
-                metrics=args.metrics,
-                controls=args.controls,
-                per_class=args.per_class,
-                target=args.target,
-                seed=args.seed,
-                n_boot=args.n_boot,
-                level=args.level,
-                blur_sigma=args.blur_sigma,
-                options=args.options,
-                metric_options=args.metric_options,
-                batch_size=args.batch_size,
-                max_images=args.max_images,
-                device=args.device,
-                progress=not args.quiet,
-                stop_after_batches=args.stop_after_batches,
-            )
+        meta = run(
+            args.out,
+            model=args.model,
+            workspace=args.workspace,
+            data=args.data,
+            methods=args.methods,
+            metrics=args.metrics,
+            controls=args.controls,
+            per_class=args.per_class,
+            target=args.target,
+            seed=args.seed,
+            n_boot=args.n_boot,
+            level=args.level,
+            blur_sigma=args.blur_sigma,
+            options=args.options,
+            metric_options=args.metric_options,
+            batch_size=args.batch_size,
+            max_images=args.max_images,
+            device=args.device,
+            progress=not args.quiet,
+            stop_after_batches=args.stop_after_batches,
+        )
         return 3 if meta.get("status") == "stopped" else 0
 
-    return _exit_code("pretrained.bench", BenchError, work)
+    return _exit_code("pretrained.bench", BenchError, work, args.max_model_mb)
 
 
 if __name__ == "__main__":

@@ -476,12 +476,18 @@ def _memory_bytes() -> int:
         return 2**62
 
 
-def _exit_code(prog: str, errors: type[Exception], work: Callable[[], int]) -> int:
+def _exit_code(
+    prog: str, errors: type[Exception], work: Callable[[], int], max_model_mb: int | None
+) -> int:
     """`work()`'s exit code for `python -m pretrained.index` and `pretrained.bench`: 2, the
     sentence on stderr, for one of the `errors` that explains itself; the process group of a
-    torchrun launch is torn down however it ends, so no rank waits for one that has quit."""
+    torchrun launch is torn down however it ends, so no rank waits for one that has quit.
+    `work` reads models under the user's own machine's bound (`--max-model-mb`, else its
+    memory), not a server's."""
+    max_bytes = max_model_mb * 2**20 if max_model_mb else _memory_bytes()
     try:
-        return work()
+        with gate.max_model_bytes(max_bytes):
+            return work()
     except errors as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
@@ -492,28 +498,25 @@ def _exit_code(prog: str, errors: type[Exception], work: Callable[[], int]) -> i
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    max_bytes = args.max_model_mb * 2**20 if args.max_model_mb else _memory_bytes()
 
     def work() -> int:
-        config = config_from_args(args)
-        with gate.max_model_bytes(max_bytes):  # the user's own machine: no server's bound
-            result = index(
-                config,
-                args.out,
-                batch_size=args.batch_size,
-                workers=args.workers,
-                chunk_batches=args.chunk_batches,
-                checkpoint_seconds=args.checkpoint_seconds,
-                predictions_only=args.predictions_only,
-                all_classes=False if args.own_class_only else None,
-                device=args.device,
-                threads=args.threads,
-                progress=not args.quiet,
-                stop_after_chunks=args.stop_after_chunks,
-            )
+        result = index(
+            config_from_args(args),
+            args.out,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            chunk_batches=args.chunk_batches,
+            checkpoint_seconds=args.checkpoint_seconds,
+            predictions_only=args.predictions_only,
+            all_classes=False if args.own_class_only else None,
+            device=args.device,
+            threads=args.threads,
+            progress=not args.quiet,
+            stop_after_chunks=args.stop_after_chunks,
+        )
         return 0 if result.manifest.get("status") in ("complete", None) or result.reused else 3
 
-    return _exit_code("pretrained.index", WorkspaceError, work)
+    return _exit_code("pretrained.index", WorkspaceError, work, args.max_model_mb)
 
 
 if __name__ == "__main__":

@@ -378,6 +378,14 @@ def table_outputs(model: nn.Module, x: np.ndarray, **_: Any) -> dict:
     return {"type": type(raw).__name__, "seconds": seconds, "outputs": outputs}
 
 
+def _column_values(model: nn.Module, x: np.ndarray, pick: Callable) -> tuple[torch.Tensor, ...]:
+    """`x` as a tensor on the model's device, and the chosen column's score of each row `(N,)`
+    (`pick`, from `_column_of`), without a graph."""
+    xt = _tensor(model, x)
+    with torch.no_grad():
+        return xt, pick(model(xt))[:, 0]
+
+
 def table_jacobian(
     model: nn.Module, x: np.ndarray, *, output: Any, column: int, score: str = "logit"
 ) -> dict:
@@ -385,9 +393,8 @@ def table_jacobian(
     autograd (`saliency.jacobian`), both float64. Rows whose output is NaN or inf get NaN
     gradients (`saliency` refuses non-finite scores; the caller leaves those rows out)."""
     pick = _column_of(output, column, score)
-    xt = _tensor(model, x)
-    with torch.no_grad():
-        values = pick(model(xt))[:, 0].double()
+    xt, values = _column_values(model, x, pick)
+    values = values.double()
     jac = torch.full(xt.shape, torch.nan, dtype=torch.float64)
     ok = torch.isfinite(values)
     if bool(ok.any()):
@@ -407,9 +414,7 @@ def table_differences(
     """Like `table_jacobian`, by central differences with a step per feature
     (`saliency.column_differences`): for a model autograd can't differentiate."""
     pick = _column_of(output, column, score)
-    xt = _tensor(model, x)
-    with torch.no_grad():
-        values = pick(model(xt))[:, 0]
+    xt, values = _column_values(model, x, pick)
     jac = saliency.column_differences(model, xt, torch.as_tensor(steps), output=pick)
     return {"values": _np(values.double()), "jacobian": _np(jac.double())}
 
@@ -435,9 +440,7 @@ def table_check(
             values = pick(copy64(xt))[:, 0]
         model, float64 = copy64, True
     except Exception:  # noqa: BLE001 - a program that won't run in float64: check in float32
-        xt = _tensor(model, x)
-        with torch.no_grad():
-            values = pick(model(xt))[:, 0]
+        xt, values = _column_values(model, x, pick)
         float64 = False
     kept = torch.isfinite(values)
     xt, values = xt[kept], values[kept]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .architectures import StandardisedRegressor
 from .train import _reproducible
 
 FEATURES = ("x1", "x2", "x3")
@@ -80,28 +81,20 @@ def correlated_data(
     return Table(X, y, FEATURES, ("m", "m", "m"), dy, "y = 2·x1 + noise, x2 = x1 + 0.1·ε")
 
 
-class Regressor(nn.Module):
+class Regressor(StandardisedRegressor):
     """An MLP for tables that standardises its inputs inside forward, as real tabular nets do.
 
     Maps raw inputs `(N, D)` (in their own units) to `(N, 1)` predictions in y's units; the
     input and output statistics are buffers fixed at training time, so input gradients are per
-    raw unit.
+    raw unit. The registry's table net (`architectures.StandardisedRegressor`, the same layers)
+    returning only its prediction in y's units.
     """
 
     def __init__(self, d_in: int, hidden: int = 64) -> None:
-        super().__init__()
-        self.register_buffer("x_mean", torch.zeros(d_in))
-        self.register_buffer("x_std", torch.ones(d_in))
-        self.register_buffer("y_mean", torch.zeros(()))
-        self.register_buffer("y_std", torch.ones(()))
-        self.net = nn.Sequential(
-            nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-            nn.Linear(hidden, 1),
-        )  # fmt: skip
+        super().__init__(d_in, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.x_mean) / self.x_std  # (N, D), standardised
-        return self.net(z) * self.y_std + self.y_mean  # (N, 1)
+        return super().forward(x)[0]  # (N, 1)
 
 
 def train_regressor(

@@ -15,9 +15,9 @@ parameters' `.grad`, and leaves its input unmodified. What a map describes is th
 world; see the README for the caveats.
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
 from .names import FAMILIES, METHOD_INFO, METHODS, SCORES, MethodInfo, method_info, methods
 
 # Where each public name lives. They are imported when first used, not here: `import saliency`
@@ -42,25 +42,7 @@ _FROM = {
                "cascading_randomisation", "layer_order", "sanity_check"),
     "taylor": ("Nudge", "nudge"),
 }  # fmt: skip
-_MODULE_OF = {name: module for module, names in _FROM.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:  # a submodule not imported yet (`saliency.sanity`), or nothing
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # the next lookup is an ordinary one
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(globals(), _FROM)
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors

@@ -141,8 +141,14 @@ def average_sensitivity(
                 progress(done, total)
     if sums is None:
         raise ValueError("data is empty: no batch was seen")
-    shape = counts.shape + (1,) * (sums.ndim - counts.ndim)
-    return sums / counts.reshape(shape).where(counts.reshape(shape) > 0, torch.nan)
+    return _group_means(sums, counts)
+
+
+def _group_means(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """`sums` divided by their groups' `counts` (whose axes lead `sums`'), NaN for an empty
+    group."""
+    counts = counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim))
+    return sums / counts.where(counts > 0, torch.nan)
 
 
 @dataclass(frozen=True)
@@ -158,32 +164,32 @@ class SensitivitySummary:
     signed_sums: torch.Tensor
     counts: torch.Tensor
 
-    def _per_label(self, sums: torch.Tensor) -> torch.Tensor:
-        shape = (-1,) + (1,) * (sums.ndim - 1)
-        counts = self.counts.reshape(shape)
-        return sums / counts.where(counts > 0, torch.nan)
+    def _own_class(self, sums: torch.Tensor) -> torch.Tensor:
+        k = self.counts.shape[0]
+        return _group_means(sums, self.counts)[torch.arange(k), torch.arange(k)]  # (K, *S)
+
+    def _all_examples(self, sums: torch.Tensor) -> torch.Tensor:
+        return sums.sum(0) / self.counts.sum()  # (K, *S)
 
     @property
     def own_class(self) -> torch.Tensor:
         """`(K, *S)`: row c = mean |d score_c / dx| over the examples labelled c."""
-        k = self.counts.shape[0]
-        return self._per_label(self.abs_sums)[torch.arange(k), torch.arange(k)]
+        return self._own_class(self.abs_sums)
 
     @property
     def all_examples(self) -> torch.Tensor:
         """`(K, *S)`: row c = mean |d score_c / dx| over every example."""
-        return self.abs_sums.sum(0) / self.counts.sum()
+        return self._all_examples(self.abs_sums)
 
     @property
     def signed_own_class(self) -> torch.Tensor:
         """`(K, *S)`: row c = mean d score_c / dx over the examples labelled c (signed)."""
-        k = self.counts.shape[0]
-        return self._per_label(self.signed_sums)[torch.arange(k), torch.arange(k)]
+        return self._own_class(self.signed_sums)
 
     @property
     def signed_all_examples(self) -> torch.Tensor:
         """`(K, *S)`: row c = mean d score_c / dx over every example (signed)."""
-        return self.signed_sums.sum(0) / self.counts.sum()
+        return self._all_examples(self.signed_sums)
 
     @property
     def overall(self) -> torch.Tensor:

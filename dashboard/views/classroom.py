@@ -22,7 +22,7 @@ from dashboard.views.classroom_checks import (  # noqa: F401 (tests read PAPER, 
     lesson_tabular,
     lesson_trust,
 )
-from dashboard.views.lesson_kit import ABS, SIGNED, notice, show_map
+from dashboard.views.lesson_kit import ABS, SIGNED, formula, notice, show_map
 from pretrained.images import ImageError, decode_image28
 from saliency.metrics import spearman
 
@@ -127,14 +127,13 @@ def lesson_nudge(ctx: dict, controls) -> None:
     predicted, actual = float(res["predicted"][-1]), float(res["actual"][-1])
     left, right = st.columns([1, 1])
     with left:
-        st.latex(
+        formula(
             r"z_c(x + \Delta\, e_{ij}) - z_c(x) \;\approx\; \Delta \cdot J_{ij},"
-            r"\qquad J_{ij} = \frac{\partial z_c}{\partial x_{ij}}"
+            r"\qquad J_{ij} = \frac{\partial z_c}{\partial x_{ij}}",
+            ("Predicted Δ·J_ij", f"{predicted:+.4f}"),
+            ("Actual change", f"{actual:+.4f}"),
+            ("Error", f"{actual - predicted:+.4f}"),
         )
-        m1, m2, m3 = st.columns(3)
-        m1.metric("Predicted Δ·J_ij", f"{predicted:+.4f}")
-        m2.metric("Actual change", f"{actual:+.4f}")
-        m3.metric("Error", f"{actual - predicted:+.4f}")
         st.caption(
             f"Pixel ({row}, {col}) is {ctx['image'][row, col]:.3f}; J_ij = {res['gradient']:+.4f} "
             f"(logit of class {ctx['target']}, {ctx['model']}). The nudged pixel is not clipped "
@@ -176,15 +175,13 @@ def lesson_autograd(ctx: dict, controls) -> None:
     )
     left, right = st.columns([1, 1])
     with left:
-        st.latex(
+        formula(
             r"\frac{\partial z_c}{\partial x_j} \approx "
-            r"\frac{z_c(x + h e_j) - z_c(x - h e_j)}{2h},\quad h = 6\cdot 10^{-6}"
+            r"\frac{z_c(x + h e_j) - z_c(x - h e_j)}{2h},\quad h = 6\cdot 10^{-6}",
+            ("Autograd (1 backward)", f"{res['autograd_ms']:.1f} ms"),
+            (f"Finite differences ({res['forwards']} forwards)", f"{res['fd_ms']:.0f} ms"),
+            ("Ratio", f"{res['fd_ms'] / res['autograd_ms']:.0f}×"),
         )
-        ratio = res["fd_ms"] / res["autograd_ms"]
-        m1, m2, m3 = st.columns(3)
-        m1.metric("Autograd (1 backward)", f"{res['autograd_ms']:.1f} ms")
-        m2.metric(f"Finite differences ({res['forwards']} forwards)", f"{res['fd_ms']:.0f} ms")
-        m3.metric("Ratio", f"{ratio:.0f}×")
         st.markdown(
             f"Largest difference between the maps: **{res['max_diff']:.2e}** (largest |J| "
             f"{res['max_abs']:.3f}); on the digit (pixels > 0): {res['max_diff_digit']:.2e}, on "
@@ -231,14 +228,13 @@ def lesson_saturation(ctx: dict, controls) -> None:
     p = float(ctx["probs"][ctx["target"]])
     left, right = st.columns([1, 1])
     with left:
-        st.latex(
+        formula(
             r"\frac{\partial p_c}{\partial x} = p_c\Big(\frac{\partial z_c}{\partial x} - "
-            r"\sum_k p_k \frac{\partial z_k}{\partial x}\Big) \;\to\; 0 \text{ as } p_c \to 1"
+            r"\sum_k p_k \frac{\partial z_k}{\partial x}\Big) \;\to\; 0 \text{ as } p_c \to 1",
+            (f"p (class {ctx['target']})", f"{p:.6f}"),
+            ("max |∂z/∂x| (logit)", f"{logit.max():.3g}"),
+            ("max |∂p/∂x| (probability)", f"{prob.max():.3g}"),
         )
-        m1, m2, m3 = st.columns(3)
-        m1.metric(f"p (class {ctx['target']})", f"{p:.6f}")
-        m2.metric("max |∂z/∂x| (logit)", f"{logit.max():.3g}")
-        m3.metric("max |∂p/∂x| (probability)", f"{prob.max():.3g}")
         st.caption(f"1 − p = {1 - p:.2e}. Each map on its own colour scale.")
     with right:
         c1, c2 = st.columns(2)

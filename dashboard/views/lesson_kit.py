@@ -1,5 +1,5 @@
-"""What every Classroom lesson draws with: the two map styles, the "What to notice" box and
-a map at the lessons' scale."""
+"""What every Classroom lesson draws with: the two map styles, the "What to notice" box, a
+formula with its numbers and a map at the lessons' scale."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ SIGNED = Style(signed=True, cmap="RdBu_r", alpha=0.5, clip=100.0, shared=False)
 
 def notice(text: str) -> None:
     st.info(f"**What to notice.** {text}")
+
+
+def formula(latex: str, *metrics: tuple[str, str]) -> None:
+    """A lesson's formula and, in a row beneath it, the numbers (label, value) that bear it out."""
+    st.latex(latex)
+    for column, (label, value) in zip(st.columns(len(metrics)), metrics, strict=True):
+        column.metric(label, value)
 
 
 def show_map(m: np.ndarray, style: Style, caption: str, image: np.ndarray | None = None) -> None:

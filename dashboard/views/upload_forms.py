@@ -4,6 +4,8 @@ model in Explore. The model form is `your_model`, the folder form `your_folder`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from dashboard import state
@@ -59,6 +61,17 @@ OUTPUT_HELP = (
 def open_in_explore(name: str, dataset: str) -> None:
     state.put(state.DATASET, dataset)
     state.put(state.MODEL, name)
+
+
+def send(form: Callable[[], tuple[bool, tuple]], accept: Callable, accepted: str) -> None:
+    """Draw a form (`form()` returns whether it was sent and its values) and check what was
+    sent (`accept(*values)`). A model or data set accepted (`accepted` set) reruns the page, so
+    that the sidebar, drawn before this page, lists it."""
+    submitted, values = form()
+    if submitted:
+        accept(*values)
+        if st.session_state.get(accepted):
+            st.rerun()
 
 
 def clear_errors() -> None:

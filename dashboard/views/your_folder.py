@@ -21,6 +21,7 @@ from dashboard.views.upload_forms import (
     clear_errors,
     open_in_explore,
     same_file_again,
+    send,
     unchanged,
 )
 from pretrained import folder_upload, named_weights, user_models, worker
@@ -321,11 +322,7 @@ def _folder_result() -> None:
 def folder_section() -> None:
     """Your model on your own images: a ZIP of an ImageFolder becomes a workspace."""
     _folder_intro()
-    submitted, values = _folder_form()
-    if submitted:
-        _accept_folder(*values)
-        if st.session_state.get(WS_ACCEPTED):
-            st.rerun()  # so the sidebar's data sets, drawn before this page, include it
+    send(_folder_form, _accept_folder, WS_ACCEPTED)
     if st.session_state.get(WS_ERROR):
         st.error(
             render.plain(st.session_state[WS_ERROR])

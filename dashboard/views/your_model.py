@@ -32,6 +32,7 @@ from dashboard.views.upload_forms import (
     clear_errors,
     open_in_explore,
     same_file_again,
+    send,
     unchanged,
 )
 from dashboard.views.your_folder import WS_SUBMIT, folder_section
@@ -237,11 +238,7 @@ def render_view() -> None:
         )
         return
     _upload_intro()
-    submitted, values = _upload_form()
-    if submitted:
-        _accept(*values)
-        if st.session_state.get(UM_ACCEPTED):
-            st.rerun()  # so the sidebar's model list, drawn before this page, includes it
+    send(_upload_form, _accept, UM_ACCEPTED)
     _upload_result()
     st.divider()
     folder_section()
