@@ -35,12 +35,16 @@ def budget_server(artifacts_dir):
 
 def csv_of(seed: int, rows: int = 180_000, cols: int = 20) -> bytes:
     """About 14 MB of short numeric cells (the shape that cost the most per byte), under the
-    uploader's 16 MB (the browser counts 16,000,000 bytes)."""
-    rng = np.random.default_rng(seed)
-    values = rng.integers(0, 10, size=(rows, cols))
+    uploader's 16 MB (the browser counts 16,000,000 bytes). Each cell is the four bytes
+    `0.D,` (a newline ends a row), written as one array: 0.05 s a table, not 0.8 s of
+    formatting cell by cell."""
+    values = np.random.default_rng(seed).integers(0, 10, size=(rows, cols))
+    cells = np.empty((rows, cols, 4), np.uint8)
+    cells[...] = np.frombuffer(b"0.0,", np.uint8)
+    cells[:, :, 2] += values.astype(np.uint8)  # the digit
+    cells[:, -1, 3] = ord("\n")
     header = ",".join(f"c{j}" for j in range(cols))
-    body = "\n".join(",".join(f"0.{v}" for v in row) for row in values.tolist())
-    return (header + "\n" + body + "\n").encode()
+    return (header + "\n").encode() + cells.tobytes()
 
 
 def test_eight_large_tables_stay_within_the_budget(budget_server, page):
