@@ -15,6 +15,11 @@ upgrade moves one (`REACHES` lists them).
   when the file watcher is off, as it is by default.
 - `in_script_run`: whether this thread runs a page's script (a spinner or a progress bar can
   be drawn), not the explore route's thread.
+- `tcp_no_delay`: Streamlit binds its listening socket as `socket.socket(family=...)`, whose
+  `proto` is 0, and asyncio turns Nagle's algorithm off only on sockets whose `proto` says TCP:
+  every connection kept it on, and a response written in two parts (headers, then body: the
+  explore route's answers, media, the health check) waited ~40 ms for the client's delayed
+  acknowledgement. `python -m dashboard` gives the bound socket its protocol.
 - `runtime_started`, `warm_emoji`, `load_cli`, `run_cli`: `python -m dashboard`'s start.
 """
 
@@ -105,7 +110,37 @@ REACHES = (
     ("streamlit.runtime", "RuntimeState"),
     ("streamlit.string_util", "is_emoji"),
     ("streamlit.web.cli", "main"),
+    ("streamlit.web.server.starlette.starlette_server", "_bind_socket"),
 )
+
+
+def tcp_no_delay() -> bool:
+    """Make the socket Streamlit's server binds a TCP one by its `proto` too, so that asyncio
+    sets TCP_NODELAY on every connection it accepts. Returns whether it did (False: Streamlit
+    is not what this expects, and nothing is changed)."""
+    import socket
+
+    try:
+        from streamlit.web.server.starlette import starlette_server as server
+    except ImportError:  # pragma: no cover - another server
+        return False
+    bind = getattr(server, "_bind_socket", None)
+    if not callable(bind):
+        return False
+    if getattr(bind, "tcp", False):
+        return True
+
+    def bind_tcp(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = bind(*args, **kwargs)
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == 0:
+            family, kind, timeout = sock.family, sock.type, sock.gettimeout()
+            sock = socket.socket(family, kind, socket.IPPROTO_TCP, fileno=sock.detach())
+            sock.settimeout(timeout)  # non-blocking, as bound
+        return sock
+
+    bind_tcp.tcp = True  # type: ignore[attr-defined]
+    server._bind_socket = bind_tcp
+    return True
 
 
 def in_script_run() -> bool:

@@ -197,3 +197,44 @@ def test_the_warm_up_imports_nothing_that_the_server_is_importing():
     warm_up = added(f"import dashboard as m; import dashboard.__main__ as w; {waits}; w.warm_up()")
     assert "torch" in warm_up and "dashboard" in server
     assert server & warm_up <= {"dashboard"}, server & warm_up
+
+
+def _nodelay_of_a_connection(sock) -> int:
+    """TCP_NODELAY of the connection an asyncio server on `sock` accepts (as uvicorn's)."""
+    import asyncio
+    import socket
+
+    async def main() -> int:
+        seen = asyncio.get_running_loop().create_future()
+
+        def accepted(reader, writer):
+            conn = writer.get_extra_info("socket")
+            seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        value = await asyncio.wait_for(seen, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return value
+
+    return asyncio.run(main())
+
+
+def test_the_servers_connections_have_nagle_off(monkeypatch):
+    """Streamlit's bound socket has proto 0, so asyncio left Nagle's algorithm on for every
+    connection (a two-part response waited ~40 ms for a delayed ACK); `tcp_no_delay` fixes
+    the socket's protocol. Without it the same check finds Nagle on."""
+    import socket
+
+    from streamlit.web.server.starlette import starlette_server as server
+
+    monkeypatch.setattr(server, "_bind_socket", server._bind_socket)  # restored afterwards
+    plain = server._bind_socket("127.0.0.1", 0, 8)
+    assert plain.proto == 0 and _nodelay_of_a_connection(plain) == 0
+    assert compat_streamlit.tcp_no_delay() and compat_streamlit.tcp_no_delay()  # once
+    sock = server._bind_socket("127.0.0.1", 0, 8)
+    assert sock.proto == socket.IPPROTO_TCP and not sock.getblocking()
+    assert _nodelay_of_a_connection(sock) != 0
