@@ -57,7 +57,6 @@ class Client:
         for again in (True, False):  # once more on a new connection: the server closed one
             try:
                 self.conn.request(method, path, body=body, headers=headers or {})
-                quick_ack(self.conn.sock)
                 r = self.conn.getresponse()
                 return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
             except (http.client.RemoteDisconnected, ConnectionError):
@@ -69,16 +68,6 @@ class Client:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def quick_ack(sock: socket.socket) -> None:
-    """Acknowledge the answer's first segment at once. The server's listening socket is made
-    without IPPROTO_TCP (Streamlit binds it itself), so asyncio leaves Nagle on for its
-    connections: an answer's body, written after its headers, waits for their ACK, which
-    Linux delays by 40 ms. That was 42 ms of each request here (45 s of the 1,000 guesses);
-    with this, 1-7 ms. Linux resets it after each ACK, so it is set once per request."""
-    if hasattr(socket, "TCP_QUICKACK"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 def random_code() -> str:
