@@ -142,7 +142,8 @@ def handle(model: bytes | None, kind: str, rows: np.ndarray) -> model_ref.ModelR
             return w.call(job, np.asarray(x, np.float32), timeout=timeout, **kw)
 
     name = kinds.table(sha(model))
-    return model_ref.ModelRef(name, UploadedTableModel(name, kind, rows.shape[1]), run)
+    info = UploadedTableModel(name, kind, rows.shape[1])
+    return model_ref.ModelRef(name, lambda: info, run)
 
 
 def results() -> BytesLRU:

@@ -28,10 +28,15 @@ if TYPE_CHECKING:  # torch and the jobs load where a model is first run
 @dataclass(frozen=True)
 class ModelRef:
     key: str
-    info: Any  # the model's card: pretrained.ModelInfo, an upload's or a workspace's
+    card: Callable[[], Any]  # its `info`, read when asked (an upload's from its pool)
     run: Callable[..., Any]  # run(job, x, *, timeout=None, **options): `pretrained.jobs`
     load: Callable[[], nn.Module] | None = None  # None: it never runs in this process
     stored: bool = False  # its first answers and test predictions may be stored with the code
+
+    @property
+    def info(self) -> Any:
+        """The model's card: a registry `ModelInfo`, an upload's, a workspace's index, …"""
+        return self.card()
 
     @property
     def trusted(self) -> bool:
@@ -53,15 +58,16 @@ def in_process(key: str, info: Any, load: Callable[[], nn.Module], *, stored=Fal
 
         return jobs.run(job, load(), x, **options)
 
-    return ModelRef(key, info, run, load, stored)
+    return ModelRef(key, lambda: info, run, load, stored)
 
 
 def sandboxed(key: str, pool: Pool) -> ModelRef:
     """An uploaded model, accepted into `pool`: every job runs in its worker, which raises
     `worker.ModelFailure` (with a message for the page) when the model hangs, hoards memory or
-    crashes; `timeout` is the seconds a long job may take."""
+    crashes; `timeout` is the seconds a long job may take. Its card is read from the pool when
+    asked (KeyError saying so once the pool has let it go)."""
 
     def run(job: str, x: Any, *, timeout: float | None = None, **options: Any) -> Any:
         return pool.call(key, job, x, timeout=timeout, **options)
 
-    return ModelRef(key, pool.get(key).info, run)
+    return ModelRef(key, lambda: pool.get(key).info, run)
