@@ -25,6 +25,7 @@ from dashboard.views.explore_controls import (
     SCORE_SYMBOL,
     TOP_CLASSES,
     _is_pixel,
+    target_choices,
 )
 from dashboard.views.explore_explained import Explained, explained
 from dashboard.views.explore_image import _candidates, _described, _neighbour
@@ -148,8 +149,9 @@ def panel_content(
         "alpha": style.alpha,
         "clip": style.clip,
         "shared": style.shared,
-        # The sidebar's settings as the view holds them, the labels the panel finds them
-        # by in the page, and which of them it can draw without new maps.
+        # The settings as the view holds them, the panel's switches' labels and options
+        # (and those of the pickers it finds in the page), and which of them it can draw
+        # without new maps.
         "cmap": view["cmap"],
         "cmap_signed": view["cmap_signed"],
         "sign": view["sign"],
@@ -182,6 +184,9 @@ def panel_content(
         },
         "seq": seq,
         "route": route,
+        "own_controls": True,
+        "target_choices": target_choices(names),
+        "target_choice": view["target"],
     }
     return arrays, data
 

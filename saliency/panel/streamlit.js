@@ -4,58 +4,24 @@
 // and `setTriggerValue` / `setStateValue`.
 //
 // Sent back: state "alive" (true: drawn, once the server hasn't heard so yet; false: failed
-// where the server didn't draw its own pictures, which it then does), trigger "pick"
-// ({k, seq}), trigger "missing" (ids of arrays this page no longer holds).
+// where the server didn't draw its own pictures, which it then does), state "settings"
+// ({cmap, cmap_signed, alpha, clip, scale, sign}), trigger "pick" ({k, seq}: k a class number,
+// "predicted" or "true"), trigger "missing" (ids of arrays this page no longer holds).
 //
-// The settings are still the sidebar's here (issue 31 moves them into the panel, as the widget
-// has them): a colour map, alpha, clip, colour scale, sign (vanilla gradient) or target
-// changed in the sidebar is drawn as soon as the page shows it, and held until the server's
-// rerun confirms it (`follow`). Another method, class score, model or test image needs new
-// maps: for public content the server's explore route answers with the payload its rerun will
-// bring, asked for as the page shows the change, or fetched ahead, for Next, and drawn before
-// the rerun arrives (`askRoute`). A mouse press on any of those in the sidebar, or on Next or
-// Previous, draws (or asks for) what it will choose while the button is still down, and is
-// taken back if no click follows (`pressed`). This is the only file that reads Streamlit's DOM.
+// The colour map, signed colour map, alpha, clip, colour scale, sign and target class are the
+// panel's own switches (panel.js `buildControls`, payload `own_controls`): a change is drawn at
+// once and sent as state "settings" (every setting as shown; a target as trigger "pick", as a
+// class clicked), which reruns the view's fragment; the server's data then confirms it. The
+// sidebar draws those controls only where the server draws its own pictures (the fallback).
+// Another method, class score, model or test image needs new maps: for public content the
+// server's explore route answers with the payload its rerun will bring, asked for as the
+// sidebar shows the change (`follow`), or fetched ahead, for Next, and drawn before the rerun
+// arrives (`askRoute`). A mouse press on a method, model or score in the sidebar, or on Next or
+// Previous, asks for what it will choose while the button is still down, and is taken back if
+// no click follows (`pressed`). This is the only file that reads Streamlit's DOM, and only for
+// those (issue 31 would make Next and Previous the panel's too).
 
-// --- settings: what the sidebar shows before the server has heard of it --------------------
-
-
-// The sidebar's controls as the page shows them now (undefined: not there, or not a value this
-// panel can draw). The page changes them at once; the server hears of them a round trip later.
-function readSidebar(panel) {
-  const { d, A } = panel;
-  const side = document.querySelector('[data-testid="stSidebar"]');
-  if (!side) return {};
-  const c = d.controls;
-  const q = (selector) => side.querySelector(selector);
-  const combo = (label) => q(`input[role="combobox"][aria-label="${label}"]`)?.value;
-  const number = (label) => {
-    const input = q(`input[type="range"][aria-label="${label}"]`);
-    const x = input ? Number(input.value) : Number.NaN;
-    return Number.isFinite(x) ? x : undefined;
-  };
-  const choice = (label, options) => {
-    const on = q(`[role="radiogroup"][aria-label="${label}"] input[type="radio"]:checked`);
-    return on ? options[Number(on.value)] : undefined;
-  };
-  const known = (name) => (name !== undefined && A[`lut:${name}`] ? name : undefined);
-  const out = {
-    cmap: known(combo(c.cmap)),
-    cmap_signed: known(combo(c.cmap_signed)),
-    alpha: number(c.alpha),
-    clip: number(c.clip),
-    sign: choice(c.sign, c.signs),
-    scale: choice(c.scale, c.scales),
-  };
-  const t = combo(c.target);
-  if (t !== undefined) {
-    out.target =
-      t === c.predicted ? d.pred : t === c.true ? (d.true ?? d.pred) : panel.byLabel.get(t);
-  }
-  return out;
-}
-
-// When the user last pressed, clicked or typed anywhere: a control that changes without that is
+// When the user last pressed, clicked or typed anywhere: a picker that changes without that is
 // the server's doing (a new page, a reset), and the server's data brings it.
 let lastInput = -Infinity;
 for (const kind of ["pointerdown", "keydown", "input", "change"]) {
@@ -63,43 +29,18 @@ for (const kind of ["pointerdown", "keydown", "input", "change"]) {
 }
 const INPUT_MS = 2000;
 
-// The sidebar changed: draw what it shows now.
+// The sidebar's method, class score or model changed: ask the route for what it shows now.
 function follow(panel) {
   if (!panel.ready) return;
-  if (performance.now() - lastInput > INPUT_MS) {
-    for (const [k, v] of Object.entries({ ...readSidebar(panel), ...readRouted(panel) })) {
-      if (v !== undefined) panel.seen[k] = v; // not the user's: a new baseline
-    }
-    return;
-  }
+  const mine = performance.now() - lastInput <= INPUT_MS;
   const ask = {};
   for (const [k, v] of Object.entries(readRouted(panel))) {
     const before = panel.seen[k];
     if (v === undefined) continue;
-    panel.seen[k] = v;
-    if (before !== undefined && before !== v) ask[k] = v;
+    panel.seen[k] = v; // not the user's: a new baseline
+    if (mine && before !== undefined && before !== v) ask[k] = v;
   }
   if (Object.keys(ask).length) askRoute(panel, ask);
-  const now = readSidebar(panel);
-  const t = performance.now();
-  let changed = false;
-  for (const [k, v] of Object.entries(now)) {
-    if (v === undefined) continue;
-    const before = panel.seen[k];
-    panel.seen[k] = v;
-    if (before === undefined || before === v) continue;
-    // The target box follows a click in the panel, or the server: neither is a new choice.
-    if (k === "target" && (panel.over.target?.seq || v === panel.d.target || !panel.local)) {
-      continue;
-    }
-    panel.over[k] = { v, t };
-    changed = true;
-  }
-  if (changed) {
-    settle(panel);
-    panel.shown = panel.chosen;
-    draw(panel, panel.chosen, false);
-  }
 }
 
 // --- the explore route: another method, score, model or image before the server's rerun ---
@@ -256,11 +197,10 @@ function confirms(d, want) {
   return !!d.route && Object.entries(want).every(([k, v]) => d.route.query[k] === v);
 }
 
-// What a press or click on `target` would change in each panel: [[panel, change, k, local]].
-// Routed (new maps: the explore route answers): a method or model in the sidebar's open list
-// (k "method", "model"), a class score (k "score"), Next or Previous (k null). Local (drawn
-// from the maps held, as `follow` draws them): a target class or colour map in the sidebar's
-// open list, a colour scale or sign. Only what differs from what the panel shows now.
+// What a press or click on `target` would change in each panel: [[panel, change, k]]: a
+// method or model in the sidebar's open list (k "method", "model"), a class score (k
+// "score"), Next or Previous (k null), each only where it differs from what the panel shows.
+// (The colours, sign and target are the panel's own switches: they need no guessing.)
 const PRESSABLE = '[role="option"], button, [role="radiogroup"] label';
 
 function intents(target) {
@@ -268,9 +208,8 @@ function intents(target) {
   if (!on || on.closest(".sal-panel")) return [];
   const out = [];
   for (const p of PANELS) {
-    if (!p.ready) continue;
-    const r = p.d.route;
-    const c = p.d.controls;
+    const r = p.ready && p.d.route;
+    if (!r) continue;
     let k = null;
     let v;
     if (on.matches('[role="option"]')) {
@@ -279,56 +218,37 @@ function intents(target) {
       );
       const label = box && box.getAttribute("aria-label");
       const text = on.innerText.trim();
-      if (r && label === r.labels.method) [k, v] = ["method", r.methods[text]];
-      else if (r && label === r.labels.model) [k, v] = ["model", r.models[text]];
-      else if (label === c.cmap || label === c.cmap_signed) {
-        k = label === c.cmap ? "cmap" : "cmap_signed";
-        v = p.A[`lut:${text}`] ? text : undefined;
-      } else if (label === c.target && p.local) {
-        k = "target";
-        const { pred, true: truth } = p.d;
-        v = text === c.predicted ? pred : text === c.true ? (truth ?? pred) : p.byLabel.get(text);
-      }
+      if (label === r.labels.method) [k, v] = ["method", r.methods[text]];
+      else if (label === r.labels.model) [k, v] = ["model", r.models[text]];
     } else if (on.matches("label")) {
       const group = on.closest('[role="radiogroup"]');
       const input = on.querySelector('input[type="radio"]');
       const i = input ? Number(input.value) : Number.NaN;
-      const label = group.getAttribute("aria-label");
       if (!group.closest('[data-testid="stSidebar"]') || !Number.isInteger(i)) continue;
-      if (r && label === r.labels.score) [k, v] = ["score", r.scores[i]];
-      else if (label === c.sign) [k, v] = ["sign", c.signs[i]];
-      else if (label === c.scale) [k, v] = ["scale", c.scales[i]];
-    } else if (r) {
+      if (group.getAttribute("aria-label") === r.labels.score) [k, v] = ["score", r.scores[i]];
+    } else {
       const text = on.innerText.trim();
       const i = text === r.buttons.next ? r.next : text === r.buttons.previous ? r.previous : null;
-      if (i !== null && i !== undefined) out.push([p, { index: String(i) }, null, false]);
+      if (i !== null && i !== undefined) out.push([p, { index: String(i) }, null]);
       continue;
     }
-    if (!k || v === undefined) continue;
-    const local = !["method", "model", "score"].includes(k);
-    const now = local ? (p.over[k] ? p.over[k].v : FROM_DATA[k](p.d)) : p.seen[k];
-    if (v !== now) out.push([p, { [k]: v }, k, local]);
+    if (k && v !== undefined && v !== p.seen[k]) out.push([p, { [k]: v }, k]);
   }
   return out;
 }
 
-// Asked for (or drawn) at the press, not the click: what the press will choose shows while the
-// button is still down (a person holds it ~100 ms; the page's own handling of the click then
-// takes ~80 ms more on one core), and is taken back if the press ends without a click on it
-// (dragged away).
+// Asked for at the press, not the click: what the press will choose shows while the button is
+// still down (a person holds it ~100 ms; the page's own handling of the click then takes ~80
+// ms more on one core), and is taken back if the press ends without a click on it (dragged
+// away).
 const PRESS_GRACE_MS = 400;
 
 function pressed(e) {
   if (e.pointerType === "touch") return; // a finger on a list may be scrolling it: the click asks
-  for (const [p, change, k, local] of intents(e.target)) {
-    p.pressed = { on: e.target.closest(PRESSABLE), change, k, local };
-    if (local) {
-      p.over[k] = { v: change[k], t: performance.now(), press: true };
-      redraw(p);
-    } else {
-      if (!k) p.browsing = true;
-      askRoute(p, change);
-    }
+  for (const [p, change, k] of intents(e.target)) {
+    p.pressed = { on: e.target.closest(PRESSABLE), change, k };
+    if (!k) p.browsing = true;
+    askRoute(p, change);
   }
 }
 
@@ -344,14 +264,8 @@ function released() {
 
 // A press that chose nothing: the server's view again.
 function takeBack(panel) {
-  const press = panel.pressed;
   panel.pressed = null;
   try {
-    if (press.local) {
-      if (panel.over[press.k]?.press) delete panel.over[press.k];
-      redraw(panel);
-      return;
-    }
     panel.routeTicket = (panel.routeTicket || 0) + 1; // an answer still on its way is dropped
     panel.routed = null;
     const server = panel.server;
@@ -363,8 +277,7 @@ function takeBack(panel) {
 
 // The click: what the press on the same option or button asked for stands (the panel may
 // already show it: Next's "next" is then another image), and a method, model or score becomes
-// the one `follow` knows. A click without a press (from the keys) asks now; a local change
-// without one is drawn when the page shows it (`follow`).
+// the one `follow` knows. A click without a press (from the keys) asks now.
 function clicked(e) {
   const on = e.target.closest && e.target.closest(PRESSABLE);
   const confirmed = new Set();
@@ -372,11 +285,11 @@ function clicked(e) {
     const press = p.pressed;
     if (!press || !on || press.on !== on) continue; // released elsewhere: taken back
     p.pressed = null;
-    if (press.k && !press.local) p.seen[press.k] = press.change[press.k];
+    if (press.k) p.seen[press.k] = press.change[press.k];
     confirmed.add(p);
   }
-  for (const [p, change, k, local] of intents(e.target)) {
-    if (confirmed.has(p) || local) continue;
+  for (const [p, change, k] of intents(e.target)) {
+    if (confirmed.has(p)) continue;
     if (k) p.seen[k] = change[k];
     else p.browsing = true;
     askRoute(p, change);
@@ -416,15 +329,18 @@ function watch(panel) {
   }).observe(document.body, { subtree: true, childList: true, attributes: true });
 }
 
-// What the dashboard's panel does beside drawing: the sidebar and the route.
+// What the dashboard's panel does beside drawing: its switches reach the server, and the route.
 const STREAMLIT_HOST = {
+  setting(panel, settings) {
+    panel.setStateValue("settings", settings); // explore.py `_on_settings`
+  },
   shown(panel, d) {
     if (!panel.seen) {
       panel.seen = {};
       panel.seq = d.seq; // the session's last pick (a panel drawn again after another page)
       watch(panel);
     }
-    for (const [k, v] of Object.entries({ ...readSidebar(panel), ...readRouted(panel) })) {
+    for (const [k, v] of Object.entries(readRouted(panel))) {
       if (v !== undefined && panel.seen[k] === undefined) panel.seen[k] = v; // a first look
     }
     remember(panel, d);
@@ -442,6 +358,7 @@ function render(component, d) {
   }
   const panel = root.salPanel;
   panel.setTriggerValue = setTriggerValue;
+  panel.setStateValue = component.setStateValue;
   clearTimeout(panel.held);
   const routed = panel.routed;
   if (routed && panel.ready) {

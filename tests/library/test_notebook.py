@@ -48,9 +48,12 @@ def test_both_hosts_build_the_same_versioned_dataclass(mnist) -> None:
     assert set(dashboard_data) - {"arrays"} == fields
     assert set(widget_data) - {"arrays"} == fields
     assert dashboard_data["version"] == widget_data["version"] == core.VERSION
-    # The browser checks the same number.
+    # The browser checks the same number, and the same field names: arith.js refuses a payload
+    # without one of its PAYLOAD_FIELDS.
     js = re.search(r"const PAYLOAD_VERSION = (\d+);", core.source("widget"))
     assert js and int(js.group(1)) == core.VERSION
+    listed = re.search(r"const PAYLOAD_FIELDS = \[(.*?)\];", core.source("widget"), re.S)
+    assert listed and re.findall(r'"(\w+)"', listed.group(1)) == list(core.FIELDS)
     # A key the dataclass doesn't name is refused, not sent for the panel to ignore.
     from dashboard.components import saliency_panel
 
