@@ -149,9 +149,7 @@ def panel_content(
         "alpha": style.alpha,
         "clip": style.clip,
         "shared": style.shared,
-        # The settings as the view holds them, the panel's switches' labels and options
-        # (and those of the pickers it finds in the page), and which of them it can draw
-        # without new maps.
+        # The settings, the panel's switches' labels and options, and which it draws itself.
         "cmap": view["cmap"],
         "cmap_signed": view["cmap_signed"],
         "sign": view["sign"],
@@ -184,9 +182,8 @@ def panel_content(
         },
         "seq": seq,
         "route": route,
-        "own_controls": True,
-        "target_choices": target_choices(names),
-        "target_choice": view["target"],
+        "own_controls": True,  # and its target box:
+        **{"target_choices": target_choices(names), "target_choice": view["target"]},
     }
     return arrays, data
 
