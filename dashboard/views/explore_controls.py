@@ -171,13 +171,16 @@ def map_controls(
     says whether it will). Returns why the method can't explain this model ("" when it can)."""
     target_slot, colour_slot = slots
     _valid_target(names)
+    # Both places written on every run, filled or not: a fragment rerun may fill only a place
+    # outside it that the last full run's fragment wrote to (Streamlit reserves it then).
     with target_slot:
         box = st.container()
         problem = "" if image is None else _layer_control(view, image)
+    colours = colour_slot.container()
     if not panel_draws(problem):
         with box:
             _target_control(names)
-        with colour_slot:
+        with colours:
             _colour_controls()
     return problem
 
