@@ -20,8 +20,8 @@ for each kind of interaction, two warm-up clicks and `--repeat` timed ones, each
   the hover; caught on `window` before any handler of the page's) to the frame in which the new
   picture (the main map, or the overlay for alpha) has loaded, on the page's own clock
   (`performance.now()`, checked every animation frame): what the user waits for. Playwright's
-  clicks release the button at once (`--press-ms 0`); a person holds it ~100 ms, in which the
-  panel may already draw a method, model or Next image (`--press-ms 100` measures that);
+  clicks release the button at once (`--press-ms 0`); a person holds it ~100 ms
+  (`--press-ms 100`), which delays every click by that much (the panel acts on clicks);
 - **click → idle** (as this benchmark measured before the panel): wall time in this process
   from Playwright's click until the map has changed and the script is idle with nothing stale
   (noisier: Playwright's own round trips, two shared cores).
@@ -231,7 +231,7 @@ def main() -> None:
         type=float,
         default=0,
         help="how long each mouse click holds the button down: 0 (Playwright's default) "
-        "releases at once; a person holds it ~80-120 ms, in which the panel may already draw",
+        "releases at once; a person holds it ~80-120 ms",
     )
     ap.add_argument("--out", default=str(REPO / "artifacts" / "bench_clicks.json"))
     args = ap.parse_args()

@@ -24,16 +24,13 @@ visitor's browser (one core) drew the panel ~0.8 s later when it also had to bui
 pictures that the panel hides as soon as it draws.
 
 What needs new gradients (another method, class score, model or test image) the server computes,
-but for public content (a bundled test image or a workspace's, a registry model) the panel need
-not wait for the page's rerun: it asks `dashboard.serve`'s explore route for the same payload
-(`pack_all`; `dashboard.views.explore.route_payload`) as soon as the page shows the change, and
-fetches the image Next shows ahead of the click. A view the page has drawn before (a method,
-model or image switched back to) it draws again from the arrays it still holds, asking nothing.
-A mouse press on a method, model or class score in the sidebar, or on Next or Previous, draws
-what it will choose (asked of the route) while the button is still down; a press that ends
-without a click on it is taken back. The rerun's payload then confirms what it drew. Those are
-read from Streamlit's page (`saliency/panel/streamlit.js`, the only file that does); the
-panel's own switches need no such reading.
+and the panel draws the rerun's payload. But for public content (a bundled test image or a
+workspace's, a registry model) the panel has its own Next and Previous (trigger `step`; the
+image chooser's hide meanwhile), and need not wait for the page's rerun: it asks
+`dashboard.serve`'s explore route for the same payload (`pack_all`;
+`dashboard.views.explore.route_payload`) at the click, and fetches the image Next shows ahead
+of it. An image the page has drawn before (Previous) it draws again from the arrays it still
+holds, asking nothing. The panel's JavaScript reads nothing of Streamlit's page.
 
 Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
 payload with the settings: `saliency.panel.pack`) only when this session's browser has not had
@@ -147,13 +144,15 @@ def panel(
     fallback: bool,
     on_pick: Callable[[], None],
     on_settings: Callable[[], None],
+    on_step: Callable[[], None],
 ) -> None:
     """Mount the panel with `data` (`PanelData`'s fields) and `arrays`, each
     described in `data["arrays"][name]` (`id`, `dtype`, `shape`) and, when this session's
     browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`).
     `fallback`: the caller draws its own pictures in this run (`fallback_due`, asked before
-    the run drew the controls that only the fallback has). `on_pick`, `on_settings`: called
-    when the panel reports a target (trigger "pick") or its switches (state "settings")."""
+    the run drew the controls that only the fallback has). `on_pick`, `on_settings`,
+    `on_step`: called when the panel reports a target (trigger "pick"), its switches (state
+    "settings") or its Next or Previous (trigger "step")."""
     sent: list[str] = st.session_state.setdefault(f"{key}_sent", [])
 
     def carry(ident: str) -> bool:
@@ -184,6 +183,7 @@ def panel(
         data=payload,
         on_pick_change=on_pick,
         on_settings_change=on_settings,
+        on_step_change=on_step,
         on_missing_change=missing,
         on_alive_change=noop,
         width="stretch",

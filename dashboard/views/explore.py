@@ -81,8 +81,6 @@ from dashboard.views.explore_route import (  # noqa: F401 (re-exported)
     _export_note,
     _export_stem,
     _grid_text,
-    _pickers,
-    _pickers_made,
     _route,
     _route_cache,
     _route_payload,
@@ -95,6 +93,7 @@ from saliency.metrics import spearman
 # Session keys of this page: the panel's (its component's key, a prefix of its own keys) and
 # the downloads'.
 PANEL_KEY = "explore_panel"
+PANEL_STEPPED = "explore_panel_stepped"  # Next or Previous clicked in the panel: the page reruns
 DOWNLOAD_PNG = "download_png"
 DOWNLOAD_NPY = "download_npy"
 DOWNLOAD_JSON = "download_json"
@@ -169,6 +168,8 @@ def explanation(
     no new gradients before the server has even heard of it. `slots`: the sidebar's places of
     the fragment's controls (`sidebar_controls`); `others`: the models that can be compared with
     this one; `src`: the view's data set."""
+    if st.session_state.pop(PANEL_STEPPED, False):
+        st.rerun(scope="app")  # another image: the chooser and the heading too, not this alone
     view = state.current()
     for key in FRAGMENT_KEYS:  # on a fragment rerun, the widgets' new values
         if key in st.session_state:
@@ -223,6 +224,16 @@ def _on_pick() -> None:
         state.put(state.TARGET, k)
     if type(seq) is int:
         st.session_state[f"{PANEL_KEY}_seq"] = seq
+
+
+def _on_step() -> None:
+    """Next or Previous clicked in the panel (the image already drawn there, from the explore
+    route): the view's image; the fragment this reruns then reruns the whole page for it."""
+    step = saliency_panel.trigger(PANEL_KEY, "step")
+    index = step.get("index") if isinstance(step, dict) else None
+    if type(index) is int and index >= 0:
+        state.put(state.INDEX, index)  # the chooser says so if this data set has no such image
+        st.session_state[PANEL_STEPPED] = True
 
 
 def _on_settings() -> None:
@@ -351,7 +362,7 @@ def _explain(view, info, names, image, true, described, others, src, fallback) -
     # The server's own pictures, where the panel failed or hasn't drawn in time.
     saliency_panel.panel(
         key=PANEL_KEY, arrays=arrays, data=data, fallback=fallback, on_pick=_on_pick,
-        on_settings=_on_settings,
+        on_settings=_on_settings, on_step=_on_step,
     )  # fmt: skip
     if fallback or saliency_panel.said(PANEL_KEY):
         PAGE_DRAWN.set()  # complete (see dashboard/__init__.py)

@@ -41,13 +41,13 @@ PREDICTED_COLOUR = (255, 140, 0)
 TRUE_COLOUR = (40, 170, 60)
 ALL_CLASSES_UP_TO = 20  # more classes than this: the grid and the chart show the top ones
 TOP_CLASSES = 10
-NEXT_LABEL, PREVIOUS_LABEL = "Next ▶", "◀ Previous"  # the panel finds the buttons by these
+NEXT_LABEL, PREVIOUS_LABEL = "Next ▶", "◀ Previous"  # the panel's buttons and the chooser's
 
 
 MAIN_FRAGMENT = "explore_main"  # st.fragment key of `explanation`
 TARGET_LABELS = {"predicted": "the predicted class", "true": "the true class"}
-# The map controls' labels and options: the panel's own switches' (payload `controls`) and the
-# sidebar's; the panel finds the method and score pickers in the page by their labels.
+# The map controls' labels and options: the sidebar's, and the panel's own switches' (payload
+# `controls`).
 CONTROLS = {
     "method": "Method",
     "score": "Class score",

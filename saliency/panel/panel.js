@@ -539,7 +539,7 @@ function wire(root, panel) {
 // A panel in `root` (emptied), for a host (see the top of this file).
 function makePanel(root, host) {
   const panel = { ui: build(root), root, host, seq: 0, over: {}, own: {}, shown: null };
-  Object.assign(panel, { seen: null, layout: "" });
+  panel.layout = "";
   panel.ui.root = root;
   wire(root, panel);
   return panel;

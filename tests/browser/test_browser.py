@@ -603,11 +603,14 @@ def test_panel_switches_are_drawn_before_the_server_hears_of_them(server: Server
     context.close()
 
 
-def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: Server, browser):
-    """Next, a method and a model, each while the page can't reach the server: the panel draws
-    the route's maps (dashboard.serve's /api/explore/panel) at once, and they are the model's
-    own (an independent Jacobian); then the server's rerun catches up and the pictures stay.
-    Previous, back to a view drawn before, needs neither the server nor the route."""
+def test_next_and_previous_are_drawn_from_the_route_before_the_server_hears(
+    server: Server, browser
+):
+    """The panel's own Next, while the page can't reach the server: the panel draws the route's
+    maps (dashboard.serve's /api/explore/panel) at once, and they are the model's own (an
+    independent Jacobian); then the server's rerun catches up (the link, the image chooser) and
+    the pictures stay. Previous, back to a view drawn before, needs neither the server nor the
+    route. The image chooser's own Previous and Next hide while the panel's show."""
     context, page = opened_with(browser, server, HOLD_SENDS)
     wait_complete(page)
     images = pretrained.load_dataset("mnist").images
@@ -639,78 +642,19 @@ def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: 
         after = panel_state(page)
         assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
 
-    next_image = page.get_by_role("button", name="Next ▶")
+    panel = page.locator(".sal-panel")
+    next_image = panel.get_by_role("button", name="Next ▶")
+    expect(page.get_by_role("button", name="Next ▶")).to_have_count(1)  # the chooser's: hidden
     held(next_image.click, "index=1", "mnist-cnn", 1, False)
-    held(
-        lambda: (open_select(page, "Method"), option(page, "Gradient × Input").click()),
-        "method=input_x_gradient",
-        "mnist-cnn",
-        1,
-        True,
-    )
-    held(
-        lambda: (open_select(page, "Model"), option(page, model_option("mnist-mlp")).click()),
-        "model=mnist-mlp",
-        "mnist-mlp",
-        1,
-        True,
-    )
-    held(next_image.click, "index=2", "mnist-mlp", 2, True)
+    index = page.get_by_test_id("stNumberInput").filter(has_text="Image index").locator("input")
+    expect(index).to_have_value("1")  # the image chooser followed
+    held(next_image.click, "index=2", "mnist-cnn", 2, False)
     # Back to a view drawn before, with the route out of reach too: drawn from what the page
-    # holds (saliency_panel.js `recalled`), the same maps.
+    # holds (streamlit.js `recalled`), the same maps.
     page.route("**/api/explore/panel*", lambda route: route.abort())
-    held(page.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-mlp", 1, True)
+    held(panel.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-cnn", 1, False)
     assert_no_exception(page)
     context.close()
-
-
-def test_a_press_draws_what_it_will_choose_and_one_that_chooses_nothing_is_taken_back(
-    server: Server, page: Page
-):
-    """A method's option pressed and still held: the panel already shows its maps (the page
-    hasn't had a click yet, so the link is unchanged), and they are the model's own. Dragged
-    off the list and released elsewhere, the press chooses nothing: the panel shows the
-    server's view again and the sidebar still says the old method. Then a plain click on the
-    option chooses it for good."""
-    page.goto(server.url)
-    wait_complete(page)
-    first = panel_state(page)
-    x = pretrained.load_dataset("mnist").images[0:1]
-    jac = saliency.jacobian(pretrained.load_model("mnist-cnn"), x)[0, :, 0].numpy()
-    input_x_gradient = np.abs(jac * x[0, 0].numpy())
-    changed = "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old"
-
-    open_select(page, "Method")
-    option(page, "Gradient × Input").hover()
-    page.mouse.down()
-    page.wait_for_function(changed, arg=first["map"], timeout=5_000)
-    held = panel_state(page)
-    assert "method=input_x_gradient" not in page.url  # no click yet: the server knows nothing
-    got = np.asarray(held["maps"], dtype=np.float32).reshape(input_x_gradient.shape)
-    np.testing.assert_allclose(got, input_x_gradient, rtol=1e-4, atol=1e-6 * input_x_gradient.max())
-    page.mouse.move(700, 5)  # off the list, onto the page's top
-    page.mouse.up()
-    page.wait_for_function(
-        "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src === old",
-        arg=first["map"],
-        timeout=5_000,
-    )
-    combo = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Method", exact=True)
-    expect(combo).to_have_value("Vanilla gradient")
-    wait_idle(page)
-    back = panel_state(page)
-    assert back["maps"] == first["maps"] and back["map"] == first["map"]
-    assert "method=input_x_gradient" not in page.url
-
-    if page.get_by_role("listbox").count():  # the list may have stayed open
-        page.keyboard.press("Escape")
-    open_select(page, "Method")
-    option(page, "Gradient × Input").click()
-    expect(page).to_have_url(re.compile("method=input_x_gradient"))
-    wait_idle(page)
-    assert panel_state(page)["maps"] == held["maps"]
-    expect(combo).to_have_value("Gradient × Input")
-    assert_no_exception(page)
 
 
 # Arms a clock: the next press (on window, before any handler of the page's) starts it, the
@@ -736,9 +680,10 @@ ARM_MAP_CLOCK_JS = """
 
 def test_new_gradients_click_to_map_in_page(server: Server, page: Page, artifacts_dir: Path):
     """Click → the panel's new map, on the page's own clock, for what needs new gradients
-    (a method, Next, a model), recorded in artifacts/browser/latency.json. Each round shows
-    another image, so its maps are computed then, not read from a cache (Next's were fetched
-    ahead). Each map drawn is checked to be the one the server's rerun then draws."""
+    (a method or a model in the sidebar: the server's rerun; the panel's Next: the route),
+    recorded in artifacts/browser/latency.json. Each round shows another image, so its maps
+    are computed then, not read from a cache (Next's were fetched ahead). Each map drawn is
+    checked to be the one the server's rerun then draws."""
     page.goto(server.url)
     wait_complete(page)
     samples: dict[str, list[float]] = {"method": [], "next": [], "model": []}
@@ -753,7 +698,7 @@ def test_new_gradients_click_to_map_in_page(server: Server, page: Page, artifact
                 open_select(page, "Model")
                 choice = option(page, model_option(models[i % 2]))
             else:
-                choice = page.get_by_role("button", name="Next ▶")
+                choice = page.locator(".sal-panel").get_by_role("button", name="Next ▶")
             choice.wait_for()
             page.evaluate(ARM_MAP_CLOCK_JS)
             choice.click()
@@ -842,6 +787,10 @@ def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, bro
         expect(sidebar.get_by_role("combobox", name=label, exact=True)).to_be_visible()
     for label in ("Overlay alpha", "Clip at percentile"):
         expect(sidebar.get_by_role("slider", name=label)).to_be_visible()
+    # And the image chooser's own Previous and Next, hidden while the panel showed its own.
+    for name in ("Next ▶", "◀ Previous"):
+        expect(page.get_by_role("button", name=name, exact=True)).to_have_count(1)
+        expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
     wait_idle(page)
     expect(
         page.get_by_test_id("stImageCaption").filter(has_text="Map: ").locator("visible=true")
