@@ -92,8 +92,9 @@ PROBE_JS = """
     return cap && cap.closest('[data-testid="stImage"]').querySelector('img');
   };
   const begin = () => { if (b.armed && !b.start) b.start = performance.now(); };
-  // The first event of a click (the press), before any handler of the page's has run.
-  for (const ev of ['pointerdown', 'mousedown', 'click', 'keydown', 'mouseover']) {
+  // The first event of a click (the press), before any handler of the page's has run; of a
+  // choice in a <select> (the panel's target box and colour maps), the choice itself.
+  for (const ev of ['pointerdown', 'mousedown', 'click', 'keydown', 'mouseover', 'input']) {
     window.addEventListener(ev, begin, true);
   }
   const loop = () => {
@@ -268,10 +269,11 @@ def main() -> None:
         name = str(i % 10) if box.input_value() != str(i % 10) else str((i + 1) % 10)
         return choose(page, "Target class", name)
 
-    def radio(page, group: str, name: str):
+    def radio(page, group: str, name: str):  # `name`: the option's value ("map", "signed")
         choices = page.locator(".sal-panel").get_by_role("radiogroup", name=group, exact=True)
-        if not choices.count():
+        if not choices.count():  # the sidebar's, which says "per map"
             choices = page.get_by_test_id("stRadio").filter(has_text=group)
+            name = {"map": "per map"}.get(name, name)
         return lambda: choices.get_by_text(name, exact=True).click(delay=press)
 
     def slider(page, label: str, key: str):
@@ -307,7 +309,7 @@ def main() -> None:
             page, "Clip at percentile", ("ArrowLeft", "ArrowRight")[i % 2]
         ),
         "colour scale (per map / shared)": lambda page, i: radio(
-            page, "Colour scale", ("shared", "per map")[i % 2]
+            page, "Colour scale", ("shared", "map")[i % 2]
         ),
         "absolute / signed": lambda page, i: radio(page, "Values", ("signed", "absolute")[i % 2]),
         "method (cached)": lambda page, i: select(
