@@ -20,8 +20,8 @@ for each kind of interaction, two warm-up clicks and `--repeat` timed ones, each
   the hover; caught on `window` before any handler of the page's) to the frame in which the new
   picture (the main map, or the overlay for alpha) has loaded, on the page's own clock
   (`performance.now()`, checked every animation frame): what the user waits for. Playwright's
-  clicks release the button at once (`--press-ms 0`); a person holds it ~100 ms, in which the
-  panel may already draw a method, model or Next image (`--press-ms 100` measures that);
+  clicks release the button at once (`--press-ms 0`); a person holds it ~100 ms
+  (`--press-ms 100`), which delays every click by that much (the panel acts on clicks);
 - **click → idle** (as this benchmark measured before the panel): wall time in this process
   from Playwright's click until the map has changed and the script is idle with nothing stale
   (noisier: Playwright's own round trips, two shared cores).
@@ -30,9 +30,10 @@ Kinds that need the Explore panel (`dashboard/components/saliency_panel.py`: a c
 on a class in its grid) are skipped on a tree without it, so `--repo` can measure an older
 checkout with this same script. Printed (server CPU as the mean: its clock ticks are 10 ms;
 the rest as medians and p95), and written as JSON. `--soak N` then makes N more clicks (class
-and colour-map switches in the sidebar, alternating, over the same 40 views) and prints the
-server's RSS every 100: with Streamlit's post-run `gc.collect(2)` turned off
-(`runner.postScriptGC`), memory must stay flat once the caches hold those views.
+and colour-map switches in the panel's own target box and colour map, alternating, over the
+same 40 views) and prints the server's RSS every 100: with Streamlit's post-run
+`gc.collect(2)` turned off (`runner.postScriptGC`), memory must stay flat once the caches hold
+those views.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ PROBE_JS = """
     return cap && cap.closest('[data-testid="stImage"]').querySelector('img');
   };
   const begin = () => { if (b.armed && !b.start) b.start = performance.now(); };
-  // The first event of a click (the press), before any handler of the page's has run.
-  for (const ev of ['pointerdown', 'mousedown', 'click', 'keydown', 'mouseover']) {
+  // The first event of a click (the press), before any handler of the page's has run; of a
+  // choice in a <select> (the panel's target box and colour maps), the choice itself.
+  for (const ev of ['pointerdown', 'mousedown', 'click', 'keydown', 'mouseover', 'input']) {
     window.addEventListener(ev, begin, true);
   }
   const loop = () => {
@@ -230,7 +232,7 @@ def main() -> None:
         type=float,
         default=0,
         help="how long each mouse click holds the button down: 0 (Playwright's default) "
-        "releases at once; a person holds it ~80-120 ms, in which the panel may already draw",
+        "releases at once; a person holds it ~80-120 ms",
     )
     ap.add_argument("--out", default=str(REPO / "artifacts" / "bench_clicks.json"))
     args = ap.parse_args()
@@ -248,17 +250,34 @@ def main() -> None:
         option.wait_for()
         return lambda: option.click(delay=press)
 
-    def target(page, i: int):  # a class other than the one shown
-        box = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Target class")
-        name = str(i % 10) if box.input_value() != str(i % 10) else str((i + 1) % 10)
-        return select(page, "Target class", name)
+    # The panel's own switches (the target box and the colours: saliency/panel/panel.js
+    # `buildControls`); on a tree whose sidebar still has them, the sidebar's.
+    def own(page, role: str, label: str):
+        mine = page.locator(".sal-panel").get_by_role(role, name=label, exact=True)
+        if mine.count():
+            return mine
+        return page.get_by_test_id("stSidebar").get_by_role(role, name=label, exact=True)
 
-    def radio(page, group: str, name: str):
-        choices = page.get_by_test_id("stRadio").filter(has_text=group)
+    def choose(page, label: str, name: str):
+        box = own(page, "combobox", label)
+        if box.evaluate("e => e.tagName") != "SELECT":
+            return select(page, label, name)
+        return lambda: box.select_option(name)
+
+    def target(page, i: int):  # a class other than the one shown
+        box = own(page, "combobox", "Target class")
+        name = str(i % 10) if box.input_value() != str(i % 10) else str((i + 1) % 10)
+        return choose(page, "Target class", name)
+
+    def radio(page, group: str, name: str):  # `name`: the option's value ("map", "signed")
+        choices = page.locator(".sal-panel").get_by_role("radiogroup", name=group, exact=True)
+        if not choices.count():  # the sidebar's, which says "per map"
+            choices = page.get_by_test_id("stRadio").filter(has_text=group)
+            name = {"map": "per map"}.get(name, name)
         return lambda: choices.get_by_text(name, exact=True).click(delay=press)
 
     def slider(page, label: str, key: str):
-        thumb = page.get_by_test_id("stSidebar").get_by_role("slider", name=label)
+        thumb = own(page, "slider", label)
         thumb.focus()
         return lambda: thumb.press(key)
 
@@ -277,10 +296,10 @@ def main() -> None:
     # Each kind: a function of the click number that gets ready and returns the one action
     # (a click, a key, a hover) that changes the map; None for kinds this tree doesn't have.
     kinds = {
-        "target class (sidebar)": target,
+        "target class (box)": target,
         "target class (panel click)": cell,
         "hover a class (panel preview)": hover,
-        "colour map": lambda page, i: select(
+        "colour map": lambda page, i: choose(
             page, "Colour map", ("viridis", "magma", "inferno", "hot")[i % 4]
         ),
         "overlay alpha": lambda page, i: slider(
@@ -290,7 +309,7 @@ def main() -> None:
             page, "Clip at percentile", ("ArrowLeft", "ArrowRight")[i % 2]
         ),
         "colour scale (per map / shared)": lambda page, i: radio(
-            page, "Colour scale", ("shared", "per map")[i % 2]
+            page, "Colour scale", ("shared", "map")[i % 2]
         ),
         "absolute / signed": lambda page, i: radio(page, "Values", ("signed", "absolute")[i % 2]),
         "method (cached)": lambda page, i: select(
@@ -378,7 +397,7 @@ def main() -> None:
             if args.soak:
                 # Absolute maps (so the sequential colour map is the one on screen), and
                 # values outside the cycles, so that every click changes the map.
-                values = page.get_by_test_id("stRadio").filter(has_text="Values")
+                values = page.locator(".sal-panel").get_by_role("radiogroup", name="Values")
                 if not values.get_by_role("radio", name="absolute").is_checked():
                     old = map_src(page)
                     radio(page, "Values", "absolute")()
@@ -386,7 +405,7 @@ def main() -> None:
                 starts = (("Colour map", "gray"), ("Target class", "the predicted class"))
                 for label, name in starts:
                     old = map_src(page)
-                    select(page, label, name)()
+                    choose(page, label, name)()
                     wait_map(page, old)
                 print(f"\n{'clicks':>7s} {'server RSS MB':>14s}")
                 results["soak_rss_mb"] = []

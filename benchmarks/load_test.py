@@ -5,10 +5,11 @@
 Starts one server (`python -m dashboard`, its own process group, killed at the end) and one
 headless Chromium (Debian's /usr/bin/chromium; never `playwright install`), opens N browser
 contexts and, for `--seconds`, has each one do random actions in the Explore view: switch the
-target class, switch the model, Next, Random. Each action is timed from the click to the moment
-the new map is on screen (the "Map: ..." image or the "Showing ..." line changed, the image has
-loaded, the script is idle, nothing stale). The server's RSS (its process group) is sampled every
-0.5 s. Errors: an exception box in a page, a JavaScript error, a timeout.
+target class (in the panel's own box), switch the model, Next, Random. Each action is timed
+from the click to the moment the new map is on screen (the "Map: ..." image or the "Showing
+..." line changed, the image has loaded, the script is idle, nothing stale). The server's RSS
+(its process group) is sampled every 0.5 s. Errors: an exception box in a page, a JavaScript
+error, a timeout.
 
 `--images N` adds a second phase: one session visits N distinct (test image, model) pairs by
 typing the image index, and the RSS is recorded after each, to show the bounded caches keep
@@ -302,14 +303,26 @@ class Session:
             current = re.search(r"\[(.+?)\]", old["caption"] or "")
             shown = current.group(1) if current else None
             # A class, never the predicted/true entry: the one on screen could be the same map.
-            target = await self.pick("Target class", lambda n: n == shown or n.startswith("the "))
-        elif action == "model":
-            target = await self.pick("Model", lambda n: False)
+            # The panel's own target box (saliency/panel/panel.js `buildControls`).
+            box = self.page.locator(".sal-panel").get_by_role(
+                "combobox", name="Target class", exact=True
+            )
+            await box.wait_for(timeout=self.timeout_ms)
+            options = await box.locator("option").evaluate_all(
+                "os => os.map(o => [o.value, o.textContent, o.selected])"
+            )
+            others = [v for v, t, on in options if not on and t != shown and v.isdigit()]
+            k = self.rng.choice(others)
+            go = lambda: box.select_option(k, timeout=self.timeout_ms)  # noqa: E731
         else:
-            name = "Next ▶" if action == "next" else "🎲 Random"
-            target = self.page.get_by_role("button", name=name, exact=True)
+            if action == "model":
+                target = await self.pick("Model", lambda n: False)
+            else:
+                name = "Next ▶" if action == "next" else "🎲 Random"
+                target = self.page.get_by_role("button", name=name, exact=True)
+            go = lambda: target.click(timeout=self.timeout_ms)  # noqa: E731
         start = time.perf_counter()
-        await target.click(timeout=self.timeout_ms)
+        await go()
         result = await self.wait_map(old)
         elapsed = (time.perf_counter() - start) * 1000
         if result == "exception":

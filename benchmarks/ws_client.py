@@ -34,15 +34,15 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
   click on a class in the panel's grid, the panel's trigger `pick`
   (`$$STREAMLIT_INTERNAL_KEY_<panel id>__events`, `[{"event":"pick","value":{"k":K,"seq":N}}]`,
   a fragment rerun); the "Model" selectbox (its label, as the frontend sends it) and the
-  "Next ▶" and "🎲 Random" buttons (`trigger_value`) rerun the whole script. On a tree without the
+  "Next ▶" and "🎲 Random" buttons (`trigger_value`) rerun the whole script. (Next is the image
+  chooser's button: Chromium hides it while the panel shows its own, whose trigger `step`
+  reruns the fragment and then the script; this client doesn't send that yet.) On a tree without the
   panel (`--tree`), the "Target class" selectbox and the "Map: ..." picture, as before it;
 - it GETs every picture and download the deltas name (`/media/...`) once, as the browser does,
   over at most 6 keep-alive HTTP/1.1 connections (h11);
 - it asks the explore route (`/api/explore/panel`, dashboard/serve.py) what saliency_panel.js
   asks it: once Next was clicked, the image Next shows, once per panel payload whose maps
-  differ from the last one's; and the new model's view with a model switch, unless the page
-  has drawn that view before and still holds its arrays (the JS's `recalled`; the action still
-  waits for its rerun);
+  differ from the last one's;
 - it keeps the frontend's message cache: every message the server marks `cacheable` (a new
   element of 10 kB or more: the panel's), by hash, aged as the frontend ages it (dropped after
   `max_cached_message_age` runs, of a fragment run only its fragments'), its hashes declared in
@@ -145,13 +145,7 @@ SUCCESS = (FINISHED.FINISHED_SUCCESSFULLY, FINISHED.FINISHED_FRAGMENT_RUN_SUCCES
 TRIGGERS = ("trigger_value", "json_trigger_value", "string_trigger_value")  # not kept
 PANEL_MAX_ARRAYS = 64  # saliency_panel.js's MAX_ARRAYS and MAX_BYTES
 PANEL_MAX_BYTES = 256 * 2**20
-PANEL_VIEWS_KEPT = 32  # saliency_panel.js's VIEWS_KEPT
 COLOUR_KEYS = ("cmap", "cmap_signed", "alpha", "clip", "scale")  # saliency_panel.js's COLOURS
-
-
-def view_key(query: dict) -> tuple:
-    """A view's query less its colours and seq (saliency_panel.js's `viewKey`)."""
-    return tuple(sorted((k, str(v)) for k, v in query.items() if k not in (*COLOUR_KEYS, "seq")))
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -376,8 +370,6 @@ class Panel:
         self.seq: int | None = None  # saliency_panel.js's `panel.seq`, from its first payload
         self.held: OrderedDict[str, int] = OrderedDict()  # array id -> bytes
         self.asked: dict[str, float] = {}  # array id -> when it was last asked for again
-        # The views drawn (the JS's `remember`): their query less the colours -> array ids.
-        self.views: OrderedDict[tuple, tuple[str, ...]] = OrderedDict()
 
     def receive(self, payload: bytes) -> tuple[dict, list[str]]:
         """A payload, as saliency_panel.js's `unpack` and `arrays` take it: the arrays it
@@ -403,19 +395,7 @@ class Panel:
         if self.seq is None:
             self.seq = int(data.get("seq") or 0)
         self.data = data
-        if data.get("route") and not lost:
-            key = view_key(data["route"]["query"])
-            self.views.pop(key, None)
-            self.views[key] = tuple(used)
-            while len(self.views) > PANEL_VIEWS_KEPT:
-                self.views.popitem(last=False)
         return data, lost
-
-    def recalls(self, **want: str) -> bool:
-        """Whether the JS would draw the view `want` changes to from what it holds (its
-        `recalled`), asking the route nothing."""
-        ids = self.views.get(view_key({**self.data["route"]["query"], **want}))
-        return ids is not None and all(i in self.held for i in ids)
 
     def trigger(self, event: str, value) -> WidgetState:
         """The BackMsg widget state of `setTriggerValue(event, value)`."""
@@ -481,7 +461,7 @@ class Session:
         self.panel_reruns = {"alive": 0, "missing": 0}
         self.media_gets = 0
         self.media_errors: list[str] = []
-        self.route_gets = 0  # GETs of the explore route (the panel's prefetch, a new model)
+        self.route_gets = 0  # GETs of the explore route (the panel's prefetch)
         self.prefetched: tuple | None = None
         self.browsing = False  # Next clicked in this page: the panel prefetches from then on
         self.route_tasks: set[asyncio.Task] = set()
@@ -700,7 +680,7 @@ class Session:
         route = data.get("route")
         if not route or not self.browsing or route.get("next") is None:
             return
-        skip = {"cmap", "cmap_signed", "alpha", "clip", "scale"}
+        skip = set(COLOUR_KEYS)
         if data.get("contrast_from_maps"):
             skip.add("target")
         key = (route["next"], data["seq"], *sorted(
@@ -824,11 +804,6 @@ class Session:
             choice = self.rng.choice(choices)
             changed = {widget_id: WidgetState(id=widget_id, string_value=choice)}
             fragment_id = self.fragment_of.get(widget_id, "")
-            d = self.panel.data if self.panel is not None else None
-            if action == "model" and d and d.get("route") and choice in d["route"]["models"]:
-                model = d["route"]["models"][choice]
-                if not self.panel.recalls(model=model):  # as the panel asks
-                    self.route_get(d, model=model)
         else:
             self.browsing = self.browsing or action == "next"
             widget_id = self.ids[BUTTONS[action]]

@@ -123,7 +123,7 @@ PHOTO_REDUCTIONS = ("max", "sum")
 MAX_BENCH_METHODS = 8
 
 MAX_COMPARE = 3  # models shown beside the main one
-MODEL_PICKER = "Model"  # the sidebar's model picker's label (the Explore panel finds it by it)
+MODEL_PICKER = "Model"  # the sidebar's model picker's label
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 

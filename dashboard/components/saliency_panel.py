@@ -6,8 +6,13 @@ Streamlit (entry point `saliency/panel/streamlit.js`).
 
 What needs no new gradients then needs no server to be seen: hovering over a class (in the
 grid or the chart) previews its map, a click shows it at once and reaches the server as a
-trigger that reruns only the view's fragment (for the link, the sidebar, the contrast map of
-the new pair of classes). The exports are made in the browser from what it shows.
+trigger (`pick`) that reruns only the view's fragment (for the link, the target box, the
+contrast map of the new pair of classes). The target class, colour maps, alpha, clip, colour
+scale and sign are the panel's own switches (`PanelData.own_controls`): a change is drawn at
+once and reaches the server as the component's state `settings` (every one of them; a target
+chosen in the box as `pick`), which reruns the fragment too: `on_settings` puts them in the
+view, so the link, the downloads and the report follow. The sidebar draws those controls only
+in the fallback. The exports are made in the browser from what it shows.
 
 The browser does `saliency.display`'s arithmetic operation for operation, so its pixels equal the
 server's (tests/browser/test_browser.py compares them). A panel that fails to load or to draw never
@@ -19,15 +24,13 @@ visitor's browser (one core) drew the panel ~0.8 s later when it also had to bui
 pictures that the panel hides as soon as it draws.
 
 What needs new gradients (another method, class score, model or test image) the server computes,
-but for public content (a bundled test image or a workspace's, a registry model) the panel need
-not wait for the page's rerun: it asks `dashboard.serve`'s explore route for the same payload
-(`pack_all`; `dashboard.views.explore.route_payload`) as soon as the page shows the change, and
-fetches the image Next shows ahead of the click. A view the page has drawn before (a method,
-model or image switched back to) it draws again from the arrays it still holds, asking nothing.
-A mouse press on a method, model, class score, target class, colour map, scale or sign in the
-sidebar, or on Next or Previous, draws what it will choose (asked of the route, or from the maps
-held) while the button is still down; a press that ends without a click on it is taken back. The
-rerun's payload then confirms what it drew.
+and the panel draws the rerun's payload. But for public content (a bundled test image or a
+workspace's, a registry model) the panel has its own Next and Previous (trigger `step`; the
+image chooser's hide meanwhile), and need not wait for the page's rerun: it asks
+`dashboard.serve`'s explore route for the same payload (`pack_all`;
+`dashboard.views.explore.route_payload`) at the click, and fetches the image Next shows ahead
+of it. An image the page has drawn before (Previous) it draws again from the arrays it still
+holds, asking nothing. The panel's JavaScript reads nothing of Streamlit's page.
 
 Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
 payload with the settings: `saliency.panel.pack`) only when this session's browser has not had
@@ -127,7 +130,8 @@ def _watchdog(key: str) -> None:
 
 
 def trigger(key: str, name: str) -> Any:
-    """The panel's trigger `name` during the callback of the rerun it started, else None."""
+    """The panel's trigger `name` during the callback of the rerun it started, or its state
+    `name` (the last it reported), else None."""
     value = st.session_state.get(key)
     return value.get(name) if value else None
 
@@ -137,12 +141,18 @@ def panel(
     key: str,
     arrays: dict[str, np.ndarray],
     data: dict[str, Any],
+    fallback: bool,
     on_pick: Callable[[], None],
-) -> bool:
+    on_settings: Callable[[], None],
+    on_step: Callable[[], None],
+) -> None:
     """Mount the panel with `data` (`PanelData`'s fields) and `arrays`, each
     described in `data["arrays"][name]` (`id`, `dtype`, `shape`) and, when this session's
-    browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`). Returns
-    whether the caller draws its own pictures too (`fallback_due`)."""
+    browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`).
+    `fallback`: the caller draws its own pictures in this run (`fallback_due`, asked before
+    the run drew the controls that only the fallback has). `on_pick`, `on_settings`,
+    `on_step`: called when the panel reports a target (trigger "pick"), its switches (state
+    "settings") or its Next or Previous (trigger "step")."""
     sent: list[str] = st.session_state.setdefault(f"{key}_sent", [])
 
     def carry(ident: str) -> bool:
@@ -154,8 +164,7 @@ def panel(
 
     # "fallback": the server draws its pictures in this run (a panel that fails then needn't
     # say so); "alive": the server has heard that the panel drew (else it says so once it did).
-    reported = said(key)
-    fallback, heard = fallback_due(key, reported), reported is True
+    heard = said(key) is True
     data = dataclasses.replace(PanelData(**data), fallback=fallback, alive=heard)
     payload = core.pack_arrays(data, arrays, carry)
     del sent[:-MAX_SENT]
@@ -173,10 +182,11 @@ def panel(
         key=key,
         data=payload,
         on_pick_change=on_pick,
+        on_settings_change=on_settings,
+        on_step_change=on_step,
         on_missing_change=missing,
         on_alive_change=noop,
         width="stretch",
     )
     if not fallback and not heard:
         _watchdog(key)
-    return fallback

@@ -33,9 +33,9 @@ from dashboard.views.explore_controls import (  # noqa: F401 (re-exported: pages
     TRUE_COLOUR,
     UNSIGNED,
     _is_pixel,
-    _layer_control,
     _rerun_explanation,
-    _target_control,
+    map_controls,
+    panel_settings,
     saliency_methods,
     sidebar_controls,
 )
@@ -81,8 +81,6 @@ from dashboard.views.explore_route import (  # noqa: F401 (re-exported)
     _export_note,
     _export_stem,
     _grid_text,
-    _pickers,
-    _pickers_made,
     _route,
     _route_cache,
     _route_payload,
@@ -95,6 +93,7 @@ from saliency.metrics import spearman
 # Session keys of this page: the panel's (its component's key, a prefix of its own keys) and
 # the downloads'.
 PANEL_KEY = "explore_panel"
+PANEL_STEPPED = "explore_panel_stepped"  # Next or Previous clicked in the panel: the page reruns
 DOWNLOAD_PNG = "download_png"
 DOWNLOAD_NPY = "download_npy"
 DOWNLOAD_JSON = "download_json"
@@ -129,7 +128,7 @@ def render_view() -> None:
     for problem in st.session_state.get(state.URL_PROBLEMS, []):
         st.warning(f"Link: {problem}")
     src = sources.source(view["dataset"])
-    target_slot = sidebar_controls()
+    slots = sidebar_controls()
     st.title("Explore")
     for note in src.notes:
         st.caption(note)
@@ -147,7 +146,7 @@ def render_view() -> None:
             + (f" · true class {class_md(true, names)} {verdict}" if true is not None else "")
         )
     others = [m for m in state.models(view["dataset"]) if m != view["model"]]
-    explanation(image, true, described, target_slot, others, src)
+    explanation(image, true, described, slots, others, src)
 
 
 # The view's keys that change in the explanation fragment (it copies them into the view).
@@ -160,14 +159,17 @@ def explanation(
     image: np.ndarray | None,
     true: int | None,
     described: str,
-    target_slot: DeltaGenerator,
+    slots: tuple[DeltaGenerator, DeltaGenerator],
     others: list[str],
     src: Source,
 ) -> None:
     """Everything below the prediction, as one fragment: a new target, method or colour reruns
     this alone, not the router, the sidebar and the image chooser. The panel shows what needs
-    no new gradients before the server has even heard of it. `others`: the models that can be
-    compared with this one; `src`: the view's data set."""
+    no new gradients before the server has even heard of it. `slots`: the sidebar's places of
+    the fragment's controls (`sidebar_controls`); `others`: the models that can be compared with
+    this one; `src`: the view's data set."""
+    if st.session_state.pop(PANEL_STEPPED, False):
+        st.rerun(scope="app")  # another image: the chooser and the heading too, not this alone
     view = state.current()
     for key in FRAGMENT_KEYS:  # on a fragment rerun, the widgets' new values
         if key in st.session_state:
@@ -175,9 +177,15 @@ def explanation(
     with render.failures_said():
         info = cache.model_info(view["model"])
         names = info.class_names  # the data set's, or an uploaded model's own
-        with target_slot:
-            _target_control(names)
-            problem = "" if image is None else _layer_control(view, image)
+        fallback = True  # the server draws: no panel (no image, or a method that can't explain)
+
+        def panel_draws(problem: str) -> bool:
+            nonlocal fallback
+            if image is not None and not problem:
+                fallback = saliency_panel.fallback_due(PANEL_KEY, saliency_panel.said(PANEL_KEY))
+            return not fallback
+
+        problem = map_controls(view, image, names, slots, panel_draws)
         if problem:
             label = saliency.method_info(view["method"]).label
             st.warning(
@@ -187,7 +195,7 @@ def explanation(
             )
         elif image is not None:
             try:
-                _explain(view, info, names, image, true, described, others, src)
+                _explain(view, info, names, image, true, described, others, src, fallback)
             except (ValueError, TypeError) as err:
                 if view["method"] in saliency.METHODS:
                     raise  # the pixel gradients explain every differentiable model
@@ -204,15 +212,35 @@ def explanation(
 
 
 def _on_pick() -> None:
-    """A class clicked in the panel (already on screen there): it becomes the target."""
+    """A class clicked in the panel, or chosen in its target box (already on screen there, if
+    the panel holds its map): it becomes the target."""
     pick = saliency_panel.trigger(PANEL_KEY, "pick")
     if not isinstance(pick, dict):
         return
     k, seq = pick.get("k"), pick.get("seq")
     if type(k) is int and 0 <= k < state.MAX_CLASSES:
         state.put(state.TARGET, str(k))
+    elif k in state.TARGETS:  # chosen in the panel's target box
+        state.put(state.TARGET, k)
     if type(seq) is int:
         st.session_state[f"{PANEL_KEY}_seq"] = seq
+
+
+def _on_step() -> None:
+    """Next or Previous clicked in the panel (the image already drawn there, from the explore
+    route): the view's image; the fragment this reruns then reruns the whole page for it."""
+    step = saliency_panel.trigger(PANEL_KEY, "step")
+    index = step.get("index") if isinstance(step, dict) else None
+    if type(index) is int and index >= 0:
+        state.put(state.INDEX, index)  # the chooser says so if this data set has no such image
+        st.session_state[PANEL_STEPPED] = True
+
+
+def _on_settings() -> None:
+    """Colours, clip, scale or sign changed in the panel (already drawn there, if it can): the
+    view's, the link's, the downloads' and the report's."""
+    for key, value in panel_settings(saliency_panel.trigger(PANEL_KEY, "settings")).items():
+        state.put(key, value)
 
 
 def _showing(view, info, names, image, described, ex: Explained) -> tuple[str, str]:
@@ -317,7 +345,9 @@ def _server_pictures(view, info, names, image, true, described, ex, data, map_ca
                 true, (lo, hi))  # fmt: skip
 
 
-def _explain(view, info, names, image, true, described, others, src) -> None:
+def _explain(view, info, names, image, true, described, others, src, fallback) -> None:
+    """The map's notes, the panel (or, where `fallback`, the server's own pictures), the report
+    and the models compared."""
     ex = explained(view, image, true)
     if view["target"] == "true" and true is None:
         st.caption("This image has no true class: the map is for the predicted class.")
@@ -330,7 +360,10 @@ def _explain(view, info, names, image, true, described, others, src) -> None:
         _route(view, src),
     )  # fmt: skip
     # The server's own pictures, where the panel failed or hasn't drawn in time.
-    fallback = saliency_panel.panel(key=PANEL_KEY, arrays=arrays, data=data, on_pick=_on_pick)
+    saliency_panel.panel(
+        key=PANEL_KEY, arrays=arrays, data=data, fallback=fallback, on_pick=_on_pick,
+        on_settings=_on_settings, on_step=_on_step,
+    )  # fmt: skip
     if fallback or saliency_panel.said(PANEL_KEY):
         PAGE_DRAWN.set()  # complete (see dashboard/__init__.py)
     else:

@@ -27,6 +27,9 @@ OPEN_PATH = "open_path"
 OPEN_PATH_ERROR = "open_path_error"
 PREVIOUS = "previous"
 NEXT = "next"
+# The containers of Previous and Next: hidden (panel.css) while the panel draws its own.
+PREVIOUS_BOX = "explore_previous"
+NEXT_BOX = "explore_next"
 RANDOM = "random"
 OPEN_PATH_SOURCE = "open_path_source"
 WS_UPLOADS = "ws_uploads"
@@ -118,8 +121,10 @@ def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None,
     candidates = _candidates(view, src)
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
     c1.number_input("Image index", 0, len(src) - 1, step=1, key=state.INDEX)
-    c2.button(PREVIOUS_LABEL, key=PREVIOUS, on_click=_step, args=(candidates, -1))
-    c3.button(NEXT_LABEL, key=NEXT, on_click=_step, args=(candidates, 1))
+    c2.container(key=PREVIOUS_BOX).button(
+        PREVIOUS_LABEL, key=PREVIOUS, on_click=_step, args=(candidates, -1)
+    )
+    c3.container(key=NEXT_BOX).button(NEXT_LABEL, key=NEXT, on_click=_step, args=(candidates, 1))
     c4.button("🎲 Random", key=RANDOM, on_click=_step, args=(candidates, 0))
     if src.paths is not None:
         if st.session_state.get(OPEN_PATH_SOURCE) != src.key:  # another data set's path

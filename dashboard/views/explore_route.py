@@ -25,10 +25,10 @@ from dashboard.views.explore_controls import (
     SCORE_SYMBOL,
     TOP_CLASSES,
     _is_pixel,
+    target_choices,
 )
 from dashboard.views.explore_explained import Explained, explained
 from dashboard.views.explore_image import _candidates, _described, _neighbour
-from pretrained import kinds
 from pretrained.images import ImageError
 from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
@@ -148,8 +148,7 @@ def panel_content(
         "alpha": style.alpha,
         "clip": style.clip,
         "shared": style.shared,
-        # The sidebar's settings as the view holds them, the labels the panel finds them
-        # by in the page, and which of them it can draw without new maps.
+        # The settings, the panel's switches' labels and options, and which it draws itself.
         "cmap": view["cmap"],
         "cmap_signed": view["cmap_signed"],
         "sign": view["sign"],
@@ -182,6 +181,8 @@ def panel_content(
         },
         "seq": seq,
         "route": route,
+        "own_controls": True,  # and its target box:
+        **{"target_choices": target_choices(names), "target_choice": view["target"]},
     }
     return arrays, data
 
@@ -195,55 +196,34 @@ ROUTE_KEYS = ("dataset", "model", "index", "true_class", "correctness", "target"
               "cmap_signed")  # fmt: skip
 
 
+def routable(view: dict) -> bool:
+    """Whether the explore route can answer for this view: a route (`python -m dashboard`, not
+    `streamlit run`), a test image (not an upload or a drawing), a public model and no models
+    compared (the route knows nothing of sessions)."""
+    return (
+        bool(os.environ.get(ROUTE_ENV))
+        and view["source"] == "test"
+        and not view["compare"]
+        and view["model"] in state.public_models(view["dataset"])
+    )
+
+
 def _route(view: dict, src: Source) -> dict | None:
-    """How the panel asks `dashboard.serve`'s explore route for the content of another method,
-    class score, model or test image itself, before the server's rerun brings it: the route's
-    address, this view's query, the images Next and Previous show, and the labels of the
-    sidebar's pickers. None where the route can't answer: no route (`streamlit run`), an
-    uploaded or drawn image, a model of this session's, or models compared (the route knows
-    nothing of sessions)."""
-    url = os.environ.get(ROUTE_ENV)
-    if not url or view["source"] != "test" or view["compare"]:
-        return None
-    public = state.public_models(view["dataset"])
-    if view["model"] not in public:
+    """How the panel asks `dashboard.serve`'s explore route for the content of the image its
+    own Next or Previous shows, before the server's rerun brings it: the route's address, this
+    view's query, the images Next and Previous show, and the buttons' labels. None where the
+    route can't answer (`routable`)."""
+    if not routable(view):
         return None
     candidates = _candidates(view, src)
     i = int(view["index"])
     return {
-        "url": url,
+        "url": os.environ[ROUTE_ENV],
         "query": {k: state.FIELDS[k].dump(view[k]) for k in ROUTE_KEYS},
         "next": _neighbour(candidates, i, 1),
         "previous": _neighbour(candidates, i, -1),
-        **_pickers(tuple(public)),
-    }
-
-
-_pickers_made: dict[tuple[str, ...], dict] = {}
-
-
-def _pickers(public: tuple[str, ...]) -> dict:
-    """The labels of the sidebar's pickers, by which the panel finds and reads them. Made once
-    per list of registry models (each label reads its model's card)."""
-    made = _pickers_made.get(public)
-    if made is not None:
-        return made
-    models = {state.model_label(m): m for m in public}
-    made = {
-        "models": models,
-        "methods": {label: m for m, label in METHOD_LABELS.items()},
-        "scores": list(state.SCORES),
-        "labels": {
-            "model": state.MODEL_PICKER,
-            "method": CONTROLS["method"],
-            "score": CONTROLS["score"],
-        },
         "buttons": {"next": NEXT_LABEL, "previous": PREVIOUS_LABEL},
     }
-    registry = not any(kinds.is_workspace(m) for m in public)  # a workspace's card can change
-    if registry and all(label != m for label, m in models.items()) and len(_pickers_made) < 256:
-        _pickers_made[public] = made
-    return made
 
 
 ROUTE_CACHE_BYTES = budget.share("route")  # 92 MB by default: ~1,400 payloads of 28 × 28

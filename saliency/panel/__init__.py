@@ -32,7 +32,7 @@ import numpy as np
 
 from saliency import display
 
-VERSION = 1  # arith.js's PAYLOAD_VERSION: change both with the fields
+VERSION = 2  # arith.js's PAYLOAD_VERSION: change both with the fields (PAYLOAD_FIELDS)
 MAGIC = b"SAL1"
 HOSTS = ("streamlit", "widget")
 _HERE = Path(__file__).parent
@@ -47,7 +47,8 @@ class PanelData:
     array "maps" (N, H, W); `grid` and `bars` are the every-class grid's classes and the
     chart's [class, probability] rows. `signed`/`absolute_of_signed`: how the maps are shown
     when the sign is not the panel's to switch (`sign_local`). `controls`: the switches'
-    labels, and their options (`signs`, `scales`, `cmaps`, `cmaps_signed`).
+    labels, and their options (`signs`, `scales`, `cmaps`, `cmaps_signed`). arith.js names
+    every field in `PAYLOAD_FIELDS` and refuses a payload without one of them.
     """
 
     classes: list[int]
@@ -87,6 +88,10 @@ class PanelData:
     fallback: bool = False  # the dashboard draws its own pictures in this run
     alive: bool = True  # the dashboard has heard that the panel drew
     own_controls: bool = False  # the panel draws its own colour, alpha, clip, scale, sign
+    # The target box among those switches (the dashboard's): its [value, text] choices
+    # ("predicted", "true", then each class number) and the one the view holds.
+    target_choices: list[list[str]] | None = None
+    target_choice: str = "predicted"
     version: int = field(default=VERSION, init=False)
 
     def to_json(self) -> dict[str, Any]:

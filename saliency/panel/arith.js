@@ -7,7 +7,17 @@
 // Streamlit components v2 calls its default export with a component object) or widget.js
 // (saliency.widget, an anywidget: its default export returns `{ render }`).
 
-const PAYLOAD_VERSION = 1; // saliency.panel.VERSION: the payload's fields (PanelData)
+const PAYLOAD_VERSION = 2; // saliency.panel.VERSION: the payload's fields (PanelData)
+// PanelData's fields, every one of them in each payload (tests/library/test_notebook.py reads
+// this list and the dataclass's).
+const PAYLOAD_FIELDS = [
+  "classes", "target", "pred", "true", "runner_up", "grid", "bars", "labels",
+  "absolute_of_signed", "signed", "alpha", "clip", "shared", "cmap", "cmap_signed", "sign",
+  "scale_view", "controls", "sign_local", "scale_local", "symbol", "map_of", "scale", "grid_px",
+  "image_caption", "grid_title", "grid_note", "bars_note", "contrast_from_maps",
+  "contrast_target", "contrast_versus", "export", "seq", "route", "fallback", "alive",
+  "own_controls", "target_choices", "target_choice", "version",
+];
 const ARRAYS = new Map(); // id -> typed array, the most recently used last (every panel)
 const MAX_ARRAYS = 64;
 const MAX_BYTES = 256 * 2 ** 20;
@@ -25,6 +35,8 @@ function unpack(u8) {
   const n = view.getUint32(4, true);
   const d = JSON.parse(new TextDecoder().decode(u8.subarray(8, 8 + n)));
   if (d.version !== PAYLOAD_VERSION) throw new Error(`payload version ${d.version}`);
+  const absent = PAYLOAD_FIELDS.filter((f) => !(f in d));
+  if (absent.length) throw new Error(`payload without ${absent.join(", ")}`);
   const base = 8 + n + ((8 - (n % 8)) % 8);
   for (const ref of Object.values(d.arrays)) {
     if (ref.at === undefined) continue;

@@ -1,13 +1,16 @@
 // The saliency panel's shared core, part 2 of 2 (after arith.js): the image, the target's map
 // with its colour bar and the overlay; the class probabilities and the contrast map; every
 // class's map; the exports; and, where the payload asks (`own_controls`), the panel's own
-// colour map, alpha, clip, scale and sign switches. Everything that needs no new gradients is
-// drawn here at once: a class hovered over (grid or chart) is previewed, a class clicked is
-// shown and then told to the host (`panel.host.pick`).
+// switches: colour map, alpha, clip, scale, sign and (where the payload lists its choices) the
+// target class. Everything that needs no new gradients is drawn here at once: a class hovered
+// over (grid or chart) is previewed, a class clicked or a switch changed is shown and then
+// told to the host (`panel.host.pick`, `panel.host.setting`).
 //
 // A host (streamlit.js, widget.js) makes a panel with `makePanel(root, host)` and draws each
-// payload with `show(panel, d, A)`. It gives `host.pick(k, seq)` (a class clicked) and
-// optionally `host.shown(panel, d)` (after each drawing). This file reads no host's DOM.
+// payload with `show(panel, d, A)`. It gives `host.pick(k, seq)` (a class clicked, or chosen in
+// the target box: a number, "predicted" or "true"), optionally `host.setting(panel, settings)`
+// (a switch changed: every setting as shown now; without it the switches are the panel's
+// alone) and `host.shown(panel, d)` (after each drawing). This file reads no host's DOM.
 
 // --- the panel ------------------------------------------------------------------------------
 
@@ -126,9 +129,9 @@ function label(d, k) {
   return d.labels[String(k)] ?? String(k);
 }
 
-// --- settings: the server's, or what the sidebar shows before the server has heard of it ---
+// --- settings: the panel's own switches ------------------------------------------------------
 
-// Each setting's value in the server's data.
+// Each setting's value in the host's data.
 const FROM_DATA = {
   cmap: (d) => d.cmap,
   cmap_signed: (d) => d.cmap_signed,
@@ -138,13 +141,21 @@ const FROM_DATA = {
   scale: (d) => d.scale_view,
   target: (d) => d.target,
 };
-const HOLD_MS = 10_000; // a change the server never confirms is dropped after this
+const SETTINGS = ["cmap", "cmap_signed", "alpha", "clip", "scale", "sign"];
+const HOLD_MS = 10_000; // a change the host never confirms is dropped after this
 
-// The settings drawn: the panel's own switches', else the server's overridden by changes the
-// host saw before the server confirmed them (`over`).
+// A setting as the panel shows it: its own switch's where the host keeps none (`own`: the
+// widget), a change the host hasn't confirmed yet (`over`: the dashboard's server), else the
+// host's data.
+function current(panel, k) {
+  const { d, over, own } = panel;
+  return k in own ? own[k] : over[k] ? over[k].v : FROM_DATA[k](d);
+}
+
+// The settings drawn, from `current`.
 function settle(panel) {
-  const { d, A, over, own } = panel;
-  const v = (k) => (k in own ? own[k] : over[k] ? over[k].v : FROM_DATA[k](d));
+  const { d, A, over } = panel;
+  const v = (k) => current(panel, k);
   const signed = d.sign_local ? v("sign") === "signed" : d.signed;
   const cmap = signed ? v("cmap_signed") : v("cmap");
   const s = {
@@ -185,57 +196,123 @@ function settle(panel) {
   panel.chosen = t && panel.index.has(t.v) ? t.v : d.target;
 }
 
-// The panel's own switches (payload `own_controls`): drawn once, changed here, never sent.
+// Whether the panel draws a change of setting `k` itself (else only its host can).
+function drawsLocally(d, k) {
+  return k === "sign" ? d.sign_local : k === "scale" ? d.scale_local : true;
+}
+
+// The target box's value: the class chosen here and not yet confirmed, else the host's.
+function targetChoice(panel) {
+  const t = panel.over.target;
+  return t ? (t.choice ?? String(t.v)) : panel.d.target_choice;
+}
+
+// A target chosen in the box: "predicted", "true" or a class number. Drawn at once where the
+// panel holds its map; the host hears of it (`host.pick`) as of a class clicked.
+function chooseTarget(panel, choice) {
+  const d = panel.d;
+  const k = choice === "predicted" ? d.pred : choice === "true" ? (d.true ?? d.pred) : Number(choice);
+  panel.seq += 1;
+  panel.over.target = { v: k, t: performance.now(), seq: panel.seq, choice };
+  panel.host.pick(choice === "predicted" || choice === "true" ? choice : k, panel.seq);
+  if (panel.local && panel.index.has(k)) redraw(panel);
+  else panel.ui.status.textContent = "Updating…";
+}
+
+// The panel's own switches (payload `own_controls`): colour map, signed colour map, alpha and
+// clip; the scale and the sign where the panel draws them or its host hears of them
+// (`host.setting`); the target class where the payload lists its choices (`target_choices`).
+// A change is drawn here at once. A host with `setting(panel, settings)` hears of each (the
+// dashboard, whose server then confirms it: `over`); one without keeps it here (`own`).
 function buildControls(panel) {
-  const { d, ui } = panel;
+  const { d, host } = panel;
   const c = d.controls;
   const box = el("div", "sal-controls", null);
-  ui.root.prepend(box);
+  const set = {}; // setting -> shows a value in its switch
   const field = (text) => {
     const f = el("label", "sal-control", box);
     el("span", "sal-control-name", f).textContent = text;
     return f;
   };
-  const pick = (k, text, options) => {
+  const change = (k, v, tell = true) => {
+    if (!host.setting) {
+      panel.own[k] = v;
+      if (panel.ready) redraw(panel);
+      return;
+    }
+    panel.over[k] = { v, t: performance.now() };
+    if (!panel.ready) return;
+    if (tell) {
+      // First: a panel that then fails to draw it is drawn again by the server's rerun (or
+      // reports its failure then).
+      host.setting(panel, Object.fromEntries(SETTINGS.map((s) => [s, current(panel, s)])));
+      if (!drawsLocally(panel.d, k)) panel.ui.status.textContent = "Updating…";
+    }
+    redraw(panel);
+  };
+  const pick = (k, text, options, onChange) => {
     const sel = el("select", "sal-select", field(text), { "aria-label": text });
-    for (const o of options) el("option", "", sel, { value: o }).textContent = o;
-    sel.value = FROM_DATA[k](d);
-    sel.addEventListener("change", () => change(k, sel.value));
+    for (const [value, name] of options) el("option", "", sel, { value }).textContent = name;
+    sel.addEventListener("change", () => onChange(sel.value));
+    set[k] = (v) => {
+      sel.value = String(v);
+    };
   };
   const slide = (k, text, [lo, hi, step]) => {
     const f = field(text);
     const attrs = { type: "range", min: lo, max: hi, step, "aria-label": text };
     const input = el("input", "sal-range", f, attrs);
     const shown = el("span", "sal-control-value", f);
-    input.value = shown.textContent = String(FROM_DATA[k](d));
+    // Drawn as it moves; the host hears of where it stops.
     input.addEventListener("input", () => {
       shown.textContent = input.value;
-      change(k, Number(input.value));
+      change(k, Number(input.value), false);
     });
+    input.addEventListener("change", () => change(k, Number(input.value)));
+    set[k] = (v) => {
+      input.value = shown.textContent = String(v);
+    };
   };
   const choose = (k, text, options) => {
     const group = el("span", "sal-radios", field(text), { role: "radiogroup", "aria-label": text });
+    const inputs = [];
     for (const o of options) {
       const item = el("label", "sal-radio", group);
       const input = el("input", "", item, { type: "radio", name: `sal-${k}`, value: o });
-      input.checked = o === FROM_DATA[k](d);
       input.addEventListener("change", () => input.checked && change(k, o));
       item.append(o);
+      inputs.push(input);
     }
+    set[k] = (v) => {
+      for (const input of inputs) input.checked = input.value === v;
+    };
   };
-  const change = (k, v) => {
-    panel.own[k] = v;
-    if (panel.ready) redraw(panel);
-  };
-  pick("cmap", c.cmap, c.cmaps);
-  pick("cmap_signed", c.cmap_signed, c.cmaps_signed);
+  const pairs = (options) => options.map((o) => [o, o]);
+  if (d.target_choices) {
+    pick("target", c.target, d.target_choices, (v) => panel.ready && chooseTarget(panel, v));
+  }
+  pick("cmap", c.cmap, pairs(c.cmaps), (v) => change("cmap", v));
+  pick("cmap_signed", c.cmap_signed, pairs(c.cmaps_signed), (v) => change("cmap_signed", v));
   slide("alpha", c.alpha, [0, 1, 0.05]);
   slide("clip", c.clip, [50, 100, 0.5]);
-  if (d.scale_local) choose("scale", c.scale, c.scales);
-  if (d.sign_local) choose("sign", c.sign, c.signs);
-  return box;
+  if (d.scale_local || host.setting) choose("scale", c.scale, c.scales);
+  if (d.sign_local || host.setting) choose("sign", c.sign, c.signs);
+  return { box, set };
 }
 
+// The switches, made again where the payload changes which there are, showing what is drawn.
+function showControls(panel) {
+  const { d, ui, host } = panel;
+  const key = JSON.stringify([d.scale_local, d.sign_local, !!host.setting, d.target_choices]);
+  if (!ui.controls || ui.controls.key !== key) {
+    ui.controls?.box.remove();
+    ui.controls = { ...buildControls(panel), key };
+    ui.root.prepend(ui.controls.box);
+  }
+  for (const [k, show] of Object.entries(ui.controls.set)) {
+    show(k === "target" ? targetChoice(panel) : current(panel, k));
+  }
+}
 
 function redraw(panel) {
   settle(panel);
@@ -446,9 +523,8 @@ function wire(root, panel) {
       panel.seq += 1;
       if (panel.local) {
         panel.over.target = { v: k, t: performance.now(), seq: panel.seq };
-        settle(panel);
-        panel.shown = panel.chosen;
-        draw(panel, panel.chosen, false);
+        redraw(panel);
+        panel.ui.controls?.set.target?.(targetChoice(panel));
       } else {
         ui.status.textContent = "Updating…";
       }
@@ -463,7 +539,7 @@ function wire(root, panel) {
 // A panel in `root` (emptied), for a host (see the top of this file).
 function makePanel(root, host) {
   const panel = { ui: build(root), root, host, seq: 0, over: {}, own: {}, shown: null };
-  Object.assign(panel, { seen: null, layout: "" });
+  panel.layout = "";
   panel.ui.root = root;
   wire(root, panel);
   return panel;
@@ -482,18 +558,17 @@ function show(panel, d, A) {
     panel.layout = layout;
     buildGrid(panel);
   }
-  panel.byLabel = new Map(Object.entries(d.labels).map(([k, text]) => [text, Number(k)]));
   for (const cell of panel.ui.cells.values()) delete cell.dataset.drawn;
 
-  // What the server confirmed (or never will) is its again; newer sidebar changes and clicks
-  // of ours stay until it has seen them.
+  // What the host confirmed (or never will) is its again; newer changes and clicks of ours
+  // stay until it has seen them.
   const now = performance.now();
   for (const [k, o] of Object.entries(panel.over)) {
     const seen = o.seq ? d.seq >= o.seq : FROM_DATA[k](d) === o.v;
     if (seen || now - o.t > HOLD_MS) delete panel.over[k];
   }
-  if (d.own_controls && !panel.ui.controls) panel.ui.controls = buildControls(panel);
   settle(panel);
+  if (d.own_controls) showControls(panel);
   panel.shown = panel.chosen;
 
   const ui = panel.ui;

@@ -4,131 +4,31 @@
 // and `setTriggerValue` / `setStateValue`.
 //
 // Sent back: state "alive" (true: drawn, once the server hasn't heard so yet; false: failed
-// where the server didn't draw its own pictures, which it then does), trigger "pick"
-// ({k, seq}), trigger "missing" (ids of arrays this page no longer holds).
+// where the server didn't draw its own pictures, which it then does), state "settings"
+// ({cmap, cmap_signed, alpha, clip, scale, sign}), trigger "pick" ({k, seq}: k a class number,
+// "predicted" or "true"), trigger "step" ({index}: Next or Previous), trigger "missing" (ids of
+// arrays this page no longer holds).
 //
-// The settings are still the sidebar's here (issue 31 moves them into the panel, as the widget
-// has them): a colour map, alpha, clip, colour scale, sign (vanilla gradient) or target
-// changed in the sidebar is drawn as soon as the page shows it, and held until the server's
-// rerun confirms it (`follow`). Another method, class score, model or test image needs new
-// maps: for public content the server's explore route answers with the payload its rerun will
-// bring, asked for as the page shows the change, or fetched ahead, for Next, and drawn before
-// the rerun arrives (`askRoute`). A mouse press on any of those in the sidebar, or on Next or
-// Previous, draws (or asks for) what it will choose while the button is still down, and is
-// taken back if no click follows (`pressed`). This is the only file that reads Streamlit's DOM.
+// The colour map, signed colour map, alpha, clip, colour scale, sign and target class are the
+// panel's own switches (panel.js `buildControls`, payload `own_controls`): a change is drawn at
+// once and sent as state "settings" (every setting as shown; a target as trigger "pick", as a
+// class clicked), which reruns the view's fragment; the server's data then confirms it. The
+// sidebar draws those controls only where the server draws its own pictures (the fallback).
+// So are Next and Previous, where the server's explore route can answer (`navigation`): the
+// image they show is drawn from the route's payload (fetched ahead, for Next) before the
+// server's rerun brings it. Another method, class score or model is the sidebar's: the panel
+// draws the rerun's payload. This file reads nothing of Streamlit's page.
 
-// --- settings: what the sidebar shows before the server has heard of it --------------------
-
-
-// The sidebar's controls as the page shows them now (undefined: not there, or not a value this
-// panel can draw). The page changes them at once; the server hears of them a round trip later.
-function readSidebar(panel) {
-  const { d, A } = panel;
-  const side = document.querySelector('[data-testid="stSidebar"]');
-  if (!side) return {};
-  const c = d.controls;
-  const q = (selector) => side.querySelector(selector);
-  const combo = (label) => q(`input[role="combobox"][aria-label="${label}"]`)?.value;
-  const number = (label) => {
-    const input = q(`input[type="range"][aria-label="${label}"]`);
-    const x = input ? Number(input.value) : Number.NaN;
-    return Number.isFinite(x) ? x : undefined;
-  };
-  const choice = (label, options) => {
-    const on = q(`[role="radiogroup"][aria-label="${label}"] input[type="radio"]:checked`);
-    return on ? options[Number(on.value)] : undefined;
-  };
-  const known = (name) => (name !== undefined && A[`lut:${name}`] ? name : undefined);
-  const out = {
-    cmap: known(combo(c.cmap)),
-    cmap_signed: known(combo(c.cmap_signed)),
-    alpha: number(c.alpha),
-    clip: number(c.clip),
-    sign: choice(c.sign, c.signs),
-    scale: choice(c.scale, c.scales),
-  };
-  const t = combo(c.target);
-  if (t !== undefined) {
-    out.target =
-      t === c.predicted ? d.pred : t === c.true ? (d.true ?? d.pred) : panel.byLabel.get(t);
-  }
-  return out;
-}
-
-// When the user last pressed, clicked or typed anywhere: a control that changes without that is
-// the server's doing (a new page, a reset), and the server's data brings it.
-let lastInput = -Infinity;
-for (const kind of ["pointerdown", "keydown", "input", "change"]) {
-  document.addEventListener(kind, () => (lastInput = performance.now()), true);
-}
-const INPUT_MS = 2000;
-
-// The sidebar changed: draw what it shows now.
-function follow(panel) {
-  if (!panel.ready) return;
-  if (performance.now() - lastInput > INPUT_MS) {
-    for (const [k, v] of Object.entries({ ...readSidebar(panel), ...readRouted(panel) })) {
-      if (v !== undefined) panel.seen[k] = v; // not the user's: a new baseline
-    }
-    return;
-  }
-  const ask = {};
-  for (const [k, v] of Object.entries(readRouted(panel))) {
-    const before = panel.seen[k];
-    if (v === undefined) continue;
-    panel.seen[k] = v;
-    if (before !== undefined && before !== v) ask[k] = v;
-  }
-  if (Object.keys(ask).length) askRoute(panel, ask);
-  const now = readSidebar(panel);
-  const t = performance.now();
-  let changed = false;
-  for (const [k, v] of Object.entries(now)) {
-    if (v === undefined) continue;
-    const before = panel.seen[k];
-    panel.seen[k] = v;
-    if (before === undefined || before === v) continue;
-    // The target box follows a click in the panel, or the server: neither is a new choice.
-    if (k === "target" && (panel.over.target?.seq || v === panel.d.target || !panel.local)) {
-      continue;
-    }
-    panel.over[k] = { v, t };
-    changed = true;
-  }
-  if (changed) {
-    settle(panel);
-    panel.shown = panel.chosen;
-    draw(panel, panel.chosen, false);
-  }
-}
-
-// --- the explore route: another method, score, model or image before the server's rerun ---
+// --- the explore route: the image Next or Previous shows, before the server's rerun --------
 //
-// Those need new gradients, so the panel can't draw them from what it holds. But for public
-// content (a bundled test image or a workspace's, a registry model) the server answers the
-// view's query on a route of its own (dashboard/serve.py, explore.route_payload) with the
-// payload its rerun will bring: asked for as soon as the page shows the change (or Next or
-// Previous is clicked), it is drawn about a round trip and a page render sooner. The rerun's
-// data then confirms it; an older rerun's, arriving in between, is held back a while.
+// Another image needs new gradients, so the panel can't draw it from what it holds. But for
+// public content (a bundled test image or a workspace's, a registry model) the server answers
+// the view's query on a route of its own (dashboard/serve.py, explore.route_payload) with the
+// payload its rerun will bring: asked for as Next or Previous is clicked (or fetched ahead, for
+// Next), it is drawn about a round trip and a page render sooner. The rerun's data then
+// confirms it; an older rerun's, arriving in between, is held back a while.
 
 const ROUTE_HOLD_MS = 3000;
-
-// The method, class score and model as the sidebar shows them (the route's names).
-function readRouted(panel) {
-  const r = panel.d && panel.d.route;
-  const side = document.querySelector('[data-testid="stSidebar"]');
-  if (!r || !side) return {};
-  const combo = (label) =>
-    side.querySelector(`input[role="combobox"][aria-label="${label}"]`)?.value;
-  const on = side.querySelector(
-    `[role="radiogroup"][aria-label="${r.labels.score}"] input[type="radio"]:checked`,
-  );
-  return {
-    method: r.methods[combo(r.labels.method)],
-    model: r.models[combo(r.labels.model)],
-    score: on ? r.scores[Number(on.value)] : undefined,
-  };
-}
 
 function routeUrl(panel, want) {
   const r = panel.d.route;
@@ -186,8 +86,8 @@ const COLOURS = ["cmap", "cmap_signed", "alpha", "clip", "scale"];
 const COLOUR_DATA = ["cmap", "cmap_signed", "alpha", "clip", "scale_view", "shared"];
 
 // The views this page has drawn (the server's and the route's), by their query less the
-// colours: a method, model, class score or image seen before (switched back to, compared
-// again) is drawn again at the press from the arrays still held, asking the server nothing.
+// colours: an image seen before (Previous, back to it) is drawn again at the click from the
+// arrays still held, asking the server nothing.
 // Only the data is kept; the arrays stay in ARRAYS, by content, under its bounds.
 const VIEWS_KEPT = 32;
 
@@ -256,177 +156,52 @@ function confirms(d, want) {
   return !!d.route && Object.entries(want).every(([k, v]) => d.route.query[k] === v);
 }
 
-// What a press or click on `target` would change in each panel: [[panel, change, k, local]].
-// Routed (new maps: the explore route answers): a method or model in the sidebar's open list
-// (k "method", "model"), a class score (k "score"), Next or Previous (k null). Local (drawn
-// from the maps held, as `follow` draws them): a target class or colour map in the sidebar's
-// open list, a colour scale or sign. Only what differs from what the panel shows now.
-const PRESSABLE = '[role="option"], button, [role="radiogroup"] label';
-
-function intents(target) {
-  const on = target.closest && target.closest(PRESSABLE);
-  if (!on || on.closest(".sal-panel")) return [];
-  const out = [];
-  for (const p of PANELS) {
-    if (!p.ready) continue;
-    const r = p.d.route;
-    const c = p.d.controls;
-    let k = null;
-    let v;
-    if (on.matches('[role="option"]')) {
-      const box = document.querySelector(
-        '[data-testid="stSidebar"] input[role="combobox"][aria-expanded="true"]',
-      );
-      const label = box && box.getAttribute("aria-label");
-      const text = on.innerText.trim();
-      if (r && label === r.labels.method) [k, v] = ["method", r.methods[text]];
-      else if (r && label === r.labels.model) [k, v] = ["model", r.models[text]];
-      else if (label === c.cmap || label === c.cmap_signed) {
-        k = label === c.cmap ? "cmap" : "cmap_signed";
-        v = p.A[`lut:${text}`] ? text : undefined;
-      } else if (label === c.target && p.local) {
-        k = "target";
-        const { pred, true: truth } = p.d;
-        v = text === c.predicted ? pred : text === c.true ? (truth ?? pred) : p.byLabel.get(text);
-      }
-    } else if (on.matches("label")) {
-      const group = on.closest('[role="radiogroup"]');
-      const input = on.querySelector('input[type="radio"]');
-      const i = input ? Number(input.value) : Number.NaN;
-      const label = group.getAttribute("aria-label");
-      if (!group.closest('[data-testid="stSidebar"]') || !Number.isInteger(i)) continue;
-      if (r && label === r.labels.score) [k, v] = ["score", r.scores[i]];
-      else if (label === c.sign) [k, v] = ["sign", c.signs[i]];
-      else if (label === c.scale) [k, v] = ["scale", c.scales[i]];
-    } else if (r) {
-      const text = on.innerText.trim();
-      const i = text === r.buttons.next ? r.next : text === r.buttons.previous ? r.previous : null;
-      if (i !== null && i !== undefined) out.push([p, { index: String(i) }, null, false]);
-      continue;
-    }
-    if (!k || v === undefined) continue;
-    const local = !["method", "model", "score"].includes(k);
-    const now = local ? (p.over[k] ? p.over[k].v : FROM_DATA[k](p.d)) : p.seen[k];
-    if (v !== now) out.push([p, { [k]: v }, k, local]);
+// Next and Previous, the panel's own (labels `route.buttons`) where the route can answer: the
+// image each shows is drawn at once from the route, and the server hears of it (trigger
+// "step"), whose rerun then shows it everywhere else (the image chooser, the heading, the link).
+function navigation(panel) {
+  const r = panel.d.route;
+  let nav = panel.ui.nav;
+  if (!nav) {
+    const box = el("div", "sal-nav", null);
+    const button = (which) => {
+      const b = el("button", "sal-button", box, { type: "button" });
+      b.addEventListener("click", () => step(panel, which));
+      return b;
+    };
+    nav = panel.ui.nav = { box, previous: button("previous"), next: button("next") };
+    panel.ui.root.prepend(box);
   }
-  return out;
-}
-
-// Asked for (or drawn) at the press, not the click: what the press will choose shows while the
-// button is still down (a person holds it ~100 ms; the page's own handling of the click then
-// takes ~80 ms more on one core), and is taken back if the press ends without a click on it
-// (dragged away).
-const PRESS_GRACE_MS = 400;
-
-function pressed(e) {
-  if (e.pointerType === "touch") return; // a finger on a list may be scrolling it: the click asks
-  for (const [p, change, k, local] of intents(e.target)) {
-    p.pressed = { on: e.target.closest(PRESSABLE), change, k, local };
-    if (local) {
-      p.over[k] = { v: change[k], t: performance.now(), press: true };
-      redraw(p);
-    } else {
-      if (!k) p.browsing = true;
-      askRoute(p, change);
-    }
+  nav.box.hidden = !r;
+  // The image chooser's own Previous and Next hide while these show (panel.css).
+  document.documentElement.dataset.salNav = r ? "on" : "off";
+  if (!r) return;
+  for (const which of ["previous", "next"]) {
+    nav[which].textContent = r.buttons[which];
+    nav[which].disabled = r[which] === null || r[which] === undefined;
   }
 }
 
-function released() {
-  for (const p of PANELS) {
-    const press = p.pressed;
-    if (!press) continue;
-    setTimeout(() => {
-      if (p.pressed === press) takeBack(p);
-    }, PRESS_GRACE_MS);
-  }
+function step(panel, which) {
+  const r = panel.d.route;
+  const index = r ? r[which] : null;
+  if (!panel.ready || index === null || index === undefined) return;
+  panel.browsing = true; // someone browsing: Next's image is fetched ahead from now on
+  panel.setTriggerValue("step", { index }); // explore.py `_on_step`
+  askRoute(panel, { index: String(index) });
 }
 
-// A press that chose nothing: the server's view again.
-function takeBack(panel) {
-  const press = panel.pressed;
-  panel.pressed = null;
-  try {
-    if (press.local) {
-      if (panel.over[press.k]?.press) delete panel.over[press.k];
-      redraw(panel);
-      return;
-    }
-    panel.routeTicket = (panel.routeTicket || 0) + 1; // an answer still on its way is dropped
-    panel.routed = null;
-    const server = panel.server;
-    if (server && panel.d !== server.d) show(panel, server.d, server.A);
-  } catch (err) {
-    console.error("saliency panel:", err); // the server's next data draws it again
-  }
-}
-
-// The click: what the press on the same option or button asked for stands (the panel may
-// already show it: Next's "next" is then another image), and a method, model or score becomes
-// the one `follow` knows. A click without a press (from the keys) asks now; a local change
-// without one is drawn when the page shows it (`follow`).
-function clicked(e) {
-  const on = e.target.closest && e.target.closest(PRESSABLE);
-  const confirmed = new Set();
-  for (const p of PANELS) {
-    const press = p.pressed;
-    if (!press || !on || press.on !== on) continue; // released elsewhere: taken back
-    p.pressed = null;
-    if (press.k && !press.local) p.seen[press.k] = press.change[press.k];
-    confirmed.add(p);
-  }
-  for (const [p, change, k, local] of intents(e.target)) {
-    if (confirmed.has(p) || local) continue;
-    if (k) p.seen[k] = change[k];
-    else p.browsing = true;
-    askRoute(p, change);
-  }
-}
-
-document.addEventListener("pointerdown", pressed, true);
-document.addEventListener("pointerup", released, true);
-document.addEventListener("pointercancel", released, true);
-document.addEventListener("click", clicked, true);
-
-const PANELS = new Set();
-let watching = false;
-
-function watch(panel) {
-  PANELS.add(panel);
-  if (watching) return;
-  watching = true;
-  let queued = false;
-  new MutationObserver(() => {
-    if (queued) return;
-    queued = true;
-    requestAnimationFrame(() => {
-      queued = false;
-      for (const p of PANELS) {
-        if (!p.root.isConnected) {
-          PANELS.delete(p);
-          continue;
-        }
-        try {
-          follow(p);
-        } catch (err) {
-          console.error("saliency panel:", err); // the server's next data draws it again
-        }
-      }
-    });
-  }).observe(document.body, { subtree: true, childList: true, attributes: true });
-}
-
-// What the dashboard's panel does beside drawing: the sidebar and the route.
+// What the dashboard's panel does beside drawing: its switches reach the server, and the route.
 const STREAMLIT_HOST = {
+  setting(panel, settings) {
+    panel.setStateValue("settings", settings); // explore.py `_on_settings`
+  },
   shown(panel, d) {
-    if (!panel.seen) {
-      panel.seen = {};
+    if (!panel.started) {
+      panel.started = true;
       panel.seq = d.seq; // the session's last pick (a panel drawn again after another page)
-      watch(panel);
     }
-    for (const [k, v] of Object.entries({ ...readSidebar(panel), ...readRouted(panel) })) {
-      if (v !== undefined && panel.seen[k] === undefined) panel.seen[k] = v; // a first look
-    }
+    navigation(panel);
     remember(panel, d);
     prefetch(panel);
   },
@@ -442,6 +217,7 @@ function render(component, d) {
   }
   const panel = root.salPanel;
   panel.setTriggerValue = setTriggerValue;
+  panel.setStateValue = component.setStateValue;
   clearTimeout(panel.held);
   const routed = panel.routed;
   if (routed && panel.ready) {

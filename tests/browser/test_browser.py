@@ -230,8 +230,24 @@ def open_select(page: Page, label: str) -> None:
     page.get_by_test_id("stSidebar").get_by_role("combobox", name=label, exact=True).click()
 
 
+def panel_control(page: Page, role: str, label: str):
+    """One of the panel's own switches (its target box, colours, scale, sign)."""
+    return page.locator(".sal-panel").get_by_role(role, name=label, exact=True)
+
+
 def option(page: Page, name: str | re.Pattern):
     return page.get_by_role("option", name=name, exact=isinstance(name, str))
+
+
+def timed_target(page: Page, k: int) -> float:
+    """Choose class `k` in the panel's target box; ms until the new map has loaded and the app
+    is idle (the server's rerun has come)."""
+    old = map_image(page).get_attribute("src")
+    box = panel_control(page, "combobox", "Target class")
+    start = time.perf_counter()
+    box.select_option(str(k))
+    page.wait_for_function(MAP_UPDATED_JS, arg=old, polling="raf", timeout=TIMEOUT_MS)
+    return (time.perf_counter() - start) * 1000
 
 
 def timed_choice(page: Page, label: str, name: str | re.Pattern) -> float:
@@ -329,10 +345,15 @@ def test_target_class_switch(server: Server, page: Page, artifacts_dir: Path) ->
     wait_complete(page)
     before = map_pixels(page)
 
-    open_select(page, "Target class")
-    names = page.get_by_role("option").all_inner_texts()
+    box = panel_control(page, "combobox", "Target class")
+    names = box.locator("option").all_inner_texts()
     assert names[:3] == ["the predicted class", "the true class", "0"], names
-    option(page, "3").click()
+    # The panel's own: the sidebar has no target box (nor colours) while the panel draws.
+    sidebar = page.get_by_test_id("stSidebar")
+    for label in ("Target class", "Colour map", "Signed colour map"):
+        expect(sidebar.get_by_role("combobox", name=label, exact=True)).to_have_count(0)
+    expect(sidebar.get_by_role("slider")).to_have_count(0)
+    box.select_option("3")
     expect(page.get_by_text("Map: ∂ logit[3] / ∂x", exact=True)).to_be_visible()
     expect(heading(page, "Why 3 and not 7?")).to_be_visible()
     wait_complete(page)
@@ -341,11 +362,11 @@ def test_target_class_switch(server: Server, page: Page, artifacts_dir: Path) ->
     assert diff > MIN_MAP_DIFF, f"the heat map hardly changed (mean |diff| {diff:.2f})"
 
     for k in (0, 1):  # warm-up
-        timed_choice(page, "Target class", str(k))
+        timed_target(page, k)
     samples = []
     for i in range(20):
         k = (2 + i) % 10
-        samples.append(timed_choice(page, "Target class", str(k)))
+        samples.append(timed_target(page, k))
         expect(map_image(page)).to_be_visible()
         expect(page.get_by_text(f"Map: ∂ logit[{k}] / ∂x", exact=True)).to_be_visible()
     assert_no_exception(page)
@@ -424,12 +445,11 @@ def test_panel_hover_click_link_and_exports(server: Server, page: Page, artifact
         }"""
     )
     assert shown == "Map: ∂ logit[3] / ∂x"
-    # Then the server follows: the link, the sidebar, the explanation, the contrast map.
+    # Then the server follows: the link, the target box, the explanation, the contrast map.
     expect(heading(page, "Why 3 and not 7?")).to_be_visible()
     wait_idle(page)
     assert "target=3" in page.url
-    sidebar = page.get_by_test_id("stSidebar")
-    expect(sidebar.get_by_role("combobox", name="Target class")).to_have_value("3")
+    expect(panel_control(page, "combobox", "Target class")).to_have_value("3")
     showing = page.get_by_test_id("stMarkdownContainer").filter(has_text="Showing")
     expect(showing).to_contain_text("∂ logit[3]")
     expect(panel.locator(".sal-contrast-fig")).not_to_have_class(re.compile("sal-stale"))
@@ -503,14 +523,13 @@ HOLD_SENDS = """
 """
 
 
-def test_sidebar_changes_are_drawn_before_the_server_hears_of_them(server: Server, browser):
-    """Colour map, alpha, clip, scale, sign and target, each changed in the sidebar while the
-    page can't reach the server: the panel draws it at once, exactly as the server would; then
-    the server catches up (the link, the captions) and the pictures stay."""
+def test_panel_switches_are_drawn_before_the_server_hears_of_them(server: Server, browser):
+    """Colour map, alpha, clip, scale, sign and target, each changed in the panel's own switches
+    while the page can't reach the server: the panel draws it at once, exactly as the server
+    would; then the server catches up (the link, the captions) and the pictures stay. The link
+    then reopens every setting, in the switches and the pictures."""
     context, page = opened_with(browser, server, HOLD_SENDS)
     wait_complete(page)
-    sidebar = page.get_by_test_id("stSidebar")
-    radio = page.get_by_test_id("stRadio")
 
     def held(change, drawn_with: str, setting: str, value, server_side: str) -> None:
         page.evaluate("window.__holdSends = true")
@@ -533,41 +552,65 @@ def test_sidebar_changes_are_drawn_before_the_server_hears_of_them(server: Serve
         assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
 
     def select(label: str, name: str):
-        return lambda: (open_select(page, label), option(page, name).click())
+        return lambda: panel_control(page, "combobox", label).select_option(name)
+
+    def radio(group: str, name: str):
+        return panel_control(page, "radiogroup", group).get_by_text(name, exact=True).click
 
     held(select("Colour map", "viridis"), "viridis", "cmap", "viridis", "cmap=viridis")
-    alpha = sidebar.get_by_role("slider", name="Overlay alpha")
+    alpha = panel_control(page, "slider", "Overlay alpha")
     held(lambda: alpha.press("ArrowRight"), "viridis", "alpha", 0.55, "alpha=0.55")
-    clip = sidebar.get_by_role("slider", name="Clip at percentile")
+    clip = panel_control(page, "slider", "Clip at percentile")
     held(lambda: clip.press("ArrowLeft"), "viridis", "clip", 98.5, "clip=98.5")
-    shared = radio.filter(has_text="Colour scale").get_by_text("shared", exact=True)
-    held(shared.click, "viridis", "shared", True, "scale=shared")
-    signed = radio.filter(has_text="Values").get_by_text("signed", exact=True)
-    held(signed.click, "RdBu_r", "cmap", "RdBu_r", "sign=signed")
+    held(radio("Colour scale", "shared"), "viridis", "shared", True, "scale=shared")
+    held(radio("Values", "signed"), "RdBu_r", "cmap", "RdBu_r", "sign=signed")
+    held(select("Signed colour map", "PiYG"), "PiYG", "cmap", "PiYG", "cmap_signed=PiYG")
 
     # The target: the panel's chosen class, before the server's.
     page.evaluate("window.__holdSends = true")
-    open_select(page, "Target class")
-    option(page, "3").click()
+    panel_control(page, "combobox", "Target class").select_option("3")
     page.wait_for_function("() => document.querySelector('.sal-panel').salPanel.chosen === 3")
     st = panel_state(page)
     assert st["target"] == 7 and "target=" not in page.url
-    np.testing.assert_array_equal(
-        data_url_pixels(st["map"]), expected_pictures(st, "RdBu_r")["map"]
-    )
+    np.testing.assert_array_equal(data_url_pixels(st["map"]), expected_pictures(st, "PiYG")["map"])
     page.evaluate("window.__holdSends = false")
     expect(page).to_have_url(re.compile("target=3"))
     wait_idle(page)
     assert panel_state(page)["map"] == st["map"]
     assert_no_exception(page)
+
+    # The link holds every setting and reopens them in a new session: switches and pictures.
+    link = page.url
+    for part in ("cmap=viridis", "alpha=0.55", "clip=98.5", "scale=shared", "sign=signed",
+                 "cmap_signed=PiYG", "target=3"):  # fmt: skip
+        assert part in link, (part, link)
+    other = context.new_page()
+    other.goto(link)
+    wait_complete(other)
+    again = panel_state(other)
+    assert (again["map"], again["overlay"]) == (st["map"], st["overlay"])
+    for role, label, value in (
+        ("combobox", "Colour map", "viridis"),
+        ("combobox", "Signed colour map", "PiYG"),
+        ("combobox", "Target class", "3"),
+        ("slider", "Overlay alpha", "0.55"),
+        ("slider", "Clip at percentile", "98.5"),
+    ):
+        expect(panel_control(other, role, label)).to_have_value(value)
+    for group, name in (("Colour scale", "shared"), ("Values", "signed")):
+        radios = panel_control(other, "radiogroup", group)
+        expect(radios.get_by_role("radio", name=name, exact=True)).to_be_checked()
     context.close()
 
 
-def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: Server, browser):
-    """Next, a method and a model, each while the page can't reach the server: the panel draws
-    the route's maps (dashboard.serve's /api/explore/panel) at once, and they are the model's
-    own (an independent Jacobian); then the server's rerun catches up and the pictures stay.
-    Previous, back to a view drawn before, needs neither the server nor the route."""
+def test_next_and_previous_are_drawn_from_the_route_before_the_server_hears(
+    server: Server, browser
+):
+    """The panel's own Next, while the page can't reach the server: the panel draws the route's
+    maps (dashboard.serve's /api/explore/panel) at once, and they are the model's own (an
+    independent Jacobian); then the server's rerun catches up (the link, the image chooser) and
+    the pictures stay. Previous, back to a view drawn before, needs neither the server nor the
+    route. The image chooser's own Previous and Next hide while the panel's show."""
     context, page = opened_with(browser, server, HOLD_SENDS)
     wait_complete(page)
     images = pretrained.load_dataset("mnist").images
@@ -599,118 +642,19 @@ def test_new_gradients_are_drawn_from_the_route_before_the_server_hears(server: 
         after = panel_state(page)
         assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
 
-    next_image = page.get_by_role("button", name="Next ▶")
+    panel = page.locator(".sal-panel")
+    next_image = panel.get_by_role("button", name="Next ▶")
+    expect(page.get_by_role("button", name="Next ▶")).to_have_count(1)  # the chooser's: hidden
     held(next_image.click, "index=1", "mnist-cnn", 1, False)
-    held(
-        lambda: (open_select(page, "Method"), option(page, "Gradient × Input").click()),
-        "method=input_x_gradient",
-        "mnist-cnn",
-        1,
-        True,
-    )
-    held(
-        lambda: (open_select(page, "Model"), option(page, model_option("mnist-mlp")).click()),
-        "model=mnist-mlp",
-        "mnist-mlp",
-        1,
-        True,
-    )
-    held(next_image.click, "index=2", "mnist-mlp", 2, True)
+    index = page.get_by_test_id("stNumberInput").filter(has_text="Image index").locator("input")
+    expect(index).to_have_value("1")  # the image chooser followed
+    held(next_image.click, "index=2", "mnist-cnn", 2, False)
     # Back to a view drawn before, with the route out of reach too: drawn from what the page
-    # holds (saliency_panel.js `recalled`), the same maps.
+    # holds (streamlit.js `recalled`), the same maps.
     page.route("**/api/explore/panel*", lambda route: route.abort())
-    held(page.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-mlp", 1, True)
+    held(panel.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-cnn", 1, False)
     assert_no_exception(page)
     context.close()
-
-
-def test_a_press_draws_what_it_will_choose_and_one_that_chooses_nothing_is_taken_back(
-    server: Server, page: Page
-):
-    """A method's option pressed and still held: the panel already shows its maps (the page
-    hasn't had a click yet, so the link is unchanged), and they are the model's own. Dragged
-    off the list and released elsewhere, the press chooses nothing: the panel shows the
-    server's view again and the sidebar still says the old method. The same for a colour map,
-    a target class and a sign, drawn from the maps held exactly as the server would. Then a
-    plain click on the option chooses it for good."""
-    page.goto(server.url)
-    wait_complete(page)
-    first = panel_state(page)
-    x = pretrained.load_dataset("mnist").images[0:1]
-    jac = saliency.jacobian(pretrained.load_model("mnist-cnn"), x)[0, :, 0].numpy()
-    input_x_gradient = np.abs(jac * x[0, 0].numpy())
-    changed = "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old"
-
-    open_select(page, "Method")
-    option(page, "Gradient × Input").hover()
-    page.mouse.down()
-    page.wait_for_function(changed, arg=first["map"], timeout=5_000)
-    held = panel_state(page)
-    assert "method=input_x_gradient" not in page.url  # no click yet: the server knows nothing
-    got = np.asarray(held["maps"], dtype=np.float32).reshape(input_x_gradient.shape)
-    np.testing.assert_allclose(got, input_x_gradient, rtol=1e-4, atol=1e-6 * input_x_gradient.max())
-    page.mouse.move(700, 5)  # off the list, onto the page's top
-    page.mouse.up()
-    page.wait_for_function(
-        "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src === old",
-        arg=first["map"],
-        timeout=5_000,
-    )
-    combo = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Method", exact=True)
-    expect(combo).to_have_value("Vanilla gradient")
-    wait_idle(page)
-    back = panel_state(page)
-    assert back["maps"] == first["maps"] and back["map"] == first["map"]
-    assert "method=input_x_gradient" not in page.url
-
-    # What needs no new maps is drawn at the press too, from the maps held: exactly as the
-    # server would draw it, and taken back the same way.
-    def press_and_drag_away(press, setting: str, value, drawn_with: str) -> None:
-        if page.get_by_role("listbox").count():  # a list left open hides the others
-            page.keyboard.press("Escape")
-        before = panel_state(page)
-        press()
-        page.mouse.down()
-        page.wait_for_function(
-            "([k, v]) => document.querySelector('.sal-panel').salPanel.s[k] === v"
-            " || document.querySelector('.sal-panel').salPanel.chosen === v",
-            arg=[setting, value],
-            timeout=5_000,
-        )
-        st = panel_state(page)
-        np.testing.assert_array_equal(
-            data_url_pixels(st["map"]), expected_pictures(st, drawn_with)["map"]
-        )
-        page.mouse.move(700, 5)
-        page.mouse.up()
-        page.wait_for_function(
-            "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src === old",
-            arg=before["map"],
-            timeout=5_000,
-        )
-        if page.get_by_role("listbox").count():
-            page.keyboard.press("Escape")
-        wait_idle(page)
-        assert panel_state(page)["map"] == before["map"]
-
-    def hover_option(label: str, name: str):
-        return lambda: (open_select(page, label), option(page, name).hover())
-
-    press_and_drag_away(hover_option("Colour map", "viridis"), "cmap", "viridis", "viridis")
-    press_and_drag_away(hover_option("Target class", "3"), "chosen", 3, "inferno")
-    signed = page.get_by_test_id("stRadio").filter(has_text="Values")
-    press_and_drag_away(signed.get_by_text("signed", exact=True).hover, "signed", True, "RdBu_r")
-    assert "cmap=" not in page.url and "target=" not in page.url and "sign=" not in page.url
-
-    if page.get_by_role("listbox").count():  # the list may have stayed open
-        page.keyboard.press("Escape")
-    open_select(page, "Method")
-    option(page, "Gradient × Input").click()
-    expect(page).to_have_url(re.compile("method=input_x_gradient"))
-    wait_idle(page)
-    assert panel_state(page)["maps"] == held["maps"]
-    expect(combo).to_have_value("Gradient × Input")
-    assert_no_exception(page)
 
 
 # Arms a clock: the next press (on window, before any handler of the page's) starts it, the
@@ -736,9 +680,10 @@ ARM_MAP_CLOCK_JS = """
 
 def test_new_gradients_click_to_map_in_page(server: Server, page: Page, artifacts_dir: Path):
     """Click → the panel's new map, on the page's own clock, for what needs new gradients
-    (a method, Next, a model), recorded in artifacts/browser/latency.json. Each round shows
-    another image, so its maps are computed then, not read from a cache (Next's were fetched
-    ahead). Each map drawn is checked to be the one the server's rerun then draws."""
+    (a method or a model in the sidebar: the server's rerun; the panel's Next: the route),
+    recorded in artifacts/browser/latency.json. Each round shows another image, so its maps
+    are computed then, not read from a cache (Next's were fetched ahead). Each map drawn is
+    checked to be the one the server's rerun then draws."""
     page.goto(server.url)
     wait_complete(page)
     samples: dict[str, list[float]] = {"method": [], "next": [], "model": []}
@@ -753,7 +698,7 @@ def test_new_gradients_click_to_map_in_page(server: Server, page: Page, artifact
                 open_select(page, "Model")
                 choice = option(page, model_option(models[i % 2]))
             else:
-                choice = page.get_by_role("button", name="Next ▶")
+                choice = page.locator(".sal-panel").get_by_role("button", name="Next ▶")
             choice.wait_for()
             page.evaluate(ARM_MAP_CLOCK_JS)
             choice.click()
@@ -829,9 +774,23 @@ def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, bro
     context, page = opened_with(browser, server, BREAK_CANVAS)
     wait_complete(page)
     page.evaluate("window.__breakPanel = true")
-    open_select(page, "Colour map")
-    option(page, "viridis").click()
+    panel_control(page, "combobox", "Colour map").select_option("viridis")
     expect(page.locator(".st-key-explore_fallback")).to_be_visible()
+    # The fallback has the panel's switches in the sidebar: the app keeps working.
+    sidebar = page.get_by_test_id("stSidebar")
+    cmap = sidebar.get_by_role("combobox", name="Colour map", exact=True)
+    expect(cmap).to_have_value("viridis")
+    cmap.click()
+    option(page, "magma").click()
+    expect(page).to_have_url(re.compile("cmap=magma"))
+    for label in ("Target class", "Signed colour map"):
+        expect(sidebar.get_by_role("combobox", name=label, exact=True)).to_be_visible()
+    for label in ("Overlay alpha", "Clip at percentile"):
+        expect(sidebar.get_by_role("slider", name=label)).to_be_visible()
+    # And the image chooser's own Previous and Next, hidden while the panel showed its own.
+    for name in ("Next ▶", "◀ Previous"):
+        expect(page.get_by_role("button", name=name, exact=True)).to_have_count(1)
+        expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
     wait_idle(page)
     expect(
         page.get_by_test_id("stImageCaption").filter(has_text="Map: ").locator("visible=true")
@@ -904,8 +863,8 @@ def test_url_state(server: Server, page: Page) -> None:
     expect(showing).to_contain_text("SmoothGrad")
     expect(showing).to_contain_text("∂ logit[5]")
     expect(page.get_by_text("Map: ∂ logit[5] / ∂x", exact=True)).to_be_visible()
+    expect(panel_control(page, "combobox", "Target class")).to_have_value("5")
     sidebar = page.get_by_test_id("stSidebar")
-    expect(sidebar.get_by_role("combobox", name="Target class")).to_have_value("5")
     expect(sidebar.get_by_role("combobox", name="Method")).to_have_value(re.compile("^SmoothGrad "))
     expect(sidebar.get_by_role("combobox", name="Model", exact=True)).to_have_value(
         re.compile(r"^mnist-mlp \(")

@@ -295,6 +295,59 @@ def test_the_first_run_waits_for_the_panel_before_the_servers_own_pictures(monke
     assert (data["fallback"], data["alive"]) == (True, False) and len(fresh.get("image")) == 7
 
 
+def _map_control_keys(at: AppTest) -> set[str]:
+    return {w.key for kind in ("selectbox", "slider", "radio") for w in at.get(kind)}
+
+
+def test_the_panel_draws_its_own_switches_and_the_sidebar_only_in_the_fallback(monkeypatch):
+    """The target class and colours are the panel's own switches (their labels, options and
+    values in its payload); the sidebar draws them only when the server draws its pictures."""
+    from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
+
+    monkeypatch.setenv("SALIENCY_PANEL_WAIT_S", "3")
+    own = {"target", "sign", "scale", "clip", "alpha", "cmap", "cmap_signed"}
+    at = run_app(target="3", cmap="viridis")
+    at.session_state["explore_panel"] = {"alive": True}  # the panel drew
+    at.run()
+    data, _ = panel_payload(at)
+    assert data["own_controls"] and not data["fallback"]
+    assert (data["target_choice"], data["cmap"]) == ("3", "viridis")
+    assert data["target_choices"][:3] == [
+        ["predicted", "the predicted class"],
+        ["true", "the true class"],
+        ["0", "0"],
+    ]
+    assert len(data["target_choices"]) == 12
+    c = data["controls"]
+    assert (c["cmaps"], c["cmaps_signed"]) == (list(SEQUENTIAL_CMAPS), list(DIVERGING_CMAPS))
+    assert (c["target"], c["cmap"], c["alpha"]) == ("Target class", "Colour map", "Overlay alpha")
+    keys = _map_control_keys(at)
+    assert not keys & own and {"method", "score"} <= keys
+
+    at.session_state["explore_panel"] = {"alive": False}  # it failed: the server draws
+    at.run()
+    assert panel_payload(at)[0]["fallback"] is True
+    assert own <= _map_control_keys(at)
+    assert at.selectbox(key="target").value == "3" and at.selectbox(key="cmap").value == "viridis"
+
+
+def test_the_panels_settings_are_checked_as_a_links_values():
+    """What the panel reports (its state "settings") reaches the view only as values a link
+    may hold; anything else is left out."""
+    from dashboard.views.explore import panel_settings
+
+    assert panel_settings(
+        {"cmap": "viridis", "cmap_signed": "PiYG", "alpha": 0.55, "clip": 98.5, "scale": "shared",
+         "sign": "signed"}
+    ) == {"cmap": "viridis", "cmap_signed": "PiYG", "alpha": 0.55, "clip": 98.5,
+          "scale": "shared", "sign": "signed"}  # fmt: skip
+    bad = {"cmap": "nope", "cmap_signed": 3, "alpha": 1.5, "clip": float("nan"), "scale": True,
+           "sign": None, "target": "3", "method": "smoothgrad"}  # fmt: skip
+    assert panel_settings(bad) == {}
+    assert panel_settings({"alpha": 1, "clip": "95"}) == {"alpha": 1.0, "clip": 95.0}
+    assert panel_settings(None) == panel_settings(["cmap"]) == {}
+
+
 def test_the_wait_for_the_panel_is_read_from_the_environment(monkeypatch):
     from dashboard.components.saliency_panel import WAIT_ENV, wait_s
 

@@ -47,7 +47,7 @@ def test_the_route_answers_what_the_page_then_shows():
     page = panel_payload(at)
     route = page[0]["route"]
     assert route["query"]["index"] == "0" and (route["next"], route["previous"]) == (1, 9999)
-    assert route["models"]["mnist-cnn (" + f"{cache.model_info('mnist-cnn').test_accuracy:.2%})"]
+    assert route["buttons"] == {"next": "Next ▶", "previous": "◀ Previous"}
     assert_same(page, routed(page[0]))
 
     # Next: what the route gave for route["next"] is what the page's rerun brings.
@@ -182,8 +182,8 @@ def _view(**change) -> dict:
 
 def test_the_page_draws_with_the_view_module_imported_once(monkeypatch):
     """st.navigation executes a page's script afresh on every rerun: the view must be the
-    imported module, not a copy made per rerun, or its kept answers (`explained`, the
-    pickers) would be made again and thrown away on every click."""
+    imported module, not a copy made per rerun, or its kept answers (`explained`) would be
+    made again and thrown away on every click."""
     from dashboard.lru import BytesLRU
 
     kept = BytesLRU(explore.EXPLAINED_BYTES)
