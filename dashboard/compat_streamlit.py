@@ -139,6 +139,7 @@ def tcp_no_delay() -> bool:
         return sock
 
     bind_tcp.tcp = True  # type: ignore[attr-defined]
+    bind_tcp.original = bind  # type: ignore[attr-defined]
     server._bind_socket = bind_tcp
     return True
 

@@ -231,7 +231,8 @@ def test_the_servers_connections_have_nagle_off(monkeypatch):
 
     from streamlit.web.server.starlette import starlette_server as server
 
-    monkeypatch.setattr(server, "_bind_socket", server._bind_socket)  # restored afterwards
+    original = getattr(server._bind_socket, "original", server._bind_socket)  # a server ran here
+    monkeypatch.setattr(server, "_bind_socket", original)  # and restored afterwards
     plain = server._bind_socket("127.0.0.1", 0, 8)
     assert plain.proto == 0 and _nodelay_of_a_connection(plain) == 0
     assert compat_streamlit.tcp_no_delay() and compat_streamlit.tcp_no_delay()  # once
