@@ -202,6 +202,7 @@ def test_the_warm_up_imports_nothing_that_the_server_is_importing():
 def _nodelay_of_a_connection(sock) -> int:
     """TCP_NODELAY of the connection an asyncio server on `sock` accepts (as uvicorn's)."""
     import asyncio
+    import concurrent.futures
     import socket
 
     async def main() -> int:
@@ -220,7 +221,9 @@ def _nodelay_of_a_connection(sock) -> int:
         await server.wait_closed()
         return value
 
-    return asyncio.run(main())
+    # In a thread of its own: a test before this one may have left this thread's loop running.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result(timeout=30)
 
 
 def test_the_servers_connections_have_nagle_off(monkeypatch):
