@@ -326,6 +326,7 @@ def registry_method(
     *,
     has_class: bool = True,
     finish: Callable[[torch.Tensor, torch.Tensor, bool | None], torch.Tensor] = _signed_unless,
+    name: str | None = None,
 ) -> Callable:
     """`function` as the method registry calls it (`names.MethodInfo.function`):
     `(model, x, target, *, absolute, score, output, **options)`.
@@ -334,7 +335,9 @@ def registry_method(
     or, for a map with no class (`has_class=False`), as `function(model, x, **options)`, which
     then ignores `target`, `score` and `output`. Its map `m` comes back as
     `finish(m, x, absolute)`: by default |m| when `absolute`, else `m` (`expand_map` for a
-    CAM's `(N, H, W)`). An option `function` doesn't take is its own TypeError.
+    CAM's `(N, H, W)`). An option `function` doesn't take is its own TypeError. The result
+    is named `name` (default `<function>_method`) in `function`'s module, where the caller
+    binds it, so that it pickles by reference like a function written there.
     """
 
     def method(
@@ -353,7 +356,8 @@ def registry_method(
             m = function(model, x, **options)
         return finish(m, x, absolute)
 
-    method.__name__ = method.__qualname__ = f"{function.__name__}_method"
+    method.__name__ = method.__qualname__ = name or f"{function.__name__}_method"
+    method.__module__ = function.__module__
     method.__doc__ = f"`{function.__name__}` as `attribute` calls it: |map| when `absolute`" + (
         "."
         if has_class

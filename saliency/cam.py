@@ -343,7 +343,7 @@ def _one(method: str) -> Callable:
         return r.map  # (N, H, W)
 
     layer_map.__name__ = method
-    run = registry_method(layer_map, finish=expand_map)
+    run = registry_method(layer_map, finish=expand_map, name=method)
 
     def every(
         model: Callable,
