@@ -256,9 +256,19 @@ def load_model(name: str, device: str | torch.device | None = None) -> nn.Module
 
     info = model_info(name)
     device = default_device() if device is None else torch.device(device)
+    return _ready(info.architecture, info.dataset, _recorded_weights(info, device), device)
+
+
+def _recorded_weights(
+    info: ModelInfo | TableModelInfo, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The state dict in `info.weights_file`, read once its hash matches the training record's,
+    so the recorded measurements belong to these weights."""
+    import torch
+
     if not info.weights_file.is_file():
         raise FileNotFoundError(
-            f"{info.weights_file}: weights for {name} missing; train them with "
+            f"{info.weights_file}: weights for {info.name} missing; train them with "
             f"`{info.train_command}`"
         )
     digest = sha256(info.weights_file)
@@ -268,8 +278,7 @@ def load_model(name: str, device: str | torch.device | None = None) -> nn.Module
             f"{info.metrics_file.name} ({info.weights_sha256[:12]}...); retrain with "
             f"`{info.train_command}`"
         )
-    state = torch.load(info.weights_file, map_location=device, weights_only=True)
-    return _ready(info.architecture, info.dataset, state, device)
+    return torch.load(info.weights_file, map_location=device, weights_only=True)
 
 
 def model_from_weights(
@@ -440,14 +449,7 @@ def load_table_model(name: str, device: str | torch.device | None = None) -> nn.
 
     info = table_model_info(name)
     device = default_device() if device is None else torch.device(device)
-    digest = sha256(info.weights_file)
-    if digest != info.weights_sha256:
-        raise ValueError(
-            f"{info.weights_file}: sha256 {digest[:12]}... does not match the training record "
-            f"{info.metrics_file.name}; retrain with `{info.train_command}`"
-        )
-    state = torch.load(info.weights_file, map_location=device, weights_only=True)
     model = build_table_model(name, len(info.features))
-    model.load_state_dict(state)
+    model.load_state_dict(_recorded_weights(info, device))
     model.requires_grad_(False)
     return model.to(device).eval()

@@ -147,6 +147,14 @@ def _image_seeds(seed: int, indices: Sequence[int] | None, n: int) -> int | list
     return seeds
 
 
+def _check_names(methods: Sequence[str], metrics: Sequence[str]) -> None:
+    unknown = [k for k in metrics if k not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
+    if not methods:
+        raise ValueError("methods is empty: name at least one method to score")
+
+
 def score(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -173,11 +181,7 @@ def score(
     (SmoothGrad) draws it for its whole batch, so its maps depend on which images share a batch:
     keep the batches the same to reproduce them.
     """
-    unknown = [k for k in metrics if k not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
-    if not methods:
-        raise ValueError("methods is empty: name at least one method to score")
+    _check_names(methods, metrics)
     control_names = _control_names(controls)
     options = options or {}
     metric_options = metric_options or {}
@@ -235,11 +239,7 @@ def summarise(
     """
     _check_summary(n_boot, level)
     methods, metrics = tuple(methods), tuple(metrics)
-    if not methods:
-        raise ValueError("methods is empty: name at least one method to score")
-    unknown = [k for k in metrics if k not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
+    _check_names(methods, metrics)
     if controls is True:
         control_names = tuple(c for c in CONTROLS if any((c, k) in values for k in metrics))
     else:

@@ -9,6 +9,7 @@ each submodule's flag afterwards).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
@@ -79,10 +80,12 @@ def _target_gradients(
     *,
     score: str,
     output: OutputSelector,
+    during: AbstractContextManager | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Signed d score_target / dx for a batch, plus the raw outputs and the targets used."""
+    """Signed d score_target / dx for a batch, plus the raw outputs and the targets used.
+    `during` is entered around the forward pass (guided backprop's ReLU hooks)."""
     xd = x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), during or nullcontext():
         out, scores = forward_scores(model, xd, score=score, output=output)  # (N, K)
         t = resolve_target(target, out)  # (N,)
         g = _target_vjp(scores, xd, t)
@@ -160,15 +163,18 @@ def _jacobian_chunk(
     score: str,
     output: OutputSelector,
     strategy: str,
+    during: AbstractContextManager | None = None,
 ) -> torch.Tensor:
     """Signed Jacobian of one chunk from one forward pass, class-major: `(C, n, ...)`.
 
     Class-major is the layout autograd produces (one `(n, ...)` gradient per class), so no
-    strided copy is needed; `jacobian` returns a transposed view of it.
+    strided copy is needed; `jacobian` returns a transposed view of it. `during` is entered
+    around the forward pass (guided backprop's ReLU hooks).
     """
     xd = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        _, scores = forward_scores(model, xd, score=score, output=output)  # (n, K)
+        with during or nullcontext():
+            _, scores = forward_scores(model, xd, score=score, output=output)  # (n, K)
         cls = check_classes(classes, scores.shape[1])
         rows = torch.arange(x.shape[0], device=x.device)
         if strategy == "batched":

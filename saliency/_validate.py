@@ -315,3 +315,52 @@ def expand_class_maps(m: torch.Tensor, x: torch.Tensor, absolute: bool | None) -
     if absolute:
         m = m.abs()
     return m.unsqueeze(2).expand(m.shape[0], m.shape[1], *x.shape[1:])
+
+
+def _signed_unless(m: torch.Tensor, x: torch.Tensor, absolute: bool | None) -> torch.Tensor:
+    return m.abs() if absolute else m
+
+
+def registry_method(
+    function: Callable,
+    *,
+    has_class: bool = True,
+    finish: Callable[[torch.Tensor, torch.Tensor, bool | None], torch.Tensor] = _signed_unless,
+    name: str | None = None,
+) -> Callable:
+    """`function` as the method registry calls it (`names.MethodInfo.function`):
+    `(model, x, target, *, absolute, score, output, **options)`.
+
+    `function` is called as `function(model, x, target, score=..., output=..., **options)`,
+    or, for a map with no class (`has_class=False`), as `function(model, x, **options)`, which
+    then ignores `target`, `score` and `output`. Its map `m` comes back as
+    `finish(m, x, absolute)`: by default |m| when `absolute`, else `m` (`expand_map` for a
+    CAM's `(N, H, W)`). An option `function` doesn't take is its own TypeError. The result
+    is named `name` (default `<function>_method`) in `function`'s module, where the caller
+    binds it, so that it pickles by reference like a function written there.
+    """
+
+    def method(
+        model: Callable,
+        x: torch.Tensor,
+        target: Target = None,
+        *,
+        absolute: bool | None = None,
+        score: str = "logit",
+        output: OutputSelector = None,
+        **options,
+    ) -> torch.Tensor:
+        if has_class:
+            m = function(model, x, target, score=score, output=output, **options)
+        else:
+            m = function(model, x, **options)
+        return finish(m, x, absolute)
+
+    method.__name__ = method.__qualname__ = name or f"{function.__name__}_method"
+    method.__module__ = function.__module__
+    method.__doc__ = f"`{function.__name__}` as `attribute` calls it: |map| when `absolute`" + (
+        "."
+        if has_class
+        else "; the map has no class: `target`, `score` and `output` change nothing."
+    )
+    return method

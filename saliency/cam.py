@@ -46,6 +46,7 @@ from ._validate import (
     expand_class_maps,
     expand_map,
     num_classes,
+    registry_method,
     resolve_target,
 )
 
@@ -336,20 +337,13 @@ def cam_map(
 
 
 def _one(method: str) -> Callable:
-    def run(
-        model: Callable,
-        x: torch.Tensor,
-        target: Target = None,
-        *,
-        absolute: bool | None = None,
-        score: str = "logit",
-        output: OutputSelector = None,
-        layer: LayerSpec = None,
-        **options,
-    ) -> torch.Tensor:
+    def layer_map(model, x, target, *, score, output, layer: LayerSpec = None, **options):
         r = _compute(method, model, x, target, None, layer=layer, score=score, output=output,
                      **_options(method, options))  # fmt: skip
-        return expand_map(r.map, x, absolute)
+        return r.map  # (N, H, W)
+
+    layer_map.__name__ = method
+    run = registry_method(layer_map, finish=expand_map, name=method)
 
     def every(
         model: Callable,

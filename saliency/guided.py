@@ -15,20 +15,18 @@ they look crisp because of the guided rule, not because of what the model learne
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
 
-from ._gradients import _class_vjps, _target_vjp
+from ._gradients import _jacobian_chunk, _target_gradients
 from ._layers import LayerSpec, _check_module, _hooks
 from ._validate import (
     OutputSelector,
     Target,
-    check_classes,
     check_inputs,
     eval_mode,
-    forward_scores,
-    resolve_target,
 )
 
 
@@ -52,7 +50,8 @@ def _guide(module: nn.Module, args, out):
     return _PositiveGradient.apply(out) if isinstance(out, torch.Tensor) else None
 
 
-def _guided_forward(model: Callable, x: torch.Tensor, score: str, output: OutputSelector):
+def _guided(model: Callable) -> AbstractContextManager:
+    """The hooks that guide every `nn.ReLU` module of `model`, while the context is open."""
     model = _check_module(model, "guided backprop")
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:
@@ -60,10 +59,7 @@ def _guided_forward(model: Callable, x: torch.Tensor, score: str, output: Output
             "guided backprop guides the model's nn.ReLU modules and this model has none (a "
             "functional relu in forward isn't seen): its map would be the plain gradient"
         )
-    xd = x.detach().requires_grad_(True)
-    with torch.enable_grad(), _hooks([(m, _guide) for m in relus]):
-        out, scores = forward_scores(model, xd, score=score, output=output)
-    return xd, out.detach(), scores
+    return _hooks([(m, _guide) for m in relus])
 
 
 def guided_backprop(
@@ -85,8 +81,9 @@ def guided_backprop(
     """
     check_inputs(x, score)
     with eval_mode(model):
-        xd, out, scores = _guided_forward(model, x, score, output)
-        g = _target_vjp(scores, xd, resolve_target(target, out))
+        g, _, _ = _target_gradients(
+            model, x, target, score=score, output=output, during=_guided(model)
+        )
     return g.abs() if absolute else g
 
 
@@ -103,11 +100,10 @@ def guided_backprop_classes(
     one backward pass per class."""
     check_inputs(x, score)
     with eval_mode(model):
-        xd, out, scores = _guided_forward(model, x, score, output)
-        cls = check_classes(classes, out.shape[1])
-        result = x.new_empty((x.shape[0], len(cls), *x.shape[1:]))
-        for j, g in enumerate(_class_vjps(scores, xd, cls)):
-            result[:, j] = g
+        jac = _jacobian_chunk(
+            model, x, classes, score=score, output=output, strategy="loop", during=_guided(model)
+        )  # (C, N, ...)
+    result = jac.transpose(0, 1)
     return result.abs() if absolute else result
 
 

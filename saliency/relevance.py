@@ -33,6 +33,7 @@ from ._validate import (
     Target,
     check_input,
     eval_mode,
+    registry_method,
     resolve_target,
     select_output,
 )
@@ -179,17 +180,4 @@ def lrp(
     return relevance.detach()
 
 
-def lrp_method(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: Target = None,
-    *,
-    absolute: bool | None = None,
-    score: str = "logit",
-    output: OutputSelector = None,
-    composite: str = "epsilon_plus",
-    epsilon: float = 1e-6,
-) -> torch.Tensor:
-    """`lrp` as `attribute(method="lrp")` calls it: signed unless `absolute`."""
-    r = lrp(model, x, target, composite=composite, epsilon=epsilon, score=score, output=output)
-    return r.abs() if absolute else r
+lrp_method = registry_method(lrp)

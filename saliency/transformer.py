@@ -53,6 +53,7 @@ from ._validate import (
     check_score,
     eval_mode,
     forward_scores,
+    registry_method,
     resolve_target,
 )
 
@@ -254,30 +255,6 @@ def gradient_rollout(
     return _patch_map(r, model, x, upsample)
 
 
-def attention_rollout_method(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: Target = None,
-    *,
-    absolute: bool | None = None,
-    score: str = "logit",
-    output: OutputSelector = None,
-    upsample: bool = True,
-) -> torch.Tensor:
-    """`attention_rollout` as `attribute(method="attention_rollout")` calls it: the map has
-    no class, so `target`, `score` and `output` change nothing; it is non-negative."""
-    return attention_rollout(model, x, upsample=upsample)
-
-
-def gradient_rollout_method(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: Target = None,
-    *,
-    absolute: bool | None = None,
-    score: str = "logit",
-    output: OutputSelector = None,
-    upsample: bool = True,
-) -> torch.Tensor:
-    """`gradient_rollout` as `attribute(method="gradient_rollout")` calls it (non-negative)."""
-    return gradient_rollout(model, x, target, score=score, output=output, upsample=upsample)
+# As `attribute` calls them (rollout maps are non-negative: `absolute` changes nothing).
+attention_rollout_method = registry_method(attention_rollout, has_class=False)
+gradient_rollout_method = registry_method(gradient_rollout)

@@ -488,3 +488,26 @@ def test_library_names_and_dispatch():
     assert str(err.value).startswith("Attention rollout has no class")
     with pytest.raises(ValueError, match="attention rollout needs a transformer"):
         saliency.attribute(cnn, x, method="attention_rollout")
+
+
+def test_the_registry_adapters_pass_options_through_and_pickle_by_name():
+    import pickle
+
+    from saliency import cam, relevance, transformer
+
+    vit = pretrained.load_model("mnist-vit", device="cpu")
+    x = pretrained.load_dataset("mnist")[:2][0]
+    torch.testing.assert_close(
+        saliency.attribute(vit, x, 3, method="gradient_rollout", upsample=False),
+        gradient_rollout(vit, x, 3, upsample=False),
+    )
+    # No class: the target, score and output are not the rollout's to use.
+    torch.testing.assert_close(
+        transformer.attention_rollout_method(vit, x, 5, score="probability", upsample=False),
+        attention_rollout(vit, x, upsample=False),
+    )
+    with pytest.raises(TypeError, match="window"):
+        saliency.attribute(vit, x, method="gradient_rollout", window=4)
+    adapters = (relevance.lrp_method, transformer.attention_rollout_method,
+                transformer.gradient_rollout_method, cam.grad_cam, cam.score_cam)  # fmt: skip
+    assert all(pickle.loads(pickle.dumps(f)) is f for f in adapters)
