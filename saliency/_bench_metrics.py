@@ -10,6 +10,7 @@ from typing import Union
 import numpy as np
 import torch
 
+from ._imputation import linear_imputation
 from ._validate import (
     OutputSelector,
     Target,
@@ -141,68 +142,6 @@ def insertion_auc(
         batch_size=batch_size,
     )  # fmt: skip
     return c.auc.double().cpu()
-
-
-# Noisy linear imputation's neighbour weights (Rong et al. 2022): 1/6 for the four direct
-# neighbours, 1/12 for the diagonal ones.
-_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
-
-
-def linear_imputation(
-    x: torch.Tensor, removed: torch.Tensor, *, tol: float = 1e-10, max_iter: int | None = None
-) -> torch.Tensor:
-    """`x` `(B, C, H, W)` with its `removed` pixels `(B, H, W)` bool replaced by the solution
-    of Rong et al.'s (2022) linear system: each removed pixel equals the weighted mean of its
-    eight neighbours (weights `_WEIGHTS`, normalised over the neighbours inside the image),
-    removed neighbours being unknowns too. Solved for the whole batch at once by Jacobi-
-    preconditioned conjugate gradients in float64 (the system is symmetric positive definite
-    while any pixel is kept), to a relative residual of `tol`. Same shape and dtype as `x`.
-    """
-    b_, c_, h, w = x.shape
-    if removed.shape != (b_, h, w):
-        raise ValueError(f"removed must be (B, H, W) = {(b_, h, w)}, got {tuple(removed.shape)}")
-    if bool(removed.flatten(1).all(1).any()):
-        raise ValueError("every pixel of an image is removed: nothing to impute from")
-    k = _WEIGHTS.to(x.device, torch.float64).view(1, 1, 3, 3)
-    xd = x.double().reshape(b_ * c_, 1, h, w)  # channels share the system: one batch row each
-    m = removed.repeat_interleave(c_, 0).unsqueeze(1).double()  # (BC, 1, H, W): 1 = unknown
-
-    def conv(v: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(v, k, padding=1)
-
-    total = conv(torch.ones(1, 1, h, w, dtype=torch.float64, device=x.device))  # (1, 1, H, W)
-
-    rhs = m * conv((1 - m) * xd)
-    v = torch.zeros_like(rhs)
-    dims = (1, 2, 3)
-    # The systems converge at very different speeds (1 % removed: a few iterations; 99 %: a
-    # few hundred): every few iterations the converged ones leave the working set.
-    live = torch.arange(len(rhs), device=x.device)
-    ml, vl, r = m, torch.zeros_like(rhs), rhs.clone()
-    z = r / total
-    p = z.clone()
-    rz = (r * z).sum(dims, keepdim=True)
-    goal = tol * rhs.square().sum(dims, keepdim=True).sqrt()
-    for it in range(max_iter or 4 * h * w):
-        ap = ml * (total * p - conv(ml * p))  # A p on the unknowns, zero elsewhere
-        alpha = rz / (p * ap).sum(dims, keepdim=True).clamp_min(1e-300)
-        vl = vl + alpha * p
-        r = r - alpha * ap
-        if it % 4 == 3:
-            done = (r.square().sum(dims, keepdim=True).sqrt() <= goal[live]).view(-1)
-            if bool(done.any()):
-                v[live[done]] = vl[done]
-                keep = ~done
-                live, ml, vl, r, p, rz = live[keep], ml[keep], vl[keep], r[keep], p[keep], rz[keep]
-                if not len(live):
-                    break
-        z = r / total
-        rz_new = (r * z).sum(dims, keepdim=True)
-        p = z + (rz_new / rz.clamp_min(1e-300)) * p
-        rz = rz_new
-    v[live] = vl  # any left at max_iter
-    out = torch.where(m > 0, v, xd)
-    return out.reshape(b_, c_, h, w).to(x.dtype)
 
 
 def _pixel_order(maps: torch.Tensor, most_first: bool) -> torch.Tensor:
