@@ -20,7 +20,7 @@ from ._validate import (
     resolve_target,
 )
 from .faithfulness import blur, deletion_curve, insertion_curve
-from .metrics import spearman, ssim_many
+from .metrics import spearman
 
 # A method: a registry name (`saliency.attribute`'s) or a callable (model, x, target) -> maps.
 Method = Union[str, Callable[..., torch.Tensor]]  # noqa: UP007
@@ -76,7 +76,12 @@ def sparseness(maps: torch.Tensor) -> torch.Tensor:
     non-zero element out of D. Higher is better (a concise map). An all-zero map has no
     Gini index: NaN. `(N,)` float64.
     """
-    a = torch.sort(_flat_maps(maps), dim=1).values  # (N, D) ascending
+    a = _flat_maps(maps)
+    flat = maps.detach().reshape(a.shape).abs()  # sorted in its own dtype: the same order
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        a = torch.from_numpy(np.sort(flat.numpy(), axis=1)).double()  # ~10x torch.sort's speed
+    else:
+        a = torch.sort(a, dim=1).values  # (N, D) ascending
     d = a.shape[1]
     i = torch.arange(1, d + 1, dtype=torch.float64, device=a.device)
     total = a.sum(1)
@@ -258,17 +263,23 @@ def max_sensitivity(
     seed: Seed = 0,
     options: dict | None = None,
     output: OutputSelector = None,
+    maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Max-Sensitivity (Yeh et al. 2019, "On the (in)fidelity and sensitivity of explanations"):
     max over `samples` draws of δ uniform in [-radius, radius]^D of ‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖
     (Frobenius norms, |maps| of `method`, the target fixed at x's). Lower is better. Image i's
     δ come from `seed + i`. `options` go to the method. An all-zero map: NaN. `(N,)` float64.
+    `maps`: the method's maps at `x` for the target, when the caller has them already
+    (Quantus's `a_batch`): not recomputed.
     """
     t, _ = _targets(model, x, target, output)
     if samples < 1 or not radius > 0:
         raise ValueError(f"samples must be >= 1 and radius > 0, got {samples} and {radius}")
     _check_seeds(seed, x.shape[0])
-    base = _explain(method, model, x, t, options).double().flatten(1)  # (N, D)
+    if maps is not None:
+        _check_maps(maps, x)
+    base = _explain(method, model, x, t, options) if maps is None else maps.detach()
+    base = base.double().flatten(1)  # (N, D)
     gen = torch.Generator(device=x.device)
     deltas = []
     for i in range(x.shape[0]):
@@ -303,13 +314,15 @@ def random_logit(
     seed: Seed = 0,
     options: dict | None = None,
     output: OutputSelector = None,
+    maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Random Logit (Sixt et al. 2020, "When explanations lie"): the similarity between the map
     for the target class and the map for another class, drawn uniformly from the others (image
     i's from `seed + i`; `other` gives them instead). `similarity` "ssim": SSIM of the two maps
     as images (channels reduced by max |value|, each divided by its maximum, data range 1;
     `saliency.metrics.ssim`), or "spearman". Lower is better: a map that explains the decision
-    changes with the class. `(N,)` float64.
+    changes with the class. `maps`: the method's maps for the target, when the caller has them
+    already (Quantus's `a_batch`): not recomputed. `(N,)` float64.
     """
     if similarity not in ("ssim", "spearman"):
         raise ValueError(f"similarity must be 'ssim' or 'spearman', got {similarity!r}")
@@ -329,14 +342,54 @@ def random_logit(
         o = resolve_target(other, torch.empty(x.shape[0], k, device=t.device))
         if bool((o == t).any()):
             raise ValueError("other must differ from the target for every image")
-    a = _explain(method, model, x, t, options).double().cpu().numpy()
-    b = _explain(method, model, x, o, options).double().cpu().numpy()
+    if maps is not None:
+        _check_maps(maps, x)
+    a = (_explain(method, model, x, t, options) if maps is None else maps.detach()).double()
+    b = _explain(method, model, x, o, options).double()
     if similarity == "ssim":
-        v = ssim_many(np.stack([_as_image(p) for p in a]), np.stack([_as_image(q) for q in b]),
-                      data_range=1.0)  # fmt: skip
-    else:
-        v = [spearman(p, q) for p, q in zip(a, b, strict=True)]
+        return _ssim_images(_as_images(a), _as_images(b)).cpu()
+    a, b = a.cpu().numpy(), b.cpu().numpy()
+    v = [spearman(p, q) for p, q in zip(a, b, strict=True)]
     return torch.tensor(v, dtype=torch.float64)
+
+
+def _as_images(maps: torch.Tensor) -> torch.Tensor:
+    """`_as_image` for a batch `(N, C, H, W)` or `(N, H, W)`: `(N, H, W)` float64."""
+    a = maps.abs().amax(1) if maps.ndim == 4 else maps.abs()
+    top = a.flatten(1).amax(1).view(-1, 1, 1)
+    return torch.where(top > 0, a / top.clamp_min(1e-300), a)
+
+
+def _gaussian_matrix(n: int, sigma: float, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """`(n, n)`: `metrics._gaussian_filter` along one axis as a matrix (mirrored edges, numpy's
+    'symmetric' padding), so that a whole batch is filtered by two matrix products."""
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (t / sigma) ** 2)
+    w = w / w.sum()
+    i = torch.arange(n).view(-1, 1)
+    j = i + torch.arange(-radius, radius + 1).view(1, -1)  # (n, 2r + 1) before mirroring
+    j = torch.where(j < 0, -j - 1, torch.where(j >= n, 2 * n - 1 - j, j))
+    g = torch.zeros(n, n, dtype=torch.float64).index_put_((i.expand_as(j), j), w.expand_as(j),
+                                                          accumulate=True)  # fmt: skip
+    return g.to(like.device)
+
+
+def _ssim_images(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """`metrics.ssim_many(a, b, data_range=1.0)` in torch, the whole batch `(N, H, W)` at once
+    on its device: `(N,)` float64."""
+    radius = int(3.5 * sigma + 0.5)
+    h, w = a.shape[1:]
+    if min(h, w) <= 2 * radius:
+        raise ValueError(f"maps of shape {(h, w)} are smaller than the {2 * radius + 1} window")
+    gh, gw = _gaussian_matrix(h, sigma, radius, a), _gaussian_matrix(w, sigma, radius, a)
+    stats = gh @ torch.stack([a, b, a * a, b * b, a * b]) @ gw.T  # (5, N, H, W)
+    mu_a, mu_b, aa, bb, ab = stats
+    c1, c2 = 0.01**2, 0.03**2
+    var_a, var_b, cov = aa - mu_a * mu_a, bb - mu_b * mu_b, ab - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    )
+    return s[:, radius:-radius, radius:-radius].mean((1, 2))
 
 
 def model_randomisation(

@@ -368,6 +368,45 @@ def test_random_logit_equals_quantus_on_the_classes_quantus_drew(cnn, batch):
     )
 
 
+def test_batched_ssim_equals_the_per_image_ssim():
+    """Random Logit's SSIM, one torch call for the batch, equals `saliency.metrics.ssim` of
+    each pair of maps read as images (square, rectangular, with and without channels)."""
+    from saliency._bench_metrics import _as_images, _ssim_images
+
+    gen = torch.Generator().manual_seed(2)
+    for shape in ((5, 1, 28, 28), (4, 3, 17, 23), (3, 12, 30)):
+        a = torch.rand(shape, generator=gen, dtype=torch.float64) ** 3
+        b = torch.rand(shape, generator=gen, dtype=torch.float64)
+        b[0] = a[0]  # identical maps: 1
+        got = _ssim_images(_as_images(a), _as_images(b)).numpy()
+        ref = [
+            ssim(B._as_image(p), B._as_image(q), data_range=1.0)
+            for p, q in zip(a.numpy(), b.numpy(), strict=True)
+        ]
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+        assert got[0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_given_maps_are_not_recomputed_and_give_the_same_values(cnn, batch):
+    x, y, a = batch
+    calls = []
+
+    def gradient(model, x, t):
+        calls.append(len(x))
+        return saliency.attribute(model, x, t, method="gradient", absolute=True)
+
+    kw = {"method": gradient, "seed": 4}
+    for metric, extra in ((B.max_sensitivity, {"samples": 3}), (B.random_logit, {})):
+        calls.clear()
+        computed = metric(cnn, x, y, **kw, **extra)
+        n_computed = len(calls)
+        given = metric(cnn, x, y, maps=a, **kw, **extra)
+        assert len(calls) - n_computed == n_computed - 1  # the target's maps: not again
+        torch.testing.assert_close(given, computed, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="shaped like x"):
+        B.random_logit(cnn, x, y, maps=a[:, :, :5])
+
+
 def test_model_randomisation_is_the_sanity_checks_last_step(cnn, batch):
     x, y, _ = batch
     steps = saliency.sanity_check(cnn, x, y, method="gradient")
