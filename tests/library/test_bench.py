@@ -368,6 +368,15 @@ def test_random_logit_equals_quantus_on_the_classes_quantus_drew(cnn, batch):
     )
 
 
+def test_max_sensitivity_does_not_depend_on_how_samples_are_batched(cnn, batch):
+    x, y, _ = batch
+    one_sample_a_call = B.max_sensitivity(cnn, x, y, samples=5, seed=2, batch_size=8)
+    all_in_one_call = B.max_sensitivity(cnn, x, y, samples=5, seed=2, batch_size=40)
+    three_a_call = B.max_sensitivity(cnn, x, y, samples=5, seed=2, batch_size=24)
+    torch.testing.assert_close(all_in_one_call, one_sample_a_call, rtol=1e-6, atol=0)
+    torch.testing.assert_close(three_a_call, one_sample_a_call, rtol=1e-6, atol=0)
+
+
 def test_batched_ssim_equals_the_per_image_ssim():
     """Random Logit's SSIM, one torch call for the batch, equals `saliency.metrics.ssim` of
     each pair of maps read as images (square, rectangular, with and without channels)."""
