@@ -264,7 +264,7 @@ def max_sensitivity(
     options: dict | None = None,
     output: OutputSelector = None,
     maps: torch.Tensor | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Max-Sensitivity (Yeh et al. 2019, "On the (in)fidelity and sensitivity of explanations"):
     max over `samples` draws of δ uniform in [-radius, radius]^D of ‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖
@@ -272,7 +272,8 @@ def max_sensitivity(
     δ come from `seed + i`. `options` go to the method. An all-zero map: NaN. `(N,)` float64.
     `maps`: the method's maps at `x` for the target, when the caller has them already
     (Quantus's `a_batch`): not recomputed. The perturbed copies are explained `batch_size`
-    images per call (whole samples of the N images; at least one sample a call).
+    images per call (whole samples of the N images; at least one sample a call); None: up to
+    1024 on a GPU, N (one sample a call) on CPU, where larger batches measured slower.
     """
     t, _ = _targets(model, x, target, output)
     if samples < 1 or not radius > 0:
@@ -291,6 +292,8 @@ def max_sensitivity(
     delta = torch.stack(deltas, 1)  # (S, N, ...)
     n = x.shape[0]
     worst = torch.zeros(n, dtype=torch.float64, device=x.device)
+    if batch_size is None:
+        batch_size = 1024 if x.device.type == "cuda" else n
     per_call = max(1, batch_size // n)  # samples per explanation call: S·N images, in pieces
     for s in range(0, samples, per_call):
         g = min(per_call, samples - s)
