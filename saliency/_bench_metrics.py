@@ -364,6 +364,11 @@ def random_logit(
 
 def _as_images(maps: torch.Tensor) -> torch.Tensor:
     """`_as_image` for a batch `(N, C, H, W)` or `(N, H, W)`: `(N, H, W)` float64."""
+    if maps.ndim not in (3, 4):
+        raise ValueError(
+            f"similarity 'ssim' compares image maps (N, C, H, W) or (N, H, W), got shape "
+            f"{tuple(maps.shape)}: use similarity='spearman'"
+        )
     a = maps.abs().amax(1) if maps.ndim == 4 else maps.abs()
     top = a.flatten(1).amax(1).view(-1, 1, 1)
     return torch.where(top > 0, a / top.clamp_min(1e-300), a)

@@ -394,6 +394,10 @@ def test_batched_ssim_equals_the_per_image_ssim():
         ]
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
         assert got[0] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="image maps"):
+        _as_images(torch.rand(4, 30))
+    with pytest.raises(ValueError, match="smaller than the 11 window"):
+        _ssim_images(torch.rand(2, 10, 30), torch.rand(2, 10, 30))
 
 
 def test_given_maps_are_not_recomputed_and_give_the_same_values(cnn, batch):
