@@ -67,6 +67,15 @@ def test_sparseness_and_complexity_equal_quantus(batch):
     np.testing.assert_allclose(B.complexity(maps).numpy(), q_complex, rtol=0, atol=1e-6)
 
 
+def test_sparseness_is_the_same_whichever_sort_runs(batch):
+    """float32 and float64 maps on CPU are sorted by numpy, other dtypes by torch.sort: the
+    same Gini index from the same values."""
+    a = batch[2].half()
+    expected = B.sparseness(a.double())
+    torch.testing.assert_close(B.sparseness(a), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(B.sparseness(a.float()), expected, rtol=0, atol=1e-12)
+
+
 def test_known_answers_of_the_map_metrics():
     d = 28 * 28
     one = torch.zeros(2, 1, 28, 28)
