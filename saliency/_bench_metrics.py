@@ -10,6 +10,7 @@ from typing import Union
 import numpy as np
 import torch
 
+from ._imputation import linear_imputation
 from ._validate import (
     OutputSelector,
     Target,
@@ -19,7 +20,7 @@ from ._validate import (
     resolve_target,
 )
 from .faithfulness import blur, deletion_curve, insertion_curve
-from .metrics import spearman, ssim_many
+from .metrics import spearman
 
 # A method: a registry name (`saliency.attribute`'s) or a callable (model, x, target) -> maps.
 Method = Union[str, Callable[..., torch.Tensor]]  # noqa: UP007
@@ -75,7 +76,12 @@ def sparseness(maps: torch.Tensor) -> torch.Tensor:
     non-zero element out of D. Higher is better (a concise map). An all-zero map has no
     Gini index: NaN. `(N,)` float64.
     """
-    a = torch.sort(_flat_maps(maps), dim=1).values  # (N, D) ascending
+    a = _flat_maps(maps)
+    flat = maps.detach().reshape(a.shape).abs()  # sorted in its own dtype: the same order
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        a = torch.from_numpy(np.sort(flat.numpy(), axis=1)).double()  # ~10x torch.sort's speed
+    else:
+        a = torch.sort(a, dim=1).values  # (N, D) ascending
     d = a.shape[1]
     i = torch.arange(1, d + 1, dtype=torch.float64, device=a.device)
     total = a.sum(1)
@@ -141,68 +147,6 @@ def insertion_auc(
         batch_size=batch_size,
     )  # fmt: skip
     return c.auc.double().cpu()
-
-
-# Noisy linear imputation's neighbour weights (Rong et al. 2022): 1/6 for the four direct
-# neighbours, 1/12 for the diagonal ones.
-_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
-
-
-def linear_imputation(
-    x: torch.Tensor, removed: torch.Tensor, *, tol: float = 1e-10, max_iter: int | None = None
-) -> torch.Tensor:
-    """`x` `(B, C, H, W)` with its `removed` pixels `(B, H, W)` bool replaced by the solution
-    of Rong et al.'s (2022) linear system: each removed pixel equals the weighted mean of its
-    eight neighbours (weights `_WEIGHTS`, normalised over the neighbours inside the image),
-    removed neighbours being unknowns too. Solved for the whole batch at once by Jacobi-
-    preconditioned conjugate gradients in float64 (the system is symmetric positive definite
-    while any pixel is kept), to a relative residual of `tol`. Same shape and dtype as `x`.
-    """
-    b_, c_, h, w = x.shape
-    if removed.shape != (b_, h, w):
-        raise ValueError(f"removed must be (B, H, W) = {(b_, h, w)}, got {tuple(removed.shape)}")
-    if bool(removed.flatten(1).all(1).any()):
-        raise ValueError("every pixel of an image is removed: nothing to impute from")
-    k = _WEIGHTS.to(x.device, torch.float64).view(1, 1, 3, 3)
-    xd = x.double().reshape(b_ * c_, 1, h, w)  # channels share the system: one batch row each
-    m = removed.repeat_interleave(c_, 0).unsqueeze(1).double()  # (BC, 1, H, W): 1 = unknown
-
-    def conv(v: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(v, k, padding=1)
-
-    total = conv(torch.ones(1, 1, h, w, dtype=torch.float64, device=x.device))  # (1, 1, H, W)
-
-    rhs = m * conv((1 - m) * xd)
-    v = torch.zeros_like(rhs)
-    dims = (1, 2, 3)
-    # The systems converge at very different speeds (1 % removed: a few iterations; 99 %: a
-    # few hundred): every few iterations the converged ones leave the working set.
-    live = torch.arange(len(rhs), device=x.device)
-    ml, vl, r = m, torch.zeros_like(rhs), rhs.clone()
-    z = r / total
-    p = z.clone()
-    rz = (r * z).sum(dims, keepdim=True)
-    goal = tol * rhs.square().sum(dims, keepdim=True).sqrt()
-    for it in range(max_iter or 4 * h * w):
-        ap = ml * (total * p - conv(ml * p))  # A p on the unknowns, zero elsewhere
-        alpha = rz / (p * ap).sum(dims, keepdim=True).clamp_min(1e-300)
-        vl = vl + alpha * p
-        r = r - alpha * ap
-        if it % 4 == 3:
-            done = (r.square().sum(dims, keepdim=True).sqrt() <= goal[live]).view(-1)
-            if bool(done.any()):
-                v[live[done]] = vl[done]
-                keep = ~done
-                live, ml, vl, r, p, rz = live[keep], ml[keep], vl[keep], r[keep], p[keep], rz[keep]
-                if not len(live):
-                    break
-        z = r / total
-        rz_new = (r * z).sum(dims, keepdim=True)
-        p = z + (rz_new / rz.clamp_min(1e-300)) * p
-        rz = rz_new
-    v[live] = vl  # any left at max_iter
-    out = torch.where(m > 0, v, xd)
-    return out.reshape(b_, c_, h, w).to(x.dtype)
 
 
 def _pixel_order(maps: torch.Tensor, most_first: bool) -> torch.Tensor:
@@ -319,17 +263,26 @@ def max_sensitivity(
     seed: Seed = 0,
     options: dict | None = None,
     output: OutputSelector = None,
+    maps: torch.Tensor | None = None,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Max-Sensitivity (Yeh et al. 2019, "On the (in)fidelity and sensitivity of explanations"):
     max over `samples` draws of δ uniform in [-radius, radius]^D of ‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖
     (Frobenius norms, |maps| of `method`, the target fixed at x's). Lower is better. Image i's
     δ come from `seed + i`. `options` go to the method. An all-zero map: NaN. `(N,)` float64.
+    `maps`: the method's maps at `x` for the target, when the caller has them already
+    (Quantus's `a_batch`): not recomputed. The perturbed copies are explained `batch_size`
+    images per call (whole samples of the N images; at least one sample a call); None: up to
+    1024 on a GPU, N (one sample a call) on CPU, where larger batches measured slower.
     """
     t, _ = _targets(model, x, target, output)
     if samples < 1 or not radius > 0:
         raise ValueError(f"samples must be >= 1 and radius > 0, got {samples} and {radius}")
     _check_seeds(seed, x.shape[0])
-    base = _explain(method, model, x, t, options).double().flatten(1)  # (N, D)
+    if maps is not None:
+        _check_maps(maps, x)
+    base = _explain(method, model, x, t, options) if maps is None else maps.detach()
+    base = base.double().flatten(1)  # (N, D)
     gen = torch.Generator(device=x.device)
     deltas = []
     for i in range(x.shape[0]):
@@ -337,10 +290,16 @@ def max_sensitivity(
         u = torch.rand((samples, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
         deltas.append((u * 2 - 1) * radius)
     delta = torch.stack(deltas, 1)  # (S, N, ...)
-    worst = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for s in range(samples):
-        moved = _explain(method, model, x + delta[s], t, options).double().flatten(1)
-        worst = torch.maximum(worst, (moved - base).norm(dim=1))
+    n = x.shape[0]
+    worst = torch.zeros(n, dtype=torch.float64, device=x.device)
+    if batch_size is None:
+        batch_size = 1024 if x.device.type == "cuda" else n
+    per_call = max(1, batch_size // n)  # samples per explanation call: S·N images, in pieces
+    for s in range(0, samples, per_call):
+        g = min(per_call, samples - s)
+        moved = (x + delta[s : s + g]).flatten(0, 1)  # (g·N, ...) sample-major
+        m = _explain(method, model, moved, t.repeat(g), options).double().view(g, n, -1)
+        worst = torch.maximum(worst, (m - base).norm(dim=2).amax(0))
     norm = base.norm(dim=1)
     return torch.where(norm > 0, worst / norm.clamp_min(1e-300), torch.nan).cpu()
 
@@ -364,13 +323,15 @@ def random_logit(
     seed: Seed = 0,
     options: dict | None = None,
     output: OutputSelector = None,
+    maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Random Logit (Sixt et al. 2020, "When explanations lie"): the similarity between the map
     for the target class and the map for another class, drawn uniformly from the others (image
     i's from `seed + i`; `other` gives them instead). `similarity` "ssim": SSIM of the two maps
     as images (channels reduced by max |value|, each divided by its maximum, data range 1;
     `saliency.metrics.ssim`), or "spearman". Lower is better: a map that explains the decision
-    changes with the class. `(N,)` float64.
+    changes with the class. `maps`: the method's maps for the target, when the caller has them
+    already (Quantus's `a_batch`): not recomputed. `(N,)` float64.
     """
     if similarity not in ("ssim", "spearman"):
         raise ValueError(f"similarity must be 'ssim' or 'spearman', got {similarity!r}")
@@ -390,14 +351,59 @@ def random_logit(
         o = resolve_target(other, torch.empty(x.shape[0], k, device=t.device))
         if bool((o == t).any()):
             raise ValueError("other must differ from the target for every image")
-    a = _explain(method, model, x, t, options).double().cpu().numpy()
-    b = _explain(method, model, x, o, options).double().cpu().numpy()
+    if maps is not None:
+        _check_maps(maps, x)
+    a = (_explain(method, model, x, t, options) if maps is None else maps.detach()).double()
+    b = _explain(method, model, x, o, options).double()
     if similarity == "ssim":
-        v = ssim_many(np.stack([_as_image(p) for p in a]), np.stack([_as_image(q) for q in b]),
-                      data_range=1.0)  # fmt: skip
-    else:
-        v = [spearman(p, q) for p, q in zip(a, b, strict=True)]
+        return _ssim_images(_as_images(a), _as_images(b)).cpu()
+    a, b = a.cpu().numpy(), b.cpu().numpy()
+    v = [spearman(p, q) for p, q in zip(a, b, strict=True)]
     return torch.tensor(v, dtype=torch.float64)
+
+
+def _as_images(maps: torch.Tensor) -> torch.Tensor:
+    """`_as_image` for a batch `(N, C, H, W)` or `(N, H, W)`: `(N, H, W)` float64."""
+    if maps.ndim not in (3, 4):
+        raise ValueError(
+            f"similarity 'ssim' compares image maps (N, C, H, W) or (N, H, W), got shape "
+            f"{tuple(maps.shape)}: use similarity='spearman'"
+        )
+    a = maps.abs().amax(1) if maps.ndim == 4 else maps.abs()
+    top = a.flatten(1).amax(1).view(-1, 1, 1)
+    return torch.where(top > 0, a / top.clamp_min(1e-300), a)
+
+
+def _gaussian_matrix(n: int, sigma: float, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """`(n, n)`: `metrics._gaussian_filter` along one axis as a matrix (mirrored edges, numpy's
+    'symmetric' padding), so that a whole batch is filtered by two matrix products."""
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (t / sigma) ** 2)
+    w = w / w.sum()
+    i = torch.arange(n).view(-1, 1)
+    j = i + torch.arange(-radius, radius + 1).view(1, -1)  # (n, 2r + 1) before mirroring
+    j = torch.where(j < 0, -j - 1, torch.where(j >= n, 2 * n - 1 - j, j))
+    g = torch.zeros(n, n, dtype=torch.float64).index_put_((i.expand_as(j), j), w.expand_as(j),
+                                                          accumulate=True)  # fmt: skip
+    return g.to(like.device)
+
+
+def _ssim_images(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """`metrics.ssim_many(a, b, data_range=1.0)` in torch, the whole batch `(N, H, W)` at once
+    on its device: `(N,)` float64."""
+    radius = int(3.5 * sigma + 0.5)
+    h, w = a.shape[1:]
+    if min(h, w) <= 2 * radius:
+        raise ValueError(f"maps of shape {(h, w)} are smaller than the {2 * radius + 1} window")
+    gh, gw = _gaussian_matrix(h, sigma, radius, a), _gaussian_matrix(w, sigma, radius, a)
+    stats = gh @ torch.stack([a, b, a * a, b * b, a * b]) @ gw.T  # (5, N, H, W)
+    mu_a, mu_b, aa, bb, ab = stats
+    c1, c2 = 0.01**2, 0.03**2
+    var_a, var_b, cov = aa - mu_a * mu_a, bb - mu_b * mu_b, ab - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    )
+    return s[:, radius:-radius, radius:-radius].mean((1, 2))
 
 
 def model_randomisation(

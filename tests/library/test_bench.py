@@ -67,6 +67,15 @@ def test_sparseness_and_complexity_equal_quantus(batch):
     np.testing.assert_allclose(B.complexity(maps).numpy(), q_complex, rtol=0, atol=1e-6)
 
 
+def test_sparseness_is_the_same_whichever_sort_runs(batch):
+    """float32 and float64 maps on CPU are sorted by numpy, other dtypes by torch.sort: the
+    same Gini index from the same values."""
+    a = batch[2].half()
+    expected = B.sparseness(a.double())
+    torch.testing.assert_close(B.sparseness(a), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(B.sparseness(a.float()), expected, rtol=0, atol=1e-12)
+
+
 def test_known_answers_of_the_map_metrics():
     d = 28 * 28
     one = torch.zeros(2, 1, 28, 28)
@@ -204,6 +213,57 @@ def test_linear_imputation_equals_quantus(batch):
         np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-6)
 
 
+def _exact_imputation(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Rong et al.'s system for one (H, W) image written out entry by entry and solved by a
+    sparse direct solver (scipy's spsolve): the reference for the iterative solver."""
+    sparse = pytest.importorskip("scipy.sparse")
+    from scipy.sparse.linalg import spsolve
+
+    h, w = x.shape
+    weights = {(di, dj): (1 / 6 if di == 0 or dj == 0 else 1 / 12)
+               for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)}  # fmt: skip
+    unknown = np.argwhere(removed)
+    index = -np.ones((h, w), dtype=int)
+    index[removed] = np.arange(len(unknown))
+    a = sparse.lil_matrix((len(unknown), len(unknown)))
+    rhs = np.zeros(len(unknown))
+    for row, (i, j) in enumerate(unknown):
+        for (di, dj), wt in weights.items():
+            if 0 <= i + di < h and 0 <= j + dj < w:
+                a[row, row] += wt
+                if removed[i + di, j + dj]:
+                    a[row, index[i + di, j + dj]] -= wt
+                else:
+                    rhs[row] += wt * x[i + di, j + dj]
+    out = x.copy()
+    out[removed] = spsolve(a.tocsc(), rhs)
+    return out
+
+
+def test_linear_imputation_equals_an_exact_sparse_solve_on_random_masks():
+    """float64, random images and holes from 1 % to 99 % (and one rectangular image): the
+    iterative solver's answer (relative residual 1e-10) within 1e-8 of the direct solve."""
+    gen = torch.Generator().manual_seed(0)
+    for h, w in ((28, 28), (13, 21)):
+        x = torch.rand(6, 1, h, w, generator=gen, dtype=torch.float64)
+        for fraction in (0.01, 0.3, 0.7, 0.9, 0.99):
+            removed = torch.rand(6, h, w, generator=gen) < fraction
+            removed[:, h // 2, w // 3] = False  # at least one kept pixel
+            mine = B.linear_imputation(x, removed)[:, 0].numpy()
+            ref = np.stack(
+                [_exact_imputation(x[i, 0].numpy(), removed[i].numpy()) for i in range(6)]
+            )
+            np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-8)
+
+
+def test_the_neighbour_sum_is_the_3x3_convolution():
+    from saliency._imputation import _WEIGHTS, _neighbours
+
+    v = torch.rand(4, 1, 9, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    conv = torch.nn.functional.conv2d(v, _WEIGHTS.view(1, 1, 3, 3), padding=1)
+    torch.testing.assert_close(_neighbours(v), conv, rtol=0, atol=1e-15)
+
+
 def test_road_equals_quantus_without_noise(cnn, batch):
     """With no noise ROAD is deterministic: the same accuracy at every percentage."""
     x, y, a = batch
@@ -315,6 +375,58 @@ def test_random_logit_equals_quantus_on_the_classes_quantus_drew(cnn, batch):
         B.random_logit(cnn, x, y, seed=9),
         torch.cat([B.random_logit(cnn, x[i : i + 1], y[i : i + 1], seed=9 + i) for i in range(8)]),
     )
+
+
+def test_max_sensitivity_does_not_depend_on_how_samples_are_batched(cnn, batch):
+    x, y, _ = batch
+    one_sample_a_call = B.max_sensitivity(cnn, x, y, samples=5, seed=2, batch_size=8)
+    all_in_one_call = B.max_sensitivity(cnn, x, y, samples=5, seed=2, batch_size=40)
+    three_a_call = B.max_sensitivity(cnn, x, y, samples=5, seed=2, batch_size=24)
+    torch.testing.assert_close(all_in_one_call, one_sample_a_call, rtol=1e-6, atol=0)
+    torch.testing.assert_close(three_a_call, one_sample_a_call, rtol=1e-6, atol=0)
+
+
+def test_batched_ssim_equals_the_per_image_ssim():
+    """Random Logit's SSIM, one torch call for the batch, equals `saliency.metrics.ssim` of
+    each pair of maps read as images (square, rectangular, with and without channels)."""
+    from saliency._bench_metrics import _as_images, _ssim_images
+
+    gen = torch.Generator().manual_seed(2)
+    for shape in ((5, 1, 28, 28), (4, 3, 17, 23), (3, 12, 30)):
+        a = torch.rand(shape, generator=gen, dtype=torch.float64) ** 3
+        b = torch.rand(shape, generator=gen, dtype=torch.float64)
+        b[0] = a[0]  # identical maps: 1
+        got = _ssim_images(_as_images(a), _as_images(b)).numpy()
+        ref = [
+            ssim(B._as_image(p), B._as_image(q), data_range=1.0)
+            for p, q in zip(a.numpy(), b.numpy(), strict=True)
+        ]
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+        assert got[0] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="image maps"):
+        _as_images(torch.rand(4, 30))
+    with pytest.raises(ValueError, match="smaller than the 11 window"):
+        _ssim_images(torch.rand(2, 10, 30), torch.rand(2, 10, 30))
+
+
+def test_given_maps_are_not_recomputed_and_give_the_same_values(cnn, batch):
+    x, y, a = batch
+    calls = []
+
+    def gradient(model, x, t):
+        calls.append(len(x))
+        return saliency.attribute(model, x, t, method="gradient", absolute=True)
+
+    kw = {"method": gradient, "seed": 4}
+    for metric, extra in ((B.max_sensitivity, {"samples": 3}), (B.random_logit, {})):
+        calls.clear()
+        computed = metric(cnn, x, y, **kw, **extra)
+        n_computed = len(calls)
+        given = metric(cnn, x, y, maps=a, **kw, **extra)
+        assert len(calls) - n_computed == n_computed - 1  # the target's maps: not again
+        torch.testing.assert_close(given, computed, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="shaped like x"):
+        B.random_logit(cnn, x, y, maps=a[:, :, :5])
 
 
 def test_model_randomisation_is_the_sanity_checks_last_step(cnn, batch):
