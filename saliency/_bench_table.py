@@ -201,7 +201,9 @@ def score(
                       blur_sigma)  # fmt: skip
     values: dict[tuple[str, str], np.ndarray] = {}
     for row, fn in rows.items():
-        maps = fn(model, x, t).detach() if set(metrics) & set(MAP_METRICS) else None
+        # Max-Sensitivity and Random Logit start from the row's maps too (given, not made again).
+        wants_maps = set(metrics) & {*MAP_METRICS, "max_sensitivity", "random_logit"}
+        maps = fn(model, x, t).detach() if wants_maps else None
         for metric in metrics:
             kw = dict(metric_options.get(metric, {}))
             if metric in ("sparseness", "complexity"):
@@ -215,7 +217,7 @@ def score(
                 v = m.model_randomisation(model, x, t, method=fn, seed=seed, **kw)
             else:
                 kw["seed"] = _image_seeds(kw.get("seed", seed), indices, len(x))
-                v = getattr(m, metric)(model, x, t, method=fn, output=output, **kw)
+                v = getattr(m, metric)(model, x, t, method=fn, output=output, maps=maps, **kw)
             values[row, metric] = v.double().cpu().numpy()
     return values
 
