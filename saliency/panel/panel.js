@@ -285,10 +285,8 @@ function buildControls(panel) {
   };
   const pairs = (options) => options.map((o) => [o, o]);
   const tell = (k) => (v) => change(k, v);
-  if (d.target_choices) {
-    const chosen = (v) => panel.ready && chooseTarget(panel, v);
-    set.target = selectControl(box, c.target, d.target_choices, chosen);
-  }
+  const chosen = (v) => panel.ready && chooseTarget(panel, v);
+  if (d.target_choices) set.target = selectControl(box, c.target, d.target_choices, chosen);
   set.cmap = selectControl(box, c.cmap, pairs(c.cmaps), tell("cmap"));
   set.cmap_signed = selectControl(box, c.cmap_signed, pairs(c.cmaps_signed), tell("cmap_signed"));
   // Drawn as a slider moves; the host hears of where it stops.
