@@ -5,6 +5,7 @@ same, and that it serves nothing but public content."""
 
 from __future__ import annotations
 
+import hostile
 import numpy as np
 import pytest
 from test_dashboard import panel_payload, run_app
@@ -119,6 +120,41 @@ def test_the_panel_owns_the_method_score_and_model_pickers_where_the_route_answe
     at.session_state["explore_panel"] = {"alive": True}
     at.run()
     assert panel_payload(at)[0]["route"] is None and {"method", "score"} <= _sidebar_keys(at)
+
+
+def _sidebar_block_ids(at) -> list[str]:
+    found = []
+
+    def walk(node) -> None:
+        for child in getattr(node, "children", {}).values():
+            if type(child).__name__ == "Block":
+                found.append(child.proto.id)
+            walk(child)
+
+    walk(at.sidebar)
+    return found
+
+
+@hostile.needs_sandbox
+def test_the_sidebars_model_box_hides_only_while_it_offers_the_pickers_models():
+    """The sidebar's model box is in the container that panel.css hides (while the panel's
+    Model picker shows) only while it offers the public models alone, as that picker does:
+    with an upload of this session's, which the route can't offer, it stays."""
+    from test_every_view import SmallCNN
+
+    from dashboard import state
+
+    at = run_app()
+    assert any(i.endswith("-public_model_box") for i in _sidebar_block_ids(at))
+    at.switch_page("page_files/your_model.py").run()
+    net = hostile.scripted(SmallCNN().eval())
+    at.file_uploader(key="um_file").set_value(("mine.pt", net, "application/octet-stream"))
+    at.button(key="um_submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("page_files/explore.py").run()
+    assert not any(i.endswith("-public_model_box") for i in _sidebar_block_ids(at))
+    public = state.public_models("mnist")  # and the upload:
+    assert len(at.selectbox(key="model").options) == len(public) + 1
 
 
 def test_what_the_pickers_report_is_checked():
