@@ -28,7 +28,9 @@ for each kind of interaction, two warm-up clicks and `--repeat` timed ones, each
 
 Kinds that need the Explore panel (`dashboard/components/saliency_panel.py`: a click or a hover
 on a class in its grid) are skipped on a tree without it, so `--repo` can measure an older
-checkout with this same script. Printed (server CPU as the mean: its clock ticks are 10 ms;
+checkout with this same script. The switches are the panel's where it has them (the target
+box, the colours, the method and the model: a choice in a <select> starts the in-page clock),
+else the sidebar's. Printed (server CPU as the mean: its clock ticks are 10 ms;
 the rest as medians and p95), and written as JSON. `--soak N` then makes N more clicks (class
 and colour-map switches in the panel's own target box and colour map, alternating, over the
 same 40 views) and prints the server's RSS every 100: with Streamlit's post-run
@@ -264,6 +266,14 @@ def main() -> None:
             return select(page, label, name)
         return lambda: box.select_option(name)
 
+    # The panel's method and model pickers (saliency/panel/streamlit.js `pickers`, by value);
+    # on a tree without them, the sidebar's boxes (by the option's text).
+    def picker(page, label: str, value: str, text: str):
+        mine = page.locator(".sal-panel").get_by_role("combobox", name=label, exact=True)
+        if mine.count():
+            return lambda: mine.select_option(value)
+        return select(page, label, text, exact=not text.endswith("("))
+
     def target(page, i: int):  # a class other than the one shown
         box = own(page, "combobox", "Target class")
         name = str(i % 10) if box.input_value() != str(i % 10) else str((i + 1) % 10)
@@ -293,6 +303,7 @@ def main() -> None:
         k = (chosen(page) + 1 + i % 9) % 10
         return lambda: page.locator(f'.sal-cell[data-k="{k}"] canvas').dispatch_event("mouseover")
 
+    methods = (("input_x_gradient", "Gradient × Input"), ("gradient", "Vanilla gradient"))
     # Each kind: a function of the click number that gets ready and returns the one action
     # (a click, a key, a hover) that changes the map; None for kinds this tree doesn't have.
     kinds = {
@@ -312,14 +323,12 @@ def main() -> None:
             page, "Colour scale", ("shared", "map")[i % 2]
         ),
         "absolute / signed": lambda page, i: radio(page, "Values", ("signed", "absolute")[i % 2]),
-        "method (cached)": lambda page, i: select(
-            page, "Method", ("Gradient × Input", "Vanilla gradient")[i % 2]
-        ),
+        "method (cached)": lambda page, i: picker(page, "Method", *methods[i % 2]),
         "next image": lambda page, i: (
             lambda: page.get_by_role("button", name="Next ▶").click(delay=press)
         ),
-        "model (cached)": lambda page, i: select(
-            page, "Model", ("mnist-mlp (", "mnist-cnn (")[i % 2], exact=False
+        "model (cached)": lambda page, i: picker(
+            page, "Model", *(("mnist-mlp", "mnist-mlp ("), ("mnist-cnn", "mnist-cnn ("))[i % 2]
         ),
     }
     results = {}

@@ -35,9 +35,11 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
   (`$$STREAMLIT_INTERNAL_KEY_<panel id>__events`, `[{"event":"pick","value":{"k":K,"seq":N}}]`,
   a fragment rerun); the "Model" selectbox (its label, as the frontend sends it) and the
   "Next ▶" and "🎲 Random" buttons (`trigger_value`) rerun the whole script. (Next is the image
-  chooser's button: Chromium hides it while the panel shows its own, whose trigger `step`
-  reruns the fragment and then the script; this client doesn't send that yet.) On a tree without the
-  panel (`--tree`), the "Target class" selectbox and the "Map: ..." picture, as before it;
+  chooser's button and Model the sidebar's box: Chromium hides both while the panel shows its
+  own Next and Model picker, whose triggers `step` and `choose` rerun the fragment and then the
+  script, after the panel asked the explore route; this client doesn't send those yet.) On a
+  tree without the panel (`--tree`), the "Target class" selectbox and the "Map: ..." picture,
+  as before it;
 - it GETs every picture and download the deltas name (`/media/...`) once, as the browser does,
   over at most 6 keep-alive HTTP/1.1 connections (h11);
 - it asks the explore route (`/api/explore/panel`, dashboard/serve.py) what saliency_panel.js

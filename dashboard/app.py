@@ -31,9 +31,14 @@ with st.sidebar:
         "indexed with python -m pretrained.index.",
     )
 
-    st.selectbox(
+    models = state.models(view["dataset"])
+    # Only public models: the Explore panel's own Model picker offers the same ones, and this
+    # box hides while it shows (saliency/panel/panel.css); with an upload of this session's,
+    # which that picker can't offer, it stays.
+    public = models == state.public_models(view["dataset"])
+    st.container(key=state.PUBLIC_MODEL_BOX if public else None).selectbox(
         state.MODEL_PICKER,
-        state.models(view["dataset"]),
+        models,
         key=state.MODEL,
         format_func=state.model_label,
         help="Every model trained for this data set, with its accuracy on the test images "

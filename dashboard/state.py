@@ -124,6 +124,9 @@ MAX_BENCH_METHODS = 8
 
 MAX_COMPARE = 3  # models shown beside the main one
 MODEL_PICKER = "Model"  # the sidebar's model picker's label
+# The sidebar's model picker's container while it offers only the public models (no upload of
+# this session's): it hides while the Explore panel shows its own Model picker (panel.css).
+PUBLIC_MODEL_BOX = "public_model_box"
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 

@@ -26,11 +26,13 @@ pictures that the panel hides as soon as it draws.
 What needs new gradients (another method, class score, model or test image) the server computes,
 and the panel draws the rerun's payload. But for public content (a bundled test image or a
 workspace's, a registry model) the panel has its own Next and Previous (trigger `step`; the
-image chooser's hide meanwhile), and need not wait for the page's rerun: it asks
-`dashboard.serve`'s explore route for the same payload (`pack_all`;
-`dashboard.views.explore.route_payload`) at the click, and fetches the image Next shows ahead
-of it. An image the page has drawn before (Previous) it draws again from the arrays it still
-holds, asking nothing. The panel's JavaScript reads nothing of Streamlit's page.
+image chooser's hide meanwhile) and its own method, class score and model pickers (trigger
+`choose`; the sidebar doesn't draw its method and score boxes meanwhile, and its model box
+hides), and need not wait for the page's rerun: it asks `dashboard.serve`'s explore route for
+the same payload (`pack_all`; `dashboard.views.explore.route_payload`) at the click, and
+fetches the image Next shows ahead of it. A view the page has drawn before (Previous, or back
+to a method) it draws again from the arrays it still holds, asking nothing. The panel's
+JavaScript reads nothing of Streamlit's page.
 
 Arrays travel by content: each is named by a hash, and its bytes are sent (raw, in one binary
 payload with the settings: `saliency.panel.pack`) only when this session's browser has not had
@@ -145,14 +147,16 @@ def panel(
     on_pick: Callable[[], None],
     on_settings: Callable[[], None],
     on_step: Callable[[], None],
+    on_choose: Callable[[], None],
 ) -> None:
     """Mount the panel with `data` (`PanelData`'s fields) and `arrays`, each
     described in `data["arrays"][name]` (`id`, `dtype`, `shape`) and, when this session's
     browser has not had it yet, carried in the payload (`at`, `nbytes`: see `pack`).
     `fallback`: the caller draws its own pictures in this run (`fallback_due`, asked before
     the run drew the controls that only the fallback has). `on_pick`, `on_settings`,
-    `on_step`: called when the panel reports a target (trigger "pick"), its switches (state
-    "settings") or its Next or Previous (trigger "step")."""
+    `on_step`, `on_choose`: called when the panel reports a target (trigger "pick"), its
+    switches (state "settings"), its Next or Previous (trigger "step") or a method, class
+    score or model chosen in its pickers (trigger "choose")."""
     sent: list[str] = st.session_state.setdefault(f"{key}_sent", [])
 
     def carry(ident: str) -> bool:
@@ -184,6 +188,7 @@ def panel(
         on_pick_change=on_pick,
         on_settings_change=on_settings,
         on_step_change=on_step,
+        on_choose_change=on_choose,
         on_missing_change=missing,
         on_alive_change=noop,
         width="stretch",

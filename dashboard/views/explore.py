@@ -33,11 +33,13 @@ from dashboard.views.explore_controls import (  # noqa: F401 (re-exported: pages
     TRUE_COLOUR,
     UNSIGNED,
     _is_pixel,
-    _rerun_explanation,
     map_controls,
+    method_controls,
+    panel_choice,
     panel_settings,
     saliency_methods,
     sidebar_controls,
+    sidebar_pickers,
 )
 from dashboard.views.explore_explained import (  # noqa: F401 (re-exported)
     EXPLAINED_BYTES,
@@ -93,7 +95,8 @@ from saliency.metrics import spearman
 # Session keys of this page: the panel's (its component's key, a prefix of its own keys) and
 # the downloads'.
 PANEL_KEY = "explore_panel"
-PANEL_STEPPED = "explore_panel_stepped"  # Next or Previous clicked in the panel: the page reruns
+# Next or Previous clicked in the panel, or another model chosen there: the page reruns.
+PANEL_STEPPED = "explore_panel_stepped"
 DOWNLOAD_PNG = "download_png"
 DOWNLOAD_NPY = "download_npy"
 DOWNLOAD_JSON = "download_json"
@@ -159,7 +162,7 @@ def explanation(
     image: np.ndarray | None,
     true: int | None,
     described: str,
-    slots: tuple[DeltaGenerator, DeltaGenerator],
+    slots: tuple[DeltaGenerator, DeltaGenerator, DeltaGenerator],
     others: list[str],
     src: Source,
 ) -> None:
@@ -174,6 +177,7 @@ def explanation(
     for key in FRAGMENT_KEYS:  # on a fragment rerun, the widgets' new values
         if key in st.session_state:
             view[key] = st.session_state[key]
+    places, owned = None, False  # owned: the panel draws its own method, score and model pickers
     with render.failures_said():
         info = cache.model_info(view["model"])
         names = info.class_names  # the data set's, or an uploaded model's own
@@ -185,7 +189,7 @@ def explanation(
                 fallback = saliency_panel.fallback_due(PANEL_KEY, saliency_panel.said(PANEL_KEY))
             return not fallback
 
-        problem = map_controls(view, image, names, slots, panel_draws)
+        problem, places = map_controls(view, image, names, slots, panel_draws)
         if problem:
             label = saliency.method_info(view["method"]).label
             st.warning(
@@ -195,7 +199,7 @@ def explanation(
             )
         elif image is not None:
             try:
-                _explain(view, info, names, image, true, described, others, src, fallback)
+                owned = _explain(view, info, names, image, true, described, others, src, fallback)
             except (ValueError, TypeError) as err:
                 if view["method"] in saliency.METHODS:
                     raise  # the pixel gradients explain every differentiable model
@@ -208,6 +212,8 @@ def explanation(
                     f"{render.plain(err)}. Choose another method in the sidebar; nothing else "
                     "you chose has changed."
                 )
+    if places is not None:  # also after a failure said above: the sidebar's boxes then
+        sidebar_pickers(view, places, owned)
     state.sync()  # the link follows
 
 
@@ -233,6 +239,21 @@ def _on_step() -> None:
     index = step.get("index") if isinstance(step, dict) else None
     if type(index) is int and index >= 0:
         state.put(state.INDEX, index)  # the chooser says so if this data set has no such image
+        st.session_state[PANEL_STEPPED] = True
+
+
+def _on_choose() -> None:
+    """A method, class score or model chosen in the panel's own pickers (already drawn there,
+    from the explore route): the view's. A method or score reruns the fragment alone; a model
+    the whole page (the heading, the sidebar's model box), as Next does."""
+    models = state.public_models(state.get(state.DATASET))
+    choice = panel_choice(saliency_panel.trigger(PANEL_KEY, "choose"), models)
+    if choice is None:
+        return
+    key, value = choice
+    state.put(key, value)
+    if key == state.MODEL:
+        state.put(state.LAYER, "")  # another model's layers (the route was asked so too)
         st.session_state[PANEL_STEPPED] = True
 
 
@@ -345,9 +366,10 @@ def _server_pictures(view, info, names, image, true, described, ex, data, map_ca
                 true, (lo, hi))  # fmt: skip
 
 
-def _explain(view, info, names, image, true, described, others, src, fallback) -> None:
+def _explain(view, info, names, image, true, described, others, src, fallback) -> bool:
     """The map's notes, the panel (or, where `fallback`, the server's own pictures), the report
-    and the models compared."""
+    and the models compared. Returns whether the panel draws its own method, class score and
+    model pickers (where the explore route can answer)."""
     ex = explained(view, image, true)
     if view["target"] == "true" and true is None:
         st.caption("This image has no true class: the map is for the predicted class.")
@@ -355,14 +377,14 @@ def _explain(view, info, names, image, true, described, others, src, fallback) -
     _map_notes(view, names, image, ex)
 
     # The panel: pictures, chart, contrast, every class and the exports, drawn in the browser.
+    route = _route(view, src)
     arrays, data = panel_content(
-        view, info, image, described, ex, st.session_state.get(f"{PANEL_KEY}_seq", 0),
-        _route(view, src),
-    )  # fmt: skip
+        view, info, image, described, ex, st.session_state.get(f"{PANEL_KEY}_seq", 0), route
+    )
     # The server's own pictures, where the panel failed or hasn't drawn in time.
     saliency_panel.panel(
         key=PANEL_KEY, arrays=arrays, data=data, fallback=fallback, on_pick=_on_pick,
-        on_settings=_on_settings, on_step=_on_step,
+        on_settings=_on_settings, on_step=_on_step, on_choose=_on_choose,
     )  # fmt: skip
     if fallback or saliency_panel.said(PANEL_KEY):
         PAGE_DRAWN.set()  # complete (see dashboard/__init__.py)
@@ -374,6 +396,7 @@ def _explain(view, info, names, image, true, described, others, src, fallback) -
     _report_button(view, info, image, described, ex, data["export"]["json"])
     _compare_models(view, others, image, ex.main, ex.compare, ex.compare_targets, ex.target,
                     ex.style, names)  # fmt: skip
+    return route is not None and not fallback
 
 
 def _contrast(diff, target, versus, names, symbol, view, style, big) -> None:

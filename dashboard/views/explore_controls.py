@@ -1,8 +1,9 @@
-"""Explore's labels and constants, and the map's controls: the sidebar's method and class score
-(a change reruns only the explanation fragment), the layer picker, and the target class and
-colours, which the panel draws as its own switches; the sidebar draws those only where the
-server draws its own pictures (the fallback). Split from `dashboard.views.explore`, which
-re-exports every name (issue 31)."""
+"""Explore's labels and constants, and the map's controls: the layer picker; the method and
+class score, which the panel draws as its own pickers where the explore route can answer
+(`panel_choice` checks what it reports); the target class and colours, which the panel draws as
+its own switches. The sidebar draws those only where the panel doesn't (the fallback, and for
+the method and score also a view the route can't answer). Split from `dashboard.views.explore`,
+which re-exports every name (issue 31)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ METHOD_LABELS = {
 UNSIGNED = ("smoothgrad_sq", "vargrad", "grad_cam", "grad_cam_pp", "score_cam", "layer_cam")
 LAYER_LABEL = "Layer (layer maps)"
 SCORE_SYMBOL = {"logit": "logit", "probability": "p", "log_probability": "log p"}
+SCORE_LABELS = {"logit": "logit", "probability": "probability", "log_probability": "log p"}
 SAME_MAP_RHO = 0.9
 PREDICTED_COLOUR = (255, 140, 0)
 TRUE_COLOUR = (40, 170, 60)
@@ -67,41 +69,29 @@ CONTROLS = {
 PANEL_SETTINGS = (state.SIGN, state.SCALE, state.CLIP, state.ALPHA, state.CMAP, state.CMAP_SIGNED)
 
 
-def _rerun_explanation() -> None:
-    """A map control changed: rerun the explanation fragment only, not the whole page."""
-    st.rerun(MAIN_FRAGMENT)
-
-
-def sidebar_controls() -> tuple[DeltaGenerator, DeltaGenerator]:
-    """The method and class score, drawn by the full run; a change reruns only the explanation
-    fragment (`st.rerun(key)` from the callback: the sidebar's widgets are not drawn again,
-    about a third of a rerun's cost). Returns the places of the target class box with the layer
-    picker, and of the colours, which that fragment fills (`map_controls`).
+def sidebar_controls() -> tuple[DeltaGenerator, DeltaGenerator, DeltaGenerator]:
+    """The sidebar's "Map" section, drawn by the full run: the places that the explanation
+    fragment fills (`map_controls`), of the heading with the target class box and the layer
+    picker, of the method and class score, and of the colours. A change of any of them reruns
+    only that fragment (about a third of a page rerun's cost).
 
     AppTest keeps only what a run drew: after one of these controls changes, its element tree
     holds the fragment's elements until the next `run()` (tests/dashboard/test_dashboard.py)."""
-    rerun = _rerun_explanation
     with st.sidebar:
-        st.markdown("### Map")
-        slot = st.container()
-        st.selectbox(
-            CONTROLS["method"], saliency_methods(), key=state.METHOD, format_func=METHOD_LABELS.get,
-            on_change=rerun,
-        )  # fmt: skip
-        st.radio(
-            CONTROLS["score"],
-            state.SCORES,
-            key=state.SCORE,
-            horizontal=True,
-            format_func={
-                "logit": "logit",
-                "probability": "probability",
-                "log_probability": "log p",
-            }.get,
-            on_change=rerun,
-        )
-        colours = st.container()
-    return slot, colours
+        slots = st.container(), st.container(), st.container()
+    return slots
+
+
+def method_controls() -> None:
+    """The method and class score, in the sidebar: drawn by the explanation fragment where the
+    panel doesn't draw them as its own pickers."""
+    st.selectbox(
+        CONTROLS["method"], saliency_methods(), key=state.METHOD, format_func=METHOD_LABELS.get
+    )
+    st.radio(
+        CONTROLS["score"], state.SCORES, key=state.SCORE, horizontal=True,
+        format_func=SCORE_LABELS.get,
+    )  # fmt: skip
 
 
 def _colour_controls() -> None:
@@ -165,24 +155,52 @@ def _target_control(names: tuple[str, ...]) -> None:
 
 def map_controls(
     view: dict, image: np.ndarray | None, names: tuple[str, ...], slots, panel_draws
-) -> str:
+) -> tuple[str, DeltaGenerator]:
     """The fragment's part of the sidebar (`slots`: `sidebar_controls`' places): the layer
     picker, and the target box and colours unless the panel draws them (`panel_draws(problem)`
-    says whether it will). Returns why the method can't explain this model ("" when it can)."""
-    target_slot, colour_slot = slots
+    says whether it will). Returns why the method can't explain this model ("" when it can),
+    and the place of the method and class score, which the caller fills (`sidebar_pickers`)
+    unless the panel draws its own pickers."""
+    target_slot, picker_slot, colour_slot = slots
     _valid_target(names)
-    # Both places written on every run, filled or not: a fragment rerun may fill only a place
+    # Every place written on every run, filled or not: a fragment rerun may fill only a place
     # outside it that the last full run's fragment wrote to (Streamlit reserves it then).
     with target_slot:
-        box = st.container()
+        head, box = st.container(), st.container()
         problem = "" if image is None else _layer_control(view, image)
+    pickers = picker_slot.container()
     colours = colour_slot.container()
     if not panel_draws(problem):
         with box:
             _target_control(names)
         with colours:
             _colour_controls()
-    return problem
+    return problem, (head, pickers)
+
+
+def sidebar_pickers(view: dict, places: tuple[DeltaGenerator, DeltaGenerator], owned: bool):
+    """The method and class score in the sidebar, unless the panel draws them (`owned`), and
+    the section's heading wherever the sidebar has a map control (these, the layer picker, or
+    the fallback's target box and colours, which come with these)."""
+    head, pickers = places
+    if not owned:
+        with pickers:
+            method_controls()
+    if not owned or saliency.method_info(view["method"]).layer:
+        head.markdown("### Map")
+
+
+def panel_choice(value: object, models: list[str]) -> tuple[str, str] | None:
+    """What the panel's pickers reported (its trigger "choose": {key, value}), checked: a
+    method of the registry, a class score, or one of `models` (the data set's public ones, as
+    the explore route serves them); None for anything else."""
+    if not isinstance(value, dict):
+        return None
+    key, chosen = value.get("key"), value.get("value")
+    allowed = {state.METHOD: saliency_methods(), state.SCORE: state.SCORES, state.MODEL: models}
+    if isinstance(key, str) and isinstance(chosen, str) and chosen in allowed.get(key, ()):
+        return key, chosen
+    return None
 
 
 def saliency_methods() -> tuple[str, ...]:

@@ -22,13 +22,16 @@ from dashboard.views.explore_controls import (
     METHOD_LABELS,
     NEXT_LABEL,
     PREVIOUS_LABEL,
+    SCORE_LABELS,
     SCORE_SYMBOL,
     TOP_CLASSES,
     _is_pixel,
+    saliency_methods,
     target_choices,
 )
 from dashboard.views.explore_explained import Explained, explained
 from dashboard.views.explore_image import _candidates, _described, _neighbour
+from pretrained import kinds
 from pretrained.images import ImageError
 from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
@@ -209,10 +212,10 @@ def routable(view: dict) -> bool:
 
 
 def _route(view: dict, src: Source) -> dict | None:
-    """How the panel asks `dashboard.serve`'s explore route for the content of the image its
-    own Next or Previous shows, before the server's rerun brings it: the route's address, this
-    view's query, the images Next and Previous show, and the buttons' labels. None where the
-    route can't answer (`routable`)."""
+    """How the panel asks `dashboard.serve`'s explore route for the content of the view its own
+    Next, Previous or pickers show, before the server's rerun brings it: the route's address,
+    this view's query, the images Next and Previous show, the buttons' labels, and the
+    pickers' choices (`_pickers`). None where the route can't answer (`routable`)."""
     if not routable(view):
         return None
     candidates = _candidates(view, src)
@@ -223,7 +226,34 @@ def _route(view: dict, src: Source) -> dict | None:
         "next": _neighbour(candidates, i, 1),
         "previous": _neighbour(candidates, i, -1),
         "buttons": {"next": NEXT_LABEL, "previous": PREVIOUS_LABEL},
+        "pickers": _pickers(tuple(state.public_models(view["dataset"]))),
     }
+
+
+_pickers_made: dict[tuple[str, ...], dict] = {}
+
+
+def _pickers(public: tuple[str, ...]) -> dict:
+    """The panel's method, class score and model pickers: their labels (the sidebar's) and
+    [value, text] choices: every method, every score, the data set's public models (the
+    route serves no others) by their names and accuracies. Made once per list of registry
+    models (each model's text reads its card; a workspace's card can change)."""
+    made = _pickers_made.get(public)
+    if made is not None:
+        return made
+    made = {
+        "labels": {
+            "method": CONTROLS["method"],
+            "score": CONTROLS["score"],
+            "model": state.MODEL_PICKER,
+        },
+        "methods": [[m, METHOD_LABELS[m]] for m in saliency_methods()],
+        "scores": [[s, SCORE_LABELS[s]] for s in state.SCORES],
+        "models": [[m, state.model_label(m)] for m in public],
+    }
+    if not any(kinds.is_workspace(m) for m in public) and len(_pickers_made) < 256:
+        _pickers_made[public] = made
+    return made
 
 
 ROUTE_CACHE_BYTES = budget.share("route")  # 92 MB by default: ~1,400 payloads of 28 × 28

@@ -219,6 +219,44 @@ function chooseTarget(panel, choice) {
   else panel.ui.status.textContent = "Updating…";
 }
 
+// Switches, labelled, in `box` (the panel's own, and its host's pickers), each calling
+// `onChange(value)`; each returns a function that shows a value in it. A <select> of
+// [value, text] options, radio buttons, a slider ([lo, hi, step]; `onInput` as it moves).
+function field(box, text) {
+  const f = el("label", "sal-control", box);
+  el("span", "sal-control-name", f).textContent = text;
+  return f;
+}
+
+function selectControl(box, text, options, onChange) {
+  const sel = el("select", "sal-select", field(box, text), { "aria-label": text });
+  for (const [value, name] of options) el("option", "", sel, { value }).textContent = name;
+  sel.addEventListener("change", () => onChange(sel.value));
+  return (v) => (sel.value = String(v));
+}
+
+function radioControl(box, text, options, onChange) {
+  const attrs = { role: "radiogroup", "aria-label": text };
+  const group = el("span", "sal-radios", field(box, text), attrs);
+  const inputs = options.map(([value, shown]) => {
+    const item = el("label", "sal-radio", group);
+    const input = el("input", "", item, { type: "radio", name: `sal-${text}`, value });
+    input.addEventListener("change", () => input.checked && onChange(value));
+    item.append(shown);
+    return input;
+  });
+  return (v) => inputs.forEach((input) => (input.checked = input.value === v));
+}
+
+function sliderControl(box, text, [min, max, step], onInput, onChange) {
+  const f = field(box, text);
+  const input = el("input", "sal-range", f, { type: "range", min, max, step, "aria-label": text });
+  const shown = el("span", "sal-control-value", f);
+  input.addEventListener("input", () => onInput(Number((shown.textContent = input.value))));
+  input.addEventListener("change", () => onChange(Number(input.value)));
+  return (v) => (input.value = shown.textContent = String(v));
+}
+
 // The panel's own switches (payload `own_controls`): colour map, signed colour map, alpha and
 // clip; the scale and the sign where the panel draws them or its host hears of them
 // (`host.setting`); the target class where the payload lists its choices (`target_choices`).
@@ -229,11 +267,6 @@ function buildControls(panel) {
   const c = d.controls;
   const box = el("div", "sal-controls", null);
   const set = {}; // setting -> shows a value in its switch
-  const field = (text) => {
-    const f = el("label", "sal-control", box);
-    el("span", "sal-control-name", f).textContent = text;
-    return f;
-  };
   const change = (k, v, tell = true) => {
     if (!host.setting) {
       panel.own[k] = v;
@@ -250,53 +283,21 @@ function buildControls(panel) {
     }
     redraw(panel);
   };
-  const pick = (k, text, options, onChange) => {
-    const sel = el("select", "sal-select", field(text), { "aria-label": text });
-    for (const [value, name] of options) el("option", "", sel, { value }).textContent = name;
-    sel.addEventListener("change", () => onChange(sel.value));
-    set[k] = (v) => {
-      sel.value = String(v);
-    };
-  };
-  const slide = (k, text, [lo, hi, step]) => {
-    const f = field(text);
-    const attrs = { type: "range", min: lo, max: hi, step, "aria-label": text };
-    const input = el("input", "sal-range", f, attrs);
-    const shown = el("span", "sal-control-value", f);
-    // Drawn as it moves; the host hears of where it stops.
-    input.addEventListener("input", () => {
-      shown.textContent = input.value;
-      change(k, Number(input.value), false);
-    });
-    input.addEventListener("change", () => change(k, Number(input.value)));
-    set[k] = (v) => {
-      input.value = shown.textContent = String(v);
-    };
-  };
-  const choose = (k, text, options) => {
-    const group = el("span", "sal-radios", field(text), { role: "radiogroup", "aria-label": text });
-    const inputs = [];
-    for (const o of options) {
-      const item = el("label", "sal-radio", group);
-      const input = el("input", "", item, { type: "radio", name: `sal-${k}`, value: o });
-      input.addEventListener("change", () => input.checked && change(k, o));
-      item.append(o);
-      inputs.push(input);
-    }
-    set[k] = (v) => {
-      for (const input of inputs) input.checked = input.value === v;
-    };
-  };
   const pairs = (options) => options.map((o) => [o, o]);
-  if (d.target_choices) {
-    pick("target", c.target, d.target_choices, (v) => panel.ready && chooseTarget(panel, v));
-  }
-  pick("cmap", c.cmap, pairs(c.cmaps), (v) => change("cmap", v));
-  pick("cmap_signed", c.cmap_signed, pairs(c.cmaps_signed), (v) => change("cmap_signed", v));
-  slide("alpha", c.alpha, [0, 1, 0.05]);
-  slide("clip", c.clip, [50, 100, 0.5]);
-  if (d.scale_local || host.setting) choose("scale", c.scale, c.scales);
-  if (d.sign_local || host.setting) choose("sign", c.sign, c.signs);
+  const tell = (k) => (v) => change(k, v);
+  const chosen = (v) => panel.ready && chooseTarget(panel, v);
+  if (d.target_choices) set.target = selectControl(box, c.target, d.target_choices, chosen);
+  set.cmap = selectControl(box, c.cmap, pairs(c.cmaps), tell("cmap"));
+  set.cmap_signed = selectControl(box, c.cmap_signed, pairs(c.cmaps_signed), tell("cmap_signed"));
+  // Drawn as a slider moves; the host hears of where it stops.
+  const slide = (k, range) => {
+    set[k] = sliderControl(box, c[k], range, (v) => change(k, v, false), tell(k));
+  };
+  slide("alpha", [0, 1, 0.05]);
+  slide("clip", [50, 100, 0.5]);
+  const choose = (k, options) => (set[k] = radioControl(box, c[k], pairs(options), tell(k)));
+  if (d.scale_local || host.setting) choose("scale", c.scales);
+  if (d.sign_local || host.setting) choose("sign", c.signs);
   return { box, set };
 }
 

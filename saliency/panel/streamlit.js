@@ -6,27 +6,30 @@
 // Sent back: state "alive" (true: drawn, once the server hasn't heard so yet; false: failed
 // where the server didn't draw its own pictures, which it then does), state "settings"
 // ({cmap, cmap_signed, alpha, clip, scale, sign}), trigger "pick" ({k, seq}: k a class number,
-// "predicted" or "true"), trigger "step" ({index}: Next or Previous), trigger "missing" (ids of
-// arrays this page no longer holds).
+// "predicted" or "true"), trigger "step" ({index}: Next or Previous), trigger "choose"
+// ({key, value}: a method, class score or model), trigger "missing" (ids of arrays this page
+// no longer holds).
 //
 // The colour map, signed colour map, alpha, clip, colour scale, sign and target class are the
 // panel's own switches (panel.js `buildControls`, payload `own_controls`): a change is drawn at
 // once and sent as state "settings" (every setting as shown; a target as trigger "pick", as a
 // class clicked), which reruns the view's fragment; the server's data then confirms it. The
 // sidebar draws those controls only where the server draws its own pictures (the fallback).
-// So are Next and Previous, where the server's explore route can answer (`navigation`): the
-// image they show is drawn from the route's payload (fetched ahead, for Next) before the
-// server's rerun brings it. Another method, class score or model is the sidebar's: the panel
-// draws the rerun's payload. This file reads nothing of Streamlit's page.
+// So are Next and Previous and the method, class score and model pickers, where the server's
+// explore route can answer (`navigation`): the view they show is drawn from the route's
+// payload (fetched ahead, for Next) before the server's rerun brings it; meanwhile the sidebar
+// draws no method or score box, and its model box hides (panel.css). Elsewhere (an uploaded or
+// drawn image, models compared, no route) those are the sidebar's: the panel draws the rerun's
+// payload. This file reads nothing of Streamlit's page.
 
-// --- the explore route: the image Next or Previous shows, before the server's rerun --------
+// --- the explore route: the view Next, Previous or a picker shows, before the server's rerun
 //
-// Another image needs new gradients, so the panel can't draw it from what it holds. But for
-// public content (a bundled test image or a workspace's, a registry model) the server answers
-// the view's query on a route of its own (dashboard/serve.py, explore.route_payload) with the
-// payload its rerun will bring: asked for as Next or Previous is clicked (or fetched ahead, for
-// Next), it is drawn about a round trip and a page render sooner. The rerun's data then
-// confirms it; an older rerun's, arriving in between, is held back a while.
+// Another image, method, class score or model needs new gradients, so the panel can't draw it
+// from what it holds. But for public content (a bundled test image or a workspace's, a registry
+// model) the server answers the view's query on a route of its own (dashboard/serve.py,
+// explore.route_payload) with the payload its rerun will bring: asked for at the click (or
+// fetched ahead, for Next), it is drawn about a round trip and a page render sooner. The rerun's
+// data then confirms it; an older rerun's, arriving in between, is held back a while.
 
 const ROUTE_HOLD_MS = 3000;
 
@@ -159,6 +162,7 @@ function confirms(d, want) {
 // Next and Previous, the panel's own (labels `route.buttons`) where the route can answer: the
 // image each shows is drawn at once from the route, and the server hears of it (trigger
 // "step"), whose rerun then shows it everywhere else (the image chooser, the heading, the link).
+// Beside them, the pickers (`pickers`).
 function navigation(panel) {
   const r = panel.d.route;
   let nav = panel.ui.nav;
@@ -175,11 +179,52 @@ function navigation(panel) {
   nav.box.hidden = !r;
   // The image chooser's own Previous and Next hide while these show (panel.css).
   document.documentElement.dataset.salNav = r ? "on" : "off";
+  pickers(panel, nav.box);
   if (!r) return;
   for (const which of ["previous", "next"]) {
     nav[which].textContent = r.buttons[which];
     nav[which].disabled = r[which] === null || r[which] === undefined;
   }
+}
+
+// The method, class score and model pickers (`route.pickers`: labels and [value, text]
+// choices), made again where their choices change and removed where the route can't answer
+// (the sidebar's boxes show then: panel.css hides the model box only while these exist).
+// Each shows the view asked of the route, else the one drawn.
+function pickers(panel, box) {
+  const r = panel.d.route;
+  const p = r && r.pickers;
+  const key = JSON.stringify(p ?? null);
+  let made = panel.ui.pickers;
+  if (made && made.key !== key) {
+    made.box.remove();
+    made = panel.ui.pickers = null;
+  }
+  if (!p) return;
+  if (!made) {
+    const b = el("span", "sal-pickers", box);
+    const to = (k) => (v) => choose(panel, k, v);
+    const set = {
+      method: selectControl(b, p.labels.method, p.methods, to("method")),
+      score: radioControl(b, p.labels.score, p.scores, to("score")),
+      model: selectControl(b, p.labels.model, p.models, to("model")),
+    };
+    made = panel.ui.pickers = { box: b, set, key };
+  }
+  const want = panel.routed ? panel.routed.want : {};
+  for (const [k, show] of Object.entries(made.set)) show(want[k] ?? r.query[k]);
+}
+
+// A method, class score or model chosen: the server hears of it (trigger "choose", which reruns
+// the view's fragment, or for a model the page), and its view is drawn at once from the route.
+// A model asks for the automatic layer (another model's layers), as the server then does; a
+// target class the new model lacks is refused by the route (400): the server's rerun, which
+// resets it, is then awaited.
+function choose(panel, key, value) {
+  if (!panel.ready) return;
+  panel.setTriggerValue("choose", { key, value }); // explore.py `_on_choose`
+  panel.ui.status.textContent = "Updating…";
+  askRoute(panel, key === "model" ? { model: value, layer: "" } : { [key]: value });
 }
 
 function step(panel, which) {

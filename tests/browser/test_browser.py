@@ -250,14 +250,13 @@ def timed_target(page: Page, k: int) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def timed_choice(page: Page, label: str, name: str | re.Pattern) -> float:
-    """Pick an option; ms from the option click until the new map has loaded and the app is idle."""
+def timed_pick(page: Page, label: str, value: str) -> float:
+    """Choose `value` in the panel's own picker `label` (Method, Model); ms until the new map
+    has loaded and the app is idle (the server's rerun has come)."""
     old = map_image(page).get_attribute("src")
-    open_select(page, label)
-    target = option(page, name)
-    target.wait_for()
+    box = panel_control(page, "combobox", label)
     start = time.perf_counter()
-    target.click()
+    box.select_option(value)
     page.wait_for_function(MAP_UPDATED_JS, arg=old, polling="raf", timeout=TIMEOUT_MS)
     return (time.perf_counter() - start) * 1000
 
@@ -284,7 +283,7 @@ def test_cold_start_to_first_render(browser, artifacts_dir: Path) -> None:
         done = time.perf_counter()
         # At once, another method: new gradients, so torch must be ready (the first page
         # needed none: its warm-up starts once that page is complete).
-        switch_ms = timed_choice(page, "Method", "Gradient × Input")
+        switch_ms = timed_pick(page, "Method", "input_x_gradient")
         expect(page.get_by_text(re.compile("^Showing Gradient × Input"))).to_be_visible()
         context.close()
     finally:
@@ -350,9 +349,11 @@ def test_target_class_switch(server: Server, page: Page, artifacts_dir: Path) ->
     assert names[:3] == ["the predicted class", "the true class", "0"], names
     # The panel's own: the sidebar has no target box (nor colours) while the panel draws.
     sidebar = page.get_by_test_id("stSidebar")
-    for label in ("Target class", "Colour map", "Signed colour map"):
+    for label in ("Target class", "Colour map", "Signed colour map", "Method"):
         expect(sidebar.get_by_role("combobox", name=label, exact=True)).to_have_count(0)
     expect(sidebar.get_by_role("slider")).to_have_count(0)
+    expect(sidebar.get_by_role("radiogroup")).to_have_count(0)  # no class score either
+    expect(sidebar.get_by_role("combobox", name="Model", exact=True)).to_be_hidden()
     box.select_option("3")
     expect(page.get_by_text("Map: ∂ logit[3] / ∂x", exact=True)).to_be_visible()
     expect(heading(page, "Why 3 and not 7?")).to_be_visible()
@@ -613,9 +614,8 @@ def test_next_and_previous_are_drawn_from_the_route_before_the_server_hears(
     route. The image chooser's own Previous and Next hide while the panel's show."""
     context, page = opened_with(browser, server, HOLD_SENDS)
     wait_complete(page)
-    images = pretrained.load_dataset("mnist").images
 
-    def held(change, server_side: str, model: str, index: int, input_x_gradient: bool) -> None:
+    def held(change, server_side: str, model: str, index: int) -> None:
         before = panel_state(page)["map"]
         page.evaluate("window.__holdSends = true")
         change()
@@ -626,16 +626,7 @@ def test_next_and_previous_are_drawn_from_the_route_before_the_server_hears(
         )
         st = panel_state(page)
         assert server_side not in page.url  # the server hasn't heard of it yet
-        x = images[index : index + 1]
-        h, w = st["shape"]
-        assert st["rgb"] == list(display.to_rgb(x[0].numpy()).reshape(-1))
-        jac = saliency.jacobian(pretrained.load_model(model), x)[0, :, 0].numpy()
-        if input_x_gradient:  # the absolute map of gradient × input
-            jac = np.abs(jac * x[0, 0].numpy())
-        got = np.asarray(st["maps"], dtype=np.float32).reshape(-1, h, w)
-        np.testing.assert_allclose(got, jac, rtol=1e-4, atol=1e-6 * np.abs(jac).max())
-        want = expected_pictures(st, "inferno")
-        np.testing.assert_array_equal(data_url_pixels(st["map"]), want["map"])
+        assert_the_models_own_maps(st, model, index, "gradient")
         page.evaluate("window.__holdSends = false")
         expect(page).to_have_url(re.compile(re.escape(server_side)))
         wait_idle(page)
@@ -645,26 +636,114 @@ def test_next_and_previous_are_drawn_from_the_route_before_the_server_hears(
     panel = page.locator(".sal-panel")
     next_image = panel.get_by_role("button", name="Next ▶")
     expect(page.get_by_role("button", name="Next ▶")).to_have_count(1)  # the chooser's: hidden
-    held(next_image.click, "index=1", "mnist-cnn", 1, False)
+    held(next_image.click, "index=1", "mnist-cnn", 1)
     index = page.get_by_test_id("stNumberInput").filter(has_text="Image index").locator("input")
     expect(index).to_have_value("1")  # the image chooser followed
-    held(next_image.click, "index=2", "mnist-cnn", 2, False)
+    held(next_image.click, "index=2", "mnist-cnn", 2)
     # Back to a view drawn before, with the route out of reach too: drawn from what the page
     # holds (streamlit.js `recalled`), the same maps.
     page.route("**/api/explore/panel*", lambda route: route.abort())
-    held(panel.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-cnn", 1, False)
+    held(panel.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-cnn", 1)
     assert_no_exception(page)
     context.close()
 
 
-# Arms a clock: the next press (on window, before any handler of the page's) starts it, the
-# first frame in which the panel's map shows another picture, loaded, stops it.
+def assert_the_models_own_maps(st: dict, model: str, index: int, method: str, score="logit"):
+    """The panel's state `st` holds the model's own maps of test image `index`, from an
+    independent Jacobian (signed, for a vanilla gradient; |J ⊙ x| for gradient × input), and
+    its map is drawn as saliency.display draws it."""
+    x = pretrained.load_dataset("mnist").images[index : index + 1]
+    h, w = st["shape"]
+    assert st["rgb"] == list(display.to_rgb(x[0].numpy()).reshape(-1))
+    jac = saliency.jacobian(pretrained.load_model(model), x, score=score)[0, :, 0].numpy()
+    if method == "input_x_gradient":
+        jac = np.abs(jac * x[0, 0].numpy())
+    got = np.asarray(st["maps"], dtype=np.float32).reshape(-1, h, w)
+    np.testing.assert_allclose(got, jac, rtol=1e-4, atol=1e-6 * np.abs(jac).max())
+    want = expected_pictures(st, "inferno")
+    np.testing.assert_array_equal(data_url_pixels(st["map"]), want["map"])
+
+
+def test_method_score_and_model_pickers_are_drawn_from_the_route_before_the_server_hears(
+    server: Server, browser
+):
+    """The panel's own method, class score and model pickers, while the page can't reach the
+    server: the panel draws the route's maps at once, and they are the model's own (an
+    independent Jacobian); then the server's rerun catches up (the link, the heading, the
+    sidebar's hidden model box) and the pictures stay. The link reopens the view, in the
+    pickers and the pictures; with the route out of reach, a model chosen is drawn by the
+    server's rerun."""
+    context, page = opened_with(browser, server, HOLD_SENDS)
+    wait_complete(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    model_box = sidebar.locator(".st-key-model input")
+
+    def held(change, server_side: str, model: str, method: str, score: str = "logit") -> None:
+        before = panel_state(page)["map"]
+        page.evaluate("window.__holdSends = true")
+        change()
+        page.wait_for_function(
+            "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old",
+            arg=before,
+            timeout=10_000,
+        )
+        st = panel_state(page)
+        assert server_side not in page.url  # the server hasn't heard of it yet
+        assert_the_models_own_maps(st, model, 0, method, score)
+        page.evaluate("window.__holdSends = false")
+        expect(page).to_have_url(re.compile(re.escape(server_side)))
+        expect(heading(page)).to_contain_text(f"{model} says")
+        wait_idle(page)
+        after = panel_state(page)
+        assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
+        expect(model_box).to_have_value(re.compile(rf"^{model} \("))  # hidden, but following
+
+    def pick(label: str, value: str):
+        return lambda: panel_control(page, "combobox", label).select_option(value)
+
+    held(pick("Method", "input_x_gradient"), "method=input_x_gradient", "mnist-cnn",
+         "input_x_gradient")  # fmt: skip
+    held(pick("Model", "mnist-mlp"), "model=mnist-mlp", "mnist-mlp", "input_x_gradient")
+    scores = panel_control(page, "radiogroup", "Class score")
+    held(scores.get_by_role("radio", name="probability", exact=True).check,
+         "score=probability", "mnist-mlp", "input_x_gradient", "probability")  # fmt: skip
+    for label in ("Method", "Model"):  # the sidebar's: not drawn, or hidden
+        expect(sidebar.get_by_role("combobox", name=label, exact=True)).to_have_count(0)
+    expect(sidebar.get_by_role("radiogroup", name="Class score")).to_have_count(0)
+
+    # The link reopens the view: the pickers, and the same pictures.
+    shown = panel_state(page)["map"]
+    page.goto(page.url)
+    wait_complete(page)
+    assert all(k in page.url for k in ("method=input_x_gradient", "model=mnist-mlp"))
+    expect(panel_control(page, "combobox", "Method")).to_have_value("input_x_gradient")
+    expect(panel_control(page, "combobox", "Model")).to_have_value("mnist-mlp")
+    expect(scores.get_by_role("radio", name="probability", exact=True)).to_be_checked()
+    assert panel_state(page)["map"] == shown
+
+    # The route out of reach: the server's rerun draws the model chosen.
+    page.route("**/api/explore/panel*", lambda route: route.abort())
+    pick("Model", "mnist-cnn")()
+    expect(heading(page)).to_contain_text("mnist-cnn says")
+    expect(page).not_to_have_url(re.compile("model="))  # the default model: not in the link
+    wait_complete(page)
+    st = panel_state(page)
+    assert_the_models_own_maps(st, "mnist-cnn", 0, "input_x_gradient", "probability")
+    expect(panel_control(page, "combobox", "Model")).to_have_value("mnist-cnn")
+    assert_no_exception(page)
+    context.close()
+
+
+# Arms a clock: the next press or choice (on window, before any handler of the page's) starts
+# it, the first frame in which the panel's map shows another picture, loaded, stops it.
 ARM_MAP_CLOCK_JS = """
 () => {
   const img = () => document.querySelector('.sal-map img');
   const t = window.__mapClock = {old: img().src, start: 0, done: 0};
-  window.addEventListener('pointerdown', () => { t.start = performance.now(); },
-                          {capture: true, once: true});
+  const begin = () => { t.start = t.start || performance.now(); };
+  for (const ev of ['pointerdown', 'input']) {  // a click, or a choice in a <select>
+    window.addEventListener(ev, begin, {capture: true, once: true});
+  }
   const loop = () => {
     const i = img();
     if (t.start && i.src !== t.old && i.complete && i.naturalWidth > 0) {
@@ -680,28 +759,26 @@ ARM_MAP_CLOCK_JS = """
 
 def test_new_gradients_click_to_map_in_page(server: Server, page: Page, artifacts_dir: Path):
     """Click → the panel's new map, on the page's own clock, for what needs new gradients
-    (a method or a model in the sidebar: the server's rerun; the panel's Next: the route),
+    (a method or a model in the panel's pickers, the panel's Next: each from the route),
     recorded in artifacts/browser/latency.json. Each round shows another image, so its maps
     are computed then, not read from a cache (Next's were fetched ahead). Each map drawn is
     checked to be the one the server's rerun then draws."""
     page.goto(server.url)
     wait_complete(page)
     samples: dict[str, list[float]] = {"method": [], "next": [], "model": []}
-    methods = ("Gradient × Input", "Vanilla gradient")
-    models = ("mnist-mlp", "mnist-cnn")
+    choices = {"method": ("input_x_gradient", "gradient"), "model": ("mnist-mlp", "mnist-cnn")}
     for i in range(12):
         for kind in samples:
-            if kind == "method":
-                open_select(page, "Method")
-                choice = option(page, methods[i % 2])
-            elif kind == "model":
-                open_select(page, "Model")
-                choice = option(page, model_option(models[i % 2]))
+            if kind == "next":
+                button = page.locator(".sal-panel").get_by_role("button", name="Next ▶")
+                button.wait_for()
+                page.evaluate(ARM_MAP_CLOCK_JS)
+                button.click()
             else:
-                choice = page.locator(".sal-panel").get_by_role("button", name="Next ▶")
-            choice.wait_for()
-            page.evaluate(ARM_MAP_CLOCK_JS)
-            choice.click()
+                box = panel_control(page, "combobox", kind.capitalize())
+                box.wait_for()
+                page.evaluate(ARM_MAP_CLOCK_JS)
+                box.select_option(choices[kind][i % 2])
             page.wait_for_function("() => window.__mapClock.done > 0", timeout=TIMEOUT_MS)
             shown = page.evaluate("() => document.querySelector('.sal-map img').src")
             wait_complete(page)
@@ -783,8 +860,10 @@ def test_panel_that_fails_falls_back_to_the_servers_pictures(server: Server, bro
     cmap.click()
     option(page, "magma").click()
     expect(page).to_have_url(re.compile("cmap=magma"))
-    for label in ("Target class", "Signed colour map"):
+    for label in ("Target class", "Signed colour map", "Method", "Model"):
         expect(sidebar.get_by_role("combobox", name=label, exact=True)).to_be_visible()
+    expect(sidebar.get_by_role("radiogroup", name="Class score")).to_be_visible()
+    expect(page.locator(".sal-pickers")).to_have_count(0)
     for label in ("Overlay alpha", "Clip at percentile"):
         expect(sidebar.get_by_role("slider", name=label)).to_be_visible()
     # And the image chooser's own Previous and Next, hidden while the panel showed its own.
@@ -805,8 +884,7 @@ def test_model_switch(server: Server, page: Page, artifacts_dir: Path) -> None:
     wait_complete(page)
     pixels = map_pixels(page)
     for name in ("mnist-mlp", "mnist-linear"):
-        open_select(page, "Model")
-        option(page, model_option(name)).click()
+        panel_control(page, "combobox", "Model").select_option(name)
         expect(heading(page)).to_contain_text(f"{name} says")
         wait_complete(page)
         new = map_pixels(page)
@@ -815,11 +893,11 @@ def test_model_switch(server: Server, page: Page, artifacts_dir: Path) -> None:
         assert diff > MIN_MAP_DIFF, f"switching to {name} hardly changed the map ({diff:.2f})"
         pixels = new
 
-    timed_choice(page, "Model", model_option("mnist-cnn"))  # warm-up (all three now loaded)
+    timed_pick(page, "Model", "mnist-cnn")  # warm-up (all three now loaded)
     samples = []
     for i in range(9):
         name = ("mnist-mlp", "mnist-linear", "mnist-cnn")[i % 3]
-        samples.append(timed_choice(page, "Model", model_option(name)))
+        samples.append(timed_pick(page, "Model", name))
         expect(heading(page)).to_contain_text(f"{name} says")
     assert_no_exception(page)
     stats = summary(samples)
@@ -864,11 +942,11 @@ def test_url_state(server: Server, page: Page) -> None:
     expect(showing).to_contain_text("∂ logit[5]")
     expect(page.get_by_text("Map: ∂ logit[5] / ∂x", exact=True)).to_be_visible()
     expect(panel_control(page, "combobox", "Target class")).to_have_value("5")
-    sidebar = page.get_by_test_id("stSidebar")
-    expect(sidebar.get_by_role("combobox", name="Method")).to_have_value(re.compile("^SmoothGrad "))
-    expect(sidebar.get_by_role("combobox", name="Model", exact=True)).to_have_value(
-        re.compile(r"^mnist-mlp \(")
-    )
+    expect(panel_control(page, "combobox", "Method")).to_have_value("smoothgrad")
+    expect(panel_control(page, "combobox", "Model")).to_have_value("mnist-mlp")
+    # The sidebar's model box (hidden while the panel's picker shows) follows the link too.
+    model_box = page.get_by_test_id("stSidebar").locator(".st-key-model input")
+    expect(model_box).to_have_value(re.compile(r"^mnist-mlp \("))
 
 
 def test_misclassifications_and_jump_to_explore(

@@ -5,6 +5,7 @@ same, and that it serves nothing but public content."""
 
 from __future__ import annotations
 
+import hostile
 import numpy as np
 import pytest
 from test_dashboard import panel_payload, run_app
@@ -76,6 +77,106 @@ def test_the_route_answers_what_the_page_then_shows():
     # A second answer to the same query comes from the route's cache, byte for byte.
     query = {**now[0]["route"]["query"], "seq": "0"}
     assert explore.route_payload(query) is explore.route_payload(dict(query))
+
+
+def _sidebar_keys(at) -> set[str]:
+    return {w.key for kind in ("selectbox", "radio") for w in at.sidebar.get(kind)}
+
+
+def test_the_panel_owns_the_method_score_and_model_pickers_where_the_route_answers(monkeypatch):
+    """The route carries the pickers' labels and choices (every method, every class score,
+    the data set's public models as the sidebar names them); while the panel draws them, the
+    sidebar draws no method or score box (its model box stays, hidden by panel.css), and it
+    draws them again where the panel failed or the route can't answer (models compared)."""
+    from dashboard import state
+
+    monkeypatch.setenv("SALIENCY_PANEL_WAIT_S", "3")
+    at = run_app(method="input_x_gradient", score="probability")
+    at.session_state["explore_panel"] = {"alive": True}  # the panel drew
+    at.run()
+    data, _ = panel_payload(at)
+    pickers = data["route"]["pickers"]
+    assert pickers["labels"] == {"method": "Method", "score": "Class score", "model": "Model"}
+    assert pickers["methods"] == [[m, label] for m, label in explore.METHOD_LABELS.items()]
+    assert [m for m, _ in pickers["scores"]] == list(state.SCORES)
+    assert dict(pickers["scores"])["log_probability"] == "log p"
+    public = state.public_models("mnist")
+    assert [m for m, _ in pickers["models"]] == public and "mnist-mlp" in public
+    assert dict(pickers["models"])["mnist-cnn"].startswith("mnist-cnn (")
+    query = data["route"]["query"]
+    assert (query["method"], query["score"], query["model"]) == (
+        "input_x_gradient", "probability", "mnist-cnn",
+    )  # fmt: skip
+    keys = _sidebar_keys(at)
+    assert "model" in keys and not keys & {"method", "score"}
+
+    at.session_state["explore_panel"] = {"alive": False}  # it failed: the sidebar's boxes
+    at.run()
+    assert {"method", "score"} <= _sidebar_keys(at)
+    assert at.selectbox(key="method").value == "input_x_gradient"
+    assert at.radio(key="score").value == "probability"
+
+    at = run_app(compare="mnist-mlp")  # no route: the sidebar's, the panel alive or not
+    at.session_state["explore_panel"] = {"alive": True}
+    at.run()
+    assert panel_payload(at)[0]["route"] is None and {"method", "score"} <= _sidebar_keys(at)
+
+
+def _sidebar_block_ids(at) -> list[str]:
+    found = []
+
+    def walk(node) -> None:
+        for child in getattr(node, "children", {}).values():
+            if type(child).__name__ == "Block":
+                found.append(child.proto.id)
+            walk(child)
+
+    walk(at.sidebar)
+    return found
+
+
+@hostile.needs_sandbox
+def test_the_sidebars_model_box_hides_only_while_it_offers_the_pickers_models():
+    """The sidebar's model box is in the container that panel.css hides (while the panel's
+    Model picker shows) only while it offers the public models alone, as that picker does:
+    with an upload of this session's, which the route can't offer, it stays."""
+    from test_every_view import SmallCNN
+
+    from dashboard import state
+
+    at = run_app()
+    assert any(i.endswith("-public_model_box") for i in _sidebar_block_ids(at))
+    at.switch_page("page_files/your_model.py").run()
+    net = hostile.scripted(SmallCNN().eval())
+    at.file_uploader(key="um_file").set_value(("mine.pt", net, "application/octet-stream"))
+    at.button(key="um_submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("page_files/explore.py").run()
+    assert not any(i.endswith("-public_model_box") for i in _sidebar_block_ids(at))
+    public = state.public_models("mnist")  # and the upload:
+    assert len(at.selectbox(key="model").options) == len(public) + 1
+
+
+def test_what_the_pickers_report_is_checked():
+    """The panel's trigger "choose" reaches the view only as a known method, a class score,
+    or one of the data set's public models."""
+    models = ["mnist-cnn", "mnist-mlp"]
+    assert explore.panel_choice({"key": "method", "value": "smoothgrad"}, models) == (
+        "method", "smoothgrad",
+    )  # fmt: skip
+    assert explore.panel_choice({"key": "score", "value": "log_probability"}, models) == (
+        "score", "log_probability",
+    )  # fmt: skip
+    assert explore.panel_choice({"key": "model", "value": "mnist-mlp"}, models) == (
+        "model", "mnist-mlp",
+    )  # fmt: skip
+    for bad in [
+        {"key": "method", "value": "nope"}, {"key": "score", "value": "logits"},
+        {"key": "model", "value": "fashion-mnist-cnn"}, {"key": "model", "value": ["mnist-mlp"]},
+        {"key": "target", "value": "3"}, {"key": ["method"], "value": "gradient"},
+        {"key": "method"}, None, ["method", "gradient"],
+    ]:  # fmt: skip
+        assert explore.panel_choice(bad, models) is None, bad
 
 
 def test_the_filters_choose_next_and_previous():
