@@ -616,22 +616,9 @@ def test_next_and_previous_are_drawn_from_the_route_before_the_server_hears(
     wait_complete(page)
 
     def held(change, server_side: str, model: str, index: int) -> None:
-        before = panel_state(page)["map"]
-        page.evaluate("window.__holdSends = true")
-        change()
-        page.wait_for_function(
-            "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old",
-            arg=before,
-            timeout=5_000,
-        )
-        st = panel_state(page)
-        assert server_side not in page.url  # the server hasn't heard of it yet
+        st = drawn_while_held(page, change, server_side)
         assert_the_models_own_maps(st, model, index, "gradient")
-        page.evaluate("window.__holdSends = false")
-        expect(page).to_have_url(re.compile(re.escape(server_side)))
-        wait_idle(page)
-        after = panel_state(page)
-        assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
+        followed(page, st, server_side)
 
     panel = page.locator(".sal-panel")
     next_image = panel.get_by_role("button", name="Next ▶")
@@ -646,6 +633,33 @@ def test_next_and_previous_are_drawn_from_the_route_before_the_server_hears(
     held(panel.get_by_role("button", name="◀ Previous").click, "index=1", "mnist-cnn", 1)
     assert_no_exception(page)
     context.close()
+
+
+def drawn_while_held(page: Page, change, server_side: str) -> dict:
+    """`change()` made while the page's messages to the server are held back: the panel's
+    state once its map shows another picture, which the server hasn't heard of
+    (`server_side`, the link's part that says so, is not in the link yet)."""
+    before = panel_state(page)["map"]
+    page.evaluate("window.__holdSends = true")
+    change()
+    page.wait_for_function(
+        "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old",
+        arg=before,
+        timeout=10_000,
+    )
+    st = panel_state(page)
+    assert server_side not in page.url  # the server hasn't heard of it yet
+    return st
+
+
+def followed(page: Page, st: dict, server_side: str) -> None:
+    """The held messages let go: the server's rerun catches up (the link says `server_side`)
+    and the pictures drawn in `st` stay."""
+    page.evaluate("window.__holdSends = false")
+    expect(page).to_have_url(re.compile(re.escape(server_side)))
+    wait_idle(page)
+    after = panel_state(page)
+    assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
 
 
 def assert_the_models_own_maps(st: dict, model: str, index: int, method: str, score="logit"):
@@ -679,23 +693,10 @@ def test_method_score_and_model_pickers_are_drawn_from_the_route_before_the_serv
     model_box = sidebar.locator(".st-key-model input")
 
     def held(change, server_side: str, model: str, method: str, score: str = "logit") -> None:
-        before = panel_state(page)["map"]
-        page.evaluate("window.__holdSends = true")
-        change()
-        page.wait_for_function(
-            "(old) => document.querySelector('.sal-panel').salPanel.ui.map.img.src !== old",
-            arg=before,
-            timeout=10_000,
-        )
-        st = panel_state(page)
-        assert server_side not in page.url  # the server hasn't heard of it yet
+        st = drawn_while_held(page, change, server_side)
         assert_the_models_own_maps(st, model, 0, method, score)
-        page.evaluate("window.__holdSends = false")
-        expect(page).to_have_url(re.compile(re.escape(server_side)))
+        followed(page, st, server_side)
         expect(heading(page)).to_contain_text(f"{model} says")
-        wait_idle(page)
-        after = panel_state(page)
-        assert (after["map"], after["overlay"]) == (st["map"], st["overlay"])
         expect(model_box).to_have_value(re.compile(rf"^{model} \("))  # hidden, but following
 
     def pick(label: str, value: str):
