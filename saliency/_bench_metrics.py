@@ -159,6 +159,15 @@ def _pixel_order(maps: torch.Tensor, most_first: bool) -> torch.Tensor:
     return rank
 
 
+# ROAD on CPU: (image, percentage) pairs per forward pass. mnist-cnn on one thread, 3,200 imputed
+# copies: 8.8-9.2 ms an image in passes of 16 to 50, 9.4 in 100, 12.7-16.6 in 250 (the
+# activations of 250 images, ~75 MB, leave the caches). The imputation has its own chunk:
+# 250 systems measured fastest (200: 10.3 ms an image, 250: 10.1-10.2, 300: 10.2-10.5,
+# 100: 11.1, 500: 12.3, 1000: 14.6).
+_ROAD_CPU_BATCH = 50
+_IMPUTATION_ROWS = 250
+
+
 def road_curve(
     model: Callable,
     x: torch.Tensor,
@@ -171,7 +180,7 @@ def road_curve(
     score: str = "accuracy",
     seed: Seed = 0,
     output: OutputSelector = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """ROAD's curve (Rong et al. 2022, "A consistent and efficient evaluation strategy for
     attribution methods"): `(N, P)` float64, the score after removing each percentage of pixels.
@@ -181,6 +190,9 @@ def road_curve(
     imputation (`linear_imputation` plus N(0, `noise`²) in input units, image i's noise drawn
     from `seed + i`). `score` "accuracy": 1 when the model still predicts `target` (the paper's
     and Quantus's), or "probability" of `target`. `target` None: the class predicted at `x`.
+    The imputed copies go through the model `batch_size` (image, percentage) pairs a pass;
+    None: 50 on CPU (larger passes measured slower there), 256 elsewhere. The imputation
+    solves max(250, `batch_size`) (image, percentage) systems at once, whole images a chunk.
     """
     _check_maps(maps, x)
     check_input(x)
@@ -198,7 +210,9 @@ def road_curve(
     counts = (h * w * pct / 100).long().to(x.device)  # (P,) as int(a_size * p / 100)
     rank = _pixel_order(maps, most_first=order == "morf")  # (N, H·W)
     gen = torch.Generator(device=x.device)
-    per_chunk = max(1, batch_size // len(pct))
+    if batch_size is None:
+        batch_size = _ROAD_CPU_BATCH if x.device.type == "cpu" else 256
+    per_chunk = max(1, max(batch_size, _IMPUTATION_ROWS) // len(pct))  # images per imputation
     scores = torch.empty(n, len(pct), dtype=torch.float64)
     with eval_mode(model), torch.no_grad():
         out, _ = forward_scores(model, x, score="probability", output=output)
@@ -216,7 +230,10 @@ def road_curve(
                 draws.append(torch.randn((len(pct), c, h, w), generator=gen, device=x.device))
             eps = torch.cat(draws).to(x.dtype) * noise
             filled = torch.where(removed.unsqueeze(1), filled + eps, x[i])
-            _, p = forward_scores(model, filled, score="probability", output=output)
+            p = torch.cat(
+                [forward_scores(model, f, score="probability", output=output)[1]
+                 for f in filled.split(batch_size)]
+            )  # fmt: skip
             if score == "accuracy":
                 s = (p.argmax(1) == t[i]).double()
             else:
