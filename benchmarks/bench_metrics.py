@@ -88,7 +88,8 @@ def main() -> None:
     with torch.no_grad():
         pct = 50  # ROAD's default percentages: 50 forward passes an image
         xs = x.repeat(pct, 1, 1, 1)
-        road_fwd = seconds(lambda: [model(xs[i : i + 250]) for i in range(0, len(xs), 250)], dev)
+        per = 50 if dev == "cpu" else 256  # in ROAD's passes (road_curve's batch_size None)
+        road_fwd = seconds(lambda: [model(xs[i : i + per]) for i in range(0, len(xs), per)], dev)
         target_fwd = seconds(lambda: model(x), dev)
     explain_one = seconds(
         lambda: saliency.attribute(model, x, y, method="gradient", absolute=True), dev
