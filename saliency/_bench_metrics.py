@@ -163,9 +163,8 @@ def _pixel_order(maps: torch.Tensor, most_first: bool) -> torch.Tensor:
 # copies: 8.8-9.2 ms an image in passes of 16 to 50, 9.4 in 100, 12.7-16.6 in 250: a pass of
 # 250 allocates activations of ~25 MB each, which the allocator maps afresh every time (about
 # 170,000 page faults per 3,200 copies against almost none in passes of 50), and which leave the
-# caches. The imputation has its own chunk:
-# 250 systems measured fastest (200: 10.3 ms an image, 250: 10.1-10.2, 300: 10.2-10.5,
-# 100: 11.1, 500: 12.3, 1000: 14.6).
+# caches. The imputation has its own chunk: 250 systems measured fastest (one run: 50: 13.4 ms an
+# image, 100: 11.1, 250: 9.6, 500: 12.3, 1000: 14.6; another: 200: 10.3, 250: 10.1, 300: 10.2).
 _ROAD_CPU_BATCH = 50
 _IMPUTATION_ROWS = 250
 
