@@ -43,8 +43,11 @@ def warm_up() -> None:
     # (its model's answers are stored, dashboard/first_answers.py), and importing torch (~2 s
     # here) meanwhile only made it later. Then torch and the default model's first backward
     # pass, which the next view needs, and what other pages need: the charts' pandas and
-    # pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom). Captum stays out:
-    # only some methods need it.
+    # pyarrow (~0.4 s) and altair (~0.5 s; Misclassifications, Classroom), and Captum
+    # (~0.4 s, up to 1 s beside other work; +30 MB RSS with the matplotlib it imports): every
+    # method but the vanilla gradient needs it, and the Explore panel's method picker is one
+    # click away, whose first answer paid for the import (a route answer of ~12 ms took
+    # ~0.3-1 s on a server's first switch).
     _server_started()
     from dashboard.compat_streamlit import warm_emoji
 
@@ -75,6 +78,7 @@ def warm_up() -> None:
     saliency.jacobian(model, x.to(next(model.parameters()).device))
 
     import altair  # noqa: F401
+    import captum.attr  # noqa: F401 - saliency's methods but the gradient (see above)
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
 

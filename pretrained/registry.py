@@ -214,7 +214,19 @@ def model_info(name: str) -> ModelInfo:
     (saying how to train it) if the model has no training record yet.
     """
     e = _entry(name)
-    metrics_file, m = _record_of(name, f"train it with `{train_command(name)}`")
+    metrics_file = WEIGHTS_DIR / f"{name}.json"
+    if not metrics_file.is_file():
+        _record_of(name, f"train it with `{train_command(name)}`")  # raises, saying how
+    return _model_info(e, metrics_file, metrics_file.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _model_info(e: _Entry, metrics_file: Path, mtime_ns: int) -> ModelInfo:
+    """`model_info`, made once per entry and version of its training record: the dashboard
+    asks for a card (a picker's accuracy, the public models' list) several times per answer,
+    and building one (its confusion matrix's 100 ints) cost more than reading the cached
+    record."""
+    name, m = e.name, _training_record(metrics_file, mtime_ns)
     return ModelInfo(
         name=name,
         dataset=e.dataset,

@@ -199,24 +199,28 @@ ROUTE_KEYS = ("dataset", "model", "index", "true_class", "correctness", "target"
               "cmap_signed")  # fmt: skip
 
 
-def routable(view: dict) -> bool:
+def routable(view: dict, public: list[str] | None = None) -> bool:
     """Whether the explore route can answer for this view: a route (`python -m dashboard`, not
     `streamlit run`), a test image (not an upload or a drawing), a public model and no models
-    compared (the route knows nothing of sessions)."""
+    compared (the route knows nothing of sessions). `public`: the data set's public models,
+    where the caller has them."""
     return (
         bool(os.environ.get(ROUTE_ENV))
         and view["source"] == "test"
         and not view["compare"]
-        and view["model"] in state.public_models(view["dataset"])
+        and view["model"] in (state.public_models(view["dataset"]) if public is None else public)
     )
 
 
-def _route(view: dict, src: Source) -> dict | None:
+def _route(view: dict, src: Source, public: list[str] | None = None) -> dict | None:
     """How the panel asks `dashboard.serve`'s explore route for the content of the view its own
     Next, Previous or pickers show, before the server's rerun brings it: the route's address,
     this view's query, the images Next and Previous show, the buttons' labels, and the
-    pickers' choices (`_pickers`). None where the route can't answer (`routable`)."""
-    if not routable(view):
+    pickers' choices (`_pickers`). None where the route can't answer (`routable`). `public`:
+    the data set's public models, where the caller has them (listed once per answer)."""
+    if public is None:
+        public = state.public_models(view["dataset"])
+    if not routable(view, public):
         return None
     candidates = _candidates(view, src)
     i = int(view["index"])
@@ -226,7 +230,7 @@ def _route(view: dict, src: Source) -> dict | None:
         "next": _neighbour(candidates, i, 1),
         "previous": _neighbour(candidates, i, -1),
         "buttons": {"next": NEXT_LABEL, "previous": PREVIOUS_LABEL},
-        "pickers": _pickers(tuple(state.public_models(view["dataset"]))),
+        "pickers": _pickers(tuple(public)),
     }
 
 
@@ -290,7 +294,8 @@ def _route_payload(query: dict[str, str]) -> bytes:
             view[key] = state.FIELDS[key].parse(query[key])
     if view["dataset"] not in sources.public_keys():
         raise LookupError(f"no data set {view['dataset'][:40]!r}")
-    if view["model"] not in state.public_models(view["dataset"]):
+    public = state.public_models(view["dataset"])
+    if view["model"] not in public:
         raise LookupError(f"no model {view['model'][:40]!r} for this data set")
     src = sources.source(view["dataset"])
     index = int(view["index"])
@@ -307,5 +312,5 @@ def _route_payload(query: dict[str, str]) -> bytes:
     seq = int(seq) if seq.isdigit() and len(seq) < 10 else 0
     ex = explained(view, image, int(src.labels[index]))
     arrays, data = panel_content(view, info, image, _described(src, index), ex, seq,
-                                 _route(view, src))  # fmt: skip
+                                 _route(view, src, public))  # fmt: skip
     return saliency_panel.pack_all(arrays, data)

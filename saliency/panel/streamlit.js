@@ -32,6 +32,7 @@
 // data then confirms it; an older rerun's, arriving in between, is held back a while.
 
 const ROUTE_HOLD_MS = 3000;
+const ROUTE_FIRST_MS = 1000; // the longest a choice's rerun waits for the route's answer
 
 function routeUrl(panel, want) {
   const r = panel.d.route;
@@ -76,7 +77,7 @@ function askRoute(panel, change) {
       return;
     }
   }
-  fetchPayload(url)
+  return fetchPayload(url)
     .then((d) => {
       // Dropped when a newer question was asked, or the server's rerun came first.
       if (ticket === panel.routeTicket && panel.routed) drawn(d);
@@ -215,16 +216,22 @@ function pickers(panel, box) {
   for (const [k, show] of Object.entries(made.set)) show(want[k] ?? r.query[k]);
 }
 
-// A method, class score or model chosen: the server hears of it (trigger "choose", which reruns
-// the view's fragment, or for a model the page), and its view is drawn at once from the route.
+// A method, class score or model chosen: its view is drawn at once from the route, and then the
+// server hears of it (trigger "choose", which reruns the view's fragment, or for a model the page).
 // A model asks for the automatic layer (another model's layers), as the server then does; a
 // target class the new model lacks is refused by the route (400): the server's rerun, which
 // resets it, is then awaited.
 function choose(panel, key, value) {
   if (!panel.ready) return;
-  panel.setTriggerValue("choose", { key, value }); // explore.py `_on_choose`
   panel.ui.status.textContent = "Updating…";
-  askRoute(panel, key === "model" ? { model: value, layer: "" } : { [key]: value });
+  const asked = askRoute(panel, key === "model" ? { model: value, layer: "" } : { [key]: value });
+  // The server hears of it once the route's answer is drawn (or failed, or ROUTE_FIRST_MS
+  // passed): its rerun, started at the click, ran beside the route's answer (the server's
+  // one interpreter) and beside the drawing (the browser's one thread), and made both later.
+  // In the order chosen: each choice waits for those before it.
+  const ready = Promise.race([asked, new Promise((ok) => setTimeout(ok, ROUTE_FIRST_MS))]);
+  const tell = () => panel.setTriggerValue("choose", { key, value }); // explore.py `_on_choose`
+  panel.told = (panel.told || Promise.resolve()).then(() => ready).then(tell, tell);
 }
 
 function step(panel, which) {
