@@ -31,7 +31,6 @@ from dashboard.views.explore_controls import (
 )
 from dashboard.views.explore_explained import Explained, explained
 from dashboard.views.explore_image import _candidates, _described, _neighbour
-from pretrained import kinds
 from pretrained.images import ImageError
 from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
@@ -234,18 +233,12 @@ def _route(view: dict, src: Source, public: list[str] | None = None) -> dict | N
     }
 
 
-_pickers_made: dict[tuple[str, ...], dict] = {}
-
-
 def _pickers(public: tuple[str, ...]) -> dict:
     """The panel's method, class score and model pickers: their labels (the sidebar's) and
     [value, text] choices: every method, every score, the data set's public models (the
-    route serves no others) by their names and accuracies. Made once per list of registry
-    models (each model's text reads its card; a workspace's card can change)."""
-    made = _pickers_made.get(public)
-    if made is not None:
-        return made
-    made = {
+    route serves no others) by their names and accuracies. Made for each answer (~80 us for
+    five models: their cards are cached), so a workspace's card that changes shows."""
+    return {
         "labels": {
             "method": CONTROLS["method"],
             "score": CONTROLS["score"],
@@ -255,9 +248,6 @@ def _pickers(public: tuple[str, ...]) -> dict:
         "scores": [[s, SCORE_LABELS[s]] for s in state.SCORES],
         "models": [[m, state.model_label(m)] for m in public],
     }
-    if not any(kinds.is_workspace(m) for m in public) and len(_pickers_made) < 256:
-        _pickers_made[public] = made
-    return made
 
 
 ROUTE_CACHE_BYTES = budget.share("route")  # 92 MB by default: ~1,400 payloads of 28 × 28
