@@ -322,14 +322,6 @@ def max_sensitivity(
     return torch.where(norm > 0, worst / norm.clamp_min(1e-300), torch.nan).cpu()
 
 
-def _as_image(m: np.ndarray) -> np.ndarray:
-    """A map `(C, H, W)` as one `(H, W)` image in [0, 1]: max |value| over channels, divided
-    by its maximum (as the sanity check compares maps)."""
-    a = np.abs(m).max(0) if m.ndim == 3 else np.abs(m)
-    top = a.max()
-    return a / top if top > 0 else a
-
-
 def random_logit(
     model: Callable,
     x: torch.Tensor,
@@ -381,7 +373,8 @@ def random_logit(
 
 
 def _as_images(maps: torch.Tensor) -> torch.Tensor:
-    """`_as_image` for a batch `(N, C, H, W)` or `(N, H, W)`: `(N, H, W)` float64."""
+    """Maps `(N, C, H, W)` or `(N, H, W)` as images `(N, H, W)` float64 in [0, 1]: max |value|
+    over channels, divided by its maximum (as the sanity check compares maps)."""
     if maps.ndim not in (3, 4):
         raise ValueError(
             f"similarity 'ssim' compares image maps (N, C, H, W) or (N, H, W), got shape "

@@ -26,7 +26,6 @@ from ._bench_metrics import (
     HIGHER_IS_BETTER,
     Method,
     Seed,
-    _as_image,  # noqa: F401 - the tests read a map back as an image
     blurred_map,
     complexity,
     deletion_auc,

@@ -35,6 +35,15 @@ def batch(cnn):
     return x, y, a
 
 
+def _as_image(m: np.ndarray) -> np.ndarray:
+    """A map `(C, H, W)` as one `(H, W)` image in [0, 1], one at a time in NumPy (the
+    reference for random_logit's batched SSIM): max |value| over channels, divided by its
+    maximum."""
+    a = np.abs(m).max(0) if m.ndim == 3 else np.abs(m)
+    top = a.max()
+    return a / top if top > 0 else a
+
+
 def _gradient_np(model, inputs, targets, **kwargs):
     """Quantus's explain_func: the library's |gradient|."""
     x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
@@ -354,7 +363,7 @@ def test_random_logit_equals_quantus_on_the_classes_quantus_drew(cnn, batch):
 
     def image_ssim(a, b, batched=True, **kwargs):
         return [
-            ssim(B._as_image(p.reshape(28, 28)), B._as_image(q.reshape(28, 28)), data_range=1.0)
+            ssim(_as_image(p.reshape(28, 28)), _as_image(q.reshape(28, 28)), data_range=1.0)
             for p, q in zip(a, b, strict=True)
         ]
 
@@ -398,7 +407,7 @@ def test_batched_ssim_equals_the_per_image_ssim():
         b[0] = a[0]  # identical maps: 1
         got = _ssim_images(_as_images(a), _as_images(b)).numpy()
         ref = [
-            ssim(B._as_image(p), B._as_image(q), data_range=1.0)
+            ssim(_as_image(p), _as_image(q), data_range=1.0)
             for p, q in zip(a.numpy(), b.numpy(), strict=True)
         ]
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
