@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # saved 
 
 import hostile  # noqa: E402
 
-from pretrained import gate  # noqa: E402
+from sandbox import gate
 
 
 def gated(data: bytes, form: str) -> dict[str, float]:

@@ -82,10 +82,10 @@ def bare(root: Path, model, batch_size: int, workers: int, what: str) -> float:
 
 def ours(args: list[str], torchrun: int = 0) -> float:
     out = Path(tempfile.mkdtemp(prefix="bench-index-"))
-    cmd = [sys.executable, "-m", "pretrained.index", *args, "--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "workspace.index", *args, "--out", str(out), "--quiet"]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={torchrun}", "-m", "pretrained.index", *args,
+               f"--nproc-per-node={torchrun}", "-m", "workspace.index", *args,
                "--out", str(out), "--quiet"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode:

@@ -143,7 +143,7 @@ def kernel_part(repeat: int, threads: int) -> dict:
 
     import pretrained
     import saliency
-    from pretrained import imagenet
+    from workspace import imagenet
 
     torch.set_num_threads(threads)
     test = pretrained.load_dataset("mnist", "test")

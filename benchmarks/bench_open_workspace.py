@@ -58,13 +58,13 @@ def main() -> None:
     (tmp / "cnn.pt").write_bytes(buf.getvalue())
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pretrained.index", "--model", str(tmp / "cnn.pt"), "--data",
+        [sys.executable, "-m", "workspace.index", "--model", str(tmp / "cnn.pt"), "--data",
          str(tmp / "data"), "--grey", "--out", str(tmp / "W"), "--quiet"],
         cwd=REPO, check=True,
     )  # fmt: skip
     print(f"indexed {args.images:,} PNGs in {time.perf_counter() - start:.1f} s")
     opened = subprocess.run(
-        [sys.executable, "-c", "import time, sys; from pretrained.workspace import open_indexed; "
+        [sys.executable, "-c", "import time, sys; from workspace import open_indexed; "
          "t = time.perf_counter(); w = open_indexed(sys.argv[1]); "
          "print(f'{time.perf_counter() - t:.3f} {len(w.paths)}')", str(tmp / "W")],
         cwd=REPO, check=True, capture_output=True, text=True,

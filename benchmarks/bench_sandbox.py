@@ -5,7 +5,7 @@
 The bundled CNN, scripted (what a user uploads), is accepted through `accept_upload` and then
 asked for what the Explore view needs per click: the probabilities of one image, and the
 maps of all ten classes (one Jacobian). Each job runs alternately in this process
-(`pretrained.jobs.run`) and in the worker (`Worker.call`), in interleaved rounds; the table gives
+(`sandbox.jobs.run`) and in the worker (`Worker.call`), in interleaved rounds; the table gives
 median wall milliseconds, the ratio worker / in-process, and the *server's own* CPU per call
 (this process's CPU time: with a worker, the model's arithmetic is billed to the worker, and the
 server pays only for the round trip). Also measured: starting a worker from the fork server
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import pretrained
-from pretrained import jobs, user_models, worker
+from sandbox import jobs, user_models, worker
 
 
 def scripted(model: torch.nn.Module) -> bytes:

@@ -39,7 +39,7 @@ from load_test import CHROMIUM_ARGS, descendants  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 import pretrained  # noqa: E402
-from pretrained.images import encode_image  # noqa: E402
+from sandbox.images import encode_image  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = CHROMIUM_ARGS

@@ -1,6 +1,6 @@
 """`python -m dashboard [--workspace W]… [--class] [--no-uploads] [streamlit options]`.
 
-`--workspace W` (as often as you like) adds a folder written by `python -m pretrained.index`
+`--workspace W` (as often as you like) adds a folder written by `python -m workspace.index`
 to the sidebar's data sets and opens the dashboard on the first one: Explore,
 Misclassifications and Data-set sensitivity then show that model on those images.
 
@@ -56,10 +56,11 @@ def warm_up() -> None:
     import PIL.ImageDraw  # noqa: F401
     import PIL.ImageFont
 
-    import pretrained.folder_upload
-    import pretrained.worker  # noqa: F401
+    import pretrained.data
     import saliency.display
     import saliency.metrics  # noqa: F401
+    import sandbox.worker  # noqa: F401
+    import workspace.folder_upload
 
     PIL.ImageFont.load_default(size=11)
     pretrained.data.load_arrays("mnist")  # the decoded file is kept
@@ -82,13 +83,13 @@ def warm_up() -> None:
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
 
-    import pretrained.tables  # noqa: F401 - the Tables page's (its example model is small)
+    import workspace.tables  # noqa: F401 - the Tables page's (its example model is small)
 
     folders = [f for f in os.environ.get("SALIENCY_WORKSPACES", "").split(os.pathsep) if f]
     if folders:  # the first workspace's model, read and run once as its first view will
         import torch
 
-        from pretrained.workspace import open_indexed, shared_model
+        from workspace import open_indexed, shared_model
 
         try:
             ws = open_indexed(folders[0])
@@ -155,10 +156,10 @@ def streamlit_args(argv: list[str]) -> list[str]:
 
 
 def _checked_workspace(folder: str) -> str:
-    from pretrained.workspace import WorkspaceError, open_indexed
+    from workspace import WorkspaceError, open_indexed
 
     if not folder:
-        raise SystemExit("--workspace needs a folder written by python -m pretrained.index")
+        raise SystemExit("--workspace needs a folder written by python -m workspace.index")
     try:
         open_indexed(folder)
     except WorkspaceError as err:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import PAGE_DRAWN, PAGE_STARTED, PAGE_WAITS, render, sources, state
-from pretrained.worker import ModelFailure
-from pretrained.workspace import WorkspaceError
+from sandbox.worker import ModelFailure
+from workspace import WorkspaceError
 
 PAGE_STARTED.set()
 st.set_page_config(page_title="Saliency dashboard", page_icon="🔥", layout="wide")
@@ -28,7 +28,7 @@ with st.sidebar:
         format_func=sources.title,
         help="The bundled test sets, and the workspaces this server was started on "
         "(python -m dashboard --workspace FOLDER): any image classifier on any image folder, "
-        "indexed with python -m pretrained.index.",
+        "indexed with python -m workspace.index.",
     )
 
     models = state.models(view["dataset"])

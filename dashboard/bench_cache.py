@@ -1,7 +1,7 @@
 """The metric bench of the "Which map can I trust?" page and the Classroom's lesson on it.
 
 A bench scores methods and three controls on the metrics of `saliency.bench`, over N images
-of each class of a data set: the per-image values are a job (`pretrained.jobs.bench_scores`),
+of each class of a data set: the per-image values are a job (`sandbox.jobs.bench_scores`),
 run a batch at a time by `cache.run` (in this process for a registry or workspace model, in the
 upload's sandboxed worker for an uploaded one), and the table (means, bootstrap intervals,
 ranks, agreement) is summarised here from them with `saliency.bench.summarise`.
@@ -31,8 +31,8 @@ import numpy as np
 import saliency
 from dashboard import cache, lru, sources, state
 from dashboard.lru import memo
-from pretrained import kinds, worker
 from saliency import bench
+from sandbox import kinds, worker
 
 DEFAULT_METHODS = state.BENCH_METHODS  # what a bench offers first
 PER_CLASS = state.BENCH_PER_CLASS
@@ -273,11 +273,11 @@ def _save(file: Path, result: Result, req: Request) -> None:
                      targets=result.targets)  # fmt: skip
 
 
-# --- a table made by `python -m pretrained.bench` -----------------------------------------------
+# --- a table made by `python -m workspace.bench` -----------------------------------------------
 
 
 def adopt(folder: str | Path) -> Path:
-    """Save the table a `python -m pretrained.bench --model M --out FOLDER` run wrote as the
+    """Save the table a `python -m workspace.bench --model M --out FOLDER` run wrote as the
     page's table for the same request, so that the page shows it instead of offering to compute
     it; returns where. The run must have scored what the page scores: a registry model on a
     bundled test set, at most `MAX_IMAGES` images, the three controls, the predicted class,
@@ -331,13 +331,13 @@ def page_query(req: Request) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dashboard.bench_cache FOLDER [FOLDER …]`: show each table a `python -m
-    pretrained.bench` run wrote on the Which map can I trust? page (`adopt`), and print the
+    workspace.bench` run wrote on the Which map can I trust? page (`adopt`), and print the
     page's address. Exit 2, saying why, for a table the page can't show."""
     import argparse
     import sys
 
     ap = argparse.ArgumentParser(prog="python -m dashboard.bench_cache", description=main.__doc__)
-    ap.add_argument("folders", nargs="+", help="the --out folders of python -m pretrained.bench")
+    ap.add_argument("folders", nargs="+", help="the --out folders of python -m workspace.bench")
     status = 0
     for folder in ap.parse_args(argv).folders:
         try:

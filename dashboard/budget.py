@@ -7,7 +7,7 @@ what a visitor caused (maps, pictures, uploaded workspaces' images, tables) is a
 bounded by its share of it, in bytes; the rest is headroom for what one request holds while it
 is being answered (a decoded canvas stroke, one chunk of a worker's answer), which is bounded
 where it is decoded. The uploaded models' workers are outside this process and bounded apart
-(`SALIENCY_MAX_WORKERS` × `SALIENCY_WORKER_MEMORY_MB`, see `pretrained.worker`).
+(`SALIENCY_MAX_WORKERS` × `SALIENCY_WORKER_MEMORY_MB`, see `sandbox.worker`).
 
 Imports nothing of ours and no Streamlit, so that any module (and the tests) can read it.
 """

@@ -2,8 +2,8 @@
 
 Registry models are shared by every session (`st.cache_resource`) and never mutated: the
 saliency functions leave a model's flags and parameters as they found them. Uploaded models
-never run in this process: each lives in a sandboxed worker (`pretrained.worker`), and every
-computation is a job of `pretrained.jobs`, run here or there by `run`. Computed arrays go
+never run in this process: each lives in a sandboxed worker (`sandbox.worker`), and every
+computation is a job of `sandbox.jobs`, run here or there by `run`. Computed arrays go
 through `dashboard.lru.memo`, bounded in bytes by the server's budget (`dashboard.budget`), and
 are handed out read-only: a long-running classroom server does not grow without limit.
 """
@@ -25,12 +25,14 @@ import streamlit as st
 
 import pretrained
 import saliency
+import workspace
 from dashboard import first_answers, render, sources
 from dashboard.lru import key_part, memo
-from pretrained import kinds, model_ref, worker, workspace
-from pretrained.text import clean
 from saliency import display
 from saliency._atomic import write_atomically
+from sandbox import kinds, worker
+from sandbox.text import clean
+from workspace import model_ref
 
 # Session key: the names of the models this session uploaded (`state.remember_upload`).
 USER_MODELS = "user_models"
@@ -40,7 +42,7 @@ USER_MODELS = "user_models"
 if TYPE_CHECKING:
     import torch
 
-    from pretrained.user_models import UserModelInfo
+    from sandbox.user_models import UserModelInfo
 
 # Method options used everywhere in the app (named on screen): images live in [0, 1].
 METHOD_OPTIONS = {
@@ -56,11 +58,11 @@ def _registry_model(name: str) -> torch.nn.Module:
     return pretrained.load_model(name)
 
 
-# --- users' own models: each in its own sandboxed worker process (pretrained.worker) ---------
+# --- users' own models: each in its own sandboxed worker process (sandbox.worker) ---------
 
 MAX_UPLOADS = 16  # accepted uploads kept per server; the least recently used is forgotten first
 # Running workers over the whole server (uploads, workspace builds, Tables, every check):
-# `SALIENCY_MAX_WORKERS` (default 4), held by `pretrained.worker`. Requests beyond it wait in
+# `SALIENCY_MAX_WORKERS` (default 4), held by `sandbox.worker`. Requests beyond it wait in
 # line; an idle worker is stopped to make room, and restarted when it is used again.
 MAX_LIVE_WORKERS = worker.max_workers()
 
@@ -146,7 +148,7 @@ def ref(name: str) -> model_ref.ModelRef:
             name, info, functools.partial(_workspace_model, name, info.weights_sha256)
         )
     if kind == kinds.IMAGENET:
-        from pretrained import imagenet
+        from workspace import imagenet
 
         arch, weights = kinds.imagenet_parts(name)
         load = functools.partial(imagenet_model, arch, weights)
@@ -168,7 +170,7 @@ def model_info(name: str) -> pretrained.ModelInfo | UserModelInfo | WorkspaceMod
 
 
 def run(name: str, job: str, x: np.ndarray, **kwargs) -> Any:
-    """`ref(name).run(job, x, **kwargs)`, a job of `pretrained.jobs`: in this process for a
+    """`ref(name).run(job, x, **kwargs)`, a job of `sandbox.jobs`: in this process for a
     trusted model, in the upload's sandboxed worker for an uploaded one (which raises
     `worker.ModelFailure`, with a message for the page, when the model hangs, hoards memory or
     crashes). A bundled model's answer stored in `first_answers` (the default view's) is read,
@@ -529,7 +531,7 @@ PHOTO_METHODS = {
 def imagenet_model(name: str, weights: str) -> torch.nn.Module:
     """Raises `imagenet.WeightsUnavailable` (not cached) when pretrained weights are missing."""
     # Imported here: torchvision takes seconds to import, and only the Photos page needs it.
-    from pretrained import imagenet
+    from workspace import imagenet
 
     return imagenet.load(name, weights=weights, download=False)
 

@@ -7,7 +7,7 @@
 `streamlit_drawable_canvas.st_canvas` hands back the PNG data URL the browser sent, and its
 `image_data` decodes whatever that PNG declares: a 13,370² transparent PNG fits in a 927 kB
 data URL and decodes to 715 MB of RGBA (the server went from 0.9 to 7.1 GB). So the data URL
-is taken before the package decodes it and checked by `pretrained.images.decode_canvas_png`:
+is taken before the package decodes it and checked by `sandbox.images.decode_canvas_png`:
 its length, then the size its PNG header declares against the canvas's own, before a pixel is
 decoded.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pretrained.images import ImageError, decode_canvas_png
+from sandbox.images import ImageError, decode_canvas_png
 
 
 @dataclass(frozen=True)

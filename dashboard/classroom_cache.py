@@ -1,4 +1,4 @@
-"""Cached computations of the classroom lessons: thin wrappers around `pretrained.jobs`.
+"""Cached computations of the classroom lessons: thin wrappers around `sandbox.jobs`.
 
 Each lesson's computation is a job, run by `cache.run`: in this process for a registry model
 (shared by every session and never mutated: the sanity check and the float64 finite
@@ -17,7 +17,8 @@ import torch
 import saliency
 from dashboard import cache
 from dashboard.lru import memo
-from pretrained import jobs, tabular, worker
+from pretrained import tabular
+from sandbox import jobs, worker
 
 N_RANDOM_ORDERS = jobs.N_RANDOM_ORDERS
 TABLES = ("cubic", "cubic-mm", "correlated")

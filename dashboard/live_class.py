@@ -16,9 +16,9 @@ import socket
 import numpy as np
 
 from dashboard.live_store import PAINTING_SIDE, Answer, LiveError, Round
-from pretrained.text import clean, csv_text
 from saliency.agreement import Agreement, class_agreement
 from saliency.metrics import spearman, top_overlap
+from sandbox.text import clean, csv_text
 
 TOP_FRACTION = 0.1
 
@@ -218,7 +218,7 @@ def answers_csv(rnd: Round, answers: list[Answer], saliency_map: np.ndarray | No
     """One row per answer: nickname, time, and the answer with its scores (a map round: ρ,
     overlap and the painted pixels; a prediction round: the guess, how sure, right or not).
     Nicknames are all that is stored about a student; written as every CSV of the project is
-    (`pretrained.text.csv_text`: a nickname a spreadsheet would run as a formula is text)."""
+    (`sandbox.text.csv_text`: a nickname a spreadsheet would run as a formula is text)."""
     spec = rnd.spec
     if rnd.kind == "map":
         rows = [["round", "nickname", "updated_utc", "spearman_rho", "top10_overlap",

@@ -15,10 +15,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dashboard import lru
 from dashboard.lru import BytesLRU, memo
-from pretrained.text import clean
-from pretrained.worker import ModelFailure
-from pretrained.workspace import WorkspaceError
 from saliency import display
+from sandbox.text import clean
+from sandbox.worker import ModelFailure
+from workspace import WorkspaceError
 
 SCALE = 10  # 28 x 28 -> 280 x 280, nearest neighbour: every pixel stays a crisp square
 _MARKUP = set("\\`*[]<>~$")  # code, emphasis, links and images, HTML, strikethrough, LaTeX
@@ -50,7 +50,7 @@ def bar_calls(bar, waiting: str) -> tuple[float, Callable[[int, int], None], Cal
 def plain(text: object) -> str:
     """Text that may hold a user's or a model's own words, escaped so Markdown shows it as it
     is (no links, no images, no emphasis, no HTML), without bidirectional controls
-    (`pretrained.text.clean`). An underscore inside a word (state_dict) stays: it can't start
+    (`sandbox.text.clean`). An underscore inside a word (state_dict) stays: it can't start
     emphasis."""
     t = clean(text)
     out = []

@@ -1,6 +1,6 @@
 """What the views look at: a labelled image set and a model's predictions on it, in one shape
 for the bundled test sets (MNIST, Fashion-MNIST) and for indexed workspaces (any model on any
-image folder, `python -m pretrained.index`).
+image folder, `python -m workspace.index`).
 
 A view asks `source(key)` for the images (`image(i)` is `(C, H, W)` in [0, 1], any size, 1 or
 3 channels; `classes` has K names, 2 to 1000) and `predictions(model, key)` for what the model
@@ -11,11 +11,11 @@ Workspaces come two ways:
 
 - named on the command line (`python -m dashboard --workspace W`, which sets
   SALIENCY_WORKSPACES), keyed `ws:<folder name>`, for every session. Their model is the
-  operator's own file, read in this process behind the gate (`pretrained.workspace.load_model`),
+  operator's own file, read in this process behind the gate (`workspace.load_model`),
   as the index read it;
 - uploaded on the Your model page (a model and a ZIP of an ImageFolder), keyed
   `ws:upload-<hash>`, for the session that uploaded it (and whoever has its model's secret
-  key). Indexed in memory (`pretrained.folder_upload`); the model runs in its sandboxed worker.
+  key). Indexed in memory (`workspace.folder_upload`); the model runs in its sandboxed worker.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import streamlit as st
 
 import pretrained
 from dashboard import budget, lru
-from pretrained import kinds
-from pretrained.folder_upload import Built
-from pretrained.workspace import Indexed, WorkspaceError, find_path, open_indexed
+from sandbox import kinds
+from workspace import Indexed, WorkspaceError, find_path, open_indexed
+from workspace.folder_upload import Built
 
 # Session key: the uploaded workspaces this session may open (`remember`).
 MY_WORKSPACES = "my_workspaces"
@@ -188,7 +188,7 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
         summary=ws.summary,
         prepare=ws.config.preprocessing,
         model=key,
-        again=f"python -m pretrained.index --config {folder / 'workspace.toml'} --out {folder}",
+        again=f"python -m workspace.index --config {folder / 'workspace.toml'} --out {folder}",
         notes=(f"{skipped:,} files were skipped when indexing.",) if skipped else (),
         problems=tuple(ws.skipped),
     )

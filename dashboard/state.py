@@ -19,10 +19,10 @@ import streamlit as st
 import pretrained
 import saliency
 from dashboard import cache, sources
-from pretrained import kinds
-from pretrained.workspace import WorkspaceError
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.names import METRICS
+from sandbox import kinds
+from workspace import WorkspaceError
 
 # Session keys. The URL's fields (FIELDS' names): each is also its widget's key and its
 # query parameter's name.
@@ -116,7 +116,7 @@ BENCH_METRICS = METRICS  # the page offers every metric of saliency.bench
 BENCH_PER_CLASS = (1, 2, 5, 10)
 # Misclassifications: what its gallery shows (dashboard/views/mistakes.py's KINDS).
 MIS_KINDS = ("cell", "all", "unsure", "disagree")
-# Photos: pretrained.imagenet.MODELS' names and the channel reductions (named here so that a
+# Photos: workspace.imagenet.MODELS' names and the channel reductions (named here so that a
 # first page needs no torch; tests/dashboard/test_every_view.py checks them against the page's).
 PHOTO_MODELS = ("resnet18", "mobilenet_v3_small")
 PHOTO_REDUCTIONS = ("max", "sum")
@@ -317,7 +317,7 @@ def _tokens(text: str) -> list[str]:
 
 
 def _image(text: str) -> str:
-    from pretrained.images import decode_image28
+    from sandbox.images import decode_image28
 
     decode_image28(text)  # validates
     return text

@@ -3,7 +3,7 @@ table models (the bundled example in this process, uploads each in a sandboxed w
 the Jacobians computed on them.
 
 An uploaded table model is code: like an uploaded image model it only ever runs in its
-worker (`pretrained.worker`, seccomp, memory and time limits), through `run`.
+worker (`sandbox.worker`, seccomp, memory and time limits), through `run`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import streamlit as st
 
 from dashboard import lru
 from dashboard.lru import BytesLRU
-from pretrained import kinds, model_ref, tables, worker
-from pretrained.user_models import checked_worker, judge_table_check
+from sandbox import kinds, worker
+from sandbox.user_models import checked_worker, judge_table_check
+from workspace import model_ref, tables
 
 EXAMPLE = "diabetes-mlp"
 # Table models remembered, with their workers (the least recently used is stopped). Their

@@ -13,21 +13,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import MutableMapping
 
-from pretrained import folder_upload
+from workspace import folder_upload
 
 SERVER_MB = 256  # server.maxUploadSize: the largest uploader's limit
 # A model file's records are stored, not deflated: the gate's bound on their declared bytes
 # (`gate.MAX_MODEL_BYTES`, 250 MB) keeps memory what it computes from the ZIP directory. The
 # file itself is a little bigger than its records (the archive's directory, the program).
 MODEL_MB = SERVER_MB
-IMAGE_MB = 20  # an image or photo; pixels are bounded too (pretrained.images.MAX_PIXELS)
+IMAGE_MB = 20  # an image or photo; pixels are bounded too (sandbox.images.MAX_PIXELS)
 ZIP_MB = min(SERVER_MB, folder_upload.MAX_ZIP_BYTES >> 20)
-# pretrained.tables.MAX_BYTES >> 20, written out: importing the tables module imports torch,
+# workspace.tables.MAX_BYTES >> 20, written out: importing the tables module imports torch,
 # which the first page must not (tests/dashboard/test_upload_limits.py holds them equal)
 CSV_MB = 16
 NAMES_MB = 1  # a file of class names
 
-CLI = "python -m pretrained.index"
+CLI = "python -m workspace.index"
 
 
 def _a(what: str) -> str:

@@ -1,20 +1,10 @@
-"""The model zoo, and the other models: users' files, workspaces, and the sandbox they run in.
+"""The model zoo: real models trained on real MNIST and Fashion-MNIST, a table model, their
+committed weights, cards and recipes, and the test sets they are measured on (`registry`,
+`architectures`, `data`, `train`, `evaluation`, `test_predictions`, `cards`, `tabular`, and
+`tables`, the table model's recipe).
 
-Four rooms share this package, apart by module (they may become packages of their own):
-
-- **The zoo.** Real models trained on real MNIST and Fashion-MNIST, their committed weights,
-  cards and recipes, and the test sets they are measured on (`registry`, `architectures`,
-  `data`, `train`, `evaluation`, `test_predictions`, `cards`, `imagenet`, `tabular`).
-- **Users' model files.** Reading a TorchScript, `torch.export`, ONNX or weights file, behind
-  the gate that refuses unsafe ones (`model_files`, `gate`, `user_models`, `onnx_models`,
-  `safetensors_file`, `named_weights`).
-- **The sandbox.** Untrusted models run in worker processes with bounded memory, time and
-  system calls (`worker`, `worker_main`, `worker_limits`, `sandbox`, `jobs`, `wire`).
-- **Workspaces.** Any image classifier on any image folder: preparing images, indexing them
-  under `torchrun`, ZIP uploads and the metric bench's CLI (`workspace`, `preparation`,
-  `index`, `folder_upload`, `images`, `bench`, `export_maps`, `tables`).
-
-Every model and data set is named by a key whose kind `kinds.parse` reads.
+Users' files and models are the sandbox's (`sandbox`); a model with its own pictures, ImageNet
+and tables are the workspace's (`workspace`).
 
     >>> import pretrained
     >>> pretrained.list_models("mnist")
@@ -25,7 +15,8 @@ Every model and data set is named by a key whose kind `kinds.parse` reads.
     torch.Size([8, 10])
 
 The zoo's models take raw [0, 1] pixels; normalisation is their first layer, so input
-gradients are with respect to pixels. Never imports streamlit or the dashboard.
+gradients are with respect to pixels. Never imports streamlit, `sandbox`, `workspace` or the
+dashboard.
 """
 
 from typing import TYPE_CHECKING
@@ -52,8 +43,7 @@ _FROM = {
     "evaluation": ("Evaluation", "confusion_matrix", "disagreements", "evaluate",
                    "least_confident_correct", "mistakes", "ranked_disagreements",
                    "ranked_least_confident", "ranked_mistakes"),
-    "registry": ("default_device", "load_model", "model_from_weights"),
-    "user_models": ("UserModelError", "UserModelInfo", "accept_upload", "load_user_model"),
+    "registry": ("default_device", "load_model"),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_exports(globals(), _FROM)
 
@@ -71,8 +61,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         ranked_least_confident,
         ranked_mistakes,
     )
-    from .registry import default_device, load_model, model_from_weights
-    from .user_models import UserModelError, UserModelInfo, accept_upload, load_user_model
+    from .registry import default_device, load_model
 
 __all__ = [
     "ARCHITECTURES",
@@ -83,10 +72,7 @@ __all__ = [
     "Evaluation",
     "IdxFormatError",
     "ModelInfo",
-    "UserModelError",
-    "UserModelInfo",
     "Normalize",
-    "accept_upload",
     "build_model",
     "confusion_matrix",
     "count_parameters",
@@ -97,9 +83,7 @@ __all__ = [
     "list_models",
     "load_dataset",
     "load_model",
-    "load_user_model",
     "mistakes",
-    "model_from_weights",
     "model_info",
     "ranked_disagreements",
     "ranked_least_confident",

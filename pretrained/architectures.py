@@ -116,7 +116,7 @@ def pick_output(out, key: str | int | None = None) -> torch.Tensor:
     raise TypeError(
         f"the model returns a {kind} ({listed}) and none of its entries is an (N, K) float "
         "tensor of class scores: name the entry that holds them in Output (--output for "
-        "python -m pretrained.index), by position or name"
+        "python -m workspace.index), by position or name"
     )
 
 

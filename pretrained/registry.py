@@ -13,9 +13,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -268,7 +266,7 @@ def load_model(name: str, device: str | torch.device | None = None) -> nn.Module
 
     info = model_info(name)
     device = default_device() if device is None else torch.device(device)
-    return _ready(info.architecture, info.dataset, _recorded_weights(info, device), device)
+    return from_state(info.architecture, info.dataset, _recorded_weights(info, device), device)
 
 
 def _recorded_weights(
@@ -293,50 +291,11 @@ def _recorded_weights(
     return torch.load(info.weights_file, map_location=device, weights_only=True)
 
 
-def model_from_weights(
-    source: str | os.PathLike | bytes | io.IOBase,
-    *,
-    architecture: str,
-    dataset: str,
-    device: str | torch.device | None = None,
-) -> nn.Module:
-    """A registry architecture with weights from elsewhere (e.g. a user's upload).
-
-    `source` is a path, the file's bytes, or a binary file object holding a state dict saved
-    with `torch.save(model.state_dict())` from `build_model(architecture)`; its ZIP directory
-    is checked first (`gate.check_archive`: no compressed tensors, a bounded total, so a ZIP
-    bomb is refused before anything is inflated), then it is read with `weights_only=True`.
-    The data set fixes class names and normalisation. Returns the model like `load_model`
-    does: eval mode, frozen parameters. Raises `ValueError` saying which keys or shapes do not
-    match.
-    """
-    import torch
-
-    from .gate import check_archive
-
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
-    device = default_device() if device is None else torch.device(device)
-    if isinstance(source, str | os.PathLike):
-        data = Path(source).read_bytes()
-    elif isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    else:
-        data = source.read()
-    check_archive(data)
-    try:
-        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
-        raise ValueError(f"not a readable PyTorch weights file: {err}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError("expected a state dict (a mapping of names to tensors)")
-    return _ready(architecture, dataset, state, device)
-
-
-def _ready(
+def from_state(
     architecture: str, dataset: str, state: dict[str, torch.Tensor], device: torch.device
 ) -> nn.Module:
-    """Build, load `state` strictly, freeze, move and switch to eval mode."""
+    """Registry architecture `architecture` for `dataset`, with `state` loaded strictly (a
+    `ValueError` names the keys and shapes that don't fit), frozen, moved and in eval mode."""
     import torch
 
     from .architectures import build_model

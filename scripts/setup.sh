@@ -21,4 +21,4 @@ fi
 # Our own modules' bytecode, as pip writes it for installed packages: an editable install has
 # none, and where PYTHONDONTWRITEBYTECODE is set every server start compiled them again
 # (~0.15 s before a first page). Stale files are recompiled on import, never used.
-"$VENV/bin/python" -m compileall -q saliency pretrained dashboard benchmarks > /dev/null
+"$VENV/bin/python" -m compileall -q saliency pretrained sandbox workspace dashboard benchmarks > /dev/null

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from pretrained import sandbox
+import sandbox
 
 # Tests that run uploads in the sandboxed worker skip where it can't be built (not Linux, no
 # libseccomp), except in CI (SALIENCY_REQUIRE_SANDBOX=1), where that is an error.

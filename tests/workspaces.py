@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pretrained.index import index
-from pretrained.workspace import Preprocessing, WorkspaceConfig, list_items, read_image
+from workspace import Preprocessing, WorkspaceConfig, list_items, read_image
+from workspace.index import index
 
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [230, 210, 30], [150, 40, 190]])
 

@@ -1,6 +1,6 @@
-"""Build the gate's operator allowlist, `pretrained/allowlist.json`, from a corpus of real models.
+"""Build the gate's operator allowlist, `sandbox/allowlist.json`, from a corpus of real models.
 
-The gate (`pretrained.gate`) lets a program run only if every operator it calls is known to be
+The gate (`sandbox.gate`) lets a program run only if every operator it calls is known to be
 pure. Which operators an honest classifier calls depends on how it was saved: `torch.jit.trace`
 records low-level calls (`aten::_convolution`, `aten::Int`, ...), `torch.jit.script` keeps
 Python-level ones (`aten::conv2d`, list and string operators), and `torch.export` writes ATen
@@ -26,7 +26,7 @@ after upgrading torch or torchvision (the pins in requirements.txt), run
 
     python tools/build_allowlist.py       # the whole corpus; --only resnet18,vgg11 for a part
 
-then read `git diff pretrained/allowlist.json`: every added operator must be a pure tensor
+then read `git diff sandbox/allowlist.json`: every added operator must be a pure tensor
 computation (look it up in native_functions.yaml when in doubt), and commit it with the pins.
 tests/sandbox/test_gate_corpus.py fails when the installed torch is not the one the list was built
 with, and checks a sample of the corpus against the committed list in all three forms.
@@ -52,9 +52,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # hostile.saved: a model saved as a use
 
 import hostile  # noqa: E402
 
-from pretrained import gate  # noqa: E402
+from sandbox import gate  # noqa: E402
 
-OUT = ROOT / "pretrained" / "allowlist.json"
+OUT = ROOT / "sandbox" / "allowlist.json"
 FORMS = ("trace", "script", "export", "onnx")
 
 # The smallest input each family takes and behaves as it would at its usual size: the CNNs pool
@@ -118,7 +118,7 @@ def _build(source: str, name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
 
 def onnx_saved(model: torch.nn.Module, x: torch.Tensor) -> bytes:
     """`model` exported to ONNX as a user would with torch's own exporter (no onnxscript)."""
-    from pretrained import onnx_models
+    from sandbox import onnx_models
 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -134,7 +134,7 @@ def onnx_saved(model: torch.nn.Module, x: torch.Tensor) -> bytes:
 def loaded_ops(data: bytes, form: str) -> set[str]:
     """The operators the gate lists in the file, read back as the worker reads it."""
     if form == "onnx":
-        from pretrained import onnx_models
+        from sandbox import onnx_models
 
         with gate.max_model_bytes(len(data)), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "about": "Operators of the corpus, made traced, scripted, exported and (a sample) as "
         "ONNX converted by onnx2torch; built by "
         "tools/build_allowlist.py (its docstring says how to keep it current). Read by "
-        "pretrained.gate.",
+        "sandbox.gate.",
         **versions,
         "corpus": {
             source: [n for s, n in models if s == source]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from streamlit.testing.v1 import AppTest  # noqa: E402, TID251 - a tool that draws the page
 
 from dashboard import cache, first_answers  # noqa: E402
-from pretrained import jobs, kinds  # noqa: E402
+from sandbox import jobs, kinds  # noqa: E402
 
 
 def record(path: Path = first_answers.PATH) -> list[dict[str, Any]]:

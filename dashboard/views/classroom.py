@@ -23,8 +23,8 @@ from dashboard.views.classroom_checks import (  # noqa: F401 (tests read PAPER, 
     lesson_trust,
 )
 from dashboard.views.lesson_kit import ABS, SIGNED, formula, notice, show_map
-from pretrained.images import ImageError, decode_image28
 from saliency.metrics import spearman
+from sandbox.images import ImageError, decode_image28
 
 # Session keys of this page.
 NUDGE_ROW = "nudge_row"

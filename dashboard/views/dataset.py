@@ -116,7 +116,7 @@ def _reduce(m: np.ndarray) -> np.ndarray:
 
 
 def workspace_summary(src: Source) -> None:
-    """What `python -m pretrained.index` computed: each class's mean |∂logit/∂x| over its own
+    """What `python -m workspace.index` computed: each class's mean |∂logit/∂x| over its own
     images (and, for K ≤ 20, over all images)."""
     summary = src.summary()
     names = src.classes

@@ -13,7 +13,7 @@ from dashboard import cache, render, state, upload_limits
 from dashboard.render import class_label
 from dashboard.sources import Source
 from dashboard.views.explore_controls import NEXT_LABEL, PREVIOUS_LABEL
-from pretrained.images import (
+from sandbox.images import (
     ImageError,
     canvas_to_mnist,
     decode_image,

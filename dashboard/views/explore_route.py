@@ -31,9 +31,9 @@ from dashboard.views.explore_controls import (
 )
 from dashboard.views.explore_explained import Explained, explained
 from dashboard.views.explore_image import _candidates, _described, _neighbour
-from pretrained.images import ImageError
 from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
+from sandbox.images import ImageError
 
 
 def _grid_text(everything: bool, method: str, style: Style) -> tuple[str, str]:

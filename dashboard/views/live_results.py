@@ -11,7 +11,7 @@ from PIL import Image
 from dashboard import cache, live_class, render, sources
 from dashboard.live_store import PAINTING_SIDE, LiveStore
 from dashboard.render import class_label, class_md
-from pretrained.text import clean
+from sandbox.text import clean
 
 # Session keys of this page: a prefix (one table per round shown).
 LIVE_CALIBRATION = "live_calibration"

@@ -21,7 +21,7 @@ from dashboard.views.mistakes_export import (  # noqa: F401 (re-exported: tests 
     model_stem,
 )
 from dashboard.views.mistakes_report import detail_maps, report_panel
-from pretrained.images import ImageError
+from sandbox.images import ImageError
 
 # Session keys of this page.
 MIS_LAST_CLICK = "mis_last_click"

@@ -1,5 +1,5 @@
 """Misclassifications' download of the maps of every image the gallery's filter selects:
-computed on a click (`pretrained.export_maps`), held in `held_exports` until downloaded or
+computed on a click (`workspace.export_maps`), held in `held_exports` until downloaded or
 replaced. The page's report (`mistakes_report.report_panel`) shares the store and the lock."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import streamlit as st
 import pretrained
 from dashboard import budget, cache, lru, render
 from dashboard.sources import Predictions, Source
-from pretrained import export_maps, worker
+from sandbox import worker
+from workspace import export_maps
 
 # Session keys of this page.
 MIS_EXPORT_TARGET = "mis_export_target"
@@ -86,7 +87,7 @@ def export_panel(
     model_name: str, src: Source, preds: Predictions, indices: np.ndarray, what: dict
 ) -> None:
     """A download of the maps of every image the gallery's filter selects (not only the page
-    shown), by `pretrained.export_maps`: computed on a click with a progress bar, held in
+    shown), by `workspace.export_maps`: computed on a click with a progress bar, held in
     `held_exports` until the next export replaces it."""
     n = len(indices)
     with st.expander(f"⬇️ Download the maps of these {n:,} images"):
@@ -127,7 +128,7 @@ def export_panel(
                 f"{limit / 2**20:,.0f} MB at once: choose a narrower filter"
                 + (", or leave out the PNGs" if pngs else "")
                 + (
-                    f", or run `python -m pretrained.export_maps {where} --filter {command} "
+                    f", or run `python -m workspace.export_maps {where} --filter {command} "
                     "--out maps.npz`"
                     if command and where
                     else ""

@@ -15,9 +15,9 @@ from dashboard import cache, render, reports
 from dashboard.render import Style, class_label
 from dashboard.sources import Predictions, Source
 from dashboard.views.mistakes_export import _exporting, held_exports, held_file, model_stem
-from pretrained import worker
-from pretrained.images import ImageError
 from saliency import report
+from sandbox import worker
+from sandbox.images import ImageError
 
 # Session keys of the report.
 MIS_REPORT = "mis_report"

@@ -1,6 +1,6 @@
 """Photos (ImageNet): a real photo, a torchvision classifier, the map of each top-5 class.
 
-Models, preprocessing and category names come from `pretrained.imagenet` (torchvision's own
+Models, preprocessing and category names come from `workspace.imagenet` (torchvision's own
 `weights.transforms()` and `weights.meta["categories"]`); maps from `cache.photo_map`, one class
 at a time, by Explore's methods: gradients, layer maps (Grad-CAM and its kin, at a layer named
 on screen), occlusion and LRP. Without the pretrained weights (offline) the page says how to
@@ -17,8 +17,9 @@ from dashboard import cache, render, state, upload_limits
 from dashboard.rate_limits import EXPENSIVE, Refused
 from dashboard.render import Style
 from dashboard.views import explore, explore_controls
-from pretrained import imagenet, kinds
-from pretrained.images import ImageError, decode_image
+from sandbox import kinds
+from sandbox.images import ImageError, decode_image
+from workspace import imagenet
 
 # Session keys of this page.
 PH_DOWNLOAD_ERROR = "ph_download_error"

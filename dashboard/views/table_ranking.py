@@ -8,7 +8,7 @@ import streamlit as st
 
 import saliency
 from dashboard import render, state
-from pretrained.text import csv_text
+from sandbox.text import csv_text
 
 # Session keys of this page.
 T_DL_RANKING = "t_dl_ranking"

@@ -18,10 +18,10 @@ import saliency
 from dashboard import cache, render, state, table_cache, upload_limits
 from dashboard.views.table_ranking import float64_tensor, ranking_section
 from dashboard.views.table_ranking import ranking_csv as _ranking_csv  # noqa: F401 (tests)
-from pretrained import tables
-from pretrained.gate import UserModelError
-from pretrained.tables import quote
-from pretrained.worker import ModelFailure
+from sandbox.gate import UserModelError
+from sandbox.worker import ModelFailure
+from workspace import tables
+from workspace.tables import quote
 
 # Session keys of this page.
 T_CSV_FILE = "t_csv_file"

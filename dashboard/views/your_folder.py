@@ -1,6 +1,6 @@
 """Your model's second form: a model with a ZIP of its pictures, one folder per class, checked
 in a sandboxed worker, indexed as a workspace and opened in every view
-(`pretrained.folder_upload`)."""
+(`workspace.folder_upload`)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from dashboard.views.upload_forms import (
     send,
     unchanged,
 )
-from pretrained import folder_upload, named_weights, user_models, worker
-from pretrained.workspace import Preprocessing, WorkspaceError
+from sandbox import named_weights, user_models, worker
+from workspace import Preprocessing, WorkspaceError, folder_upload
 
 # Session keys of the folder form (a model with a ZIP of its images) and its last upload:
 WS_ACCEPTED = "ws_accepted"
@@ -202,7 +202,7 @@ def _folder_intro() -> None:
         "Any image classifier, on a **ZIP of an ImageFolder**: one folder per class, the "
         "folder names are the class names (sorted), as in torchvision. The images are "
         "prepared as you say below, the model is checked and then runs on every image in its "
-        "sandbox, one forward and one backward pass each, as `python -m pretrained.index` "
+        "sandbox, one forward and one backward pass each, as `python -m workspace.index` "
         "does. Then Explore, Misclassifications and Data-set sensitivity show it. Upload the "
         f"model as a torch.export program with a dynamic batch size (`{EXPORT_EXAMPLE}`) or "
         "as TorchScript or ONNX; its output must be one score per class."
@@ -216,7 +216,7 @@ def _folder_intro() -> None:
         f"{sources.MAX_UPLOADED} such workspaces in memory (as the memory budget allows). For "
         "bigger data sets, index on "
         "your own machine and start the dashboard on the result: "
-        "`python -m pretrained.index …` then `python -m dashboard --workspace W`."
+        "`python -m workspace.index …` then `python -m dashboard --workspace W`."
     )
 
 

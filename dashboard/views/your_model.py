@@ -1,7 +1,7 @@
 """Your model: upload a torch.export program, TorchScript, ONNX or a state dict, then explore it.
 
-Checking lives in `pretrained.user_models.accept_upload`: the file is never run in this
-process, only in a sandboxed worker (`pretrained.worker`). This page asks, reports and keeps
+Checking lives in `sandbox.user_models.accept_upload`: the file is never run in this
+process, only in a sandboxed worker (`sandbox.worker`). This page asks, reports and keeps
 the accepted model in `cache.uploads()` under `upload:<sha256[:12]>`, and in this session's
 model list (`state.remember_upload`, with the secret key that a reload uses to get it back),
 so every view can use it by name. The page's second form, a model with a ZIP of its pictures,
@@ -36,7 +36,7 @@ from dashboard.views.upload_forms import (
     unchanged,
 )
 from dashboard.views.your_folder import WS_SUBMIT, folder_section
-from pretrained import user_models, worker
+from sandbox import user_models, worker
 
 # Session keys of this page. The model form and what became of its last upload:
 UM_ACCEPTED = "um_accepted"

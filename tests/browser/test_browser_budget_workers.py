@@ -31,7 +31,7 @@ from test_budget_workers import HugeBatches, scripted
 from torch import nn
 
 from dashboard import budget
-from pretrained import worker
+from sandbox import worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, hostile.needs_sandbox]
 

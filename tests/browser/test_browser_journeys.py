@@ -25,7 +25,7 @@ from test_browser_live import PHONE, paint
 from workspaces import rgb_workspace
 
 import pretrained
-from pretrained.workspace import open_indexed
+from workspace import open_indexed
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

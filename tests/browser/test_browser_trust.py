@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from browser_support import IDLE, VIEWPORT, choose_file, require_browser
 
-from pretrained.images import encode_image
+from sandbox.images import encode_image
 
 pytestmark = [pytest.mark.browser, hostile.needs_sandbox]
 

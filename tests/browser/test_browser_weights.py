@@ -15,9 +15,9 @@ import torch
 from browser_support import IDLE, TIMEOUT_MS, send_zip_form
 from workspaces import colour_images
 
-from pretrained import safetensors_file
-from pretrained.folder_upload import read_zip_images
-from pretrained.workspace import Preprocessing
+from sandbox import safetensors_file
+from workspace import Preprocessing
+from workspace.folder_upload import read_zip_images
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

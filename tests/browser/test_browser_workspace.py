@@ -12,7 +12,7 @@ import pytest
 from browser_support import IDLE, require_browser, send_zip_form, start_server
 from workspaces import resnet_workspace, rgb_workspace
 
-from pretrained.workspace import open_indexed
+from workspace import open_indexed
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -24,17 +24,17 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrained import gate
-from pretrained.folder_upload import read_zip_images
-from pretrained.gate import UserModelError
-from pretrained.images import (
+from sandbox import gate
+from sandbox.gate import UserModelError
+from sandbox.images import (
     MAX_CANVAS_PIXELS,
     ImageError,
     canvas_to_mnist,
     decode_canvas_png,
     png_header,
 )
-from pretrained.workspace import Preprocessing, WorkspaceError
+from workspace import Preprocessing, WorkspaceError
+from workspace.folder_upload import read_zip_images
 
 PREFIX = "data:image/png;base64,"
 
@@ -133,7 +133,7 @@ def test_the_issues_13370_square_canvas_png_is_refused_with_flat_memory(tmp_path
     assert 900_000 < len(url) < 950_000, len(url)  # the issue's 927 kB data URL
     result = peak_growth(
         """
-        from pretrained.images import decode_canvas_png
+        from sandbox.images import decode_canvas_png
 
         def run(url):
             return decode_canvas_png(url, width=280, height=280)
@@ -154,7 +154,7 @@ def test_a_canvas_png_declaring_a_larger_size_is_refused_from_its_header(tmp_pat
     assert len(url) < 400_000, len(url)
     result = peak_growth(
         """
-        from pretrained.images import decode_canvas_png
+        from sandbox.images import decode_canvas_png
 
         def run(url):
             return decode_canvas_png(url, width=280, height=280)
@@ -299,7 +299,7 @@ def test_an_uploaded_40_mp_picture_is_decoded_once(tmp_path):
     turn it upright (before: +299 MB, the decoded 119 MB twice and the working copy)."""
     result = peak_growth(
         """
-        from pretrained.images import decode_image
+        from sandbox.images import decode_image
 
         def run(data):
             return decode_image(data).size
@@ -335,9 +335,9 @@ def test_a_zip_of_pixel_bombs_is_refused_from_the_headers_in_little_cpu(tmp_path
     assert len(data) < 20_000, len(data)
     result = peak_growth(
         """
-        from pretrained.folder_upload import read_zip_images
-        from pretrained.workspace import Preprocessing
-        import pretrained.imagenet  # what the resize imports: not part of the cost
+        from workspace.folder_upload import read_zip_images
+        from workspace import Preprocessing
+        import workspace.imagenet  # what the resize imports: not part of the cost
 
         def run(data):
             images = read_zip_images(data, Preprocessing(resize=64, crop=64))
@@ -356,7 +356,8 @@ def test_a_zip_of_pixel_bombs_is_refused_from_the_headers_in_little_cpu(tmp_path
 
 
 def test_a_zip_over_its_decoded_pixel_budget_is_refused_before_decoding_past_it(monkeypatch):
-    from pretrained import folder_upload, images
+    from sandbox import images
+    from workspace import folder_upload
 
     decoded = []
     real_load = images.ImageFile.ImageFile.load
@@ -392,7 +393,7 @@ def test_a_jpeg_much_larger_than_the_resize_is_decoded_at_a_fraction_of_its_size
         for k in ("a", "b"):
             z.writestr(f"{k}/photo.jpg", photo.getvalue())
             z.writestr(f"{k}/small.jpg", small.getvalue())
-    from pretrained import folder_upload
+    from workspace import folder_upload
 
     sizes = []
     real = folder_upload._DecodeBudget.spend
@@ -442,8 +443,8 @@ def test_a_torchscript_forward_pre_hook_runs_unconfined_and_the_gate_refuses_it(
 def test_an_uploaded_hook_reader_reads_nothing(tmp_path, monkeypatch, gate_on):
     """Through the upload path: the gate refuses the hook by name; without the gate, the
     sandbox stops its file read. (Before, the gate listed no hook operator and let it by.)"""
-    from pretrained import user_models
-    from pretrained.worker import Limits
+    from sandbox import user_models
+    from sandbox.worker import Limits
 
     monkeypatch.setattr(user_models, "TEST_IMAGES", 100)
     secret = tmp_path / "secret"

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import budget, lru
 from dashboard.lru import BytesLRU, memo, nbytes
-from pretrained import text
+from sandbox import text
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")

@@ -15,8 +15,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import pretrained  # noqa: E402
 import saliency  # noqa: E402
-from pretrained.images import decode_image28, encode_image  # noqa: E402
+import sandbox.jobs  # noqa: E402
 from saliency.metrics import spearman  # noqa: E402
+from sandbox.images import decode_image28, encode_image  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
@@ -367,7 +368,7 @@ def test_panel_gets_the_maps_once_and_then_settings_only():
     with torch.no_grad():
         pred = int(model(x).argmax())
     # The signed Jacobian, as the server computes it: the panel shows its absolute values.
-    signed = pretrained.jobs.run(
+    signed = sandbox.jobs.run(
         "class_maps", model, x.numpy(), method="gradient", score="logit", absolute=False
     )[0][:, 0]
     # (the default view's maps are the stored first answers, computed on another CPU: equal to
@@ -416,7 +417,7 @@ def test_misclassifications_and_photos_choices_are_in_the_url():
     the pages' own."""
     from dashboard import state
     from dashboard.views import mistakes, photos
-    from pretrained import imagenet
+    from workspace import imagenet
 
     assert state.PHOTO_MODELS == tuple(imagenet.MODELS)
     assert state.PHOTO_REDUCTIONS == tuple(photos.REDUCTION_LABELS)

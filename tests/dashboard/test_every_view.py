@@ -21,7 +21,7 @@ from torch import nn
 
 import pretrained
 from dashboard import budget, cache, lru
-from pretrained import user_models
+from sandbox import user_models
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")

@@ -16,7 +16,7 @@ import pytest
 import pretrained
 import saliency
 from dashboard import first_answers
-from pretrained import jobs
+from sandbox import jobs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def test_a_missing_or_damaged_file_answers_nothing(tmp_path: Path):
 def test_the_libraries_import_without_torch_and_load_it_on_first_use():
     code = (
         "import sys\n"
-        "import pretrained, saliency, saliency.display, pretrained.workspace, pretrained.worker\n"
+        "import pretrained, saliency, saliency.display, workspace, sandbox.worker\n"
         "before = 'torch' in sys.modules\n"
         "names = pretrained.list_models('mnist'), pretrained.model_info('mnist-cnn')\n"
         "x, y = pretrained.data.load_arrays('mnist')\n"
@@ -148,7 +148,7 @@ def test_the_workers_fork_server_imports_every_module_a_job_may_need():
     """A locked-down worker can't open a file: what the two packages import on first use must
     be imported by the fork server, before the lockdown."""
     code = (
-        "import sys, pretrained._forkserver, saliency, pretrained\n"
+        "import sys, sandbox._forkserver, saliency, pretrained\n"
         "need = [f'saliency.{m}' for m in saliency._FROM]\n"
         "need += [f'pretrained.{m}' for m in pretrained._FROM]\n"
         "print([m for m in need if m not in sys.modules])\n"

@@ -164,7 +164,7 @@ def test_a_workspace_round_reads_the_class_against_the_workspaces_maps(
     from PIL import Image
     from workspaces import rgb_workspace
 
-    from pretrained.workspace import load_model, open_indexed
+    from workspace import load_model, open_indexed
 
     folder = rgb_workspace(tmp_path)
     monkeypatch.setenv("SALIENCY_WORKSPACES", str(folder))

@@ -250,7 +250,7 @@ def test_a_workspace_can_be_played(class_db, tmp_path, monkeypatch):
     from PIL import Image
     from workspaces import rgb_workspace
 
-    from pretrained.workspace import load_model, open_indexed
+    from workspace import load_model, open_indexed
 
     folder = rgb_workspace(tmp_path)
     monkeypatch.setenv("SALIENCY_WORKSPACES", str(folder))

@@ -20,7 +20,7 @@ import pretrained  # noqa: E402
 import saliency  # noqa: E402
 from dashboard import cache, rate_limits  # noqa: E402
 from dashboard.live_store import LiveStore  # noqa: E402
-from pretrained import user_models  # noqa: E402
+from sandbox import user_models
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 

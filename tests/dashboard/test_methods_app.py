@@ -12,6 +12,7 @@ from test_dashboard import run_app, texts
 
 import pretrained
 import saliency
+import sandbox.user_models
 from dashboard import cache, lru
 from dashboard.views import explore
 
@@ -92,7 +93,7 @@ def test_an_uploaded_models_layers_are_read_in_its_sandbox():
     file keeps its modules; a TorchScript file's layers can't be hooked, and the page says so."""
     import hostile
 
-    from pretrained import jobs, user_models
+    from sandbox import jobs, user_models
 
     cnn = pretrained.load_model("mnist-cnn", device="cpu")
     x = pretrained.load_dataset("mnist", "test").images[:1].numpy()
@@ -107,9 +108,7 @@ def test_an_uploaded_models_layers_are_read_in_its_sandbox():
     finally:
         w.stop()
     assert "TorchScript" in said["problem"] and said["layers"] == []
-    program = pretrained.user_models.read_model(
-        hostile.saved(cnn, torch.rand(2, 1, 28, 28), "export")
-    )
+    program = sandbox.user_models.read_model(hostile.saved(cnn, torch.rand(2, 1, 28, 28), "export"))
     said = jobs.method_facts(program, x, method="grad_cam")
     assert (
         "a torch.export program keeps the model's operations but not its layers" in said["problem"]
@@ -130,7 +129,7 @@ def test_every_family_runs_in_an_uploads_locked_down_worker(name, architecture, 
     library's on the original module."""
     import hostile
 
-    from pretrained import safetensors_file, user_models
+    from sandbox import safetensors_file, user_models
 
     if hostile.sandbox.unavailable():
         pytest.skip("no sandbox here")
@@ -204,8 +203,8 @@ def test_a_workspace_with_weights_gets_layer_maps_in_process(tmp_path):
     the library's on the module."""
     import torchvision
 
-    from pretrained import jobs, safetensors_file
-    from pretrained.workspace import Preprocessing, WorkspaceConfig, load_model
+    from sandbox import jobs, safetensors_file
+    from workspace import Preprocessing, WorkspaceConfig, load_model
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=5).eval()

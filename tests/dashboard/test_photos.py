@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrained import imagenet, kinds
+from sandbox import kinds
+from workspace import imagenet
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402

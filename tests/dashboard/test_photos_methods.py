@@ -15,7 +15,8 @@ from test_photos import empty_hub, photo, png  # noqa: F401 - empty_hub is a fix
 import saliency
 from dashboard import cache, lru
 from dashboard.views import explore, photos
-from pretrained import imagenet, kinds
+from sandbox import kinds
+from workspace import imagenet
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402

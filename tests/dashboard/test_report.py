@@ -27,9 +27,9 @@ from streamlit.testing.v1 import AppTest
 import pretrained
 from dashboard import budget, cache, lru, render
 from dashboard.views import explore, mistakes, mistakes_report
-from pretrained import user_models
 from saliency import display
 from saliency.report import MAX_BYTES, Section, default_versions, read_report, report_html
+from sandbox import user_models
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -403,7 +403,7 @@ def test_the_gallerys_report_holds_every_image_of_its_filter(kind, request, defe
     preds = cache.predictions(params["model"], params["dataset"])
     rule = ("unsure" if at.session_state["mis_kind"] == "unsure" else
             f"true={at.session_state['mis_true']},pred={at.session_state['mis_pred']}")  # fmt: skip
-    indices = pretrained.export_maps.select(rule, src.labels, preds.predicted,
+    indices = workspace.export_maps.select(rule, src.labels, preds.predicted,
                                             preds.p_predicted, len(src.classes))  # fmt: skip
     options = at.selectbox(key="mis_index").options
     shown = [int(o.split(":")[0].lstrip("#").split()[0]) for o in options]

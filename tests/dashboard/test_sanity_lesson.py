@@ -115,7 +115,7 @@ def test_an_uploads_refusals_come_from_its_worker_in_the_librarys_words(monkeypa
     pixel-gradient methods run there."""
     from test_every_view import SmallCNN, exported
 
-    from pretrained import user_models
+    from sandbox import user_models
 
     monkeypatch.setattr(user_models, "TEST_IMAGES", 500)  # the accuracy isn't the point here
     at = AppTest.from_file(APP, default_timeout=300)

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 import saliency
-from pretrained import jobs, registry, tables
+from pretrained import registry
+from sandbox import jobs
+from workspace import tables
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402

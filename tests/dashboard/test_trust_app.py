@@ -18,8 +18,9 @@ import hostile  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import pretrained  # noqa: E402
-from pretrained import imagenet, user_models  # noqa: E402
-from pretrained.images import ImageError, encode_image  # noqa: E402
+from sandbox import user_models
+from sandbox.images import ImageError, encode_image  # noqa: E402
+from workspace import imagenet
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")

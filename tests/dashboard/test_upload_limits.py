@@ -16,14 +16,14 @@ from torch import nn
 
 import pretrained
 from dashboard import upload_limits
-from pretrained import user_models
-from pretrained.user_models import UserModelError, error_line
+from sandbox import user_models
+from sandbox.user_models import UserModelError, error_line
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
-CLI = "python -m pretrained.index"
+CLI = "python -m workspace.index"
 
 
 @pytest.fixture(autouse=True)
@@ -236,7 +236,7 @@ def test_image_photo_and_table_uploaders_keep_their_smaller_limits(monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     csv = at.file_uploader(key="t_csv_file").proto.max_upload_size_mb
     assert (csv, at.file_uploader(key="t_model_file").proto.max_upload_size_mb) == (16, 256)
-    from pretrained import tables
+    from workspace import tables
 
     assert upload_limits.CSV_MB == tables.MAX_BYTES >> 20  # written out: see upload_limits
 

@@ -22,13 +22,13 @@ from workspaces import resnet_workspace, rgb_workspace  # noqa: E402
 
 from dashboard import cache  # noqa: E402
 from dashboard.__main__ import streamlit_args  # noqa: E402
-from pretrained.folder_upload import build, read_zip_images  # noqa: E402
-from pretrained.workspace import (  # noqa: E402
+from workspace import (  # noqa: E402
     WorkspaceError,
     load_model,
     open_indexed,
     shared_model,
 )
+from workspace.folder_upload import build, read_zip_images  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 

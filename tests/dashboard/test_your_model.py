@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 import pretrained
-from pretrained import user_models
-from pretrained.user_models import UserModelError, load_user_model, read_model
+from sandbox import user_models
+from sandbox.user_models import UserModelError, load_user_model, read_model
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402

@@ -90,7 +90,7 @@ def test_every_command_named_exists(doc):
     missing += [s for s in sorted(scripts) if not (ROOT / s).is_file()]
     assert not missing, f"{_name(doc)} names commands that don't exist: {missing}"
     if doc == README:  # the README's own commands are found, so the check above means something
-        assert {"pretrained.index", "dashboard", "pretrained.export_maps"} <= modules
+        assert {"workspace.index", "dashboard", "workspace.export_maps"} <= modules
         assert {"scripts/dashboard.sh", "scripts/test.sh"} <= scripts
 
 
@@ -101,13 +101,13 @@ def test_the_checks_can_fail(tmp_path):
     doc.write_text(
         "# A title: with (punctuation)\n[a](missing.md) ![b](pic.png) [c](https://x.org)\n"
         "```bash\n.venv/bin/python -m pretrained.nothing --x\nbash scripts/none.sh\n```\n"
-        "`.venv/bin/torchrun --nproc-per-node 2 -m pretrained.index` `python benchmarks/b.py`\n",
+        "`.venv/bin/torchrun --nproc-per-node 2 -m workspace.index` `python benchmarks/b.py`\n",
         encoding="utf-8",
     )
     assert _links(doc) == ["missing.md", "pic.png", "https://x.org"]
     assert _anchors(doc) == {"a-title-with-punctuation"}
     text = doc.read_text(encoding="utf-8")
-    assert set(MODULE.findall(text)) == {"pretrained.nothing", "pretrained.index"}
+    assert set(MODULE.findall(text)) == {"pretrained.nothing", "workspace.index"}
     assert set(SCRIPT.findall(text)) == {"scripts/none.sh", "benchmarks/b.py"}
-    assert not _module_exists("pretrained.nothing") and _module_exists("pretrained.index")
+    assert not _module_exists("pretrained.nothing") and _module_exists("workspace.index")
     assert _module_exists("dashboard") and _module_exists("pytest")

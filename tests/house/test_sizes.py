@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("saliency", "pretrained", "dashboard")
+PACKAGES = ("saliency", "pretrained", "sandbox", "workspace", "dashboard")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 

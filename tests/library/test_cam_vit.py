@@ -227,7 +227,7 @@ def test_every_class_and_the_batch_on_a_vit():
 
 
 def test_the_dashboards_layer_choices_include_the_token_layers():
-    from pretrained import jobs
+    from sandbox import jobs
 
     model, x, _, _, _ = case("mnist-vit")
     facts = jobs.method_facts(model, x[:1].numpy(), method="grad_cam")
@@ -243,7 +243,7 @@ def test_a_vit_uploads_layer_maps_in_its_locked_down_worker():
     read there as in the library, for the layer the page offers by default."""
     import hostile
 
-    from pretrained import safetensors_file, user_models
+    from sandbox import safetensors_file, user_models
 
     if hostile.sandbox.unavailable():
         pytest.skip("no sandbox here")

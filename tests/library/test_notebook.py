@@ -264,7 +264,7 @@ def test_widget_on_a_workspace_with_its_name_and_sha256(tmp_path: Path) -> None:
     """A workspace's model, images, labels and classes, as docs/notebook.md shows them."""
     from workspaces import rgb_workspace
 
-    from pretrained import workspace
+    import workspace
 
     ws = workspace.open_indexed(rgb_workspace(tmp_path, per_class=4))
     model = workspace.load_model(ws.config, len(ws.classes))

@@ -16,10 +16,10 @@ import torchvision
 from torch import nn
 
 import pretrained
-from pretrained import user_models, worker
 from pretrained.architectures import pick_output
-from pretrained.gate import UserModelError
-from pretrained.text import output_key
+from sandbox import user_models, worker
+from sandbox.gate import UserModelError
+from sandbox.text import output_key
 
 Pair = namedtuple("Pair", "features logits")
 
@@ -133,8 +133,8 @@ def test_a_scripted_googlenet_is_accepted_as_it_is():
 
 
 def test_a_workspace_names_its_output_in_its_settings_and_on_the_command_line(two_heads, tmp_path):
-    from pretrained.index import _parser, config_from_args
-    from pretrained.workspace import Preprocessing, WorkspaceConfig, load_model
+    from workspace import Preprocessing, WorkspaceConfig, load_model
+    from workspace.index import _parser, config_from_args
 
     model, data = two_heads
     (tmp_path / "m.pt").write_bytes(data)

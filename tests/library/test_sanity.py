@@ -211,7 +211,7 @@ def test_the_papers_mnist_pattern_on_the_bundled_cnn(mnist):
 
 
 def test_a_sanity_job_runs_through_the_worker_wire_format(mnist):
-    from pretrained import jobs
+    from sandbox import jobs
 
     model = pretrained.load_model("mnist-mlp", device="cpu")
     out = jobs.sanity(model, mnist.images[:3].numpy(), method="input_x_gradient")

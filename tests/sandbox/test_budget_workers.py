@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 import pretrained
-from pretrained import jobs, user_models, worker
-from pretrained.gate import UserModelError
-from pretrained.worker import Limits
+from sandbox import jobs, user_models, worker
+from sandbox.gate import UserModelError
+from sandbox.worker import Limits
 
 pytestmark = hostile.needs_sandbox
 
@@ -139,7 +139,7 @@ def accuracy_here(model: nn.Module) -> float:
 
 _SERVER = """
 import json, sys
-from pretrained import user_models
+from sandbox import user_models
 data = open(sys.argv[1], "rb").read()
 user_models._test_set("mnist")  # the bundled test set, as a warm server holds it
 with open("/proc/self/clear_refs", "w") as f:

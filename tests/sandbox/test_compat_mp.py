@@ -1,4 +1,4 @@
-"""pretrained.compat_mp: the one reach into multiprocessing's internals is where it expects,
+"""sandbox.compat_mp: the one reach into multiprocessing's internals is where it expects,
 does what the worker needs (a worker's process data names no parent `__main__`, another
 process's still does), and a real worker starts without running its parent's main module."""
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pretrained import compat_mp, worker
+from sandbox import compat_mp, worker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_every_reach_is_there_with_the_signature_it_expects():
     missing = [f"{m}.{a}" for m, a in compat_mp.REACHES
                if not hasattr(importlib.import_module(m), a)]  # fmt: skip
-    assert not missing, f"Python moved what pretrained/compat_mp.py reaches for: {missing}"
+    assert not missing, f"Python moved what sandbox/compat_mp.py reaches for: {missing}"
     original = compat_mp._original or multiprocessing.spawn.get_preparation_data
     assert list(inspect.signature(original).parameters) == ["name"]
 

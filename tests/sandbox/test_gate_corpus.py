@@ -1,6 +1,6 @@
 """The gate's allowlist comes from a corpus (issue 30): every torchvision classifier and the
 registry's architectures, traced, scripted and exported (tools/build_allowlist.py writes
-pretrained/allowlist.json). Here a sample of that corpus, made each of the three ways, must pass
+sandbox/allowlist.json). Here a sample of that corpus, made each of the three ways, must pass
 the gate and compute in the sandboxed worker what the original module computes in this process;
 and nothing on the committed list is an operator the gate denies.
 """
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from pretrained import gate, worker
+from sandbox import gate, worker
 
 SAMPLE = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0"]
 SAMPLE += ["shufflenet_v2_x0_5", "regnet_y_400mf"]

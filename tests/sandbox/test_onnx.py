@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import pretrained
-from pretrained import gate, onnx_models, user_models
-from pretrained.user_models import UserModelError, accept_upload, detect_kind
-from pretrained.worker import Worker
+from sandbox import gate, onnx_models, user_models
+from sandbox.user_models import UserModelError, accept_upload, detect_kind
+from sandbox.worker import Worker
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnx2torch")
@@ -179,7 +179,7 @@ def test_the_server_process_never_imports_onnx(tmp_path):
     path.write_bytes(exported(small_cnn(), torch.rand(2, 1, 28, 28)))
     script = f"""
 import json, sys
-from pretrained import user_models
+from sandbox import user_models
 user_models.TEST_IMAGES = 20
 data = open({str(path)!r}, "rb").read()
 worker, info = user_models.accept_upload(data, dataset="mnist")
@@ -334,7 +334,7 @@ def test_damaged_onnx_files_are_refused_with_a_clear_message():
 def test_an_onnx_file_over_the_servers_limit_is_refused_before_it_is_parsed(monkeypatch):
     monkeypatch.setattr(onnx_models, "MAX_MODEL_BYTES", 2**20)
     with pytest.raises(UserModelError, match=r"The ONNX file has 1.5 MB, more than 1 MB, the most "
-                       r"this server reads.*python -m pretrained.index"):  # fmt: skip
+                       r"this server reads.*python -m workspace.index"):  # fmt: skip
         onnx_models.read_onnx(b"\x08\x08" + bytes(3 * 2**19))
 
 
@@ -374,7 +374,7 @@ def test_the_your_model_page_accepts_an_onnx_file():
 def test_the_command_line_index_reads_an_onnx_model(tmp_path):
     from PIL import Image
 
-    from pretrained import index
+    from workspace import index
 
     original = small_cnn(channels=3, classes=2)
     (tmp_path / "m.onnx").write_bytes(exported(original, torch.rand(2, 3, 28, 28)))

@@ -19,11 +19,11 @@ from browser_support import proc_status, reset_peak
 from workspaces import colour_images
 
 import pretrained
-from pretrained import gate, named_weights, safetensors_file, user_models
-from pretrained.folder_upload import build, read_zip_images
-from pretrained.gate import UserModelError
-from pretrained.worker import Worker
-from pretrained.workspace import Preprocessing
+from sandbox import gate, named_weights, safetensors_file, user_models
+from sandbox.gate import UserModelError
+from sandbox.worker import Worker
+from workspace import Preprocessing
+from workspace.folder_upload import build, read_zip_images
 
 PRE = {"channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "resize": 64, "crop": 64}
 
@@ -309,7 +309,7 @@ def test_a_zip_workspace_takes_a_safetensors_resnet18(tmp_path):
 
 
 def test_the_command_line_indexes_with_a_safetensors_resnet18(tmp_path):
-    from pretrained.index import main
+    from workspace.index import main
 
     folder = colour_images(tmp_path / "pics", per_class=2)
     torch.manual_seed(2)
@@ -321,7 +321,7 @@ def test_the_command_line_indexes_with_a_safetensors_resnet18(tmp_path):
     assert main([*args, "--architecture", "resnet18"]) == 0
     rows = (tmp_path / "W" / "predictions.csv").read_text().splitlines()[1:]
     pre = Preprocessing(resize=64, crop=64, channels=3)
-    from pretrained.workspace import Item, read_image
+    from workspace import Item, read_image
 
     for row in rows:
         path, label, predicted = row.split(",")[:3]

@@ -1,9 +1,9 @@
 """Trust (issue 15): an uploaded model is a program, and it never reaches the server.
 
 Three walls, each tested on its own with real hostile files (tests/hostile.py):
-- the gate (`pretrained.gate`): the archive's directory and the program's operators, checked
+- the gate (`sandbox.gate`): the archive's directory and the program's operators, checked
   before anything runs;
-- the sandboxed worker (`pretrained.worker`, `pretrained.sandbox`): seccomp, rlimits and
+- the sandboxed worker (`sandbox.worker`, `sandbox`): seccomp, rlimits and
   deadlines, tested with the gate switched off so that the sandbox alone must hold;
 - the server: whatever the worker does, this process keeps running with bounded memory.
 Each hostile model is also run unconfined once, in this process, to show that the danger the
@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 import pretrained
-from pretrained import gate, user_models, worker
-from pretrained.gate import UserModelError
-from pretrained.worker import Limits, ModelOutOfMemory, ModelTimeout
+import sandbox.model_files
+from sandbox import gate, user_models, worker
+from sandbox.gate import UserModelError
+from sandbox.worker import Limits, ModelOutOfMemory, ModelTimeout
 
 pytestmark = hostile.needs_sandbox
 
@@ -105,7 +106,7 @@ def test_a_deflate_bomb_is_refused_from_its_directory_without_inflating():
         with pytest.raises(UserModelError, match="is compressed.*ZIP bomb"):
             check(bomb)
     with pytest.raises(UserModelError, match="ZIP bomb"):
-        pretrained.model_from_weights(bomb, architecture="linear", dataset="mnist")
+        sandbox.model_files.model_from_weights(bomb, architecture="linear", dataset="mnist")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 100, f"refusing the bomb took {grown_mb:.0f} MB"
 
@@ -362,7 +363,7 @@ def test_the_reader_reads_nothing(tmp_path, gate_on):
 def test_the_sandbox_refuses_files_processes_and_the_network_but_keeps_threads():
     script = """
 import json, os, socket, threading, torch
-from pretrained import sandbox
+import sandbox
 sandbox.lock_down()
 out = {}
 def attempt(name, fn):
@@ -508,7 +509,7 @@ def test_an_accepted_upload_computes_exactly_what_the_library_computes_in_proces
     w, info = accept(hostile.scripted(original))
     assert info.n_params == sum(p.numel() for p in original.parameters())
     x = pretrained.load_dataset("mnist", "test").images[:3].numpy()
-    from pretrained import jobs
+    from sandbox import jobs
 
     for job, kwargs in [
         ("probabilities", {}),

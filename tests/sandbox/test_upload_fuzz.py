@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from pretrained.images import MAX_PIXELS, ImageError, decode_image, encode_image, mnist_style
+from sandbox.images import MAX_PIXELS, ImageError, decode_image, encode_image, mnist_style
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 SEED = 20261122

@@ -1,4 +1,4 @@
-"""`python -m pretrained.bench` (issue 33): the metric bench over N images per class of a bundled
+"""`python -m workspace.bench` (issue 33): the metric bench over N images per class of a bundled
 test set or an indexed workspace equals the library's `bench` on the same images; a killed run
 resumes to the same table; torchrun with 2 processes equals 1 process; bad input gets a plain
 message and exit code 2."""
@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import pretrained
-from pretrained import bench as cli
 from saliency import bench as B
+from workspace import bench as cli
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("gradient", "input_x_gradient")
@@ -41,7 +41,7 @@ def run_cli(*args: str, torchrun: int | None = None) -> subprocess.CompletedProc
     if torchrun:
         head += ["torch.distributed.run", "--standalone", "--nproc-per-node", str(torchrun), "-m"]
     return subprocess.run(
-        [*head, "pretrained.bench", *args], cwd=REPO, capture_output=True, text=True,
+        [*head, "workspace.bench", *args], cwd=REPO, capture_output=True, text=True,
         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
 
@@ -130,7 +130,7 @@ def test_a_killed_run_resumes_to_the_same_table(reference, tmp_path):
     out = tmp_path / "killed"
     args = [*ARGS, "--batch-size", "8", "--out", str(out)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pretrained.bench", *args], cwd=REPO,
+        [sys.executable, "-m", "workspace.bench", *args], cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -177,7 +177,7 @@ def test_torchrun_with_two_processes_equals_one_process(reference, tmp_path):
 def test_a_workspace_is_benched_on_its_own_model_and_images(tmp_path, one_thread):
     from workspaces import rgb_workspace
 
-    from pretrained.workspace import open_indexed, shared_model
+    from workspace import open_indexed, shared_model
 
     w = rgb_workspace(tmp_path, per_class=6)
     out = tmp_path / "B"
@@ -222,7 +222,7 @@ def test_bad_input_gets_a_plain_message_and_exit_code_2(args, message, tmp_path,
     base = ["--model", "mnist-cnn", "--per-class", "1", "--quiet", "--out", str(tmp_path / "B")]
     assert cli.main([*base, *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"pretrained.bench: {message}"), err
+    assert err.startswith(f"workspace.bench: {message}"), err
     assert "Traceback" not in err
     assert not (tmp_path / "B" / "bench.npz").exists()
 
@@ -233,7 +233,7 @@ def test_a_missing_model_or_workspace_from_the_shell(tmp_path):
                  ["--model", "mnist-cnn", "--metric-options", "{bad json"]):  # fmt: skip
         run = run_cli(*args, "--per-class", "1", "--out", str(tmp_path / "B"))
         assert run.returncode == 2, run.stderr
-        assert "pretrained.bench: " in run.stderr and "Traceback" not in run.stderr
+        assert "workspace.bench: " in run.stderr and "Traceback" not in run.stderr
         said.append(run.stderr)
     assert "unknown model 'nope'" in said[0]
     assert "is not an indexed workspace" in said[1]
@@ -246,7 +246,7 @@ def test_an_unwritable_out_gets_a_plain_message(tmp_path, capsys):
         code = cli.main(["--model", "mnist-cnn", "--per-class", "1", "--quiet", "--out", str(out)])
         assert code == 2
         err = capsys.readouterr().err
-        assert err.startswith("pretrained.bench: "), err
+        assert err.startswith("workspace.bench: "), err
         assert "Traceback" not in err and str(tmp_path / "file") in err
 
 

@@ -1,4 +1,4 @@
-"""The bulk export of maps (pretrained/export_maps.py, issue 29's "also expected"): the maps
+"""The bulk export of maps (workspace/export_maps.py, issue 29's "also expected"): the maps
 equal an independent torch.autograd gradient of the same model, the rows are the gallery's
 filter in its order, the command line writes the file and refuses bad arguments with a
 sentence, memory holds one batch beyond the output, and the Misclassifications gallery offers
@@ -20,11 +20,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import pretrained
+import workspace
 from dashboard import budget, lru
 from dashboard.render import Style, picture
 from dashboard.views import mistakes
-from pretrained import export_maps, user_models
-from pretrained.export_maps import ExportError, export, main, runner, select
+from sandbox import user_models
+from workspace import export_maps
+from workspace.export_maps import ExportError, export, main, runner, select
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
@@ -125,7 +127,7 @@ def test_workspace_cli_writes_maps_equal_to_autograd_and_pngs_as_the_page_draws(
     code = main([str(folder), "--filter", "all", "--out", str(out), "--pngs", str(zipped),
                  "--batch-size", "7", "--quiet"])  # fmt: skip
     assert code == 0
-    w = pretrained.workspace.open_indexed(folder)
+    w = workspace.open_indexed(folder)
     with np.load(out, allow_pickle=False) as npz:
         maps, idx, paths = npz["maps"], npz["indices"], npz["paths"]
         np.testing.assert_array_equal(npz["target"], w.predicted)
@@ -306,7 +308,7 @@ def test_the_gallery_offers_its_filters_maps_as_an_npz(kind, ws, mnist, upload, 
         folder, f = ws
         monkeypatch.setenv("SALIENCY_WORKSPACES", str(folder))
         params = {"dataset": f"ws:{folder.name}", "model": f"ws:{folder.name}"}
-        w = pretrained.workspace.open_indexed(folder)
+        w = workspace.open_indexed(folder)
         images = np.stack([w.image(i) for i in range(len(w.paths))])
         labels = w.labels
     elif kind == "upload":

@@ -1,4 +1,4 @@
-"""Tests for `pretrained.images`: decoding user files, MNIST-style preprocessing, URL codes.
+"""Tests for `sandbox.images`: decoding user files, MNIST-style preprocessing, URL codes.
 
 Every file is generated here with PIL (or patched by hand, for broken headers); the only file
 read from disk is the bundled MNIST test set, read directly (not through `pretrained.data`).
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
-from pretrained import images
-from pretrained.images import (
+from sandbox import images
+from sandbox.images import (
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
     ImageError,

@@ -24,9 +24,7 @@ from workspaces import colour_images, train_tiny
 
 import pretrained
 import saliency
-from pretrained import index as index_module
-from pretrained.index import index
-from pretrained.workspace import (
+from workspace import (
     Preprocessing,
     WorkspaceConfig,
     WorkspaceError,
@@ -34,6 +32,8 @@ from pretrained.workspace import (
     load_model,
     read_image,
 )
+from workspace import index as index_module
+from workspace.index import index
 
 REPO = Path(__file__).resolve().parents[2]
 N_SUBSET = 600  # the MNIST subset the gradient checks and torchrun run on
@@ -152,9 +152,9 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", str(torchrun), "-m", "pretrained.index", *args]  # fmt: skip
+               "--nproc-per-node", str(torchrun), "-m", "workspace.index", *args]  # fmt: skip
     else:
-        cmd = [sys.executable, "-m", "pretrained.index", *args]
+        cmd = [sys.executable, "-m", "workspace.index", *args]
     return subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "1", **env},
@@ -200,7 +200,7 @@ def test_a_run_killed_halfway_resumes_and_gives_the_same_results(mnist_subset, c
     assert reference.returncode == 0, reference.stderr[-2000:]
     out = tmp_path / "W"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pretrained.index", *args, "--out", str(out)],
+        [sys.executable, "-m", "workspace.index", *args, "--out", str(out)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -363,7 +363,7 @@ def test_bad_settings_get_clear_messages(tmp_path, cnn_file):
     cli = run_cli(
         "--model", str(cnn_file), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "W")
     )
-    assert cli.returncode == 2 and "pretrained.index: the data path" in cli.stderr
+    assert cli.returncode == 2 and "workspace.index: the data path" in cli.stderr
 
 
 def test_a_hostile_program_is_refused_by_the_gate(tmp_path):

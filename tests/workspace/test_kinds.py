@@ -1,5 +1,5 @@
 """The kinds of model and data set (issue 31: "prefixes are parsed in one function"):
-`pretrained.kinds.parse` reads every key, and no other product module spells a prefix."""
+`sandbox.kinds.parse` reads every key, and no other product module spells a prefix."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrained import kinds
+from sandbox import kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIXES = (
@@ -55,12 +55,12 @@ def test_the_builders_are_the_parsers_inverse():
 
 
 def spelled_prefixes(root: Path) -> list[str]:
-    """file:line of every string in the product code, other than `pretrained/kinds.py` and
+    """file:line of every string in the product code, other than `sandbox/kinds.py` and
     docstrings, that is a key prefix or starts with one (an f-string's first part included)."""
     found = []
-    for package in ("saliency", "pretrained", "dashboard"):
+    for package in ("saliency", "pretrained", "sandbox", "workspace", "dashboard"):
         for path in sorted((root / package).rglob("*.py")):
-            if path.name == "kinds.py" and path.parent.name == "pretrained":
+            if path.name == "kinds.py" and path.parent.name == "sandbox":
                 continue
             tree = ast.parse(path.read_text(), str(path))
             docstrings = {
@@ -98,7 +98,7 @@ def test_the_check_finds_a_spelled_prefix(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("module", ["pretrained", "pretrained.kinds", "pretrained.model_ref"])
+@pytest.mark.parametrize("module", ["pretrained", "sandbox.kinds", "workspace.model_ref"])
 def test_the_docstrings_examples_are_what_the_code_does(module):
     """A package's face says what it holds; its examples are run (pretrained's listed four
     MNIST models while the zoo had five)."""

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import pretrained
+import sandbox.model_files
 from pretrained import cards, registry
 from pretrained import data as pdata
 
@@ -428,7 +429,7 @@ def test_load_model_refuses_weights_not_matching_record(tmp_path, monkeypatch):
 
 def test_model_from_weights_matches_registry_model():
     info = pretrained.model_info("fashion-mnist-mlp")
-    uploaded = pretrained.model_from_weights(
+    uploaded = sandbox.model_files.model_from_weights(
         info.weights_file.read_bytes(), architecture="mlp", dataset="fashion-mnist", device="cpu"
     )
     assert not uploaded.training and all(not p.requires_grad for p in uploaded.parameters())
@@ -440,14 +441,14 @@ def test_model_from_weights_matches_registry_model():
 def test_model_from_weights_rejects_mismatches():
     cnn = pretrained.model_info("mnist-cnn").weights_file
     with pytest.raises(ValueError, match=r"do not fit architecture 'mlp'.*missing 2.weight"):
-        pretrained.model_from_weights(cnn, architecture="mlp", dataset="mnist")
+        sandbox.model_files.model_from_weights(cnn, architecture="mlp", dataset="mnist")
     with pytest.raises(ValueError, match="This file is not a PyTorch model"):  # the gate
-        pretrained.model_from_weights(b"garbage", architecture="mlp", dataset="mnist")
+        sandbox.model_files.model_from_weights(b"garbage", architecture="mlp", dataset="mnist")
     truncated = cnn.read_bytes()[:-100]  # a damaged archive: refused from its directory
     with pytest.raises(ValueError, match="damaged ZIP archive"):
-        pretrained.model_from_weights(truncated, architecture="cnn", dataset="mnist")
+        sandbox.model_files.model_from_weights(truncated, architecture="cnn", dataset="mnist")
     with pytest.raises(ValueError, match="known datasets"):
-        pretrained.model_from_weights(cnn, architecture="cnn", dataset="svhn")
+        sandbox.model_files.model_from_weights(cnn, architecture="cnn", dataset="svhn")
 
 
 def test_build_model_rejects_unknown_architecture():
