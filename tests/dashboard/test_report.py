@@ -30,6 +30,7 @@ from dashboard.views import explore, mistakes, mistakes_report
 from saliency import display
 from saliency.report import MAX_BYTES, Section, default_versions, read_report, report_html
 from sandbox import user_models
+from workspace import export_maps
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -403,8 +404,8 @@ def test_the_gallerys_report_holds_every_image_of_its_filter(kind, request, defe
     preds = cache.predictions(params["model"], params["dataset"])
     rule = ("unsure" if at.session_state["mis_kind"] == "unsure" else
             f"true={at.session_state['mis_true']},pred={at.session_state['mis_pred']}")  # fmt: skip
-    indices = workspace.export_maps.select(rule, src.labels, preds.predicted,
-                                            preds.p_predicted, len(src.classes))  # fmt: skip
+    indices = export_maps.select(rule, src.labels, preds.predicted, preds.p_predicted,
+                                 len(src.classes))  # fmt: skip
     options = at.selectbox(key="mis_index").options
     shown = [int(o.split(":")[0].lstrip("#").split()[0]) for o in options]
     assert shown == indices[: len(shown)].tolist()
