@@ -28,7 +28,7 @@ def test_a_workers_data_names_no_parent_main_and_others_keep_it():
     assert multiprocessing.spawn.get_preparation_data is compat_mp._preparation_data  # applied
     code = (
         "import multiprocessing.spawn, json\n"
-        "from pretrained import worker\n"
+        "from sandbox import worker\n"
         "a = multiprocessing.spawn.get_preparation_data(worker._PROCESS_NAME)\n"
         "b = multiprocessing.spawn.get_preparation_data('another')\n"
         "print(json.dumps([sorted(a), sorted(b)]))\n"

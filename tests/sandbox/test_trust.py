@@ -133,7 +133,7 @@ def test_overlapping_records_declaring_more_than_the_limit_are_refused():
     bomb = data[:cd_offset] + copies + bytes(tail)
     assert len(zipfile.ZipFile(io.BytesIO(bomb)).infolist()) == 300
     assert gate.MAX_MODEL_BYTES == 250 * 2**20
-    with pytest.raises(UserModelError, match="add up to more than 250 MB.*python -m pretrained"):
+    with pytest.raises(UserModelError, match="add up to more than 250 MB.*python -m workspace"):
         gate.check_archive(bomb)
     # The command-line index lifts the bound to the machine's memory; it holds elsewhere.
     with gate.max_model_bytes(400 * 2**20):
@@ -389,7 +389,7 @@ os.write(1, json.dumps(out).encode())
         [sys.executable, "-c", script],
         capture_output=True,
         timeout=120,
-        cwd=Path(__file__).parents[1],
+        cwd=Path(__file__).parents[2],
     )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
