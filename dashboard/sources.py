@@ -194,6 +194,13 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
     )
 
 
+def has_one_model(key: str) -> bool:
+    """A workspace (a server's or an uploaded one), which comes with its one model; a bundled
+    test set is explained by every registry model of its data set. The one place the
+    dashboard reads a data set key's kind, with `source`."""
+    return kinds.is_workspace(key)
+
+
 def source(key: str) -> Source:
     """The bundled test set `key`, or the indexed workspace `ws:<name>`: reopened when its
     index is rewritten. Raises WorkspaceError when its folder is not (or no longer) a finished

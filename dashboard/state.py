@@ -21,7 +21,6 @@ import saliency
 from dashboard import cache, sources
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.names import METRICS
-from sandbox import kinds
 from workspace import WorkspaceError
 
 # Session keys. The URL's fields (FIELDS' names): each is also its widget's key and its
@@ -139,7 +138,7 @@ def public_models(dataset: str | None = None) -> list[str]:
     if dataset in workspaces:
         return [dataset]
     ready = [] if dataset is not None else list(workspaces)
-    registry = [] if kinds.is_workspace(dataset) else pretrained.list_models(dataset)
+    registry = [] if sources.has_one_model(dataset) else pretrained.list_models(dataset)
     for name in registry:
         try:
             pretrained.model_info(name)
@@ -211,7 +210,7 @@ def _claim(tokens: list[str]) -> None:
 
 def default_model(dataset: str) -> str:
     ready = models(dataset)
-    if kinds.is_workspace(dataset):
+    if sources.has_one_model(dataset):
         return ready[0]
     return f"{dataset}-cnn" if f"{dataset}-cnn" in ready else ready[0]
 
@@ -235,7 +234,7 @@ def _first_source() -> str:
 
 def _first_model() -> str:
     first = _first_source()
-    return first if kinds.is_workspace(first) else "mnist-cnn"
+    return first if sources.has_one_model(first) else "mnist-cnn"
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:

@@ -283,7 +283,7 @@ function buildControls(panel) {
     }
     redraw(panel);
   };
-  const pairs = (options) => options.map((o) => [o, o]);
+  const pairs = (options, names = {}) => options.map((o) => [o, names[o] || o]);
   const tell = (k) => (v) => change(k, v);
   const chosen = (v) => panel.ready && chooseTarget(panel, v);
   if (d.target_choices) set.target = selectControl(box, c.target, d.target_choices, chosen);
@@ -295,8 +295,9 @@ function buildControls(panel) {
   };
   slide("alpha", [0, 1, 0.05]);
   slide("clip", [50, 100, 0.5]);
-  const choose = (k, options) => (set[k] = radioControl(box, c[k], pairs(options), tell(k)));
-  if (d.scale_local || host.setting) choose("scale", c.scales);
+  const choose = (k, options, names) =>
+    (set[k] = radioControl(box, c[k], pairs(options, names), tell(k)));
+  if (d.scale_local || host.setting) choose("scale", c.scales, { map: "per map" }); // as the sidebar
   if (d.sign_local || host.setting) choose("sign", c.signs);
   return { box, set };
 }
