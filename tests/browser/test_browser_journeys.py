@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from browser_support import IDLE, TIMEOUT_MS, choose_file, send_zip_form
+from browser_support import IDLE, TIMEOUT_MS, choose_file, send_zip_form, settle
 from hostile import saved
 from test_browser_live import PHONE, paint
 from workspaces import rgb_workspace
@@ -147,7 +147,9 @@ def test_a_practitioner_follows_a_mistake_from_a_zip_upload(server, page, tmp_pa
     no_exception(page)
     page.screenshot(path=str(artifacts_dir / "journey-practitioner-mistake.png"), full_page=True)
     # The gallery's maps, downloaded as a user would: the three slips, maps the size of the
-    # pictures, the predicted class (0) as the target.
+    # pictures, the predicted class (0) as the target. Once the page's own runs are over: a
+    # click during a rerun that redraws the button was lost (seen with two test workers).
+    settle(page)
     page.get_by_text("Download the maps of these 3 images").click()
     page.get_by_role("button", name="Compute the maps").click()
     button = page.get_by_role("button", name=re.compile(r"Download these maps \(\.npz"))
