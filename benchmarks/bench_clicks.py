@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -281,10 +282,11 @@ def main() -> None:
 
     def radio(page, group: str, name: str):  # `name`: the option's value ("map", "signed")
         choices = page.locator(".sal-panel").get_by_role("radiogroup", name=group, exact=True)
-        if not choices.count():  # the sidebar's, which says "per map"
+        if not choices.count():  # the sidebar's
             choices = page.get_by_test_id("stRadio").filter(has_text=group)
-            name = {"map": "per map"}.get(name, name)
-        return lambda: choices.get_by_text(name, exact=True).click(delay=press)
+        # "map" says "per map" in the sidebar, and in the panel since 78baecf ("map" before).
+        shown = re.compile(rf"^(per )?{re.escape(name)}$")
+        return lambda: choices.get_by_text(shown).click(delay=press)
 
     def slider(page, label: str, key: str):
         thumb = own(page, "slider", label)

@@ -196,8 +196,8 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
 
 def has_one_model(key: str) -> bool:
     """A workspace (a server's or an uploaded one), which comes with its one model; a bundled
-    test set is explained by every registry model of its data set. The one place the
-    dashboard reads a data set key's kind, with `source`."""
+    test set is explained by every registry model of its data set. The router asks this
+    rather than reading the key's kind itself."""
     return kinds.is_workspace(key)
 
 
