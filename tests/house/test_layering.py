@@ -7,7 +7,8 @@ its modules breaks the rule):
 - `sandbox` (untrusted files and models) never imports streamlit, `workspace` or `dashboard`;
 - `workspace` (a model with its pictures) never imports streamlit or `dashboard`;
 
-and that no two of our modules import each other, at their top or inside a function (issue 31:
+each checked again by reading every `import` statement, those inside functions too (which
+importing a module doesn't run); and that no two of our modules import each other, at their top or inside a function (issue 31:
 on the session's first commit, 4420a77, this finds three circles).
 """
 
@@ -58,6 +59,37 @@ def test_no_submodule_imports_what_its_layer_must_not(package):
         if name in loaded or any(m.startswith(name + ".") for m in loaded)
     ]
     assert not broken, f"importing every module of {package} imports {broken}"
+
+
+def banned_imports(package: str, root: Path = ROOT) -> list[str]:
+    """Every `import` in `package`'s files, inside functions too (which importing every
+    submodule doesn't run), of a package its layer must not import: "path:line name"."""
+    import ast
+
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            rel = path.relative_to(root)
+            found += [f"{rel}:{node.lineno} {n}" for n in names
+                      if n.split(".")[0] in RULES[package]]  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(RULES))
+def test_no_function_imports_what_its_layer_must_not(package):
+    assert banned_imports(package) == []
+
+
+def test_the_import_finder_finds_a_lazy_import(tmp_path):
+    (tmp_path / "sandbox").mkdir()
+    (tmp_path / "sandbox" / "a.py").write_text("def f():\n    from workspace import index\n")
+    assert banned_imports("sandbox", tmp_path) == ["sandbox/a.py:2 workspace"]
 
 
 # --- No import circle (issue 31) --------------------------------------------------------------
