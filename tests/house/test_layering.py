@@ -8,8 +8,9 @@ its modules breaks the rule):
 - `workspace` (a model with its pictures) never imports streamlit or `dashboard`;
 
 each checked again by reading every `import` statement, those inside functions too (which
-importing a module doesn't run); and that no two of our modules import each other, at their top or inside a function (issue 31:
-on the session's first commit, 4420a77, this finds three circles).
+importing a module doesn't run); and that no two of our modules import each other, at their
+top or inside a function (issue 31: on the session's first commit, 4420a77, this finds three
+circles).
 """
 
 from __future__ import annotations
