@@ -33,13 +33,15 @@ machine. Each session here is what a browser tab does on the wire, in a few hund
   fields and values, but for the widgets' order and the cache's hashes): a target class is a
   click on a class in the panel's grid, the panel's trigger `pick`
   (`$$STREAMLIT_INTERNAL_KEY_<panel id>__events`, `[{"event":"pick","value":{"k":K,"seq":N}}]`,
-  a fragment rerun); the "Model" selectbox (its label, as the frontend sends it) and the
-  "Next ▶" and "🎲 Random" buttons (`trigger_value`) rerun the whole script. (Next is the image
-  chooser's button and Model the sidebar's box: Chromium hides both while the panel shows its
-  own Next and Model picker, whose triggers `step` and `choose` rerun the fragment and then the
-  script, after the panel asked the explore route; this client doesn't send those yet.) On a
-  tree without the panel (`--tree`), the "Target class" selectbox and the "Map: ..." picture,
-  as before it;
+  a fragment rerun); where the panel draws its own Next and Model picker (its payload's
+  `route`), a model is its trigger `choose` (`{"key":"model","value":M}`), sent once the explore
+  route's answer for that model has arrived, and Next its trigger `step` (`{"index":I}`), sent
+  as the route is asked for image I: each reruns the fragment, which reruns the whole script
+  (the fragment's run ends `FINISHED_EARLY_FOR_RERUN`; the action ends with the script's run).
+  Elsewhere, and on trees before the panel's pickers, the "Model" selectbox (its label, as the
+  frontend sends it) and the image chooser's "Next ▶" button (`trigger_value`); "🎲 Random" is
+  always the chooser's button. On a tree without the panel (`--tree`), the "Target class"
+  selectbox and the "Map: ..." picture, as before it;
 - it GETs every picture and download the deltas name (`/media/...`) once, as the browser does,
   over at most 6 keep-alive HTTP/1.1 connections (h11);
 - it asks the explore route (`/api/explore/panel`, dashboard/serve.py) what saliency_panel.js
@@ -102,6 +104,7 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -465,6 +468,7 @@ class Session:
         self.media_errors: list[str] = []
         self.route_gets = 0  # GETs of the explore route (the panel's prefetch)
         self.prefetched: tuple | None = None
+        self.route_views: set[tuple] = set()  # the views this page asked the route for
         self.browsing = False  # Next clicked in this page: the panel prefetches from then on
         self.route_tasks: set[asyncio.Task] = set()
         self.reconnects = 0
@@ -496,6 +500,7 @@ class Session:
         self.fragment_of.clear()
         self.panel = None
         self.prefetched, self.browsing = None, False
+        self.route_views = set()
         self.cache = MessageCache()
         self.page_hash = ""
         self.reader = asyncio.create_task(self.read())
@@ -576,6 +581,8 @@ class Session:
                 ]:
                     del self.widgets[gone]
                 self.cache.age(fragments)
+            if status == FINISHED.FINISHED_EARLY_FOR_RERUN:
+                return  # a fragment's st.rerun(scope="app"): the action goes on as that run
             if self.run is not None and not self.run.finished.is_set():
                 self.run.status = status
                 self.run.finished_at = time.perf_counter()
@@ -661,6 +668,7 @@ class Session:
     def route_get(self, data: dict, **want: str) -> asyncio.Future:
         """GET the route for the panel's view with `want` changed, in the background."""
         route = data["route"]
+        self.route_views.add(tuple(sorted({**route["query"], **want}.items())))
         query = {**route["query"], **want, "seq": str(data["seq"])}
         task = asyncio.ensure_future(self._route_get(f"{route['url']}?{urlencode(query)}"))
         task.add_done_callback(self._fetched)
@@ -785,9 +793,54 @@ class Session:
         await self.report_alive()
         return took
 
+    def routed(self) -> dict | None:
+        """The explore route of the panel's last payload, where the panel draws its own Next and
+        pickers (their triggers then say what was chosen); None where it doesn't."""
+        data = self.panel.data if self.panel is not None else None
+        route = data.get("route") if data else None
+        return route if route and route.get("pickers") else None
+
+    def asked(self, route: dict, **want: str) -> bool:
+        """Whether this page asked the route for this view already (the panel draws it from
+        what it holds: `recalled` and `prefetched` in streamlit.js)."""
+        return tuple(sorted({**route["query"], **want}.items())) in self.route_views
+
+    async def panel_choice(self, action: str) -> tuple[WidgetState, Callable]:
+        """What the panel's Model picker or Next sends (streamlit.js `choose`, `step`), once it
+        asked the route as the panel does; and what the rerun's payload must then show."""
+        data, route = self.panel.data, self.routed()
+        if action == "model":
+            now = route["query"]["model"]
+            model = self.rng.choice([m for m, _ in route["pickers"]["models"] if m != now])
+            if not self.asked(route, model=model, layer=""):  # else recalled: no question
+                await self.route_get(data, model=model, layer="")  # drawn, then told
+            trigger = self.panel.trigger("choose", {"key": "model", "value": model})
+            return (
+                trigger,
+                lambda d, m=model: (d.get("route") or {}).get("query", {}).get("model") == m,
+            )
+        self.browsing = True  # Next's image is fetched ahead from now on
+        index = route["next"]
+        trigger = self.panel.trigger("step", {"index": index})
+        if not self.asked(route, index=str(index)):  # fetched ahead, or seen: not asked
+            self.route_get(data, index=str(index))  # asked as the trigger goes, not awaited
+        return (
+            trigger,
+            lambda d, i=str(index): (d.get("route") or {}).get("query", {}).get("index") == i,
+        )
+
     async def act(self, action: str, measure_cpu: bool) -> None:
         fragment_id, expect = "", None
-        if action == "target" and self.panel is not None and self.panel.data is not None:
+        began = time.perf_counter()
+        route = self.routed()
+        if (
+            action in ("model", "next")
+            and route
+            and (action == "model" or route["next"] is not None)
+        ):
+            trigger, expect = await self.panel_choice(action)
+            changed, fragment_id = {trigger.id: trigger}, self.panel.fragment_id
+        elif action == "target" and self.panel is not None and self.panel.data is not None:
             # A click on another class's map in the panel's grid: trigger "pick".
             d = self.panel.data
             k = self.rng.choice([c for c in d["grid"] if c != d["target"] and c in d["classes"]])
@@ -813,6 +866,7 @@ class Session:
             fragment_id = self.fragment_of.get(widget_id, "")
         cpu = group_cpu_s(self.pgid) if measure_cpu else 0.0
         run = await self.request(action, changed, fragment_id, expect)
+        run.start = min(run.start, began)  # the panel's model: from asking the route
         ms = (time.perf_counter() - run.start) * 1000
         self.latencies[action].append(ms)
         finished_ms = round((run.finished_at - run.start) * 1000, 1)
