@@ -26,9 +26,10 @@ with st.sidebar:
         sources.keys(),
         key=state.DATASET,
         format_func=sources.title,
-        help="The bundled test sets, and the workspaces this server was started on "
+        help="The bundled test sets, the workspaces this server was started on "
         "(python -m dashboard --workspace FOLDER): any image classifier on any image folder, "
-        "indexed with python -m workspace.index.",
+        "indexed with python -m workspace.index; and Photos (ImageNet): your own photo, "
+        "explained by torchvision's classifiers.",
     )
 
     models = state.models(view["dataset"])

@@ -138,7 +138,7 @@ def ref(name: str) -> model_ref.ModelRef:
     """The handle of model `name`, whatever its kind (the one place in the dashboard that reads
     a model key's kind): a registry model or a workspace's runs here, shared by every session
     and never mutated; an upload runs in its sandboxed worker; an ImageNet classifier (the
-    Photos page's) is torchvision's."""
+    ImageNet workspace's) is torchvision's."""
     kind, rest = kinds.parse(name)
     if kind == kinds.UPLOAD:
         return model_ref.sandboxed(name, uploads())
@@ -152,7 +152,7 @@ def ref(name: str) -> model_ref.ModelRef:
 
         arch, weights = kinds.imagenet_parts(name)
         load = functools.partial(imagenet_model, arch, weights)
-        return model_ref.in_process(name, imagenet.card(arch, weights), load)
+        return model_ref.in_process(name, imagenet.card(arch, weights, name, sources.PHOTOS), load)
     load = functools.partial(_registry_model, name)
     return model_ref.in_process(name, pretrained.model_info(name), load, stored=True)
 
@@ -213,7 +213,7 @@ def _one(image: np.ndarray) -> np.ndarray:
 
 
 def _reduce(m: np.ndarray, absolute: bool) -> np.ndarray:
-    """`(C, H, W)` -> `(H, W)` the way the Photos page does: max |g| over the channels for
+    """`(C, H, W)` -> `(H, W)` as Simonyan et al. do: max |g| over the channels for
     absolute maps (Simonyan et al.), the signed sum for signed ones; one channel is kept."""
     if m.shape[0] == 1:
         return m[0]
@@ -518,41 +518,13 @@ def compute_summary(
     return saliency.SensitivitySummary(**{k: torch.from_numpy(v) for k, v in sums.items()})
 
 
-# --- ImageNet photos: torchvision models, maps for the classes asked for only --------------
-
-PHOTO_METHODS = {
-    "gradient": {},
-    # 10 noisy copies, not 50: each is a 224 x 224 ResNet backward pass on the CPU.
-    "smoothgrad": {"n_samples": 10, "noise": 0.15, "noise_range": (0.0, 1.0), "seed": 0},
-}
+# --- the ImageNet workspace's models: torchvision's ---------------------------------------
 
 
 @st.cache_resource(show_spinner="Loading the ImageNet model…", max_entries=4)
 def imagenet_model(name: str, weights: str) -> torch.nn.Module:
     """Raises `imagenet.WeightsUnavailable` (not cached) when pretrained weights are missing."""
-    # Imported here: torchvision takes seconds to import, and only the Photos page needs it.
+    # Imported here: torchvision takes seconds to import, and only the ImageNet workspace needs it.
     from workspace import imagenet
 
     return imagenet.load(name, weights=weights, download=False)
-
-
-@memo("maps", spinner="Computing the map…")
-def photo_map(
-    name: str,
-    pixels: np.ndarray,
-    target: int,
-    method: str,
-    reduction: str,
-    layer: str = "",
-) -> np.ndarray:
-    """(224, 224) map of one class of ImageNet model `name` (`kinds.imagenet`): the method's
-    (3, 224, 224) map reduced over channels ("max": max |g|, Simonyan's choice; "sum": signed
-    sum; "mean": a layer map's or occlusion's, the same in every channel). `layer`: a layer
-    map's layer, "" for the automatic one. One class at a time: never the 1000-class Jacobian.
-    Raises the library's ValueError when the method can't explain the model (LRP and a
-    MobileNet's Hardswish)."""
-    signed = reduction != "max"  # "max" takes |g| anyway; SmoothGrad then averages |g|
-    options = {**PHOTO_METHODS.get(method, {}), **({"layer": layer} if layer else {})}
-    g = run(name, "maps", _one(pixels), targets=np.array([target]), method=method,
-            score="logit", absolute=False if signed else None, **options)  # fmt: skip
-    return display.reduce_channels(g[0], reduction)  # (224, 224)

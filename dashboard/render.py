@@ -47,6 +47,29 @@ def bar_calls(bar, waiting: str) -> tuple[float, Callable[[int, int], None], Cal
     return start, progress, wait
 
 
+def accuracy(value: float | None, word: str = " accuracy", digits: int = 2) -> str:
+    """A model's test accuracy as its views say it ("98.91% accuracy"), or "random weights"
+    for a model that has none (an ImageNet classifier without its weights)."""
+    return "random weights" if value is None else f"{value:.{digits}%}{word}"
+
+
+EXPLORE_PAGE = "page_files/explore.py"
+
+
+def no_images(src, what: str) -> bool:
+    """True, having said so, when data set `src` has no images of its own (the ImageNet
+    workspace: Explore explains a photo of the user's there) and `what` needs them."""
+    if src.has_images:
+        return False
+    st.info(
+        f"**{plain(src.title)}** has no images of its own, and {what} needs a data set's "
+        "images: pick MNIST digits, Fashion-MNIST or a workspace in the sidebar. Explore "
+        "explains a photo of yours with its models."
+    )
+    st.page_link(EXPLORE_PAGE, label="Explore a photo of yours", icon="🔍")
+    return True
+
+
 def plain(text: object) -> str:
     """Text that may hold a user's or a model's own words, escaped so Markdown shows it as it
     is (no links, no images, no emphasis, no HTML), without bidirectional controls

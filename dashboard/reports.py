@@ -26,7 +26,8 @@ def card_text(info) -> str:
         with card.open(encoding="utf-8", errors="replace") as f:
             return f.read(report.MAX_CARD)
     lines = [str(info.description), ""]
-    lines.append(f"test accuracy: {info.test_accuracy:.2%} (on this server's test images)")
+    acc = info.test_accuracy
+    lines.append("weights: random (no accuracy)" if acc is None else f"test accuracy: {acc:.2%}")
     have = {f.name for f in dataclasses.fields(info)} if dataclasses.is_dataclass(info) else set()
     for name in _CARD_FIELDS:
         if name in have and getattr(info, name) not in (None, ""):

@@ -1,6 +1,7 @@
 """What the views look at: a labelled image set and a model's predictions on it, in one shape
-for the bundled test sets (MNIST, Fashion-MNIST) and for indexed workspaces (any model on any
-image folder, `python -m workspace.index`).
+for the bundled test sets (MNIST, Fashion-MNIST), for indexed workspaces (any model on any
+image folder, `python -m workspace.index`) and for the workspace without images of its own,
+ImageNet's (`photos:imagenet`: a user's photos, explained by torchvision's classifiers).
 
 A view asks `source(key)` for the images (`image(i)` is `(C, H, W)` in [0, 1], any size, 1 or
 3 channels; `classes` has K names, 2 to 1000) and `predictions(model, key)` for what the model
@@ -41,7 +42,8 @@ from workspace.folder_upload import Built
 # Session key: the uploaded workspaces this session may open (`remember`).
 MY_WORKSPACES = "my_workspaces"
 MAX_UPLOADED = 4  # uploaded workspaces kept by a server (their images are in memory)
-TITLES = {"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST"}
+PHOTOS = kinds.photos("imagenet")  # the ImageNet workspace: no images, the user's photos
+TITLES = {"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST", PHOTOS: "Photos (ImageNet)"}
 
 
 def workspace_folders() -> dict[str, Path]:
@@ -61,14 +63,15 @@ def workspace_folders() -> dict[str, Path]:
 
 def keys() -> list[str]:
     """Every source the sidebar offers: the server's workspaces first (when it was started on
-    them), then this session's uploaded ones, then the bundled test sets."""
-    return list(workspace_folders()) + mine() + list(pretrained.DATASETS)
+    them), then this session's uploaded ones, then the bundled test sets, then the ImageNet
+    workspace (a user's photos)."""
+    return list(workspace_folders()) + mine() + list(pretrained.DATASETS) + [PHOTOS]
 
 
 def public_keys() -> list[str]:
-    """The sources every visitor of this server sees: its workspaces and the bundled test
-    sets (no session's uploads; needs no session)."""
-    return list(workspace_folders()) + list(pretrained.DATASETS)
+    """The sources every visitor of this server sees: its workspaces, the bundled test sets
+    and the ImageNet workspace (no session's uploads; needs no session)."""
+    return list(workspace_folders()) + list(pretrained.DATASETS) + [PHOTOS]
 
 
 def title(key: str) -> str:
@@ -90,7 +93,7 @@ class Source:
     shape: tuple[int, int, int]
     description: str  # what the model sees, in words
     read: Callable[[int], np.ndarray]
-    paths: tuple[str, ...] | None = None  # a workspace's image paths (None: bundled)
+    paths: tuple[str, ...] | None = None  # a workspace's image paths (None: a bundled set)
     indexed: Indexed | None = None  # a server workspace's index
     predictions: Predictions | None = None  # a workspace's one model's, from its index
     summary: Callable[[], dict] | None = None  # the index's summary arrays
@@ -106,8 +109,14 @@ class Source:
     @property
     def bundled(self) -> bool:
         """A bundled test set, which every registry model of its kind explains (a workspace
-        comes with its one model)."""
-        return self.model is None
+        comes with its one model, the ImageNet workspace with torchvision's)."""
+        return self.paths is None
+
+    @property
+    def has_images(self) -> bool:
+        """False for a workspace without images of its own (the ImageNet one): Explore explains
+        the user's photo there, and the views of a whole data set have nothing to show."""
+        return len(self.labels) > 0
 
     def image(self, i: int) -> np.ndarray:
         """Image i, `(C, H, W)` float32 in [0, 1]: a copy, so a caller can't spoil the cache."""
@@ -194,6 +203,48 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
     )
 
 
+@st.cache_resource(show_spinner="Opening the ImageNet workspace…", max_entries=1)
+def _photos() -> Source:
+    from workspace import imagenet  # torchvision takes seconds to import: only this needs it
+
+    prepare = imagenet.preparation()
+    return Source(
+        key=PHOTOS,
+        title=title(PHOTOS),
+        classes=imagenet.categories(prepare.name),
+        labels=np.zeros(0, np.int64),
+        shape=(3, 224, 224),
+        description=prepare.describe(),
+        read=_no_images,
+        paths=(),
+        prepare=prepare,
+    )
+
+
+def _no_images(i: int) -> np.ndarray:
+    raise IndexError(f"{title(PHOTOS)} has no images of its own (asked for #{i})")
+
+
+# Every key `photo_models` may give, known without importing torchvision.
+PHOTO_MODEL_KEYS = frozenset(
+    kinds.imagenet(name, weights)
+    for name in ("resnet18", "mobilenet_v3_small")
+    for weights in ("pretrained", "random")
+)
+
+
+def photo_models() -> list[str]:
+    """The ImageNet workspace's models: each of torchvision's, with its ImageNet weights where
+    they are in the torch cache, else random ones (which a view offers only when its visitor
+    opts in: their card says how to get the weights, `imagenet.Card.missing`)."""
+    from workspace import imagenet
+
+    return [
+        kinds.imagenet(name, "pretrained" if imagenet.weights_available(name) else "random")
+        for name in imagenet.MODELS
+    ]
+
+
 def has_one_model(key: str) -> bool:
     """A workspace (a server's or an uploaded one), which comes with its one model; a bundled
     test set is explained by every registry model of its data set. The router asks this
@@ -208,6 +259,10 @@ def source(key: str) -> Source:
     kind = kinds.parse(key).kind
     if kind == kinds.BUNDLED:
         return _bundled(key)
+    if kind == kinds.PHOTOS:
+        if key != PHOTOS:
+            raise WorkspaceError(f"{key} is not one of this server's workspaces")
+        return _photos()
     if kind == kinds.UPLOADED:
         src = uploaded().get(key)
         if src is None:

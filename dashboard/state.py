@@ -18,7 +18,7 @@ import streamlit as st
 
 import pretrained
 import saliency
-from dashboard import cache, sources
+from dashboard import cache, render, sources
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from saliency.names import METRICS
 from workspace import WorkspaceError
@@ -54,12 +54,7 @@ MIS_PRED = "mis_pred"
 MIS_OTHER = "mis_other"
 MIS_PAGE = "mis_page"
 MIS_INDEX = "mis_index"
-PH_MODEL = "ph_model"
-PH_METHOD = "ph_method"
-PH_REDUCE = "ph_reduce"
-PH_CLASS = "ph_class"
-PH_LAYER = "ph_layer"
-PH_RANDOM = "ph_random"
+RANDOM_WEIGHTS = "random_weights"
 T_SOURCE = "t_source"
 T_ALL = "t_all"
 T_FEATURES = "t_features"
@@ -79,6 +74,9 @@ MINE = "mine"
 # per data set.
 VIEW = "view"
 URL_PROBLEMS = "url_problems"
+# A data set a page asked for (`open_dataset`), chosen by the next run's `init`, before the
+# sidebar's box is drawn.
+OPEN_DATASET = "open_dataset"
 UPLOAD_TOKENS = "upload_tokens"
 GONE_MODELS = "gone_models"
 MODEL_PER_DATASET = "model_per_dataset"
@@ -115,10 +113,6 @@ BENCH_METRICS = METRICS  # the page offers every metric of saliency.bench
 BENCH_PER_CLASS = (1, 2, 5, 10)
 # Misclassifications: what its gallery shows (dashboard/views/mistakes.py's KINDS).
 MIS_KINDS = ("cell", "all", "unsure", "disagree")
-# Photos: workspace.imagenet.MODELS' names and the channel reductions (named here so that a
-# first page needs no torch; tests/dashboard/test_every_view.py checks them against the page's).
-PHOTO_MODELS = ("resnet18", "mobilenet_v3_small")
-PHOTO_REDUCTIONS = ("max", "sum")
 MAX_BENCH_METHODS = 8
 
 MAX_COMPARE = 3  # models shown beside the main one
@@ -137,6 +131,8 @@ def public_models(dataset: str | None = None) -> list[str]:
     workspaces = sources.workspace_folders()
     if dataset in workspaces:
         return [dataset]
+    if dataset == sources.PHOTOS:
+        return sources.photo_models()
     ready = [] if dataset is not None else list(workspaces)
     registry = [] if sources.has_one_model(dataset) else pretrained.list_models(dataset)
     for name in registry:
@@ -280,6 +276,8 @@ def _flag(text: str) -> bool:
 
 
 def _model(text: str) -> str:
+    if text in sources.PHOTO_MODEL_KEYS and text in sources.photo_models():
+        return text  # the ImageNet workspace's (`models()` lists a data set's: its own)
     if text not in models():
         raise ValueError(f"unknown model; known: {', '.join(models())}")
     return text
@@ -413,13 +411,8 @@ FIELDS: dict[str, Field] = {
     MIS_OTHER: Field("", _model_or_none),
     MIS_PAGE: Field(1, _number(int, 1, 10_000_000)),
     MIS_INDEX: Field(-1, _number(int, -1, 10_000_000)),
-    # Photos: the ImageNet model, method, reduction, which of the top 5 and the layer.
-    PH_MODEL: Field(PHOTO_MODELS[0], _choice(PHOTO_MODELS)),
-    PH_METHOD: Field("gradient", _choice(tuple(saliency.METHOD_INFO))),
-    PH_REDUCE: Field(PHOTO_REDUCTIONS[0], _choice(PHOTO_REDUCTIONS)),
-    PH_CLASS: Field(0, _number(int, 0, 4)),
-    PH_LAYER: Field("", _layer_name),
-    PH_RANDOM: Field(False, _flag, lambda v: "true" if v else "false"),
+    # The ImageNet workspace without its weights (offline): its visitor opted into random ones.
+    RANDOM_WEIGHTS: Field(False, _flag, lambda v: "true" if v else "false"),
     # Tables: "" and [] mean "this table's default" (every numeric column but the target...).
     T_SOURCE: Field("example", _choice(TABLE_SOURCES)),
     T_ALL: Field(True, _flag, lambda v: "true" if v else "false"),
@@ -468,6 +461,8 @@ def init() -> dict[str, Any]:
     """Seed every widget key from the canonical state and return the canonical dict. The
     router (app.py) calls it once per rerun, before any page; pages read `current()`."""
     view = _canonical()
+    if (asked := st.session_state.pop(OPEN_DATASET, None)) in sources.keys():
+        st.session_state[DATASET] = asked  # `put` is too late once the box is drawn
     if view[DATASET] not in sources.keys():  # a workspace the server no longer serves
         view[DATASET] = FIELDS[DATASET].default
     for key in FIELDS:  # a widget changed in the last interaction is newer than the canonical
@@ -490,6 +485,12 @@ def init() -> dict[str, Any]:
         if key not in st.session_state or st.session_state[key] != value:
             st.session_state[key] = value
     return view
+
+
+def open_dataset(key: str, page: str) -> None:
+    """Open `page` (a file of `page_files/`) on data set `key`: a page's link to another's."""
+    st.session_state[OPEN_DATASET] = key
+    st.switch_page(page)
 
 
 def current() -> dict[str, Any]:
@@ -532,7 +533,8 @@ def sync() -> None:
 def model_label(name: str) -> str:
     """A model as the sidebar's picker shows it: its name and test accuracy."""
     try:
-        return f"{cache.display_name(name)} ({cache.model_info(name).test_accuracy:.2%})"
+        accuracy = render.accuracy(cache.model_info(name).test_accuracy, "")
+        return f"{cache.display_name(name)} ({accuracy})"
     except WorkspaceError:
         return name
 

@@ -6,11 +6,13 @@
     (Key(kind='workspace', name='cells'), Key(kind='uploaded', name='3f2a9c04d1e7'))
     >>> parse(imagenet("resnet18", "random")), imagenet_parts("imagenet:resnet18/random")
     (Key(kind='imagenet', name='resnet18/random'), ('resnet18', 'random'))
+    >>> parse(photos("imagenet"))
+    Key(kind='photos', name='imagenet')
 
 Every view, link, cache and table names a model or a data set by one of these strings; they
-are built with `upload`, `workspace`, `uploaded`, `imagenet` and `table` below and read with `parse`
-only, so a new kind is one more branch here, not one more `startswith` in each place that
-needs to know.
+are built with `upload`, `workspace`, `uploaded`, `imagenet`, `photos` and `table` below and
+read with `parse` only, so a new kind is one more branch here, not one more `startswith` in
+each place that needs to know.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ WORKSPACE_PREFIX = "ws:"  # a server's workspace (its images, and its model): ws
 UPLOADED_PREFIX = "ws:upload-"  # the images uploaded with model upload:<hash>: ws:upload-<hash>
 IMAGENET_PREFIX = "imagenet:"  # a torchvision ImageNet classifier: imagenet:<name>/<weights>
 TABLE_PREFIX = "table:"  # a table model uploaded on the Tables page: table:<hash>
+# A workspace without images of its own: a user's photos, explained by the classifiers of its
+# classes (`photos:imagenet`, torchvision's ImageNet models).
+PHOTOS_PREFIX = "photos:"
 
 BUNDLED = "bundled"  # a registry model or a bundled test set: its own name
 UPLOAD = "upload"
@@ -29,10 +34,11 @@ WORKSPACE = "workspace"
 UPLOADED = "uploaded"
 IMAGENET = "imagenet"
 TABLE = "table"
+PHOTOS = "photos"
 
 
 class Key(NamedTuple):
-    kind: str  # BUNDLED, UPLOAD, WORKSPACE, UPLOADED, IMAGENET or TABLE
+    kind: str  # BUNDLED, UPLOAD, WORKSPACE, UPLOADED, IMAGENET, TABLE or PHOTOS
     name: str  # the key without its prefix
 
 
@@ -48,6 +54,7 @@ def parse(key: str) -> Key:
         (UPLOAD_PREFIX, UPLOAD),
         (IMAGENET_PREFIX, IMAGENET),
         (TABLE_PREFIX, TABLE),
+        (PHOTOS_PREFIX, PHOTOS),
     ):
         if key.startswith(prefix):
             return Key(kind, key[len(prefix) :])
@@ -82,6 +89,11 @@ def uploaded(model_key: str) -> str:
 
 def table(digest: str) -> str:
     return TABLE_PREFIX + digest
+
+
+def photos(classes: str) -> str:
+    """`photos:<classes>`: the workspace of a user's photos, with no images of its own."""
+    return PHOTOS_PREFIX + classes
 
 
 def imagenet(name: str, weights: str) -> str:

@@ -26,19 +26,21 @@ from torch import nn
 from torchvision.transforms import functional as F
 
 from pretrained.registry import default_device
-from sandbox.images import MAX_ASPECT, resized_size
+from sandbox.images import MAX_ASPECT, ImageError, resized_size
 
 __all__ = [
     "MAX_ASPECT",
     "MODELS",
     "ChannelNormalize",
     "Card",
+    "Preparation",
     "WeightsUnavailable",
     "card",
     "categories",
     "how_to_get",
     "load",
     "pixels",
+    "preparation",
     "resized_size",
     "weights_available",
     "weights_file",
@@ -94,17 +96,57 @@ def categories(name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Card:
-    """What the Photos page says of a model (its `workspace.model_ref.ModelRef.info`)."""
+    """A classifier's card (its `workspace.model_ref.ModelRef.info`), as a registry model's."""
 
-    name: str
+    name: str  # its key, `imagenet:<name>/<weights>`
     weights: str  # "pretrained" or "random"
     description: str
     class_names: tuple[str, ...]
+    dataset: str  # the workspace it explains: `photos:imagenet`
+    test_accuracy: float | None  # torchvision's top-1 on ImageNet-1K's validation set
+    missing: str = ""  # random weights: how to get the pretrained ones (`how_to_get`)
 
 
-def card(name: str, weights: str) -> Card:
+def card(name: str, weights: str, key: str = "", dataset: str = "") -> Card:
     what = "random weights" if weights == "random" else "ImageNet weights"
-    return Card(name, weights, f"{_spec(name).title} ({what})", categories(name))
+    metrics = _spec(name).enum.meta["_metrics"]["ImageNet-1K"]
+    return Card(
+        key or name,
+        weights,
+        f"{_spec(name).title} ({what})",
+        categories(name),
+        dataset,
+        None if weights == "random" else metrics["acc@1"] / 100,
+        how_to_get(name) if weights == "random" else "",
+    )
+
+
+def preparation() -> Preparation:
+    """How a photo becomes every model's input: what `pixels` does, the same for each of MODELS
+    (each resizes the short side to 256 and crops 224 × 224, bilinear; a test checks it)."""
+    return Preparation(next(iter(MODELS)))
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A photo -> `(3, 224, 224)` float32 pixels in [0, 1], as model `name`'s transforms do."""
+
+    name: str
+
+    def __call__(self, photo: Image.Image):
+        """Raises ImageError for a photo that can't be prepared (too long and thin, …)."""
+        try:
+            return pixels(self.name, photo).numpy()
+        except ImageError:
+            raise
+        except (ValueError, OverflowError, MemoryError) as err:
+            raise ImageError(f"it can't be prepared for the model ({err})") from None
+
+    def describe(self) -> str:
+        return (
+            "colour (3 channels), the short side resized to 256 and the centre cropped to "
+            "224 × 224, pixels in [0, 1] (the model normalises them itself)"
+        )
 
 
 def weights_file(name: str) -> Path:

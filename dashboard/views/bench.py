@@ -313,6 +313,8 @@ def render_view() -> None:
     )
     name = render.plain(cache.display_name(view["model"]))
     st.caption(f"Model: **{name}** on {render.plain(sources.title(view['dataset']))}.")
+    if render.no_images(sources.source(view["dataset"]), "the bench"):
+        return
     req = controls(view, BENCH)
     result = result_or_offer(req, BENCH)
     if result is None:

@@ -181,6 +181,8 @@ def render_view() -> None:
         "trained on the same data may choose differently (compare two models below)."
     )
     src = sources.source(dataset_name)
+    if render.no_images(src, "Data-set sensitivity"):
+        return
     if not src.bundled:
         for note in src.notes:
             st.caption(note)

@@ -16,6 +16,7 @@ from dashboard import PAGE_DRAWN, PAGE_WAITS, cache, render, sources, state
 from dashboard.components import saliency_panel
 from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Source
+from dashboard.views import explore_weights
 from dashboard.views.explore_controls import (  # noqa: F401 (re-exported: pages and tests read them here)
     _PIXEL_LABELS,
     ALL_CLASSES_UP_TO,
@@ -135,6 +136,8 @@ def render_view() -> None:
     st.title("Explore")
     for note in src.notes:
         st.caption(note)
+    if not explore_weights.ready(cache.model_info(view["model"])):
+        return
     with st.container(border=True):
         image, true, described = choose_image(view, src)
     if image is not None:  # what the model says: the same whatever the map
@@ -291,7 +294,7 @@ def _showing(view, info, names, image, described, ex: Explained) -> tuple[str, s
         f"**Showing** {METHOD_LABELS[method]} of "
         f"{'|' + what + '|' if not signed and _is_pixel(method) else what} "
         f"for {render.plain(described)}, model {render.plain(cache.display_name(model_name))} "
-        f"({info.test_accuracy:.2%} accuracy).{reduced}{at}"
+        f"({render.accuracy(info.test_accuracy)}).{reduced}{at}"
     )
     map_caption = what if _is_pixel(method) else f"{method_info.label} of {what}"
     st.caption(ex.style.describe(ex.lo, ex.hi))
@@ -463,7 +466,7 @@ def _compare_models(view, others, image, main, compare, compare_targets, target,
         with col:
             render.show(
                 render.picture(shown[m], s_lo, s_hi, style, image=image, scale=scale),
-                f"{m} ({acc:.1%}): says {class_md(int(p.argmax()), names)} "
+                f"{m} ({render.accuracy(acc, '', 1)}): says {class_md(int(p.argmax()), names)} "
                 f"({p.max():.0%}); map of class {targets[m]}",
             )
     render.show(render.colorbar(s_lo, s_hi, style.cmap), None)

@@ -200,6 +200,14 @@ def _workspace_upload(src: Source) -> np.ndarray | None:
     return kept.get(src.key)
 
 
+def _your_image(src: Source) -> tuple[np.ndarray | None, int | None, str]:
+    image = _workspace_upload(src)
+    if image is None:
+        st.info("No image yet: upload one above.")
+        return None, None, ""
+    return image, None, "your upload"
+
+
 def _uploaded_image() -> None:
     if not cache.uploads_allowed():
         st.info("Uploading images is turned off on this server: draw one instead.")
@@ -277,6 +285,10 @@ def _drawn_image() -> None:
 
 def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
     """The image to explain `(C, H, W)`, its true class if known, and a short description."""
+    if not src.has_images:  # the ImageNet workspace: the user's own photo, nothing else
+        if view["source"] != "upload":
+            state.put(state.SOURCE, "upload")
+        return _your_image(src)
     bundled = src.paths is None
     if not bundled and view["source"] == "draw":  # drawing makes 28 x 28 digits only
         state.put(state.SOURCE, "test")
@@ -291,11 +303,7 @@ def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None
     if view["source"] == "test":
         return _test_image(view, src)
     if not bundled:
-        image = _workspace_upload(src)
-        if image is None:
-            st.info("No image yet: upload one above.")
-            return None, None, ""
-        return image, None, "your upload"
+        return _your_image(src)
     if view["source"] == "upload":
         _uploaded_image()
     else:

@@ -81,7 +81,7 @@ def _report_main(view, info, image, described, ex: Explained, model: str) -> rep
             for k in _bar_classes(ex.probs, ex.true)
         ],
         note=f"{METHOD_LABELS[view['method']]}, model {model} "
-        f"({info.test_accuracy:.2%} accuracy). {ex.style.describe(ex.lo, ex.hi)}.",
+        f"({render.accuracy(info.test_accuracy)}). {ex.style.describe(ex.lo, ex.hi)}.",
     )
 
 

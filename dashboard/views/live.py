@@ -300,6 +300,8 @@ def _teacher(store: LiveStore, code: str, teacher: str) -> None:
 def _new_round(store: LiveStore, code: str, teacher: str, last) -> None:
     view = state.current()
     src = sources.source(view["dataset"])
+    if render.no_images(src, "a round"):
+        return
     model = view["model"]
     names = cache.model_info(model).class_names
     st.divider()

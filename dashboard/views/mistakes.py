@@ -413,6 +413,8 @@ def render_view() -> None:
     )
     model_name, key = view["model"], view["dataset"]
     src = sources.source(key)
+    if render.no_images(src, "this page"):
+        return
     names = src.classes
     preds = cache.predictions(model_name, key)
     confusion = pretrained.confusion_matrix(src.labels, preds.predicted, len(names))

@@ -91,6 +91,7 @@ def test_every_dashboard_cache_is_bounded_by_bytes():
         "live_store": "one store",
         "imagenet_model": "torchvision's two models",
         "_bundled": "the bundled test sets",
+        "_photos": "the ImageNet workspace (one: its class names, no images)",
         "_workspace": "the server's own --workspace folders (the operator's)",
         "uploaded": "one store, bounded in bytes",
         "example": "the bundled table example",
@@ -143,6 +144,11 @@ def test_no_uploads_means_no_uploader_on_any_page(page, monkeypatch):
     at.query_params["t_source"] = "upload"
     at.run()
     at.switch_page(f"page_files/{page}.py").run()
+    if page == "photos":  # Explore on the ImageNet workspace, past its weights' choice
+        at.switch_page("page_files/explore.py").run()
+        if at.get("checkbox") and at.checkbox(key="random_weights"):
+            at.checkbox(key="random_weights").check().run()
+        assert any("Uploading images is turned off" in i.value for i in at.info)
     assert not at.exception, [e.value for e in at.exception]
     assert not at.get("file_uploader"), f"{page} offers an upload on a --no-uploads server"
     if page == "tables":

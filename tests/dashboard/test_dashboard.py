@@ -414,13 +414,10 @@ def test_panel_gets_the_maps_once_and_then_settings_only():
 def test_misclassifications_and_photos_choices_are_in_the_url():
     """Every choice of the Misclassifications and Photos pages is in the URL (issue 31): a
     link opens them as chosen, and a change is written back; the names the URL may hold are
-    the pages' own."""
+    the pages' own. Photos is Explore on the ImageNet workspace: Explore's own fields."""
     from dashboard import state
-    from dashboard.views import mistakes, photos
-    from workspace import imagenet
+    from dashboard.views import mistakes
 
-    assert state.PHOTO_MODELS == tuple(imagenet.MODELS)
-    assert state.PHOTO_REDUCTIONS == tuple(photos.REDUCTION_LABELS)
     assert mistakes.KINDS == state.MIS_KINDS
 
     at = run_app(mis_kind="all", mis_page="2", model="mnist-mlp")
@@ -440,12 +437,16 @@ def test_misclassifications_and_photos_choices_are_in_the_url():
         true, pred)  # fmt: skip
     assert shown is not None
 
-    at = run_app(ph_model="mobilenet_v3_small", ph_method="vargrad", ph_reduce="sum",
-                 ph_random="true")  # fmt: skip
-    at.switch_page("page_files/photos.py").run()
+    from dashboard import sources
+
+    mobilenet = sources.photo_models()[1]  # with random weights offline
+    at = run_app(dataset="photos:imagenet", model=mobilenet, method="vargrad",
+                 random_weights="true")  # fmt: skip
     assert not at.exception, [e.value for e in at.exception]
-    assert at.radio(key="ph_model").value == "mobilenet_v3_small"
-    assert at.radio(key="ph_reduce").value == "sum" and at.checkbox(key="ph_random").value
-    assert at.selectbox(key="ph_method").value == "gradient"  # vargrad: not a Photos method
-    at.selectbox(key="ph_method").set_value("grad_cam").run()
-    assert at.query_params["ph_method"] in ("grad_cam", ["grad_cam"])  # (AppTest's list form)
+    assert at.selectbox(key="dataset").value == "photos:imagenet"
+    assert at.selectbox(key="model").value == mobilenet
+    assert at.checkbox(key="random_weights").value or mobilenet.endswith("/pretrained")
+    assert at.selectbox(key="method").value == "vargrad"  # every Explore method, here too
+    at.selectbox(key="method").set_value("grad_cam").run()
+    assert at.query_params["method"] in ("grad_cam", ["grad_cam"])  # (AppTest's list form)
+    assert at.query_params["model"] in (mobilenet, [mobilenet])

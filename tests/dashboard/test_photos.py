@@ -1,4 +1,7 @@
-"""ImageNet photos: torchvision's preprocessing and names, the offline path, maps, the page."""
+"""ImageNet photos: torchvision's preprocessing and names, the offline path, and the Photos page,
+which is Explore on the ImageNet workspace (issue 31): a workspace without images of its own,
+the user's photo prepared as the weights' transforms do, torchvision's two classifiers, and
+every method Explore has; its maps checked against independent autograd and the library."""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+import saliency
+from dashboard import lru, sources
+from dashboard.components import saliency_panel
 from sandbox import kinds
 from workspace import imagenet
 
@@ -62,6 +68,23 @@ def test_preprocessing_is_the_weights_own_transforms(name):
     torch.testing.assert_close(model[0](x[None])[0], expected, atol=1e-6, rtol=0)
 
 
+def test_the_workspaces_preparation_is_every_models_own():
+    """The ImageNet workspace prepares a photo once for both of its models: their transforms
+    agree, and a photo too long and thin to resize is refused with an ImageError."""
+    from sandbox.images import ImageError
+
+    prepare = imagenet.preparation()
+    for name in imagenet.MODELS:
+        for img in (photo(), photo(500, 260, seed=3)):
+            np.testing.assert_array_equal(prepare(img), imagenet.pixels(name, img).numpy())
+    with pytest.raises(ImageError):
+        prepare(Image.new("RGB", (4000, 1)))
+    weights = ("pretrained", "random")  # the keys a link may name, known without torchvision
+    assert sources.PHOTO_MODEL_KEYS == {
+        kinds.imagenet(n, w) for n in imagenet.MODELS for w in weights
+    }
+
+
 @pytest.mark.parametrize("name", list(imagenet.MODELS))
 def test_categories_and_random_weights(name):
     names = imagenet.categories(name)
@@ -99,62 +122,136 @@ def test_weights_in_the_torch_cache_are_used(empty_hub):
         torch.testing.assert_close(v, w, msg=k)
 
 
-@pytest.mark.parametrize("method", ["gradient", "smoothgrad"])
-def test_photo_map_is_max_abs_gradient_over_channels(method):
-    from dashboard import cache
-
-    name = "mobilenet_v3_small"
-    x = imagenet.pixels(name, photo())
-    model = imagenet.load(name, weights="random")
-    with torch.no_grad():
-        k = int(model(x[None]).argsort(1, descending=True)[0, 2])  # the third-ranked class
-    got = cache.photo_map(kinds.imagenet(name, "random"), x.numpy(), k, method, "max")
-    assert got.shape == (224, 224)
-    if method == "gradient":  # independently: one class's logit, autograd, max |g| over RGB
-        xr = x[None].clone().requires_grad_()
-        (g,) = torch.autograd.grad(model(xr)[0, k], xr)
-        torch.testing.assert_close(torch.from_numpy(got), g[0].abs().amax(0))
-        summed = cache.photo_map(kinds.imagenet(name, "random"), x.numpy(), k, method, "sum")
-        torch.testing.assert_close(torch.from_numpy(summed), g[0].sum(0))
-    else:
-        assert (got >= 0).all() and got.max() > 0
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [w.value for w in at.warning]
+    return "\n".join(parts + [s.value for s in at.subheader])
 
 
-def test_photos_page_offline_random_weights_and_top5(empty_hub):
+def panel_payload(at: AppTest) -> tuple[dict, dict]:
+    (element,) = at.get("bidi_component")
+    return saliency_panel.unpack(element.proto.bytes)
+
+
+def photos_page() -> AppTest:
+    """The navigation's Photos page: it opens Explore on the ImageNet workspace (later runs are
+    Explore's, as the browser's address then is)."""
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("page_files/photos.py").run()
+    at.switch_page("page_files/explore.py").run()
     assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def with_photo(at: AppTest, img: Image.Image) -> AppTest:
+    at.file_uploader(key="ws_upload_file").set_value(("cat.png", png(img), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_photos_is_explore_on_the_imagenet_workspace(empty_hub):
+    """Offline: how to get the weights, nothing run until random ones are chosen; then the
+    photo's prediction, and the panel's maps of the top classes, each the max over R, G, B of
+    |∂ logit / ∂ pixel| by independent autograd; a bad file keeps the photo."""
+    lru.store("maps").clear()
+    at = photos_page()
+    assert at.session_state["dataset"] == sources.PHOTOS == "photos:imagenet"
+    assert at.session_state["model"] == "imagenet:resnet18/random"
+    assert at.selectbox(key="model").options == [
+        "imagenet:resnet18/random (random weights)",
+        "imagenet:mobilenet_v3_small/random (random weights)",
+    ]
     assert "weights are not in the torch cache" in at.warning[0].value
     assert "torchvision.models.resnet18(weights='DEFAULT')" in at.warning[0].value
     assert not at.get("file_uploader")  # nothing to run yet; the rest of the app is fine
-    at.radio(key="ph_model").set_value("mobilenet_v3_small").run()
+    at.selectbox(key="model").set_value("imagenet:mobilenet_v3_small/random").run()
     assert "MobileNetV3-Small weights are not in the torch cache" in at.warning[0].value
-    at.radio(key="ph_model").set_value("resnet18").run()  # random MobileNet outputs are ~flat
-    at.checkbox(key="ph_random").check().run()
-    assert "No photo yet" in at.info[0].value
+    at.selectbox(key="model").set_value("imagenet:resnet18/random").run()  # MobileNet: ~flat
+    at.checkbox(key="random_weights").check().run()
+    assert "No image yet" in at.info[0].value
+    assert "short side resized to 256" in at.get("file_uploader")[0].label
 
     img = photo(seed=1)
-    at.file_uploader(key="ph_file").set_value(("cat.png", png(img), "image/png")).run()
-    assert not at.exception, [e.value for e in at.exception]
+    with_photo(at, img)
     model = imagenet.load("resnet18", weights="random")
     names = imagenet.categories("resnet18")
+    x = imagenet.pixels("resnet18", img)
     with torch.no_grad():
-        probs = model(imagenet.pixels("resnet18", img)[None]).softmax(1)[0]
-    top5 = probs.argsort(descending=True)[:5].tolist()
-    assert f"(random weights) says **{names[top5[0]]}**" in at.subheader[0].value
-    assert at.radio(key="ph_class").options == [f"{names[k]} ({float(probs[k]):.1%})" for k in top5]
-    captions = lambda: [i.caption for el in at.get("image") for i in el.proto.imgs]  # noqa: E731
-    assert f"Map: {names[top5[0]]}" in captions()
-    at.radio(key="ph_class").set_value(3).run()
-    assert f"Map: {names[top5[3]]}" in captions()
-    at.radio(key="ph_reduce").set_value("sum").run()
-    page = "\n".join(m.value for m in at.markdown)
-    assert "sum of g over R, G, B (signed)" in page and f"logit[{names[top5[3]]}]" in page
-    assert "signed (diverging colours" in "\n".join(c.value for c in at.caption)
+        probs = model(x[None]).softmax(1)[0]
+    top = probs.argsort(descending=True)[:10].tolist()
+    assert f"says **{top[0]} · {names[top[0]]}** ({float(probs[top[0]]):.1%})" in texts(at)
+    assert "(random weights)" in texts(at)
+    data, arrays = panel_payload(at)
+    assert data["classes"] == sorted(top) and data["target"] == top[0]
+    assert arrays["maps"].shape == (10, 224, 224) and data["sign"] == "absolute"
+    for row, k in enumerate(data["classes"][:3]):
+        xr = x[None].clone().requires_grad_()
+        (g,) = torch.autograd.grad(model(xr)[0, k], xr)
+        torch.testing.assert_close(torch.from_numpy(arrays["maps"][row].copy()), g[0].abs().amax(0))
 
     # A file that is not an image: a message, and the photo stays.
-    at.file_uploader(key="ph_file").set_value(("notes.txt", b"not a photo", "text/plain")).run()
+    at.file_uploader(key="ws_upload_file").set_value(("n.txt", b"not a photo", "text/plain"))
+    at.run()
     assert not at.exception
-    assert "notes.txt: This file is not" in at.error[0].value
-    assert f"Map: {names[top5[3]]}" in captions()
+    assert "n.txt: This file is not" in at.error[0].value
+    assert f"says **{top[0]} · {names[top[0]]}**" in texts(at)
+
+
+def test_grad_cam_on_a_photo_is_the_librarys_at_the_named_layer(empty_hub):
+    lru.store("maps").clear()
+    img = photo(seed=2)
+    at = photos_page()
+    at.checkbox(key="random_weights").check().run()
+    with_photo(at, img)
+    at.selectbox(key="method").set_value("grad_cam").run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "**Showing** Grad-CAM · layer maps (CAM) of logit[" in shown, shown
+    assert "At layer 1.layer4 (automatic), upsampled to the image." in shown
+    box = at.selectbox(key="layer")
+    assert box.value == "" and box.options[0] == "automatic: 1.layer4"
+    assert "1.layer3" in box.options
+
+    model = imagenet.load("resnet18", weights="random")
+    x = imagenet.pixels("resnet18", img)[None]
+    data, arrays = panel_payload(at)
+    row = data["classes"].index(data["target"])
+    cam = saliency.cam_map(model, x, data["target"], layer="1.layer4")
+    assert cam.layer_map.shape == (1, 7, 7)
+    got = arrays["maps"][row]
+    np.testing.assert_allclose(got, cam.map[0].numpy(), rtol=1e-4, atol=1e-7 * cam.map.max())
+
+    at.selectbox(key="layer").set_value("1.layer3").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "At layer 1.layer3 (chosen), upsampled to the image." in texts(at)
+    data, arrays = panel_payload(at)
+    cam3 = saliency.cam_map(model, x, data["target"], layer="1.layer3")
+    got3 = arrays["maps"][data["classes"].index(data["target"])]
+    np.testing.assert_allclose(got3, cam3.map[0].numpy(), rtol=1e-4, atol=1e-7 * cam3.map.max())
+    assert not np.allclose(got3, got, atol=1e-3 * got.max())  # the choice is honoured
+
+
+def test_a_method_that_cant_explain_the_photo_model_says_why(empty_hub):
+    at = photos_page()
+    at.selectbox(key="model").set_value("imagenet:mobilenet_v3_small/random").run()
+    at.checkbox(key="random_weights").check().run()
+    with_photo(at, photo(seed=3))
+    at.selectbox(key="method").set_value("lrp").run()
+    assert not at.exception, [e.value for e in at.exception]
+    model = imagenet.load("mobilenet_v3_small", weights="random")
+    with pytest.raises(ValueError) as err:
+        saliency.attribute(model, torch.rand(1, 3, 224, 224), 0, method="lrp")
+    assert "lrp has no rule for Hardswish" in str(err.value)
+    (warning,) = [w.value for w in at.warning if "can't explain" in w.value]
+    assert warning.startswith("**LRP can't explain imagenet:mobilenet_v3_small/random:**")
+    assert "lrp has no rule for" in warning
+    assert "says **" in at.subheader[0].value  # the prediction is still there
+
+
+@pytest.mark.parametrize("page", ["mistakes", "dataset", "bench"])
+def test_views_of_a_whole_data_set_say_the_photos_workspace_has_no_images(empty_hub, page):
+    at = photos_page()
+    at.switch_page(f"page_files/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["dataset"] == sources.PHOTOS
+    assert "**Photos (ImageNet)** has no images of its own" in at.info[0].value

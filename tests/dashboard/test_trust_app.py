@@ -190,23 +190,26 @@ def test_the_resize_bound_keeps_torchvision_exact_for_ordinary_photos():
         torch.testing.assert_close(imagenet.pixels("resnet18", img), expected, atol=1e-5, rtol=0)
 
 
-def test_photos_page_refuses_a_strip_and_drops_a_photo_that_fails(tmp_path, monkeypatch):
+def test_photos_page_refuses_a_strip_and_keeps_the_photo_before(tmp_path, monkeypatch):
+    """A strip whose resize would be huge is refused before it is kept; the photo before stays.
+    (A session keeps a photo prepared, 3 × 224 × 224, so a kept one never fails later.)"""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no weights: random
     at = run_app()
     at.switch_page("page_files/photos.py").run()
-    at.checkbox(key="ph_random").check().run()
+    at.switch_page("page_files/explore.py").run()
+    at.checkbox(key="random_weights").check().run()
     strip = Image.new("L", (1, 40_000), 255)
-    at.file_uploader(key="ph_file").set_value(("strip.png", png(strip), "image/png")).run()
+    at.file_uploader(key="ws_upload_file").set_value(("strip.png", png(strip), "image/png")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert "strip.png: This photo is 1 × 40000 pixels" in at.error[0].value
-    assert "ph_image" not in at.session_state
-    # A photo kept from before that can no longer be prepared is dropped, once, with a message.
-    at.session_state["ph_image"] = Image.new("RGB", (1, 50_000))
-    at.run()
-    assert not at.exception and "can't be prepared" in at.error[-1].value
-    assert "ph_image" not in at.session_state
-    at.run()
-    assert not at.exception and not [e for e in at.error if "can't be prepared" in e.value]
+    assert "photos:imagenet" not in at.session_state["ws_uploads"]
+    square = Image.new("RGB", (300, 300), (200, 40, 40))
+    at.file_uploader(key="ws_upload_file").set_value(("red.png", png(square), "image/png")).run()
+    kept = at.session_state["ws_uploads"]["photos:imagenet"]
+    assert kept.shape == (3, 224, 224) and np.allclose(kept[0], 200 / 255)
+    at.file_uploader(key="ws_upload_file").set_value(("strip.png", png(strip), "image/png")).run()
+    assert "strip.png: This photo is 1 × 40000 pixels" in at.error[0].value
+    assert at.session_state["ws_uploads"]["photos:imagenet"] is kept
 
 
 # --- caches that heal --------------------------------------------------------------------------

@@ -228,9 +228,10 @@ def test_image_photo_and_table_uploaders_keep_their_smaller_limits(monkeypatch):
     at.run()
     assert at.file_uploader(key="upload_file").proto.max_upload_size_mb == 20
     at.switch_page("page_files/photos.py").run()
-    if not any(u.key == "ph_file" for u in at.get("file_uploader")):  # no weights offline
-        at.checkbox(key="ph_random").check().run()  # random weights: the page goes on
-    assert at.file_uploader(key="ph_file").proto.max_upload_size_mb == 20
+    at.switch_page("page_files/explore.py").run()  # where Photos leads
+    if not any(u.key == "ws_upload_file" for u in at.get("file_uploader")):  # offline
+        at.checkbox(key="random_weights").check().run()  # random weights: the page goes on
+    assert at.file_uploader(key="ws_upload_file").proto.max_upload_size_mb == 20
     at.switch_page("page_files/tables.py").run()
     at.radio(key="t_source").set_value("upload").run()
     assert not at.exception, [e.value for e in at.exception]

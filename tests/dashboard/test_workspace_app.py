@@ -373,4 +373,5 @@ def test_a_bad_zip_on_the_page_gets_a_message_and_loses_nothing(folders):
         at, ("tiny.pt2", Path(ws.config.model).read_bytes()), ("a.zip", buf.getvalue())
     )
     assert "Refused: the ZIP has an unsafe path" in texts(at)
-    assert at.selectbox(key="dataset").options[-2:] == ["MNIST digits", "Fashion-MNIST"]
+    bundled = ["MNIST digits", "Fashion-MNIST", "Photos (ImageNet)"]
+    assert at.selectbox(key="dataset").options[-3:] == bundled  # no uploaded workspace

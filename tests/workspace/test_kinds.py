@@ -17,6 +17,7 @@ PREFIXES = (
     kinds.UPLOADED_PREFIX,
     kinds.IMAGENET_PREFIX,
     kinds.TABLE_PREFIX,
+    kinds.PHOTOS_PREFIX,
 )
 
 
@@ -31,6 +32,7 @@ PREFIXES = (
         ("ws:upload-3f2a9c04d1e7", kinds.UPLOADED, "3f2a9c04d1e7"),
         ("imagenet:resnet18/random", kinds.IMAGENET, "resnet18/random"),
         ("table:3f2a9c04d1e7", kinds.TABLE, "3f2a9c04d1e7"),
+        ("photos:imagenet", kinds.PHOTOS, "imagenet"),
         (None, kinds.BUNDLED, "None"),
     ],
 )
@@ -48,6 +50,7 @@ def test_the_builders_are_the_parsers_inverse():
     with pytest.raises(ValueError, match="not an uploaded model"):
         kinds.uploaded("ws:cells")
     assert kinds.parse(kinds.table("abc")) == (kinds.TABLE, "abc")
+    assert kinds.parse(kinds.photos("imagenet")) == (kinds.PHOTOS, "imagenet")
     key = kinds.imagenet("mobilenet_v3_small", "pretrained")
     assert kinds.imagenet_parts(key) == ("mobilenet_v3_small", "pretrained")
     with pytest.raises(ValueError, match="not an ImageNet model"):
