@@ -14,6 +14,7 @@ from streamlit.delta_generator import DeltaGenerator
 import saliency
 from dashboard import PAGE_DRAWN, PAGE_WAITS, cache, render, sources, state
 from dashboard.components import saliency_panel
+from dashboard.rate_limits import EXPENSIVE, Refused
 from dashboard.render import Style, class_label, class_md
 from dashboard.sources import Source
 from dashboard.views import explore_weights
@@ -52,6 +53,7 @@ from dashboard.views.explore_explained import (  # noqa: F401 (re-exported)
     _explained_now,
     _maps_shown,
     explained,
+    few_maps,
 )
 from dashboard.views.explore_image import (  # noqa: F401 (re-exported)
     _candidates,
@@ -373,7 +375,13 @@ def _explain(view, info, names, image, true, described, others, src, fallback) -
     """The map's notes, the panel (or, where `fallback`, the server's own pictures), the report
     and the models compared. Returns whether the panel draws its own method, class score and
     model pickers (where the explore route can answer)."""
-    ex = explained(view, image, true)
+    costly = few_maps(view["method"], image)  # one at a time, as the explore route's
+    try:
+        with EXPENSIVE.turn(view["method"] if costly else None):
+            ex = explained(view, image, true)
+    except Refused as err:
+        st.warning(render.plain(err))
+        return False
     if view["target"] == "true" and true is None:
         st.caption("This image has no true class: the map is for the predicted class.")
     symbol, map_caption = _showing(view, info, names, image, described, ex)

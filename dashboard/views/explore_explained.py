@@ -10,15 +10,31 @@ import numpy as np
 
 import saliency
 from dashboard import budget, cache, lru
+from dashboard.rate_limits import EXPENSIVE_METHODS
 from dashboard.render import Style
 from dashboard.views.explore_controls import ALL_CLASSES_UP_TO, TOP_CLASSES, UNSIGNED
 
+# Values in an image (3 × 129 × 129) above which an expensive method's maps are only those the
+# view needs: SmoothGrad's 50 passes of a 224 × 224 ResNet-18 take 7 s of a core per class.
+LARGE_INPUT = 50_000
 
-def _maps_shown(probs: np.ndarray, target: int, versus: int, true: int | None):
-    """The classes whose maps are computed: all K up to ALL_CLASSES_UP_TO, else the
-    TOP_CLASSES most probable and the target, the contrast's other class and the true class
-    (never the K-class Jacobian of a 1000-class model)."""
+
+def few_maps(method: str, image: np.ndarray) -> bool:
+    """An expensive method (many passes per class) on a large image: the maps of the target,
+    the contrast's other class and the true class only, one view at a time server-wide
+    (`rate_limits.EXPENSIVE`), as the explore route computes them."""
+    return method in EXPENSIVE_METHODS and image.size > LARGE_INPUT
+
+
+def _maps_shown(probs: np.ndarray, target: int, versus: int, true: int | None, few=False):
+    """The classes whose maps are computed: with `few` (`few_maps`), the target, the
+    contrast's other class and the true class; else all K up to ALL_CLASSES_UP_TO, or the
+    TOP_CLASSES most probable and those three (never the K-class Jacobian of a 1000-class
+    model)."""
     k = len(probs)
+    if few:
+        chosen = list(dict.fromkeys(c for c in (target, versus, true) if c is not None))
+        return tuple(sorted(chosen)), chosen
     if k <= ALL_CLASSES_UP_TO:
         return None, list(range(k))
     top = [int(c) for c in np.argsort(-probs)[:TOP_CLASSES]]
@@ -122,7 +138,8 @@ def _explained_now(view: dict, image: np.ndarray, true: int | None) -> Explained
         clip=float(view["clip"]),
         shared=view["scale"] == "shared",
     )
-    asked, grid_classes = _maps_shown(probs, target, versus, true)
+    few = few_maps(method, image)
+    asked, grid_classes = _maps_shown(probs, target, versus, true, few)
     layer = view["layer"] if saliency.method_info(method).layer else ""
     computed, sent, of_signed = _class_maps(model_name, image, method, score, signed, asked,
                                             layer)  # fmt: skip

@@ -120,7 +120,7 @@ def _report_grid(view, names, image, ex: Explained) -> report.Section:
         rgb = render.thumbnail(render.picture(ex.maps[k], k_lo, k_hi, style, image=image, scale=1),
                                160)  # fmt: skip
         grid.append((class_label(k, names) + _marks(ex, k), render.png(render.upscale(rgb, small))))
-    title, note = _grid_text(len(ex.grid_classes) == len(names), view["method"], style)
+    title, note = _grid_text(len(ex.grid_classes), len(names), view["method"], style)
     note = note.replace(" Orange frame: predicted class; green frame: true class.", "")
     return report.Section(title, images=grid, note=note)  # no frames: captions say
 

@@ -36,7 +36,16 @@ from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from sandbox.images import ImageError
 
 
-def _grid_text(everything: bool, method: str, style: Style) -> tuple[str, str]:
+def _grid_text(shown: int, k: int, method: str, style: Style) -> tuple[str, str]:
+    """The grid's title and note, for `shown` maps of a model's `k` classes."""
+    if shown < min(k, TOP_CLASSES):  # an expensive method on a large image (`few_maps`)
+        return "The classes compared", (
+            f"{METHOD_LABELS[method]} takes seconds of the server per class on an image this "
+            "large: only the maps of the class explained and of the contrast's other class "
+            "(and the true class) are computed. Choose another class above for its map."
+            + (" Shared colour scale." if style.shared else " Each map on its own scale.")
+        )
+    everything = shown == k
     title = "Every class" if everything else f"The top {TOP_CLASSES} classes"
     note = (
         ("One map per class" if everything else
@@ -123,7 +132,7 @@ def panel_content(
     target, probs, style = ex.target, ex.probs, ex.style
     big = render.scale_for(image.shape)
     small = render.scale_for(image.shape, 140)
-    grid_title, grid_note = _grid_text(len(ex.grid_classes) == len(names), view["method"], style)
+    grid_title, grid_note = _grid_text(len(ex.grid_classes), len(names), view["method"], style)
     bars = _bar_classes(probs, ex.true)
     before, after = _export_stem(view, described)
     facts = _export_facts(info, described, target, probs, ex.pred, ex.true, (ex.lo, ex.hi))

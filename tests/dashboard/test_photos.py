@@ -255,3 +255,28 @@ def test_views_of_a_whole_data_set_say_the_photos_workspace_has_no_images(empty_
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["dataset"] == sources.PHOTOS
     assert "**Photos (ImageNet)** has no images of its own" in at.info[0].value
+
+
+def test_an_expensive_method_on_a_photo_computes_the_classes_compared_only(empty_hub):
+    """SmoothGrad's 50 passes per class on a 224 × 224 photo: the maps of the class explained
+    and of the contrast's other class only (not the top 10), said in the grid's note."""
+    from dashboard.views import explore_explained
+
+    image = np.zeros((3, 224, 224), np.float32)
+    assert explore_explained.few_maps("smoothgrad", image)
+    assert not explore_explained.few_maps("gradient", image)
+    assert not explore_explained.few_maps("smoothgrad", np.zeros((3, 64, 64), np.float32))
+    probs = np.linspace(1, 2, 1000)
+    assert explore_explained._maps_shown(probs, 7, 999, None, few=True) == ((7, 999), [7, 999])
+
+    at = photos_page()
+    at.selectbox(key="model").set_value("imagenet:mobilenet_v3_small/random").run()
+    at.checkbox(key="random_weights").check().run()
+    with_photo(at, photo(seed=4))
+    at.selectbox(key="method").set_value("smoothgrad").run()
+    assert not at.exception, [e.value for e in at.exception]
+    data, arrays = panel_payload(at)
+    assert data["classes"] == sorted({data["target"], data["contrast_versus"]})
+    assert arrays["maps"].shape == (2, 224, 224) and (arrays["maps"] >= 0).all()
+    assert data["grid_title"] == "The classes compared"
+    assert "takes seconds of the server per class" in data["grid_note"]
