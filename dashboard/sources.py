@@ -3,10 +3,11 @@ for the bundled test sets (MNIST, Fashion-MNIST), for indexed workspaces (any mo
 image folder, `python -m workspace.index`) and for the workspace without images of its own,
 ImageNet's (`photos:imagenet`: a user's photos, explained by torchvision's classifiers).
 
-A view asks `source(key)` for the images (`image(i)` is `(C, H, W)` in [0, 1], any size, 1 or
-3 channels; `classes` has K names, 2 to 1000) and `predictions(model, key)` for what the model
-said about each of them. It never asks which kind of source it has, except to offer what only
-one kind can do (drawing a digit; comparing several models on one set).
+A view asks `source(key)` for its `workspace.opened.Workspace`: the images (`image(i)` is
+`(C, H, W)` in [0, 1], any size, 1 or 3 channels; `classes` has K names, 2 to 1000), its models
+(`models()`), and `cache.predictions(model, key)` for what a model said about each image. It
+never asks which kind of workspace it has, except to offer what only one kind can do (drawing a
+digit; comparing several models on one set).
 
 Workspaces come two ways:
 
@@ -21,12 +22,12 @@ Workspaces come two ways:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,11 @@ import streamlit as st
 import pretrained
 from dashboard import budget, lru
 from sandbox import kinds
-from workspace import Indexed, WorkspaceError, find_path, open_indexed
+from workspace import WorkspaceError, open_indexed
 from workspace.folder_upload import Built
+from workspace.opened import Predictions, Workspace
+
+__all__ = ["Predictions", "Workspace"]  # the views' types, re-exported (`workspace.opened`)
 
 # Session key: the uploaded workspaces this session may open (`remember`).
 MY_WORKSPACES = "my_workspaces"
@@ -82,82 +86,24 @@ def title(key: str) -> str:
     return TITLES.get(key) or f"Workspace {name}"
 
 
-@dataclass(frozen=True)
-class Source:
-    """A labelled image set: `len(source)` images, `source.image(i)` `(C, H, W)` float32."""
-
-    key: str
-    title: str
-    classes: tuple[str, ...]
-    labels: np.ndarray  # (N,) int64
-    shape: tuple[int, int, int]
-    description: str  # what the model sees, in words
-    read: Callable[[int], np.ndarray]
-    paths: tuple[str, ...] | None = None  # a workspace's image paths (None: a bundled set)
-    indexed: Indexed | None = None  # a server workspace's index
-    predictions: Predictions | None = None  # a workspace's one model's, from its index
-    summary: Callable[[], dict] | None = None  # the index's summary arrays
-    prepare: Callable[[object], np.ndarray] | None = None  # a picture -> the model's input
-    model: str | None = None  # a workspace's one model
-    again: str = ""  # how to index it again, with gradients
-    notes: tuple[str, ...] = ()  # files skipped when indexing, etc.
-    problems: tuple[dict, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def bundled(self) -> bool:
-        """A bundled test set, which every registry model of its kind explains (a workspace
-        comes with its one model, the ImageNet workspace with torchvision's)."""
-        return self.paths is None
-
-    @property
-    def has_images(self) -> bool:
-        """False for a workspace without images of its own (the ImageNet one): Explore explains
-        the user's photo there, and the views of a whole data set have nothing to show."""
-        return len(self.labels) > 0
-
-    def image(self, i: int) -> np.ndarray:
-        """Image i, `(C, H, W)` float32 in [0, 1]: a copy, so a caller can't spoil the cache."""
-        return self.read(int(i)).copy()
-
-    def name(self, i: int) -> str:
-        return f"Test image #{i}" if self.paths is None else self.paths[i]
-
-    def find(self, path: str) -> int | None:
-        """The index of the image at `path` (as under the data folder), or None."""
-        return None if self.paths is None else find_path(self.paths, path)
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """A model's answers on a source: `predicted`, `p_predicted`, `p_label` `(N,)` and the top
-    classes `(N, T)` with their probabilities, highest first."""
-
-    predicted: np.ndarray
-    p_predicted: np.ndarray
-    p_label: np.ndarray
-    top_classes: np.ndarray
-    top_probabilities: np.ndarray
-
-    @classmethod
-    def from_probabilities(cls, probs: np.ndarray, labels: np.ndarray) -> Predictions:
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :5]
-        rows = np.arange(len(probs))
-        return cls(
-            predicted=top[:, 0],
-            p_predicted=probs[rows, top[:, 0]],
-            p_label=probs[rows, labels],
-            top_classes=top,
-            top_probabilities=np.take_along_axis(probs, top, axis=1),
-        )
+def registry_models(dataset: str | None) -> list[str]:
+    """The registry's models of `dataset` (all, for None) that have weights and a training
+    record: one registered but not yet trained is left out, so one missing file cannot break
+    every page."""
+    ready = []
+    for name in pretrained.list_models(dataset):
+        try:
+            pretrained.model_info(name)
+        except FileNotFoundError:
+            continue
+        ready.append(name)
+    return ready
 
 
 @st.cache_resource(show_spinner="Loading the test set…", max_entries=4)
-def _bundled(name: str) -> Source:
+def _bundled(name: str) -> Workspace:
     images, labels = pretrained.data.load_arrays(name, "test")  # (N, 1, 28, 28), (N,)
-    return Source(
+    return Workspace(
         key=name,
         title=title(name),
         classes=pretrained.CLASS_NAMES[name],
@@ -165,11 +111,12 @@ def _bundled(name: str) -> Source:
         shape=tuple(images.shape[1:]),
         description="grey (1 channel), 28 × 28, pixels in [0, 1]",
         read=lambda i: images[i],
+        models=functools.partial(registry_models, name),
     )
 
 
 @st.cache_resource(show_spinner="Opening the workspace…", max_entries=16)
-def _workspace(key: str, folder: Path, mtime: float) -> Source:
+def _workspace(key: str, folder: Path, mtime: float) -> Workspace:
     ws = open_indexed(folder)
     decoded = lru.store("images")  # shared by every session, bounded in bytes
 
@@ -181,7 +128,7 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
         return image
 
     skipped = len(ws.skipped)
-    return Source(
+    return Workspace(
         key=key,
         title=title(key),
         classes=ws.classes,
@@ -189,6 +136,7 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
         shape=ws.shape,
         description=ws.config.preprocessing.describe(),
         read=read,
+        models=lambda: [key],  # the model it was indexed with, named like it
         paths=ws.paths,
         indexed=ws,
         predictions=Predictions(
@@ -204,11 +152,11 @@ def _workspace(key: str, folder: Path, mtime: float) -> Source:
 
 
 @st.cache_resource(show_spinner="Opening the ImageNet workspace…", max_entries=1)
-def _photos() -> Source:
+def _photos() -> Workspace:
     from workspace import imagenet  # torchvision takes seconds to import: only this needs it
 
     prepare = imagenet.preparation()
-    return Source(
+    return Workspace(
         key=PHOTOS,
         title=title(PHOTOS),
         classes=imagenet.categories(prepare.name),
@@ -216,6 +164,7 @@ def _photos() -> Source:
         shape=(3, 224, 224),
         description=prepare.describe(),
         read=_no_images,
+        models=photo_models,
         paths=(),
         prepare=prepare,
     )
@@ -252,7 +201,7 @@ def has_one_model(key: str) -> bool:
     return kinds.is_workspace(key)
 
 
-def source(key: str) -> Source:
+def source(key: str) -> Workspace:
     """The bundled test set `key`, or the indexed workspace `ws:<name>`: reopened when its
     index is rewritten. Raises WorkspaceError when its folder is not (or no longer) a finished
     index, or not one of this server's workspaces."""
@@ -288,7 +237,7 @@ class _Uploaded:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.entries: OrderedDict[str, tuple[Source, int]] = OrderedDict()
+        self.entries: OrderedDict[str, tuple[Workspace, int]] = OrderedDict()
         self.max_bytes = budget.share("workspaces")
 
     @property
@@ -296,12 +245,12 @@ class _Uploaded:
         with self.lock:
             return sum(size for _, size in self.entries.values())
 
-    def get(self, key: str) -> Source | None:
+    def get(self, key: str) -> Workspace | None:
         with self.lock:
             entry = self.entries.get(key)
             return entry[0] if entry else None
 
-    def add(self, src: Source, size: int) -> None:
+    def add(self, src: Workspace, size: int) -> None:
         """Keep `src` (holding `size` bytes), forgetting the oldest while over the bounds;
         raises WorkspaceError when it alone is over the byte bound."""
         if size > self.max_bytes:
@@ -347,7 +296,7 @@ def add_uploaded(built: Built, filename: str) -> str:
     key = uploaded_key(built.name)
     summary = dict(built.summary)
     src = (
-        Source(
+        Workspace(
             key=key,
             title=f"{filename or 'your images'}, {len(imgs.paths):,} images",
             classes=imgs.classes,
@@ -362,7 +311,7 @@ def add_uploaded(built: Built, filename: str) -> str:
             ),
             summary=lambda: summary,
             prepare=imgs.preprocessing,
-            model=built.name,
+            model=built.name,  # its uploader's: no visitor's model (`models`)
             notes=(
                 (f"Files of the ZIP skipped: {len(imgs.problems):,} (Your model lists them).",)
                 if imgs.problems

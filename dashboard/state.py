@@ -16,7 +16,6 @@ from typing import Any
 
 import streamlit as st
 
-import pretrained
 import saliency
 from dashboard import cache, render, sources
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
@@ -124,32 +123,22 @@ TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 
 def public_models(dataset: str | None = None) -> list[str]:
-    """What every visitor of this server may use: registry models that have weights and a
-    training record (a model registered but not yet trained is left out, so one missing file
-    cannot break every page), and the workspaces' models (a workspace has one, named like it).
-    No session's uploads: this needs no session (`dashboard.serve`'s route uses it)."""
-    workspaces = sources.workspace_folders()
-    if dataset in workspaces:
-        return [dataset]
-    if dataset == sources.PHOTOS:
-        return sources.photo_models()
-    ready = [] if dataset is not None else list(workspaces)
-    registry = [] if sources.has_one_model(dataset) else pretrained.list_models(dataset)
-    for name in registry:
-        try:
-            pretrained.model_info(name)
-        except FileNotFoundError:
-            continue
-        ready.append(name)
-    return ready
+    """What every visitor of this server may use: the models of workspace `dataset`
+    (`Workspace.models`: a bundled set's registry models, a server workspace's own, the
+    ImageNet workspace's), or of every data set but the ImageNet one (None). No session's
+    uploads: this needs no session (`dashboard.serve`'s route uses it)."""
+    if dataset is None:
+        return list(sources.workspace_folders()) + sources.registry_models(None)
+    try:
+        return sources.source(dataset).models()
+    except (WorkspaceError, ValueError):  # not (or no longer) one of this server's
+        return []
 
 
 def models(dataset: str | None = None) -> list[str]:
     """`public_models`, then the models this session uploaded (or claimed with their token)
     that are still on the server."""
-    if dataset in sources.workspace_folders():
-        return [dataset]
-    ready = public_models(dataset)
+    ready = list(public_models(dataset))
     pool = cache.uploads()
     for name in list(st.session_state.get(cache.USER_MODELS, [])):  # this session's uploads
         if name not in pool:

@@ -4,8 +4,10 @@ This package is the room for a model with its inputs: this module (the workspace
 index under `torchrun` (`index`, `index_batches`, `ranks`), the maps' export (`export_maps`,
 `zip_stream`), the metric bench's CLI (`bench`, `bench_parts`), a workspace uploaded as a ZIP
 (`folder_upload`), torchvision's ImageNet classifiers (`imagenet`), tables (`csv_table`, the
-defensive CSV reader; `tables`, explaining a table model), and the one model handle every view
-uses (`model_ref.ModelRef`). Untrusted files and models go through `sandbox`.
+defensive CSV reader; `tables`, explaining a table model), the workspace as every view opens it
+(`opened.Workspace`: classes, input shape, preparation, images or none, models) and the one
+model handle every view uses (`model_ref.ModelRef`). Untrusted files and models go through
+`sandbox`.
 
     >>> pre = Preprocessing(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229,) * 3)
     >>> config = WorkspaceConfig(model="net.pt", data="images/", preprocessing=pre)

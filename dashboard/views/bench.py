@@ -16,6 +16,7 @@ import saliency
 from dashboard import bench_cache, cache, render, sources, state
 from dashboard.bench_cache import Request, Result
 from saliency import bench
+from workspace.opened import Workspace
 
 # Session keys of this page: the prefixes of its widgets' keys (`show_table(result, BENCH)` keys
 # its table "bench_table"), so that the trust lesson can show the same widgets under its own.
@@ -180,7 +181,7 @@ def show_table(result: Result, key: str) -> tuple[str, str] | None:
     return (names[int(i)], metric) if metric else None
 
 
-def show_cell(result: Result, row: str, metric: str, src: sources.Source, key: str) -> None:
+def show_cell(result: Result, row: str, metric: str, src: Workspace, key: str) -> None:
     """One cell's per-image values, worst first, and a button opening a chosen one in Explore."""
     values = result.table.values[row, metric]
     good = bench.HIGHER_IS_BETTER[metric]

@@ -10,8 +10,8 @@ import streamlit as st
 import saliency
 from dashboard import cache, render, sources, state
 from dashboard.render import Style, class_label, class_md
-from dashboard.sources import Source
 from saliency import display
+from workspace.opened import Workspace
 
 # Session keys of this page.
 SENS_N = "sens_n"
@@ -115,7 +115,7 @@ def _reduce(m: np.ndarray) -> np.ndarray:
     return m[:, 0] if m.shape[1] == 1 else display.reduce_channels(m, "max", channel_axis=1)
 
 
-def workspace_summary(src: Source) -> None:
+def workspace_summary(src: Workspace) -> None:
     """What `python -m workspace.index` computed: each class's mean |∂logit/∂x| over its own
     images (and, for K ≤ 20, over all images)."""
     summary = src.summary()

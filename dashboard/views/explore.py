@@ -16,7 +16,6 @@ from dashboard import PAGE_DRAWN, PAGE_WAITS, cache, render, sources, state
 from dashboard.components import saliency_panel
 from dashboard.rate_limits import EXPENSIVE, Refused
 from dashboard.render import Style, class_label, class_md
-from dashboard.sources import Source
 from dashboard.views import explore_weights
 from dashboard.views.explore_controls import (  # noqa: F401 (re-exported: pages and tests read them here)
     _PIXEL_LABELS,
@@ -94,6 +93,7 @@ from dashboard.views.explore_route import (  # noqa: F401 (re-exported)
     route_payload,
 )
 from saliency.metrics import spearman
+from workspace.opened import Workspace
 
 # Session keys of this page: the panel's (its component's key, a prefix of its own keys) and
 # the downloads'.
@@ -169,7 +169,7 @@ def explanation(
     described: str,
     slots: tuple[DeltaGenerator, DeltaGenerator, DeltaGenerator],
     others: list[str],
-    src: Source,
+    src: Workspace,
 ) -> None:
     """Everything below the prediction, as one fragment: a new target, method or colour reruns
     this alone, not the router, the sidebar and the image chooser. The panel shows what needs

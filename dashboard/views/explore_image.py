@@ -11,7 +11,6 @@ import streamlit as st
 
 from dashboard import cache, render, state, upload_limits
 from dashboard.render import class_label
-from dashboard.sources import Source
 from dashboard.views.explore_controls import NEXT_LABEL, PREVIOUS_LABEL
 from sandbox.images import (
     ImageError,
@@ -21,6 +20,7 @@ from sandbox.images import (
     encode_image,
     mnist_style,
 )
+from workspace.opened import Workspace
 
 # Session keys of this page.
 OPEN_PATH = "open_path"
@@ -45,7 +45,7 @@ CANVAS = "canvas"
 CANVAS_SEEN = "canvas_seen"
 
 
-def _candidates(view: dict, src: Source) -> np.ndarray:
+def _candidates(view: dict, src: Workspace) -> np.ndarray:
     """Indices of the images matching the true-class and correct/wrong filters."""
     keep = np.ones(len(src), dtype=bool)
     if view["true_class"] != "any":
@@ -77,11 +77,11 @@ def _step(candidates: np.ndarray, direction: int) -> None:
         state.put(state.INDEX, _neighbour(candidates, state.get(state.INDEX), direction))
 
 
-def _described(src: Source, index: int) -> str:
+def _described(src: Workspace, index: int) -> str:
     return f"test image #{index}" if src.paths is None else f"#{index} {src.paths[index]}"
 
 
-def _open_path(src: Source) -> None:
+def _open_path(src: Workspace) -> None:
     """The path typed into "Open by path": that image, or a message saying it isn't here."""
     text = st.session_state.get(OPEN_PATH, "").strip()
     if not text:
@@ -96,7 +96,7 @@ def _open_path(src: Source) -> None:
     state.put(state.CORRECTNESS, "all")
 
 
-def _test_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
+def _test_image(view: dict, src: Workspace) -> tuple[np.ndarray | None, int | None, str]:
     names = src.classes
     if view["true_class"] != "any" and int(view["true_class"]) >= len(names):
         state.put(state.TRUE_CLASS, "any")  # a class number from another data set's link
@@ -162,7 +162,7 @@ def _remember_image(image: np.ndarray) -> None:
     state.put(state.IMAGE, encode_image(image))
 
 
-def _workspace_upload(src: Source) -> np.ndarray | None:
+def _workspace_upload(src: Workspace) -> np.ndarray | None:
     """An image of the user's, prepared as the workspace's images are (kept in this session,
     not in the link: a 224 × 224 RGB image is too big for a URL)."""
     kept = st.session_state.setdefault(WS_UPLOADS, {})
@@ -200,7 +200,7 @@ def _workspace_upload(src: Source) -> np.ndarray | None:
     return kept.get(src.key)
 
 
-def _your_image(src: Source) -> tuple[np.ndarray | None, int | None, str]:
+def _your_image(src: Workspace) -> tuple[np.ndarray | None, int | None, str]:
     image = _workspace_upload(src)
     if image is None:
         st.info("No image yet: upload one above.")
@@ -283,7 +283,7 @@ def _drawn_image() -> None:
         st.info(str(err))
 
 
-def choose_image(view: dict, src: Source) -> tuple[np.ndarray | None, int | None, str]:
+def choose_image(view: dict, src: Workspace) -> tuple[np.ndarray | None, int | None, str]:
     """The image to explain `(C, H, W)`, its true class if known, and a short description."""
     if not src.has_images:  # the ImageNet workspace: the user's own photo, nothing else
         if view["source"] != "upload":

@@ -15,7 +15,6 @@ from dashboard import budget, cache, lru, render, sources, state
 from dashboard.components import saliency_panel
 from dashboard.rate_limits import EXPENSIVE
 from dashboard.render import Style, class_label
-from dashboard.sources import Source
 from dashboard.views.explore_controls import (
     ALL_CLASSES_UP_TO,
     CONTROLS,
@@ -34,6 +33,7 @@ from dashboard.views.explore_image import _candidates, _described, _neighbour
 from saliency import display
 from saliency.display import DIVERGING_CMAPS, SEQUENTIAL_CMAPS
 from sandbox.images import ImageError
+from workspace.opened import Workspace
 
 
 def _grid_text(shown: int, k: int, method: str, style: Style) -> tuple[str, str]:
@@ -220,7 +220,7 @@ def routable(view: dict, public: list[str] | None = None) -> bool:
     )
 
 
-def _route(view: dict, src: Source, public: list[str] | None = None) -> dict | None:
+def _route(view: dict, src: Workspace, public: list[str] | None = None) -> dict | None:
     """How the panel asks `dashboard.serve`'s explore route for the content of the view its own
     Next, Previous or pickers show, before the server's rerun brings it: the route's address,
     this view's query, the images Next and Previous show, the buttons' labels, and the

@@ -10,7 +10,7 @@ import streamlit as st
 import pretrained
 from dashboard import cache, render, sources, state
 from dashboard.render import class_label, class_md
-from dashboard.sources import Predictions, Source
+from dashboard.sources import Predictions, Workspace
 from dashboard.views.mistakes_export import (  # noqa: F401 (re-exported: tests read them here)
     EXPORT_IMAGES,
     _exporting,
@@ -144,7 +144,7 @@ def _open_in_explore(index: int, target: str) -> None:
     state.put(state.CORRECTNESS, "all")
 
 
-def detail(model_name: str, src: Source, index: int, preds: Predictions) -> None:
+def detail(model_name: str, src: Workspace, index: int, preds: Predictions) -> None:
     """Image, true-class map, predicted-class map, contrast; one shared scale; probabilities."""
     names = src.classes
     try:
@@ -206,7 +206,7 @@ def detail(model_name: str, src: Source, index: int, preds: Predictions) -> None
         st.switch_page("page_files/explore.py")
 
 
-def _thumbnail(src: Source, index: int) -> np.ndarray:
+def _thumbnail(src: Workspace, index: int) -> np.ndarray:
     try:
         image = src.image(index)
     except ImageError:  # a file gone since indexing: a grey square, said in the caption
@@ -221,7 +221,7 @@ def counted(n: int, verb: tuple[str, str], note: str) -> str:
 
 
 def gallery(
-    indices: np.ndarray, src: Source, preds: Predictions, *, note: str, verb=("is", "are")
+    indices: np.ndarray, src: Workspace, preds: Predictions, *, note: str, verb=("is", "are")
 ) -> int:
     """Thumbnails of `indices`, GALLERY_SIZE a page, and a picker; returns the chosen index.
     The caption counts them: `counted(len(indices), verb, note)`."""
@@ -264,7 +264,7 @@ def gallery(
     )
 
 
-def _headline(model_name: str, src: Source, confusion: np.ndarray) -> None:
+def _headline(model_name: str, src: Workspace, confusion: np.ndarray) -> None:
     """The page's title, the source's notes and the model's accuracy on every image."""
     info = cache.model_info(model_name)
     right = int(np.trace(confusion))

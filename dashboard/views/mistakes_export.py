@@ -16,7 +16,7 @@ import streamlit as st
 
 import pretrained
 from dashboard import budget, cache, lru, render
-from dashboard.sources import Predictions, Source
+from dashboard.sources import Predictions, Workspace
 from sandbox import worker
 from workspace import export_maps
 
@@ -73,7 +73,7 @@ def _cli_filter(kind: str, true: int, predicted: int) -> str | None:
     return {"cell": f"true={true},pred={predicted}", "all": "wrong", "unsure": "unsure"}.get(kind)
 
 
-def _cli_source(model_name: str, src: Source) -> str | None:
+def _cli_source(model_name: str, src: Workspace) -> str | None:
     """What the command line exports from: a server workspace's folder, or a registry model
     on its bundled test set (an upload's file is not on this server's disk)."""
     if src.indexed is not None:
@@ -84,7 +84,7 @@ def _cli_source(model_name: str, src: Source) -> str | None:
 
 
 def export_panel(
-    model_name: str, src: Source, preds: Predictions, indices: np.ndarray, what: dict
+    model_name: str, src: Workspace, preds: Predictions, indices: np.ndarray, what: dict
 ) -> None:
     """A download of the maps of every image the gallery's filter selects (not only the page
     shown), by `workspace.export_maps`: computed on a click with a progress bar, held in
@@ -164,7 +164,7 @@ def _downloads(mine: dict, stem: str) -> None:
 
 
 def _compute_export(
-    model_name: str, src: Source, preds: Predictions, indices: np.ndarray, what: dict,
+    model_name: str, src: Workspace, preds: Predictions, indices: np.ndarray, what: dict,
     target: str, pngs: bool, key: tuple,
 ) -> dict | None:  # fmt: skip
     if not _exporting().acquire(blocking=False):

@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard import cache, render, reports
 from dashboard.render import Style, class_label
-from dashboard.sources import Predictions, Source
+from dashboard.sources import Predictions, Workspace
 from dashboard.views.mistakes_export import _exporting, held_exports, held_file, model_stem
 from saliency import report
 from sandbox import worker
@@ -48,7 +48,7 @@ REPORT_IMAGES = 100  # mistakes one report holds at most, the gallery's first (i
 
 
 def report_panel(
-    model_name: str, src: Source, preds: Predictions, indices: np.ndarray, what: dict
+    model_name: str, src: Workspace, preds: Predictions, indices: np.ndarray, what: dict
 ) -> None:
     """The gallery's "Download report": the images its filter selects, in its order, each
     with the maps `detail` shows, as one HTML file (`saliency.report`). Computed on a click
@@ -89,7 +89,7 @@ def report_panel(
             )
 
 
-def _mistake_section(model_name: str, src: Source, preds: Predictions, index: int):
+def _mistake_section(model_name: str, src: Workspace, preds: Predictions, index: int):
     """One image of the gallery as `detail` shows it: the image, both classes' maps, the
     contrast and the two colour bars, at the same size; the two probabilities."""
     names = src.classes

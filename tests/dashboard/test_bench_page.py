@@ -20,6 +20,7 @@ import saliency
 from dashboard import bench_cache, budget, cache, lru, sources, state
 from dashboard.views import bench as bench_view
 from saliency import bench
+from workspace.opened import Workspace
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 METHODS = ("gradient", "input_x_gradient")
@@ -59,7 +60,7 @@ def computed(at: AppTest) -> AppTest:
     return at
 
 
-def library_values(f, src: sources.Source, metrics=METRICS) -> dict:
+def library_values(f, src: Workspace, metrics=METRICS) -> dict:
     """The library's per-image values on the page's images (the first of each class), their
     predicted classes as targets, each image's draws seeded by its index: the reference."""
     idx = bench_cache.chosen_images(src.labels, len(src.classes), 1)

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import budget, lru
 from dashboard.lru import BytesLRU, memo, nbytes
 from sandbox import text
+from workspace.opened import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -118,8 +119,8 @@ def test_uploaded_workspaces_are_bounded_in_bytes(monkeypatch):
     store = sources._Uploaded()
     store.max_bytes = 10 * 2**20
 
-    def src(i: int) -> sources.Source:
-        return sources.Source(
+    def src(i: int) -> Workspace:
+        return Workspace(
             key=f"ws:upload-{i}", title="t", classes=("a", "b"), labels=np.zeros(1, np.int64),
             shape=(1, 1, 1), description="", read=lambda j: np.zeros((1, 1, 1)),
         )  # fmt: skip
