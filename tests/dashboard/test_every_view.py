@@ -1,8 +1,9 @@
 """Every view × every kind of model (issue 29.1): a registry model, a command-line workspace's
-model, an uploaded TorchScript file (scripted, and traced) and an uploaded `torch.export`
-program. Each view opens a real image and shows what that model computed, and every map it
-asked for is checked against an independent `torch.autograd` gradient of the same model on the
-same image.
+model, an uploaded TorchScript file (scripted, and traced), an uploaded `torch.export`
+program, and a torchvision classifier of the ImageNet workspace, which has no images (issue 31:
+Explore explains a photo there; the views of a whole data set say there is none). Each view
+opens a real image and shows what that model computed, and every map it asked for is checked
+against an independent `torch.autograd` gradient of the same model on the same image.
 
 The views' computations all pass through `dashboard.cache.run` (in this process for trusted
 models, in the sandboxed worker for uploads): the test records them there, with the caches
@@ -10,6 +11,7 @@ emptied first, so nothing is read from an earlier answer."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import hostile
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
 needs_sandbox = hostile.needs_sandbox
 VIEWS = ("explore", "mistakes", "dataset", "classroom")
-KINDS = ("registry", "workspace", "torchscript", "traced", "export")
+KINDS = ("registry", "workspace", "torchscript", "traced", "export", "imagenet")
 
 
 class SmallCNN(nn.Module):
@@ -45,16 +47,12 @@ class SmallCNN(nn.Module):
 
 def traced(module: nn.Module) -> bytes:
     """`torch.jit.trace`, the commonest way a TorchScript file is made (issue 30)."""
-    import io
-
     buf = io.BytesIO()
     torch.jit.save(torch.jit.trace(module.eval(), torch.rand(2, 1, 28, 28)), buf)
     return buf.getvalue()
 
 
 def exported(module: nn.Module) -> bytes:
-    import io
-
     batch = torch.export.Dim("batch", min=1, max=4096)
     x = torch.rand(2, 1, 28, 28)
     ep = torch.export.export(module.eval(), (x,), dynamic_shapes=({0: batch},))
@@ -169,9 +167,35 @@ def check_maps(calls, f) -> int:
     return checked
 
 
+def photo() -> np.ndarray:
+    """A 300 × 400 RGB picture of 10-pixel squares (seeded), as an uploaded photo's bytes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    img = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((10, 10, 1), "u1"))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def photos_model() -> tuple[str, object]:
+    """The ImageNet workspace's MobileNet (random weights offline) and the same model, loaded
+    by torchvision's own path."""
+    from dashboard import sources
+    from sandbox import kinds
+    from workspace import imagenet
+
+    model = sources.photo_models()[1]
+    name, weights = kinds.imagenet_parts(model)
+    return model, imagenet.load(name, weights=weights, download=False)
+
+
 def page_of(kind: str, view: str, workspace, uploads) -> tuple[AppTest, object, str]:
     params = {"dataset": "mnist", "index": "3"}
-    if kind == "registry":
+    if kind == "imagenet":
+        model, f = photos_model()
+        params = {"dataset": "photos:imagenet", "model": model, "random_weights": "true"}
+    elif kind == "registry":
         params["model"] = "mnist-cnn"
         f = pretrained.load_model("mnist-cnn", "cpu")
     elif kind == "workspace":
@@ -188,6 +212,8 @@ def page_of(kind: str, view: str, workspace, uploads) -> tuple[AppTest, object, 
         at.query_params[key] = value
     at.run()
     at.switch_page(f"page_files/{view}.py").run()
+    if kind == "imagenet" and view == "explore":  # the user's photo: it has none of its own
+        at.file_uploader(key="ws_upload_file").set_value(("p.png", photo(), "image/png")).run()
     return at, f, params["model"]
 
 
@@ -197,12 +223,16 @@ def page_of(kind: str, view: str, workspace, uploads) -> tuple[AppTest, object, 
 @pytest.mark.parametrize("view", VIEWS)
 def test_every_view_shows_each_kind_of_models_own_maps(view, kind, workspace, uploads, recorded):
     at, f, model = page_of(kind, view, workspace, uploads)
-    if view == "dataset" and kind != "workspace":
+    if view == "dataset" and kind not in ("workspace", "imagenet"):
         at.selectbox(key="sens_n").set_value(1_000).run()
         at.button(key="sens_compute_a").click().run()
-    if view == "classroom" and kind == "workspace":
+    if view == "classroom" and kind in ("workspace", "imagenet"):
         # The lessons are written for 28 × 28 digits: the page says so, and offers nothing else.
         assert "written for the bundled models" in " ".join(i.value for i in at.info)
+        return
+    if kind == "imagenet" and view != "explore":
+        assert not at.exception, [e.value for e in at.exception]
+        assert "has no images of its own" in " ".join(i.value for i in at.info)
         return
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -241,14 +271,24 @@ def test_each_kind_of_model_is_one_handle(kind, workspace, uploads):
 
     _, f, model = page_of(kind, "explore", workspace, uploads)
     ref = cache.ref(model)
-    assert ref.key == model and ref.trusted == (kind in ("registry", "workspace"))
+    assert ref.key == model and ref.trusted == (kind in ("registry", "workspace", "imagenet"))
     assert ref.stored == (kind == "registry")  # only a bundled model's answers ship with it
     k = len(ref.info.class_names)
-    assert k == (5 if kind == "workspace" else 10)
-    dataset = model if kind == "workspace" else "mnist"
-    x = np.asarray(sources.source(dataset).image(2), np.float32)[None]
-    got = ref.run("class_maps", x, method="gradient", score="logit", absolute=False)
-    np.testing.assert_allclose(got, autograd(f, x, list(range(k))), rtol=1e-4, atol=1e-5)
+    assert k == {"workspace": 5, "imagenet": 1000}.get(kind, 10)
+    if kind == "imagenet":  # a photo, prepared as the workspace prepares it
+        from PIL import Image
+
+        src = sources.source(sources.PHOTOS)
+        assert src.models() == sources.photo_models() and model in src.models()
+        x = src.prepare(Image.open(io.BytesIO(photo())))[None]
+        classes = [0, 281, 999]
+    else:
+        dataset = model if kind == "workspace" else "mnist"
+        x = np.asarray(sources.source(dataset).image(2), np.float32)[None]
+        classes = list(range(k))
+    options = {"classes": classes} if kind == "imagenet" else {}
+    got = ref.run("class_maps", x, method="gradient", score="logit", absolute=False, **options)
+    np.testing.assert_allclose(got, autograd(f, x, classes), rtol=1e-4, atol=1e-5)
     if ref.trusted:
         assert ref.module() is cache.model(model)
     else:
