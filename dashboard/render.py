@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -81,6 +81,11 @@ def plain(text: object) -> str:
         inside = 0 < i < len(t) - 1 and t[i - 1].isalnum() and t[i + 1].isalnum()
         out.append("\\" + c if c in _MARKUP or (c == "_" and not inside) else c)
     return "".join(out)
+
+
+def bullets(items: Iterable[str]) -> str:
+    """A Markdown list, one item per line of `items` (escape a user's words with `plain`)."""
+    return "\n".join(f"- {item}" for item in items)
 
 
 @contextmanager

@@ -159,7 +159,7 @@ def show_table(result: Result, key: str) -> tuple[str, str] | None:
     if lost:
         st.error(
             "**Beaten by a control** (a score that a random map, the edge detector or a blur "
-            "reaches says little about the method):\n\n" + "\n".join(f"- {line}" for line in lost)
+            "reaches says little about the method):\n\n" + render.bullets(lost)
         )
     else:
         st.success("Every method beats every control on every metric shown.")

@@ -121,23 +121,24 @@ def caveats(X, features, raw, scaled) -> None:
     pairs = saliency.correlated_pairs(float64_tensor(X), features, threshold=CORRELATED)
     flips = saliency.rank_flips(raw, scaled, places=FLIP_PLACES)
     if pairs:
-        lines = "\n".join(
-            f"- **{render.plain(a)}** and **{render.plain(b)}**: r = {r:+.2f}" for a, b, r in pairs
-        )
         st.warning(
             f"**Correlated features** (|r| ≥ {CORRELATED}): the model may use one of each pair "
-            f"and ignore the other, so a low rank does not mean a feature carries no "
-            f"information.\n{lines}"
+            "and ignore the other, so a low rank does not mean a feature carries no "
+            "information.\n"
+            + render.bullets(
+                f"**{render.plain(a)}** and **{render.plain(b)}**: r = {r:+.2f}"
+                for a, b, r in pairs
+            )
         )
     if flips:
-        lines = "\n".join(
-            f"- **{render.plain(n)}**: {a}. in raw units, {b}. × std" for n, a, b in flips
-        )
         st.info(
             f"**The order depends on the units** for these features (places differ by ≥ "
             f"{FLIP_PLACES}). A raw gradient is per unit of the feature: per year, per mmHg, "
             "per mg/dL. Scaled by each feature's std it is the change of y for a typical change "
-            f"of the feature, which is comparable across features.\n{lines}"
+            "of the feature, which is comparable across features.\n"
+            + render.bullets(
+                f"**{render.plain(n)}**: {a}. in raw units, {b}. × std" for n, a, b in flips
+            )
         )
     if not pairs and not flips:
         st.caption(
