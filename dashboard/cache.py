@@ -213,8 +213,8 @@ def _one(image: np.ndarray) -> np.ndarray:
 
 
 def _reduce(m: np.ndarray, absolute: bool) -> np.ndarray:
-    """`(C, H, W)` -> `(H, W)` as Simonyan et al. do: max |g| over the channels for
-    absolute maps (Simonyan et al.), the signed sum for signed ones; one channel is kept."""
+    """`(C, H, W)` -> `(H, W)`: max |g| over the channels for absolute maps (Simonyan et
+    al.), the signed sum for signed ones; one channel is kept."""
     if m.shape[0] == 1:
         return m[0]
     return display.reduce_channels(m, "max" if absolute else "sum")

@@ -202,9 +202,10 @@ def has_one_model(key: str) -> bool:
 
 
 def source(key: str) -> Workspace:
-    """The bundled test set `key`, or the indexed workspace `ws:<name>`: reopened when its
-    index is rewritten. Raises WorkspaceError when its folder is not (or no longer) a finished
-    index, or not one of this server's workspaces."""
+    """The bundled test set `key`, the indexed workspace `ws:<name>` (reopened when its index
+    is rewritten), an uploaded one, or the ImageNet workspace (`PHOTOS`). Raises
+    WorkspaceError when its folder is not (or no longer) a finished index, or not one of this
+    server's workspaces."""
     kind = kinds.parse(key).kind
     if kind == kinds.BUNDLED:
         return _bundled(key)

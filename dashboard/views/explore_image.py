@@ -43,6 +43,9 @@ UPLOAD_PREVIEW = "upload_preview"
 UPLOAD_NOTE = "upload_note"
 CANVAS = "canvas"
 CANVAS_SEEN = "canvas_seen"
+# The image came from a workspace without images (an upload, perforce): back on one with images,
+# the chooser opens on them again.
+NO_IMAGES_SHOWN = "no_images_shown"
 
 
 def _candidates(view: dict, src: Workspace) -> np.ndarray:
@@ -287,8 +290,11 @@ def choose_image(view: dict, src: Workspace) -> tuple[np.ndarray | None, int | N
     """The image to explain `(C, H, W)`, its true class if known, and a short description."""
     if not src.has_images:  # the ImageNet workspace: the user's own photo, nothing else
         if view["source"] != "upload":
-            state.put(state.SOURCE, "upload")
+            state.put(state.SOURCE, "upload")  # so the link and the exports say so
+            st.session_state[NO_IMAGES_SHOWN] = True
         return _your_image(src)
+    if st.session_state.pop(NO_IMAGES_SHOWN, False):
+        state.put(state.SOURCE, "test")
     bundled = src.paths is None
     if not bundled and view["source"] == "draw":  # drawing makes 28 x 28 digits only
         state.put(state.SOURCE, "test")

@@ -184,17 +184,30 @@ def test_photos_is_explore_on_the_imagenet_workspace(empty_hub):
     data, arrays = panel_payload(at)
     assert data["classes"] == sorted(top) and data["target"] == top[0]
     assert arrays["maps"].shape == (10, 224, 224) and data["sign"] == "absolute"
+    grads = {}
     for row, k in enumerate(data["classes"][:3]):
         xr = x[None].clone().requires_grad_()
-        (g,) = torch.autograd.grad(model(xr)[0, k], xr)
-        torch.testing.assert_close(torch.from_numpy(arrays["maps"][row].copy()), g[0].abs().amax(0))
+        (grads[k],) = torch.autograd.grad(model(xr)[0, k], xr)
+        want = grads[k][0].abs().amax(0)  # max |g| over R, G, B (Simonyan)
+        torch.testing.assert_close(torch.from_numpy(arrays["maps"][row].copy()), want)
+    at.radio(key="sign").set_value("signed").run()  # signed: the sum over the channels
+    data, arrays = panel_payload(at)
+    for row, k in enumerate(data["classes"][:3]):
+        want = grads[k][0].sum(0)
+        torch.testing.assert_close(torch.from_numpy(arrays["maps"][row].copy()), want)
 
+    assert at.session_state["source"] == "upload"  # the link and the exports say so
     # A file that is not an image: a message, and the photo stays.
     at.file_uploader(key="ws_upload_file").set_value(("n.txt", b"not a photo", "text/plain"))
     at.run()
     assert not at.exception
     assert "n.txt: This file is not" in at.error[0].value
     assert f"says **{top[0]} · {names[top[0]]}**" in texts(at)
+
+    # Back on MNIST, the chooser opens on its test images again.
+    at.selectbox(key="dataset").set_value("mnist").run()
+    assert not at.exception and at.session_state["source"] == "test"
+    assert at.number_input(key="index").value == 0
 
 
 def test_grad_cam_on_a_photo_is_the_librarys_at_the_named_layer(empty_hub):
