@@ -413,7 +413,9 @@ def render_view() -> None:
     )
     model_name, key = view["model"], view["dataset"]
     src = sources.source(key)
-    if render.no_images(src, "this page"):
+    if not src.has_images:
+        st.title("Misclassifications")
+        render.no_images(src, "this page")
         return
     names = src.classes
     preds = cache.predictions(model_name, key)
