@@ -83,9 +83,14 @@ def uploads_allowed() -> bool:
 
 def display_name(name: str) -> str:
     """A model as people read it, as plain text: an upload by its file's name, with its short
-    hash where this session has two of that name (one file checked with two settings); other
-    models by their name. The key (`upload:<hash>`) stays what links and caches use."""
-    if not kinds.is_upload(name) or name not in uploads():
+    hash where this session has two of that name (one file checked with two settings); an
+    ImageNet classifier by its title ("ResNet-18": its accuracy, or "random weights", follows
+    it wherever it is named); other models by their name. The key (`upload:<hash>`) stays what
+    links and caches use."""
+    kind = kinds.parse(name).kind
+    if kind == kinds.IMAGENET:
+        return ref(name).info.title
+    if kind != kinds.UPLOAD or name not in uploads():
         return name
     filename = uploads().get(name).info.filename or "your model"
     same = [

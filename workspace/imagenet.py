@@ -105,6 +105,7 @@ class Card:
     dataset: str  # the workspace it explains: `photos:imagenet`
     test_accuracy: float | None  # torchvision's top-1 on ImageNet-1K's validation set
     missing: str = ""  # random weights: how to get the pretrained ones (`how_to_get`)
+    title: str = ""  # the architecture as people name it: "ResNet-18"
 
 
 def card(name: str, weights: str, key: str = "", dataset: str = "") -> Card:
@@ -117,7 +118,8 @@ def card(name: str, weights: str, key: str = "", dataset: str = "") -> Card:
         categories(name),
         dataset,
         None if weights == "random" else metrics["acc@1"] / 100,
-        how_to_get(name) if weights == "random" else "",
+        missing=how_to_get(name) if weights == "random" else "",
+        title=_spec(name).title,
     )
 
 

@@ -158,8 +158,8 @@ def test_photos_is_explore_on_the_imagenet_workspace(empty_hub):
     assert at.session_state["dataset"] == sources.PHOTOS == "photos:imagenet"
     assert at.session_state["model"] == "imagenet:resnet18/random"
     assert at.selectbox(key="model").options == [
-        "imagenet:resnet18/random (random weights)",
-        "imagenet:mobilenet_v3_small/random (random weights)",
+        "ResNet-18 (random weights)",
+        "MobileNetV3-Small (random weights)",
     ]
     assert "weights are not in the torch cache" in at.warning[0].value
     assert "torchvision.models.resnet18(weights='DEFAULT')" in at.warning[0].value
@@ -180,7 +180,8 @@ def test_photos_is_explore_on_the_imagenet_workspace(empty_hub):
         probs = model(x[None]).softmax(1)[0]
     top = probs.argsort(descending=True)[:10].tolist()
     assert f"says **{top[0]} · {names[top[0]]}** ({float(probs[top[0]]):.1%})" in texts(at)
-    assert "(random weights)" in texts(at)
+    assert at.subheader[0].value.startswith("ResNet-18 says **")  # the card's title
+    assert "model ResNet-18 (random weights)." in texts(at)
     data, arrays = panel_payload(at)
     assert data["classes"] == sorted(top) and data["target"] == top[0]
     assert arrays["maps"].shape == (10, 224, 224) and data["sign"] == "absolute"
@@ -256,7 +257,7 @@ def test_a_method_that_cant_explain_the_photo_model_says_why(empty_hub):
         saliency.attribute(model, torch.rand(1, 3, 224, 224), 0, method="lrp")
     assert "lrp has no rule for Hardswish" in str(err.value)
     (warning,) = [w.value for w in at.warning if "can't explain" in w.value]
-    assert warning.startswith("**LRP can't explain imagenet:mobilenet_v3_small/random:**")
+    assert warning.startswith("**LRP can't explain MobileNetV3-Small:**")
     assert "lrp has no rule for" in warning
     assert "says **" in at.subheader[0].value  # the prediction is still there
 
