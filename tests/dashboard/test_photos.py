@@ -294,3 +294,34 @@ def test_an_expensive_method_on_a_photo_computes_the_classes_compared_only(empty
     assert arrays["maps"].shape == (2, 224, 224) and (arrays["maps"] >= 0).all()
     assert data["grid_title"] == "The classes compared"
     assert "takes seconds of the server per class" in data["grid_note"]
+
+
+def test_an_expensive_photo_map_waits_its_turn_or_is_refused_with_a_message(empty_hub, monkeypatch):
+    """The page's own expensive maps on a large image take a turn of the server's queue, as
+    the explore route's do: when the queue is full the page says so and keeps running."""
+    from contextlib import contextmanager
+
+    from dashboard.rate_limits import Refused
+    from dashboard.views import explore
+
+    asked = []
+
+    class Full:
+        @contextmanager
+        def turn(self, method):
+            asked.append(method)
+            if method is not None:
+                raise Refused("The server is busy with other maps: try again shortly.", 5, 503)
+            yield
+
+    monkeypatch.setattr(explore, "EXPENSIVE", Full())
+    at = photos_page()
+    at.checkbox(key="random_weights").check().run()
+    with_photo(at, photo(seed=5))
+    assert asked[-1] is None and at.get("bidi_component")  # the gradient: no turn needed
+    at.selectbox(key="method").set_value("smoothgrad").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert asked[-1] == "smoothgrad"
+    assert any("The server is busy with other maps" in w.value for w in at.warning)
+    assert not at.get("bidi_component")  # no map drawn, and nothing else lost:
+    assert at.subheader[0].value.startswith("ResNet-18 says **")
