@@ -106,6 +106,7 @@ class Card:
     test_accuracy: float | None  # torchvision's top-1 on ImageNet-1K's validation set
     missing: str = ""  # random weights: how to get the pretrained ones (`how_to_get`)
     title: str = ""  # the architecture as people name it: "ResNet-18"
+    architecture: str = ""  # torchvision's name of it, a key of MODELS: "resnet18"
 
 
 def card(name: str, weights: str, key: str = "", dataset: str = "") -> Card:
@@ -120,6 +121,7 @@ def card(name: str, weights: str, key: str = "", dataset: str = "") -> Card:
         None if weights == "random" else metrics["acc@1"] / 100,
         missing=how_to_get(name) if weights == "random" else "",
         title=_spec(name).title,
+        architecture=name,
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import render, state
-from sandbox import kinds
 
 # Session keys of this part of Explore.
 WEIGHTS_DOWNLOAD = "weights_download"
@@ -15,11 +14,11 @@ WEIGHTS_DOWNLOAD_ERROR = "weights_download_error"
 RANDOM_LABEL = "Use random weights (a demo of the code path: the predictions mean nothing)"
 
 
-def _try_download(key: str) -> None:
+def _try_download(architecture: str) -> None:
     from workspace import imagenet
 
     try:
-        imagenet.load(kinds.imagenet_parts(key)[0], download=True)
+        imagenet.load(architecture, download=True)
     except imagenet.WeightsUnavailable as err:
         st.session_state[WEIGHTS_DOWNLOAD_ERROR] = str(err)
     else:
@@ -34,7 +33,10 @@ def ready(info) -> bool:
         return True
     st.warning(missing)  # the card's own words: how to get the weights, with a command
     st.button(
-        "Try to download them now", key=WEIGHTS_DOWNLOAD, on_click=_try_download, args=(info.name,)
+        "Try to download them now",
+        key=WEIGHTS_DOWNLOAD,
+        on_click=_try_download,
+        args=(info.architecture,),
     )
     if st.session_state.get(WEIGHTS_DOWNLOAD_ERROR):
         failed = st.session_state[WEIGHTS_DOWNLOAD_ERROR][-200:]

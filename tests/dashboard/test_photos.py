@@ -149,6 +149,17 @@ def with_photo(at: AppTest, img: Image.Image) -> AppTest:
     return at
 
 
+def mobilenet_on_a_photo(seed: int, method: str) -> AppTest:
+    """Explore on the ImageNet workspace: its MobileNet with random weights, a photo, `method`."""
+    at = photos_page()
+    at.selectbox(key="model").set_value("imagenet:mobilenet_v3_small/random").run()
+    at.checkbox(key="random_weights").check().run()
+    with_photo(at, photo(seed=seed))
+    at.selectbox(key="method").set_value(method).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def test_photos_is_explore_on_the_imagenet_workspace(empty_hub):
     """Offline: how to get the weights, nothing run until random ones are chosen; then the
     photo's prediction, and the panel's maps of the top classes, each the max over R, G, B of
@@ -164,6 +175,8 @@ def test_photos_is_explore_on_the_imagenet_workspace(empty_hub):
     assert "weights are not in the torch cache" in at.warning[0].value
     assert "torchvision.models.resnet18(weights='DEFAULT')" in at.warning[0].value
     assert not at.get("file_uploader")  # nothing to run yet; the rest of the app is fine
+    at.button(key="weights_download").click().run()  # offline: the download fails, and says why
+    assert any("Download failed:" in c.value and "URLError" in c.value for c in at.caption)
     at.selectbox(key="model").set_value("imagenet:mobilenet_v3_small/random").run()
     assert "MobileNetV3-Small weights are not in the torch cache" in at.warning[0].value
     at.selectbox(key="model").set_value("imagenet:resnet18/random").run()  # MobileNet: ~flat
@@ -246,12 +259,7 @@ def test_grad_cam_on_a_photo_is_the_librarys_at_the_named_layer(empty_hub):
 
 
 def test_a_method_that_cant_explain_the_photo_model_says_why(empty_hub):
-    at = photos_page()
-    at.selectbox(key="model").set_value("imagenet:mobilenet_v3_small/random").run()
-    at.checkbox(key="random_weights").check().run()
-    with_photo(at, photo(seed=3))
-    at.selectbox(key="method").set_value("lrp").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = mobilenet_on_a_photo(3, "lrp")
     model = imagenet.load("mobilenet_v3_small", weights="random")
     with pytest.raises(ValueError) as err:
         saliency.attribute(model, torch.rand(1, 3, 224, 224), 0, method="lrp")
@@ -283,12 +291,7 @@ def test_an_expensive_method_on_a_photo_computes_the_classes_compared_only(empty
     probs = np.linspace(1, 2, 1000)
     assert explore_explained._maps_shown(probs, 7, 999, None, few=True) == ((7, 999), [7, 999])
 
-    at = photos_page()
-    at.selectbox(key="model").set_value("imagenet:mobilenet_v3_small/random").run()
-    at.checkbox(key="random_weights").check().run()
-    with_photo(at, photo(seed=4))
-    at.selectbox(key="method").set_value("smoothgrad").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = mobilenet_on_a_photo(4, "smoothgrad")
     data, arrays = panel_payload(at)
     assert data["classes"] == sorted({data["target"], data["contrast_versus"]})
     assert arrays["maps"].shape == (2, 224, 224) and (arrays["maps"] >= 0).all()
