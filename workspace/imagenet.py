@@ -107,6 +107,9 @@ class Card:
     missing: str = ""  # random weights: how to get the pretrained ones (`how_to_get`)
     title: str = ""  # the architecture as people name it: "ResNet-18"
     architecture: str = ""  # torchvision's name of it, a key of MODELS: "resnet18"
+    # The first 8 hex digits of the weights file's sha256, as torchvision names the file and
+    # checks it when downloading ("" for random weights, seeded with 0).
+    weights_sha256: str = ""
 
 
 def card(name: str, weights: str, key: str = "", dataset: str = "") -> Card:
@@ -122,6 +125,7 @@ def card(name: str, weights: str, key: str = "", dataset: str = "") -> Card:
         missing=how_to_get(name) if weights == "random" else "",
         title=_spec(name).title,
         architecture=name,
+        weights_sha256="" if weights == "random" else weights_file(name).stem.rsplit("-", 1)[-1],
     )
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_report import assert_self_contained, deferred  # noqa: F401 - deferred is a fixture
 
 import saliency
 from dashboard import lru, sources
@@ -328,3 +329,22 @@ def test_an_expensive_photo_map_waits_its_turn_or_is_refused_with_a_message(empt
     assert any("The server is busy with other maps" in w.value for w in at.warning)
     assert not at.get("bidi_component")  # no map drawn, and nothing else lost:
     assert at.subheader[0].value.startswith("ResNet-18 says **")
+
+
+def test_the_report_of_a_photo_holds_its_model_and_maps(empty_hub, deferred):  # noqa: F811
+    """Explore's "Download report" on the ImageNet workspace: the classifier's card (its title,
+    random weights, no accuracy), the photo's settings and its maps, as for any model."""
+    from saliency.report import read_report
+
+    at = photos_page()
+    at.checkbox(key="random_weights").check().run()
+    with_photo(at, photo(seed=6))
+    at.run()  # the panel's wait is 0 in tests: the server's own buttons are drawn
+    buttons = {b.proto.label: b for b in at.get("download_button")}
+    html = deferred[buttons["📄 Download report"].proto.deferred_file_id]().decode("utf-8")
+    assert_self_contained(html)
+    back = read_report(html)
+    assert back["settings"]["settings"]["dataset"] == "photos:imagenet"
+    assert back["settings"]["settings"]["model"] == "imagenet:resnet18/random"
+    assert "ResNet-18 (random weights)" in html and "weights: random (no accuracy)" in html
+    assert "weights sha256" not in html  # random weights: none to name
