@@ -151,6 +151,7 @@ def test_a_practitioner_follows_a_mistake_from_a_zip_upload(server, page, tmp_pa
     # click during a rerun that redraws the button was lost (seen with two test workers).
     settle(page)
     page.get_by_text("Download the maps of these 3 images").click()
+    settle(page)  # the expander opened: its button is pressed once no run redraws it
     page.get_by_role("button", name="Compute the maps").click()
     button = page.get_by_role("button", name=re.compile(r"Download these maps \(\.npz"))
     expect(button).to_be_visible()
